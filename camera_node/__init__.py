@@ -1,0 +1,1 @@
+"""The camera node: capture, find zones, redact and encrypt, sign, publish."""

@@ -1,0 +1,164 @@
+"""The camera node's main loop: capture → zones → protect → publish, one frame at a time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import zmq
+
+from camera_node.chainstate import ChainStateFile
+from camera_node.detect import create_face_detector
+from camera_node.protect import EncodeSettings, Epoch, protect_frame
+from camera_node.publisher import Publisher
+from camera_node.redact import make_redactor
+from camera_node.sources import FrameSource
+from camera_node.zones import FaceHold, Zone, clip_zone, resolve_static_zones
+from common.config import CameraConfig
+from common.format import ZoneClass
+from common.home import Home, load_grants
+from common.imagecodec import ZONE_CODECS
+from common.lifecycle import StopFlag
+from common.signing import load_signing_key
+
+log = logging.getLogger("veilcam.camera")
+
+STATS_EVERY_S = 10.0
+
+
+@dataclass
+class CameraStats:
+    captured: int = 0
+    published: int = 0
+    dropped_backpressure: int = 0
+    detector_failures: int = 0
+    detect_ms_total: float = 0.0
+    epochs: int = 0
+
+
+class CameraNode:
+    def __init__(self, home: Home, cfg: CameraConfig, source_override: str | None = None,
+                 loop_override: bool | None = None, max_frames: int | None = None,
+                 stop: StopFlag | None = None) -> None:
+        self.home, self.cfg = home, cfg
+        self.camera_id = cfg.camera.id
+        self.max_frames = max_frames
+        self.stop = stop or StopFlag()
+        self.signing_key = load_signing_key(home.camera_key_path(self.camera_id))
+        spec = source_override if source_override is not None else cfg.camera.source
+        kind_is_file = not spec.strip().isdigit() and "://" not in spec
+        if kind_is_file:
+            spec = str(home.resolve(spec))
+        self.source = FrameSource(spec, loop=cfg.camera.loop if loop_override is None else loop_override,
+                                  pace=cfg.camera.pace, fps=cfg.camera.fps,
+                                  max_width=cfg.camera.max_width)
+        self.detector = create_face_detector(cfg.faces)
+        self.hold = FaceHold(cfg.faces.margin, cfg.faces.hold_frames)
+        self.redactor = make_redactor(cfg.redaction.style, cfg.redaction.pixelate_blocks)
+        self.settings = EncodeSettings(cfg.encoding.jpeg_quality,
+                                       ZONE_CODECS[cfg.encoding.zone_codec],
+                                       cfg.encoding.zone_jpeg_quality)
+        self.chain = ChainStateFile(home.state_dir / f"camera-{self.camera_id}.json")
+        self.stats = CameraStats()
+        self.epoch: Epoch | None = None
+
+    def _start_epoch(self, publisher: Publisher) -> None:
+        grants = load_grants(self.home, self.camera_id)
+        self.epoch = Epoch.new()
+        envelope = self.epoch.envelope(self.signing_key, self.camera_id, self.chain.next_seq,
+                                       grants)
+        publisher.send(envelope)
+        self.stats.epochs += 1
+        if grants:
+            log.info("new content-key epoch %s for %d recipient(s)",
+                     self.epoch.epoch_id.hex()[:8], len(grants))
+        else:
+            log.warning("new content-key epoch %s has NO recipients: zone pixels of this epoch "
+                        "can never be unlocked (add a user with 'veilcam user add')",
+                        self.epoch.epoch_id.hex()[:8])
+
+    def _zones(self, image, static: list[Zone]) -> list[Zone]:
+        height, width = image.shape[:2]
+        zones = list(static)
+        if self.detector is None:
+            return zones
+        t0 = time.perf_counter()
+        try:
+            boxes = self.hold.update(self.detector.detect(image))
+        except Exception as exc:  # noqa: BLE001 - any detector failure must fail closed
+            self.stats.detector_failures += 1
+            log.error("face detector failed (%s): redacting the whole frame", exc)
+            self.hold.fail_closed()
+            return zones + [Zone(0, 0, width, height, ZoneClass.FACE)]
+        self.stats.detect_ms_total += (time.perf_counter() - t0) * 1000
+        for box in boxes:
+            zone = clip_zone(box.x, box.y, box.w, box.h, ZoneClass.FACE, width, height)
+            if zone is not None:
+                zones.append(zone)
+        return zones
+
+    def run(self) -> int:
+        """Run until the source ends, max_frames, or a stop signal. Returns the exit code."""
+        ctx = zmq.Context.instance()
+        publisher = Publisher(ctx, self.cfg.store.ingest, self.cfg.store.max_in_flight)
+        detector_name = self.detector.name if self.detector else "off"
+        log.info("camera %s: source %s (%s), %.1f fps, faces: %s, store %s", self.camera_id,
+                 self.source.target, self.source.kind, self.source.fps, detector_name,
+                 self.cfg.store.ingest)
+        static_cache: dict[tuple[int, int], list[Zone]] = {}
+        last_stats = time.monotonic()
+        rotate_s = self.cfg.keys.rotate_seconds
+        try:
+            self._start_epoch(publisher)
+            for captured in self.source.frames():
+                if self.stop.is_set():
+                    break
+                self.stats.captured += 1
+                publisher.poll()
+                if not publisher.has_room:
+                    self.stats.dropped_backpressure += 1
+                    continue
+                if time.monotonic() - self.epoch.started_monotonic >= rotate_s:
+                    self._start_epoch(publisher)
+                image = captured.image
+                size = (image.shape[1], image.shape[0])
+                if size not in static_cache:
+                    static_cache[size] = resolve_static_zones(self.cfg.zones, *size)
+                zones = self._zones(image, static_cache[size])
+                seq = self.chain.next_seq
+                msg = protect_frame(image, zones, camera_id=self.camera_id, seq=seq,
+                                    capture_time_us=captured.capture_time_us, epoch=self.epoch,
+                                    prev_digest=self.chain.prev_digest, redactor=self.redactor,
+                                    settings=self.settings, signing_key=self.signing_key)
+                publisher.send(msg)
+                self.chain.advance(seq, msg.digest)
+                self.stats.published += 1
+                if self.max_frames is not None and self.stats.published >= self.max_frames:
+                    self.stop.set(f"reached --max-frames {self.max_frames}")
+                    break
+                if time.monotonic() - last_stats >= STATS_EVERY_S:
+                    last_stats = time.monotonic()
+                    self._log_stats(publisher)
+            else:
+                self.stop.set("end of source")
+            drain_s = self.cfg.store.drain_timeout_s
+            if not publisher.drain(drain_s):
+                log.error("%d message(s) not acknowledged by the store at %s within %.0f s",
+                          len(publisher.in_flight), self.cfg.store.ingest, drain_s)
+                return 3
+            return 0 if publisher.rejected == 0 else 4
+        finally:
+            self.chain.close_clean()
+            self._log_stats(publisher)
+            publisher.close()
+            self.source.close()
+            log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
+
+    def _log_stats(self, publisher: Publisher) -> None:
+        s = self.stats
+        detect_ms = s.detect_ms_total / s.published if s.published else 0.0
+        log.info("camera %s: %d captured, %d published, %d acknowledged, %d rejected, "
+                 "%d dropped (store backlog), %d detector failures, detect %.1f ms/frame",
+                 self.camera_id, s.captured, s.published, publisher.acked, publisher.rejected,
+                 s.dropped_backpressure, s.detector_failures, detect_ms)

@@ -1,0 +1,83 @@
+"""Turning a captured frame and its zones into a signed frame message.
+
+Per zone: copy the original pixels, encode them, encrypt them (AES-256-CTR under the epoch's
+key for the zone's class); then redact the public frame, encode it, build the header that binds
+everything, and sign it. All crops are taken before any redaction, so overlapping zones each
+carry original pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from camera_node.redact import Redactor
+from camera_node.zones import Zone
+from common.format import (
+    EPOCH_ID_LEN,
+    FLAG_CHAIN_START,
+    ZERO_DIGEST,
+    FrameHeader,
+    FrameMessage,
+    ImageCodec,
+    KeyEnvelope,
+    ZoneClass,
+    ZoneRecord,
+    sha256,
+)
+from common.imagecodec import encode_image
+from common.keywrap import Grant, build_envelope
+from common.zonecrypt import encrypt_zone, new_content_key
+
+
+@dataclass
+class Epoch:
+    """One content-key period of one camera: a random id and a random key per zone class."""
+
+    epoch_id: bytes
+    class_keys: dict[ZoneClass, bytes]
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def new(cls) -> Epoch:
+        return cls(os.urandom(EPOCH_ID_LEN), {c: new_content_key() for c in ZoneClass})
+
+    def envelope(self, signing_key: Ed25519PrivateKey, camera_id: str, first_seq: int,
+                 grants: list[Grant]) -> KeyEnvelope:
+        return build_envelope(signing_key, camera_id, self.epoch_id, first_seq,
+                              self.class_keys, grants)
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    jpeg_quality: int = 90
+    zone_codec: ImageCodec = ImageCodec.PNG
+    zone_jpeg_quality: int = 95
+
+
+def protect_frame(frame: np.ndarray, zones: list[Zone], *, camera_id: str, seq: int,
+                  capture_time_us: int, epoch: Epoch, prev_digest: bytes,
+                  redactor: Redactor, settings: EncodeSettings,
+                  signing_key: Ed25519PrivateKey) -> FrameMessage:
+    """Encrypt the zones' original pixels, redact them in ``frame`` (in place), sign the result."""
+    height, width = frame.shape[:2]
+    payloads = [encode_image(frame[z.y:z.y + z.h, z.x:z.x + z.w], settings.zone_codec,
+                             settings.zone_jpeg_quality) for z in zones]
+    for z in zones:
+        redactor(frame[z.y:z.y + z.h, z.x:z.x + z.w])
+    public = encode_image(frame, ImageCodec.JPEG, settings.jpeg_quality)
+    ciphertexts = tuple(encrypt_zone(epoch.class_keys[z.zone_class], seq, i, payload)
+                        for i, (z, payload) in enumerate(zip(zones, payloads, strict=True)))
+    records = tuple(ZoneRecord(z.zone_class, settings.zone_codec, z.x, z.y, z.w, z.h,
+                               len(ct), sha256(ct)) for z, ct in zip(zones, ciphertexts, strict=True))
+    header = FrameHeader(camera_id=camera_id, seq=seq, capture_time_us=capture_time_us,
+                         epoch_id=epoch.epoch_id, prev_digest=prev_digest,
+                         image_codec=ImageCodec.JPEG, width=width, height=height,
+                         image_len=len(public), image_sha256=sha256(public), zones=records,
+                         flags=FLAG_CHAIN_START if prev_digest == ZERO_DIGEST else 0)
+    header_bytes = header.to_bytes()
+    return FrameMessage(header, header_bytes, signing_key.sign(header_bytes), public, ciphertexts)

@@ -1,0 +1,100 @@
+"""Frame sources: a device index, a video file (optionally looped, paced), or a stream URL."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common.errors import VeilcamError
+
+log = logging.getLogger("veilcam.source")
+
+URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+
+
+@dataclass(frozen=True)
+class CapturedFrame:
+    image: np.ndarray
+    capture_time_us: int
+
+
+def describe_source(spec: str) -> tuple[str, int | str]:
+    """('device', index) | ('url', url) | ('file', path)."""
+    text = spec.strip()
+    if text.isdigit():
+        return "device", int(text)
+    if text.lower().startswith(URL_SCHEMES):
+        return "url", text
+    return "file", text
+
+
+class FrameSource:
+    """Iterates captured frames; a file ends (or loops); a device or URL reconnects on failure."""
+
+    def __init__(self, spec: str, *, loop: bool = False, pace: bool = True, fps: float = 0.0,
+                 max_width: int = 0, reconnect_delay_s: float = 1.0) -> None:
+        self.kind, self.target = describe_source(spec)
+        if self.kind == "file" and not Path(str(self.target)).is_file():
+            raise VeilcamError(f"video file {self.target} not found")
+        self.loop, self.pace, self.max_width = loop, pace, max_width
+        self.reconnect_delay_s = reconnect_delay_s
+        self._cap = self._open()
+        native = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.fps = fps or (native if 1 <= native <= 240 else 30.0)
+        self._stopped = False
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(self.target)
+        if not cap.isOpened():
+            what = {"device": "camera device", "url": "stream", "file": "video file"}[self.kind]
+            raise VeilcamError(f"cannot open {what} {self.target!r}")
+        return cap
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _scaled(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if self.max_width and w > self.max_width:
+            new_h = round(h * self.max_width / w)
+            image = cv2.resize(image, (self.max_width, new_h), interpolation=cv2.INTER_LINEAR)
+        return image
+
+    def frames(self) -> Iterator[CapturedFrame]:
+        period = 1.0 / self.fps
+        next_due = time.monotonic()
+        while not self._stopped:
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                if self.kind == "file":
+                    if not self.loop:
+                        return
+                    self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    ok, image = self._cap.read()
+                    if not ok:
+                        raise VeilcamError(f"video file {self.target} has no readable frames")
+                else:
+                    log.warning("source %s stopped delivering frames; reconnecting in %.1f s",
+                                self.target, self.reconnect_delay_s)
+                    self._cap.release()
+                    time.sleep(self.reconnect_delay_s)
+                    try:
+                        self._cap = self._open()
+                    except VeilcamError as exc:
+                        log.warning("%s", exc)
+                    continue
+            if self.kind == "file" and self.pace:
+                delay = next_due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_due = max(next_due + period, time.monotonic() - period)
+            yield CapturedFrame(self._scaled(image), time.time_ns() // 1000)
+
+    def close(self) -> None:
+        self._cap.release()

@@ -1,0 +1,1 @@
+"""Shared by every veilcam node: wire format, crypto helpers, config, deployment layout."""

@@ -1,0 +1,210 @@
+"""Config files: one typed schema per node, validated on load.
+
+Each section is a pydantic model with ``extra="forbid"``, so an unknown key is an error, and a
+description per field, from which docs/CONFIG.md is generated (``veilcam config-docs``).
+``load_config`` turns every problem into one ConfigError naming the file, the key and why.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from common.errors import ConfigError
+from common.format import CAMERA_ID_RE, ZoneClass
+
+ZMQ_ENDPOINT_PATTERN = r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- camera
+
+class CameraSection(Section):
+    id: str = Field("cam1", description="Camera id: 1-64 letters, digits, '_', '.', '-'.")
+    source: str = Field(..., description="What to capture: a device index ('0'), a video file "
+                        "path (relative to the deployment home), or an rtsp:// or http(s):// URL.")
+    loop: bool = Field(False, description="Restart a file source at its end instead of stopping.")
+    pace: bool = Field(True, description="Play file sources at their own frame rate, like a live "
+                       "camera. Off: as fast as the pipeline goes (tests, batch redaction).")
+    fps: float = Field(0.0, ge=0, le=240, description="Frame rate to pace a file at; 0 uses the "
+                       "file's own rate.")
+    max_width: int = Field(0, ge=0, le=7680, description="Downscale frames wider than this "
+                           "before anything else; 0 keeps the source size.")
+
+    @field_validator("id")
+    @classmethod
+    def _camera_id(cls, value: str) -> str:
+        if not CAMERA_ID_RE.match(value):
+            raise ValueError("must be 1-64 letters, digits, '_', '.', '-', starting with a "
+                             "letter or digit")
+        return value
+
+
+class StoreLinkSection(Section):
+    ingest: str = Field("tcp://127.0.0.1:7700", pattern=ZMQ_ENDPOINT_PATTERN,
+                        description="ZeroMQ endpoint of the store's ingest socket.")
+    drain_timeout_s: float = Field(30.0, gt=0, le=3600, description="At the end of a file "
+                                   "source, how long to wait for the store to acknowledge "
+                                   "every frame before giving up (and exiting non-zero).")
+    max_in_flight: int = Field(300, ge=1, le=100000, description="Frames sent but not yet "
+                               "acknowledged before new frames are dropped (and counted).")
+
+
+class EncodingSection(Section):
+    jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of the public frame.")
+    zone_codec: Literal["png", "jpeg", "raw"] = Field(
+        "png", description="How original zone pixels are encoded before encryption: 'png' "
+        "(lossless, default: evidence), 'jpeg' (smaller), 'raw' (BGR bytes, fastest).")
+    zone_jpeg_quality: int = Field(95, ge=30, le=100, description="JPEG quality when "
+                                   "zone_codec is 'jpeg'.")
+
+
+class KeysSection(Section):
+    rotate_seconds: float = Field(60.0, ge=1, le=86400, description="Content keys rotate at "
+                                  "every start and after this many seconds.")
+
+
+class RedactionSection(Section):
+    style: Literal["pixelate", "solid", "blur", "noise"] = Field(
+        "pixelate", description="How zones are made unreadable in the public frame.")
+    pixelate_blocks: int = Field(8, ge=2, le=32, description="Blocks across the longer side "
+                                 "of a zone when pixelating (fewer is coarser).")
+
+
+class FacesSection(Section):
+    enabled: bool = Field(True, description="Detect faces and redact them.")
+    backend: Literal["auto", "yunet", "haar"] = Field(
+        "auto", description="'yunet' needs its model; 'haar' uses OpenCV's cascades (weaker); "
+        "'auto' uses YuNet when its model is found, else Haar with a warning.")
+    model: str = Field("", description="Path of the YuNet ONNX model; empty looks in the model "
+                       "cache ($XDG_CACHE_HOME/veilcam/models, see 'veilcam models fetch').")
+    detect_width: int = Field(640, ge=160, le=3840, description="Frames are downscaled to this "
+                              "width (INTER_LINEAR) for detection.")
+    score_threshold: float = Field(0.6, gt=0, lt=1, description="YuNet confidence threshold.")
+    margin: float = Field(0.25, ge=0, le=2, description="Grow each detected box by this share "
+                          "of its size on every side, to cover hair, ears and box jitter.")
+    hold_frames: int = Field(15, ge=0, le=600, description="Keep covering a face this many "
+                             "frames after the detector last saw it (fail closed against "
+                             "missed detections).")
+
+
+class StaticZoneSection(Section):
+    name: str = Field("", description="A label for logs.")
+    rect: tuple[float, float, float, float] = Field(..., description="x, y, width, height.")
+    units: Literal["px", "fraction"] = Field("px", description="'px', or 'fraction' of the "
+                                             "frame's width and height.")
+    zone_class: str = Field("static", alias="class", description="Zone class for grants: "
+                            "static, face, person or plate.")
+
+    @field_validator("zone_class")
+    @classmethod
+    def _zone_class(cls, value: str) -> str:
+        ZoneClass.from_label(value)
+        return value
+
+    @model_validator(mode="after")
+    def _rect(self) -> StaticZoneSection:
+        x, y, w, h = self.rect
+        if w <= 0 or h <= 0 or x < 0 or y < 0:
+            raise ValueError("rect needs x, y >= 0 and width, height > 0")
+        if self.units == "fraction" and (x + w > 1 or y + h > 1):
+            raise ValueError("a fractional rect must lie within 0..1")
+        return self
+
+
+class CameraConfig(Section):
+    camera: CameraSection
+    store: StoreLinkSection = StoreLinkSection()
+    encoding: EncodingSection = EncodingSection()
+    keys: KeysSection = KeysSection()
+    redaction: RedactionSection = RedactionSection()
+    faces: FacesSection = FacesSection()
+    zones: list[StaticZoneSection] = Field(default_factory=list,
+                                           description="Static privacy zones ([[zones]] tables).")
+
+
+# --------------------------------------------------------------------------- store
+
+class StoreSection(Section):
+    ingest_bind: str = Field("tcp://127.0.0.1:7700", pattern=ZMQ_ENDPOINT_PATTERN,
+                             description="Where cameras send frames (ROUTER; acknowledged).")
+    relay_bind: str = Field("tcp://127.0.0.1:7701", pattern=ZMQ_ENDPOINT_PATTERN,
+                            description="Where viewers subscribe to verified frames (PUB).")
+    query_bind: str = Field("tcp://127.0.0.1:7702", pattern=ZMQ_ENDPOINT_PATTERN,
+                            description="Where viewers ask for key envelopes and archive "
+                            "ranges (ROUTER).")
+
+
+class ArchiveSection(Section):
+    path: str = Field("archive", description="Archive folder, relative to the home.")
+    segment_max_bytes: int = Field(256 * 2**20, ge=2**16, le=2**40, description="A segment "
+                                   "file is closed and a new one started past this size.")
+    fsync_max_records: int = Field(30, ge=1, le=10000, description="fsync (and acknowledge) "
+                                   "after at most this many records...")
+    fsync_max_delay_ms: float = Field(50.0, gt=0, le=10000, description="...or after this "
+                                      "long, whichever comes first.")
+
+
+class StoreConfig(Section):
+    store: StoreSection = StoreSection()
+    archive: ArchiveSection = ArchiveSection()
+
+
+# --------------------------------------------------------------------------- viewer
+
+class ViewerSection(Section):
+    relay: str = Field("tcp://127.0.0.1:7701", pattern=ZMQ_ENDPOINT_PATTERN,
+                       description="The store's relay endpoint.")
+    query: str = Field("tcp://127.0.0.1:7702", pattern=ZMQ_ENDPOINT_PATTERN,
+                       description="The store's query endpoint.")
+    web_host: str = Field("127.0.0.1", description="Address the browser page listens on. "
+                          "Keep it on loopback unless a TLS proxy is in front.")
+    web_port: int = Field(7780, ge=1, le=65535, description="Port of the browser page.")
+    jpeg_quality: int = Field(85, ge=30, le=100, description="JPEG quality of unlocked frames "
+                              "sent to the browser.")
+
+
+class ViewerConfig(Section):
+    viewer: ViewerSection = ViewerSection()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_config(path: Path, model: type[M]) -> M:
+    """Read and validate a TOML file; any problem is a ConfigError naming file, key and reason."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = _dotted(err["loc"]) or "(top level)"
+            reason = err["msg"]
+            if err["type"] == "extra_forbidden":
+                reason = "unknown key"
+            elif err["type"] == "missing":
+                reason = "required key is missing"
+            problems.append(f"{path}: key '{key}': {reason}")
+        raise ConfigError("\n".join(problems)) from None

@@ -1,0 +1,466 @@
+"""The veilcam wire format, version 1: frames, key envelopes and acknowledgements.
+
+This is the only module that builds or parses message bytes; nodes go through these value
+objects. The layout is documented byte for byte in docs/FORMAT.md: change both together.
+
+A message travels as a ZeroMQ multipart message. Its first part is a *topic* (camera id, a
+NUL byte, and one kind letter) so that subscribers can filter per camera; the remaining parts
+are what gets signed, archived and verified. ``from_parts`` validates every length and field
+and raises ``FormatError``; it never trusts a field for anything but locating the others.
+Authenticity is checked separately (``common.signing``) over the raw header bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from common.errors import FormatError
+
+FORMAT_VERSION = 1
+
+FRAME_MAGIC = b"VCFH"
+ENVELOPE_MAGIC = b"VCKE"
+ACK_MAGIC = b"VCAK"
+
+KIND_FRAME = b"F"
+KIND_ENVELOPE = b"K"
+
+SIGNATURE_LEN = 64
+DIGEST_LEN = 32
+EPOCH_ID_LEN = 16
+KEY_ID_LEN = 16
+ZERO_DIGEST = bytes(DIGEST_LEN)
+
+MAX_CAMERA_ID_LEN = 64
+MAX_ZONES = 256
+MAX_RECIPIENT_ENTRIES = 4096
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_ZONE_BYTES = 64 * 1024 * 1024
+MAX_SEALED_KEY_LEN = 4096
+
+CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+FLAG_CHAIN_START = 0x01  # prev_digest is zero: the camera declares a new hash chain (no history)
+
+
+class ZoneClass(IntEnum):
+    """What a zone hides. Content keys are per class, so grants can differ per class."""
+
+    STATIC = 1
+    FACE = 2
+    PERSON = 3
+    PLATE = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> ZoneClass:
+        try:
+            return cls[label.upper()]
+        except KeyError:
+            raise ValueError(f"unknown zone class {label!r} (expected one of: "
+                             f"{', '.join(c.label for c in cls)})") from None
+
+
+class ImageCodec(IntEnum):
+    JPEG = 1
+    PNG = 2
+    RAW_BGR = 3
+
+
+class KemSuite(IntEnum):
+    """HPKE suites for wrapping epoch keys (RFC 9180 identifiers in docs/FORMAT.md)."""
+
+    X25519_HKDF_SHA256_AES256GCM = 1
+    MLKEM768X25519_HKDF_SHA256_AES256GCM = 2
+
+
+def validate_camera_id(camera_id: str) -> str:
+    if not isinstance(camera_id, str) or not CAMERA_ID_RE.match(camera_id):
+        raise FormatError(f"invalid camera id {camera_id!r}: 1-64 characters of "
+                          "letters, digits, '_', '.', '-', starting with a letter or digit")
+    return camera_id
+
+
+def topic_for(camera_id: str, kind: bytes) -> bytes:
+    """Subscription topic: ``camera_id NUL kind``. Subscribe to ``camera_id NUL`` for one camera."""
+    return camera_id.encode("ascii") + b"\x00" + kind
+
+
+def sha256(data: bytes | memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class _Reader:
+    """Bounds-checked reader over a header; every short read is a FormatError naming the field."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def take(self, n: int, name: str) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise FormatError(f"{self.what} truncated at field {name!r}: needs {n} bytes at "
+                              f"offset {self.pos}, only {len(self.data) - self.pos} left")
+        out = self.data[self.pos:end]
+        self.pos = end
+        return out
+
+    def u8(self, name: str) -> int:
+        return self.take(1, name)[0]
+
+    def u16(self, name: str) -> int:
+        return struct.unpack(">H", self.take(2, name))[0]
+
+    def u32(self, name: str) -> int:
+        return struct.unpack(">I", self.take(4, name))[0]
+
+    def u64(self, name: str) -> int:
+        return struct.unpack(">Q", self.take(8, name))[0]
+
+    def camera_id(self) -> str:
+        n = self.u8("camera_id_len")
+        raw = self.take(n, "camera_id")
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise FormatError(f"{self.what}: camera id is not ASCII") from None
+        return validate_camera_id(text)
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise FormatError(f"{self.what} has {len(self.data) - self.pos} trailing bytes")
+
+
+def _enum(enum_cls: type[IntEnum], value: int, what: str) -> IntEnum:
+    try:
+        return enum_cls(value)
+    except ValueError:
+        raise FormatError(f"unknown {what} {value}") from None
+
+
+def _camera_id_bytes(camera_id: str) -> bytes:
+    raw = validate_camera_id(camera_id).encode("ascii")
+    return bytes([len(raw)]) + raw
+
+
+# --------------------------------------------------------------------------- frames
+
+ZONE_RECORD = struct.Struct(">BBHHHHI32s")  # class, codec, x, y, w, h, ct_len, ct_sha256
+
+
+@dataclass(frozen=True)
+class ZoneRecord:
+    """One privacy zone as bound by the frame signature: where, what, and its ciphertext hash.
+
+    The zone's index is its position in the header; together with the frame's sequence number
+    it builds the AES-CTR counter block (common.zonecrypt).
+    """
+
+    zone_class: ZoneClass
+    codec: ImageCodec
+    x: int
+    y: int
+    w: int
+    h: int
+    ciphertext_len: int
+    ciphertext_sha256: bytes
+
+    def to_bytes(self) -> bytes:
+        return ZONE_RECORD.pack(self.zone_class, self.codec, self.x, self.y, self.w, self.h,
+                                self.ciphertext_len, self.ciphertext_sha256)
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    camera_id: str
+    seq: int
+    capture_time_us: int
+    epoch_id: bytes
+    prev_digest: bytes
+    image_codec: ImageCodec
+    width: int
+    height: int
+    image_len: int
+    image_sha256: bytes
+    zones: tuple[ZoneRecord, ...] = ()
+    flags: int = 0
+
+    def to_bytes(self) -> bytes:
+        if len(self.epoch_id) != EPOCH_ID_LEN or len(self.prev_digest) != DIGEST_LEN:
+            raise FormatError("epoch id must be 16 bytes and prev digest 32 bytes")
+        if len(self.zones) > MAX_ZONES:
+            raise FormatError(f"{len(self.zones)} zones in one frame; at most {MAX_ZONES}")
+        out = [FRAME_MAGIC, bytes([FORMAT_VERSION, self.flags]), _camera_id_bytes(self.camera_id),
+               struct.pack(">QQ", self.seq, self.capture_time_us), self.epoch_id,
+               self.prev_digest,
+               struct.pack(">BHHI", self.image_codec, self.width, self.height, self.image_len),
+               self.image_sha256, struct.pack(">H", len(self.zones))]
+        out.extend(z.to_bytes() for z in self.zones)
+        return b"".join(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FrameHeader:
+        r = _Reader(bytes(data), "frame header")
+        if r.take(4, "magic") != FRAME_MAGIC:
+            raise FormatError("not a veilcam frame header (bad magic)")
+        version = r.u8("version")
+        if version != FORMAT_VERSION:
+            raise FormatError(f"frame format version {version} is not supported "
+                              f"(this build reads version {FORMAT_VERSION})")
+        flags = r.u8("flags")
+        if flags & ~FLAG_CHAIN_START:
+            raise FormatError(f"unknown frame flags 0x{flags:02x}")
+        camera_id = r.camera_id()
+        seq = r.u64("seq")
+        capture_time_us = r.u64("capture_time_us")
+        epoch_id = r.take(EPOCH_ID_LEN, "epoch_id")
+        prev_digest = r.take(DIGEST_LEN, "prev_digest")
+        codec = _enum(ImageCodec, r.u8("image_codec"), "image codec")
+        width, height, image_len = r.u16("width"), r.u16("height"), r.u32("image_len")
+        if not (0 < width and 0 < height):
+            raise FormatError(f"frame size {width}x{height} is empty")
+        if image_len > MAX_IMAGE_BYTES:
+            raise FormatError(f"public image of {image_len} bytes exceeds {MAX_IMAGE_BYTES}")
+        image_sha256 = r.take(DIGEST_LEN, "image_sha256")
+        n_zones = r.u16("zone_count")
+        if n_zones > MAX_ZONES:
+            raise FormatError(f"{n_zones} zones in one frame; at most {MAX_ZONES}")
+        zones = []
+        for i in range(n_zones):
+            fields = ZONE_RECORD.unpack(r.take(ZONE_RECORD.size, f"zone[{i}]"))
+            zclass = _enum(ZoneClass, fields[0], f"zone[{i}] class")
+            zcodec = _enum(ImageCodec, fields[1], f"zone[{i}] codec")
+            x, y, w, h, ct_len = fields[2:7]
+            if w == 0 or h == 0 or x + w > width or y + h > height:
+                raise FormatError(f"zone[{i}] rectangle {x},{y},{w}x{h} is empty or outside "
+                                  f"the {width}x{height} frame")
+            if ct_len > MAX_ZONE_BYTES:
+                raise FormatError(f"zone[{i}] ciphertext of {ct_len} bytes exceeds {MAX_ZONE_BYTES}")
+            zones.append(ZoneRecord(zclass, zcodec, x, y, w, h, ct_len, fields[7]))
+        r.end()
+        if (flags & FLAG_CHAIN_START) != (prev_digest == ZERO_DIGEST) * FLAG_CHAIN_START:
+            raise FormatError("chain-start flag and zero prev digest disagree")
+        return cls(camera_id, seq, capture_time_us, epoch_id, prev_digest, codec, width, height,
+                   image_len, image_sha256, tuple(zones), flags)
+
+
+def frame_digest(header_bytes: bytes) -> bytes:
+    """The frame's link in its camera's hash chain: SHA-256 of the raw header bytes."""
+    return sha256(header_bytes)
+
+
+@dataclass(frozen=True)
+class FrameMessage:
+    """A signed frame: header, Ed25519 signature, public image, one ciphertext per zone.
+
+    ``header_bytes`` are kept exactly as received: the signature and the hash chain are over
+    them, never over a re-encoding.
+    """
+
+    header: FrameHeader
+    header_bytes: bytes
+    signature: bytes
+    public_image: bytes
+    zone_ciphertexts: tuple[bytes, ...] = field(default=())
+
+    @property
+    def camera_id(self) -> str:
+        return self.header.camera_id
+
+    @property
+    def digest(self) -> bytes:
+        return frame_digest(self.header_bytes)
+
+    def body_parts(self) -> list[bytes]:
+        """The parts that are archived verbatim (everything but the topic)."""
+        return [self.header_bytes, self.signature, self.public_image, *self.zone_ciphertexts]
+
+    def to_parts(self) -> list[bytes]:
+        return [topic_for(self.camera_id, KIND_FRAME), *self.body_parts()]
+
+    @classmethod
+    def from_parts(cls, parts: list[bytes]) -> FrameMessage:
+        if len(parts) < 4:
+            raise FormatError(f"frame message has {len(parts)} parts; needs at least 4 "
+                              "(topic, header, signature, public image)")
+        msg = cls.from_body_parts([bytes(p) for p in parts[1:]])
+        if bytes(parts[0]) != topic_for(msg.camera_id, KIND_FRAME):
+            raise FormatError("frame topic does not match the camera id in its header")
+        return msg
+
+    @classmethod
+    def from_body_parts(cls, parts: list[bytes]) -> FrameMessage:
+        if len(parts) < 3:
+            raise FormatError(f"frame body has {len(parts)} parts; needs at least 3")
+        header_bytes, signature, image = (bytes(p) for p in parts[:3])
+        header = FrameHeader.from_bytes(header_bytes)
+        if len(signature) != SIGNATURE_LEN:
+            raise FormatError(f"frame signature is {len(signature)} bytes; expected {SIGNATURE_LEN}")
+        zone_parts = tuple(bytes(p) for p in parts[3:])
+        if len(zone_parts) != len(header.zones):
+            raise FormatError(f"frame header lists {len(header.zones)} zones but the message "
+                              f"carries {len(zone_parts)} zone ciphertexts")
+        if len(image) != header.image_len:
+            raise FormatError(f"public image is {len(image)} bytes; header says {header.image_len}")
+        for i, (zone, ct) in enumerate(zip(header.zones, zone_parts, strict=True)):
+            if len(ct) != zone.ciphertext_len:
+                raise FormatError(f"zone[{i}] ciphertext is {len(ct)} bytes; header says "
+                                  f"{zone.ciphertext_len}")
+        return cls(header, header_bytes, signature, image, zone_parts)
+
+
+# --------------------------------------------------------------------------- key envelopes
+
+@dataclass(frozen=True)
+class SealedKey:
+    """One epoch content key of one zone class, sealed (HPKE) to one recipient."""
+
+    recipient_key_id: bytes
+    zone_class: ZoneClass
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class EnvelopeBody:
+    camera_id: str
+    epoch_id: bytes
+    created_us: int
+    first_seq: int
+    suite: KemSuite
+    entries: tuple[SealedKey, ...]
+
+    def to_bytes(self) -> bytes:
+        if len(self.entries) > MAX_RECIPIENT_ENTRIES:
+            raise FormatError(f"{len(self.entries)} sealed keys; at most {MAX_RECIPIENT_ENTRIES}")
+        out = [ENVELOPE_MAGIC, bytes([FORMAT_VERSION, self.suite]),
+               _camera_id_bytes(self.camera_id), self.epoch_id,
+               struct.pack(">QQH", self.created_us, self.first_seq, len(self.entries))]
+        for e in self.entries:
+            if len(e.recipient_key_id) != KEY_ID_LEN:
+                raise FormatError("recipient key id must be 16 bytes")
+            out.append(e.recipient_key_id + struct.pack(">BH", e.zone_class, len(e.sealed)))
+            out.append(e.sealed)
+        return b"".join(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EnvelopeBody:
+        r = _Reader(bytes(data), "key envelope")
+        if r.take(4, "magic") != ENVELOPE_MAGIC:
+            raise FormatError("not a veilcam key envelope (bad magic)")
+        version = r.u8("version")
+        if version != FORMAT_VERSION:
+            raise FormatError(f"key envelope version {version} is not supported")
+        suite = _enum(KemSuite, r.u8("suite"), "key-wrapping suite")
+        camera_id = r.camera_id()
+        epoch_id = r.take(EPOCH_ID_LEN, "epoch_id")
+        created_us, first_seq = r.u64("created_us"), r.u64("first_seq")
+        count = r.u16("entry_count")
+        if count > MAX_RECIPIENT_ENTRIES:
+            raise FormatError(f"{count} sealed keys; at most {MAX_RECIPIENT_ENTRIES}")
+        entries = []
+        for i in range(count):
+            key_id = r.take(KEY_ID_LEN, f"entry[{i}].key_id")
+            zclass = _enum(ZoneClass, r.u8(f"entry[{i}].class"), f"entry[{i}] zone class")
+            n = r.u16(f"entry[{i}].sealed_len")
+            if n > MAX_SEALED_KEY_LEN:
+                raise FormatError(f"entry[{i}] sealed key of {n} bytes is too long")
+            entries.append(SealedKey(key_id, zclass, r.take(n, f"entry[{i}].sealed")))
+        r.end()
+        return cls(camera_id, epoch_id, created_us, first_seq, suite, tuple(entries))
+
+
+@dataclass(frozen=True)
+class KeyEnvelope:
+    """A signed key envelope: one epoch's content keys, sealed once per recipient and class."""
+
+    body: EnvelopeBody
+    body_bytes: bytes
+    signature: bytes
+
+    @property
+    def camera_id(self) -> str:
+        return self.body.camera_id
+
+    def body_parts(self) -> list[bytes]:
+        return [self.body_bytes, self.signature]
+
+    def to_parts(self) -> list[bytes]:
+        return [topic_for(self.camera_id, KIND_ENVELOPE), *self.body_parts()]
+
+    @classmethod
+    def from_parts(cls, parts: list[bytes]) -> KeyEnvelope:
+        if len(parts) != 3:
+            raise FormatError(f"key envelope has {len(parts)} parts; expected 3 "
+                              "(topic, body, signature)")
+        env = cls.from_body_parts([bytes(p) for p in parts[1:]])
+        if bytes(parts[0]) != topic_for(env.camera_id, KIND_ENVELOPE):
+            raise FormatError("key envelope topic does not match its camera id")
+        return env
+
+    @classmethod
+    def from_body_parts(cls, parts: list[bytes]) -> KeyEnvelope:
+        if len(parts) != 2:
+            raise FormatError(f"key envelope body has {len(parts)} parts; expected 2")
+        body_bytes, signature = bytes(parts[0]), bytes(parts[1])
+        if len(signature) != SIGNATURE_LEN:
+            raise FormatError(f"envelope signature is {len(signature)} bytes; expected {SIGNATURE_LEN}")
+        return cls(EnvelopeBody.from_bytes(body_bytes), body_bytes, signature)
+
+
+def message_from_parts(parts: list[bytes]) -> FrameMessage | KeyEnvelope:
+    """Parse a topic-led multipart message into a frame or a key envelope."""
+    if not parts:
+        raise FormatError("empty message")
+    topic = bytes(parts[0])
+    if topic.endswith(b"\x00" + KIND_FRAME):
+        return FrameMessage.from_parts(parts)
+    if topic.endswith(b"\x00" + KIND_ENVELOPE):
+        return KeyEnvelope.from_parts(parts)
+    raise FormatError(f"unknown message topic {topic[:80]!r}")
+
+
+# --------------------------------------------------------------------------- acknowledgements
+
+class AckStatus(IntEnum):
+    STORED = 0      # durably written (fsynced) in the archive
+    DUPLICATE = 1   # already in the archive; nothing written
+    REJECTED = 2    # not authentic or not acceptable; reason says why
+
+
+ACK_STRUCT = struct.Struct(">4sBcQ")  # magic, status, kind, seq (frames) or 0 (envelopes)
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The store's answer to one camera message, sent after the write is durable."""
+
+    status: AckStatus
+    kind: bytes
+    seq: int
+    camera_id: str
+    reason: str = ""
+    epoch_id: bytes = b""
+
+    def to_parts(self) -> list[bytes]:
+        return [ACK_STRUCT.pack(ACK_MAGIC, self.status, self.kind, self.seq),
+                self.camera_id.encode("ascii"), self.epoch_id, self.reason.encode("utf-8")]
+
+    @classmethod
+    def from_parts(cls, parts: list[bytes]) -> Ack:
+        if len(parts) != 4 or len(parts[0]) != ACK_STRUCT.size:
+            raise FormatError("malformed acknowledgement")
+        magic, status, kind, seq = ACK_STRUCT.unpack(bytes(parts[0]))
+        if magic != ACK_MAGIC or kind not in (KIND_FRAME, KIND_ENVELOPE):
+            raise FormatError("malformed acknowledgement (bad magic or kind)")
+        return cls(_enum(AckStatus, status, "ack status"), kind, seq,
+                   bytes(parts[1]).decode("ascii", "replace"), bytes(parts[3]).decode("utf-8", "replace"),
+                   bytes(parts[2]))

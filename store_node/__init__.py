@@ -1,0 +1,1 @@
+"""The store node: verify, archive, acknowledge, relay, answer queries."""

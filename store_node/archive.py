@@ -1,0 +1,268 @@
+"""The archive: per-camera append-only segment files plus an SQLite index.
+
+Durability contract: ``append_*`` writes to the open segment (no fsync); ``commit`` fsyncs every
+segment written since the last commit, then commits the index. The store acknowledges messages
+only after ``commit`` returns, so an acknowledged message survives a crash. The index never
+points past fsynced data; on open, records found after the last indexed one (written, not yet
+committed) are indexed, and a torn tail is truncated.
+
+This class is the local-disk backend. Everything else reaches storage through its methods, so
+an object-store backend for closed segments can sit behind the same seam later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import ArchiveError, FormatError
+from common.format import (
+    KIND_ENVELOPE,
+    KIND_FRAME,
+    EnvelopeBody,
+    FrameHeader,
+    FrameMessage,
+    KeyEnvelope,
+    frame_digest,
+)
+from store_node.segments import (
+    Record,
+    ScanProblem,
+    encode_record,
+    list_segments,
+    read_record,
+    scan_segment,
+    segment_header,
+)
+
+log = logging.getLogger("veilcam.archive")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY, camera TEXT NOT NULL, name TEXT NOT NULL, UNIQUE(camera, name));
+CREATE TABLE IF NOT EXISTS frames (
+    camera TEXT NOT NULL, seq INTEGER NOT NULL, capture_us INTEGER NOT NULL,
+    epoch BLOB NOT NULL, digest BLOB NOT NULL, segment_id INTEGER NOT NULL,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, PRIMARY KEY (camera, seq));
+CREATE INDEX IF NOT EXISTS frames_time ON frames (camera, capture_us);
+CREATE TABLE IF NOT EXISTS envelopes (
+    camera TEXT NOT NULL, epoch BLOB NOT NULL, created_us INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL, segment_id INTEGER NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, PRIMARY KEY (camera, epoch));
+"""
+
+
+@dataclass
+class _OpenSegment:
+    segment_id: int
+    path: Path
+    fh: object
+    size: int
+    dirty: bool = False
+
+
+class Archive:
+    def __init__(self, root: Path, segment_max_bytes: int = 256 * 2**20) -> None:
+        self.root = Path(root)
+        self.segment_max_bytes = segment_max_bytes
+        (self.root / "segments").mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.root / "index.sqlite3", isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"archive index {self.root / 'index.sqlite3'} is unusable: {exc}; "
+                               "move it away and restart to rebuild it from the segments") from None
+        self._open: dict[str, _OpenSegment] = {}
+        self._in_txn = False
+        self.recover()
+
+    # ------------------------------------------------------------------ recovery
+    def camera_dir(self, camera_id: str) -> Path:
+        return self.root / "segments" / camera_id
+
+    def _segment_id(self, camera_id: str, name: str) -> int:
+        row = self.db.execute("SELECT id FROM segments WHERE camera=? AND name=?",
+                              (camera_id, name)).fetchone()
+        if row:
+            return row[0]
+        return self.db.execute("INSERT INTO segments (camera, name) VALUES (?, ?)",
+                               (camera_id, name)).lastrowid
+
+    def recover(self) -> None:
+        """Index records the index does not know yet; truncate torn tails of last segments."""
+        seg_root = self.root / "segments"
+        self.db.execute("BEGIN")
+        for camera_dir in sorted(p for p in seg_root.iterdir() if p.is_dir()):
+            camera_id = camera_dir.name
+            segments = list_segments(camera_dir)
+            for i, path in enumerate(segments):
+                seg_id = self._segment_id(camera_id, path.name)
+                end = self.db.execute(
+                    "SELECT MAX(offset + length) FROM (SELECT offset, length FROM frames WHERE "
+                    "segment_id=:s UNION ALL SELECT offset, length FROM envelopes WHERE "
+                    "segment_id=:s)", {"s": seg_id}).fetchone()[0]
+                added = 0
+                for item in scan_segment(path, start=end):
+                    if isinstance(item, ScanProblem):
+                        if i == len(segments) - 1 and item.kind == "truncated":
+                            log.warning("%s: torn tail at offset %d (%s): truncated",
+                                        path, item.offset, item.detail)
+                            os.truncate(path, item.offset)
+                        else:
+                            log.error("%s: %s record at offset %d (%s); later records of this "
+                                      "segment are not indexed; run 'veilcam verify'",
+                                      path, item.kind, item.offset, item.detail)
+                        break
+                    try:
+                        self._index_record(camera_id, seg_id, item)
+                    except FormatError as exc:
+                        log.error("%s: record at offset %d does not parse (%s); not indexed",
+                                  path, item.offset, exc)
+                        break
+                    added += 1
+                if added:
+                    log.info("%s: indexed %d record(s) written before the last stop", path, added)
+        self.db.execute("COMMIT")
+
+    def _index_record(self, camera_id: str, seg_id: int, rec: Record) -> None:
+        if rec.kind == KIND_FRAME:
+            header = FrameHeader.from_bytes(rec.parts[0])
+            self.db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?)",
+                            (camera_id, header.seq, header.capture_time_us, header.epoch_id,
+                             frame_digest(rec.parts[0]), seg_id, rec.offset, rec.length))
+        else:
+            body = EnvelopeBody.from_bytes(rec.parts[0])
+            self.db.execute("INSERT OR IGNORE INTO envelopes VALUES (?,?,?,?,?,?,?)",
+                            (camera_id, body.epoch_id, body.created_us, body.first_seq, seg_id,
+                             rec.offset, rec.length))
+
+    # ------------------------------------------------------------------ writing
+    def _segment_for(self, camera_id: str, incoming: int) -> _OpenSegment:
+        seg = self._open.get(camera_id)
+        if seg is not None and seg.size + incoming <= self.segment_max_bytes:
+            return seg
+        if seg is not None:
+            self._close_segment(seg)
+        camera_dir = self.camera_dir(camera_id)
+        camera_dir.mkdir(parents=True, exist_ok=True)
+        existing = list_segments(camera_dir)
+        if seg is None and existing and existing[-1].stat().st_size + incoming <= self.segment_max_bytes:
+            path = existing[-1]
+        else:
+            number = int(existing[-1].stem) + 1 if existing else 1
+            path = camera_dir / f"{number:08d}.vseg"
+            with open(path, "xb") as fh:
+                fh.write(segment_header(camera_id))
+                fh.flush()
+                os.fsync(fh.fileno())
+            dir_fd = os.open(camera_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        self._begin()
+        fh = open(path, "ab")
+        seg = _OpenSegment(self._segment_id(camera_id, path.name), path, fh, fh.tell())
+        self._open[camera_id] = seg
+        return seg
+
+    def _close_segment(self, seg: _OpenSegment) -> None:
+        if seg.dirty:
+            seg.fh.flush()
+            os.fsync(seg.fh.fileno())
+        seg.fh.close()
+
+    def _begin(self) -> None:
+        if not self._in_txn:
+            self.db.execute("BEGIN")
+            self._in_txn = True
+
+    def _append(self, camera_id: str, kind: bytes, parts: list[bytes]) -> Record:
+        data = encode_record(kind, parts)
+        seg = self._segment_for(camera_id, len(data))
+        self._begin()
+        offset = seg.size
+        seg.fh.write(data)
+        seg.size += len(data)
+        seg.dirty = True
+        rec = Record(offset, len(data), kind, parts)
+        self._index_record(camera_id, seg.segment_id, rec)
+        return rec
+
+    def append_frame(self, msg: FrameMessage) -> None:
+        self._append(msg.camera_id, KIND_FRAME, msg.body_parts())
+
+    def append_envelope(self, env: KeyEnvelope) -> None:
+        self._append(env.camera_id, KIND_ENVELOPE, env.body_parts())
+
+    def commit(self) -> None:
+        """Make every append so far durable: fsync the segments, then commit the index."""
+        for seg in self._open.values():
+            if seg.dirty:
+                seg.fh.flush()
+                os.fsync(seg.fh.fileno())
+                seg.dirty = False
+        if self._in_txn:
+            self.db.execute("COMMIT")
+            self._in_txn = False
+
+    def close(self) -> None:
+        self.commit()
+        for seg in self._open.values():
+            seg.fh.close()
+        self._open.clear()
+        self.db.close()
+
+    # ------------------------------------------------------------------ reading
+    def cameras(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT camera FROM frames ORDER BY camera")]
+
+    def last_frame(self, camera_id: str) -> tuple[int, bytes] | None:
+        row = self.db.execute("SELECT seq, digest FROM frames WHERE camera=? ORDER BY seq DESC "
+                              "LIMIT 1", (camera_id,)).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    def last_frames(self) -> dict[str, tuple[int, bytes]]:
+        rows = self.db.execute("SELECT camera, seq, digest FROM frames f WHERE seq = "
+                               "(SELECT MAX(seq) FROM frames WHERE camera=f.camera)")
+        return {cam: (seq, bytes(digest)) for cam, seq, digest in rows}
+
+    def frame_digest(self, camera_id: str, seq: int) -> bytes | None:
+        row = self.db.execute("SELECT digest FROM frames WHERE camera=? AND seq=?",
+                              (camera_id, seq)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def has_envelope(self, camera_id: str, epoch_id: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM envelopes WHERE camera=? AND epoch=?",
+                               (camera_id, epoch_id)).fetchone() is not None
+
+    def _path(self, segment_id: int) -> Path:
+        camera, name = self.db.execute("SELECT camera, name FROM segments WHERE id=?",
+                                       (segment_id,)).fetchone()
+        return self.camera_dir(camera) / name
+
+    def envelope_parts(self, camera_id: str, epoch_id: bytes) -> list[bytes] | None:
+        """Body parts of the key envelope of an epoch, or None."""
+        self._flush_buffers()
+        row = self.db.execute("SELECT segment_id, offset, length FROM envelopes WHERE camera=? "
+                              "AND epoch=?", (camera_id, epoch_id)).fetchone()
+        if row is None:
+            return None
+        return read_record(self._path(row[0]), row[1], row[2])[1]
+
+    def frame_parts(self, camera_id: str, seq: int) -> list[bytes] | None:
+        self._flush_buffers()
+        row = self.db.execute("SELECT segment_id, offset, length FROM frames WHERE camera=? "
+                              "AND seq=?", (camera_id, seq)).fetchone()
+        if row is None:
+            return None
+        return read_record(self._path(row[0]), row[1], row[2])[1]
+
+    def _flush_buffers(self) -> None:
+        for seg in self._open.values():
+            seg.fh.flush()

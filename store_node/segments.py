@@ -1,0 +1,157 @@
+"""Append-only segment files: the archive's on-disk record format (docs/FORMAT.md, "Archive").
+
+    segment = "VSEG" | version u8 | camera_id_len u8 | camera_id
+              | record*
+    record  = body_len u32 | crc32(body) u32 | body
+    body    = kind u8 ('F' frame, 'K' key envelope) | part_count u16 | (part_len u32 | part)*
+
+A record holds a verified message's body parts exactly as received (header, signature, image,
+zone ciphertexts; or envelope body and signature), so the archive can be re-verified byte for
+byte. The CRC finds torn writes and bit rot; authenticity comes from the signatures.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import ArchiveError, FormatError
+from common.format import KIND_ENVELOPE, KIND_FRAME, validate_camera_id
+
+SEGMENT_MAGIC = b"VSEG"
+SEGMENT_VERSION = 1
+RECORD_HEAD = struct.Struct(">II")
+MAX_RECORD_BYTES = 256 * 2**20
+MAX_PARTS = 1024
+
+
+def segment_header(camera_id: str) -> bytes:
+    raw = validate_camera_id(camera_id).encode("ascii")
+    return SEGMENT_MAGIC + bytes([SEGMENT_VERSION, len(raw)]) + raw
+
+
+def encode_record(kind: bytes, parts: list[bytes]) -> bytes:
+    if len(parts) > MAX_PARTS:
+        raise ValueError(f"{len(parts)} parts in one record; at most {MAX_PARTS}")
+    body = [kind, struct.pack(">H", len(parts))]
+    for part in parts:
+        body.append(struct.pack(">I", len(part)))
+        body.append(bytes(part))
+    data = b"".join(body)
+    return RECORD_HEAD.pack(len(data), zlib.crc32(data)) + data
+
+
+def decode_body(body: bytes) -> tuple[bytes, list[bytes]]:
+    if len(body) < 3:
+        raise FormatError("record body shorter than its kind and part count")
+    kind = body[:1]
+    if kind not in (KIND_FRAME, KIND_ENVELOPE):
+        raise FormatError(f"unknown record kind {kind!r}")
+    (count,) = struct.unpack(">H", body[1:3])
+    if count > MAX_PARTS:
+        raise FormatError(f"record claims {count} parts")
+    pos, parts = 3, []
+    for i in range(count):
+        if pos + 4 > len(body):
+            raise FormatError(f"record truncated at part {i} length")
+        (n,) = struct.unpack(">I", body[pos:pos + 4])
+        pos += 4
+        if pos + n > len(body):
+            raise FormatError(f"record part {i} claims {n} bytes; only {len(body) - pos} left")
+        parts.append(body[pos:pos + n])
+        pos += n
+    if pos != len(body):
+        raise FormatError(f"record has {len(body) - pos} trailing bytes")
+    return kind, parts
+
+
+@dataclass(frozen=True)
+class Record:
+    offset: int
+    length: int  # whole record, head included
+    kind: bytes
+    parts: list[bytes]
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    offset: int
+    kind: str  # "truncated" | "corrupt"
+    detail: str
+
+
+def read_segment_header(fh, path: Path) -> tuple[str, int]:
+    head = fh.read(6)
+    if len(head) < 6 or head[:4] != SEGMENT_MAGIC:
+        raise ArchiveError(f"{path} is not a veilcam segment (bad magic)")
+    if head[4] != SEGMENT_VERSION:
+        raise ArchiveError(f"{path}: segment version {head[4]} is not supported")
+    raw = fh.read(head[5])
+    try:
+        camera_id = validate_camera_id(raw.decode("ascii"))
+    except (UnicodeDecodeError, FormatError):
+        raise ArchiveError(f"{path}: bad camera id in segment header") from None
+    return camera_id, 6 + head[5]
+
+
+def scan_segment(path: Path, start: int | None = None) -> Iterator[Record | ScanProblem]:
+    """Yield every record from ``start`` (default: the first), and every problem met.
+
+    A record cut short at the end of the file is a ``truncated`` problem (a torn write) and
+    ends the scan; a record whose CRC or structure is wrong is ``corrupt``, and the scan goes
+    on after it (its length field still locates the next record), unless the length itself
+    is implausible, which ends the scan.
+    """
+    with open(path, "rb") as fh:
+        _, header_len = read_segment_header(fh, path)
+        pos = header_len if start is None else start
+        fh.seek(pos)
+        size = os.fstat(fh.fileno()).st_size
+        while pos < size:
+            head = fh.read(RECORD_HEAD.size)
+            if len(head) < RECORD_HEAD.size:
+                yield ScanProblem(pos, "truncated", f"{size - pos} stray bytes at the end")
+                return
+            length, crc = RECORD_HEAD.unpack(head)
+            if length > MAX_RECORD_BYTES:
+                yield ScanProblem(pos, "corrupt", f"record length {length} is implausible")
+                return
+            body = fh.read(length)
+            if len(body) < length:
+                yield ScanProblem(pos, "truncated", f"record needs {length} bytes, "
+                                  f"{len(body)} present")
+                return
+            try:
+                if zlib.crc32(body) != crc:
+                    raise FormatError("CRC mismatch")
+                kind, parts = decode_body(body)
+            except FormatError as exc:
+                # the length field held, so the next record can still be found: report, go on
+                yield ScanProblem(pos, "corrupt", str(exc))
+            else:
+                yield Record(pos, RECORD_HEAD.size + length, kind, parts)
+            pos += RECORD_HEAD.size + length
+
+
+def read_record(path: Path, offset: int, length: int) -> tuple[bytes, list[bytes]]:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read(length)
+    if len(data) != length:
+        raise ArchiveError(f"{path}: record at {offset} is cut short")
+    body_len, crc = RECORD_HEAD.unpack(data[:RECORD_HEAD.size])
+    body = data[RECORD_HEAD.size:]
+    if body_len != len(body) or zlib.crc32(body) != crc:
+        raise ArchiveError(f"{path}: record at {offset} is corrupt (CRC mismatch)")
+    try:
+        return decode_body(body)
+    except FormatError as exc:
+        raise ArchiveError(f"{path}: record at {offset} is corrupt: {exc}") from None
+
+
+def list_segments(camera_dir: Path) -> list[Path]:
+    return sorted(camera_dir.glob("*.vseg"))

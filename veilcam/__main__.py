@@ -1,0 +1,5 @@
+import sys
+
+from veilcam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,247 @@
+"""The ``veilcam`` command line.
+
+The commands and flags of the MVP contract (init, user add, store, camera, view, verify,
+demo) are what scripts depend on: add new ones, never rename these. Every user mistake ends in
+one line ``veilcam: error: ...`` and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from common.errors import VeilcamError
+
+log = logging.getLogger("veilcam")
+
+EXIT_USAGE = 2
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if not args.password_stdin:
+        raise VeilcamError("give the password on standard input with --password-stdin "
+                           "(never as an argument: arguments are visible to other users)")
+    line = sys.stdin.readline()
+    password = line[:-1] if line.endswith("\n") else line
+    if not password:
+        raise VeilcamError("no password on standard input")
+    return password
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from common.home import init_home
+    from sample_videos import DEMO_CLIP
+
+    source = args.source if args.source is not None else str(DEMO_CLIP)
+    home = init_home(Path(args.home), args.camera_id, source, args.port_base, args.web_port,
+                     args.loop)
+    print(f"created veilcam home {home.root} (camera {args.camera_id}, source {source})")
+    print(f"next: veilcam user add NAME --home {home.root} --password-stdin")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from common.home import add_user, open_home
+
+    home = open_home(args.home)
+    password = _read_password(args)
+    path = add_user(home, args.name, password)
+    print(f"created user {args.name} (keystore {path}), granted every camera of {home.root}")
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from common.home import open_home
+    from common.lifecycle import StopFlag
+    from store_node.node import StoreNode
+
+    stop = StopFlag().install()
+    return StoreNode(open_home(args.home), stop).run()
+
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    from camera_node.node import CameraNode
+    from common.config import CameraConfig, load_config
+    from common.home import open_home
+    from common.lifecycle import StopFlag
+
+    home = open_home(args.home)
+    cfg = load_config(Path(args.config), CameraConfig) if args.config else home.camera_config()
+    if args.no_pace:
+        cfg = cfg.model_copy(update={"camera": cfg.camera.model_copy(update={"pace": False})})
+    stop = StopFlag().install()
+    node = CameraNode(home, cfg, source_override=args.source,
+                      loop_override=True if args.loop else None, max_frames=args.max_frames,
+                      stop=stop)
+    return node.run()
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from common.home import open_home
+    from common.keystore import open_keystore
+    from common.lifecycle import StopFlag
+
+    home = open_home(args.home)
+    stop = StopFlag().install()
+    if args.headless:
+        from viewer.headless import run_headless
+
+        identity = None
+        if args.user:
+            identity = open_keystore(home.keystore_path(args.user), _read_password(args))
+        if not args.out:
+            raise VeilcamError("--headless needs --out DIR")
+        cameras = [args.camera] if args.camera else None
+        return run_headless(home, Path(args.out), args.frames, identity, cameras, args.timeout,
+                            stop)
+    if args.user:
+        raise VeilcamError("in the browser viewer, unlock from the page (the password never "
+                           "goes through the command line); --user is for --headless")
+    from viewer.web import run_web
+
+    return run_web(home, host=args.host, port=args.port, stop=stop)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from common.home import Home
+    from common.signing import TrustedCameras
+    from store_node.audit import audit_archive, format_report
+
+    target = Path(args.target).expanduser().resolve()
+    if (target / "config").is_dir():
+        home = Home(target)
+        archive, trust = home.archive_dir(), home.trusted_cameras()
+    else:
+        archive = target
+        trust_dir = Path(args.trust) if args.trust else None
+        if trust_dir is None:
+            raise VeilcamError(f"{target} is not a veilcam home; to verify a bare archive give "
+                               "the trusted camera keys with --trust DIR")
+        trust = TrustedCameras.from_dir(trust_dir)
+    report = audit_archive(archive, trust)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0 if report.intact else 1
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from camera_node.models import YUNET_URL, fetch_yunet
+
+    path = fetch_yunet(args.url or YUNET_URL)
+    print(f"YuNet face model ready at {path} (sha256 checked)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from veilcam.demo import run_demo
+
+    return run_demo(Path(args.home), args.port_base, args.web_port, args.verbose)
+
+
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    from common.configdocs import render_config_docs
+
+    text = render_config_docs()
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="veilcam", description="Privacy-preserving security "
+                                "camera: redacted public stream, encrypted signed zones.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("init", help="create a deployment home (configs, identities, archive)")
+    s.add_argument("home")
+    s.add_argument("--camera-id", default="cam1")
+    s.add_argument("--source", help="camera source (default: the bundled sample clip)")
+    s.add_argument("--loop", action="store_true", help="loop a file source")
+    s.add_argument("--port-base", type=int, default=7700,
+                   help="store ports: ingest, relay, query = base, base+1, base+2")
+    s.add_argument("--web-port", type=int, default=7780, help="browser viewer port")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("user", help="manage users")
+    usub = s.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    u = usub.add_parser("add", help="create a user and grant every camera")
+    u.add_argument("name")
+    u.add_argument("--home", required=True)
+    u.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    u.set_defaults(func=cmd_user_add)
+
+    s = sub.add_parser("store", help="run the store node")
+    s.add_argument("--home", required=True)
+    s.set_defaults(func=cmd_store)
+
+    s = sub.add_parser("camera", help="run the camera node")
+    s.add_argument("--home", required=True)
+    s.add_argument("--config", help="camera config (default: HOME/config/camera.toml)")
+    s.add_argument("--source", help="device index, video file or rtsp/http URL")
+    s.add_argument("--loop", action="store_true", help="loop a file source")
+    s.add_argument("--max-frames", type=int, help="stop after publishing N frames")
+    s.add_argument("--no-pace", action="store_true",
+                   help="read a file as fast as possible instead of at its frame rate")
+    s.set_defaults(func=cmd_camera)
+
+    s = sub.add_parser("view", help="run a viewer (browser page or headless)")
+    s.add_argument("--home", required=True)
+    s.add_argument("--user", help="unlock as this user (headless)")
+    s.add_argument("--password-stdin", action="store_true")
+    mode = s.add_mutually_exclusive_group()
+    mode.add_argument("--web", action="store_true", help="serve the browser page (default)")
+    mode.add_argument("--headless", action="store_true", help="write frames to --out")
+    s.add_argument("--host", help="address of the browser page (default from viewer.toml)")
+    s.add_argument("--port", type=int, help="port of the browser page")
+    s.add_argument("--out", help="headless: output folder")
+    s.add_argument("--frames", type=int, default=30, help="headless: frames to write")
+    s.add_argument("--camera", help="only this camera")
+    s.add_argument("--timeout", type=float, default=120.0,
+                   help="headless: give up after this many seconds")
+    s.set_defaults(func=cmd_view)
+
+    s = sub.add_parser("verify", help="check every archived message (exit 0 only if intact)")
+    s.add_argument("target", metavar="HOME_OR_ARCHIVE")
+    s.add_argument("--trust", help="folder of trusted camera keys, for a bare archive")
+    s.add_argument("--json", action="store_true", help="machine-readable report")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("models", help="manage detector models")
+    msub = s.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    m = msub.add_parser("fetch", help="download YuNet from OpenCV Zoo (sha256 pinned)")
+    m.add_argument("--url", help="another address serving the same file")
+    m.set_defaults(func=cmd_models_fetch)
+
+    s = sub.add_parser("demo", help="run store, camera (sample clip) and browser viewer")
+    s.add_argument("--home", default="veilcam-demo", help="demo deployment folder")
+    s.add_argument("--port-base", type=int, default=7700)
+    s.add_argument("--web-port", type=int, default=7780)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("config-docs", help="print the config reference (Markdown)")
+    s.add_argument("--out", help="write to this file")
+    s.set_defaults(func=cmd_config_docs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from common.lifecycle import setup_logging
+
+    setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except VeilcamError as exc:
+        print(f"veilcam: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

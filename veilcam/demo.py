@@ -1,0 +1,82 @@
+"""``veilcam demo``: store, camera (sample clip, looped) and browser viewer, as three processes."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from camera_node.models import find_yunet_model
+from common.home import Home, add_user, init_home
+from common.lifecycle import StopFlag
+from common.secretfiles import write_secret
+from sample_videos import DEMO_CLIP
+
+log = logging.getLogger("veilcam.demo")
+
+DEMO_USER = "demo"
+
+
+def prepare_demo_home(root: Path, port_base: int, web_port: int) -> tuple[Home, str]:
+    """Create (or reuse) the demo deployment; returns it and the demo user's password."""
+    password_file = Path(root) / "demo-password.txt"
+    home = Home(Path(root).resolve())
+    if not home.config_dir.exists():
+        if not DEMO_CLIP.is_file():
+            raise SystemExit(f"the bundled sample clip {DEMO_CLIP} is missing")
+        home = init_home(root, "demo-cam", str(DEMO_CLIP), port_base, web_port, loop=True)
+        password = secrets.token_urlsafe(9)
+        add_user(home, DEMO_USER, password)
+        write_secret(password_file, (password + "\n").encode())
+    password = password_file.read_text().strip()
+    return home, password
+
+
+def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -> int:
+    home, password = prepare_demo_home(root, port_base, web_port)
+    web = home.viewer_config().viewer
+    if find_yunet_model(home.camera_config().faces.model) is None:
+        log.warning("no YuNet model in the cache: the demo uses Haar cascades, which miss "
+                    "faces. 'veilcam models fetch' installs YuNet (needs internet).")
+    base = [sys.executable, "-m", "veilcam"] + (["--verbose"] if verbose else [])
+    commands = {
+        "store": base + ["store", "--home", str(home.root)],
+        "camera": base + ["camera", "--home", str(home.root), "--loop"],
+        "viewer": base + ["view", "--home", str(home.root), "--web"],
+    }
+    procs: dict[str, subprocess.Popen] = {}
+    stop = StopFlag().install()
+    exit_code = 0
+    try:
+        for name, cmd in commands.items():
+            procs[name] = subprocess.Popen(cmd)
+            time.sleep(0.3)
+        print(f"\n  veilcam demo is running\n"
+              f"  open    http://{web.web_host}:{web.web_port}/\n"
+              f"  user    {DEMO_USER}\n"
+              f"  password {password}\n"
+              f"  home    {home.root}\n"
+              f"  Ctrl-C stops everything.\n", flush=True)
+        while not stop.wait(0.5):
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    log.error("%s process exited with code %s; stopping the demo", name,
+                              proc.returncode)
+                    stop.set(f"{name} exited")
+                    exit_code = 1
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for name, proc in procs.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop within 10 s; killing it", name)
+                proc.kill()
+        log.info("demo stopped: %s", stop.reason)
+    return exit_code

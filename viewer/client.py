@@ -1,0 +1,113 @@
+"""Receiving the store's relay: verify every message, keep key envelopes, hand out frames.
+
+The viewer trusts the camera keys of its home, not the store: every frame and envelope is
+verified again here, end to end. Missing envelopes (a viewer that joined mid-epoch) are asked
+of the store's query socket, and verified like the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import zmq
+
+from common.errors import FormatError, VerificationError
+from common.format import EnvelopeBody, FrameMessage, KeyEnvelope, message_from_parts
+from common.signing import ChainTracker, TrustedCameras
+
+log = logging.getLogger("veilcam.viewer")
+
+QUERY_TIMEOUT_MS = 2000
+
+
+@dataclass(frozen=True)
+class ReceivedFrame:
+    msg: FrameMessage
+    verified: bool
+    problem: str = ""
+
+
+class RelayClient:
+    def __init__(self, ctx: zmq.Context, relay: str, query: str, trust: TrustedCameras,
+                 cameras: list[str] | None = None) -> None:
+        self.trust = trust
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, 200)
+        self.sub.setsockopt(zmq.MAXMSGSIZE, 256 * 2**20)
+        for camera in cameras or [""]:
+            self.sub.setsockopt(zmq.SUBSCRIBE, camera.encode("ascii") + (b"\x00" if camera else b""))
+        self.sub.connect(relay)
+        self.ctx, self.query_endpoint = ctx, query
+        self.query = self._new_query_socket()
+        self.envelopes: dict[tuple[str, bytes], EnvelopeBody] = {}
+        self.chain = ChainTracker()
+        self.rejected = 0
+
+    def _new_query_socket(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.query_endpoint)
+        return sock
+
+    def close(self) -> None:
+        self.sub.close(linger=0)
+        self.query.close(linger=0)
+
+    def envelope(self, camera_id: str, epoch_id: bytes) -> EnvelopeBody | None:
+        """The verified envelope of an epoch: from what was relayed, else asked of the store."""
+        key = (camera_id, epoch_id)
+        if key in self.envelopes:
+            return self.envelopes[key]
+        self.query.send_multipart([b"ENVELOPE", camera_id.encode("ascii"), epoch_id])
+        if not self.query.poll(QUERY_TIMEOUT_MS):
+            log.warning("store query %s did not answer within %d ms", self.query_endpoint,
+                        QUERY_TIMEOUT_MS)
+            self.query.close(linger=0)  # a late reply must not be taken for the next question
+            self.query = self._new_query_socket()
+            return None
+        reply = self.query.recv_multipart()
+        if reply[0] != b"OK":
+            return None
+        try:
+            env = KeyEnvelope.from_body_parts(reply[1:])
+            self.trust.verify_envelope(env)
+        except (FormatError, VerificationError) as exc:
+            log.error("store returned a bad key envelope for %s: %s", camera_id, exc)
+            return None
+        if (env.camera_id, env.body.epoch_id) != key:
+            log.error("store returned the key envelope of another epoch")
+            return None
+        self.envelopes[key] = env.body
+        return env.body
+
+    def receive(self, timeout_ms: int) -> ReceivedFrame | None:
+        """The next frame (verified or not, with the reason); envelopes are absorbed."""
+        while self.sub.poll(timeout_ms):
+            timeout_ms = 0
+            parts = self.sub.recv_multipart(copy=True)
+            try:
+                msg = message_from_parts(parts)
+            except FormatError as exc:
+                self.rejected += 1
+                log.warning("dropped a malformed message from the relay: %s", exc)
+                continue
+            if isinstance(msg, KeyEnvelope):
+                try:
+                    self.trust.verify_envelope(msg)
+                except VerificationError as exc:
+                    self.rejected += 1
+                    log.warning("dropped a key envelope: %s", exc)
+                    continue
+                self.envelopes[(msg.camera_id, msg.body.epoch_id)] = msg.body
+                continue
+            try:
+                self.trust.verify_frame(msg)
+                self.chain.check(msg)
+            except VerificationError as exc:
+                self.rejected += 1
+                return ReceivedFrame(msg, False, f"{exc.reason}: {exc}")
+            self.chain.accept(msg)
+            return ReceivedFrame(msg, True)
+        return None
