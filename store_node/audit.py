@@ -122,6 +122,9 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport) 
                 trust.verify_frame(msg)
             except VerificationError as exc:
                 problem(seg, item.offset, h.seq, exc.reason, str(exc))
+                if last_seq is not None and h.seq == last_seq + 1:
+                    # keep following the chain past it, so one bad frame is one finding
+                    last_seq, last_digest = h.seq, msg.digest
                 continue
             if last_seq is not None and h.seq <= last_seq:
                 problem(seg, item.offset, h.seq, "reordered",

@@ -1,0 +1,224 @@
+"""Zone encryption, signatures, hash chain and key wrapping: the properties DESIGN.md promises."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from camera_node.chainstate import RESERVE_BLOCK, ChainStateFile
+from camera_node.protect import Epoch
+from camera_node.zones import Zone
+from common.errors import NotARecipientError, VerificationError
+from common.format import ZERO_DIGEST, EnvelopeBody, FrameMessage, KeyEnvelope, SealedKey, ZoneClass
+from common.imagecodec import decode_image
+from common.signing import ChainTracker
+from common.zonecrypt import BLOCK_LEN, counter_block, decrypt_zone, encrypt_zone
+from tests.factory import Camera, textured
+
+
+def _blocks(seq: int, zone: int, length: int) -> set[bytes]:
+    first = int.from_bytes(counter_block(seq, zone), "big")
+    n = (length + BLOCK_LEN - 1) // BLOCK_LEN
+    return {(first + i).to_bytes(16, "big") for i in range(n)}
+
+
+def test_counter_blocks_never_repeat_across_frames_and_zones() -> None:
+    """Every AES block of every zone of many frames uses a distinct counter under one key."""
+    cam = Camera()
+    seen: set[bytes] = set()
+    total = 0
+    for _ in range(40):
+        msg = cam.frame(zones=[Zone(0, 0, 100, 80, ZoneClass.FACE),
+                               Zone(50, 40, 120, 90, ZoneClass.FACE),  # overlapping
+                               Zone(200, 10, 60, 60, ZoneClass.STATIC)])
+        for index, ct in enumerate(msg.zone_ciphertexts):
+            blocks = _blocks(msg.header.seq, index, len(ct))
+            total += len(blocks)
+            seen |= blocks
+    assert len(seen) == total
+
+
+def test_counter_block_layout_is_seq_zone_counter() -> None:
+    assert counter_block(0x0102030405060708, 0x0A0B0C0D) == bytes.fromhex(
+        "0102030405060708" "0a0b0c0d" "00000000")
+    with pytest.raises(ValueError):
+        counter_block(2**64, 0)
+
+
+def test_content_keys_differ_per_epoch_and_class() -> None:
+    """A restart starts a new epoch: a new random key per class, so counters may restart."""
+    keys = [k for _ in range(20) for k in Epoch.new().class_keys.values()]
+    assert len(set(keys)) == len(keys) == 20 * len(ZoneClass)
+
+
+def test_sequence_numbers_never_repeat_across_restarts(tmp_path: Path) -> None:
+    """Clean stop continues the chain; a crash resumes past every number that might be used."""
+    path = tmp_path / "state.json"
+    state = ChainStateFile(path)
+    for seq in range(5):
+        state.advance(seq, bytes([seq]) * 32)
+    state.close_clean()
+    again = ChainStateFile(path)
+    assert again.next_seq == 5 and again.prev_digest == bytes([4]) * 32
+    for seq in range(5, 12):
+        again.advance(seq, bytes([seq]) * 32)
+    # crash: no close_clean
+    after_crash = ChainStateFile(path)
+    assert after_crash.next_seq >= 12 and after_crash.next_seq == 5 + RESERVE_BLOCK
+    assert after_crash.prev_digest == ZERO_DIGEST
+
+
+def test_ctr_round_trip_and_wrong_position_gives_other_bytes() -> None:
+    key = Epoch.new().class_keys[ZoneClass.FACE]
+    data = bytes(range(256)) * 10
+    ct = encrypt_zone(key, 7, 1, data)
+    assert ct != data and decrypt_zone(key, 7, 1, ct) == data
+    assert decrypt_zone(key, 7, 2, ct) != data
+    assert decrypt_zone(key, 8, 1, ct) != data
+
+
+def test_zone_ciphertext_holds_no_plaintext_pixels() -> None:
+    cam = Camera()
+    image = textured()
+    msg = cam.frame(image=image, zones=[Zone(40, 30, 64, 80, ZoneClass.FACE)])
+    original = image[30:110, 40:104].tobytes()
+    ct = msg.zone_ciphertexts[0]
+    assert original[:64] not in ct and original[1000:1064] not in ct
+
+
+def test_signed_frame_verifies_and_unlocks_exactly() -> None:
+    cam = Camera()
+    image = textured()
+    msg = cam.frame(image=image)
+    cam.trust.verify_frame(msg)
+    body = cam.envelope().body
+    keys = cam.identities[0].unwrap_envelope(body)
+    for i, zone in enumerate(msg.header.zones):
+        payload = decrypt_zone(keys[zone.zone_class], msg.header.seq, i, msg.zone_ciphertexts[i])
+        pixels = decode_image(payload, zone.codec, zone.w, zone.h)
+        assert np.array_equal(pixels, image[zone.y:zone.y + zone.h, zone.x:zone.x + zone.w])
+
+
+def _with(msg: FrameMessage, **changes) -> FrameMessage:
+    return dataclasses.replace(msg, **changes)
+
+
+def test_forged_frame_rejected() -> None:
+    cam = Camera()
+    msg = cam.frame()
+    forged = _with(msg, signature=bytes(64))
+    with pytest.raises(VerificationError) as err:
+        cam.trust.verify_frame(forged)
+    assert err.value.reason == "bad_signature"
+
+
+@pytest.mark.parametrize("field", ["seq", "capture_time_us", "epoch_id", "zones"])
+def test_changed_header_field_breaks_signature(field: str) -> None:
+    cam = Camera()
+    msg = cam.frame()
+    h = msg.header
+    new = {"seq": h.seq + 1, "capture_time_us": h.capture_time_us + 1,
+           "epoch_id": bytes(16),
+           "zones": (dataclasses.replace(h.zones[0], x=h.zones[0].x + 1), *h.zones[1:])}[field]
+    header = dataclasses.replace(h, **{field: new})
+    tampered = _with(msg, header=header, header_bytes=header.to_bytes())
+    with pytest.raises(VerificationError, match="signature"):
+        cam.trust.verify_frame(tampered)
+
+
+def test_swapped_zone_ciphertext_or_image_rejected() -> None:
+    cam = Camera()
+    msg = cam.frame()
+    flipped = bytearray(msg.zone_ciphertexts[0])
+    flipped[10] ^= 1
+    with pytest.raises(VerificationError) as err:
+        cam.trust.verify_frame(_with(msg, zone_ciphertexts=(bytes(flipped), msg.zone_ciphertexts[1])))
+    assert err.value.reason == "zone_hash_mismatch"
+    other = cam.frame(image=textured(seed=5))
+    with pytest.raises(VerificationError) as err:
+        cam.trust.verify_frame(_with(msg, public_image=other.public_image))
+    assert err.value.reason == "image_hash_mismatch"
+
+
+def test_frame_from_unknown_camera_rejected() -> None:
+    stranger = Camera("cam1")  # same id, another key
+    with pytest.raises(VerificationError) as err:
+        Camera("cam1").trust.verify_frame(stranger.frame())
+    assert err.value.reason == "bad_signature"
+    with pytest.raises(VerificationError) as err:
+        Camera("cam1").trust.verify_frame(Camera("cam9").frame())
+    assert err.value.reason == "unknown_camera"
+
+
+def test_replayed_and_reordered_frames_rejected_by_chain() -> None:
+    cam = Camera()
+    frames = [cam.frame() for _ in range(4)]
+    chain = ChainTracker()
+    assert chain.check(frames[0]) == "first"
+    chain.accept(frames[0])
+    assert chain.check(frames[1]) == "next"
+    chain.accept(frames[1])
+    with pytest.raises(VerificationError) as err:
+        chain.check(frames[1])
+    assert err.value.reason == "replay"
+    assert chain.check(frames[3]) == "gap"
+
+
+def test_fork_with_same_seq_successor_breaks_chain() -> None:
+    a, b = Camera(), Camera()
+    b.key, b.trust, b.camera_id = a.key, a.trust, a.camera_id
+    first = a.frame()
+    b.seq, b.prev = 1, bytes(31) + b"\x01"  # a validly signed frame #1 linking elsewhere
+    chain = ChainTracker()
+    chain.accept(first)
+    with pytest.raises(VerificationError) as err:
+        chain.check(b.frame())
+    assert err.value.reason == "chain_break"
+
+
+def test_non_recipient_cannot_unlock() -> None:
+    cam = Camera(users=1)
+    outsider = Camera(users=1).identities[0]
+    with pytest.raises(NotARecipientError, match="not a recipient"):
+        outsider.unwrap_envelope(cam.envelope().body)
+
+
+def test_class_grant_limits_keys() -> None:
+    cam = Camera(users=1)
+    keys = cam.identities[0].unwrap_envelope(cam.envelope(classes={ZoneClass.FACE}).body)
+    assert set(keys) == {ZoneClass.FACE}
+
+
+def test_sealed_key_cannot_be_moved_to_another_epoch() -> None:
+    """HPKE info binds camera, epoch, class and recipient: a store cannot re-target a key."""
+    cam = Camera(users=1)
+    body = cam.envelope().body
+    moved = EnvelopeBody(body.camera_id, bytes(16), body.created_us, body.first_seq, body.suite,
+                         body.entries)
+    with pytest.raises(VerificationError, match="does not open"):
+        cam.identities[0].unwrap_envelope(moved)
+    swapped = EnvelopeBody(body.camera_id, body.epoch_id, body.created_us, body.first_seq,
+                           body.suite, tuple(SealedKey(e.recipient_key_id, ZoneClass.PLATE,
+                                                       e.sealed) for e in body.entries[:1]))
+    with pytest.raises(VerificationError):
+        cam.identities[0].unwrap_envelope(swapped)
+
+
+def test_tampered_envelope_rejected() -> None:
+    cam = Camera()
+    env = cam.envelope()
+    body = bytearray(env.body_bytes)
+    body[-1] ^= 1
+    tampered = KeyEnvelope(EnvelopeBody.from_bytes(bytes(body)), bytes(body), env.signature)
+    with pytest.raises(VerificationError, match="signature"):
+        cam.trust.verify_envelope(tampered)
+
+
+def test_envelope_serialisation_is_stable() -> None:
+    env = Camera(users=3).envelope()
+    assert EnvelopeBody.from_bytes(env.body_bytes).to_bytes() == env.body_bytes
+    assert json.dumps(len(env.body.entries)) == "12"

@@ -1,0 +1,90 @@
+"""Wire format v1: round trips, and every malformed message rejected with FormatError."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common.errors import FormatError
+from common.format import Ack, AckStatus, FrameHeader, FrameMessage, KeyEnvelope, message_from_parts
+from tests.factory import Camera
+
+
+def test_frame_round_trip_keeps_header_bytes_exactly() -> None:
+    msg = Camera().frame()
+    parsed = FrameMessage.from_parts(msg.to_parts())
+    assert parsed.header_bytes == msg.header_bytes
+    assert parsed.header == msg.header
+    assert parsed.zone_ciphertexts == msg.zone_ciphertexts
+    assert FrameHeader.from_bytes(msg.header.to_bytes()) == msg.header
+
+
+def test_envelope_round_trip() -> None:
+    cam = Camera(users=2)
+    env = cam.envelope()
+    parsed = KeyEnvelope.from_parts(env.to_parts())
+    assert parsed.body == env.body and parsed.signature == env.signature
+    assert len(parsed.body.entries) == 2 * 4
+
+
+def test_ack_round_trip() -> None:
+    ack = Ack(AckStatus.REJECTED, b"F", 42, "cam1", "bad_signature")
+    assert Ack.from_parts(ack.to_parts()) == ack
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda p: p[:3], "needs at least 4"),
+    (lambda p: [p[0], b"XXXX" + p[1][4:], *p[2:]], "bad magic"),
+    (lambda p: [p[0], p[1][:4] + b"\x02" + p[1][5:], *p[2:]], "version 2"),
+    (lambda p: [p[0], p[1][:-1], *p[2:]], "truncated"),
+    (lambda p: [p[0], p[1] + b"\x00", *p[2:]], "trailing"),
+    (lambda p: [p[0], p[1], p[2][:-1], *p[3:]], "signature is 63 bytes"),
+    (lambda p: [p[0], p[1], p[2], p[3] + b"x", *p[4:]], "public image is"),
+    (lambda p: p[:-1], "carries 1 zone"),
+    (lambda p: [*p[:-1], p[-1] + b"x"], r"zone\[1\] ciphertext is"),
+    (lambda p: [b"cam2\x00F", *p[1:]], "topic does not match"),
+])
+def test_malformed_frame_rejected_with_reason(mutate, message) -> None:
+    parts = Camera().frame().to_parts()
+    with pytest.raises(FormatError, match=message):
+        FrameMessage.from_parts(mutate(parts))
+
+
+def test_unknown_topic_rejected() -> None:
+    with pytest.raises(FormatError, match="unknown message topic"):
+        message_from_parts([b"cam1\x00Z", b"x"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_frames_only_raise_format_error(data) -> None:
+    parts = _BASE_PARTS
+    index = data.draw(st.integers(0, len(parts) - 1))
+    raw = bytearray(parts[index])
+    for _ in range(data.draw(st.integers(1, 4))):
+        if not raw:
+            break
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        raw[pos] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    mutated = list(parts)
+    mutated[index] = bytes(raw)
+    try:
+        message_from_parts(mutated)
+    except FormatError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200), min_size=0, max_size=6))
+def test_random_parts_only_raise_format_error(parts) -> None:
+    for topic in (b"cam1\x00F", b"cam1\x00K"):
+        try:
+            message_from_parts([topic, *parts])
+        except FormatError:
+            pass
+
+
+_BASE_PARTS = Camera().frame().to_parts()
