@@ -88,3 +88,23 @@ def test_random_parts_only_raise_format_error(parts) -> None:
 
 
 _BASE_PARTS = Camera().frame().to_parts()
+
+
+def test_header_layout_matches_docs_format_md() -> None:
+    """Pins the byte layout documented in docs/FORMAT.md (offsets for camera id 'cam1')."""
+    from common.format import ImageCodec, ZoneClass, ZoneRecord
+    zone = ZoneRecord(ZoneClass.FACE, ImageCodec.PNG, 1, 2, 3, 4, 5, b"\xcc" * 32)
+    header = FrameHeader("cam1", seq=0x0102, capture_time_us=0x0A0B, epoch_id=b"\xee" * 16,
+                         prev_digest=b"\xdd" * 32, image_codec=ImageCodec.JPEG, width=640,
+                         height=360, image_len=0x99, image_sha256=b"\xaa" * 32, zones=(zone,))
+    raw = header.to_bytes()
+    L = 4
+    assert raw[:7] == b"VCFH\x01\x00\x04" and raw[7:7 + L] == b"cam1"
+    assert raw[7 + L:15 + L] == (0x0102).to_bytes(8, "big")
+    assert raw[15 + L:23 + L] == (0x0A0B).to_bytes(8, "big")
+    assert raw[23 + L:39 + L] == b"\xee" * 16 and raw[39 + L:71 + L] == b"\xdd" * 32
+    assert raw[71 + L:80 + L] == bytes([1]) + (640).to_bytes(2, "big") + \
+        (360).to_bytes(2, "big") + (0x99).to_bytes(4, "big")
+    assert raw[80 + L:112 + L] == b"\xaa" * 32 and raw[112 + L:114 + L] == b"\x00\x01"
+    assert raw[114 + L:] == bytes([2, 2, 0, 1, 0, 2, 0, 3, 0, 4, 0, 0, 0, 5]) + b"\xcc" * 32
+    assert len(raw) == 114 + L + 46

@@ -1,0 +1,63 @@
+"""The command line: clear one-line errors with exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
+
+
+def test_wrong_password_fails_clearly_and_writes_nothing(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    out = tmp_path / "out"
+    r = run_cli("view", "--home", str(home), "--headless", "--out", str(out), "--frames", "1",
+                "--user", "alice", "--password-stdin", stdin="not the password\n")
+    assert r.returncode == 2
+    assert "wrong password for user 'alice'" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_bad_config_names_file_key_and_reason(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    cfg = home / "config" / "camera.toml"
+    cfg.write_text(cfg.read_text().replace('style = "pixelate"', 'style = "smear"'))
+    r = run_cli("camera", "--home", str(home), "--max-frames", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{cfg}: key 'redaction.style'" in r.stderr
+
+
+def test_missing_home_is_a_clear_error(tmp_path: Path) -> None:
+    r = run_cli("store", "--home", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and "is not a veilcam home" in r.stderr
+
+
+def test_missing_video_file_is_a_clear_error(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    r = run_cli("camera", "--home", str(home), "--source", str(tmp_path / "nope.mp4"))
+    assert r.returncode == 2 and "video file" in r.stderr and "not found" in r.stderr
+
+
+def test_init_refuses_an_existing_home(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    r = run_cli("init", str(home))
+    assert r.returncode == 2 and "already holds a veilcam deployment" in r.stderr
+
+
+def test_password_is_never_an_argument(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    r = run_cli("user", "add", "carol", "--home", str(home))
+    assert r.returncode == 2 and "--password-stdin" in r.stderr
+
+
+def test_secret_files_are_owner_only(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    for path in [home / "identities" / "camera" / "cam1.key.pem",
+                 home / "identities" / "store" / "store.key.pem",
+                 home / "users" / "alice" / "keystore.json"]:
+        assert path.stat().st_mode & 0o077 == 0, path
+    assert PASSWORD.encode() not in b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
+
+
+def test_verify_of_a_non_archive_is_a_clear_error(tmp_path: Path) -> None:
+    r = run_cli("verify", str(tmp_path))
+    assert r.returncode == 2 and "not a veilcam home" in r.stderr

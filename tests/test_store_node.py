@@ -1,0 +1,106 @@
+"""The running store process: rejects forged, unknown and replayed frames, and keeps running."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from camera_node.protect import Epoch
+from common.format import Ack, AckStatus, FrameMessage
+from common.home import Home
+from common.signing import TrustedCameras, load_signing_key
+from tests.conftest import SAMPLE_CLIP, make_home
+from tests.factory import Camera
+
+
+@pytest.fixture
+def store(tmp_path: Path, procs):
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    procs.start("store", "store", "--home", str(home))
+    procs.wait_for_log("store", "store ready")
+    h = Home(home)
+    ctx = zmq.Context.instance()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(h.store_config().store.ingest_bind)
+    relay = ctx.socket(zmq.SUB)
+    relay.setsockopt(zmq.LINGER, 0)
+    relay.setsockopt(zmq.SUBSCRIBE, b"")
+    relay.connect(h.store_config().store.relay_bind)
+    time.sleep(0.3)
+    cam = Camera("cam1")
+    cam.key = load_signing_key(h.camera_key_path("cam1"))
+    cam.trust = TrustedCameras({"cam1": cam.key.public_key()})
+    cam.epoch = Epoch.new()
+    yield {"home": h, "dealer": dealer, "relay": relay, "cam": cam, "procs": procs}
+    dealer.close()
+    relay.close()
+
+
+def _send(dealer: zmq.Socket, parts: list[bytes]) -> Ack:
+    dealer.send_multipart(parts)
+    assert dealer.poll(5000), "the store did not answer"
+    return Ack.from_parts(dealer.recv_multipart())
+
+
+def _relayed(relay: zmq.Socket) -> list[int]:
+    seqs = []
+    while relay.poll(300):
+        parts = relay.recv_multipart()
+        if parts[0].endswith(b"\x00F"):
+            seqs.append(FrameMessage.from_parts(parts).header.seq)
+    return seqs
+
+
+def test_store_rejects_bad_frames_and_keeps_running(store) -> None:
+    dealer, cam = store["dealer"], store["cam"]
+    assert _send(dealer, store["cam"].envelope().to_parts()).status == AckStatus.STORED
+    first = cam.frame()
+    assert _send(dealer, first.to_parts()).status == AckStatus.STORED
+
+    # forged: valid structure, signature by nobody
+    forged = dataclasses.replace(cam.frame(), signature=bytes(64))
+    ack = _send(dealer, forged.to_parts())
+    assert ack.status == AckStatus.REJECTED and "signature" in ack.reason
+
+    # a frame signed by a key the store does not know, under a trusted camera's id
+    impostor = Camera("cam1")
+    impostor.seq = 50
+    ack = _send(dealer, impostor.frame().to_parts())
+    assert ack.status == AckStatus.REJECTED and "signature" in ack.reason
+
+    # an unknown camera id
+    ack = _send(dealer, Camera("ghost").frame().to_parts())
+    assert ack.status == AckStatus.REJECTED and "not a trusted camera" in ack.reason
+
+    # garbage: no answer possible, but the store must survive it
+    dealer.send_multipart([b"cam1\x00F", b"garbage"])
+    dealer.send_multipart([b"\xff" * 10])
+
+    # a genuine next frame is still accepted...
+    cam.seq, cam.prev = 1, first.digest
+    second = cam.frame()
+    assert _send(dealer, second.to_parts()).status == AckStatus.STORED
+    relayed_before = _relayed(store["relay"])
+    # ...and replaying the first one stores and relays nothing
+    assert _send(dealer, first.to_parts()).status == AckStatus.DUPLICATE
+    assert _relayed(store["relay"]) == []
+    assert 0 in relayed_before or 1 in relayed_before
+
+    # a validly signed frame with an old sequence number but other content: replay
+    from tests.factory import textured
+    cam.seq, cam.prev, cam.epoch = 0, bytes(32), Epoch.new()
+    ack = _send(dealer, cam.frame(image=textured(seed=9)).to_parts())
+    assert ack.status == AckStatus.REJECTED and "replayed or reordered" in ack.reason
+
+    store["procs"].procs[0][1].terminate()
+    store["procs"].procs[0][1].wait(timeout=10)
+    log = store["procs"].log("store")
+    assert "2 frame(s) and 1 key envelope(s) archived" in log
+    assert "bad_signature=2" in log and "unknown_camera=1" in log and "replay=1" in log
+    assert "malformed=2" in log
+    assert "Traceback" not in log

@@ -1,0 +1,90 @@
+"""The browser viewer over HTTP: page, status, MJPEG stream, unlock with wrong and right password."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common.home import Home
+from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home
+
+
+def _get(url: str, cookie: str = "") -> tuple[int, bytes, dict]:
+    req = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, resp.read(), dict(resp.headers)
+
+
+def _post(url: str, doc: dict) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def _first_mjpeg_part(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        assert resp.readline().strip() == b"--veilcamframe"
+        headers = {}
+        while (line := resp.readline().strip()):
+            key, value = line.decode().split(":", 1)
+            headers[key.lower()] = value.strip()
+        return resp.read(int(headers["content-length"]))
+
+
+def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    port = Home(home).viewer_config().viewer.web_port
+    base = f"http://127.0.0.1:{port}"
+    procs.start("store", "store", "--home", str(home))
+    procs.wait_for_log("store", "store ready")
+    procs.start("viewer", "view", "--home", str(home), "--web")
+    procs.wait_for_log("viewer", "viewer ready")
+    time.sleep(0.5)
+    camera = procs.start("camera", "camera", "--home", str(home), "--loop")
+
+    status, page, _ = _get(base + "/")
+    assert status == 200 and b"veilcam" in page and b"https://" not in page
+    jpeg = _first_mjpeg_part(base + "/stream/cam1.mjpg")
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (360, 640, 3)
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until faces are in view
+        cams = json.loads(_get(base + "/api/status")[1])["cameras"]
+        if cams[0].get("zones", 0) >= 1 and cams[0].get("seq", 0) > 60:
+            break
+        time.sleep(0.2)
+    assert cams[0]["verified"] and cams[0]["live"] and cams[0]["zones"] >= 1
+
+    code, doc, _ = _post(base + "/api/unlock", {"user": "alice", "password": "wrong password"})
+    assert code == 401 and doc["error"] == "wrong user name or password"
+    code, doc, _ = _post(base + "/api/unlock", {"user": "nobody", "password": PASSWORD})
+    assert code == 401 and doc["error"] == "wrong user name or password"
+    code, doc, headers = _post(base + "/api/unlock", {"user": "alice", "password": PASSWORD})
+    assert code == 200 and doc["user"] == "alice"
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    assert json.loads(_get(base + "/api/status", cookie)[1])["user"] == "alice"
+
+    camera.terminate()  # freeze the latest frame so both snapshots show the same one
+    camera.wait(timeout=15)
+    time.sleep(0.3)
+    latest = json.loads(_get(base + "/api/status")[1])["cameras"][0]
+    public = cv2.imdecode(np.frombuffer(_get(base + "/snapshot/cam1.jpg")[1], np.uint8), 1)
+    unlocked = cv2.imdecode(np.frombuffer(_get(base + "/snapshot/cam1.jpg", cookie)[1],
+                                          np.uint8), 1)
+    assert latest["zones"] >= 1
+    diff = np.abs(public.astype(int) - unlocked.astype(int)).mean(axis=2)
+    assert diff.max() > 60  # zones differ...
+    assert np.median(diff) < 3  # ...the rest is the same picture
+    assert PASSWORD not in procs.log("viewer")
