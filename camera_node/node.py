@@ -25,6 +25,7 @@ from common.signing import load_signing_key
 log = logging.getLogger("veilcam.camera")
 
 STATS_EVERY_S = 10.0
+SIGNAL_DRAIN_S = 3.0
 
 
 @dataclass
@@ -143,6 +144,8 @@ class CameraNode:
             else:
                 self.stop.set("end of source")
             drain_s = self.cfg.store.drain_timeout_s
+            if self.stop.reason.startswith("signal"):
+                drain_s = min(drain_s, SIGNAL_DRAIN_S)  # asked to stop: don't hang on a dead store
             if not publisher.drain(drain_s):
                 log.error("%d message(s) not acknowledged by the store at %s within %.0f s",
                           len(publisher.in_flight), self.cfg.store.ingest, drain_s)

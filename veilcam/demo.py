@@ -52,7 +52,9 @@ def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -
     exit_code = 0
     try:
         for name, cmd in commands.items():
-            procs[name] = subprocess.Popen(cmd)
+            # own session: Ctrl-C reaches only this process, which then stops the camera
+            # first (so its last frames are acknowledged), then the viewer and the store
+            procs[name] = subprocess.Popen(cmd, start_new_session=True)
             time.sleep(0.3)
         print(f"\n  veilcam demo is running\n"
               f"  open    http://{web.web_host}:{web.web_port}/\n"
@@ -68,15 +70,17 @@ def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -
                     stop.set(f"{name} exited")
                     exit_code = 1
     finally:
-        for proc in procs.values():
+        for name in ("camera", "viewer", "store"):
+            proc = procs.get(name)
+            if proc is None:
+                continue
             if proc.poll() is None:
                 proc.terminate()
-        deadline = time.monotonic() + 10
-        for name, proc in procs.items():
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 log.error("%s did not stop within 10 s; killing it", name)
                 proc.kill()
+                proc.wait()
         log.info("demo stopped: %s", stop.reason)
     return exit_code

@@ -1,0 +1,50 @@
+"""`veilcam demo`: three processes up, page live, Ctrl-C stops them all, archive intact."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import ROOT, free_port_base, run_cli, veilcam_cmd
+
+
+def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    base, web = free_port_base(3), free_port_base(1)
+    home = tmp_path / "demo"
+    log = open(tmp_path / "demo.log", "w")
+    proc = subprocess.Popen(veilcam_cmd("demo", "--home", str(home), "--port-base", str(base),
+                                        "--web-port", str(web)),
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        status = {}
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/api/status", timeout=2) as r:
+                    status = json.loads(r.read())
+                if status["cameras"] and status["cameras"][0].get("seq", 0) >= 3:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        text = (tmp_path / "demo.log").read_text()
+        assert "user    demo" in text and f"http://127.0.0.1:{web}/" in text
+        password = text.split("password ", 1)[1].split()[0]
+        assert (home / "demo-password.txt").read_text().strip() == password
+        cam = status["cameras"][0]
+        assert cam["camera"] == "demo-cam" and cam["verified"] and cam["live"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    text = (tmp_path / "demo.log").read_text()
+    assert code == 0, text
+    for line in ("camera demo-cam stopped: signal SIGTERM", "viewer stopped: signal SIGTERM",
+                 "store stopped: signal SIGTERM"):
+        assert line in text, text
+    assert "killing" not in text and "Traceback" not in text
+    verify = run_cli("verify", str(home))
+    assert verify.returncode == 0, verify.stdout
