@@ -10,17 +10,21 @@ import zmq
 
 from camera_node.chainstate import ChainStateFile
 from camera_node.detect import create_face_detector
+from camera_node.grantsync import GrantSync
 from camera_node.protect import EncodeSettings, Epoch, protect_frame
 from camera_node.publisher import Publisher
 from camera_node.redact import make_redactor
 from camera_node.sources import FrameSource
 from camera_node.zones import FaceHold, Zone, clip_zone, resolve_static_zones
 from common.config import CameraConfig
-from common.format import ZoneClass
-from common.home import Home, load_grants
+from common.format import KemSuite, ZoneClass
+from common.grants import GrantBook
+from common.home import Home
 from common.imagecodec import ZONE_CODECS
+from common.keywrap import Grant
 from common.lifecycle import StopFlag
 from common.signing import load_signing_key
+from common.transport import curve_pair
 
 log = logging.getLogger("veilcam.camera")
 
@@ -47,6 +51,11 @@ class CameraNode:
         self.max_frames = max_frames
         self.stop = stop or StopFlag()
         self.signing_key = load_signing_key(home.camera_key_path(self.camera_id))
+        self.ca = home.ca()
+        self.transport_keys = curve_pair(home.transport_key("camera", self.camera_id))
+        self.store_key = home.store_identity(self.ca).transport_key
+        self.suite = (KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM if cfg.keys.post_quantum
+                      else KemSuite.X25519_HKDF_SHA256_AES256GCM)
         spec = source_override if source_override is not None else cfg.camera.source
         kind_is_file = not spec.strip().isdigit() and "://" not in spec
         if kind_is_file:
@@ -64,11 +73,15 @@ class CameraNode:
         self.stats = CameraStats()
         self.epoch: Epoch | None = None
 
-    def _start_epoch(self, publisher: Publisher) -> None:
-        grants = load_grants(self.home, self.camera_id)
+    def _start_epoch(self, publisher: Publisher, grants: list[Grant]) -> None:
         self.epoch = Epoch.new()
+        if self.suite == KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM:
+            for g in grants:
+                if g.recipient.pq_public_key is None:
+                    log.warning("user %s has no post-quantum key: left out of this epoch",
+                                g.recipient.name)
         envelope = self.epoch.envelope(self.signing_key, self.camera_id, self.chain.next_seq,
-                                       grants)
+                                       grants, self.suite)
         publisher.send(envelope)
         self.stats.epochs += 1
         if grants:
@@ -102,7 +115,13 @@ class CameraNode:
     def run(self) -> int:
         """Run until the source ends, max_frames, or a stop signal. Returns the exit code."""
         ctx = zmq.Context.instance()
-        publisher = Publisher(ctx, self.cfg.store.ingest, self.cfg.store.max_in_flight)
+        link = self.cfg.store
+        publisher = Publisher(ctx, link.ingest, self.transport_keys, self.store_key,
+                              link.max_in_flight)
+        grantsync = GrantSync(ctx, link.query, self.transport_keys, self.store_key,
+                              GrantBook(self.ca, self.camera_id),
+                              self.home.state_dir / f"grants-{self.camera_id}.json",
+                              link.grants_poll_s)
         detector_name = self.detector.name if self.detector else "off"
         log.info("camera %s: source %s (%s), %.1f fps, faces: %s, store %s", self.camera_id,
                  self.source.target, self.source.kind, self.source.fps, detector_name,
@@ -111,7 +130,10 @@ class CameraNode:
         last_stats = time.monotonic()
         rotate_s = self.cfg.keys.rotate_seconds
         try:
-            self._start_epoch(publisher)
+            if not grantsync.fetch_now(timeout_s=3.0):
+                log.warning("store at %s did not answer for grants; using the %d cached "
+                            "grant(s)", link.query, len(grantsync.grants()))
+            self._start_epoch(publisher, grantsync.grants())
             for captured in self.source.frames():
                 if self.stop.is_set():
                     break
@@ -120,8 +142,11 @@ class CameraNode:
                 if not publisher.has_room:
                     self.stats.dropped_backpressure += 1
                     continue
-                if time.monotonic() - self.epoch.started_monotonic >= rotate_s:
-                    self._start_epoch(publisher)
+                if grantsync.poll():
+                    log.info("grants changed: starting a new key epoch")
+                    self._start_epoch(publisher, grantsync.grants())
+                elif time.monotonic() - self.epoch.started_monotonic >= rotate_s:
+                    self._start_epoch(publisher, grantsync.grants())
                 image = captured.image
                 size = (image.shape[1], image.shape[0])
                 if size not in static_cache:
@@ -155,6 +180,7 @@ class CameraNode:
             self.chain.close_clean()
             self._log_stats(publisher)
             publisher.close()
+            grantsync.close()
             self.source.close()
             log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
 

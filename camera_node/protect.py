@@ -24,6 +24,7 @@ from common.format import (
     FrameHeader,
     FrameMessage,
     ImageCodec,
+    KemSuite,
     KeyEnvelope,
     ZoneClass,
     ZoneRecord,
@@ -47,9 +48,10 @@ class Epoch:
         return cls(os.urandom(EPOCH_ID_LEN), {c: new_content_key() for c in ZoneClass})
 
     def envelope(self, signing_key: Ed25519PrivateKey, camera_id: str, first_seq: int,
-                 grants: list[Grant]) -> KeyEnvelope:
+                 grants: list[Grant],
+                 suite: KemSuite = KemSuite.X25519_HKDF_SHA256_AES256GCM) -> KeyEnvelope:
         return build_envelope(signing_key, camera_id, self.epoch_id, first_seq,
-                              self.class_keys, grants)
+                              self.class_keys, grants, suite)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import zmq
 
 from common.errors import FormatError
 from common.format import KIND_ENVELOPE, KIND_FRAME, Ack, AckStatus, FrameMessage, KeyEnvelope
+from common.transport import HandshakeWatch, make_client
 
 log = logging.getLogger("veilcam.publisher")
 
@@ -28,11 +29,13 @@ class _Pending:
 
 
 class Publisher:
-    def __init__(self, ctx: zmq.Context, endpoint: str, max_in_flight: int = 300,
-                 resend_after_s: float = 5.0) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, keys: tuple[bytes, bytes],
+                 store_key: bytes, max_in_flight: int = 300, resend_after_s: float = 5.0) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, max_in_flight * 2 + 16)
+        make_client(self.sock, keys, store_key)
+        self.watch = HandshakeWatch(self.sock, "store", endpoint)
         self.sock.connect(endpoint)
         self.endpoint = endpoint
         self.max_in_flight = max_in_flight
@@ -61,7 +64,10 @@ class Publisher:
             pass  # stays in in_flight and is sent again later
 
     def poll(self, timeout_ms: int = 0) -> None:
-        """Take every acknowledgement waiting (waiting up to ``timeout_ms`` for the first)."""
+        """Take every acknowledgement waiting (waiting up to ``timeout_ms`` for the first).
+
+        Raises TransportError if the store failed authentication (see HandshakeWatch)."""
+        self.watch.check()
         while self.sock.poll(timeout_ms, zmq.POLLIN):
             timeout_ms = 0
             parts = self.sock.recv_multipart()
@@ -94,6 +100,7 @@ class Publisher:
         return not self.in_flight
 
     def close(self) -> None:
+        self.watch.close()
         self.sock.close(linger=0)
 
 

@@ -49,6 +49,10 @@ class CameraSection(Section):
 class StoreLinkSection(Section):
     ingest: str = Field("tcp://127.0.0.1:7700", pattern=ZMQ_ENDPOINT_PATTERN,
                         description="ZeroMQ endpoint of the store's ingest socket.")
+    query: str = Field("tcp://127.0.0.1:7702", pattern=ZMQ_ENDPOINT_PATTERN,
+                       description="ZeroMQ endpoint of the store's query socket (grants).")
+    grants_poll_s: float = Field(2.0, gt=0, le=3600, description="How often to ask the store "
+                                 "for grant changes; a change starts a new key epoch.")
     drain_timeout_s: float = Field(30.0, gt=0, le=3600, description="At the end of a file "
                                    "source, how long to wait for the store to acknowledge "
                                    "every frame before giving up (and exiting non-zero).")
@@ -67,7 +71,11 @@ class EncodingSection(Section):
 
 class KeysSection(Section):
     rotate_seconds: float = Field(60.0, ge=1, le=86400, description="Content keys rotate at "
-                                  "every start and after this many seconds.")
+                                  "every start, on every grant change, and after this many "
+                                  "seconds.")
+    post_quantum: bool = Field(False, description="Wrap epoch keys with the hybrid "
+                               "ML-KEM-768+X25519 HPKE suite, for archives that must stay "
+                               "secret against future quantum computers (larger envelopes).")
 
 
 class RedactionSection(Section):

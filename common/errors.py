@@ -45,3 +45,7 @@ class IdentityError(VeilcamError):
 
 class ArchiveError(VeilcamError):
     """The archive on disk is unreadable or inconsistent."""
+
+
+class TransportError(VeilcamError):
+    """A peer failed authentication on the wire (CurveZMQ handshake refused or failed)."""

@@ -61,8 +61,12 @@ class ZoneClass(IntEnum):
 
     @classmethod
     def from_label(cls, label: str) -> ZoneClass:
+        """'face' or 'faces', 'person' or 'people', 'plate(s)', 'static'."""
+        text = label.strip().lower()
+        text = {"faces": "face", "people": "person", "persons": "person",
+                "plates": "plate"}.get(text, text)
         try:
-            return cls[label.upper()]
+            return cls[text.upper()]
         except KeyError:
             raise ValueError(f"unknown zone class {label!r} (expected one of: "
                              f"{', '.join(c.label for c in cls)})") from None

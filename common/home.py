@@ -1,31 +1,51 @@
-"""The deployment home: one folder holding configs, identities, users, archive and state.
+"""The deployment home: one folder holding configs, identities, users, grants, archive, state.
 
     HOME/config/{camera,store,viewer}.toml
-    HOME/identities/camera/<camera_id>.key.pem   camera signing key (0600; camera machine only)
-    HOME/identities/cameras/<camera_id>.pub.pem  trusted camera public keys (store, viewers)
-    HOME/identities/store/store.key.pem          store identity key (0600; store machine only)
-    HOME/users/<name>/keystore.json              user's sealed private key (0600; user only)
-    HOME/users/<name>/recipient.json             user's public key and grants (cameras read it)
-    HOME/archive/                                segments and index (store machine only)
-    HOME/state/                                  camera chain state
+    HOME/identities/ca/ca.crt, crl.pem             deployment CA certificate and revocation list
+    HOME/identities/ca/ca.key.pem                  CA = admin key (0600; admin machine only)
+    HOME/identities/certs/<role>-<name>.crt        node certificates (everyone)
+    HOME/identities/<role>/<name>.key.pem          node signing key (0600; that node only)
+    HOME/identities/<role>/<name>.transport.key.pem node CurveZMQ key (0600; that node only)
+    HOME/users/<name>/keystore.json                a user's sealed keys (0600; user only)
+    HOME/grants/<user>@<camera>.grant.json         CA-signed grants (store serves them)
+    HOME/accounts/accounts.sqlite3                 store: login verifiers + sealed keystores
+    HOME/archive/                                  store: segments and index
+    HOME/state/                                    camera chain state, grant cache
 
 On one machine (the demo) all of it lives together; on several, each machine keeps only the
-parts named for it (docs/ARCHITECTURE.md).
+parts named for it (docs/GUIDE.md).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from common.config import CameraConfig, StoreConfig, ViewerConfig, load_config
-from common.errors import ConfigError, VeilcamError
-from common.format import ZoneClass, validate_camera_id
-from common.keystore import create_keystore
-from common.keywrap import Grant, Recipient
-from common.secretfiles import write_atomic
-from common.signing import TrustedCameras, generate_signing_key, save_public_key, save_signing_key
+from common.errors import ConfigError, IdentityError, VeilcamError, VerificationError
+from common.format import validate_camera_id
+from common.pki import (
+    CertificateAuthority,
+    NodeIdentity,
+    build_crl,
+    create_ca,
+    issue_node_cert,
+    load_cert,
+    load_private_key,
+    save_cert,
+    save_crl,
+    save_private_key,
+)
+from common.secretfiles import write_atomic, write_secret
+from common.signing import TrustedCameras
+
+log = logging.getLogger("veilcam.home")
 
 USER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-@")
 
@@ -51,15 +71,44 @@ class Home:
         return self.config_dir / "viewer.toml"
 
     @property
-    def trusted_cameras_dir(self) -> Path:
-        return self.root / "identities" / "cameras"
-
-    def camera_key_path(self, camera_id: str) -> Path:
-        return self.root / "identities" / "camera" / f"{camera_id}.key.pem"
+    def ca_dir(self) -> Path:
+        return self.root / "identities" / "ca"
 
     @property
-    def store_key_path(self) -> Path:
-        return self.root / "identities" / "store" / "store.key.pem"
+    def ca_cert_path(self) -> Path:
+        return self.ca_dir / "ca.crt"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.ca_dir / "ca.key.pem"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.ca_dir / "crl.pem"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.root / "identities" / "certs"
+
+    def cert_path(self, role: str, name: str) -> Path:
+        return self.certs_dir / f"{role}-{name}.crt"
+
+    def signing_key_path(self, role: str, name: str) -> Path:
+        return self.root / "identities" / role / f"{name}.key.pem"
+
+    def transport_key_path(self, role: str, name: str) -> Path:
+        return self.root / "identities" / role / f"{name}.transport.key.pem"
+
+    def camera_key_path(self, camera_id: str) -> Path:
+        return self.signing_key_path("camera", camera_id)
+
+    @property
+    def grants_dir(self) -> Path:
+        return self.root / "grants"
+
+    @property
+    def accounts_path(self) -> Path:
+        return self.root / "accounts" / "accounts.sqlite3"
 
     @property
     def users_dir(self) -> Path:
@@ -94,8 +143,62 @@ class Home:
     def archive_dir(self) -> Path:
         return self.resolve(self.store_config().archive.path)
 
-    def trusted_cameras(self) -> TrustedCameras:
-        return TrustedCameras.from_dir(self.trusted_cameras_dir)
+    def ca(self) -> CertificateAuthority:
+        return CertificateAuthority.load(self.ca_cert_path, self.crl_path)
+
+    def ca_key(self) -> Ed25519PrivateKey:
+        if not self.ca_key_path.exists():
+            raise IdentityError(f"the admin (CA) key {self.ca_key_path} is not on this machine; "
+                                "run this command where the deployment was initialised")
+        return load_private_key(self.ca_key_path, Ed25519PrivateKey)
+
+    def node_identities(self, role: str, ca: CertificateAuthority | None = None,
+                        refused: dict[str, VerificationError] | None = None
+                        ) -> list[NodeIdentity]:
+        """Every certificate of ``role`` that verifies now; the others are logged, skipped,
+        and put in ``refused`` (by name) when given."""
+        ca = ca or self.ca()
+        found = []
+        for path in sorted(self.certs_dir.glob(f"{role}-*.crt")):
+            name = path.stem[len(role) + 1:]
+            try:
+                found.append(ca.verify_node(load_cert(path), role))
+            except VerificationError as exc:
+                log.warning("not trusting %s: %s", path.name, exc)
+                if refused is not None:
+                    refused[name] = exc
+            except IdentityError as exc:
+                log.warning("not trusting %s: %s", path.name, exc)
+        return found
+
+    def trusted_cameras(self, ca: CertificateAuthority | None = None) -> TrustedCameras:
+        refused: dict[str, VerificationError] = {}
+        cameras = self.node_identities("camera", ca, refused)
+        return TrustedCameras.from_identities(cameras, refused)
+
+    def identity_stamp(self) -> tuple:
+        """Changes whenever a certificate or the CRL changes (nodes poll it to reload)."""
+        paths = [self.crl_path, self.ca_cert_path, *sorted(self.certs_dir.glob("*.crt"))]
+        return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths if p.exists())
+
+    def store_identity(self, ca: CertificateAuthority | None = None) -> NodeIdentity:
+        """The store's verified certificate: clients pin its transport key."""
+        ca = ca or self.ca()
+        try:
+            return ca.verify_node(load_cert(self.cert_path("store", "store")), "store")
+        except VerificationError as exc:
+            raise IdentityError(f"refusing the store certificate "
+                                f"{self.cert_path('store', 'store')}: {exc}") from None
+
+    def transport_key(self, role: str, name: str) -> X25519PrivateKey:
+        return load_private_key(self.transport_key_path(role, name), X25519PrivateKey)
+
+    def account_secret(self) -> bytes:
+        """The store's own secret for decoy salts (created on first use, 0600)."""
+        path = self.root / "identities" / "store" / "account-secret"
+        if not path.exists():
+            write_secret(path, os.urandom(32))
+        return path.read_bytes()
 
     def require(self) -> Home:
         if not self.config_dir.is_dir():
@@ -135,6 +238,7 @@ loop = {str(loop).lower()}
 
 [store]
 ingest = "{ingest}"
+query = "{query}"
 
 [redaction]
 style = "pixelate"
@@ -165,38 +269,35 @@ query = "{query}"
 web_host = "127.0.0.1"
 web_port = {web_port}
 """.encode())
-    camera_key = generate_signing_key()
-    save_signing_key(home.camera_key_path(camera_id), camera_key)
-    save_public_key(home.trusted_cameras_dir / f"{camera_id}.pub.pem", camera_key.public_key())
-    save_signing_key(home.store_key_path, generate_signing_key())
-    for folder in (home.users_dir, home.state_dir, home.root / "archive"):
+    ca_key, ca_cert = create_ca()
+    save_private_key(home.ca_key_path, ca_key)
+    save_cert(home.ca_cert_path, ca_cert)
+    save_crl(home.crl_path, build_crl(ca_key, ca_cert, []))
+    for role, name in (("camera", camera_id), ("store", "store"), ("viewer", "viewer")):
+        issue_identity(home, role, name, ca_key=ca_key, ca_cert=ca_cert)
+    for folder in (home.users_dir, home.state_dir, home.grants_dir, home.root / "archive"):
         folder.mkdir(parents=True, exist_ok=True)
     return home
 
 
-def add_user(home: Home, name: str, password: str) -> Path:
-    """Create a user's keystore and grant them every zone class of every camera of the home."""
-    if home.keystore_path(name).exists():
-        raise VeilcamError(f"user {name!r} already exists in {home.root}")
-    public_raw = create_keystore(home.keystore_path(name), name, password)
-    cameras = home.trusted_cameras().camera_ids
-    doc = {"user": name, "public_key": public_raw.hex(),
-           "grants": [{"camera": cam, "classes": [c.label for c in ZoneClass]} for cam in cameras]}
-    write_atomic(home.recipient_path(name), (json.dumps(doc, indent=2) + "\n").encode())
-    return home.keystore_path(name)
+def issue_identity(home: Home, role: str, name: str, days: float = 365, *,
+                   ca_key: Ed25519PrivateKey | None = None, ca_cert=None) -> Path:
+    """New signing and transport keys for a node, and its certificate from the CA."""
+    ca_key = ca_key or home.ca_key()
+    ca_cert = ca_cert or load_cert(home.ca_cert_path)
+    signing, transport = Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
+    save_private_key(home.signing_key_path(role, name), signing)
+    save_private_key(home.transport_key_path(role, name), transport)
+    cert = issue_node_cert(ca_key, ca_cert, role, name, signing.public_key(),
+                           transport.public_key(), days)
+    save_cert(home.cert_path(role, name), cert)
+    return home.cert_path(role, name)
 
 
-def load_grants(home: Home, camera_id: str) -> list[Grant]:
-    """Every user granted something on ``camera_id``, read fresh (cameras call it per epoch)."""
-    grants = []
-    for path in sorted(home.users_dir.glob("*/recipient.json")):
-        try:
-            doc = json.loads(path.read_text("utf-8"))
-            recipient = Recipient.from_raw(doc["user"], bytes.fromhex(doc["public_key"]))
-            for g in doc.get("grants", []):
-                if g["camera"] == camera_id:
-                    classes = frozenset(ZoneClass.from_label(c) for c in g["classes"])
-                    grants.append(Grant(recipient, classes))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}: unreadable recipient file: {exc}") from None
-    return grants
+def revoke_identity(home: Home, role: str, name: str) -> int:
+    """Put a node's certificate on the CRL; returns its serial number."""
+    cert = load_cert(home.cert_path(role, name))
+    ca = home.ca()
+    crl_serials = sorted(ca.revoked | {cert.serial_number})
+    save_crl(home.crl_path, build_crl(home.ca_key(), load_cert(home.ca_cert_path), crl_serials))
+    return cert.serial_number

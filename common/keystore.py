@@ -1,10 +1,14 @@
-"""A user's password-protected keystore: an X25519 private key sealed with AES-256-GCM.
+"""A user's password-protected keystore: private keys sealed with AES-256-GCM.
 
-The sealing key comes from the password through scrypt (memory-hard, ~0.1 s) and then HKDF
-with a purpose label, so further secrets (a login verifier for the store) can be derived from
-the same password run without ever revealing the decryption key. The AEAD tag makes a wrong
-password an error, not noise; the user name, public key and KDF parameters are the associated
-data, so none of them can be swapped unnoticed.
+One scrypt run (memory-hard, ~0.1 s) turns the password into a master secret; HKDF with two
+purpose labels splits it into the **sealing key** (opens the keystore, stays on the user's
+machine) and the **login secret** (what the store checks, through a slow verifier of its own).
+HKDF outputs are independent, so the store, which sees the login secret, learns nothing that
+opens the keystore, and the password never leaves the client.
+
+The keystore holds an X25519 key and an ML-KEM-768 key (the latter for the hybrid
+post-quantum key-wrapping suite). The AEAD tag makes a wrong password an error, not noise; the
+user name, public keys and KDF parameters are associated data, so none can be swapped.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -23,12 +29,48 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from common.errors import KeystoreError
 from common.keywrap import Identity
+from common.passwords import check_password
 from common.secretfiles import write_secret
 
 KEYSTORE_FORMAT = "veilcam-keystore"
 KEYSTORE_VERSION = 1
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
-MIN_PASSWORD_LEN = 8
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    salt: bytes
+    n: int = SCRYPT_N
+    r: int = SCRYPT_R
+    p: int = SCRYPT_P
+
+    def to_json(self) -> dict:
+        return {"name": "scrypt", "n": self.n, "r": self.r, "p": self.p, "salt": _b64(self.salt)}
+
+    @classmethod
+    def from_json(cls, kdf: dict) -> KdfParams:
+        if kdf.get("name") != "scrypt":
+            raise KeystoreError("keystore uses an unsupported KDF")
+        params = cls(_unb64(kdf["salt"], "kdf.salt"), int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+        if not (2**14 <= params.n <= 2**20 and 1 <= params.r <= 32 and 1 <= params.p <= 16
+                and 8 <= len(params.salt) <= 64):
+            raise KeystoreError("keystore has out-of-range scrypt parameters")
+        return params
+
+
+@dataclass(frozen=True)
+class PasswordSecrets:
+    sealing_key: bytes
+    login_secret: bytes
+
+
+def derive_secrets(password: str, kdf: KdfParams) -> PasswordSecrets:
+    master = Scrypt(salt=kdf.salt, length=32, n=kdf.n, r=kdf.r, p=kdf.p).derive(
+        password.encode("utf-8"))
+    def expand(label: bytes) -> bytes:
+        return HKDFExpand(hashes.SHA256(), 32, label).derive(master)
+    return PasswordSecrets(expand(b"veilcam keystore v1 / sealing key"),
+                           expand(b"veilcam keystore v1 / login secret"))
 
 
 def _b64(data: bytes) -> str:
@@ -42,63 +84,94 @@ def _unb64(text: str, what: str) -> bytes:
         raise KeystoreError(f"keystore field {what!r} is not valid base64") from None
 
 
-def _sealing_key(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    master = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode("utf-8"))
-    return HKDFExpand(hashes.SHA256(), 32, b"veilcam keystore v1 / sealing key").derive(master)
-
-
 def _aad(doc: dict) -> bytes:
-    fields = {k: doc[k] for k in ("format", "version", "user", "public_key", "kdf")}
+    fields = {k: doc[k] for k in ("format", "version", "user", "public_key", "pq_public_key",
+                                  "kdf")}
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def create_keystore(path: Path, user: str, password: str) -> bytes:
-    """Create a new key pair for ``user`` sealed under ``password``; returns the raw public key."""
-    if len(password) < MIN_PASSWORD_LEN:
-        raise KeystoreError(f"password too short: at least {MIN_PASSWORD_LEN} characters")
+@dataclass(frozen=True)
+class NewKeystore:
+    doc: dict
+    public_raw: bytes
+    pq_public_raw: bytes
+    login_secret: bytes
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(self.doc, indent=2) + "\n").encode("utf-8")
+
+
+def new_keystore(user: str, password: str, check_policy: bool = True) -> NewKeystore:
+    """Generate key pairs for ``user`` and seal them under ``password`` (checked by policy)."""
+    if check_policy:
+        check_password(password, user)  # WeakPasswordError says what to change
     private = X25519PrivateKey.generate()
+    pq_private = mlkem.MLKEM768PrivateKey.generate()
     public_raw = private.public_key().public_bytes(serialization.Encoding.Raw,
                                                    serialization.PublicFormat.Raw)
-    salt, nonce = os.urandom(16), os.urandom(12)
+    pq_public_raw = pq_private.public_key().public_bytes_raw()
+    kdf = KdfParams(os.urandom(16))
+    secrets = derive_secrets(password, kdf)
     doc = {"format": KEYSTORE_FORMAT, "version": KEYSTORE_VERSION, "user": user,
-           "public_key": _b64(public_raw),
-           "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt)}}
-    private_raw = private.private_bytes(serialization.Encoding.Raw,
-                                        serialization.PrivateFormat.Raw,
-                                        serialization.NoEncryption())
-    key = _sealing_key(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    doc["cipher"] = "AES-256-GCM"
+           "public_key": _b64(public_raw), "pq_public_key": _b64(pq_public_raw),
+           "kdf": kdf.to_json(), "cipher": "AES-256-GCM"}
+    nonce = os.urandom(12)
+    secret = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                   serialization.NoEncryption()) + pq_private.private_bytes_raw()
     doc["nonce"] = _b64(nonce)
-    doc["ciphertext"] = _b64(AESGCM(key).encrypt(nonce, private_raw, _aad(doc)))
-    write_secret(path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
-    return public_raw
+    doc["ciphertext"] = _b64(AESGCM(secrets.sealing_key).encrypt(nonce, secret, _aad(doc)))
+    return NewKeystore(doc, public_raw, pq_public_raw, secrets.login_secret)
+
+
+def create_keystore(path: Path, user: str, password: str) -> NewKeystore:
+    """Create a keystore file (0600) for ``user``."""
+    ks = new_keystore(user, password)
+    write_secret(path, ks.to_bytes())
+    return ks
+
+
+def parse_keystore(data: bytes | str, where: str = "keystore") -> dict:
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != KEYSTORE_FORMAT \
+                or doc.get("version") != KEYSTORE_VERSION:
+            raise KeystoreError(f"{where} is not a version-{KEYSTORE_VERSION} veilcam keystore")
+        KdfParams.from_json(doc["kdf"])
+        for key in ("user", "public_key", "pq_public_key", "cipher", "nonce", "ciphertext"):
+            if not isinstance(doc[key], str):
+                raise KeystoreError(f"{where}: field {key!r} is not a string")
+    except KeystoreError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KeystoreError(f"{where} is missing or has a bad field: {exc}") from None
+    return doc
+
+
+def keystore_kdf(doc: dict) -> KdfParams:
+    return KdfParams.from_json(doc["kdf"])
+
+
+def unseal(doc: dict, sealing_key: bytes) -> Identity:
+    if doc["cipher"] != "AES-256-GCM":
+        raise KeystoreError("keystore uses an unsupported cipher")
+    nonce, ciphertext = _unb64(doc["nonce"], "nonce"), _unb64(doc["ciphertext"], "ciphertext")
+    try:
+        secret = AESGCM(sealing_key).decrypt(nonce, ciphertext, _aad(doc))
+    except InvalidTag:
+        raise KeystoreError(f"wrong password for user {doc['user']!r}") from None
+    if len(secret) != 32 + 64:
+        raise KeystoreError("keystore holds keys of the wrong size")
+    return Identity(doc["user"], X25519PrivateKey.from_private_bytes(secret[:32]),
+                    mlkem.MLKEM768PrivateKey.from_seed_bytes(secret[32:]))
 
 
 def open_keystore(path: Path, password: str) -> Identity:
-    """Unseal a keystore. Raises KeystoreError for a wrong password or a damaged file."""
+    """Unseal a keystore file. Raises KeystoreError for a wrong password or a damaged file."""
     try:
-        doc = json.loads(Path(path).read_text("utf-8"))
+        data = Path(path).read_text("utf-8")
     except FileNotFoundError:
         raise KeystoreError(f"keystore {path} not found") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise KeystoreError(f"keystore {path} is unreadable: {exc}") from None
-    try:
-        if doc["format"] != KEYSTORE_FORMAT or doc["version"] != KEYSTORE_VERSION:
-            raise KeystoreError(f"{path} is not a version-{KEYSTORE_VERSION} veilcam keystore")
-        kdf = doc["kdf"]
-        if kdf["name"] != "scrypt" or doc["cipher"] != "AES-256-GCM":
-            raise KeystoreError(f"keystore {path} uses an unsupported KDF or cipher")
-        n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
-        if not (2**14 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
-            raise KeystoreError(f"keystore {path} has out-of-range scrypt parameters")
-        salt = _unb64(kdf["salt"], "kdf.salt")
-        nonce, ciphertext = _unb64(doc["nonce"], "nonce"), _unb64(doc["ciphertext"], "ciphertext")
-        user, aad = str(doc["user"]), _aad(doc)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise KeystoreError(f"keystore {path} is missing or has a bad field: {exc}") from None
-    key = _sealing_key(password, salt, n, r, p)
-    try:
-        private_raw = AESGCM(key).decrypt(nonce, ciphertext, aad)
-    except InvalidTag:
-        raise KeystoreError(f"wrong password for user {user!r}") from None
-    return Identity(user, X25519PrivateKey.from_private_bytes(private_raw))
+    doc = parse_keystore(data, f"keystore {path}")
+    return unseal(doc, derive_secrets(password, keystore_kdf(doc)).sealing_key)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -27,7 +28,12 @@ from common.format import (
     sha256,
 )
 
-SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+SUITES = {
+    KemSuite.X25519_HKDF_SHA256_AES256GCM:
+        hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM),
+    KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM:
+        hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM),
+}
 INFO_PREFIX = b"veilcam/v1/epoch-key\x00"
 
 
@@ -47,16 +53,19 @@ def wrap_info(camera_id: str, epoch_id: bytes, zone_class: ZoneClass, key_id: by
 
 @dataclass(frozen=True)
 class Recipient:
-    """Someone who may unlock: a name (for logs only) and an X25519 public key."""
+    """Someone who may unlock: a name (for logs only), an X25519 public key, and optionally
+    an ML-KEM-768 public key for the hybrid post-quantum suite."""
 
     name: str
     public_key: X25519PublicKey
+    pq_public_key: mlkem.MLKEM768PublicKey | None = None
 
     @classmethod
-    def from_raw(cls, name: str, public_raw: bytes) -> Recipient:
+    def from_raw(cls, name: str, public_raw: bytes, pq_public_raw: bytes = b"") -> Recipient:
         if len(public_raw) != 32:
             raise ValueError(f"X25519 public key must be 32 bytes, got {len(public_raw)}")
-        return cls(name, X25519PublicKey.from_public_bytes(public_raw))
+        pq = mlkem.MLKEM768PublicKey.from_public_bytes(pq_public_raw) if pq_public_raw else None
+        return cls(name, X25519PublicKey.from_public_bytes(public_raw), pq)
 
     @property
     def public_raw(self) -> bytes:
@@ -66,22 +75,36 @@ class Recipient:
     def key_id(self) -> bytes:
         return key_id_of(self.public_raw)
 
-    def wrap(self, content_key: bytes, camera_id: str, epoch_id: bytes,
-             zone_class: ZoneClass) -> SealedKey:
+    def wrap(self, content_key: bytes, camera_id: str, epoch_id: bytes, zone_class: ZoneClass,
+             suite: KemSuite = KemSuite.X25519_HKDF_SHA256_AES256GCM) -> SealedKey:
         info = wrap_info(camera_id, epoch_id, zone_class, self.key_id)
-        return SealedKey(self.key_id, zone_class, SUITE.encrypt(content_key, self.public_key, info))
+        if suite == KemSuite.X25519_HKDF_SHA256_AES256GCM:
+            public = self.public_key
+        elif self.pq_public_key is None:
+            raise ValueError(f"recipient {self.name} has no post-quantum key")
+        else:
+            public = hpke.MLKEM768X25519PublicKey(self.pq_public_key, self.public_key)
+        return SealedKey(self.key_id, zone_class, SUITES[suite].encrypt(content_key, public, info))
 
 
 @dataclass(frozen=True)
 class Identity:
-    """A user's private key, once unlocked from their keystore."""
+    """A user's private keys, once unlocked from their keystore."""
 
     name: str
     private_key: X25519PrivateKey
+    pq_private_key: mlkem.MLKEM768PrivateKey | None = None
 
     @property
     def key_id(self) -> bytes:
         return key_id_of(_raw_public(self.private_key.public_key()))
+
+    def _private_for(self, suite: KemSuite):
+        if suite == KemSuite.X25519_HKDF_SHA256_AES256GCM:
+            return self.private_key
+        if self.pq_private_key is None:
+            raise NotARecipientError(f"user {self.name!r} has no post-quantum key")
+        return hpke.MLKEM768X25519PrivateKey(self.pq_private_key, self.private_key)
 
     def unwrap_envelope(self, body: EnvelopeBody) -> dict[ZoneClass, bytes]:
         """The content keys this identity may use for the envelope's epoch, per zone class."""
@@ -91,8 +114,9 @@ class Identity:
                 continue
             info = wrap_info(body.camera_id, body.epoch_id, entry.zone_class, self.key_id)
             try:
-                keys[entry.zone_class] = SUITE.decrypt(entry.sealed, self.private_key, info)
-            except InvalidTag:
+                keys[entry.zone_class] = SUITES[body.suite].decrypt(
+                    entry.sealed, self._private_for(body.suite), info)
+            except (InvalidTag, ValueError):
                 raise VerificationError("bad_sealed_key",
                                         f"sealed key for {self.name} in envelope of camera "
                                         f"{body.camera_id} does not open (tampered)") from None
@@ -111,13 +135,18 @@ class Grant:
 
 
 def build_envelope(signing_key: Ed25519PrivateKey, camera_id: str, epoch_id: bytes,
-                   first_seq: int, class_keys: dict[ZoneClass, bytes],
-                   grants: list[Grant]) -> KeyEnvelope:
-    """Seal every class key to every recipient granted that class, and sign the result."""
-    entries = [grant.recipient.wrap(key, camera_id, epoch_id, zclass)
-               for grant in grants for zclass, key in sorted(class_keys.items())
-               if zclass in grant.classes]
-    body = EnvelopeBody(camera_id, epoch_id, time.time_ns() // 1000, first_seq,
-                        KemSuite.X25519_HKDF_SHA256_AES256GCM, tuple(entries))
+                   first_seq: int, class_keys: dict[ZoneClass, bytes], grants: list[Grant],
+                   suite: KemSuite = KemSuite.X25519_HKDF_SHA256_AES256GCM) -> KeyEnvelope:
+    """Seal every class key to every recipient granted that class, and sign the result.
+
+    With the hybrid suite, recipients without a post-quantum key are left out (and the caller
+    is expected to say so): sealing them classically would defeat the point.
+    """
+    pq = suite == KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM
+    entries = [grant.recipient.wrap(key, camera_id, epoch_id, zclass, suite)
+               for grant in grants if not pq or grant.recipient.pq_public_key is not None
+               for zclass, key in sorted(class_keys.items()) if zclass in grant.classes]
+    body = EnvelopeBody(camera_id, epoch_id, time.time_ns() // 1000, first_seq, suite,
+                        tuple(entries))
     body_bytes = body.to_bytes()
     return KeyEnvelope(body, body_bytes, signing_key.sign(body_bytes))

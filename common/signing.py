@@ -7,6 +7,7 @@ zone ciphertexts. Nothing in a header is acted on before both pass.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from common.errors import IdentityError, VerificationError
 from common.format import ZERO_DIGEST, FrameMessage, KeyEnvelope, sha256
+from common.pki import NodeIdentity
 from common.secretfiles import write_atomic, write_secret
 
 
@@ -68,18 +70,22 @@ def _check_signature(key: Ed25519PublicKey, signature: bytes, data: bytes, what:
 
 
 class TrustedCameras:
-    """The camera public keys a verifier accepts, by camera id."""
+    """The camera public keys a verifier accepts, by camera id, until their certificates expire."""
 
-    def __init__(self, keys: dict[str, Ed25519PublicKey]) -> None:
+    def __init__(self, keys: dict[str, Ed25519PublicKey],
+                 not_after: dict[str, dt.datetime] | None = None,
+                 refused: dict[str, VerificationError] | None = None) -> None:
         self._keys = dict(keys)
+        self._not_after = dict(not_after or {})
+        self._refused = dict(refused or {})
 
     @classmethod
-    def from_dir(cls, folder: Path) -> TrustedCameras:
-        """Load every ``<camera_id>.pub.pem`` in ``folder``."""
-        keys = {}
-        for path in sorted(Path(folder).glob("*.pub.pem")):
-            keys[path.name[: -len(".pub.pem")]] = load_public_key(path)
-        return cls(keys)
+    def from_identities(cls, identities: list[NodeIdentity],
+                        refused: dict[str, VerificationError] | None = None) -> TrustedCameras:
+        """From verified camera certificates (common.pki): the CN is the camera id.
+        ``refused`` names cameras whose certificate failed, with why (expired, revoked...)."""
+        return cls({i.name: i.signing_key for i in identities},
+                   {i.name: i.not_after for i in identities}, refused)
 
     @property
     def camera_ids(self) -> list[str]:
@@ -87,10 +93,17 @@ class TrustedCameras:
 
     def key_for(self, camera_id: str) -> Ed25519PublicKey:
         try:
-            return self._keys[camera_id]
+            key = self._keys[camera_id]
         except KeyError:
-            raise VerificationError("unknown_camera",
-                                    f"camera {camera_id!r} is not a trusted camera") from None
+            if camera_id in self._refused:
+                raise self._refused[camera_id] from None
+            raise VerificationError("unknown_camera", f"camera {camera_id!r} is not a trusted "
+                                    "camera (no valid, unrevoked certificate)") from None
+        not_after = self._not_after.get(camera_id)
+        if not_after is not None and dt.datetime.now(dt.UTC) > not_after:
+            raise VerificationError("certificate_expired", f"the certificate of camera "
+                                    f"{camera_id!r} expired on {not_after:%Y-%m-%d %H:%M} UTC")
+        return key
 
     def verify_frame(self, msg: FrameMessage) -> None:
         """Signature over the raw header, then the hashes it binds. Raises VerificationError."""

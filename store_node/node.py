@@ -1,21 +1,24 @@
 """The store node: verify every message, archive it, acknowledge it once durable, relay it live.
 
-Sockets (all ZeroMQ): ingest ROUTER (cameras' DEALERs send messages, get acknowledgements),
-relay PUB (viewers subscribe per camera), query ROUTER (viewers ask for key envelopes).
+Sockets (ZeroMQ, all CurveZMQ servers behind a ZAP allowlist of certified keys): ingest ROUTER
+(cameras send messages, get acknowledgements), relay PUB (viewers subscribe per camera), query
+ROUTER (cameras fetch grants; viewers fetch key envelopes, register and log in).
 Nothing is archived or relayed before it verifies; a rejected message is counted by reason,
 logged with the reason, and answered with a REJECTED acknowledgement. The store never holds a
-content key: it keeps and forwards bytes whose zones it cannot read.
+content key: it keeps and forwards bytes whose zones it cannot read. Certificates and the CRL
+are re-read when they change, so a revocation takes effect without a restart.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
 
 import zmq
 
-from common.errors import ArchiveError, FormatError, VerificationError
+from common.errors import ArchiveError, FormatError, VeilcamError, VerificationError
 from common.format import (
     KIND_ENVELOPE,
     KIND_FRAME,
@@ -25,22 +28,30 @@ from common.format import (
     KeyEnvelope,
     message_from_parts,
 )
-from common.home import Home
+from common.home import Home, check_user_name
 from common.lifecycle import StopFlag
 from common.signing import ChainTracker, TrustedCameras
+from common.transport import Allowlist, CurveAuthenticator, curve_pair, make_server, z85_public
+from store_node.accounts import LOGIN_FAILED, AccountStore, LoginLimiter
 from store_node.archive import Archive
 
 log = logging.getLogger("veilcam.store")
 
 QUERY_ENVELOPE = b"ENVELOPE"
 STATS_EVERY_S = 30.0
+IDENTITY_CHECK_S = 1.0
 
 
 class StoreNode:
     def __init__(self, home: Home, stop: StopFlag | None = None) -> None:
         self.home = home
         self.cfg = home.store_config()
-        self.trust: TrustedCameras = home.trusted_cameras()
+        self.allowlist = Allowlist()
+        self._identity_stamp: tuple = ()
+        self.trust: TrustedCameras = TrustedCameras({})
+        self.reload_identities()
+        self.accounts = AccountStore(home.accounts_path, home.account_secret())
+        self.limiter = LoginLimiter()
         self.archive = Archive(home.resolve(self.cfg.archive.path),
                                self.cfg.archive.segment_max_bytes)
         self.chain = ChainTracker()
@@ -52,12 +63,34 @@ class StoreNode:
         self._pending_acks: list[tuple[bytes, Ack]] = []
         self._oldest_pending = 0.0
 
+    # ------------------------------------------------------------------ identities
+    def reload_identities(self) -> None:
+        """(Re)build trusted cameras and the ZAP allowlists from certificates that verify."""
+        stamp = self.home.identity_stamp()
+        if stamp == self._identity_stamp:
+            return
+        self._identity_stamp = stamp
+        ca = self.home.ca()
+        self.trust = self.home.trusted_cameras(ca)
+        cameras = self.home.node_identities("camera", ca)
+        viewers = self.home.node_identities("viewer", ca)
+        by_key = lambda ids: {z85_public(i.transport_key): i.label for i in ids}  # noqa: E731
+        self.allowlist.set("ingest", by_key(cameras))
+        self.allowlist.set("relay", by_key(viewers))
+        self.allowlist.set("query", by_key(cameras + viewers))
+        log.info("identities loaded: %d camera(s), %d viewer(s), %d revoked certificate(s)",
+                 len(cameras), len(viewers), len(ca.revoked))
+
     # ------------------------------------------------------------------ ingest
-    def handle_ingest(self, identity: bytes, parts: list[bytes]) -> None:
+    def handle_ingest(self, identity: bytes, parts: list[bytes], peer: str = "") -> None:
         try:
             msg = message_from_parts(parts)
         except FormatError as exc:
             self._reject(identity, None, "malformed", str(exc))
+            return
+        if peer and peer != f"camera:{msg.camera_id}":
+            self._reject(identity, msg, "wrong_camera_identity",
+                         f"{peer} sent a message in the name of camera {msg.camera_id!r}")
             return
         try:
             if isinstance(msg, FrameMessage):
@@ -131,26 +164,64 @@ class StoreNode:
         self._pending_acks.clear()
 
     # ------------------------------------------------------------------ queries
-    def handle_query(self, identity: bytes, parts: list[bytes]) -> None:
+    def handle_query(self, identity: bytes, parts: list[bytes], peer: str = "",
+                     address: str = "") -> None:
+        """Answer one query. ``peer`` is the ZAP User-Id ("role:name"), ``address`` the IP."""
+        command = parts[0] if parts else b""
         try:
-            if len(parts) == 3 and parts[0] == QUERY_ENVELOPE:
-                camera_id = parts[1].decode("ascii")
-                body = self.archive.envelope_parts(camera_id, parts[2])
+            if command == QUERY_ENVELOPE and len(parts) == 3:
+                body = self.archive.envelope_parts(parts[1].decode("ascii"), parts[2])
                 reply = [b"OK", *body] if body else [b"ERR", b"no key envelope for that epoch"]
+            elif command == b"GRANTS" and len(parts) == 2:
+                camera = parts[1].decode("ascii")
+                if peer and peer != f"camera:{camera}":
+                    reply = [b"ERR", b"grants are served to their camera only"]
+                else:
+                    reply = [b"OK", *[p.read_bytes() for p in
+                                      sorted(self.home.grants_dir.glob(f"*@{camera}.grant.json"))]]
+            elif command == b"SALT" and len(parts) == 2:
+                reply = [b"OK", json.dumps(self.accounts.kdf_for(parts[1].decode())).encode()]
+            elif command == b"REGISTER" and len(parts) == 4:
+                name = check_user_name(parts[1].decode())
+                self.accounts.register(name, parts[2], parts[3].decode())
+                log.info("registered user %s", name)
+                reply = [b"OK"]
+            elif command == b"LOGIN" and len(parts) == 3:
+                reply = self._login(parts[1].decode(), parts[2], address or peer)
             else:
                 reply = [b"ERR", b"unknown query"]
-        except (UnicodeDecodeError, ArchiveError) as exc:
+        except (UnicodeDecodeError, ArchiveError, VeilcamError, OSError) as exc:
             reply = [b"ERR", str(exc).encode()]
         self.query.send_multipart([identity, *reply])
+
+    def _login(self, name: str, login_secret: bytes, source: str) -> list[bytes]:
+        wait = self.limiter.retry_after(name, source)
+        if wait > 0:
+            self.rejects["login_rate_limited"] += 1
+            return [b"ERR", f"too many failed log-ins; try again in {wait:.0f} s".encode()]
+        keystore = self.accounts.check_login(name, login_secret)
+        self.limiter.record(name, source, keystore is not None)
+        if keystore is None:
+            self.rejects["login_failed"] += 1
+            log.warning("failed log-in for user %r from %s", name, source or "?")
+            return [b"ERR", LOGIN_FAILED.encode()]
+        log.info("user %s logged in from %s", name, source or "?")
+        return [b"OK", keystore.encode()]
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
         ctx = zmq.Context.instance()
+        auth = CurveAuthenticator(ctx, self.allowlist)
+        auth.start()
+        keys = curve_pair(self.home.transport_key("store", "store"))
         self.ingest = ctx.socket(zmq.ROUTER)
         self.relay = ctx.socket(zmq.PUB)
         self.query = ctx.socket(zmq.ROUTER)
-        for sock in (self.ingest, self.relay, self.query):
+        for sock, domain in ((self.ingest, "ingest"), (self.relay, "relay"),
+                             (self.query, "query")):
             sock.setsockopt(zmq.LINGER, 0)
+            make_server(sock, keys, domain)
+        self.query.setsockopt(zmq.MAXMSGSIZE, 1 * 2**20)
         self.ingest.setsockopt(zmq.MAXMSGSIZE, 256 * 2**20)
         self.relay.setsockopt(zmq.SNDHWM, 1000)
         c = self.cfg.store
@@ -162,6 +233,7 @@ class StoreNode:
             log.error("cannot bind the store's sockets (%s); is another store running on "
                       "these ports? (config %s)", exc, self.home.store_config_path)
             self.archive.close()
+            auth.stop()
             return 2
         poller = zmq.Poller()
         poller.register(self.ingest, zmq.POLLIN)
@@ -169,7 +241,7 @@ class StoreNode:
         log.info("store ready: ingest %s, relay %s, query %s, archive %s, %d trusted camera(s)",
                  c.ingest_bind, c.relay_bind, c.query_bind, self.archive.root,
                  len(self.trust.camera_ids))
-        last_stats = time.monotonic()
+        last_stats = last_identity_check = time.monotonic()
         tick_ms = max(1, int(self.cfg.archive.fsync_max_delay_ms / 2))
         try:
             while not self.stop.is_set():
@@ -177,24 +249,34 @@ class StoreNode:
                 if self.ingest in events:
                     for _ in range(256):
                         try:
-                            identity, *parts = self.ingest.recv_multipart(zmq.NOBLOCK, copy=True)
+                            frames = self.ingest.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        self.handle_ingest(identity, parts)
+                        peer = frames[-1].get("User-Id") if len(frames) > 1 else ""
+                        self.handle_ingest(frames[0].bytes, [f.bytes for f in frames[1:]], peer)
                         self.flush()
                 if self.query in events:
-                    identity, *parts = self.query.recv_multipart()
-                    self.handle_query(identity, parts)
+                    frames = self.query.recv_multipart(copy=False)
+                    if len(frames) > 1:
+                        self.handle_query(frames[0].bytes, [f.bytes for f in frames[1:]],
+                                          frames[-1].get("User-Id"),
+                                          frames[-1].get("Peer-Address"))
                 self.flush()
-                if time.monotonic() - last_stats >= STATS_EVERY_S:
-                    last_stats = time.monotonic()
+                now = time.monotonic()
+                if now - last_identity_check >= IDENTITY_CHECK_S:
+                    last_identity_check = now
+                    self.reload_identities()
+                if now - last_stats >= STATS_EVERY_S:
+                    last_stats = now
                     self._log_stats()
         finally:
             self.flush(force=True)
             self.archive.close()
+            self.accounts.close()
             self._log_stats()
             for sock in (self.ingest, self.relay, self.query):
                 sock.close(linger=0)
+            auth.stop()
             log.info("store stopped: %s", self.stop.reason or "error")
         return 0
 

@@ -7,14 +7,22 @@ from pathlib import Path
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
 
 
-def test_wrong_password_fails_clearly_and_writes_nothing(tmp_path: Path) -> None:
+def test_wrong_password_for_offline_keystore_fails_clearly(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
     out = tmp_path / "out"
     r = run_cli("view", "--home", str(home), "--headless", "--out", str(out), "--frames", "1",
-                "--user", "alice", "--password-stdin", stdin="not the password\n")
+                "--keystore", str(home / "users" / "alice" / "keystore.json"),
+                "--password-stdin", stdin="not the password\n")
     assert r.returncode == 2
     assert "wrong password for user 'alice'" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    r = run_cli("view", "--home", str(home), "--headless", "--out", str(tmp_path / "o"),
+                "--user", "alice", "--password-stdin", stdin=PASSWORD + "\n", timeout=30)
+    assert r.returncode == 2 and "did not answer" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bad_config_names_file_key_and_reason(tmp_path: Path) -> None:

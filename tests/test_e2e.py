@@ -18,7 +18,6 @@ import pytest
 
 from common.format import ImageCodec
 from common.imagecodec import encode_image
-from common.keystore import create_keystore
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli, yunet_model
 from tests.test_redaction import psnr
 
@@ -58,12 +57,14 @@ def run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("e2e")
     home = make_home(tmp, SAMPLE_CLIP, extra_camera_toml=STATIC_ZONE)
-    # bob has a keystore on this machine but no grant: not a recipient of any envelope
-    create_keystore(home / "users" / "bob" / "keystore.json", "bob", PASSWORD)
     procs = Procs(tmp)
     try:
         procs.start("store", "store", "--home", str(home))
         procs.wait_for_log("store", "store ready")
+        # bob registers on the store but gets no grant: not a recipient of any envelope
+        reg = run_cli("register", "bob", "--home", str(home), "--password-stdin",
+                      stdin=PASSWORD + "\n")
+        assert reg.returncode == 0, reg.stderr
         viewers = {
             "public": procs.start("public", "view", "--home", str(home), "--headless", "--out",
                                   str(tmp / "public"), "--frames", str(VIEWED), "--timeout", "90"),

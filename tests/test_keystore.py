@@ -14,11 +14,12 @@ from common.keystore import create_keystore, open_keystore
 
 def test_right_password_opens_keystore(tmp_path: Path) -> None:
     path = tmp_path / "ks.json"
-    public = create_keystore(path, "alice", "correct horse battery")
+    created = create_keystore(path, "alice", "correct horse battery")
     identity = open_keystore(path, "correct horse battery")
     assert identity.name == "alice"
     from common.keywrap import key_id_of
-    assert identity.key_id == key_id_of(public)
+    assert identity.key_id == key_id_of(created.public_raw)
+    assert identity.pq_private_key.public_key().public_bytes_raw() == created.pq_public_raw
 
 
 def test_wrong_password_fails_with_clear_message(tmp_path: Path) -> None:
@@ -55,5 +56,6 @@ def test_corrupt_keystore_is_a_clear_error(tmp_path: Path, content: str) -> None
 
 
 def test_short_password_refused(tmp_path: Path) -> None:
-    with pytest.raises(KeystoreError, match="too short"):
+    from common.passwords import WeakPasswordError
+    with pytest.raises(WeakPasswordError, match="too short"):
         create_keystore(tmp_path / "ks.json", "alice", "short")

@@ -13,6 +13,7 @@ from camera_node.protect import Epoch
 from common.format import Ack, AckStatus, FrameMessage
 from common.home import Home
 from common.signing import TrustedCameras, load_signing_key
+from common.transport import curve_pair, make_client
 from tests.conftest import SAMPLE_CLIP, make_home
 from tests.factory import Camera
 
@@ -24,12 +25,15 @@ def store(tmp_path: Path, procs):
     procs.wait_for_log("store", "store ready")
     h = Home(home)
     ctx = zmq.Context.instance()
+    store_key = h.store_identity().transport_key
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
+    make_client(dealer, curve_pair(h.transport_key("camera", "cam1")), store_key)
     dealer.connect(h.store_config().store.ingest_bind)
     relay = ctx.socket(zmq.SUB)
     relay.setsockopt(zmq.LINGER, 0)
     relay.setsockopt(zmq.SUBSCRIBE, b"")
+    make_client(relay, curve_pair(h.transport_key("viewer", "viewer")), store_key)
     relay.connect(h.store_config().store.relay_bind)
     time.sleep(0.3)
     cam = Camera("cam1")
@@ -73,9 +77,9 @@ def test_store_rejects_bad_frames_and_keeps_running(store) -> None:
     ack = _send(dealer, impostor.frame().to_parts())
     assert ack.status == AckStatus.REJECTED and "signature" in ack.reason
 
-    # an unknown camera id
+    # a frame in the name of another camera than the one authenticated on this connection
     ack = _send(dealer, Camera("ghost").frame().to_parts())
-    assert ack.status == AckStatus.REJECTED and "not a trusted camera" in ack.reason
+    assert ack.status == AckStatus.REJECTED and "in the name of camera 'ghost'" in ack.reason
 
     # garbage: no answer possible, but the store must survive it
     dealer.send_multipart([b"cam1\x00F", b"garbage"])
@@ -101,6 +105,6 @@ def test_store_rejects_bad_frames_and_keeps_running(store) -> None:
     store["procs"].procs[0][1].wait(timeout=10)
     log = store["procs"].log("store")
     assert "2 frame(s) and 1 key envelope(s) archived" in log
-    assert "bad_signature=2" in log and "unknown_camera=1" in log and "replay=1" in log
+    assert "bad_signature=2" in log and "wrong_camera_identity=1" in log and "replay=1" in log
     assert "malformed=2" in log
     assert "Traceback" not in log

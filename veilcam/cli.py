@@ -46,12 +46,70 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from common.home import add_user, open_home
+    from common.home import open_home
+    from veilcam.admin import add_user
 
     home = open_home(args.home)
     password = _read_password(args)
     path = add_user(home, args.name, password)
     print(f"created user {args.name} (keystore {path}), granted every camera of {home.root}")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from common.home import open_home
+    from viewer.login import register
+
+    home = open_home(args.home)
+    register(home, args.name, _read_password(args))
+    print(f"registered {args.name} on the store; an admin grants access with "
+          f"'veilcam grant {args.name} --camera CAMERA --home HOME'")
+    return 0
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    from common.format import ZoneClass
+    from common.home import open_home
+    from veilcam.admin import grant
+
+    home = open_home(args.home)
+    try:
+        classes = [ZoneClass.from_label(c) for c in args.zones.split(",")] if args.zones \
+            else list(ZoneClass)
+    except ValueError as exc:
+        raise VeilcamError(f"--zones: {exc}") from None
+    path = grant(home, args.name, args.camera, classes)
+    print(f"granted {args.name} {', '.join(c.label for c in classes)} on camera {args.camera} "
+          f"({path}); the camera starts a new key epoch when it sees the change")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from common.home import open_home
+    from veilcam.admin import revoke
+
+    home = open_home(args.home)
+    revoke(home, args.name, args.camera)
+    print(f"revoked {args.name} on camera {args.camera}: nothing from the camera's next key "
+          "epoch on will open for them")
+    return 0
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    from common.home import issue_identity, open_home, revoke_identity
+
+    home = open_home(args.home)
+    role, _, name = args.node.partition(":")
+    if role not in ("camera", "store", "viewer") or not name:
+        raise VeilcamError(f"name the node as ROLE:NAME (camera:door, viewer:viewer), "
+                           f"not {args.node!r}")
+    if args.cert_command == "revoke":
+        serial = revoke_identity(home, role, name)
+        print(f"revoked the certificate of {role}:{name} (serial {serial:x}); nodes reload "
+              "the revocation list within seconds")
+    else:
+        path = issue_identity(home, role, name, args.days)
+        print(f"issued {path} (valid {args.days:g} days) with new keys for {role}:{name}")
     return 0
 
 
@@ -92,8 +150,12 @@ def cmd_view(args: argparse.Namespace) -> int:
         from viewer.headless import run_headless
 
         identity = None
-        if args.user:
-            identity = open_keystore(home.keystore_path(args.user), _read_password(args))
+        if args.keystore:
+            identity = open_keystore(Path(args.keystore), _read_password(args))
+        elif args.user:
+            from viewer.login import login
+
+            identity = login(home, args.user, _read_password(args))
         if not args.out:
             raise VeilcamError("--headless needs --out DIR")
         cameras = [args.camera] if args.camera else None
@@ -179,6 +241,38 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     u.set_defaults(func=cmd_user_add)
 
+    s = sub.add_parser("register", help="register a user on the store (password from stdin)")
+    s.add_argument("name")
+    s.add_argument("--home", required=True)
+    s.add_argument("--password-stdin", action="store_true")
+    s.set_defaults(func=cmd_register)
+
+    s = sub.add_parser("grant", help="let a user unlock zone classes of a camera (admin)")
+    s.add_argument("name")
+    s.add_argument("--camera", required=True)
+    s.add_argument("--zones", help="comma-separated zone classes: faces,plates,people,static "
+                   "(default: all)")
+    s.add_argument("--home", required=True)
+    s.set_defaults(func=cmd_grant)
+
+    s = sub.add_parser("revoke", help="take a user's access to a camera away (admin)")
+    s.add_argument("name")
+    s.add_argument("--camera", required=True)
+    s.add_argument("--home", required=True)
+    s.set_defaults(func=cmd_revoke)
+
+    s = sub.add_parser("cert", help="node certificates (admin)")
+    csub = s.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
+    c = csub.add_parser("revoke", help="put a node's certificate on the revocation list")
+    c.add_argument("node", metavar="ROLE:NAME")
+    c.add_argument("--home", required=True)
+    c.set_defaults(func=cmd_cert)
+    c = csub.add_parser("issue", help="new keys and certificate for a node")
+    c.add_argument("node", metavar="ROLE:NAME")
+    c.add_argument("--home", required=True)
+    c.add_argument("--days", type=float, default=365)
+    c.set_defaults(func=cmd_cert)
+
     s = sub.add_parser("store", help="run the store node")
     s.add_argument("--home", required=True)
     s.set_defaults(func=cmd_store)
@@ -197,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--home", required=True)
     s.add_argument("--user", help="unlock as this user (headless)")
     s.add_argument("--password-stdin", action="store_true")
+    s.add_argument("--keystore", help="unlock offline with this keystore file instead of "
+                   "logging in to the store")
     mode = s.add_mutually_exclusive_group()
     mode.add_argument("--web", action="store_true", help="serve the browser page (default)")
     mode.add_argument("--headless", action="store_true", help="write frames to --out")

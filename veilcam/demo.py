@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 from camera_node.models import find_yunet_model
-from common.home import Home, add_user, init_home
+from common.home import Home, init_home
 from common.lifecycle import StopFlag
 from common.secretfiles import write_secret
 from sample_videos import DEMO_CLIP
+from veilcam.admin import add_user
 
 log = logging.getLogger("veilcam.demo")
 
@@ -28,7 +29,7 @@ def prepare_demo_home(root: Path, port_base: int, web_port: int) -> tuple[Home, 
         if not DEMO_CLIP.is_file():
             raise SystemExit(f"the bundled sample clip {DEMO_CLIP} is missing")
         home = init_home(root, "demo-cam", str(DEMO_CLIP), port_base, web_port, loop=True)
-        password = secrets.token_urlsafe(9)
+        password = secrets.token_urlsafe(12)
         add_user(home, DEMO_USER, password)
         write_secret(password_file, (password + "\n").encode())
     password = password_file.read_text().strip()

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 
 import zmq
 
-from common.errors import FormatError, VerificationError
+from common.errors import FormatError, TransportError, VeilcamError, VerificationError
 from common.format import EnvelopeBody, FrameMessage, KeyEnvelope, message_from_parts
-from common.signing import ChainTracker, TrustedCameras
+from common.home import Home
+from common.signing import ChainTracker
+from common.transport import HandshakeWatch, curve_pair, make_client
+from viewer.login import StoreLink
 
 log = logging.getLogger("veilcam.viewer")
 
-QUERY_TIMEOUT_MS = 2000
+QUERY_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -29,45 +32,51 @@ class ReceivedFrame:
 
 
 class RelayClient:
-    def __init__(self, ctx: zmq.Context, relay: str, query: str, trust: TrustedCameras,
-                 cameras: list[str] | None = None) -> None:
-        self.trust = trust
+    def __init__(self, home: Home, cameras: list[str] | None = None) -> None:
+        cfg = home.viewer_config().viewer
+        relay, query = cfg.relay, cfg.query
+        self.home = home
+        self.trust = home.trusted_cameras()
+        ctx = zmq.Context.instance()
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
+        make_client(self.sub, curve_pair(home.transport_key("viewer", "viewer")),
+                    home.store_identity().transport_key)
+        self.watch = HandshakeWatch(self.sub, "store", relay)
         self.sub.setsockopt(zmq.RCVHWM, 200)
         self.sub.setsockopt(zmq.MAXMSGSIZE, 256 * 2**20)
         for camera in cameras or [""]:
             self.sub.setsockopt(zmq.SUBSCRIBE, camera.encode("ascii") + (b"\x00" if camera else b""))
         self.sub.connect(relay)
-        self.ctx, self.query_endpoint = ctx, query
+        self.query_endpoint = query
         self.query = self._new_query_socket()
         self.envelopes: dict[tuple[str, bytes], EnvelopeBody] = {}
         self.chain = ChainTracker()
         self.rejected = 0
 
-    def _new_query_socket(self) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.query_endpoint)
-        return sock
+    def _new_query_socket(self) -> StoreLink:
+        return StoreLink(self.home, self.query_endpoint)
 
     def close(self) -> None:
+        self.watch.close()
         self.sub.close(linger=0)
-        self.query.close(linger=0)
+        self.query.close()
 
     def envelope(self, camera_id: str, epoch_id: bytes) -> EnvelopeBody | None:
         """The verified envelope of an epoch: from what was relayed, else asked of the store."""
         key = (camera_id, epoch_id)
         if key in self.envelopes:
             return self.envelopes[key]
-        self.query.send_multipart([b"ENVELOPE", camera_id.encode("ascii"), epoch_id])
-        if not self.query.poll(QUERY_TIMEOUT_MS):
-            log.warning("store query %s did not answer within %d ms", self.query_endpoint,
-                        QUERY_TIMEOUT_MS)
-            self.query.close(linger=0)  # a late reply must not be taken for the next question
+        try:
+            reply = self.query.request([b"ENVELOPE", camera_id.encode("ascii"), epoch_id],
+                                       QUERY_TIMEOUT_S)
+        except TransportError:
+            raise
+        except VeilcamError as exc:
+            log.warning("%s", exc)
+            self.query.close()  # a late reply must not be taken for the next question
             self.query = self._new_query_socket()
             return None
-        reply = self.query.recv_multipart()
         if reply[0] != b"OK":
             return None
         try:
@@ -83,7 +92,10 @@ class RelayClient:
         return env.body
 
     def receive(self, timeout_ms: int) -> ReceivedFrame | None:
-        """The next frame (verified or not, with the reason); envelopes are absorbed."""
+        """The next frame (verified or not, with the reason); envelopes are absorbed.
+
+        Raises TransportError if the store fails authentication."""
+        self.watch.check()
         while self.sub.poll(timeout_ms):
             timeout_ms = 0
             parts = self.sub.recv_multipart(copy=True)

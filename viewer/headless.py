@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import cv2
-import zmq
 
 from common.errors import VeilcamError
 from common.home import Home
@@ -26,10 +25,9 @@ def run_headless(home: Home, out_dir: Path, n_frames: int, identity: Identity | 
                  stop: StopFlag | None = None) -> int:
     """Write the first ``n_frames`` verified frames; exit 0 when done, 1 on timeout."""
     cfg = home.viewer_config().viewer
+    client = RelayClient(home, cameras)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    client = RelayClient(zmq.Context.instance(), cfg.relay, cfg.query, home.trusted_cameras(),
-                         cameras)
     unlocker = Unlocker(identity, client.envelope) if identity else None
     stop = stop or StopFlag()
     written = 0

@@ -23,13 +23,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
-import zmq
 
-from common.errors import KeystoreError, VeilcamError
+from common.errors import KeystoreError, TransportError, VeilcamError
 from common.home import Home, check_user_name
-from common.keystore import open_keystore
 from common.lifecycle import StopFlag
 from viewer.client import ReceivedFrame, RelayClient
+from viewer.login import LOGIN_FAILED, login
 from viewer.render import describe, render
 from viewer.unlock import Unlocker
 
@@ -50,10 +49,8 @@ class FrameHub:
     """One thread receives and verifies the relay; handlers wait on ``cond`` for new frames."""
 
     def __init__(self, home: Home, stop: StopFlag) -> None:
-        cfg = home.viewer_config().viewer
-        self.client = RelayClient(zmq.Context.instance(), cfg.relay, cfg.query,
-                                  home.trusted_cameras())
-        self.cameras = home.trusted_cameras().camera_ids
+        self.client = RelayClient(home)
+        self.cameras = self.client.trust.camera_ids
         self.latest: dict[str, Latest] = {}
         self.cond = threading.Condition()
         self.stop = stop
@@ -63,7 +60,12 @@ class FrameHub:
     def _run(self) -> None:
         try:
             while not self.stop.is_set():
-                got = self.client.receive(timeout_ms=200)
+                try:
+                    got = self.client.receive(timeout_ms=200)
+                except TransportError as exc:
+                    log.error("%s", exc)
+                    self.stop.set("store failed authentication")
+                    break
                 if got is None:
                     continue
                 if got.verified:
@@ -193,13 +195,11 @@ class Handler(BaseHTTPRequestHandler):
     def _unlock(self, doc: dict) -> None:
         user, password = str(doc.get("user", "")), str(doc.get("password", ""))
         try:
-            path = self.server.home.keystore_path(check_user_name(user))
-            if not path.exists():
-                raise KeystoreError("unknown user")
-            identity = open_keystore(path, password)
+            identity = login(self.server.home, check_user_name(user), password)
         except (KeystoreError, VeilcamError) as exc:
             log.warning("unlock refused for user %r: %s", user, exc)
-            self._json(401, {"error": "wrong user name or password"})
+            message = str(exc) if "try again" in str(exc) else LOGIN_FAILED
+            self._json(429 if "try again" in message else 401, {"error": message})
             return
         token = self.server.sessions.create(Unlocker(identity, self.server.hub.envelope_lookup))
         log.info("user %s unlocked the viewer", identity.name)

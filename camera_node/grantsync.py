@@ -1,0 +1,88 @@
+"""Keeping the camera's grants current: fetched from the store, verified here, cached on disk.
+
+The store serves grant documents; the camera trusts only those signed by the deployment CA
+(common.grants.GrantBook), so a compromised store can withhold but not add a recipient.
+The last good set is cached in the camera's state folder, so a camera that starts while the
+store is down still seals its first epoch to the right people.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import zmq
+
+from common.grants import GrantBook
+from common.keywrap import Grant
+from common.secretfiles import write_atomic
+from common.transport import HandshakeWatch, make_client
+
+log = logging.getLogger("veilcam.grants")
+
+
+class GrantSync:
+    def __init__(self, ctx: zmq.Context, endpoint: str, keys: tuple[bytes, bytes],
+                 store_key: bytes, book: GrantBook, cache_path: Path, poll_s: float) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        make_client(self.sock, keys, store_key)
+        self.watch = HandshakeWatch(self.sock, "store", endpoint)
+        self.sock.connect(endpoint)
+        self.book, self.cache_path, self.poll_s = book, Path(cache_path), poll_s
+        self._asked_at = 0.0
+        self._waiting = False
+        if self.cache_path.exists():
+            try:
+                docs = [d.encode() for d in json.loads(self.cache_path.read_text())]
+                self.book.update(docs)
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                log.warning("grant cache %s unreadable (%s); ignoring it", self.cache_path, exc)
+
+    def grants(self) -> list[Grant]:
+        return self.book.effective()
+
+    def _ask(self) -> None:
+        self.sock.send_multipart([b"GRANTS", self.book.camera_id.encode()])
+        self._asked_at = time.monotonic()
+        self._waiting = True
+
+    def fetch_now(self, timeout_s: float) -> bool:
+        """Ask and wait for the answer (at start); False if the store did not answer."""
+        self._ask()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.watch.check()
+            if self.sock.poll(100):
+                self._take(self.sock.recv_multipart())
+                return True
+        return False
+
+    def poll(self) -> bool:
+        """Non-blocking: handle answers, ask again when due. True if the grants changed."""
+        self.watch.check()
+        changed = False
+        while self.sock.poll(0):
+            changed |= self._take(self.sock.recv_multipart())
+        now = time.monotonic()
+        if now - self._asked_at >= self.poll_s and (not self._waiting
+                                                    or now - self._asked_at > 10 * self.poll_s):
+            self._ask()
+        return changed
+
+    def _take(self, reply: list[bytes]) -> bool:
+        self._waiting = False
+        if not reply or reply[0] != b"OK":
+            log.warning("store refused the grant list: %s",
+                        reply[1].decode(errors="replace") if len(reply) > 1 else "?")
+            return False
+        changed = self.book.update(reply[1:])
+        if changed:
+            write_atomic(self.cache_path, json.dumps([d.decode() for d in reply[1:]]).encode())
+        return changed
+
+    def close(self) -> None:
+        self.watch.close()
+        self.sock.close(linger=0)

@@ -1,0 +1,129 @@
+"""CurveZMQ on every socket, with a ZAP allowlist built from verified certificates.
+
+Servers (the store) authenticate clients through ZAP: a client's CURVE public key must be
+the transport key of a certificate that verifies (common.pki), for a role the socket accepts.
+Clients (cameras, viewers) pin the server's CURVE key from the store certificate, so talking
+to anything else fails the handshake. ``HandshakeWatch`` turns the socket monitor's handshake
+events into a clear error instead of a silent retry loop.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import zmq
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
+
+from common.errors import TransportError
+
+
+def z85_public(raw: bytes) -> bytes:
+    return z85.encode(raw)
+
+
+def curve_pair(private: X25519PrivateKey) -> tuple[bytes, bytes]:
+    """(public, secret) in the Z85 form libzmq wants."""
+    secret = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                   serialization.NoEncryption())
+    public = private.public_key().public_bytes(serialization.Encoding.Raw,
+                                               serialization.PublicFormat.Raw)
+    return z85.encode(public), z85.encode(secret)
+
+
+class Allowlist:
+    """ZAP credentials provider: per ZAP domain, which client keys may connect, as whom."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_domain: dict[str, dict[bytes, str]] = {}
+
+    def set(self, domain: str, keys: dict[bytes, str]) -> None:
+        """Replace the keys of a domain: z85 public key -> label ("camera:door")."""
+        with self._lock:
+            self._by_domain[domain] = dict(keys)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        with self._lock:
+            return key in self._by_domain.get(domain, {})
+
+    def label(self, key: bytes) -> str:
+        with self._lock:
+            for keys in self._by_domain.values():
+                if key in keys:
+                    return keys[key]
+        return ""
+
+
+class CurveAuthenticator(ThreadAuthenticator):
+    """pyzmq's ZAP thread, with User-Id set to the certificate's "role:name"."""
+
+    DOMAINS = ("ingest", "relay", "query")
+
+    def __init__(self, ctx: zmq.Context, allowlist: Allowlist) -> None:
+        super().__init__(ctx)
+        self.allowlist = allowlist
+
+    def start(self) -> None:
+        super().start()
+        for domain in self.DOMAINS:
+            self.configure_curve_callback(domain, self.allowlist)
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return self.allowlist.label(z85.encode(client_public_key)) or "unknown"
+
+
+def make_server(sock: zmq.Socket, keys: tuple[bytes, bytes], domain: str) -> None:
+    sock.curve_server = True
+    sock.curve_publickey, sock.curve_secretkey = keys
+    sock.zap_domain = domain.encode()
+
+
+def make_client(sock: zmq.Socket, keys: tuple[bytes, bytes], server_public_raw: bytes) -> None:
+    sock.curve_publickey, sock.curve_secretkey = keys
+    sock.curve_serverkey = z85.encode(server_public_raw)
+
+
+class HandshakeWatch:
+    """Watches a client socket's handshakes; ``check()`` raises on a failed one."""
+
+    EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+              | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+    def __init__(self, sock: zmq.Socket, peer: str, endpoint: str) -> None:
+        self.monitor = sock.get_monitor_socket(self.EVENTS,
+                                               addr=f"inproc://handshake-{os.urandom(6).hex()}")
+        self.peer, self.endpoint = peer, endpoint
+        self.succeeded = False
+
+    def check(self, timeout_ms: int = 0) -> bool:
+        """Process pending events; True once a handshake succeeded. Raises on failure."""
+        while self.monitor.poll(timeout_ms):
+            timeout_ms = 0
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.succeeded = True
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise TransportError(f"the {self.peer} at {self.endpoint} refused this node's "
+                                     "key: its certificate is unknown there, expired or revoked")
+            else:
+                raise TransportError(f"cannot authenticate the {self.peer} at {self.endpoint}: "
+                                     f"it does not hold the key of the {self.peer} certificate "
+                                     "this node trusts (another deployment, or an impostor); "
+                                     "refusing to talk to it")
+        return self.succeeded
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait for the first handshake; False if none happened in time (peer not up)."""
+        import time
+        deadline = time.monotonic() + timeout_s
+        while not self.succeeded and time.monotonic() < deadline:
+            self.check(timeout_ms=100)
+        return self.succeeded
+
+    def close(self) -> None:
+        self.monitor.close(linger=0)

@@ -1,0 +1,134 @@
+"""User accounts on the store: a slow login verifier and the user's sealed keystore, nothing more.
+
+The client derives a login secret from the password (common.keystore.derive_secrets); the store
+keeps only ``scrypt(login_secret, salt)`` and the keystore, which it cannot open (the sealing
+key is a different HKDF output of the same password run). A log-in answers the same way for a
+wrong password and an unknown user, with the same work done, and failures are rate-limited per
+user and per source address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from common.errors import VeilcamError
+from common.home import check_user_name
+from common.keystore import KdfParams, keystore_kdf, parse_keystore
+
+VERIFIER_N, VERIFIER_R, VERIFIER_P = 2**14, 8, 1
+LOGIN_FAILED = "wrong user name or password"
+
+
+def _verifier(login_secret: bytes, salt: bytes) -> bytes:
+    return Scrypt(salt=salt, length=32, n=VERIFIER_N, r=VERIFIER_R, p=VERIFIER_P).derive(login_secret)
+
+
+class AccountStore:
+    def __init__(self, path: Path, secret: bytes) -> None:
+        """``secret`` (the store's own, 32 bytes) makes the decoy salts of unknown users."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._secret = secret
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, "
+                        "verifier BLOB NOT NULL, verifier_salt BLOB NOT NULL, "
+                        "keystore TEXT NOT NULL, created_us INTEGER NOT NULL)")
+        self._decoy = _verifier(b"decoy", b"decoy salt 16 b.")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def register(self, name: str, login_secret: bytes, keystore_json: str) -> None:
+        check_user_name(name)
+        doc = parse_keystore(keystore_json, f"keystore of {name!r}")
+        if doc["user"] != name:
+            raise VeilcamError("the keystore belongs to another user name")
+        if len(login_secret) != 32:
+            raise VeilcamError("login secret must be 32 bytes")
+        salt = os.urandom(16)
+        with self._lock:
+            try:
+                self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?)",
+                                (name, _verifier(login_secret, salt), salt, keystore_json,
+                                 time.time_ns() // 1000))
+            except sqlite3.IntegrityError:
+                raise VeilcamError(f"user {name!r} already exists") from None
+
+    def kdf_for(self, name: str) -> dict:
+        """The keystore's KDF parameters; for an unknown name, a stable decoy (same shape)."""
+        row = self.db.execute("SELECT keystore FROM accounts WHERE name=?", (name,)).fetchone()
+        if row:
+            return keystore_kdf(json.loads(row[0])).to_json()
+        decoy = hmac.new(self._secret, b"decoy salt\x00" + name.encode(), hashlib.sha256)
+        return KdfParams(decoy.digest()[:16]).to_json()
+
+    def check_login(self, name: str, login_secret: bytes) -> str | None:
+        """The sealed keystore if the login secret is right, else None (same work either way)."""
+        row = self.db.execute("SELECT verifier, verifier_salt, keystore FROM accounts WHERE "
+                              "name=?", (name,)).fetchone()
+        if row is None:
+            hmac.compare_digest(_verifier(login_secret, b"decoy salt 16 b."), self._decoy)
+            return None
+        ok = hmac.compare_digest(_verifier(login_secret, bytes(row[1])), bytes(row[0]))
+        return row[2] if ok else None
+
+    def keystore(self, name: str) -> dict | None:
+        row = self.db.execute("SELECT keystore FROM accounts WHERE name=?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    locked_until: float = 0.0
+    window_start: float = 0.0
+
+
+class LoginLimiter:
+    """Per user: after 5 straight failures, a lock doubling from 1 s up to 15 min.
+    Per source address: more than 20 failures in a minute locks that source for a minute."""
+
+    USER_FREE_FAILURES = 5
+    USER_MAX_LOCK_S = 900.0
+    SOURCE_MAX_FAILURES = 20
+    SOURCE_WINDOW_S = 60.0
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.users: dict[str, _Failures] = {}
+        self.sources: dict[str, _Failures] = {}
+
+    def retry_after(self, user: str, source: str) -> float:
+        now = self.clock()
+        waits = [f.locked_until - now for f in (self.users.get(user), self.sources.get(source))
+                 if f is not None]
+        return max([0.0, *waits])
+
+    def record(self, user: str, source: str, ok: bool) -> None:
+        now = self.clock()
+        if ok:
+            self.users.pop(user, None)
+            return
+        u = self.users.setdefault(user, _Failures())
+        u.count += 1
+        if u.count >= self.USER_FREE_FAILURES:
+            u.locked_until = now + min(self.USER_MAX_LOCK_S,
+                                       2.0 ** (u.count - self.USER_FREE_FAILURES))
+        s = self.sources.setdefault(source, _Failures(window_start=now))
+        if now - s.window_start > self.SOURCE_WINDOW_S:
+            s.count, s.window_start = 0, now
+        s.count += 1
+        if s.count > self.SOURCE_MAX_FAILURES:
+            s.locked_until = now + self.SOURCE_WINDOW_S
