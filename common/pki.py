@@ -97,12 +97,13 @@ def issue_node_cert(ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate, role: 
                     ) -> x509.Certificate:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    start = not_before or (_now() - dt.timedelta(minutes=5))
+    start = not_before or (_now() - dt.timedelta(minutes=5))  # tolerate small clock skew
+    end = (not_before or _now()) + dt.timedelta(days=days)
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
                          x509.NameAttribute(NameOID.COMMON_NAME, name)])
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
             .public_key(signing_public).serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
+            .not_valid_before(start).not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.UnrecognizedExtension(TRANSPORT_KEY_OID,
                                                       _raw(transport_public)), critical=False)
