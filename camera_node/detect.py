@@ -38,13 +38,20 @@ class FaceDetector(Protocol):
     def detect(self, frame: np.ndarray) -> list[Box]: ...
 
 
-def _downscale(frame: np.ndarray, width: int) -> tuple[np.ndarray, float]:
+MAX_UPSCALE = 2.0
+
+
+def _downscale(frame: np.ndarray, width: int, upscale: bool = False) -> tuple[np.ndarray, float]:
+    """Resize to ``width`` (INTER_LINEAR). Smaller frames are left alone unless ``upscale``,
+    which enlarges them up to MAX_UPSCALE times: YuNet misses faces under ~20 px otherwise."""
     h, w = frame.shape[:2]
-    if w <= width:
-        return frame, 1.0
     scale = width / w
-    small = cv2.resize(frame, (width, max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
-    return small, scale
+    if scale == 1.0 or (scale > 1.0 and not upscale):
+        return frame, 1.0
+    scale = min(scale, MAX_UPSCALE)
+    resized = cv2.resize(frame, (round(w * scale), max(1, round(h * scale))),
+                         interpolation=cv2.INTER_LINEAR)
+    return resized, scale
 
 
 class YuNetDetector:
@@ -60,7 +67,7 @@ class YuNetDetector:
         self.detect_width = detect_width
 
     def detect(self, frame: np.ndarray) -> list[Box]:
-        small, scale = _downscale(frame, self.detect_width)
+        small, scale = _downscale(frame, self.detect_width, upscale=True)
         size = (small.shape[1], small.shape[0])
         if size != self._size:
             self._net.setInputSize(size)
@@ -73,9 +80,13 @@ class YuNetDetector:
 
 
 class HaarDetector:
-    """OpenCV's frontal and profile cascades (profile run on the mirrored frame too)."""
+    """OpenCV's frontal and profile cascades (profile run on the mirrored frame too).
+
+    A fallback only: three cascades cost 150-800 ms per frame at 640 px on this class of
+    machine and miss many faces (bench/recall.py). It runs at most 480 px wide."""
 
     name = "haar"
+    MAX_WIDTH = 480
 
     def __init__(self, detect_width: int = 640) -> None:
         data = getattr(getattr(cv2, "data", None), "haarcascades", None)
@@ -86,16 +97,16 @@ class HaarDetector:
         self._profile = cv2.CascadeClassifier(str(Path(data) / "haarcascade_profileface.xml"))
         if self._frontal.empty() or self._profile.empty():
             raise VeilcamError(f"Haar cascade files missing from {data}")
-        self.detect_width = detect_width
+        self.detect_width = min(detect_width, self.MAX_WIDTH)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         small, scale = _downscale(frame, self.detect_width)
         gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
         width = gray.shape[1]
-        found = list(self._frontal.detectMultiScale(gray, 1.1, 4, minSize=(16, 16)))
-        found += list(self._profile.detectMultiScale(gray, 1.1, 4, minSize=(16, 16)))
-        for x, y, w, h in self._profile.detectMultiScale(cv2.flip(gray, 1), 1.1, 4,
-                                                         minSize=(16, 16)):
+        args = dict(scaleFactor=1.15, minNeighbors=4, minSize=(20, 20))
+        found = list(self._frontal.detectMultiScale(gray, **args))
+        found += list(self._profile.detectMultiScale(gray, **args))
+        for x, y, w, h in self._profile.detectMultiScale(cv2.flip(gray, 1), **args):
             found.append((width - x - w, y, w, h))
         return [Box(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in found]
 

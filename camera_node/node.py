@@ -15,9 +15,10 @@ from camera_node.protect import EncodeSettings, Epoch, protect_frame
 from camera_node.publisher import Publisher
 from camera_node.redact import make_redactor
 from camera_node.sources import FrameSource
-from camera_node.zones import FaceHold, Zone, clip_zone, resolve_static_zones
+from camera_node.zonefinder import ZoneFinder
+from camera_node.zones import Zone, resolve_static_zones
 from common.config import CameraConfig
-from common.format import KemSuite, ZoneClass
+from common.format import KemSuite
 from common.grants import GrantBook
 from common.home import Home
 from common.imagecodec import ZONE_CODECS
@@ -37,8 +38,6 @@ class CameraStats:
     captured: int = 0
     published: int = 0
     dropped_backpressure: int = 0
-    detector_failures: int = 0
-    detect_ms_total: float = 0.0
     epochs: int = 0
 
 
@@ -64,7 +63,8 @@ class CameraNode:
                                   pace=cfg.camera.pace, fps=cfg.camera.fps,
                                   max_width=cfg.camera.max_width)
         self.detector = create_face_detector(cfg.faces)
-        self.hold = FaceHold(cfg.faces.margin, cfg.faces.hold_frames)
+        self.finder = ZoneFinder(self.detector, cfg.faces.margin, cfg.faces.hold_frames,
+                                 cfg.faces.max_lag_ms / 1000)
         self.redactor = make_redactor(cfg.redaction.style, cfg.redaction.pixelate_blocks)
         self.settings = EncodeSettings(cfg.encoding.jpeg_quality,
                                        ZONE_CODECS[cfg.encoding.zone_codec],
@@ -91,26 +91,6 @@ class CameraNode:
             log.warning("new content-key epoch %s has NO recipients: zone pixels of this epoch "
                         "can never be unlocked (add a user with 'veilcam user add')",
                         self.epoch.epoch_id.hex()[:8])
-
-    def _zones(self, image, static: list[Zone]) -> list[Zone]:
-        height, width = image.shape[:2]
-        zones = list(static)
-        if self.detector is None:
-            return zones
-        t0 = time.perf_counter()
-        try:
-            boxes = self.hold.update(self.detector.detect(image))
-        except Exception as exc:  # noqa: BLE001 - any detector failure must fail closed
-            self.stats.detector_failures += 1
-            log.error("face detector failed (%s): redacting the whole frame", exc)
-            self.hold.fail_closed()
-            return zones + [Zone(0, 0, width, height, ZoneClass.FACE)]
-        self.stats.detect_ms_total += (time.perf_counter() - t0) * 1000
-        for box in boxes:
-            zone = clip_zone(box.x, box.y, box.w, box.h, ZoneClass.FACE, width, height)
-            if zone is not None:
-                zones.append(zone)
-        return zones
 
     def run(self) -> int:
         """Run until the source ends, max_frames, or a stop signal. Returns the exit code."""
@@ -151,7 +131,7 @@ class CameraNode:
                 size = (image.shape[1], image.shape[0])
                 if size not in static_cache:
                     static_cache[size] = resolve_static_zones(self.cfg.zones, *size)
-                zones = self._zones(image, static_cache[size])
+                zones = self.finder.zones(image, static_cache[size])
                 seq = self.chain.next_seq
                 msg = protect_frame(image, zones, camera_id=self.camera_id, seq=seq,
                                     capture_time_us=captured.capture_time_us, epoch=self.epoch,
@@ -181,13 +161,17 @@ class CameraNode:
             self._log_stats(publisher)
             publisher.close()
             grantsync.close()
+            self.finder.close()
             self.source.close()
             log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
 
     def _log_stats(self, publisher: Publisher) -> None:
         s = self.stats
-        detect_ms = s.detect_ms_total / s.published if s.published else 0.0
+        closed = sum(self.finder.fail_closed.values())
+        skipped = self.finder.worker.skipped if self.finder.worker else 0
         log.info("camera %s: %d captured, %d published, %d acknowledged, %d rejected, "
-                 "%d dropped (store backlog), %d detector failures, detect %.1f ms/frame",
+                 "%d dropped (store backlog), %d whole-frame redactions (detector late or "
+                 "failed), detector %.1f ms, ran on %d frame(s), skipped %d",
                  self.camera_id, s.captured, s.published, publisher.acked, publisher.rejected,
-                 s.dropped_backpressure, s.detector_failures, detect_ms)
+                 s.dropped_backpressure, closed, self.finder.detect_ms,
+                 self.finder.frame_no - skipped, skipped)

@@ -63,30 +63,76 @@ def _iou(a: Box, b: Box) -> float:
 @dataclass
 class _Track:
     box: Box
+    frame_no: int  # the frame the box was detected on
+    vx: float = 0.0  # estimated motion, pixels per frame
+    vy: float = 0.0
     missed: int = 0
 
 
+def _shift(box: Box, dx: float, dy: float) -> Box:
+    return Box(box.x + dx, box.y + dy, box.w, box.h, box.score)
+
+
+def _union(a: Box, b: Box) -> Box:
+    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+    x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
+    return Box(x0, y0, x1 - x0, y1 - y0, max(a.score, b.score))
+
+
 class FaceHold:
-    """Keeps faces covered between and after detections."""
+    """Keeps faces covered between and after detections, following their motion.
+
+    Each face is a track with a constant-velocity estimate from its last two detections.
+    Between detections (and for ``hold_frames`` detections after the face was last seen) the
+    covered box is the union of where it was last seen and where its motion predicts it now,
+    both grown by the margin plus a little more for every frame since: a face that keeps
+    moving, stops, or turns stays inside.
+    """
 
     def __init__(self, margin: float, hold_frames: int) -> None:
         self.margin = margin
         self.hold_frames = hold_frames
         self._tracks: list[_Track] = []
 
-    def update(self, detections: list[Box]) -> list[Box]:
-        """Feed this frame's detections; returns the boxes to cover (grown by the margin)."""
-        fresh = [_Track(d) for d in detections]
-        for track in self._tracks:
-            if any(_iou(track.box, f.box) > 0.3 for f in fresh):
+    def update(self, detections: list[Box], frame_no: int = 0) -> list[Box]:
+        """Feed a detection result made on frame ``frame_no``; returns the boxes to cover."""
+        fresh: list[_Track] = []
+        matched: set[int] = set()
+        for det in detections:
+            best, best_iou = None, 0.2
+            for i, track in enumerate(self._tracks):
+                iou = _iou(self._predict(track, frame_no), det)
+                if iou > best_iou and i not in matched:
+                    best, best_iou = i, iou
+            track = _Track(det, frame_no)
+            if best is not None:
+                matched.add(best)
+                old = self._tracks[best]
+                dt = frame_no - old.frame_no
+                if dt > 0:
+                    vx = (det.x + det.w / 2 - old.box.x - old.box.w / 2) / dt
+                    vy = (det.y + det.h / 2 - old.box.y - old.box.h / 2) / dt
+                    track.vx, track.vy = 0.5 * (vx + old.vx), 0.5 * (vy + old.vy)
+            fresh.append(track)
+        for i, track in enumerate(self._tracks):
+            if i in matched:
                 continue
             track.missed += 1
             if track.missed <= self.hold_frames:
                 fresh.append(track)
         self._tracks = fresh
-        return [grow(t.box, self.margin + HOLD_GROWTH_PER_FRAME * t.missed) for t in self._tracks]
+        return self.boxes(frame_no)
 
-    def fail_closed(self) -> None:
-        """Forget nothing: count a frame as missed for every track (used when detection fails)."""
-        for track in self._tracks:
-            track.missed += 1
+    @staticmethod
+    def _predict(track: _Track, frame_no: int) -> Box:
+        dt = frame_no - track.frame_no
+        return _shift(track.box, track.vx * dt, track.vy * dt)
+
+    def boxes(self, frame_no: int = 0) -> list[Box]:
+        """The boxes to cover on frame ``frame_no`` (at or after the last detection)."""
+        out = []
+        for t in self._tracks:
+            dt = max(0, frame_no - t.frame_no)
+            margin = self.margin + HOLD_GROWTH_PER_FRAME * (dt + t.missed)
+            out.append(_union(grow(t.box, margin), grow(self._predict(t, frame_no), margin)))
+        return out

@@ -98,8 +98,12 @@ class FacesSection(Section):
     margin: float = Field(0.25, ge=0, le=2, description="Grow each detected box by this share "
                           "of its size on every side, to cover hair, ears and box jitter.")
     hold_frames: int = Field(15, ge=0, le=600, description="Keep covering a face this many "
-                             "frames after the detector last saw it (fail closed against "
+                             "detections after the detector last saw it (fail closed against "
                              "missed detections).")
+    max_lag_ms: float = Field(400.0, ge=10, le=10000, description="Detection runs in its own "
+                              "thread; if its latest result is older than this (stalled, "
+                              "crashed or too slow), whole frames are redacted until it "
+                              "catches up.")
 
 
 class StaticZoneSection(Section):
