@@ -83,10 +83,10 @@ class HaarDetector:
     """OpenCV's frontal and profile cascades (profile run on the mirrored frame too).
 
     A fallback only: three cascades cost 150-800 ms per frame at 640 px on this class of
-    machine and miss many faces (bench/recall.py). It runs at most 480 px wide."""
+    machine and miss many faces (bench/recall.py). It runs at most 360 px wide."""
 
     name = "haar"
-    MAX_WIDTH = 480
+    MAX_WIDTH = 360
 
     def __init__(self, detect_width: int = 640) -> None:
         data = getattr(getattr(cv2, "data", None), "haarcascades", None)
