@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import zmq
 
@@ -24,7 +26,9 @@ from common.home import Home
 from common.imagecodec import ZONE_CODECS
 from common.keywrap import Grant
 from common.lifecycle import StopFlag
+from common.secretfiles import write_atomic
 from common.signing import load_signing_key
+from common.stagetimer import StageTimes
 from common.transport import curve_pair
 
 log = logging.getLogger("veilcam.camera")
@@ -39,12 +43,14 @@ class CameraStats:
     published: int = 0
     dropped_backpressure: int = 0
     epochs: int = 0
+    bytes_sent: int = 0
 
 
 class CameraNode:
     def __init__(self, home: Home, cfg: CameraConfig, source_override: str | None = None,
                  loop_override: bool | None = None, max_frames: int | None = None,
-                 stop: StopFlag | None = None) -> None:
+                 stop: StopFlag | None = None, stats_out: str | None = None) -> None:
+        self.stats_out = stats_out
         self.home, self.cfg = home, cfg
         self.camera_id = cfg.camera.id
         self.max_frames = max_frames
@@ -71,6 +77,7 @@ class CameraNode:
                                        cfg.encoding.zone_jpeg_quality)
         self.chain = ChainStateFile(home.state_dir / f"camera-{self.camera_id}.json")
         self.stats = CameraStats()
+        self.times = StageTimes()
         self.epoch: Epoch | None = None
 
     def _start_epoch(self, publisher: Publisher, grants: list[Grant]) -> None:
@@ -114,7 +121,13 @@ class CameraNode:
                 log.warning("store at %s did not answer for grants; using the %d cached "
                             "grant(s)", link.query, len(grantsync.grants()))
             self._start_epoch(publisher, grantsync.grants())
-            for captured in self.source.frames():
+            frames = self.source.frames()
+            while True:
+                t0 = time.perf_counter()
+                captured = next(frames, None)
+                if captured is None:
+                    break
+                self.times.add("capture", time.perf_counter() - t0 - captured.waited_s)
                 if self.stop.is_set():
                     break
                 self.stats.captured += 1
@@ -131,13 +144,17 @@ class CameraNode:
                 size = (image.shape[1], image.shape[0])
                 if size not in static_cache:
                     static_cache[size] = resolve_static_zones(self.cfg.zones, *size)
-                zones = self.finder.zones(image, static_cache[size])
+                with self.times.measure("zones"):
+                    zones = self.finder.zones(image, static_cache[size])
                 seq = self.chain.next_seq
                 msg = protect_frame(image, zones, camera_id=self.camera_id, seq=seq,
                                     capture_time_us=captured.capture_time_us, epoch=self.epoch,
                                     prev_digest=self.chain.prev_digest, redactor=self.redactor,
-                                    settings=self.settings, signing_key=self.signing_key)
-                publisher.send(msg)
+                                    settings=self.settings, signing_key=self.signing_key,
+                                    times=self.times)
+                with self.times.measure("publish"):
+                    publisher.send(msg)
+                self.stats.bytes_sent += sum(len(p) for p in msg.body_parts())
                 self.chain.advance(seq, msg.digest)
                 self.stats.published += 1
                 if self.max_frames is not None and self.stats.published >= self.max_frames:
@@ -159,11 +176,22 @@ class CameraNode:
         finally:
             self.chain.close_clean()
             self._log_stats(publisher)
+            if self.stats_out:
+                self._write_stats(publisher)
             publisher.close()
             grantsync.close()
             self.finder.close()
             self.source.close()
             log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
+
+    def _write_stats(self, publisher: Publisher) -> None:
+        doc = {"camera": self.camera_id, **asdict(self.stats), "acked": publisher.acked,
+               "rejected": publisher.rejected, "stages": self.times.summary(),
+               "fail_closed": dict(self.finder.fail_closed),
+               "detector": self.detector.name if self.detector else "off",
+               "detector_ms": self.finder.detect_ms,
+               "detector_skipped": self.finder.worker.skipped if self.finder.worker else 0}
+        write_atomic(Path(self.stats_out), json.dumps(doc, indent=2).encode())
 
     def _log_stats(self, publisher: Publisher) -> None:
         s = self.stats

@@ -32,7 +32,10 @@ from common.format import (
 )
 from common.imagecodec import encode_image
 from common.keywrap import Grant, build_envelope
+from common.stagetimer import NullTimes, StageTimes
 from common.zonecrypt import encrypt_zone, new_content_key
+
+_NO_TIMES = NullTimes()
 
 
 @dataclass
@@ -64,18 +67,35 @@ class EncodeSettings:
 def protect_frame(frame: np.ndarray, zones: list[Zone], *, camera_id: str, seq: int,
                   capture_time_us: int, epoch: Epoch, prev_digest: bytes,
                   redactor: Redactor, settings: EncodeSettings,
-                  signing_key: Ed25519PrivateKey) -> FrameMessage:
-    """Encrypt the zones' original pixels, redact them in ``frame`` (in place), sign the result."""
+                  signing_key: Ed25519PrivateKey, times: StageTimes | None = None
+                  ) -> FrameMessage:
+    """Encrypt the zones' original pixels, redact them in ``frame`` (in place), sign the result.
+
+    ``times`` (optional) collects per-stage durations: zone_encode, redact, encode, encrypt,
+    sign (hashes and signature)."""
+    times = times or _NO_TIMES
     height, width = frame.shape[:2]
-    payloads = [encode_image(frame[z.y:z.y + z.h, z.x:z.x + z.w], settings.zone_codec,
-                             settings.zone_jpeg_quality) for z in zones]
-    for z in zones:
-        redactor(frame[z.y:z.y + z.h, z.x:z.x + z.w])
-    public = encode_image(frame, ImageCodec.JPEG, settings.jpeg_quality)
-    ciphertexts = tuple(encrypt_zone(epoch.class_keys[z.zone_class], seq, i, payload)
-                        for i, (z, payload) in enumerate(zip(zones, payloads, strict=True)))
+    with times.measure("zone_encode"):
+        payloads = [encode_image(frame[z.y:z.y + z.h, z.x:z.x + z.w], settings.zone_codec,
+                                 settings.zone_jpeg_quality) for z in zones]
+    with times.measure("redact"):
+        for z in zones:
+            redactor(frame[z.y:z.y + z.h, z.x:z.x + z.w])
+    with times.measure("encode"):
+        public = encode_image(frame, ImageCodec.JPEG, settings.jpeg_quality)
+    with times.measure("encrypt"):
+        ciphertexts = tuple(encrypt_zone(epoch.class_keys[z.zone_class], seq, i, payload)
+                            for i, (z, payload) in enumerate(zip(zones, payloads, strict=True)))
+    with times.measure("sign"):
+        return _signed(zones, ciphertexts, public, settings, camera_id, seq, capture_time_us,
+                       epoch, prev_digest, width, height, signing_key)
+
+
+def _signed(zones, ciphertexts, public, settings, camera_id, seq, capture_time_us, epoch,
+            prev_digest, width, height, signing_key) -> FrameMessage:
     records = tuple(ZoneRecord(z.zone_class, settings.zone_codec, z.x, z.y, z.w, z.h,
-                               len(ct), sha256(ct)) for z, ct in zip(zones, ciphertexts, strict=True))
+                               len(ct), sha256(ct))
+                    for z, ct in zip(zones, ciphertexts, strict=True))
     header = FrameHeader(camera_id=camera_id, seq=seq, capture_time_us=capture_time_us,
                          epoch_id=epoch.epoch_id, prev_digest=prev_digest,
                          image_codec=ImageCodec.JPEG, width=width, height=height,

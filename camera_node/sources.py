@@ -22,6 +22,7 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://"
 class CapturedFrame:
     image: np.ndarray
     capture_time_us: int
+    waited_s: float = 0.0  # time spent pacing a file to its frame rate (not capture work)
 
 
 def describe_source(spec: str) -> tuple[str, int | str]:
@@ -89,12 +90,14 @@ class FrameSource:
                     except VeilcamError as exc:
                         log.warning("%s", exc)
                     continue
+            waited = 0.0
             if self.kind == "file" and self.pace:
                 delay = next_due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+                    waited = delay
                 next_due = max(next_due + period, time.monotonic() - period)
-            yield CapturedFrame(self._scaled(image), time.time_ns() // 1000)
+            yield CapturedFrame(self._scaled(image), time.time_ns() // 1000, waited)
 
     def close(self) -> None:
         self._cap.release()

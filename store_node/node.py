@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 
 import zmq
 
@@ -30,7 +31,9 @@ from common.format import (
 )
 from common.home import Home, check_user_name
 from common.lifecycle import StopFlag
+from common.secretfiles import write_atomic
 from common.signing import ChainTracker, TrustedCameras
+from common.stagetimer import StageTimes
 from common.transport import Allowlist, CurveAuthenticator, curve_pair, make_server, z85_public
 from store_node.accounts import LOGIN_FAILED, AccountStore, LoginLimiter
 from store_node.archive import Archive
@@ -43,8 +46,11 @@ IDENTITY_CHECK_S = 1.0
 
 
 class StoreNode:
-    def __init__(self, home: Home, stop: StopFlag | None = None) -> None:
+    def __init__(self, home: Home, stop: StopFlag | None = None,
+                 stats_out: str | None = None) -> None:
         self.home = home
+        self.stats_out = stats_out
+        self.times = StageTimes()
         self.cfg = home.store_config()
         self.allowlist = Allowlist()
         self._identity_stamp: tuple = ()
@@ -101,7 +107,8 @@ class StoreNode:
             self._reject(identity, msg, exc.reason, str(exc))
 
     def _ingest_frame(self, identity: bytes, msg: FrameMessage, parts: list[bytes]) -> None:
-        self.trust.verify_frame(msg)
+        with self.times.measure("verify"):
+            self.trust.verify_frame(msg)
         last = self.chain.last(msg.camera_id)
         if last is not None and msg.header.seq <= last.seq:
             if self.archive.frame_digest(msg.camera_id, msg.header.seq) == msg.digest:
@@ -115,7 +122,8 @@ class StoreNode:
         elif link == "chain_start" and last is not None:
             log.info("camera %s declared a new hash chain at #%d (restart without state)",
                      msg.camera_id, msg.header.seq)
-        self.archive.append_frame(msg)
+        with self.times.measure("append"):
+            self.archive.append_frame(msg)
         self.chain.accept(msg)
         self.accepted["frame"] += 1
         self.relay.send_multipart(parts, copy=False)
@@ -158,7 +166,8 @@ class StoreNode:
         if not force and len(self._pending_acks) < self.cfg.archive.fsync_max_records \
                 and age_ms < self.cfg.archive.fsync_max_delay_ms:
             return
-        self.archive.commit()
+        with self.times.measure("commit"):
+            self.archive.commit()
         for identity, ack in self._pending_acks:
             self.ingest.send_multipart([identity, *ack.to_parts()])
         self._pending_acks.clear()
@@ -274,6 +283,10 @@ class StoreNode:
             self.archive.close()
             self.accounts.close()
             self._log_stats()
+            if self.stats_out:
+                write_atomic(Path(self.stats_out), json.dumps(
+                    {"accepted": dict(self.accepted), "rejects": dict(self.rejects),
+                     "stages": self.times.summary()}, indent=2).encode())
             for sock in (self.ingest, self.relay, self.query):
                 sock.close(linger=0)
             auth.stop()

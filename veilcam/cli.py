@@ -119,7 +119,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     from store_node.node import StoreNode
 
     stop = StopFlag().install()
-    return StoreNode(open_home(args.home), stop).run()
+    return StoreNode(open_home(args.home), stop, args.stats_out).run()
 
 
 def cmd_camera(args: argparse.Namespace) -> int:
@@ -135,7 +135,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     stop = StopFlag().install()
     node = CameraNode(home, cfg, source_override=args.source,
                       loop_override=True if args.loop else None, max_frames=args.max_frames,
-                      stop=stop)
+                      stop=stop, stats_out=args.stats_out)
     return node.run()
 
 
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("store", help="run the store node")
     s.add_argument("--home", required=True)
+    s.add_argument("--stats-out", help="at exit, write counters and per-stage timings (JSON)")
     s.set_defaults(func=cmd_store)
 
     s = sub.add_parser("camera", help="run the camera node")
@@ -285,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-frames", type=int, help="stop after publishing N frames")
     s.add_argument("--no-pace", action="store_true",
                    help="read a file as fast as possible instead of at its frame rate")
+    s.add_argument("--stats-out", help="at exit, write counters and per-stage timings (JSON)")
     s.set_defaults(func=cmd_camera)
 
     s = sub.add_parser("view", help="run a viewer (browser page or headless)")
