@@ -34,6 +34,7 @@ class GrantSync:
         self.book, self.cache_path, self.poll_s = book, Path(cache_path), poll_s
         self._asked_at = 0.0
         self._waiting = False
+        self._cached: list[bytes] = []
         if self.cache_path.exists():
             try:
                 docs = [d.encode() for d in json.loads(self.cache_path.read_text())]
@@ -79,8 +80,10 @@ class GrantSync:
                         reply[1].decode(errors="replace") if len(reply) > 1 else "?")
             return False
         changed = self.book.update(reply[1:])
-        if changed:
-            write_atomic(self.cache_path, json.dumps([d.decode() for d in reply[1:]]).encode())
+        documents = self.book.documents()
+        if documents != self._cached:
+            write_atomic(self.cache_path, json.dumps([d.decode() for d in documents]).encode())
+            self._cached = documents
         return changed
 
     def close(self) -> None:

@@ -130,7 +130,7 @@ class ZoneFinder:
                 detail = f" ({self.worker.error})" if self.worker.error else ""
                 log.error("%s%s: covering whole frames until it recovers", reason, detail)
             self._last_reason = reason
-            return zones + [Zone(0, 0, width, height, ZoneClass.FACE)]
+            return zones + [Zone(0, 0, width, height, ZoneClass.FULL)]
         if self._last_reason:
             log.info("face detector recovered after %s", self._last_reason)
             self._last_reason = ""

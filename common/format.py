@@ -54,10 +54,17 @@ class ZoneClass(IntEnum):
     FACE = 2
     PERSON = 3
     PLATE = 4
+    FULL = 5  # the whole frame, covered because the detector was late or failed (fail closed)
 
     @property
     def label(self) -> str:
         return self.name.lower()
+
+    @classmethod
+    def grantable(cls) -> list[ZoneClass]:
+        """The classes a grant or a config names. FULL is never granted by itself: its key
+        goes to whoever holds all of these (it uncovers everything on its frames)."""
+        return [cls.STATIC, cls.FACE, cls.PERSON, cls.PLATE]
 
     @classmethod
     def from_label(cls, label: str) -> ZoneClass:
@@ -66,10 +73,13 @@ class ZoneClass(IntEnum):
         text = {"faces": "face", "people": "person", "persons": "person",
                 "plates": "plate"}.get(text, text)
         try:
-            return cls[text.upper()]
+            zone_class = cls[text.upper()]
         except KeyError:
+            zone_class = None
+        if zone_class not in cls.grantable():
             raise ValueError(f"unknown zone class {label!r} (expected one of: "
-                             f"{', '.join(c.label for c in cls)})") from None
+                             f"{', '.join(c.label for c in cls.grantable())})")
+        return zone_class
 
 
 class ImageCodec(IntEnum):

@@ -90,6 +90,7 @@ class GrantBook:
     def __init__(self, ca: CertificateAuthority, camera_id: str) -> None:
         self.ca, self.camera_id = ca, camera_id
         self._latest: dict[str, SignedGrant] = {}
+        self._documents: dict[str, bytes] = {}  # the signed document behind each _latest
 
     def update(self, documents: list[bytes]) -> bool:
         """Take a batch of grant documents; True if the effective grants changed."""
@@ -105,7 +106,17 @@ class GrantBook:
             current = self._latest.get(grant.user)
             if current is None or grant.serial > current.serial:
                 self._latest[grant.user] = grant
+                self._documents[grant.user] = data
+            elif grant.serial < current.serial:
+                log.warning("ignoring an older grant for user %r on camera %r (serial %d < %d):"
+                            " a replayed grant or a revocation being rolled back", grant.user,
+                            grant.camera, grant.serial, current.serial)
         return self.effective_key() != before
+
+    def documents(self) -> list[bytes]:
+        """The newest signed document per user (revocations included): what to cache, so a
+        restart cannot be rolled back to an older grant."""
+        return [self._documents[user] for user in sorted(self._documents)]
 
     def effective(self) -> list[Grant]:
         return [Grant(g.recipient(), g.classes) for g in sorted(self._latest.values(),

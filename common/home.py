@@ -171,10 +171,27 @@ class Home:
                 log.warning("not trusting %s: %s", path.name, exc)
         return found
 
-    def trusted_cameras(self, ca: CertificateAuthority | None = None) -> TrustedCameras:
+    def trusted_cameras(self, ca: CertificateAuthority | None = None,
+                        history: bool = False) -> TrustedCameras:
+        """Cameras whose certificate verifies now; with ``history``, also their earlier
+        (replaced or expired, but not revoked) certificates, each valid for its own period:
+        what an audit of old frames needs."""
+        ca = ca or self.ca()
         refused: dict[str, VerificationError] = {}
         cameras = self.node_identities("camera", ca, refused)
+        if history:
+            for path in sorted(self.cert_archive_dir.glob("camera-*.crt")) + sorted(
+                    self.certs_dir.glob("camera-*.crt")):
+                cert = load_cert(path)
+                try:  # chain, revocation and role; the period is judged per frame
+                    cameras.append(ca.verify_node(cert, "camera", at=cert.not_valid_before_utc))
+                except VerificationError as exc:
+                    log.warning("not trusting %s: %s", path.name, exc)
         return TrustedCameras.from_identities(cameras, refused)
+
+    @property
+    def cert_archive_dir(self) -> Path:
+        return self.certs_dir / "archive"
 
     def identity_stamp(self) -> tuple:
         """Changes whenever a certificate or the CRL changes (nodes poll it to reload)."""
@@ -285,6 +302,11 @@ def issue_identity(home: Home, role: str, name: str, days: float = 365, *,
     """New signing and transport keys for a node, and its certificate from the CA."""
     ca_key = ca_key or home.ca_key()
     ca_cert = ca_cert or load_cert(home.ca_cert_path)
+    old = home.cert_path(role, name)
+    if old.exists():  # keep it: frames it signed must stay verifiable
+        serial = load_cert(old).serial_number
+        home.cert_archive_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(old, home.cert_archive_dir / f"{role}-{name}-{serial:x}.crt")
     signing, transport = Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
     save_private_key(home.signing_key_path(role, name), signing)
     save_private_key(home.transport_key_path(role, name), transport)

@@ -134,6 +134,14 @@ class Grant:
     classes: frozenset[ZoneClass]
 
 
+def effective_classes(granted: frozenset[ZoneClass]) -> frozenset[ZoneClass]:
+    """What a grant opens: its classes, plus FULL (whole-frame, fail-closed zones) only for
+    whoever holds every grantable class, since such a zone uncovers all of them."""
+    basic = frozenset(ZoneClass.grantable())
+    classes = granted & basic
+    return classes | {ZoneClass.FULL} if classes == basic else classes
+
+
 def build_envelope(signing_key: Ed25519PrivateKey, camera_id: str, epoch_id: bytes,
                    first_seq: int, class_keys: dict[ZoneClass, bytes], grants: list[Grant],
                    suite: KemSuite = KemSuite.X25519_HKDF_SHA256_AES256GCM) -> KeyEnvelope:
@@ -145,7 +153,8 @@ def build_envelope(signing_key: Ed25519PrivateKey, camera_id: str, epoch_id: byt
     pq = suite == KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM
     entries = [grant.recipient.wrap(key, camera_id, epoch_id, zclass, suite)
                for grant in grants if not pq or grant.recipient.pq_public_key is not None
-               for zclass, key in sorted(class_keys.items()) if zclass in grant.classes]
+               for zclass, key in sorted(class_keys.items())
+               if zclass in effective_classes(grant.classes)]
     body = EnvelopeBody(camera_id, epoch_id, time.time_ns() // 1000, first_seq, suite,
                         tuple(entries))
     body_bytes = body.to_bytes()

@@ -135,6 +135,7 @@ class NodeIdentity:
     signing_key: Ed25519PublicKey
     transport_key: bytes  # raw X25519, the node's CurveZMQ public key
     not_after: dt.datetime
+    not_before: dt.datetime | None = None
 
     @property
     def label(self) -> str:
@@ -219,4 +220,5 @@ class CertificateAuthority:
         if not isinstance(key, Ed25519PublicKey) or len(transport) != 32:
             raise VerificationError("bad_certificate", "certificate keys are of the wrong type")
         return NodeIdentity(attr(NameOID.ORGANIZATIONAL_UNIT_NAME), attr(NameOID.COMMON_NAME),
-                            cert.serial_number, key, bytes(transport), cert.not_valid_after_utc)
+                            cert.serial_number, key, bytes(transport), cert.not_valid_after_utc,
+                            cert.not_valid_before_utc)

@@ -62,21 +62,28 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
-def _check_signature(key: Ed25519PublicKey, signature: bytes, data: bytes, what: str) -> None:
-    try:
-        key.verify(signature, data)
-    except InvalidSignature:
-        raise VerificationError("bad_signature", f"{what}: signature does not verify") from None
+@dataclass(frozen=True)
+class CameraKey:
+    """One certified signing key of a camera and the period its certificate covers."""
+
+    key: Ed25519PublicKey
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
+
+    def valid_at(self, at: dt.datetime) -> bool:
+        return ((self.not_before is None or at >= self.not_before)
+                and (self.not_after is None or at <= self.not_after))
 
 
 class TrustedCameras:
-    """The camera public keys a verifier accepts, by camera id, until their certificates expire."""
+    """The camera signing keys a verifier accepts, by camera id, each within its certificate's
+    validity period. A live verifier (store, viewer) judges at the current time; an audit of
+    the archive judges each frame at its capture time, with earlier certificates kept."""
 
-    def __init__(self, keys: dict[str, Ed25519PublicKey],
-                 not_after: dict[str, dt.datetime] | None = None,
+    def __init__(self, keys: dict[str, Ed25519PublicKey | list[CameraKey]],
                  refused: dict[str, VerificationError] | None = None) -> None:
-        self._keys = dict(keys)
-        self._not_after = dict(not_after or {})
+        self._keys = {cam: (list(v) if isinstance(v, list) else [CameraKey(v)])
+                      for cam, v in keys.items()}
         self._refused = dict(refused or {})
 
     @classmethod
@@ -84,43 +91,68 @@ class TrustedCameras:
                         refused: dict[str, VerificationError] | None = None) -> TrustedCameras:
         """From verified camera certificates (common.pki): the CN is the camera id.
         ``refused`` names cameras whose certificate failed, with why (expired, revoked...)."""
-        return cls({i.name: i.signing_key for i in identities},
-                   {i.name: i.not_after for i in identities}, refused)
+        keys: dict[str, list[CameraKey]] = {}
+        for i in identities:
+            keys.setdefault(i.name, []).append(CameraKey(i.signing_key, i.not_before,
+                                                         i.not_after))
+        return cls(keys, {k: v for k, v in (refused or {}).items() if k not in keys})
 
     @property
     def camera_ids(self) -> list[str]:
         return sorted(self._keys)
 
-    def key_for(self, camera_id: str) -> Ed25519PublicKey:
-        try:
-            key = self._keys[camera_id]
-        except KeyError:
+    def keys_for(self, camera_id: str, at: dt.datetime | None = None) -> list[Ed25519PublicKey]:
+        """The keys of ``camera_id`` whose certificate covers ``at`` (default: now)."""
+        entries = self._keys.get(camera_id)
+        if entries is None:
             if camera_id in self._refused:
-                raise self._refused[camera_id] from None
+                raise self._refused[camera_id]
             raise VerificationError("unknown_camera", f"camera {camera_id!r} is not a trusted "
-                                    "camera (no valid, unrevoked certificate)") from None
-        not_after = self._not_after.get(camera_id)
-        if not_after is not None and dt.datetime.now(dt.UTC) > not_after:
-            raise VerificationError("certificate_expired", f"the certificate of camera "
-                                    f"{camera_id!r} expired on {not_after:%Y-%m-%d %H:%M} UTC")
-        return key
+                                    "camera (no valid, unrevoked certificate)")
+        at = at or dt.datetime.now(dt.UTC)
+        keys = [e.key for e in entries if e.valid_at(at)]
+        if not keys:
+            last = max((e.not_after for e in entries if e.not_after), default=None)
+            when = f" (the latest expired on {last:%Y-%m-%d %H:%M} UTC)" if last else ""
+            raise VerificationError("certificate_expired", f"no certificate of camera "
+                                    f"{camera_id!r} was valid at {at:%Y-%m-%d %H:%M:%S} UTC"
+                                    + when)
+        return keys
 
-    def verify_frame(self, msg: FrameMessage) -> None:
-        """Signature over the raw header, then the hashes it binds. Raises VerificationError."""
+    def key_for(self, camera_id: str) -> Ed25519PublicKey:
+        return self.keys_for(camera_id)[0]
+
+    def _check(self, camera_id: str, signature: bytes, data: bytes, what: str,
+               at: dt.datetime | None) -> None:
+        for key in self.keys_for(camera_id, at):
+            try:
+                key.verify(signature, data)
+                return
+            except InvalidSignature:
+                continue
+        raise VerificationError("bad_signature", f"{what}: signature does not verify")
+
+    def verify_frame(self, msg: FrameMessage, at_capture_time: bool = False) -> None:
+        """Signature over the raw header, then the hashes it binds. Raises VerificationError.
+
+        ``at_capture_time``: judge the certificate at the frame's capture time (archive audit)."""
         what = f"frame {msg.camera_id}#{msg.header.seq}"
-        _check_signature(self.key_for(msg.camera_id), msg.signature, msg.header_bytes, what)
+        at = (dt.datetime.fromtimestamp(msg.header.capture_time_us / 1e6, dt.UTC)
+              if at_capture_time else None)
+        self._check(msg.camera_id, msg.signature, msg.header_bytes, what, at)
         if not hmac.compare_digest(sha256(msg.public_image), msg.header.image_sha256):
             raise VerificationError("image_hash_mismatch",
                                     f"{what}: public image does not match its signed hash")
         for i, (zone, ct) in enumerate(zip(msg.header.zones, msg.zone_ciphertexts, strict=True)):
             if not hmac.compare_digest(sha256(ct), zone.ciphertext_sha256):
-                raise VerificationError("zone_hash_mismatch",
-                                        f"{what}: zone[{i}] ciphertext does not match its signed hash")
+                raise VerificationError("zone_hash_mismatch", f"{what}: zone[{i}] ciphertext "
+                                        "does not match its signed hash")
 
-    def verify_envelope(self, env: KeyEnvelope) -> None:
-        _check_signature(self.key_for(env.camera_id), env.signature, env.body_bytes,
-                         f"key envelope {env.camera_id}/{env.body.epoch_id.hex()[:8]}")
-
+    def verify_envelope(self, env: KeyEnvelope, at_creation_time: bool = False) -> None:
+        at = (dt.datetime.fromtimestamp(env.body.created_us / 1e6, dt.UTC)
+              if at_creation_time else None)
+        self._check(env.camera_id, env.signature, env.body_bytes,
+                    f"key envelope {env.camera_id}/{env.body.epoch_id.hex()[:8]}", at)
 
 def sign(key: Ed25519PrivateKey, data: bytes) -> bytes:
     return key.sign(data)

@@ -38,6 +38,10 @@ class AccountStore:
         """``secret`` (the store's own, 32 bytes) makes the decoy salts of unknown users."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # sealed keystores invite offline guessing: owner-only, before SQLite creates it
+        # (SQLite gives its -wal and -shm files the database file's permissions)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         self._secret = secret
         self._lock = threading.Lock()
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

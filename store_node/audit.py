@@ -6,10 +6,12 @@ chain are followed. Each problem is reported with its camera, segment, byte offs
 number and kind, so "what is wrong and where" needs no further digging.
 
 Problem kinds: corrupt_record, truncated_segment, malformed, bad_signature,
-image_hash_mismatch, zone_hash_mismatch, unknown_camera, chain_break (a frame does not link
-to the one before it: altered, inserted or swapped), reordered (sequence number not
-increasing), gap (sequence numbers missing: deleted or never delivered), missing_envelope
-(frames of an epoch whose key envelope is not archived).
+image_hash_mismatch, zone_hash_mismatch, unknown_camera, certificate_expired (no certificate of the camera covered
+the capture time), chain_break (a frame does not link to the one before it: altered, inserted
+or swapped), reordered (sequence number not increasing), gap (sequence numbers missing:
+deleted or never delivered), missing_envelope (frames of an epoch whose key envelope is not
+archived), missing_frames (frames the index lists that the segments no longer hold: cut from
+the start or end, or whole segments removed).
 Informational: chain_start (the camera declared a new chain after a restart without state).
 """
 
@@ -70,13 +72,55 @@ def audit_archive(archive_dir: Path, trust: TrustedCameras) -> AuditReport:
     if not seg_root.is_dir():
         raise ArchiveError(f"{archive_dir} holds no veilcam archive (no segments/ folder)")
     report = AuditReport(str(archive_dir))
+    seen: dict[str, set[int]] = {}
     for camera_dir in sorted(p for p in seg_root.iterdir() if p.is_dir()):
-        report.cameras.append(_audit_camera(camera_dir, trust, report))
+        report.cameras.append(_audit_camera(camera_dir, trust, report, seen))
+    _cross_check_index(Path(archive_dir) / "index.sqlite3", seen, report)
     return report
 
 
-def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport) -> CameraReport:
+def _ranges(seqs: list[int]) -> str:
+    out, start, prev = [], None, None
+    for s in sorted(seqs) + [None]:
+        if start is None:
+            start = prev = s
+        elif s is not None and s == prev + 1:
+            prev = s
+        else:
+            out.append(f"#{start}" if start == prev else f"#{start}..#{prev}")
+            start = prev = s
+    return ", ".join(out[:10]) + (" ..." if len(out) > 10 else "")
+
+
+def _cross_check_index(index: Path, seen: dict[str, set[int]], report: AuditReport) -> None:
+    """Frames the store indexed but the segments no longer hold: removed at the start or end
+    of a camera's records, whole segments, or a whole camera (which the chain alone cannot
+    show). An index deleted along with them hides this; docs/SECURITY.md says so."""
+    if not index.exists():
+        return
+    import sqlite3
+    try:
+        db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+        rows = db.execute("SELECT camera, seq FROM frames").fetchall()
+        db.close()
+    except sqlite3.Error as exc:
+        report.notes.append(Finding("", index.name, 0, None, "index_unreadable", str(exc)))
+        return
+    indexed: dict[str, list[int]] = {}
+    for camera, seq in rows:
+        indexed.setdefault(camera, []).append(seq)
+    for camera, seqs in sorted(indexed.items()):
+        missing = [s for s in seqs if s not in seen.get(camera, set())]
+        if missing:
+            report.problems.append(Finding(camera, "", 0, min(missing), "missing_frames",
+                                           f"{len(missing)} frame(s) the store indexed are not "
+                                           f"in the segments: {_ranges(missing)}"))
+
+
+def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
+                  seen: dict[str, set[int]]) -> CameraReport:
     cam = CameraReport(camera_dir.name)
+    seen_seqs = seen.setdefault(camera_dir.name, set())
     last_seq: int | None = None
     last_digest = ZERO_DIGEST
     epochs_used: dict[bytes, tuple[str, int, int]] = {}
@@ -106,7 +150,7 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport) 
                 continue
             if item.kind != KIND_FRAME:
                 try:
-                    trust.verify_envelope(env)
+                    trust.verify_envelope(env, at_creation_time=True)
                 except VerificationError as exc:
                     problem(seg, item.offset, None, exc.reason, str(exc))
                     continue
@@ -119,9 +163,10 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport) 
                         f"frame of camera {msg.camera_id!r} in the folder of {cam.camera!r}")
                 continue
             try:
-                trust.verify_frame(msg)
+                trust.verify_frame(msg, at_capture_time=True)
             except VerificationError as exc:
                 problem(seg, item.offset, h.seq, exc.reason, str(exc))
+                seen_seqs.add(h.seq)  # present, if bad: reported once, as what it is
                 if last_seq is not None and h.seq == last_seq + 1:
                     # keep following the chain past it, so one bad frame is one finding
                     last_seq, last_digest = h.seq, msg.digest
@@ -143,6 +188,7 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport) 
                 problem(seg, item.offset, h.seq, "gap",
                         f"frames #{last_seq + 1}..#{h.seq - 1} are missing")
             last_seq, last_digest = h.seq, msg.digest
+            seen_seqs.add(h.seq)
             cam.frames += 1
             cam.first_seq = h.seq if cam.first_seq is None else cam.first_seq
             cam.last_seq = h.seq

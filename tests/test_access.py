@@ -55,7 +55,8 @@ def run(tmp_path_factory):
         rogue_key, _ = create_ca("rogue")
         mallory = create_keystore(tmp / "mallory.json", "mallory", PASSWORD)
         write_grant(home.grants_dir, "mallory", "cam1",
-                    sign_grant(rogue_key, "mallory", "cam1", list(ZoneClass), mallory.public_raw))
+                    sign_grant(rogue_key, "mallory", "cam1", ZoneClass.grantable(),
+                               mallory.public_raw))
         carol_view = procs.start("carol", "view", "--home", str(home_dir), "--headless", "--out",
                                  str(tmp / "carol"), "--frames", "120", "--timeout", "60",
                                  "--user", "carol", "--password-stdin", stdin=PASSWORD + "\n")

@@ -64,7 +64,7 @@ def test_deleted_frame_reported_as_gap(tmp_path: Path) -> None:
     recs = _records(seg)
     del recs[3]  # envelope is record 0: this is frame #2
     _rewrite(seg, recs)
-    assert _kinds(audit_archive(tmp_path, cam.trust)) == [("gap", 3)]
+    assert _kinds(audit_archive(tmp_path, cam.trust)) == [("gap", 3), ("missing_frames", 2)]
 
 
 def test_swapped_frames_reported(tmp_path: Path) -> None:
@@ -126,7 +126,8 @@ def test_truncated_segment_reported(tmp_path: Path) -> None:
     _fill(tmp_path, cam).close()
     seg = _segment(tmp_path)
     seg.write_bytes(seg.read_bytes()[:-100])
-    assert _kinds(audit_archive(tmp_path, cam.trust)) == [("truncated_segment", None)]
+    assert _kinds(audit_archive(tmp_path, cam.trust)) == [("truncated_segment", None),
+                                                          ("missing_frames", 5)]
 
 
 def test_missing_key_envelope_reported(tmp_path: Path) -> None:
@@ -184,3 +185,16 @@ def test_record_codec_round_trip(kind: bytes) -> None:
     parts = [b"a", b"", b"xyz" * 100]
     rec = encode_record(kind, parts)
     assert decode_body(rec[RECORD_HEAD.size:]) == (kind, parts)
+
+
+def test_frames_cut_at_the_ends_are_found_through_the_index(tmp_path: Path) -> None:
+    """Removing whole records at the start or end leaves a valid chain: the index tells."""
+    cam = Camera()
+    _fill(tmp_path, cam).close()
+    seg = _segment(tmp_path)
+    recs = _records(seg)
+    _rewrite(seg, [recs[0], *recs[2:-2]])  # drop frame #0 and frames #4, #5
+    kinds = _kinds(audit_archive(tmp_path, cam.trust))
+    assert kinds == [("missing_frames", 0)]
+    problem = audit_archive(tmp_path, cam.trust).problems[0]
+    assert "#0" in problem.detail and "#4..#5" in problem.detail

@@ -221,4 +221,14 @@ def test_tampered_envelope_rejected() -> None:
 def test_envelope_serialisation_is_stable() -> None:
     env = Camera(users=3).envelope()
     assert EnvelopeBody.from_bytes(env.body_bytes).to_bytes() == env.body_bytes
-    assert json.dumps(len(env.body.entries)) == "12"
+    assert json.dumps(len(env.body.entries)) == "15"
+
+
+def test_whole_frame_key_goes_only_to_holders_of_every_class() -> None:
+    """A fail-closed whole-frame zone uncovers everything: a faces-only user must not open it."""
+    cam = Camera(users=1)
+    faces_only = cam.identities[0].unwrap_envelope(cam.envelope(classes={ZoneClass.FACE}).body)
+    assert ZoneClass.FULL not in faces_only
+    everything = cam.identities[0].unwrap_envelope(
+        cam.envelope(classes=set(ZoneClass.grantable())).body)
+    assert ZoneClass.FULL in everything

@@ -25,7 +25,7 @@ def test_envelope_round_trip() -> None:
     env = cam.envelope()
     parsed = KeyEnvelope.from_parts(env.to_parts())
     assert parsed.body == env.body and parsed.signature == env.signature
-    assert len(parsed.body.entries) == 2 * 4
+    assert len(parsed.body.entries) == 2 * 5  # 4 grantable classes + the whole-frame one
 
 
 def test_ack_round_trip() -> None:

@@ -61,9 +61,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     from viewer.login import register
 
     home = open_home(args.home)
-    register(home, args.name, _read_password(args))
-    print(f"registered {args.name} on the store; an admin grants access with "
-          f"'veilcam grant {args.name} --camera CAMERA --home HOME'")
+    ks = register(home, args.name, _read_password(args))
+    from common.keywrap import key_id_of
+
+    key_id = key_id_of(ks.public_raw).hex()
+    print(f"registered {args.name} on the store; your key id is {key_id}\n"
+          f"give it to the admin, who grants access with 'veilcam grant {args.name} "
+          f"--camera CAMERA --key-id {key_id} --home HOME'")
     return 0
 
 
@@ -75,10 +79,10 @@ def cmd_grant(args: argparse.Namespace) -> int:
     home = open_home(args.home)
     try:
         classes = [ZoneClass.from_label(c) for c in args.zones.split(",")] if args.zones \
-            else list(ZoneClass)
+            else ZoneClass.grantable()
     except ValueError as exc:
         raise VeilcamError(f"--zones: {exc}") from None
-    path = grant(home, args.name, args.camera, classes)
+    path = grant(home, args.name, args.camera, classes, args.key_id)
     print(f"granted {args.name} {', '.join(c.label for c in classes)} on camera {args.camera} "
           f"({path}); the camera starts a new key epoch when it sees the change")
     return 0
@@ -171,20 +175,21 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from common.home import Home
-    from common.signing import TrustedCameras
     from store_node.audit import audit_archive, format_report
 
     target = Path(args.target).expanduser().resolve()
     if (target / "config").is_dir():
-        home = Home(target)
-        archive, trust = home.archive_dir(), home.trusted_cameras()
+        home, archive = Home(target), None
+    elif args.trust:
+        home, archive = Home(Path(args.trust).expanduser().resolve()), target
     else:
-        archive = target
-        trust_dir = Path(args.trust) if args.trust else None
-        if trust_dir is None:
-            raise VeilcamError(f"{target} is not a veilcam home; to verify a bare archive give "
-                               "the trusted camera keys with --trust DIR")
-        trust = TrustedCameras.from_dir(trust_dir)
+        raise VeilcamError(f"{target} is not a veilcam home; to verify a bare archive give "
+                           "the home whose certificates to trust with --trust HOME")
+    if not home.ca_cert_path.exists():
+        raise VeilcamError(f"{home.root} has no deployment CA certificate "
+                           f"({home.ca_cert_path})")
+    trust = home.trusted_cameras(history=True)
+    archive = archive or home.archive_dir()
     report = audit_archive(archive, trust)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.intact else 1
@@ -252,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--camera", required=True)
     s.add_argument("--zones", help="comma-separated zone classes: faces,plates,people,static "
                    "(default: all)")
+    s.add_argument("--key-id", help="the user's key id as 'veilcam register' showed it to "
+                   "them (needed when their keystore is not in this home)")
     s.add_argument("--home", required=True)
     s.set_defaults(func=cmd_grant)
 
@@ -309,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("verify", help="check every archived message (exit 0 only if intact)")
     s.add_argument("target", metavar="HOME_OR_ARCHIVE")
-    s.add_argument("--trust", help="folder of trusted camera keys, for a bare archive")
+    s.add_argument("--trust", metavar="HOME", help="for a bare archive: the home whose CA "
+                   "and camera certificates to trust")
     s.add_argument("--json", action="store_true", help="machine-readable report")
     s.set_defaults(func=cmd_verify)
 
