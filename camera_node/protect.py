@@ -60,7 +60,7 @@ class Epoch:
 @dataclass(frozen=True)
 class EncodeSettings:
     jpeg_quality: int = 90
-    zone_codec: ImageCodec = ImageCodec.PNG
+    zone_codec: ImageCodec = ImageCodec.JPEG
     zone_jpeg_quality: int = 95
 
 

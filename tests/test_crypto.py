@@ -91,9 +91,11 @@ def test_zone_ciphertext_holds_no_plaintext_pixels() -> None:
 
 
 def test_signed_frame_verifies_and_unlocks_exactly() -> None:
+    from camera_node.protect import EncodeSettings
+    from common.format import ImageCodec
     cam = Camera()
     image = textured()
-    msg = cam.frame(image=image)
+    msg = cam.frame(image=image, settings=EncodeSettings(zone_codec=ImageCodec.PNG))
     cam.trust.verify_frame(msg)
     body = cam.envelope().body
     keys = cam.identities[0].unwrap_envelope(body)

@@ -115,9 +115,9 @@ def test_unlocked_frames_match_the_originals(run) -> None:
         assert desc["unlocked"] and all(z["unlocked"] for z in desc["zones"])
         original = originals[desc["seq"]]
         assert psnr(image, original) >= 35, desc["seq"]
-        for z in desc["zones"]:  # PNG zones are lossless: exact
+        for z in desc["zones"]:  # zones travel as JPEG q95 by default: near-lossless
             sl = np.s_[z["y"]:z["y"] + z["h"], z["x"]:z["x"] + z["w"]]
-            assert np.array_equal(image[sl], original[sl]), (desc["seq"], z)
+            assert psnr(image[sl], original[sl]) >= 40, (desc["seq"], z)
 
 
 def test_user_who_is_not_a_recipient_sees_only_redacted_frames(run) -> None:
@@ -179,8 +179,10 @@ def test_store_disk_holds_no_plaintext_zone_pixels(run) -> None:
         original = originals[desc["seq"]]
         for z in desc["zones"]:
             crop = original[z["y"]:z["y"] + z["h"], z["x"]:z["x"] + z["w"]]
-            png = encode_image(crop, ImageCodec.PNG)  # the exact payload the camera encrypts
-            assert png[40:104] not in stored
+            jpeg = encode_image(crop, ImageCodec.JPEG, 95)  # the payload the camera encrypts
+            scan = jpeg.index(b"\xff\xda") + 20  # past the standard tables: image data
+            assert jpeg[scan:scan + 64] not in stored
+            assert jpeg[len(jpeg) // 2:len(jpeg) // 2 + 64] not in stored
             row = crop[crop.shape[0] // 2].tobytes()
             assert row[:48] not in stored
             probes += 1

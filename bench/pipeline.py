@@ -1,0 +1,323 @@
+"""Pipeline benchmark: store, camera and one unlocked viewer as separate processes, live.
+
+    python bench/pipeline.py [--seconds 20] [--sizes 720p,1080p] [--fps 30]
+
+For each frame size it builds a clip (the bundled sample, plus ../shared media when present,
+scaled with INTER_LINEAR), starts a fresh deployment on loopback, runs the camera on the clip
+at the clip's frame rate with face detection on (YuNet from ../shared/models when present,
+else Haar), and an unlocked viewer that verifies, decrypts and composes every frame. It
+prints one table per size: fps in and out, frames dropped by our code, per-stage times of
+every node, camera-to-viewer latency p50/p99, CPU per node, bytes per frame and per hour, and
+the privacy tax: the CPU the crypto path (zone encryption, hashing and signing, store and
+viewer verification, zone decryption, key wrapping) costs, against the CPU of the whole
+pipeline, measured on the frames of the same run. Results also go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "360p": (640, 360)}
+PASSWORD = "benchmark pass phrase 42"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def make_clip(size: tuple[int, int], fps: float, seconds: float, out: Path) -> Path:
+    """The sample clip (and real media when present) scaled to ``size``, ``seconds`` long."""
+    sources = [ROOT / "sample_videos" / "people.mp4"]
+    extra = SHARED / "media" / "intel" / "one-by-one-person-detection.mp4"
+    if extra.exists():
+        sources.append(extra)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    needed, written = int(seconds * fps), 0
+    while written < needed:
+        for src in sources:
+            cap = cv2.VideoCapture(str(src))
+            for _ in range(min(300, needed - written)):
+                ok, image = cap.read()
+                if not ok:
+                    break
+                writer.write(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
+                written += 1
+            cap.release()
+            if written >= needed:
+                break
+    writer.release()
+    return out
+
+
+def free_port_base() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def veilcam(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "veilcam", *args], input=stdin, text=True,
+                          capture_output=True, cwd=ROOT, check=True)
+
+
+# --------------------------------------------------------------------------- viewer process
+
+def run_viewer(home_dir: str, out: str, seconds: float) -> None:
+    """An unlocked viewer that times each step and the latency of every frame."""
+    from common.home import Home
+    from common.imagecodec import decode_image
+    from common.stagetimer import StageTimes
+    from viewer.client import RelayClient
+    from viewer.login import login
+    from viewer.unlock import Unlocker
+
+    home = Home(Path(home_dir))
+    client = RelayClient(home)
+    unlocker = Unlocker(login(home, "alice", PASSWORD), client.envelope)
+    times = StageTimes()
+    latencies, received, unlocked, bad = [], 0, 0, 0
+    Path(out + ".ready").write_text("ready")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        got = client.receive(timeout_ms=200)
+        if got is None:
+            continue
+        times.add("receive_verify", time.perf_counter() - t0)
+        if not got.verified:
+            bad += 1
+            continue
+        received += 1
+        h = got.msg.header
+        with times.measure("decode"):
+            image = decode_image(got.msg.public_image, h.image_codec, h.width, h.height).copy()
+        with times.measure("decrypt_compose"):
+            done = unlocker.unlock(got.msg, image)
+        unlocked += all(done)  # every zone (if any) decrypted
+        latencies.append(time.time() - h.capture_time_us / 1e6)
+    client.close()
+    lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
+    Path(out).write_text(json.dumps({
+        "received": received, "unlocked": unlocked, "failed_verification": bad,
+        "latency_p50_ms": float(np.percentile(lat, 50)),
+        "latency_p99_ms": float(np.percentile(lat, 99)),
+        "stages": times.summary()}))
+
+
+# --------------------------------------------------------------------------- privacy tax
+
+def crypto_cost_per_frame(home_dir: Path, frames: int = 200) -> dict[str, float]:
+    """CPU ms per frame of the crypto path, on the frames this run archived."""
+    from common.format import FrameMessage, KeyEnvelope
+    from common.home import Home
+    from common.keystore import open_keystore
+    from common.zonecrypt import decrypt_zone, encrypt_zone
+    from store_node.archive import Archive
+
+    home = Home(home_dir)
+    trust = home.trusted_cameras()
+    alice = open_keystore(home.keystore_path("alice"), PASSWORD)
+    archive = Archive(home.archive_dir())
+    seqs = [s for (s,) in archive.db.execute(
+        "SELECT seq FROM frames ORDER BY seq DESC LIMIT ?", (frames,))]
+    msgs = [FrameMessage.from_body_parts(archive.frame_parts("cam1", s)) for s in seqs]
+    epoch = msgs[0].header.epoch_id
+    env = KeyEnvelope.from_body_parts(archive.envelope_parts("cam1", epoch))
+    archive.close()
+    keys = alice.unwrap_envelope(env.body)
+    msgs = [m for m in msgs if m.header.epoch_id == epoch]
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    signer = Ed25519PrivateKey.generate()
+    t = {"encrypt": 0.0, "hash_sign": 0.0, "verify_x2": 0.0, "decrypt": 0.0}
+    for m in msgs:
+        plain = [decrypt_zone(keys[z.zone_class], m.header.seq, i, ct)
+                 for i, (z, ct) in enumerate(zip(m.header.zones, m.zone_ciphertexts, strict=True))]
+        c0 = time.process_time()
+        for i, (z, p) in enumerate(zip(m.header.zones, plain, strict=True)):
+            encrypt_zone(keys[z.zone_class], m.header.seq, i, p)
+        c1 = time.process_time()
+        from common.format import sha256
+        sha256(m.public_image)
+        for ct in m.zone_ciphertexts:
+            sha256(ct)
+        signer.sign(m.header_bytes)
+        c2 = time.process_time()
+        trust.verify_frame(m)
+        trust.verify_frame(m)  # the store and the viewer each verify
+        c3 = time.process_time()
+        for i, (z, ct) in enumerate(zip(m.header.zones, m.zone_ciphertexts, strict=True)):
+            decrypt_zone(keys[z.zone_class], m.header.seq, i, ct)
+        c4 = time.process_time()
+        for k, d in zip(t, (c1 - c0, c2 - c1, c3 - c2, c4 - c3), strict=True):
+            t[k] += d
+    n = max(1, len(msgs))
+    out = {k: v * 1000 / n for k, v in t.items()}
+    c0 = time.process_time()
+    for _ in range(5):
+        alice.unwrap_envelope(env.body)
+    out["unwrap_per_epoch"] = (time.process_time() - c0) * 1000 / 5
+    out["frames"] = n
+    return out
+
+
+# --------------------------------------------------------------------------- one scenario
+
+def scenario(name: str, size: tuple[int, int], fps: float, seconds: float) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix=f"veilcam-bench-{name}-"))
+    clip = make_clip(size, fps, min(seconds, 20), tmp / "clip.mp4")
+    home = tmp / "home"
+    base = free_port_base()
+    veilcam("init", str(home), "--source", str(clip), "--loop", "--port-base", str(base),
+            "--web-port", str(base + 3))
+    veilcam("user", "add", "alice", "--home", str(home), "--password-stdin",
+            stdin=PASSWORD + "\n")
+    model = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+    cfg = home / "config" / "camera.toml"
+    text = cfg.read_text().replace("loop = true", f"loop = true\nfps = {fps}")
+    if model.exists():
+        text = text.replace('backend = "auto"', f'backend = "yunet"\nmodel = "{model}"')
+    cfg.write_text(text)
+    py = [sys.executable, "-m", "veilcam"]
+    logs = {n: open(tmp / f"{n}.log", "w") for n in ("store", "camera", "viewer")}
+    store = subprocess.Popen(py + ["store", "--home", str(home), "--stats-out",
+                                   str(tmp / "store.json")], cwd=ROOT, stdout=logs["store"],
+                             stderr=subprocess.STDOUT)
+    time.sleep(1.5)
+    viewer = subprocess.Popen([sys.executable, __file__, "--viewer", str(home),
+                               str(tmp / "viewer.json"), str(seconds + 4)], cwd=ROOT,
+                              stdout=logs["viewer"], stderr=subprocess.STDOUT)
+    while not (tmp / "viewer.json.ready").exists() and viewer.poll() is None:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    camera = subprocess.Popen(py + ["camera", "--home", str(home), "--stats-out",
+                                    str(tmp / "camera.json")], cwd=ROOT,
+                              stdout=logs["camera"], stderr=subprocess.STDOUT)
+    time.sleep(2.0)  # warm-up: model load, first epoch
+    pids = {"camera": camera.pid, "store": store.pid, "viewer": viewer.pid}
+    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+    t0 = time.monotonic()
+    rss = {k: [] for k in pids}
+    while time.monotonic() - t0 < seconds:
+        time.sleep(1.0)
+        for k, p in pids.items():
+            rss[k].append(rss_mb(p))
+    wall = time.monotonic() - t0
+    cpu = {k: (cpu_seconds(p) - cpu0[k]) / wall * 100 for k, p in pids.items()}
+    camera.send_signal(signal.SIGTERM)
+    camera.wait(timeout=30)
+    viewer.wait(timeout=30)
+    store.send_signal(signal.SIGTERM)
+    store.wait(timeout=30)
+    cam = json.loads((tmp / "camera.json").read_text())
+    sto = json.loads((tmp / "store.json").read_text())
+    vie = json.loads((tmp / "viewer.json").read_text())
+    crypto = crypto_cost_per_frame(home)
+    total_wall = wall + 2.0  # counters cover the warm-up too
+    fps_in = cam["captured"] / total_wall
+    pipeline_cpu_ms_per_frame = sum(cpu.values()) * 10 / max(fps_in, 1e-9)
+    crypto_ms = (crypto["encrypt"] + crypto["hash_sign"] + crypto["verify_x2"]
+                 + crypto["decrypt"])
+    bytes_per_frame = cam["bytes_sent"] / max(1, cam["published"])
+    return {
+        "scenario": name, "size": f"{size[0]}x{size[1]}", "target_fps": fps,
+        "seconds": round(wall, 1), "detector": cam["detector"],
+        "fps_in": round(fps_in, 1), "fps_out": round(cam["published"] / total_wall, 1),
+        "fps_viewer": round(vie["received"] / total_wall, 1),
+        "dropped_by_camera": cam["dropped_backpressure"],
+        "whole_frame_redactions": sum(cam["fail_closed"].values()),
+        "detector_ms": round(cam["detector_ms"], 1),
+        "detector_skipped": cam["detector_skipped"],
+        "store_accepted": sto["accepted"].get("frame", 0), "published": cam["published"],
+        "viewer_received": vie["received"], "viewer_unlocked": vie["unlocked"],
+        "latency_p50_ms": round(vie["latency_p50_ms"], 1),
+        "latency_p99_ms": round(vie["latency_p99_ms"], 1),
+        "cpu_percent": {k: round(v, 1) for k, v in cpu.items()},
+        "rss_mb_max": {k: round(max(v), 1) for k, v in rss.items() if v},
+        "bytes_per_frame": round(bytes_per_frame),
+        "gb_per_hour": round(bytes_per_frame * fps * 3600 / 1e9, 2),
+        "stages": {"camera": cam["stages"], "store": sto["stages"], "viewer": vie["stages"]},
+        "crypto_ms_per_frame": {k: round(v, 3) for k, v in crypto.items()},
+        "pipeline_cpu_ms_per_frame": round(pipeline_cpu_ms_per_frame, 2),
+        "privacy_tax_percent": round(crypto_ms / pipeline_cpu_ms_per_frame * 100, 2),
+        "tmp": str(tmp),
+    }
+
+
+def print_table(r: dict) -> None:
+    print(f"\n== {r['scenario']} ({r['size']}, target {r['target_fps']:g} fps, "
+          f"{r['seconds']} s, detector {r['detector']}) ==")
+    rows = [
+        ("fps in / out / at viewer", f"{r['fps_in']} / {r['fps_out']} / {r['fps_viewer']}"),
+        ("dropped by camera (store backlog)", r["dropped_by_camera"]),
+        ("published / stored / viewed / unlocked",
+         f"{r['published']} / {r['store_accepted']} / {r['viewer_received']} / "
+         f"{r['viewer_unlocked']}"),
+        ("whole-frame redactions (detector late)", r["whole_frame_redactions"]),
+        ("detector ms per run, frames skipped", f"{r['detector_ms']}, {r['detector_skipped']}"),
+        ("latency camera->viewer p50 / p99 ms", f"{r['latency_p50_ms']} / {r['latency_p99_ms']}"),
+        ("CPU % camera / store / viewer", " / ".join(str(r["cpu_percent"][k])
+                                                   for k in ("camera", "store", "viewer"))),
+        ("max RSS MB camera / store / viewer", " / ".join(str(r["rss_mb_max"].get(k))
+                                                         for k in ("camera", "store", "viewer"))),
+        ("bytes per frame, GB per hour", f"{r['bytes_per_frame']}, {r['gb_per_hour']}"),
+        ("pipeline CPU ms per frame", r["pipeline_cpu_ms_per_frame"]),
+        ("crypto ms per frame (enc/hash+sign/2x verify/dec)",
+         " / ".join(str(r["crypto_ms_per_frame"][k])
+                    for k in ("encrypt", "hash_sign", "verify_x2", "decrypt"))),
+        ("privacy tax (crypto CPU / pipeline CPU)", f"{r['privacy_tax_percent']} %"),
+    ]
+    for k, v in rows:
+        print(f"  {k:<52} {v}")
+    print("  stage times, mean / p99 ms:")
+    for node, stages in r["stages"].items():
+        cells = ", ".join(f"{s} {v['mean_ms']:.2f}/{v['p99_ms']:.2f}" for s, v in stages.items())
+        print(f"    {node:<7} {cells}")
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--viewer":
+        run_viewer(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--sizes", default="720p,1080p")
+    ap.add_argument("--fps", type=float, default=30)
+    args = ap.parse_args()
+    results = []
+    for name in args.sizes.split(","):
+        r = scenario(name, SIZES[name], args.fps, args.seconds)
+        print_table(r)
+        results.append(r)
+    out = ROOT / "bench" / "results" / "pipeline.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
