@@ -186,7 +186,8 @@ def crypto_cost_per_frame(home_dir: Path, frames: int = 200) -> dict[str, float]
 
 # --------------------------------------------------------------------------- one scenario
 
-def scenario(name: str, size: tuple[int, int], fps: float, seconds: float) -> dict:
+def scenario(name: str, size: tuple[int, int], fps: float, seconds: float,
+             jpeg_quality: int | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"veilcam-bench-{name}-"))
     clip = make_clip(size, fps, min(seconds, 20), tmp / "clip.mp4")
     home = tmp / "home"
@@ -200,6 +201,8 @@ def scenario(name: str, size: tuple[int, int], fps: float, seconds: float) -> di
     text = cfg.read_text().replace("loop = true", f"loop = true\nfps = {fps}")
     if model.exists():
         text = text.replace('backend = "auto"', f'backend = "yunet"\nmodel = "{model}"')
+    if jpeg_quality is not None:
+        text += f"\n[encoding]\njpeg_quality = {jpeg_quality}\n"
     cfg.write_text(text)
     py = [sys.executable, "-m", "veilcam"]
     logs = {n: open(tmp / f"{n}.log", "w") for n in ("store", "camera", "viewer")}
@@ -306,13 +309,17 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--sizes", default="720p,1080p")
     ap.add_argument("--fps", type=float, default=30)
+    ap.add_argument("--jpeg-quality", type=int, help="public-frame JPEG quality (default: "
+                    "the config default, 90)")
     args = ap.parse_args()
     results = []
     for name in args.sizes.split(","):
-        r = scenario(name, SIZES[name], args.fps, args.seconds)
+        r = scenario(name, SIZES[name], args.fps, args.seconds, args.jpeg_quality)
+        r["jpeg_quality"] = args.jpeg_quality or 90
         print_table(r)
         results.append(r)
-    out = ROOT / "bench" / "results" / "pipeline.json"
+    suffix = f"-q{args.jpeg_quality}" if args.jpeg_quality else ""
+    out = ROOT / "bench" / "results" / f"pipeline{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"\nresults: {out}")

@@ -13,7 +13,7 @@
     HOME/state/                                    camera chain state, grant cache
 
 On one machine (the demo) all of it lives together; on several, each machine keeps only the
-parts named for it (docs/GUIDE.md).
+parts named for it (docs/ARCHITECTURE.md, "Who holds what").
 """
 
 from __future__ import annotations
