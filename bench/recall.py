@@ -393,15 +393,15 @@ def frames_of(run: ClipRun, spec: ZoneSpec) -> slice:
 def published_boxes(run: ClipRun, spec: ZoneSpec) -> Iterator[list[Box]]:
     """The face boxes camera_node/node.py would cover, frame by frame.
 
-    The detector runs on every ``spec.every``-th frame; the frames in between re-use its last
-    detections (FaceHold.update([]) would count them as misses and expire tracks).
+    The detector runs on every ``spec.every``-th frame; on the frames in between the camera
+    covers the held tracks, moved by their motion estimate and grown (``FaceHold.boxes``),
+    exactly as camera_node/zonefinder.py does between asynchronous detection results.
     """
     hold = FaceHold(spec.margin, spec.hold_frames)
-    last: list[Box] = []
     for i, boxes in enumerate(run.dets[spec.detector][frames_of(run, spec)]):
         if i % spec.every == 0:
-            last = boxes
-        yield hold.update(last)
+            hold.update(boxes, i)
+        yield hold.boxes(i)
 
 
 @dataclass

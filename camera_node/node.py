@@ -187,6 +187,7 @@ class CameraNode:
     def _write_stats(self, publisher: Publisher) -> None:
         doc = {"camera": self.camera_id, **asdict(self.stats), "acked": publisher.acked,
                "rejected": publisher.rejected, "stages": self.times.summary(),
+               "dropped_overload": self.source.dropped_overload,
                "fail_closed": dict(self.finder.fail_closed),
                "detector": self.detector.name if self.detector else "off",
                "detector_ms": self.finder.detect_ms,
@@ -198,8 +199,10 @@ class CameraNode:
         closed = sum(self.finder.fail_closed.values())
         skipped = self.finder.worker.skipped if self.finder.worker else 0
         log.info("camera %s: %d captured, %d published, %d acknowledged, %d rejected, "
-                 "%d dropped (store backlog), %d whole-frame redactions (detector late or "
-                 "failed), detector %.1f ms, ran on %d frame(s), skipped %d",
+                 "%d dropped (store backlog), %d dropped (pipeline overload), %d whole-frame "
+                 "redactions (detector late or failed), detector %.1f ms, ran on %d frame(s), "
+                 "skipped %d",
                  self.camera_id, s.captured, s.published, publisher.acked, publisher.rejected,
-                 s.dropped_backpressure, closed, self.finder.detect_ms,
+                 s.dropped_backpressure, self.source.dropped_overload, closed,
+                 self.finder.detect_ms,
                  self.finder.frame_no - skipped, skipped)

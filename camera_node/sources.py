@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,10 +37,17 @@ def describe_source(spec: str) -> tuple[str, int | str]:
 
 
 class FrameSource:
-    """Iterates captured frames; a file ends (or loops); a device or URL reconnects on failure."""
+    """Iterates captured frames; a file ends (or loops); a device or URL reconnects on failure.
+
+    A live source (device or URL) is read by its own thread that keeps only the newest frame:
+    when the pipeline falls behind, it is frames that are dropped, never the capture thread
+    that stalls the camera's buffer, and every dropped frame is counted
+    (``dropped_overload``). A file is read in step with the pipeline (a replay loses nothing;
+    pacing slips instead)."""
 
     def __init__(self, spec: str, *, loop: bool = False, pace: bool = True, fps: float = 0.0,
-                 max_width: int = 0, reconnect_delay_s: float = 1.0) -> None:
+                 max_width: int = 0, reconnect_delay_s: float = 1.0,
+                 live: bool | None = None) -> None:
         self.kind, self.target = describe_source(spec)
         if self.kind == "file" and not Path(str(self.target)).is_file():
             raise VeilcamError(f"video file {self.target} not found")
@@ -49,6 +57,10 @@ class FrameSource:
         native = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
         self.fps = fps or (native if 1 <= native <= 240 else 30.0)
         self._stopped = False
+        self.live = self.kind != "file" if live is None else live
+        self.dropped_overload = 0
+        self.captured = 0
+        self._grabber: threading.Thread | None = None
 
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(self.target)
@@ -68,6 +80,40 @@ class FrameSource:
         return image
 
     def frames(self) -> Iterator[CapturedFrame]:
+        return self._latest_frames() if self.live else self._read_frames()
+
+    def _latest_frames(self) -> Iterator[CapturedFrame]:
+        cond = threading.Condition()
+        slot: list[CapturedFrame | None] = [None]
+        done = [False]
+
+        def grab() -> None:
+            try:
+                for frame in self._read_frames():
+                    with cond:
+                        if slot[0] is not None:
+                            self.dropped_overload += 1
+                        slot[0] = frame
+                        cond.notify()
+            finally:
+                with cond:
+                    done[0] = True
+                    cond.notify()
+
+        self._grabber = threading.Thread(target=grab, name="capture", daemon=True)
+        self._grabber.start()
+        while True:
+            with cond:
+                cond.wait_for(lambda: slot[0] is not None or done[0], timeout=0.5)
+                frame, slot[0] = slot[0], None
+                if frame is None and done[0]:
+                    return
+            if frame is not None:
+                yield frame
+            if self._stopped:
+                return
+
+    def _read_frames(self) -> Iterator[CapturedFrame]:
         period = 1.0 / self.fps
         next_due = time.monotonic()
         while not self._stopped:
@@ -97,7 +143,11 @@ class FrameSource:
                     time.sleep(delay)
                     waited = delay
                 next_due = max(next_due + period, time.monotonic() - period)
+            self.captured += 1
             yield CapturedFrame(self._scaled(image), time.time_ns() // 1000, waited)
 
     def close(self) -> None:
+        self._stopped = True
+        if self._grabber is not None:
+            self._grabber.join(timeout=5)  # never release the capture under a running read
         self._cap.release()
