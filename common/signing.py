@@ -13,53 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from common.errors import IdentityError, VerificationError
+from common.errors import VerificationError
 from common.format import ZERO_DIGEST, FrameMessage, KeyEnvelope, sha256
-from common.pki import NodeIdentity
-from common.secretfiles import write_atomic, write_secret
+from common.pki import NodeIdentity, load_private_key
 
 
 def generate_signing_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
-def save_signing_key(path: Path, key: Ed25519PrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    write_secret(path, pem)
-
-
-def save_public_key(path: Path, key: Ed25519PublicKey) -> None:
-    pem = key.public_bytes(serialization.Encoding.PEM,
-                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    write_atomic(path, pem)
-
-
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except FileNotFoundError:
-        raise IdentityError(f"signing key {path} not found (run 'veilcam init')") from None
-    except (ValueError, TypeError) as exc:
-        raise IdentityError(f"signing key {path} is not a readable PEM private key: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise IdentityError(f"signing key {path} is not an Ed25519 key")
-    return key
-
-
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise IdentityError(f"public key {path} not found") from None
-    except ValueError as exc:
-        raise IdentityError(f"public key {path} is not a readable PEM public key: {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise IdentityError(f"public key {path} is not an Ed25519 key")
-    return key
+    return load_private_key(path, Ed25519PrivateKey)
 
 
 @dataclass(frozen=True)
