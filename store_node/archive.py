@@ -184,15 +184,40 @@ class Archive:
 
     def _append(self, camera_id: str, kind: bytes, parts: list[bytes]) -> Record:
         data = encode_record(kind, parts)
-        seg = self._segment_for(camera_id, len(data))
-        self._begin()
-        offset = seg.size
-        seg.fh.write(data)
+        try:
+            seg = self._segment_for(camera_id, len(data))
+            self._begin()
+            offset = seg.size
+            seg.fh.write(data)
+            seg.fh.flush()
+        except OSError as exc:  # disk full, file too large, I/O error
+            self._undo_partial_write(camera_id)
+            raise ArchiveError(f"cannot write to the archive at {self.root}: {exc}") from None
+        rec = Record(offset, len(data), kind, parts)
+        try:
+            self._index_record(camera_id, seg.segment_id, rec)
+        except sqlite3.Error as exc:
+            self._undo_partial_write(camera_id)
+            raise ArchiveError(f"cannot write to the archive index: {exc}") from None
         seg.size += len(data)
         seg.dirty = True
-        rec = Record(offset, len(data), kind, parts)
-        self._index_record(camera_id, seg.segment_id, rec)
         return rec
+
+    def _undo_partial_write(self, camera_id: str) -> None:
+        """Cut a segment back to its last whole record, so a failed write leaves no torn
+        record in the middle of the file for the next one to follow."""
+        seg = self._open.pop(camera_id, None)
+        if seg is None:
+            return
+        try:
+            seg.fh.close()
+        except OSError:
+            pass
+        try:
+            os.truncate(seg.path, seg.size)
+        except OSError as exc:
+            log.error("%s: could not cut a failed write back (%s); the next start truncates "
+                      "the torn tail", seg.path, exc)
 
     def append_frame(self, msg: FrameMessage) -> None:
         self._append(msg.camera_id, KIND_FRAME, msg.body_parts())

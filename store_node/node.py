@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -105,6 +106,13 @@ class StoreNode:
                 self._ingest_envelope(identity, msg, parts)
         except VerificationError as exc:
             self._reject(identity, msg, exc.reason, str(exc))
+        except ArchiveError as exc:
+            # not acknowledged, so the camera keeps it and sends it again later
+            self.rejects["storage_error"] += 1
+            if self.rejects["storage_error"] in (1, 10, 100) or \
+                    self.rejects["storage_error"] % 1000 == 0:
+                log.error("%s; not acknowledging (the camera keeps and resends it); "
+                          "%d message(s) refused so far", exc, self.rejects["storage_error"])
 
     def _ingest_frame(self, identity: bytes, msg: FrameMessage, parts: list[bytes]) -> None:
         with self.times.measure("verify"):
@@ -166,8 +174,17 @@ class StoreNode:
         if not force and len(self._pending_acks) < self.cfg.archive.fsync_max_records \
                 and age_ms < self.cfg.archive.fsync_max_delay_ms:
             return
-        with self.times.measure("commit"):
-            self.archive.commit()
+        try:
+            with self.times.measure("commit"):
+                self.archive.commit()
+        except (OSError, sqlite3.Error) as exc:
+            # what was not made durable must not be acknowledged, and this process can no
+            # longer tell what is: stop; a restart recovers every whole record on disk
+            self._pending_acks.clear()
+            self.stop.set(f"archive commit failed ({exc})")
+            log.error("archive commit failed (%s): stopping without acknowledging the last "
+                      "batch; cameras resend it after a restart", exc)
+            return
         for identity, ack in self._pending_acks:
             self.ingest.send_multipart([identity, *ack.to_parts()])
         self._pending_acks.clear()
@@ -280,7 +297,11 @@ class StoreNode:
                     self._log_stats()
         finally:
             self.flush(force=True)
-            self.archive.close()
+            try:
+                self.archive.close()
+            except (OSError, sqlite3.Error) as exc:
+                log.error("archive could not be closed cleanly (%s); the next start recovers "
+                          "every whole record", exc)
             self.accounts.close()
             self._log_stats()
             if self.stats_out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -108,3 +109,42 @@ def test_store_rejects_bad_frames_and_keeps_running(store) -> None:
     assert "bad_signature=2" in log and "wrong_camera_identity=1" in log and "replay=1" in log
     assert "malformed=2" in log
     assert "Traceback" not in log
+
+
+def test_full_disk_stops_accepting_with_a_clear_error_and_loses_nothing_acknowledged(
+        tmp_path, procs) -> None:
+    """The store's files may not grow past 1.5 MB (RLIMIT_FSIZE, as on a full disk)."""
+    import resource
+    import signal as sig
+    import subprocess
+
+    from tests.conftest import ROOT, run_cli, veilcam_cmd
+    home = make_home(tmp_path, SAMPLE_CLIP)
+
+    def limit() -> None:
+        sig.signal(sig.SIGXFSZ, sig.SIG_IGN)  # get EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))
+
+    log = open(tmp_path / "store.log", "w")
+    store = subprocess.Popen(veilcam_cmd("store", "--home", str(home)), stdout=log,
+                             stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=limit)
+    try:
+        procs.tmp = tmp_path
+        procs.wait_for_log("store", "store ready")
+        cfg = home / "config" / "camera.toml"
+        cfg.write_text(cfg.read_text().replace("[store]\n", "[store]\ndrain_timeout_s = 4\n", 1))
+        camera = run_cli("camera", "--home", str(home), "--max-frames", "120", "--no-pace",
+                         timeout=120)
+        assert camera.returncode == 3, camera.stderr  # not everything could be acknowledged
+        assert store.poll() is None, "the store must keep running"
+    finally:
+        store.terminate()
+        store.wait(timeout=15)
+    text = (tmp_path / "store.log").read_text()
+    assert "cannot write to the archive" in text and "Traceback" not in text
+    acked = int(camera.stderr.rsplit(" acknowledged", 1)[0].rsplit(" ", 1)[1])
+    verify = run_cli("verify", str(home), "--json")
+    report = json.loads(verify.stdout)
+    assert report["intact"], verify.stdout
+    archived = report["cameras"][0]["frames"] + report["cameras"][0]["envelopes"]
+    assert 0 < acked <= archived < 121
