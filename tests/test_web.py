@@ -55,6 +55,12 @@ def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
 
     status, page, _ = _get(base + "/")
     assert status == 200 and b"veilcam" in page and b"https://" not in page
+    rebound = urllib.request.Request(base + "/api/status", headers={"Host": "evil.example:80"})
+    try:
+        urllib.request.urlopen(rebound, timeout=5)
+        raise AssertionError("a request for another host name was served")
+    except urllib.error.HTTPError as err:
+        assert err.code == 403
     jpeg = _first_mjpeg_part(base + "/stream/cam1.mjpg")
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (360, 640, 3)
 

@@ -152,8 +152,21 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, doc: object, headers: dict | None = None) -> None:
         self._send(status, json.dumps(doc).encode(), "application/json", headers)
 
+    def _host_ok(self) -> bool:
+        """Refuse requests addressed to another host name (DNS rebinding: a web page that
+        resolves its own name to 127.0.0.1 must not reach the stream or the unlock form)."""
+        port = self.server.server_address[1]
+        allowed = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]",
+                                           self.server.server_address[0])}
+        if self.headers.get("Host", "") in allowed:
+            return True
+        self._json(403, {"error": "unexpected Host header"})
+        return False
+
     # ------------------------------------------------------------------ routes
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        if not self._host_ok():
+            return
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(200, (STATIC_DIR / "index.html").read_bytes(), "text/html; charset=utf-8")
@@ -171,6 +184,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": "not found"})
 
     def do_POST(self) -> None:  # noqa: N802
+        if not self._host_ok():
+            return
         if not self.headers.get("Content-Type", "").startswith("application/json"):
             self._json(415, {"error": "send JSON"})
             return
