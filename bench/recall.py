@@ -171,7 +171,18 @@ class DetectorSpec:
     def build(self, model: Path) -> FaceDetector:
         if self.kind == "haar":
             return HaarDetector(self.width)
+        if self.width >= FULL_WIDTH:
+            return NativeYuNet(model, self.width, self.score)
         return YuNetDetector(model, self.width, self.score)
+
+
+class NativeYuNet(YuNetDetector):
+    """YuNet at the frame's own size: neither down- nor upscaled (the camera upscales frames
+    narrower than its detect width; "full" means none of that)."""
+
+    def detect(self, frame: np.ndarray) -> list[Box]:
+        self.detect_width = frame.shape[1]
+        return super().detect(frame)
 
 
 def timed_detect(detector: FaceDetector, image: np.ndarray) -> tuple[list[Box], float]:
@@ -186,7 +197,7 @@ class ReferenceDetector:
     name = "reference"
 
     def __init__(self, model: Path) -> None:
-        self._net = YuNetDetector(model, FULL_WIDTH, REF_SCORE)
+        self._net = NativeYuNet(model, FULL_WIDTH, REF_SCORE)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         factor = max(1.0, REF_MIN_WIDTH / frame.shape[1])

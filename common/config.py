@@ -173,6 +173,10 @@ class StoreConfig(Section):
 # --------------------------------------------------------------------------- viewer
 
 class ViewerSection(Section):
+    identity: str = Field("viewer", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                          description="This viewer's certificate name (identities/certs/"
+                          "viewer-NAME.crt); give each viewer machine its own with 'veilcam "
+                          "cert issue viewer:NAME', so one can be revoked alone.")
     relay: str = Field("tcp://127.0.0.1:7701", pattern=ZMQ_ENDPOINT_PATTERN,
                        description="The store's relay endpoint.")
     query: str = Field("tcp://127.0.0.1:7702", pattern=ZMQ_ENDPOINT_PATTERN,

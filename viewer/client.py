@@ -40,7 +40,7 @@ class RelayClient:
         ctx = zmq.Context.instance()
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
-        make_client(self.sub, curve_pair(home.transport_key("viewer", "viewer")),
+        make_client(self.sub, curve_pair(home.transport_key("viewer", cfg.identity)),
                     home.store_identity().transport_key)
         self.watch = HandshakeWatch(self.sub, "store", relay)
         self.sub.setsockopt(zmq.RCVHWM, 200)

@@ -34,9 +34,9 @@ LOGIN_FAILED = "wrong user name or password"
 class StoreLink:
     """A CURVE client socket to one of the store's endpoints, checked on every handshake."""
 
-    def __init__(self, home: Home, endpoint: str, sock_type: int = zmq.DEALER,
-                 viewer_name: str = "viewer") -> None:
+    def __init__(self, home: Home, endpoint: str, sock_type: int = zmq.DEALER) -> None:
         ca = home.ca()
+        viewer_name = home.viewer_config().viewer.identity
         self.endpoint = endpoint
         self.sock = zmq.Context.instance().socket(sock_type)
         self.sock.setsockopt(zmq.LINGER, 0)
