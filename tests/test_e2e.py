@@ -159,6 +159,8 @@ def test_archive_verifies_and_flipped_byte_is_found(run, tmp_path: Path) -> None
     report = json.loads(ok.stdout)
     assert ok.returncode == 0 and report["intact"], ok.stdout
     assert report["cameras"][0]["frames"] == FRAMES
+    bare = run_cli("verify", str(home / "archive"), "--trust", str(home))
+    assert bare.returncode == 0 and "INTACT" in bare.stdout, bare.stderr
     copy = tmp_path / "home"
     shutil.copytree(home, copy)
     segment = next((copy / "archive" / "segments" / "cam1").glob("*.vseg"))
