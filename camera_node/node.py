@@ -14,7 +14,7 @@ from camera_node.chainstate import ChainStateFile
 from camera_node.detect import create_face_detector
 from camera_node.grantsync import GrantSync
 from camera_node.protect import EncodeSettings, Epoch, protect_frame
-from camera_node.publisher import Publisher
+from camera_node.publisher import Publisher, spool_dir_for
 from camera_node.redact import make_redactor
 from camera_node.sources import FrameSource
 from camera_node.zonefinder import ZoneFinder
@@ -104,7 +104,9 @@ class CameraNode:
         ctx = zmq.Context.instance()
         link = self.cfg.store
         publisher = Publisher(ctx, link.ingest, self.transport_keys, self.store_key,
-                              link.max_in_flight)
+                              spool_dir_for(self.home.state_dir, self.camera_id),
+                              link.max_in_flight, int(link.spool_max_mb * 2**20),
+                              link.drop_policy)
         grantsync = GrantSync(ctx, link.query, self.transport_keys, self.store_key,
                               GrantBook(self.ca, self.camera_id),
                               self.home.state_dir / f"grants-{self.camera_id}.json",
@@ -199,10 +201,13 @@ class CameraNode:
         closed = sum(self.finder.fail_closed.values())
         skipped = self.finder.worker.skipped if self.finder.worker else 0
         log.info("camera %s: %d captured, %d published, %d acknowledged, %d rejected, "
-                 "%d dropped (store backlog), %d dropped (pipeline overload), %d whole-frame "
+                 "%d pending (%d spooled on disk), %d dropped (spool full), "
+                 "%d dropped (pipeline overload), %d whole-frame "
                  "redactions (detector late or failed), detector %.1f ms, ran on %d frame(s), "
                  "skipped %d",
                  self.camera_id, s.captured, s.published, publisher.acked, publisher.rejected,
-                 s.dropped_backpressure, self.source.dropped_overload, closed,
+                 len(publisher.pending), publisher.spooled,
+                 s.dropped_backpressure + publisher.dropped_spool_full,
+                 self.source.dropped_overload, closed,
                  self.finder.detect_ms,
                  self.finder.frame_no - skipped, skipped)

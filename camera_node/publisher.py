@@ -1,73 +1,189 @@
-"""Sending signed messages to the store over ZeroMQ and tracking its acknowledgements.
+"""Sending signed messages to the store, in order, without losing any it did not acknowledge.
 
-A DEALER socket connected to the store's ROUTER. Each message stays in ``in_flight`` until the
-store acknowledges it as durably stored (or as a duplicate); unacknowledged messages are sent
-again after ``resend_after_s`` (the store drops duplicates). Sending never blocks capture:
-when ``max_in_flight`` is reached, ``has_room`` is False and the node drops the *captured*
-frame before it is numbered and signed, so the hash chain stays whole.
+A DEALER socket (CurveZMQ, ``ZMQ_IMMEDIATE``: nothing is queued for a store that is not
+connected) to the store's ROUTER. Every message stays *pending* until the store acknowledges
+it as durably stored (or as a duplicate). Pending messages live in memory up to
+``memory_window``, beyond that in an on-disk spool (one file each, in the camera's state
+folder), up to ``spool_max_bytes``. Messages go out strictly in order; after a reconnection
+(a store restart drops what was in flight) or when the oldest pending message waits longer
+than ``resend_after_s``, everything pending is sent again from the oldest, and the store
+answers what it already has with DUPLICATE. So a store outage of minutes ends with every frame
+archived once, in order.
+
+Capture never blocks on the store: when the spool is full, the ``drop_policy`` decides: with
+``newest`` the camera drops the newly *captured* frame before it is numbered and signed
+(``has_room`` is False), so the hash chain stays whole; with ``oldest`` the oldest spooled
+messages are deleted to make room (a gap that ``veilcam verify`` reports). Both are counted
+and logged.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 
 from common.errors import FormatError
-from common.format import KIND_ENVELOPE, KIND_FRAME, Ack, AckStatus, FrameMessage, KeyEnvelope
+from common.format import (
+    KIND_ENVELOPE,
+    KIND_FRAME,
+    Ack,
+    AckStatus,
+    FrameMessage,
+    KeyEnvelope,
+    pack_parts,
+    unpack_parts,
+)
+from common.secretfiles import write_atomic
 from common.transport import HandshakeWatch, make_client
 
 log = logging.getLogger("veilcam.publisher")
 
+Key = tuple[bytes, int | bytes]
+
 
 @dataclass
 class _Pending:
-    parts: list[bytes]
-    sent_at: float
+    topic: bytes
+    parts: list[bytes] | None  # None: spooled to ``path``
+    size: int
+    path: Path | None = None
+    sent: bool = False
 
 
 class Publisher:
     def __init__(self, ctx: zmq.Context, endpoint: str, keys: tuple[bytes, bytes],
-                 store_key: bytes, max_in_flight: int = 300, resend_after_s: float = 5.0) -> None:
+                 store_key: bytes, spool_dir: Path, memory_window: int = 300,
+                 spool_max_bytes: int = 2 * 2**30, drop_policy: str = "newest",
+                 resend_after_s: float = 10.0) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, max_in_flight * 2 + 16)
+        self.sock.setsockopt(zmq.IMMEDIATE, 1)
+        self.sock.setsockopt(zmq.SNDHWM, 1000)
         make_client(self.sock, keys, store_key)
         self.watch = HandshakeWatch(self.sock, "store", endpoint)
         self.sock.connect(endpoint)
         self.endpoint = endpoint
-        self.max_in_flight = max_in_flight
-        self.resend_after_s = resend_after_s
-        self.in_flight: dict[tuple[bytes, int | bytes], _Pending] = {}
-        self.acked = 0
-        self.rejected = 0
-        self.resent = 0
-        self.last_ack_at = time.monotonic()
+        self.spool_dir = Path(spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.spool_dir.glob("*.msg"):
+            stale.unlink()  # a previous run's spool: its chain state moved on (see chainstate)
+        self.memory_window, self.spool_max_bytes = memory_window, spool_max_bytes
+        self.drop_policy, self.resend_after_s = drop_policy, resend_after_s
+        self.pending: OrderedDict[Key, _Pending] = OrderedDict()
+        self.pending_bytes = 0
+        self.in_memory = 0
+        self.acked = self.rejected = self.resent = self.dropped_spool_full = 0
+        self._reconnects_seen = 0
+        self._progress_at = time.monotonic()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def in_flight(self) -> OrderedDict[Key, _Pending]:
+        return self.pending
 
     @property
     def has_room(self) -> bool:
-        return len(self.in_flight) < self.max_in_flight
+        return self.drop_policy == "oldest" or self.pending_bytes < self.spool_max_bytes
 
+    @property
+    def spooled(self) -> int:
+        return len(self.pending) - self.in_memory
+
+    # ------------------------------------------------------------------ sending
     def send(self, msg: FrameMessage | KeyEnvelope) -> None:
-        key = ((KIND_FRAME, msg.header.seq) if isinstance(msg, FrameMessage)
-               else (KIND_ENVELOPE, msg.body.epoch_id))
+        if isinstance(msg, FrameMessage):
+            key: Key = (KIND_FRAME, msg.header.seq)
+            name = f"F-{msg.header.seq:020d}.msg"
+        else:
+            key = (KIND_ENVELOPE, msg.body.epoch_id)
+            name = f"K-{msg.body.epoch_id.hex()}.msg"
         parts = msg.to_parts()
-        self.in_flight[key] = _Pending(parts, time.monotonic())
-        self._send_parts(parts)
+        size = sum(len(p) for p in parts)
+        entry = _Pending(parts[0], parts, size)
+        if self.in_memory >= self.memory_window:
+            if self.spooled == 0:
+                log.warning("%d messages unacknowledged (store at %s unreachable or slow): "
+                            "spooling to %s", len(self.pending), self.endpoint, self.spool_dir)
+            entry.path = self.spool_dir / name
+            write_atomic(entry.path, pack_parts(key[0], parts[1:]))
+            entry.parts = None
+        else:
+            self.in_memory += 1
+        if not self.pending:
+            self._progress_at = time.monotonic()
+        self.pending[key] = entry
+        self.pending_bytes += size
+        if self.drop_policy == "oldest":
+            while self.pending_bytes > self.spool_max_bytes and len(self.pending) > 1:
+                old_key = next(iter(self.pending))
+                self._forget(old_key)
+                self.dropped_spool_full += 1
+                if self.dropped_spool_full in (1, 10, 100) or self.dropped_spool_full % 1000 == 0:
+                    log.error("spool full (%d bytes): dropped the oldest unacknowledged "
+                              "message(s), %d so far", self.spool_max_bytes,
+                              self.dropped_spool_full)
+        self._pump()
 
-    def _send_parts(self, parts: list[bytes]) -> None:
+    def _parts(self, entry: _Pending) -> list[bytes] | None:
+        if entry.parts is not None:
+            return entry.parts
         try:
-            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            pass  # stays in in_flight and is sent again later
+            _, body = unpack_parts(entry.path.read_bytes())
+        except (OSError, FormatError) as exc:
+            log.error("spooled message %s is unreadable (%s); dropping it", entry.path, exc)
+            return None
+        return [entry.topic, *body]
 
+    def _pump(self) -> None:
+        """Send what is unsent, oldest first, while the socket takes it."""
+        for key, entry in list(self.pending.items()):
+            if entry.sent:
+                continue
+            parts = self._parts(entry)
+            if parts is None:
+                self._forget(key)
+                continue
+            try:
+                self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return  # not connected, or the pipe is full: the rest waits, in order
+            entry.sent = True
+
+    def _resend_all(self, why: str) -> None:
+        if self.pending:
+            log.info("sending %d unacknowledged message(s) again (%s)", len(self.pending), why)
+            self.resent += len(self.pending)
+        for entry in self.pending.values():
+            entry.sent = False
+        self._progress_at = time.monotonic()
+        self._pump()
+
+    def _forget(self, key: Key) -> _Pending | None:
+        entry = self.pending.pop(key, None)
+        if entry is None:
+            return None
+        self.pending_bytes -= entry.size
+        if entry.path is not None:
+            entry.path.unlink(missing_ok=True)
+        else:
+            self.in_memory -= 1
+        return entry
+
+    # ------------------------------------------------------------------ acknowledgements
     def poll(self, timeout_ms: int = 0) -> None:
-        """Take every acknowledgement waiting (waiting up to ``timeout_ms`` for the first).
+        """Take every acknowledgement waiting (waiting up to ``timeout_ms`` for the first),
+        resend after a reconnection or a long silence, and send what waits.
 
         Raises TransportError if the store failed authentication (see HandshakeWatch)."""
         self.watch.check()
+        if self.watch.reconnects != self._reconnects_seen:
+            self._reconnects_seen = self.watch.reconnects
+            self._resend_all("the store connection was re-established")
         while self.sock.poll(timeout_ms, zmq.POLLIN):
             timeout_ms = 0
             parts = self.sock.recv_multipart()
@@ -77,34 +193,42 @@ class Publisher:
                 log.warning("ignoring malformed acknowledgement from the store: %s", exc)
                 continue
             key = (ack.kind, ack.seq if ack.kind == KIND_FRAME else ack.epoch_id)
-            if self.in_flight.pop(key, None) is None:
+            if self._forget(key) is None:
                 continue
-            self.last_ack_at = time.monotonic()
+            self._progress_at = time.monotonic()
             if ack.status == AckStatus.REJECTED:
                 self.rejected += 1
                 log.error("store rejected %s: %s", _describe(ack), ack.reason)
             else:
                 self.acked += 1
-        now = time.monotonic()
-        for pending in self.in_flight.values():
-            if now - pending.sent_at > self.resend_after_s:
-                pending.sent_at = now
-                self.resent += 1
-                self._send_parts(pending.parts)
+        if self.pending and time.monotonic() - self._progress_at > self.resend_after_s:
+            if self.watch.connected:
+                self._resend_all(f"no acknowledgement for {self.resend_after_s:.0f} s")
+            else:
+                self._progress_at = time.monotonic()  # the reconnection will resend
+        self._pump()
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until everything sent is acknowledged; False if time runs out first."""
         deadline = time.monotonic() + timeout_s
-        while self.in_flight and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline:
             self.poll(timeout_ms=100)
-        return not self.in_flight
+        return not self.pending
 
     def close(self) -> None:
         self.watch.close()
         self.sock.close(linger=0)
+        for entry in self.pending.values():
+            if entry.path is not None:
+                entry.path.unlink(missing_ok=True)
 
 
 def _describe(ack: Ack) -> str:
     if ack.kind == KIND_FRAME:
         return f"frame {ack.camera_id}#{ack.seq}"
     return f"key envelope {ack.camera_id}/{ack.epoch_id.hex()[:8]}"
+
+
+def spool_dir_for(state_dir: Path, camera_id: str) -> Path:
+    return Path(state_dir) / f"spool-{camera_id}"
+

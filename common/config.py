@@ -56,8 +56,14 @@ class StoreLinkSection(Section):
     drain_timeout_s: float = Field(30.0, gt=0, le=3600, description="At the end of a file "
                                    "source, how long to wait for the store to acknowledge "
                                    "every frame before giving up (and exiting non-zero).")
-    max_in_flight: int = Field(300, ge=1, le=100000, description="Frames sent but not yet "
-                               "acknowledged before new frames are dropped (and counted).")
+    max_in_flight: int = Field(300, ge=1, le=100000, description="Unacknowledged messages "
+                               "kept in memory; more go to the on-disk spool.")
+    spool_max_mb: float = Field(2048, ge=1, le=10**6, description="Bound of the on-disk spool "
+                                "(state/spool-CAMERA) that holds frames while the store is "
+                                "unreachable.")
+    drop_policy: Literal["newest", "oldest"] = Field(
+        "newest", description="When the spool is full: 'newest' drops new frames before they "
+        "are signed (the chain stays whole); 'oldest' deletes the oldest spooled ones.")
 
 
 class EncodingSection(Section):

@@ -478,3 +478,44 @@ class Ack:
         return cls(_enum(AckStatus, status, "ack status"), kind, seq,
                    bytes(parts[1]).decode("ascii", "replace"), bytes(parts[3]).decode("utf-8", "replace"),
                    bytes(parts[2]))
+
+
+# --------------------------------------------------------------------------- part lists
+
+MAX_PARTS = 1024
+
+
+def pack_parts(kind: bytes, parts: list[bytes]) -> bytes:
+    """``kind (1) | part_count u16 | (part_len u32 | part)*``: message parts in one blob
+    (archive records, the camera's spool)."""
+    if len(parts) > MAX_PARTS:
+        raise ValueError(f"{len(parts)} parts in one record; at most {MAX_PARTS}")
+    out = [kind, struct.pack(">H", len(parts))]
+    for part in parts:
+        out.append(struct.pack(">I", len(part)))
+        out.append(bytes(part))
+    return b"".join(out)
+
+
+def unpack_parts(body: bytes) -> tuple[bytes, list[bytes]]:
+    if len(body) < 3:
+        raise FormatError("record body shorter than its kind and part count")
+    kind = body[:1]
+    if kind not in (KIND_FRAME, KIND_ENVELOPE):
+        raise FormatError(f"unknown record kind {kind!r}")
+    (count,) = struct.unpack(">H", body[1:3])
+    if count > MAX_PARTS:
+        raise FormatError(f"record claims {count} parts")
+    pos, parts = 3, []
+    for i in range(count):
+        if pos + 4 > len(body):
+            raise FormatError(f"record truncated at part {i} length")
+        (n,) = struct.unpack(">I", body[pos:pos + 4])
+        pos += 4
+        if pos + n > len(body):
+            raise FormatError(f"record part {i} claims {n} bytes; only {len(body) - pos} left")
+        parts.append(body[pos:pos + n])
+        pos += n
+    if pos != len(body):
+        raise FormatError(f"record has {len(body) - pos} trailing bytes")
+    return kind, parts

@@ -92,21 +92,28 @@ class HandshakeWatch:
     """Watches a client socket's handshakes; ``check()`` raises on a failed one."""
 
     EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-              | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+              | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+              | zmq.EVENT_DISCONNECTED)
 
     def __init__(self, sock: zmq.Socket, peer: str, endpoint: str) -> None:
         self.monitor = sock.get_monitor_socket(self.EVENTS,
                                                addr=f"inproc://handshake-{os.urandom(6).hex()}")
         self.peer, self.endpoint = peer, endpoint
         self.succeeded = False
+        self.connected = False
+        self.reconnects = 0  # handshakes that followed a lost connection
 
     def check(self, timeout_ms: int = 0) -> bool:
         """Process pending events; True once a handshake succeeded. Raises on failure."""
         while self.monitor.poll(timeout_ms):
             timeout_ms = 0
             event = recv_monitor_message(self.monitor)["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.succeeded = True
+            if event == zmq.EVENT_DISCONNECTED:
+                self.connected = False
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if self.succeeded:
+                    self.reconnects += 1
+                self.succeeded = self.connected = True
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 raise TransportError(f"the {self.peer} at {self.endpoint} refused this node's "
                                      "key: its certificate is unknown there, expired or revoked")

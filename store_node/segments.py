@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import ArchiveError, FormatError
-from common.format import KIND_ENVELOPE, KIND_FRAME, validate_camera_id
+from common.format import pack_parts, unpack_parts, validate_camera_id
 
 SEGMENT_MAGIC = b"VSEG"
 SEGMENT_VERSION = 1
 RECORD_HEAD = struct.Struct(">II")
 MAX_RECORD_BYTES = 256 * 2**20
-MAX_PARTS = 1024
 
 
 def segment_header(camera_id: str) -> bytes:
@@ -35,38 +34,11 @@ def segment_header(camera_id: str) -> bytes:
 
 
 def encode_record(kind: bytes, parts: list[bytes]) -> bytes:
-    if len(parts) > MAX_PARTS:
-        raise ValueError(f"{len(parts)} parts in one record; at most {MAX_PARTS}")
-    body = [kind, struct.pack(">H", len(parts))]
-    for part in parts:
-        body.append(struct.pack(">I", len(part)))
-        body.append(bytes(part))
-    data = b"".join(body)
+    data = pack_parts(kind, parts)
     return RECORD_HEAD.pack(len(data), zlib.crc32(data)) + data
 
 
-def decode_body(body: bytes) -> tuple[bytes, list[bytes]]:
-    if len(body) < 3:
-        raise FormatError("record body shorter than its kind and part count")
-    kind = body[:1]
-    if kind not in (KIND_FRAME, KIND_ENVELOPE):
-        raise FormatError(f"unknown record kind {kind!r}")
-    (count,) = struct.unpack(">H", body[1:3])
-    if count > MAX_PARTS:
-        raise FormatError(f"record claims {count} parts")
-    pos, parts = 3, []
-    for i in range(count):
-        if pos + 4 > len(body):
-            raise FormatError(f"record truncated at part {i} length")
-        (n,) = struct.unpack(">I", body[pos:pos + 4])
-        pos += 4
-        if pos + n > len(body):
-            raise FormatError(f"record part {i} claims {n} bytes; only {len(body) - pos} left")
-        parts.append(body[pos:pos + n])
-        pos += n
-    if pos != len(body):
-        raise FormatError(f"record has {len(body) - pos} trailing bytes")
-    return kind, parts
+decode_body = unpack_parts
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,43 @@
+"""Delivery without loss: the store goes away mid-stream (stopped, or killed) and comes back;
+the camera spools and resends, and the archive ends with every frame once, in order."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLE_CLIP, make_home, run_cli
+
+pytestmark = pytest.mark.e2e
+FRAMES = 240  # 8 s at the clip's 30 fps
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_store_outage_loses_nothing(tmp_path: Path, procs, how: str) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    cfg = home / "config" / "camera.toml"
+    # a small memory window, so the outage is held in the on-disk spool
+    cfg.write_text(cfg.read_text().replace("[store]\n", "[store]\nmax_in_flight = 20\n", 1))
+    store = procs.start("store", "store", "--home", str(home))
+    procs.wait_for_log("store", "store ready")
+    camera = procs.start("camera", "camera", "--home", str(home), "--max-frames", str(FRAMES))
+    procs.wait_for_log("camera", "new content-key epoch")
+    time.sleep(2.0)
+    store.send_signal(getattr(signal, how))
+    store.wait(timeout=15)
+    time.sleep(3.0)  # ~90 frames captured while the store is away
+    procs.start("store2", "store", "--home", str(home))
+    assert camera.wait(timeout=90) == 0, procs.log("camera")
+    log = procs.log("camera")
+    assert f"{FRAMES} published, {FRAMES + 1} acknowledged, 0 rejected" in log, log
+    assert "spooling to" in log and "again (the store connection was re-established)" in log
+    for name in ("store", "store2"):
+        assert "Traceback" not in procs.log(name)
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"], report["problems"]
+    cam = report["cameras"][0]
+    assert (cam["frames"], cam["first_seq"], cam["last_seq"]) == (FRAMES, 0, FRAMES - 1)
