@@ -171,9 +171,22 @@ class ArchiveSection(Section):
                                       "long, whichever comes first.")
 
 
+class RetentionSection(Section):
+    max_age_days: float = Field(0, ge=0, le=36500, description="Delete a camera's closed "
+                                "segments whose newest frame is older than this; 0 keeps "
+                                "them forever.")
+    max_gb_per_camera: float = Field(0, ge=0, le=10**6, description="Delete a camera's oldest "
+                                     "closed segments while it uses more; 0: no limit.")
+    min_free_mb: float = Field(512, ge=0, le=10**7, description="Emergency: while the disk "
+                               "has less free, delete the oldest closed segment of any camera "
+                               "(logged as an error). The open segment is never deleted.")
+    check_every_s: float = Field(30, ge=1, le=86400, description="How often to apply it.")
+
+
 class StoreConfig(Section):
     store: StoreSection = StoreSection()
     archive: ArchiveSection = ArchiveSection()
+    retention: RetentionSection = RetentionSection()
 
 
 # --------------------------------------------------------------------------- viewer

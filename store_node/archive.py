@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ CREATE INDEX IF NOT EXISTS frames_time ON frames (camera, capture_us);
 CREATE TABLE IF NOT EXISTS envelopes (
     camera TEXT NOT NULL, epoch BLOB NOT NULL, created_us INTEGER NOT NULL,
     first_seq INTEGER NOT NULL, segment_id INTEGER NOT NULL, offset INTEGER NOT NULL,
-    length INTEGER NOT NULL, PRIMARY KEY (camera, epoch));
+    length INTEGER NOT NULL, PRIMARY KEY (camera, epoch, segment_id));
 """
 
 
@@ -169,7 +170,24 @@ class Archive:
         fh = open(path, "ab")
         seg = _OpenSegment(self._segment_id(camera_id, path.name), path, fh, fh.tell())
         self._open[camera_id] = seg
+        if seg.size == len(segment_header(camera_id)):
+            self._carry_envelope(camera_id, seg)
         return seg
+
+    def _carry_envelope(self, camera_id: str, seg: _OpenSegment) -> None:
+        """Start a new segment with a copy of the camera's latest key envelope, so that every
+        segment holds the envelopes of all its frames' epochs and retention can delete old
+        segments without orphaning the frames of an epoch that spans two of them."""
+        row = self.db.execute("SELECT segment_id, offset, length FROM envelopes WHERE camera=? "
+                              "ORDER BY created_us DESC LIMIT 1", (camera_id,)).fetchone()
+        if row is None:
+            return
+        kind, parts = read_record(self._path(row[0]), row[1], row[2])
+        data = encode_record(kind, parts)
+        seg.fh.write(data)
+        self._index_record(camera_id, seg.segment_id, Record(seg.size, len(data), kind, parts))
+        seg.size += len(data)
+        seg.dirty = True
 
     def _close_segment(self, seg: _OpenSegment) -> None:
         if seg.dirty:
@@ -287,6 +305,63 @@ class Archive:
         if row is None:
             return None
         return read_record(self._path(row[0]), row[1], row[2])[1]
+
+    # ------------------------------------------------------------------ retention
+    def segment_usage(self, camera_id: str) -> list[tuple[int, Path, int, int]]:
+        """(segment id, path, bytes, newest capture µs) of a camera's segments, oldest first."""
+        out = []
+        for path in list_segments(self.camera_dir(camera_id)):
+            seg_id = self._segment_id(camera_id, path.name)
+            newest = self.db.execute("SELECT MAX(capture_us) FROM frames WHERE segment_id=?",
+                                     (seg_id,)).fetchone()[0] or 0
+            out.append((seg_id, path, path.stat().st_size, newest))
+        return out
+
+    def delete_segment(self, camera_id: str, seg_id: int, path: Path) -> None:
+        """Forget a closed segment: index rows first (committed), then the file. A crash in
+        between leaves a file the next start re-indexes, never index rows without a file."""
+        open_seg = self._open.get(camera_id)
+        if open_seg is not None and open_seg.segment_id == seg_id:
+            raise ArchiveError("the open segment is never deleted")
+        self.commit()
+        self.db.execute("BEGIN")
+        for table in ("frames", "envelopes"):
+            self.db.execute(f"DELETE FROM {table} WHERE segment_id=?", (seg_id,))  # noqa: S608
+        self.db.execute("DELETE FROM segments WHERE id=?", (seg_id,))
+        self.db.execute("COMMIT")
+        path.unlink(missing_ok=True)
+
+    def apply_retention(self, max_age_s: float, max_bytes: int, min_free_bytes: int,
+                        now_us: int) -> list[Path]:
+        """Delete the oldest closed segments of each camera past ``max_age_s`` or beyond
+        ``max_bytes`` (0: no limit); then, while the disk has less than ``min_free_bytes``
+        free, the oldest closed segment of any camera (emergency). Returns what was deleted."""
+        deleted: list[Path] = []
+        closed: dict[str, list[tuple[int, Path, int, int]]] = {}
+        for camera_dir in sorted(p for p in (self.root / "segments").iterdir() if p.is_dir()):
+            usage = self.segment_usage(camera_dir.name)
+            closed[camera_dir.name] = usage[:-1]  # the newest one is (or will be) written to
+            total = sum(u[2] for u in usage)
+            for seg_id, path, size, newest in list(closed[camera_dir.name]):
+                too_old = max_age_s > 0 and newest and now_us - newest > max_age_s * 1e6
+                too_big = max_bytes > 0 and total > max_bytes
+                if not (too_old or too_big):
+                    break
+                self.delete_segment(camera_dir.name, seg_id, path)
+                closed[camera_dir.name].pop(0)
+                total -= size
+                deleted.append(path)
+        while min_free_bytes > 0 and shutil.disk_usage(self.root).free < min_free_bytes:
+            candidates = [(u[3], cam, u) for cam, us in closed.items() for u in us[:1]]
+            if not candidates:
+                break
+            _, cam, (seg_id, path, _, _) = min(candidates)
+            log.error("disk almost full (< %d MB free): deleting the oldest segment %s early",
+                      min_free_bytes // 2**20, path)
+            self.delete_segment(cam, seg_id, path)
+            closed[cam].pop(0)
+            deleted.append(path)
+        return deleted
 
     def _flush_buffers(self) -> None:
         for seg in self._open.values():

@@ -268,6 +268,7 @@ class StoreNode:
                  c.ingest_bind, c.relay_bind, c.query_bind, self.archive.root,
                  len(self.trust.camera_ids))
         last_stats = last_identity_check = time.monotonic()
+        last_retention = 0.0
         tick_ms = max(1, int(self.cfg.archive.fsync_max_delay_ms / 2))
         try:
             while not self.stop.is_set():
@@ -289,6 +290,9 @@ class StoreNode:
                                           frames[-1].get("Peer-Address"))
                 self.flush()
                 now = time.monotonic()
+                if now - last_retention >= self.cfg.retention.check_every_s:
+                    last_retention = now
+                    self.apply_retention()
                 if now - last_identity_check >= IDENTITY_CHECK_S:
                     last_identity_check = now
                     self.reload_identities()
@@ -313,6 +317,21 @@ class StoreNode:
             auth.stop()
             log.info("store stopped: %s", self.stop.reason or "error")
         return 0
+
+    def apply_retention(self) -> None:
+        r = self.cfg.retention
+        self.flush(force=True)
+        try:
+            deleted = self.archive.apply_retention(r.max_age_days * 86400,
+                                                   int(r.max_gb_per_camera * 1e9),
+                                                   int(r.min_free_mb * 2**20),
+                                                   time.time_ns() // 1000)
+        except (OSError, sqlite3.Error, ArchiveError) as exc:
+            log.error("retention failed: %s", exc)
+            return
+        if deleted:
+            log.info("retention deleted %d segment(s): %s", len(deleted),
+                     ", ".join(f"{p.parent.name}/{p.name}" for p in deleted))
 
     def _log_stats(self) -> None:
         rejects = ", ".join(f"{k}={v}" for k, v in sorted(self.rejects.items())) or "none"

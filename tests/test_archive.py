@@ -198,3 +198,45 @@ def test_frames_cut_at_the_ends_are_found_through_the_index(tmp_path: Path) -> N
     assert kinds == [("missing_frames", 0)]
     problem = audit_archive(tmp_path, cam.trust).problems[0]
     assert "#0" in problem.detail and "#4..#5" in problem.detail
+
+
+def _many_segments(root: Path, cam: Camera, frames: int = 60) -> Archive:
+    archive = Archive(root, segment_max_bytes=2**16)
+    for i in range(frames):
+        if i % 25 == 0:  # a new epoch now and then, whose frames span segments
+            from camera_node.protect import Epoch
+            cam.epoch = Epoch.new()
+            archive.append_envelope(cam.envelope())
+        archive.append_frame(cam.frame())
+    archive.commit()
+    return archive
+
+
+def test_retention_by_size_deletes_oldest_closed_segments_and_keeps_verify_intact(
+        tmp_path: Path) -> None:
+    cam = Camera()
+    archive = _many_segments(tmp_path, cam)
+    before = archive.segment_usage("cam1")
+    assert len(before) >= 5
+    limit = 3 * 2**16
+    deleted = archive.apply_retention(0, limit, 0, now_us=0)
+    after = archive.segment_usage("cam1")
+    assert deleted == [p for _, p, _, _ in before[:len(deleted)]] and deleted
+    assert sum(u[2] for u in after) <= limit and after[-1][1] == before[-1][1]
+    assert archive.last_frame("cam1")[0] == 59
+    archive.close()
+    report = audit_archive(tmp_path, cam.trust)
+    assert report.intact, report.problems  # envelopes travel with their frames; no orphans
+    assert report.cameras[0].last_seq == 59 and report.cameras[0].first_seq > 0
+
+
+def test_retention_by_age_never_deletes_the_open_segment(tmp_path: Path) -> None:
+    cam = Camera()
+    archive = _many_segments(tmp_path, cam)
+    far_future = 10**18
+    archive.apply_retention(60, 0, 0, now_us=far_future)
+    remaining = archive.segment_usage("cam1")
+    assert len(remaining) == 1  # only the open one
+    archive.append_frame(cam.frame())  # and it still takes frames
+    archive.close()
+    assert audit_archive(tmp_path, cam.trust).intact

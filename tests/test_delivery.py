@@ -41,3 +41,26 @@ def test_store_outage_loses_nothing(tmp_path: Path, procs, how: str) -> None:
     assert report["intact"], report["problems"]
     cam = report["cameras"][0]
     assert (cam["frames"], cam["first_seq"], cam["last_seq"]) == (FRAMES, 0, FRAMES - 1)
+
+
+def test_store_killed_repeatedly_during_writes_keeps_every_acknowledged_frame(
+        tmp_path: Path, procs) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    frames = 300
+    store = procs.start("store0", "store", "--home", str(home))
+    procs.wait_for_log("store0", "store ready")
+    camera = procs.start("camera", "camera", "--home", str(home), "--max-frames", str(frames))
+    procs.wait_for_log("camera", "new content-key epoch")
+    for i in range(1, 4):  # bounded: three crashes in the middle of the stream
+        time.sleep(1.5)
+        store.send_signal(signal.SIGKILL)
+        store.wait(timeout=10)
+        time.sleep(0.3)
+        store = procs.start(f"store{i}", "store", "--home", str(home))
+        procs.wait_for_log(f"store{i}", "store ready")
+    assert camera.wait(timeout=120) == 0, procs.log("camera")
+    assert f"{frames} published, {frames + 1} acknowledged, 0 rejected" in procs.log("camera")
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"], report["problems"]
+    cam = report["cameras"][0]
+    assert (cam["frames"], cam["first_seq"], cam["last_seq"]) == (frames, 0, frames - 1)
