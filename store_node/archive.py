@@ -306,6 +306,27 @@ class Archive:
             return None
         return read_record(self._path(row[0]), row[1], row[2])[1]
 
+    def frames_from(self, camera_id: str, from_us: int, after_seq: int | None,
+                    limit: int) -> list[list[bytes]]:
+        """Body parts of up to ``limit`` frames captured at or after ``from_us`` (or, to
+        continue a playback, with a sequence number after ``after_seq``), in order."""
+        self._flush_buffers()
+        if after_seq is None:
+            rows = self.db.execute("SELECT segment_id, offset, length FROM frames WHERE "
+                                   "camera=? AND capture_us>=? ORDER BY seq LIMIT ?",
+                                   (camera_id, from_us, limit)).fetchall()
+        else:
+            rows = self.db.execute("SELECT segment_id, offset, length FROM frames WHERE "
+                                   "camera=? AND seq>? ORDER BY seq LIMIT ?",
+                                   (camera_id, after_seq, limit)).fetchall()
+        return [read_record(self._path(seg), off, length)[1] for seg, off, length in rows]
+
+    def time_range(self, camera_id: str) -> tuple[int, int, int] | None:
+        """(first capture µs, last capture µs, frame count) of a camera in the archive."""
+        row = self.db.execute("SELECT MIN(capture_us), MAX(capture_us), COUNT(*) FROM frames "
+                              "WHERE camera=?", (camera_id,)).fetchone()
+        return row if row and row[2] else None
+
     # ------------------------------------------------------------------ retention
     def segment_usage(self, camera_id: str) -> list[tuple[int, Path, int, int]]:
         """(segment id, path, bytes, newest capture µs) of a camera's segments, oldest first."""

@@ -29,6 +29,7 @@ from common.format import (
     FrameMessage,
     KeyEnvelope,
     message_from_parts,
+    pack_parts,
 )
 from common.home import Home, check_user_name
 from common.lifecycle import StopFlag
@@ -42,6 +43,7 @@ from store_node.archive import Archive
 log = logging.getLogger("veilcam.store")
 
 QUERY_ENVELOPE = b"ENVELOPE"
+MAX_RANGE_FRAMES = 64
 STATS_EVERY_S = 30.0
 IDENTITY_CHECK_S = 1.0
 
@@ -198,6 +200,17 @@ class StoreNode:
             if command == QUERY_ENVELOPE and len(parts) == 3:
                 body = self.archive.envelope_parts(parts[1].decode("ascii"), parts[2])
                 reply = [b"OK", *body] if body else [b"ERR", b"no key envelope for that epoch"]
+            elif command == b"RANGE" and len(parts) == 5:
+                # RANGE camera from_us after_seq(-1: none) limit -> OK | packed frame*
+                camera = parts[1].decode("ascii")
+                from_us, after, limit = (int(p.decode()) for p in parts[2:5])
+                frames = self.archive.frames_from(camera, from_us, after if after >= 0 else None,
+                                                  max(1, min(limit, MAX_RANGE_FRAMES)))
+                reply = [b"OK", *(pack_parts(KIND_FRAME, f) for f in frames)]
+            elif command == b"SPAN" and len(parts) == 2:
+                span = self.archive.time_range(parts[1].decode("ascii"))
+                reply = [b"OK", *(str(v).encode() for v in span)] if span else \
+                    [b"ERR", b"no frames of that camera in the archive"]
             elif command == b"GRANTS" and len(parts) == 2:
                 camera = parts[1].decode("ascii")
                 if peer and peer != f"camera:{camera}":
@@ -216,7 +229,7 @@ class StoreNode:
                 reply = self._login(parts[1].decode(), parts[2], address or peer)
             else:
                 reply = [b"ERR", b"unknown query"]
-        except (UnicodeDecodeError, ArchiveError, VeilcamError, OSError) as exc:
+        except (UnicodeDecodeError, ValueError, ArchiveError, VeilcamError, OSError) as exc:
             reply = [b"ERR", str(exc).encode()]
         self.query.send_multipart([identity, *reply])
 

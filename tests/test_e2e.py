@@ -83,9 +83,9 @@ def run(tmp_path_factory):
         assert camera.returncode == 0, camera.stderr
         codes = {name: p.wait(timeout=60) for name, p in viewers.items()}
         assert codes == {"public": 0, "alice": 0, "bob": 0}, {n: procs.log(n) for n in viewers}
+        yield {"home": home, "tmp": tmp, "camera_log": camera.stderr, "procs": procs}
     finally:
-        procs.stop_all()
-    return {"home": home, "tmp": tmp, "camera_log": camera.stderr, "procs": procs}
+        procs.stop_all()  # the store stays up for the playback tests
 
 
 def test_every_zone_is_unreadable_in_public_frames(run) -> None:
@@ -193,3 +193,22 @@ def test_store_disk_holds_no_plaintext_zone_pixels(run) -> None:
 
 def test_camera_reports_everything_acknowledged(run) -> None:
     assert f"{FRAMES} published, {FRAMES + 1} acknowledged, 0 rejected" in run["camera_log"]
+
+
+def test_playback_from_the_archive_public_and_unlocked(run, tmp_path: Path) -> None:
+    originals = _original_frames(SAMPLE_CLIP, FRAMES)
+    for who, extra in (("public", ()), ("alice", ("--user", "alice", "--password-stdin"))):
+        out = tmp_path / who
+        r = run_cli("view", "--home", str(run["home"]), "--headless", "--out", str(out),
+                    "--frames", "60", "--from", "start", *extra,
+                    stdin=PASSWORD + "\n" if extra else None)
+        assert r.returncode == 0, r.stderr
+        frames = _read(out)
+        assert [d["seq"] for d, _ in frames] == list(range(60))  # in order, from the start
+        for desc, image in frames:
+            assert desc["unlocked"] == (who == "alice")
+            if who == "alice":
+                assert psnr(image, originals[desc["seq"]]) >= 35
+    too_many = run_cli("view", "--home", str(run["home"]), "--headless", "--out",
+                       str(tmp_path / "all"), "--frames", str(FRAMES + 10), "--from", "start")
+    assert too_many.returncode == 1 and "in the archive from that time" in too_many.stderr

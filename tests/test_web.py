@@ -94,3 +94,7 @@ def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
     assert diff.max() > 60  # zones differ...
     assert np.median(diff) < 3  # ...the rest is the same picture
     assert PASSWORD not in procs.log("viewer")
+    # playback from the archive, unlocked for this session
+    played = cv2.imdecode(np.frombuffer(_first_mjpeg_part(base + "/stream/cam1.mjpg?from=start"),
+                                        np.uint8), 1)
+    assert played.shape == (360, 640, 3)

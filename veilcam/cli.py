@@ -163,8 +163,15 @@ def cmd_view(args: argparse.Namespace) -> int:
         if not args.out:
             raise VeilcamError("--headless needs --out DIR")
         cameras = [args.camera] if args.camera else None
+        from_us = None
+        if args.from_:
+            from viewer.playback import parse_time
+
+            from_us = parse_time(args.from_)
+            if cameras is None and len(home.trusted_cameras().camera_ids) == 1:
+                cameras = home.trusted_cameras().camera_ids
         return run_headless(home, Path(args.out), args.frames, identity, cameras, args.timeout,
-                            stop)
+                            stop, from_us)
     if args.user:
         raise VeilcamError("in the browser viewer, unlock from the page (the password never "
                            "goes through the command line); --user is for --headless")
@@ -310,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="headless: output folder")
     s.add_argument("--frames", type=int, default=30, help="headless: frames to write")
     s.add_argument("--camera", help="only this camera")
+    s.add_argument("--from", dest="from_", metavar="TIME", help="play the archive from TIME "
+                   "(ISO 8601, unix seconds, or 'start') instead of the live stream")
     s.add_argument("--timeout", type=float, default=120.0,
                    help="headless: give up after this many seconds")
     s.set_defaults(func=cmd_view)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import cv2
 
@@ -29,6 +30,7 @@ from common.home import Home, check_user_name
 from common.lifecycle import StopFlag
 from viewer.client import ReceivedFrame, RelayClient
 from viewer.login import LOGIN_FAILED, login
+from viewer.playback import ArchiveReader, parse_time
 from viewer.render import describe, render
 from viewer.unlock import Unlocker
 
@@ -177,7 +179,12 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/api/status":
             self._status()
         elif path.startswith("/stream/") and path.endswith(".mjpg"):
-            self._stream(path[len("/stream/"):-len(".mjpg")])
+            query = parse_qs(self.path.split("?", 1)[1]) if "?" in self.path else {}
+            camera = path[len("/stream/"):-len(".mjpg")]
+            if query.get("from"):
+                self._playback(camera, query["from"][0])
+            else:
+                self._stream(camera)
         elif path.startswith("/snapshot/") and path.endswith(".jpg"):
             self._snapshot(path[len("/snapshot/"):-len(".jpg")])
         else:
@@ -257,16 +264,62 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(200, self._frame_jpeg(latest, self._unlocker()), "image/jpeg")
 
-    def _stream(self, camera: str) -> None:
-        if camera not in self.server.hub.cameras:
-            self._json(404, {"error": f"unknown camera {camera!r}"})
-            return
-        token = self._session_token()
+    def _write_part(self, jpeg: bytes) -> None:
+        self.wfile.write(b"--veilcamframe\r\nContent-Type: image/jpeg\r\n"
+                         + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
+        self.wfile.flush()
+
+    def _start_multipart(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=veilcamframe")
         self.send_header("Cache-Control", "no-store")
         self.send_header("Connection", "close")
         self.end_headers()
+
+    def _playback(self, camera: str, when: str) -> None:
+        """The archive from ``when``, at the pace it was recorded; unlocked for a session."""
+        if camera not in self.server.hub.cameras:
+            self._json(404, {"error": f"unknown camera {camera!r}"})
+            return
+        try:
+            reader = ArchiveReader(self.server.home, camera, parse_time(when))
+        except VeilcamError as exc:
+            self._json(400, {"error": str(exc)})
+            return
+        session = self.server.sessions.get(self._session_token())
+        unlocker = Unlocker(session.identity, reader.envelope) if session else None
+        self._start_multipart()
+        started, first_us = time.monotonic(), None
+        try:
+            for got in reader.frames():
+                if self.server.hub.stop.is_set():
+                    break
+                if not got.verified:
+                    continue  # never show what did not verify
+                capture_us = got.msg.header.capture_time_us
+                first_us = first_us if first_us is not None else capture_us
+                delay = (capture_us - first_us) / 1e6 - (time.monotonic() - started)
+                if delay > 0:
+                    time.sleep(min(delay, 2.0))
+                shown = render(got.msg, unlocker)
+                ok, buf = cv2.imencode(".jpg", shown.image,
+                                       [cv2.IMWRITE_JPEG_QUALITY, self.server.jpeg_quality])
+                if ok:
+                    self._write_part(buf.tobytes())
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except VeilcamError as exc:
+            log.warning("playback of %s stopped: %s", camera, exc)
+        finally:
+            reader.close()
+        self.close_connection = True
+
+    def _stream(self, camera: str) -> None:
+        if camera not in self.server.hub.cameras:
+            self._json(404, {"error": f"unknown camera {camera!r}"})
+            return
+        token = self._session_token()
+        self._start_multipart()
         counter = 0
         hub = self.server.hub
         try:
@@ -277,10 +330,7 @@ class Handler(BaseHTTPRequestHandler):
                 counter = latest.counter
                 if not latest.received.verified:
                     continue  # never show what did not verify
-                jpeg = self._frame_jpeg(latest, self.server.sessions.get(token))
-                self.wfile.write(b"--veilcamframe\r\nContent-Type: image/jpeg\r\n"
-                                 + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
-                self.wfile.flush()
+                self._write_part(self._frame_jpeg(latest, self.server.sessions.get(token)))
         except (BrokenPipeError, ConnectionResetError):
             pass
         self.close_connection = True

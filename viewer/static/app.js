@@ -25,10 +25,27 @@ function card(camera) {
   return el;
 }
 
+let playbackFrom = null;  // null: live; else an ISO time to play the archive from
+
 function reloadStream(el) {
   // a new request carries the current session cookie, so the stream switches mode
-  el.querySelector("img").src = `/stream/${encodeURIComponent(el.dataset.camera)}.mjpg?t=${Date.now()}`;
+  const cam = encodeURIComponent(el.dataset.camera);
+  const from = playbackFrom ? `&from=${encodeURIComponent(playbackFrom)}` : "";
+  el.querySelector("img").src = `/stream/${cam}.mjpg?t=${Date.now()}${from}`;
 }
+
+document.getElementById("play").addEventListener("click", () => {
+  const value = document.getElementById("from").value;
+  playbackFrom = value ? new Date(value).toISOString() : "start";
+  say(`playing the archive from ${value || "its start"}`, true);
+  cards.forEach(reloadStream);
+});
+
+document.getElementById("live").addEventListener("click", () => {
+  playbackFrom = null;
+  say("live", true);
+  cards.forEach(reloadStream);
+});
 
 async function refresh() {
   let status;
