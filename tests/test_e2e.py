@@ -212,3 +212,29 @@ def test_playback_from_the_archive_public_and_unlocked(run, tmp_path: Path) -> N
     too_many = run_cli("view", "--home", str(run["home"]), "--headless", "--out",
                        str(tmp_path / "all"), "--frames", str(FRAMES + 10), "--from", "start")
     assert too_many.returncode == 1 and "in the archive from that time" in too_many.stderr
+
+
+def test_export_writes_a_video_and_a_bundle_that_verifies_offline(run, tmp_path: Path) -> None:
+    out = tmp_path / "evidence.mp4"
+    r = run_cli("export", "--home", str(run["home"]), "--camera", "cam1", "--from", "start",
+                "--to", "2100-01-01T00:00:00", "--out", str(out), "--user", "alice",
+                "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    bundle = Path(str(out) + ".bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["frames"] == FRAMES and manifest["unlocked_for"] == "alice"
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+    cap.release()
+    # offline: a copy of the bundle alone, away from the home
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(bundle, elsewhere / bundle.name)
+    shutil.copy2(out, elsewhere / out.name)
+    ok = run_cli("verify", str(elsewhere / bundle.name), "--json")
+    report = json.loads(ok.stdout)
+    assert ok.returncode == 0 and report["intact"], ok.stdout
+    assert report["cameras"][0]["frames"] == FRAMES
+    assert not any(p.suffix == ".pem" and "key" in p.name for p in bundle.rglob("*"))
+    (elsewhere / out.name).write_bytes(b"not the video")
+    bad = run_cli("verify", str(elsewhere / bundle.name))
+    assert bad.returncode == 1 and "does not match the manifest" in bad.stdout

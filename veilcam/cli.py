@@ -8,6 +8,7 @@ one line ``veilcam: error: ...`` and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -198,8 +199,42 @@ def cmd_verify(args: argparse.Namespace) -> int:
     trust = home.trusted_cameras(history=True)
     archive = archive or home.archive_dir()
     report = audit_archive(archive, trust)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
-    return 0 if report.intact else 1
+    bundle_problems = []
+    if (target / "manifest.json").exists():  # an evidence bundle: its files must match too
+        from viewer.export import check_bundle_files
+
+        bundle_problems = check_bundle_files(target)
+        ca_sha = hashlib.sha256(home.ca_cert_path.read_bytes()).hexdigest()
+    if args.json:
+        doc = report.to_dict()
+        if (target / "manifest.json").exists():
+            doc.update(bundle_problems=bundle_problems, ca_sha256=ca_sha,
+                       intact=report.intact and not bundle_problems)
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_report(report))
+        if (target / "manifest.json").exists():
+            for problem in bundle_problems:
+                print(f"  PROBLEM bundle: {problem}")
+            print(f"evidence bundle signed under the CA with SHA-256 {ca_sha}: compare it with "
+                  "the deployment's CA certificate")
+    return 0 if report.intact and not bundle_problems else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from common.home import open_home
+    from viewer.export import export
+    from viewer.login import login
+    from viewer.playback import parse_time
+
+    home = open_home(args.home)
+    identity = login(home, args.user, _read_password(args)) if args.user else None
+    manifest = export(home, args.camera, parse_time(args.from_), parse_time(args.to),
+                      Path(args.out), identity)
+    print(f"wrote {args.out} ({manifest['frames']} frames, "
+          f"{'unlocked for ' + identity.name if identity else 'redacted'}) and "
+          f"{args.out}.bundle/ (verify it anywhere with 'veilcam verify {args.out}.bundle')")
+    return 0
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
@@ -329,6 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "and camera certificates to trust")
     s.add_argument("--json", action="store_true", help="machine-readable report")
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("export", help="a time range as MP4 + an evidence bundle")
+    s.add_argument("--home", required=True)
+    s.add_argument("--camera", required=True)
+    s.add_argument("--from", dest="from_", required=True, metavar="T1")
+    s.add_argument("--to", required=True, metavar="T2")
+    s.add_argument("--out", required=True, metavar="FILE.mp4")
+    s.add_argument("--user", help="unlock as this user (log-in on the store)")
+    s.add_argument("--password-stdin", action="store_true")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("models", help="manage detector models")
     msub = s.add_subparsers(dest="models_command", required=True, metavar="ACTION")

@@ -47,6 +47,7 @@ class ArchiveReader:
         self.camera_id, self.from_us = camera_id, from_us
         self.chain = ChainTracker()
         self._envelopes: dict[tuple[str, bytes], EnvelopeBody | None] = {}
+        self._envelope_parts: dict[tuple[str, bytes], list[bytes]] = {}
 
     def close(self) -> None:
         self.link.close()
@@ -66,10 +67,16 @@ class ArchiveReader:
                     self.trust.verify_envelope(env, at_creation_time=True)
                     if (env.camera_id, env.body.epoch_id) == key:
                         body = env.body
+                        self._envelope_parts[key] = reply[1:]
                 except (FormatError, VerificationError):
                     body = None
             self._envelopes[key] = body
         return self._envelopes[key]
+
+    def envelope_parts(self, camera_id: str, epoch_id: bytes) -> list[bytes] | None:
+        """The verified envelope's body parts exactly as archived (for evidence bundles)."""
+        self.envelope(camera_id, epoch_id)
+        return self._envelope_parts.get((camera_id, epoch_id))
 
     def frames(self) -> Iterator[ReceivedFrame]:
         after = -1

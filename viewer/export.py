@@ -1,0 +1,147 @@
+"""Evidence export: a camera's archive between two times as an MP4, plus a bundle that anyone
+can verify offline with ``veilcam verify BUNDLE``.
+
+The MP4 is what a viewer would show (redacted, or unlocked for a user). The bundle beside it
+(``FILE.bundle/``) holds the original signed messages of that range exactly as archived (the
+frames, and the key envelopes of their epochs) in a segment file, the deployment CA
+certificate, the revocation list and the camera certificates, a store config pointing at them,
+and a manifest with the SHA-256 of the MP4 and of the segment. It is laid out like a home, so
+the ordinary verifier runs on it unchanged; it holds no key that opens a zone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import cv2
+
+from common.errors import VeilcamError
+from common.format import KIND_ENVELOPE, KIND_FRAME
+from common.home import Home
+from common.keywrap import Identity
+from common.secretfiles import write_atomic
+from store_node.segments import encode_record, segment_header
+from viewer.playback import ArchiveReader
+from viewer.render import render
+from viewer.unlock import Unlocker
+
+log = logging.getLogger("veilcam.export")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _progress(done: int, total: int, started: float) -> None:
+    if not sys.stderr.isatty() or total <= 0:
+        return
+    share = min(1.0, done / total)
+    bar = "#" * int(share * 30)
+    print(f"\rexport [{bar:<30}] {share * 100:5.1f}% {done}/{total} frames "
+          f"{time.monotonic() - started:5.1f} s", end="", file=sys.stderr, flush=True)
+
+
+def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
+           identity: Identity | None = None) -> dict:
+    """Write ``out`` (MP4) and ``out.bundle/``; returns the manifest."""
+    out = Path(out)
+    if to_us <= from_us:
+        raise VeilcamError("--to must be after --from")
+    bundle = out.with_name(out.name + ".bundle")
+    if out.exists() or bundle.exists():
+        raise VeilcamError(f"{out} or {bundle} already exists; choose another --out")
+    reader = ArchiveReader(home, camera, from_us)
+    unlocker = Unlocker(identity, reader.envelope) if identity else None
+    span = reader.span()
+    total = span[2] if span else 0
+    segment = bundle / "archive" / "segments" / camera / "00000001.vseg"
+    segment.parent.mkdir(parents=True)
+    writer = None
+    frames, epochs, problems = 0, [], 0
+    first_us = last_us = None
+    started = time.monotonic()
+    try:
+        with open(segment, "wb") as seg:
+            seg.write(segment_header(camera))
+            for got in reader.frames():
+                h = got.msg.header
+                if h.capture_time_us > to_us:
+                    break
+                if not got.verified:
+                    problems += 1
+                    log.warning("frame #%d does not verify (%s): left out of the video, kept in "
+                                "the bundle for the record", h.seq, got.problem)
+                if h.epoch_id not in epochs:
+                    epochs.append(h.epoch_id)
+                    env_parts = reader.envelope_parts(camera, h.epoch_id)
+                    if env_parts is not None:
+                        seg.write(encode_record(KIND_ENVELOPE, env_parts))
+                seg.write(encode_record(KIND_FRAME, got.msg.body_parts()))
+                if not got.verified:
+                    continue
+                shown = render(got.msg, unlocker)
+                if writer is None:
+                    fps = 30.0
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                             (h.width, h.height))
+                    if not writer.isOpened():
+                        raise VeilcamError(f"cannot write the video {out}")
+                writer.write(shown.image)
+                frames += 1
+                first_us = first_us if first_us is not None else h.capture_time_us
+                last_us = h.capture_time_us
+                _progress(frames, total, started)
+    finally:
+        reader.close()
+        if writer is not None:
+            writer.release()
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+    if frames == 0:
+        shutil.rmtree(bundle, ignore_errors=True)
+        raise VeilcamError(f"no frames of camera {camera!r} between those times in the archive")
+    ids = bundle / "identities"
+    (ids / "ca").mkdir(parents=True)
+    shutil.copy2(home.ca_cert_path, ids / "ca" / "ca.crt")
+    if home.crl_path.exists():
+        shutil.copy2(home.crl_path, ids / "ca" / "crl.pem")
+    shutil.copytree(home.certs_dir, ids / "certs",
+                    ignore=lambda d, names: [n for n in names if n.startswith(("store-", "viewer-"))])
+    write_atomic(bundle / "config" / "store.toml", b'[archive]\npath = "archive"\n')
+    manifest = {
+        "format": "veilcam-evidence-bundle-v1", "camera": camera,
+        "from_us": first_us, "to_us": last_us, "frames": frames, "epochs": len(epochs),
+        "frames_failing_verification": problems,
+        "unlocked_for": identity.name if identity else None,
+        "video": {"file": out.name, "sha256": _sha256(out)},
+        "segment": {"file": str(segment.relative_to(bundle)), "sha256": _sha256(segment)},
+        "ca_sha256": _sha256(ids / "ca" / "ca.crt"),
+        "exported_at_us": time.time_ns() // 1000,
+    }
+    write_atomic(bundle / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+def check_bundle_files(bundle: Path) -> list[str]:
+    """Compare the manifest's hashes with the files beside it; returns the mismatches."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    problems = []
+    video = bundle.parent / manifest["video"]["file"]
+    if not video.exists():
+        problems.append(f"video {video} is missing")
+    elif _sha256(video) != manifest["video"]["sha256"]:
+        problems.append(f"video {video} does not match the manifest's SHA-256")
+    segment = bundle / manifest["segment"]["file"]
+    if _sha256(segment) != manifest["segment"]["sha256"]:
+        problems.append(f"segment {segment} does not match the manifest's SHA-256")
+    return problems
