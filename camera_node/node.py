@@ -13,7 +13,7 @@ import zmq
 from camera_node.chainstate import ChainStateFile
 from camera_node.detect import create_face_detector
 from camera_node.grantsync import GrantSync
-from camera_node.protect import EncodeSettings, Epoch, protect_frame
+from camera_node.protect import EncodeSettings, Epoch, protect_frame, sign_gap_notice
 from camera_node.publisher import Publisher, spool_dir_for
 from camera_node.redact import make_redactor
 from camera_node.sources import FrameSource
@@ -107,6 +107,7 @@ class CameraNode:
                               spool_dir_for(self.home.state_dir, self.camera_id),
                               link.max_in_flight, int(link.spool_max_mb * 2**20),
                               link.drop_policy)
+        publisher.on_frames_dropped = lambda seqs: self._declare_gap(publisher, seqs)
         grantsync = GrantSync(ctx, link.query, self.transport_keys, self.store_key,
                               GrantBook(self.ca, self.camera_id),
                               self.home.state_dir / f"grants-{self.camera_id}.json",
@@ -185,6 +186,18 @@ class CameraNode:
             self.finder.close()
             self.source.close()
             log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
+
+    def _declare_gap(self, publisher: Publisher, seqs: list[int]) -> None:
+        """Sign and send a notice for each run of frames the spool had to drop."""
+        seqs = sorted(seqs)
+        start = prev = seqs[0]
+        for seq in [*seqs[1:], None]:
+            if seq is not None and seq == prev + 1:
+                prev = seq
+                continue
+            publisher.send(sign_gap_notice(self.signing_key, self.camera_id, start, prev))
+            if seq is not None:
+                start = prev = seq
 
     def _write_stats(self, publisher: Publisher) -> None:
         doc = {"camera": self.camera_id, **asdict(self.stats), "acked": publisher.acked,

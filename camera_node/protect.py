@@ -23,6 +23,8 @@ from common.format import (
     ZERO_DIGEST,
     FrameHeader,
     FrameMessage,
+    GapNotice,
+    GapReason,
     ImageCodec,
     KemSuite,
     KeyEnvelope,
@@ -103,3 +105,12 @@ def _signed(zones, ciphertexts, public, settings, camera_id, seq, capture_time_u
                          flags=FLAG_CHAIN_START if prev_digest == ZERO_DIGEST else 0)
     header_bytes = header.to_bytes()
     return FrameMessage(header, header_bytes, signing_key.sign(header_bytes), public, ciphertexts)
+
+
+def sign_gap_notice(signing_key: Ed25519PrivateKey, camera_id: str, first_seq: int,
+                    last_seq: int, reason: GapReason = GapReason.SPOOL_FULL) -> GapNotice:
+    """The camera's signed word that it dropped frames ``first_seq..last_seq`` itself."""
+    draft = GapNotice(camera_id, first_seq, last_seq, reason, time.time_ns() // 1000)
+    body = draft.encode_body()
+    return GapNotice(camera_id, first_seq, last_seq, reason, draft.created_us, body,
+                     signing_key.sign(body))

@@ -31,9 +31,11 @@ from common.errors import FormatError
 from common.format import (
     KIND_ENVELOPE,
     KIND_FRAME,
+    KIND_GAP,
     Ack,
     AckStatus,
     FrameMessage,
+    GapNotice,
     KeyEnvelope,
     pack_parts,
     unpack_parts,
@@ -79,6 +81,7 @@ class Publisher:
         self.in_memory = 0
         self.acked = self.rejected = self.resent = self.dropped_spool_full = 0
         self._reconnects_seen = 0
+        self.on_frames_dropped = None  # callback(list of dropped frame seqs): declare the gap
         self._progress_at = time.monotonic()
 
     # ------------------------------------------------------------------ state
@@ -95,10 +98,13 @@ class Publisher:
         return len(self.pending) - self.in_memory
 
     # ------------------------------------------------------------------ sending
-    def send(self, msg: FrameMessage | KeyEnvelope) -> None:
+    def send(self, msg: FrameMessage | KeyEnvelope | GapNotice) -> None:
         if isinstance(msg, FrameMessage):
             key: Key = (KIND_FRAME, msg.header.seq)
             name = f"F-{msg.header.seq:020d}.msg"
+        elif isinstance(msg, GapNotice):
+            key = (KIND_GAP, msg.first_seq)
+            name = f"G-{msg.first_seq:020d}.msg"
         else:
             key = (KIND_ENVELOPE, msg.body.epoch_id)
             name = f"K-{msg.body.epoch_id.hex()}.msg"
@@ -118,16 +124,24 @@ class Publisher:
             self._progress_at = time.monotonic()
         self.pending[key] = entry
         self.pending_bytes += size
+        dropped: list[int] = []
         if self.drop_policy == "oldest":
-            while self.pending_bytes > self.spool_max_bytes and len(self.pending) > 1:
-                old_key = next(iter(self.pending))
+            while self.pending_bytes > self.spool_max_bytes:
+                # only frames go: envelopes open what remains, notices explain what went
+                old_key = next((k for k in self.pending if k[0] == KIND_FRAME and k != key),
+                               None)
+                if old_key is None:
+                    break
                 self._forget(old_key)
+                dropped.append(old_key[1])
                 self.dropped_spool_full += 1
                 if self.dropped_spool_full in (1, 10, 100) or self.dropped_spool_full % 1000 == 0:
                     log.error("spool full (%d bytes): dropped the oldest unacknowledged "
-                              "message(s), %d so far", self.spool_max_bytes,
+                              "frame(s), %d so far", self.spool_max_bytes,
                               self.dropped_spool_full)
         self._pump()
+        if dropped and self.on_frames_dropped is not None:
+            self.on_frames_dropped(dropped)
 
     def _parts(self, entry: _Pending) -> list[bytes] | None:
         if entry.parts is not None:
@@ -192,7 +206,7 @@ class Publisher:
             except FormatError as exc:
                 log.warning("ignoring malformed acknowledgement from the store: %s", exc)
                 continue
-            key = (ack.kind, ack.seq if ack.kind == KIND_FRAME else ack.epoch_id)
+            key = (ack.kind, ack.epoch_id if ack.kind == KIND_ENVELOPE else ack.seq)
             if self._forget(key) is None:
                 continue
             self._progress_at = time.monotonic()
@@ -226,6 +240,8 @@ class Publisher:
 def _describe(ack: Ack) -> str:
     if ack.kind == KIND_FRAME:
         return f"frame {ack.camera_id}#{ack.seq}"
+    if ack.kind == KIND_GAP:
+        return f"gap notice {ack.camera_id}#{ack.seq}"
     return f"key envelope {ack.camera_id}/{ack.epoch_id.hex()[:8]}"
 
 

@@ -28,6 +28,8 @@ ACK_MAGIC = b"VCAK"
 
 KIND_FRAME = b"F"
 KIND_ENVELOPE = b"K"
+KIND_GAP = b"G"
+GAP_MAGIC = b"VCGN"
 
 SIGNATURE_LEN = 64
 DIGEST_LEN = 32
@@ -430,8 +432,67 @@ class KeyEnvelope:
         return cls(EnvelopeBody.from_bytes(body_bytes), body_bytes, signature)
 
 
-def message_from_parts(parts: list[bytes]) -> FrameMessage | KeyEnvelope:
-    """Parse a topic-led multipart message into a frame or a key envelope."""
+# --------------------------------------------------------------------------- gap notices
+
+class GapReason(IntEnum):
+    SPOOL_FULL = 1  # the camera's spool overflowed and it dropped its oldest frames
+
+
+@dataclass(frozen=True)
+class GapNotice:
+    """A camera's signed statement that it dropped frames ``first_seq..last_seq`` itself, so
+    ``veilcam verify`` reports them as declared, not as tampering."""
+
+    camera_id: str
+    first_seq: int
+    last_seq: int
+    reason: GapReason
+    created_us: int
+    body_bytes: bytes = b""
+    signature: bytes = b""
+
+    def encode_body(self) -> bytes:
+        return (GAP_MAGIC + bytes([FORMAT_VERSION]) + _camera_id_bytes(self.camera_id)
+                + struct.pack(">QQBQ", self.first_seq, self.last_seq, self.reason,
+                              self.created_us))
+
+    def body_parts(self) -> list[bytes]:
+        return [self.body_bytes, self.signature]
+
+    def to_parts(self) -> list[bytes]:
+        return [topic_for(self.camera_id, KIND_GAP), *self.body_parts()]
+
+    @classmethod
+    def from_body_parts(cls, parts: list[bytes]) -> GapNotice:
+        if len(parts) != 2 or len(parts[1]) != SIGNATURE_LEN:
+            raise FormatError("gap notice needs a body and a 64-byte signature")
+        body = bytes(parts[0])
+        r = _Reader(body, "gap notice")
+        if r.take(4, "magic") != GAP_MAGIC:
+            raise FormatError("not a veilcam gap notice (bad magic)")
+        if r.u8("version") != FORMAT_VERSION:
+            raise FormatError("gap notice version is not supported")
+        camera_id = r.camera_id()
+        first, last = r.u64("first_seq"), r.u64("last_seq")
+        reason = _enum(GapReason, r.u8("reason"), "gap reason")
+        created = r.u64("created_us")
+        r.end()
+        if last < first:
+            raise FormatError(f"gap notice range #{first}..#{last} is empty")
+        return cls(camera_id, first, last, reason, created, body, bytes(parts[1]))
+
+    @classmethod
+    def from_parts(cls, parts: list[bytes]) -> GapNotice:
+        if len(parts) != 3:
+            raise FormatError(f"gap notice has {len(parts)} parts; expected 3")
+        notice = cls.from_body_parts([bytes(p) for p in parts[1:]])
+        if bytes(parts[0]) != topic_for(notice.camera_id, KIND_GAP):
+            raise FormatError("gap notice topic does not match its camera id")
+        return notice
+
+
+def message_from_parts(parts: list[bytes]) -> FrameMessage | KeyEnvelope | GapNotice:
+    """Parse a topic-led multipart message into a frame, a key envelope or a gap notice."""
     if not parts:
         raise FormatError("empty message")
     topic = bytes(parts[0])
@@ -439,6 +500,8 @@ def message_from_parts(parts: list[bytes]) -> FrameMessage | KeyEnvelope:
         return FrameMessage.from_parts(parts)
     if topic.endswith(b"\x00" + KIND_ENVELOPE):
         return KeyEnvelope.from_parts(parts)
+    if topic.endswith(b"\x00" + KIND_GAP):
+        return GapNotice.from_parts(parts)
     raise FormatError(f"unknown message topic {topic[:80]!r}")
 
 
@@ -473,7 +536,7 @@ class Ack:
         if len(parts) != 4 or len(parts[0]) != ACK_STRUCT.size:
             raise FormatError("malformed acknowledgement")
         magic, status, kind, seq = ACK_STRUCT.unpack(bytes(parts[0]))
-        if magic != ACK_MAGIC or kind not in (KIND_FRAME, KIND_ENVELOPE):
+        if magic != ACK_MAGIC or kind not in (KIND_FRAME, KIND_ENVELOPE, KIND_GAP):
             raise FormatError("malformed acknowledgement (bad magic or kind)")
         return cls(_enum(AckStatus, status, "ack status"), kind, seq,
                    bytes(parts[1]).decode("ascii", "replace"), bytes(parts[3]).decode("utf-8", "replace"),
@@ -501,7 +564,7 @@ def unpack_parts(body: bytes) -> tuple[bytes, list[bytes]]:
     if len(body) < 3:
         raise FormatError("record body shorter than its kind and part count")
     kind = body[:1]
-    if kind not in (KIND_FRAME, KIND_ENVELOPE):
+    if kind not in (KIND_FRAME, KIND_ENVELOPE, KIND_GAP):
         raise FormatError(f"unknown record kind {kind!r}")
     (count,) = struct.unpack(">H", body[1:3])
     if count > MAX_PARTS:

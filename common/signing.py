@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.errors import VerificationError
-from common.format import ZERO_DIGEST, FrameMessage, KeyEnvelope, sha256
+from common.format import ZERO_DIGEST, FrameMessage, GapNotice, KeyEnvelope, sha256
 from common.pki import NodeIdentity, load_private_key
 
 
@@ -113,6 +113,12 @@ class TrustedCameras:
             if not hmac.compare_digest(sha256(ct), zone.ciphertext_sha256):
                 raise VerificationError("zone_hash_mismatch", f"{what}: zone[{i}] ciphertext "
                                         "does not match its signed hash")
+
+    def verify_gap(self, notice: GapNotice, at_creation_time: bool = False) -> None:
+        at = (dt.datetime.fromtimestamp(notice.created_us / 1e6, dt.UTC)
+              if at_creation_time else None)
+        self._check(notice.camera_id, notice.signature, notice.body_bytes,
+                    f"gap notice {notice.camera_id}#{notice.first_seq}..#{notice.last_seq}", at)
 
     def verify_envelope(self, env: KeyEnvelope, at_creation_time: bool = False) -> None:
         at = (dt.datetime.fromtimestamp(env.body.created_us / 1e6, dt.UTC)

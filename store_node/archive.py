@@ -23,9 +23,11 @@ from common.errors import ArchiveError, FormatError
 from common.format import (
     KIND_ENVELOPE,
     KIND_FRAME,
+    KIND_GAP,
     EnvelopeBody,
     FrameHeader,
     FrameMessage,
+    GapNotice,
     KeyEnvelope,
     frame_digest,
 )
@@ -136,7 +138,7 @@ class Archive:
             self.db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?)",
                             (camera_id, header.seq, header.capture_time_us, header.epoch_id,
                              frame_digest(rec.parts[0]), seg_id, rec.offset, rec.length))
-        else:
+        elif rec.kind == KIND_ENVELOPE:
             body = EnvelopeBody.from_bytes(rec.parts[0])
             self.db.execute("INSERT OR IGNORE INTO envelopes VALUES (?,?,?,?,?,?,?)",
                             (camera_id, body.epoch_id, body.created_us, body.first_seq, seg_id,
@@ -242,6 +244,10 @@ class Archive:
 
     def append_envelope(self, env: KeyEnvelope) -> None:
         self._append(env.camera_id, KIND_ENVELOPE, env.body_parts())
+
+    def append_gap(self, notice: GapNotice) -> None:
+        """Archived as it came (not indexed): ``veilcam verify`` reads it from the segment."""
+        self._append(notice.camera_id, KIND_GAP, notice.body_parts())
 
     def commit(self) -> None:
         """Make every append so far durable: fsync the segments, then commit the index."""

@@ -12,7 +12,9 @@ or swapped), reordered (sequence number not increasing), gap (sequence numbers m
 deleted or never delivered), missing_envelope (frames of an epoch whose key envelope is not
 archived), missing_frames (frames the index lists that the segments no longer hold: cut from
 the start or end, or whole segments removed).
-Informational: chain_start (the camera declared a new chain after a restart without state).
+Informational: chain_start (the camera declared a new chain after a restart without state),
+declared_gap (frames the camera itself dropped and declared in a signed gap notice, e.g. when
+its spool overflowed).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common.errors import ArchiveError, FormatError, VerificationError
-from common.format import KIND_FRAME, ZERO_DIGEST, FrameMessage, KeyEnvelope
+from common.format import KIND_FRAME, KIND_GAP, ZERO_DIGEST, FrameMessage, GapNotice, KeyEnvelope
 from common.signing import TrustedCameras
 from store_node.segments import ScanProblem, list_segments, scan_segment
 
@@ -124,6 +126,8 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
     last_seq: int | None = None
     last_digest = ZERO_DIGEST
     epochs_used: dict[bytes, tuple[str, int, int]] = {}
+    declared: list[tuple[int, int, str]] = []
+    gaps: list[tuple[Path, int, int, int, int]] = []
     envelopes: set[bytes] = set()
 
     def problem(seg: Path, offset: int, seq: int | None, kind: str, detail: str) -> None:
@@ -143,10 +147,20 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
             try:
                 if item.kind == KIND_FRAME:
                     msg = FrameMessage.from_body_parts(item.parts)
+                elif item.kind == KIND_GAP:
+                    notice = GapNotice.from_body_parts(item.parts)
                 else:
                     env = KeyEnvelope.from_body_parts(item.parts)
             except FormatError as exc:
                 problem(seg, item.offset, None, "malformed", str(exc))
+                continue
+            if item.kind == KIND_GAP:
+                try:
+                    trust.verify_gap(notice, at_creation_time=True)
+                except VerificationError as exc:
+                    problem(seg, item.offset, notice.first_seq, exc.reason, str(exc))
+                    continue
+                declared.append((notice.first_seq, notice.last_seq, notice.reason.name.lower()))
                 continue
             if item.kind != KIND_FRAME:
                 try:
@@ -185,8 +199,7 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
                     problem(seg, item.offset, h.seq, "chain_break",
                             f"frame #{h.seq} does not link to #{last_seq}")
             elif last_seq is not None:
-                problem(seg, item.offset, h.seq, "gap",
-                        f"frames #{last_seq + 1}..#{h.seq - 1} are missing")
+                gaps.append((seg, item.offset, h.seq, last_seq + 1, h.seq - 1))
             last_seq, last_digest = h.seq, msg.digest
             seen_seqs.add(h.seq)
             cam.frames += 1
@@ -195,6 +208,18 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
             cam.first_time_us = cam.first_time_us or h.capture_time_us
             cam.last_time_us = h.capture_time_us
             epochs_used.setdefault(h.epoch_id, (seg.name, item.offset, h.seq))
+    for seg, offset, seq, first, last in gaps:
+        missing = set(range(first, last + 1))
+        for lo, hi, _ in declared:
+            missing -= set(range(lo, hi + 1))
+        if missing:
+            problem(seg, offset, seq, "gap", f"frames #{first}..#{last} are missing"
+                    + (f" ({last - first + 1 - len(missing)} of them declared dropped by the "
+                       "camera)" if len(missing) < last - first + 1 else ""))
+        else:
+            report.notes.append(Finding(cam.camera, seg.name, offset, seq, "declared_gap",
+                                        f"frames #{first}..#{last} were dropped by the camera "
+                                        "itself (signed gap notice)"))
     for epoch, (seg_name, offset, seq) in epochs_used.items():
         if epoch not in envelopes:
             report.problems.append(Finding(cam.camera, seg_name, offset, seq, "missing_envelope",

@@ -24,9 +24,11 @@ from common.errors import ArchiveError, FormatError, VeilcamError, VerificationE
 from common.format import (
     KIND_ENVELOPE,
     KIND_FRAME,
+    KIND_GAP,
     Ack,
     AckStatus,
     FrameMessage,
+    GapNotice,
     KeyEnvelope,
     message_from_parts,
     pack_parts,
@@ -104,8 +106,16 @@ class StoreNode:
         try:
             if isinstance(msg, FrameMessage):
                 self._ingest_frame(identity, msg, parts)
-            else:
+            elif isinstance(msg, KeyEnvelope):
                 self._ingest_envelope(identity, msg, parts)
+            else:
+                self.trust.verify_gap(msg)
+                self.archive.append_gap(msg)
+                self.accepted["gap_notice"] += 1
+                log.warning("camera %s declares frames #%d..#%d dropped (%s)", msg.camera_id,
+                            msg.first_seq, msg.last_seq, msg.reason.name.lower())
+                self._ack(identity, Ack(AckStatus.STORED, KIND_GAP, msg.first_seq,
+                                        msg.camera_id))
         except VerificationError as exc:
             self._reject(identity, msg, exc.reason, str(exc))
         except ArchiveError as exc:
@@ -164,6 +174,8 @@ class StoreNode:
         elif isinstance(msg, KeyEnvelope):
             ack = Ack(AckStatus.REJECTED, KIND_ENVELOPE, 0, msg.camera_id, detail,
                       msg.body.epoch_id)
+        elif isinstance(msg, GapNotice):
+            ack = Ack(AckStatus.REJECTED, KIND_GAP, msg.first_seq, msg.camera_id, detail)
         else:
             return  # nothing to name in an answer
         self.ingest.send_multipart([identity, *ack.to_parts()])

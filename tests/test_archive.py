@@ -240,3 +240,34 @@ def test_retention_by_age_never_deletes_the_open_segment(tmp_path: Path) -> None
     archive.append_frame(cam.frame())  # and it still takes frames
     archive.close()
     assert audit_archive(tmp_path, cam.trust).intact
+
+
+def _gap_archive(tmp_path: Path, declare: tuple[int, int] | None) -> Camera:
+    from camera_node.protect import sign_gap_notice
+    cam = Camera()
+    archive = Archive(tmp_path)
+    archive.append_envelope(cam.envelope())
+    for _ in range(10):
+        msg = cam.frame()
+        if not 3 <= msg.header.seq <= 5:  # frames the camera's spool dropped
+            archive.append_frame(msg)
+    if declare:
+        archive.append_gap(sign_gap_notice(cam.key, "cam1", *declare))
+    archive.commit()
+    archive.close()
+    return cam
+
+
+def test_gap_declared_by_the_camera_is_a_note_not_a_problem(tmp_path: Path) -> None:
+    cam = _gap_archive(tmp_path, (3, 5))
+    report = audit_archive(tmp_path, cam.trust)
+    assert report.intact, report.problems
+    assert [(n.kind, n.seq) for n in report.notes] == [("declared_gap", 6)]
+
+
+def test_undeclared_or_partly_declared_gap_is_a_problem(tmp_path: Path) -> None:
+    cam = _gap_archive(tmp_path / "none", None)
+    assert _kinds(audit_archive(tmp_path / "none", cam.trust)) == [("gap", 6)]
+    cam = _gap_archive(tmp_path / "part", (3, 4))
+    report = audit_archive(tmp_path / "part", cam.trust)
+    assert _kinds(report) == [("gap", 6)] and "2 of them declared" in report.problems[0].detail

@@ -64,3 +64,26 @@ def test_store_killed_repeatedly_during_writes_keeps_every_acknowledged_frame(
     assert report["intact"], report["problems"]
     cam = report["cameras"][0]
     assert (cam["frames"], cam["first_seq"], cam["last_seq"]) == (frames, 0, frames - 1)
+
+
+def test_spool_overflow_drops_oldest_and_declares_the_gap(tmp_path: Path, procs) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    cfg = home / "config" / "camera.toml"
+    cfg.write_text(cfg.read_text().replace(
+        "[store]\n", "[store]\nmax_in_flight = 5\nspool_max_mb = 1\ndrop_policy = \"oldest\"\n", 1))
+    store = procs.start("store", "store", "--home", str(home))
+    procs.wait_for_log("store", "store ready")
+    camera = procs.start("camera", "camera", "--home", str(home), "--max-frames", "150")
+    procs.wait_for_log("camera", "new content-key epoch")
+    time.sleep(1.0)
+    store.send_signal(signal.SIGTERM)
+    store.wait(timeout=15)
+    time.sleep(2.5)  # the store is away: the 1 MB spool overflows
+    procs.start("store2", "store", "--home", str(home))
+    assert camera.wait(timeout=90) == 0, procs.log("camera")
+    assert "dropped the oldest" in procs.log("camera")
+    assert "declares frames" in procs.log("store2")
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"], report["problems"]
+    assert any(n["kind"] == "declared_gap" for n in report["notes"])
+    assert report["cameras"][0]["last_seq"] == 149 and report["cameras"][0]["frames"] < 150
