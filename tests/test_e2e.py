@@ -223,6 +223,9 @@ def test_export_writes_a_video_and_a_bundle_that_verifies_offline(run, tmp_path:
     bundle = Path(str(out) + ".bundle")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["frames"] == FRAMES and manifest["unlocked_for"] == "alice"
+    archived = json.loads(run_cli("verify", str(run["home"]), "--json").stdout)["cameras"][0]
+    assert (manifest["from_us"], manifest["to_us"]) == (archived["first_time_us"],
+                                                         archived["last_time_us"])
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
     cap.release()
