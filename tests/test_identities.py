@@ -42,13 +42,14 @@ def test_frames_from_a_revoked_camera_certificate_are_rejected(tmp_path: Path, p
 
 def test_frames_after_the_camera_certificate_expired_are_rejected(tmp_path: Path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    r = run_cli("cert", "issue", "camera:cam1", "--home", str(home), "--days", str(6 / 86400))
+    # valid for 15 s: long enough to start up on a loaded machine, short enough to wait out
+    r = run_cli("cert", "issue", "camera:cam1", "--home", str(home), "--days", str(15 / 86400))
     assert r.returncode == 0, r.stderr
     procs.start("store", "store", "--home", str(home))
     procs.wait_for_log("store", "store ready")
     procs.start("camera", "camera", "--home", str(home), "--loop")
     _wait_log(procs, "camera", "new content-key epoch")
-    _wait_log(procs, "camera", "store rejected frame", timeout=30)
+    _wait_log(procs, "camera", "store rejected frame", timeout=45)
     assert "expired" in procs.log("camera")
     assert "certificate_expired" in procs.log("store")
 
