@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from common.errors import VeilcamError
-from common.secretfiles import write_atomic
+from common.secretfiles import sha256_file, write_atomic
 
 YUNET_FILENAME = "face_detection_yunet_2023mar.onnx"
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
@@ -35,14 +35,6 @@ def find_yunet_model(configured: str = "") -> Path | None:
         return path
     cached = model_cache_dir() / YUNET_FILENAME
     return cached if cached.is_file() else None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_yunet(url: str = YUNET_URL, dest_dir: Path | None = None, timeout: float = 30.0,

@@ -11,7 +11,6 @@ the ordinary verifier runs on it unchanged; it holds no key that opens a zone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -25,21 +24,13 @@ from common.errors import VeilcamError
 from common.format import KIND_ENVELOPE, KIND_FRAME
 from common.home import Home
 from common.keywrap import Identity
-from common.secretfiles import write_atomic
+from common.secretfiles import sha256_file, write_atomic
 from store_node.segments import encode_record, segment_header
 from viewer.playback import ArchiveReader
 from viewer.render import render
 from viewer.unlock import Unlocker
 
 log = logging.getLogger("veilcam.export")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _progress(done: int, total: int, started: float) -> None:
@@ -123,9 +114,9 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
         "from_us": first_us, "to_us": last_us, "frames": frames, "epochs": len(epochs),
         "frames_failing_verification": problems,
         "unlocked_for": identity.name if identity else None,
-        "video": {"file": out.name, "sha256": _sha256(out)},
-        "segment": {"file": str(segment.relative_to(bundle)), "sha256": _sha256(segment)},
-        "ca_sha256": _sha256(ids / "ca" / "ca.crt"),
+        "video": {"file": out.name, "sha256": sha256_file(out)},
+        "segment": {"file": str(segment.relative_to(bundle)), "sha256": sha256_file(segment)},
+        "ca_sha256": sha256_file(ids / "ca" / "ca.crt"),
         "exported_at_us": time.time_ns() // 1000,
     }
     write_atomic(bundle / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
@@ -139,9 +130,9 @@ def check_bundle_files(bundle: Path) -> list[str]:
     video = bundle.parent / manifest["video"]["file"]
     if not video.exists():
         problems.append(f"video {video} is missing")
-    elif _sha256(video) != manifest["video"]["sha256"]:
+    elif sha256_file(video) != manifest["video"]["sha256"]:
         problems.append(f"video {video} does not match the manifest's SHA-256")
     segment = bundle / manifest["segment"]["file"]
-    if _sha256(segment) != manifest["segment"]["sha256"]:
+    if sha256_file(segment) != manifest["segment"]["sha256"]:
         problems.append(f"segment {segment} does not match the manifest's SHA-256")
     return problems
