@@ -129,6 +129,7 @@ class CameraNode:
                 t0 = time.perf_counter()
                 captured = next(frames, None)
                 if captured is None:
+                    self.stop.set("end of source")
                     break
                 self.times.add("capture", time.perf_counter() - t0 - captured.waited_s)
                 if self.stop.is_set():
@@ -166,8 +167,6 @@ class CameraNode:
                 if time.monotonic() - last_stats >= STATS_EVERY_S:
                     last_stats = time.monotonic()
                     self._log_stats(publisher)
-            else:
-                self.stop.set("end of source")
             drain_s = self.cfg.store.drain_timeout_s
             if self.stop.reason.startswith("signal"):
                 drain_s = min(drain_s, SIGNAL_DRAIN_S)  # asked to stop: don't hang on a dead store

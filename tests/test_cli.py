@@ -69,3 +69,14 @@ def test_secret_files_are_owner_only(tmp_path: Path) -> None:
 def test_verify_of_a_non_archive_is_a_clear_error(tmp_path: Path) -> None:
     r = run_cli("verify", str(tmp_path))
     assert r.returncode == 2 and "not a veilcam home" in r.stderr
+
+
+def test_camera_ends_at_the_end_of_a_file_and_says_why(tmp_path: Path, procs) -> None:
+    from tests.conftest import MEDIA, require_media
+    clip = require_media(MEDIA / "intel" / "asl_gestures" / "yes.mkv")
+    home = make_home(tmp_path, clip)
+    procs.start("store", "store", "--home", str(home))
+    procs.wait_for_log("store", "store ready")
+    r = run_cli("camera", "--home", str(home), "--no-pace", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "camera cam1 stopped: end of source" in r.stderr
