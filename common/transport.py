@@ -91,6 +91,7 @@ def make_client(sock: zmq.Socket, keys: tuple[bytes, bytes], server_public_raw: 
 class HandshakeWatch:
     """Watches a client socket's handshakes; ``check()`` raises on a failed one."""
 
+    TOLERATED_AFTER_SUCCESS = 5
     EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
               | zmq.EVENT_DISCONNECTED)
@@ -102,6 +103,7 @@ class HandshakeWatch:
         self.succeeded = False
         self.connected = False
         self.reconnects = 0  # handshakes that followed a lost connection
+        self.failures = 0    # failed handshakes since the last good one
 
     def check(self, timeout_ms: int = 0) -> bool:
         """Process pending events; True once a handshake succeeded. Raises on failure."""
@@ -114,10 +116,14 @@ class HandshakeWatch:
                 if self.succeeded:
                     self.reconnects += 1
                 self.succeeded = self.connected = True
+                self.failures = 0
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 raise TransportError(f"the {self.peer} at {self.endpoint} refused this node's "
                                      "key: its certificate is unknown there, expired or revoked")
             else:
+                self.failures += 1
+                if self.succeeded and self.failures < self.TOLERATED_AFTER_SUCCESS:
+                    continue  # a peer that died mid-handshake; libzmq reconnects
                 raise TransportError(f"cannot authenticate the {self.peer} at {self.endpoint}: "
                                      f"it does not hold the key of the {self.peer} certificate "
                                      "this node trusts (another deployment, or an impostor); "

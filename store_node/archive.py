@@ -225,16 +225,22 @@ class Archive:
 
     def _undo_partial_write(self, camera_id: str) -> None:
         """Cut a segment back to its last whole record, so a failed write leaves no torn
-        record in the middle of the file for the next one to follow."""
+        record in the middle of the file for the next one to follow, and make the whole
+        records before it durable (commit() no longer sees this segment)."""
         seg = self._open.pop(camera_id, None)
         if seg is None:
             return
         try:
-            seg.fh.close()
+            seg.fh.close()  # its buffer may still hold part of the failed record
         except OSError:
             pass
         try:
             os.truncate(seg.path, seg.size)
+            fd = os.open(seg.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             log.error("%s: could not cut a failed write back (%s); the next start truncates "
                       "the torn tail", seg.path, exc)
@@ -370,7 +376,8 @@ class Archive:
             closed[camera_dir.name] = usage[:-1]  # the newest one is (or will be) written to
             total = sum(u[2] for u in usage)
             for seg_id, path, size, newest in list(closed[camera_dir.name]):
-                too_old = max_age_s > 0 and newest and now_us - newest > max_age_s * 1e6
+                # a segment without frames holds only carried envelopes: nothing to keep it for
+                too_old = max_age_s > 0 and (not newest or now_us - newest > max_age_s * 1e6)
                 too_big = max_bytes > 0 and total > max_bytes
                 if not (too_old or too_big):
                     break
