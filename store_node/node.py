@@ -20,7 +20,13 @@ from pathlib import Path
 
 import zmq
 
-from common.errors import ArchiveError, FormatError, VeilcamError, VerificationError
+from common.errors import (
+    ArchiveError,
+    FormatError,
+    IdentityError,
+    VeilcamError,
+    VerificationError,
+)
 from common.format import (
     KIND_ENVELOPE,
     KIND_FRAME,
@@ -241,7 +247,8 @@ class StoreNode:
                 reply = self._login(parts[1].decode(), parts[2], address or peer)
             else:
                 reply = [b"ERR", b"unknown query"]
-        except (UnicodeDecodeError, ValueError, ArchiveError, VeilcamError, OSError) as exc:
+        except (UnicodeDecodeError, ValueError, ArchiveError, VeilcamError, OSError,
+                sqlite3.Error) as exc:
             reply = [b"ERR", str(exc).encode()]
         self.query.send_multipart([identity, *reply])
 
@@ -320,7 +327,12 @@ class StoreNode:
                     self.apply_retention()
                 if now - last_identity_check >= IDENTITY_CHECK_S:
                     last_identity_check = now
-                    self.reload_identities()
+                    try:
+                        self.reload_identities()
+                    except (IdentityError, OSError) as exc:
+                        self._identity_stamp = ()  # try again next time
+                        log.error("cannot reload certificates (%s); keeping the ones loaded",
+                                  exc)
                 if now - last_stats >= STATS_EVERY_S:
                     last_stats = now
                     self._log_stats()

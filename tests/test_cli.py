@@ -80,3 +80,27 @@ def test_camera_ends_at_the_end_of_a_file_and_says_why(tmp_path: Path, procs) ->
     r = run_cli("camera", "--home", str(home), "--no-pace", timeout=120)
     assert r.returncode == 0, r.stderr
     assert "camera cam1 stopped: end of source" in r.stderr
+
+
+def test_bad_times_and_durations_are_clear_errors(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    for args in (["view", "--home", str(home), "--headless", "--out", str(tmp_path / "o"),
+                  "--from", "1e400"],
+                 ["view", "--home", str(home), "--headless", "--out", str(tmp_path / "o"),
+                  "--from", "yesterday-ish"],
+                 ["cert", "issue", "camera:cam1", "--home", str(home), "--days", "-1"]):
+        r = run_cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("veilcam: error:")
+
+
+def test_a_bundle_with_a_broken_manifest_is_reported_not_crashed(tmp_path: Path) -> None:
+    from viewer.export import check_bundle_files
+    bundle = tmp_path / "x.mp4.bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{not json")
+    assert "unreadable" in check_bundle_files(bundle)[0]
+    (bundle / "manifest.json").write_text('{"video": {"file": "x.mp4", "sha256": "0"}, '
+                                         '"segment": {"file": "../../etc/passwd", "sha256": "0"}}')
+    problems = check_bundle_files(bundle)
+    assert any("outside the bundle" in p for p in problems)

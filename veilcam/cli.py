@@ -108,6 +108,8 @@ def cmd_cert(args: argparse.Namespace) -> int:
     if role not in ("camera", "store", "viewer") or not name:
         raise VeilcamError(f"name the node as ROLE:NAME (camera:door, viewer:viewer), "
                            f"not {args.node!r}")
+    if args.cert_command == "issue" and not 0 < args.days <= 36500:
+        raise VeilcamError(f"--days must be more than 0 and at most 36500, not {args.days:g}")
     if args.cert_command == "revoke":
         serial = revoke_identity(home, role, name)
         print(f"revoked the certificate of {role}:{name} (serial {serial:x}); nodes reload "

@@ -61,6 +61,7 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
     frames, epochs, problems = 0, [], 0
     first_us = last_us = None
     started = time.monotonic()
+    complete = False
     try:
         with open(segment, "wb") as seg:
             seg.write(segment_header(camera))
@@ -92,14 +93,19 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
                 first_us = first_us if first_us is not None else h.capture_time_us
                 last_us = h.capture_time_us
                 _progress(frames, total, started)
+        complete = True
     finally:
         reader.close()
         if writer is not None:
             writer.release()
         if sys.stderr.isatty():
             print(file=sys.stderr)
+        if not complete:  # leave nothing half-written that would block a retry
+            shutil.rmtree(bundle, ignore_errors=True)
+            out.unlink(missing_ok=True)
     if frames == 0:
         shutil.rmtree(bundle, ignore_errors=True)
+        out.unlink(missing_ok=True)
         raise VeilcamError(f"no frames of camera {camera!r} between those times in the archive")
     ids = bundle / "identities"
     (ids / "ca").mkdir(parents=True)
@@ -125,14 +131,20 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
 
 def check_bundle_files(bundle: Path) -> list[str]:
     """Compare the manifest's hashes with the files beside it; returns the mismatches."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        video = bundle.parent / Path(manifest["video"]["file"]).name
+        segment = (bundle / manifest["segment"]["file"]).resolve()
+        hashes = manifest["video"]["sha256"], manifest["segment"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"manifest.json is unreadable or incomplete ({exc})"]
     problems = []
-    video = bundle.parent / manifest["video"]["file"]
     if not video.exists():
         problems.append(f"video {video} is missing")
-    elif sha256_file(video) != manifest["video"]["sha256"]:
+    elif sha256_file(video) != hashes[0]:
         problems.append(f"video {video} does not match the manifest's SHA-256")
-    segment = bundle / manifest["segment"]["file"]
-    if sha256_file(segment) != manifest["segment"]["sha256"]:
+    if not segment.is_relative_to(bundle.resolve()) or not segment.exists():
+        problems.append(f"segment {segment} is missing or outside the bundle")
+    elif sha256_file(segment) != hashes[1]:
         problems.append(f"segment {segment} does not match the manifest's SHA-256")
     return problems

@@ -27,9 +27,13 @@ def parse_time(text: str) -> int:
     if text in ("start", "beginning", "0"):
         return 0
     try:
-        return int(float(text) * 1_000_000)
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        if not 0 <= seconds < 2**62 / 1e6:
+            raise VeilcamError(f"time {text!r} is out of range")
+        return int(seconds * 1_000_000)
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -196,14 +196,19 @@ class Handler(BaseHTTPRequestHandler):
         if not self.headers.get("Content-Type", "").startswith("application/json"):
             self._json(415, {"error": "send JSON"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 4096:
-            self._json(413, {"error": "request too large"})
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= 4096:
+            self._json(413 if length > 4096 else 400, {"error": "bad or too large body"})
             return
         try:
             doc = json.loads(self.rfile.read(length) or b"{}")
         except ValueError:
-            self._json(400, {"error": "body is not JSON"})
+            doc = None
+        if not isinstance(doc, dict):
+            self._json(400, {"error": "body is not a JSON object"})
             return
         if self.path == "/api/unlock":
             self._unlock(doc)
@@ -283,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             reader = ArchiveReader(self.server.home, camera, parse_time(when))
-        except VeilcamError as exc:
+        except (VeilcamError, ValueError) as exc:
             self._json(400, {"error": str(exc)})
             return
         session = self.server.sessions.get(self._session_token())
