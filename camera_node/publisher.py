@@ -58,18 +58,13 @@ class _Pending:
 
 
 class Publisher:
+    RETRY_CONNECT_S = 1.0
+
     def __init__(self, ctx: zmq.Context, endpoint: str, keys: tuple[bytes, bytes],
                  store_key: bytes, spool_dir: Path, memory_window: int = 300,
                  spool_max_bytes: int = 2 * 2**30, drop_policy: str = "newest",
                  resend_after_s: float = 10.0) -> None:
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.IMMEDIATE, 1)
-        self.sock.setsockopt(zmq.SNDHWM, 1000)
-        make_client(self.sock, keys, store_key)
-        self.watch = HandshakeWatch(self.sock, "store", endpoint)
-        self.sock.connect(endpoint)
-        self.endpoint = endpoint
+        self.ctx, self.keys, self.store_key, self.endpoint = ctx, keys, store_key, endpoint
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.spool_dir.glob("*.msg"):
@@ -80,9 +75,37 @@ class Publisher:
         self.pending_bytes = 0
         self.in_memory = 0
         self.acked = self.rejected = self.resent = self.dropped_spool_full = 0
-        self._reconnects_seen = 0
         self.on_frames_dropped = None  # callback(list of dropped frame seqs): declare the gap
         self._progress_at = time.monotonic()
+        self._ever_connected = False
+        self.sock: zmq.Socket | None = None
+        self.watch: HandshakeWatch | None = None
+        self._open_socket()
+
+    def _open_socket(self) -> None:
+        """A fresh connection, on which everything pending goes again from the oldest.
+
+        libzmq's own reconnection is off (``RECONNECT_IVL`` -1): after a reconnection it could
+        carry newer messages before this code learned that older ones died with the old
+        connection, and the store would then refuse those as out of order. Reconnecting here
+        makes "everything pending is unsent" true before anything can go out again."""
+        failures = 0
+        if self.sock is not None:
+            failures = 0 if self.watch.succeeded else self.watch.failures
+            self.watch.close()
+            self.sock.close(linger=0)
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDHWM, 1000)
+        sock.setsockopt(zmq.RECONNECT_IVL, -1)
+        make_client(sock, self.keys, self.store_key)
+        self.watch = HandshakeWatch(sock, "store", self.endpoint, tolerant=self._ever_connected)
+        self.watch.failures = failures  # consecutive failures count across reconnections
+        sock.connect(self.endpoint)
+        self.sock, self._opened_at = sock, time.monotonic()
+        for entry in self.pending.values():
+            entry.sent = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -195,9 +218,18 @@ class Publisher:
 
         Raises TransportError if the store failed authentication (see HandshakeWatch)."""
         self.watch.check()
-        if self.watch.reconnects != self._reconnects_seen:
-            self._reconnects_seen = self.watch.reconnects
-            self._resend_all("the store connection was re-established")
+        now = time.monotonic()
+        if self.watch.succeeded and not self.watch.connected:
+            self._ever_connected = True
+            if self.pending:
+                log.info("store connection lost; reconnecting, then sending %d unacknowledged "
+                         "message(s) again", len(self.pending))
+                self.resent += len(self.pending)
+            self._open_socket()
+        elif not self.watch.succeeded and now - self._opened_at > self.RETRY_CONNECT_S:
+            self._open_socket()  # the store is not (yet) there: try again
+        elif self.watch.succeeded:
+            self._ever_connected = True
         while self.sock.poll(timeout_ms, zmq.POLLIN):
             timeout_ms = 0
             parts = self.sock.recv_multipart()

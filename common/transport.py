@@ -96,7 +96,10 @@ class HandshakeWatch:
               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
               | zmq.EVENT_DISCONNECTED)
 
-    def __init__(self, sock: zmq.Socket, peer: str, endpoint: str) -> None:
+    def __init__(self, sock: zmq.Socket, peer: str, endpoint: str, tolerant: bool = False
+                 ) -> None:
+        """``tolerant``: this peer was authenticated before (on an earlier socket), so a few
+        failed handshakes are taken for a peer restarting, not an impostor."""
         self.monitor = sock.get_monitor_socket(self.EVENTS,
                                                addr=f"inproc://handshake-{os.urandom(6).hex()}")
         self.peer, self.endpoint = peer, endpoint
@@ -104,6 +107,7 @@ class HandshakeWatch:
         self.connected = False
         self.reconnects = 0  # handshakes that followed a lost connection
         self.failures = 0    # failed handshakes since the last good one
+        self.tolerant = tolerant
 
     def check(self, timeout_ms: int = 0) -> bool:
         """Process pending events; True once a handshake succeeded. Raises on failure."""
@@ -122,7 +126,8 @@ class HandshakeWatch:
                                      "key: its certificate is unknown there, expired or revoked")
             else:
                 self.failures += 1
-                if self.succeeded and self.failures < self.TOLERATED_AFTER_SUCCESS:
+                if (self.succeeded or self.tolerant) and \
+                        self.failures < self.TOLERATED_AFTER_SUCCESS:
                     continue  # a peer that died mid-handshake; libzmq reconnects
                 raise TransportError(f"cannot authenticate the {self.peer} at {self.endpoint}: "
                                      f"it does not hold the key of the {self.peer} certificate "

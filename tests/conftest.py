@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -20,13 +21,11 @@ PASSWORD = "correct horse battery"
 
 
 def free_port_base(count: int = 3) -> int:
-    """A base port with ``count`` consecutive free ports on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count >= 65535:
-            continue
+    """A base port with ``count`` consecutive free ports on 127.0.0.1, below the ephemeral
+    range (so outgoing connections of other processes do not take them meanwhile)."""
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(20000, 32000 - count)
         ok = True
         for port in range(base, base + count):
             with socket.socket() as s:
@@ -111,8 +110,8 @@ def make_home(tmp_path: Path, source: Path, *, users: tuple[str, ...] = ("alice"
               extra_camera_toml: str = "", camera_id: str = "cam1") -> Path:
     """``veilcam init`` + users, with YuNet from ../shared when present."""
     home = tmp_path / "home"
-    base = free_port_base(3)
-    web = free_port_base(1)
+    base = free_port_base(4)  # ingest, relay, query, web
+    web = base + 3
     r = run_cli("init", str(home), "--camera-id", camera_id, "--source", str(source),
                 "--port-base", str(base), "--web-port", str(web))
     assert r.returncode == 0, r.stderr

@@ -66,7 +66,7 @@ def run(tmp_path_factory):
         r = run_cli("revoke", "alice", "--camera", "cam1", "--home", str(home_dir))
         assert r.returncode == 0, r.stderr
         _wait(lambda: "grants changed" in procs.log("camera"), 15, "the camera to rotate")
-        time.sleep(1.5)  # frames of the new epoch
+        time.sleep(3.0)  # frames of the new epoch
         camera.terminate()
         assert camera.wait(timeout=15) == 0, procs.log("camera")
         yield {"home": home, "tmp": tmp, "camera_log": procs.log("camera"), "mallory": mallory}

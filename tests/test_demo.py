@@ -13,7 +13,8 @@ from tests.conftest import ROOT, free_port_base, run_cli, veilcam_cmd
 
 
 def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    base, web = free_port_base(3), free_port_base(1)
+    base = free_port_base(4)
+    web = base + 3
     home = tmp_path / "demo"
     log = open(tmp_path / "demo.log", "w")
     proc = subprocess.Popen(veilcam_cmd("demo", "--home", str(home), "--port-base", str(base),

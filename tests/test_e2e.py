@@ -21,7 +21,7 @@ from common.imagecodec import encode_image
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli, yunet_model
 from tests.test_redaction import psnr
 
-FRAMES = 150
+FRAMES = 180  # 30 frames of slack over VIEWED for the viewers' start
 VIEWED = 120
 STATIC_ZONE = '[[zones]]\nname = "wall poster"\nrect = [0.55, 0.12, 0.25, 0.3]\nunits = "fraction"\n'
 pytestmark = pytest.mark.e2e

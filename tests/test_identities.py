@@ -42,14 +42,14 @@ def test_frames_from_a_revoked_camera_certificate_are_rejected(tmp_path: Path, p
 
 def test_frames_after_the_camera_certificate_expired_are_rejected(tmp_path: Path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    # valid for 15 s: long enough to start up on a loaded machine, short enough to wait out
-    r = run_cli("cert", "issue", "camera:cam1", "--home", str(home), "--days", str(15 / 86400))
+    # valid for 30 s: long enough to start up on a loaded machine, short enough to wait out
+    r = run_cli("cert", "issue", "camera:cam1", "--home", str(home), "--days", str(30 / 86400))
     assert r.returncode == 0, r.stderr
     procs.start("store", "store", "--home", str(home))
     procs.wait_for_log("store", "store ready")
     procs.start("camera", "camera", "--home", str(home), "--loop")
     _wait_log(procs, "camera", "new content-key epoch")
-    _wait_log(procs, "camera", "store rejected frame", timeout=45)
+    _wait_log(procs, "camera", "store rejected frame", timeout=90)
     assert "expired" in procs.log("camera")
     assert "certificate_expired" in procs.log("store")
 
@@ -71,7 +71,7 @@ def test_viewer_refuses_a_store_of_another_deployment(tmp_path: Path, procs) -> 
     r = run_cli("view", "--home", str(ours), "--headless", "--out", str(tmp_path / "o"),
                 "--frames", "1", "--timeout", "30", timeout=40)
     assert r.returncode == 2 and "cannot authenticate the store" in r.stderr, r.stderr
-    assert time.monotonic() - started < 15  # a clear error, not a hang
+    assert time.monotonic() - started < 25  # a clear error, not a hang
 
 
 def test_peers_without_certified_keys_cannot_publish_or_subscribe(tmp_path: Path, procs) -> None:

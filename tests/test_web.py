@@ -43,7 +43,10 @@ def _first_mjpeg_part(url: str) -> bytes:
 
 
 def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
-    home = make_home(tmp_path, SAMPLE_CLIP)
+    # a generous lag bound: this test compares frames, not the fail-closed path
+    home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml="")
+    cfg = home / "config" / "camera.toml"
+    cfg.write_text(cfg.read_text().replace("[faces]\n", "[faces]\nmax_lag_ms = 5000\n", 1))
     port = Home(home).viewer_config().viewer.web_port
     base = f"http://127.0.0.1:{port}"
     procs.start("store", "store", "--home", str(home))
@@ -52,6 +55,7 @@ def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
     procs.wait_for_log("viewer", "viewer ready")
     time.sleep(0.5)
     camera = procs.start("camera", "camera", "--home", str(home), "--loop")
+    procs.wait_for_log("camera", "new content-key epoch", timeout=60)
 
     status, page, _ = _get(base + "/")
     assert status == 200 and b"veilcam" in page and b"https://" not in page
@@ -84,8 +88,13 @@ def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
 
     camera.terminate()  # freeze the latest frame so both snapshots show the same one
     camera.wait(timeout=15)
-    time.sleep(0.3)
-    latest = json.loads(_get(base + "/api/status")[1])["cameras"][0]
+    previous = None
+    for _ in range(40):  # until the viewer has shown the last relayed frame
+        latest = json.loads(_get(base + "/api/status")[1])["cameras"][0]
+        if latest.get("seq") == previous:
+            break
+        previous = latest.get("seq")
+        time.sleep(0.5)
     public = cv2.imdecode(np.frombuffer(_get(base + "/snapshot/cam1.jpg")[1], np.uint8), 1)
     unlocked = cv2.imdecode(np.frombuffer(_get(base + "/snapshot/cam1.jpg", cookie)[1],
                                           np.uint8), 1)
