@@ -24,6 +24,7 @@ from camera_node.zones import FaceHold, Zone, clip_zone
 from common.format import ZoneClass
 
 log = logging.getLogger("veilcam.zones")
+LOG_EVERY_S = 10.0  # at most one "covering whole frames" line per this many seconds
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class ZoneFinder:
         self._consumed = -1
         self.fail_closed: Counter[str] = Counter()
         self._last_reason = ""
+        self._quiet_until = 0.0
 
     def zones(self, image: np.ndarray, static: list[Zone],
               capture_time: float | None = None) -> list[Zone]:
@@ -126,13 +128,15 @@ class ZoneFinder:
             reason = "detector_late"
         if reason:
             self.fail_closed[reason] += 1
-            if reason != self._last_reason:
+            if reason != self._last_reason and time.monotonic() >= self._quiet_until:
                 detail = f" ({self.worker.error})" if self.worker.error else ""
-                log.error("%s%s: covering whole frames until it recovers", reason, detail)
+                log.error("%s%s: covering whole frames until it recovers (%d such frames so "
+                          "far)", reason, detail, sum(self.fail_closed.values()))
+                self._quiet_until = time.monotonic() + LOG_EVERY_S  # a flapping detector
             self._last_reason = reason
             return zones + [Zone(0, 0, width, height, ZoneClass.FULL)]
         if self._last_reason:
-            log.info("face detector recovered after %s", self._last_reason)
+            log.debug("face detector recovered after %s", self._last_reason)
             self._last_reason = ""
         if result.frame_no != self._consumed:
             self._consumed = result.frame_no
