@@ -56,7 +56,7 @@ import numpy as np
 
 from camera_node.detect import Box, FaceDetector, HaarDetector, YuNetDetector
 from camera_node.models import find_yunet_model
-from camera_node.zones import FaceHold, Zone, clip_zone, grow
+from camera_node.zones import FaceHold, Zone, clip_zone, grow, iou
 from common.config import FacesSection
 from common.format import ZoneClass
 
@@ -91,14 +91,6 @@ DEFAULTS = FacesSection()
 
 
 # --------------------------------------------------------------------------- geometry
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
-    iy = max(0.0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
-    inter = ix * iy
-    union = a.w * a.h + b.w * b.h - inter
-    return inter / union if union > 0 else 0.0
-
 
 def greedy_match(faces: Sequence[Box], dets: Sequence[Box], min_iou: float = MATCH_IOU
                  ) -> list[tuple[int, int]]:

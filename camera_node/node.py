@@ -172,7 +172,7 @@ class CameraNode:
                 drain_s = min(drain_s, SIGNAL_DRAIN_S)  # asked to stop: don't hang on a dead store
             if not publisher.drain(drain_s):
                 log.error("%d message(s) not acknowledged by the store at %s within %.0f s",
-                          len(publisher.in_flight), self.cfg.store.ingest, drain_s)
+                          len(publisher.pending), self.cfg.store.ingest, drain_s)
                 return 3
             return 0 if publisher.rejected == 0 else 4
         finally:

@@ -109,10 +109,6 @@ class Publisher:
 
     # ------------------------------------------------------------------ state
     @property
-    def in_flight(self) -> OrderedDict[Key, _Pending]:
-        return self.pending
-
-    @property
     def has_room(self) -> bool:
         return self.drop_policy == "oldest" or self.pending_bytes < self.spool_max_bytes
 

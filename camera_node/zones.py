@@ -52,7 +52,8 @@ def grow(box: Box, margin: float) -> Box:
                box.w * (1 + 2 * margin), box.h * (1 + 2 * margin), box.score)
 
 
-def _iou(a: Box, b: Box) -> float:
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
     ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
     iy = max(0.0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
     inter = ix * iy
@@ -101,9 +102,9 @@ class FaceHold:
         for det in detections:
             best, best_iou = None, 0.2
             for i, track in enumerate(self._tracks):
-                iou = _iou(self._predict(track, frame_no), det)
-                if iou > best_iou and i not in matched:
-                    best, best_iou = i, iou
+                overlap = iou(self._predict(track, frame_no), det)
+                if overlap > best_iou and i not in matched:
+                    best, best_iou = i, overlap
             track = _Track(det, frame_no)
             if best is not None:
                 matched.add(best)

@@ -105,7 +105,6 @@ class HandshakeWatch:
         self.peer, self.endpoint = peer, endpoint
         self.succeeded = False
         self.connected = False
-        self.reconnects = 0  # handshakes that followed a lost connection
         self.failures = 0    # failed handshakes since the last good one
         self.tolerant = tolerant
 
@@ -117,8 +116,6 @@ class HandshakeWatch:
             if event == zmq.EVENT_DISCONNECTED:
                 self.connected = False
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                if self.succeeded:
-                    self.reconnects += 1
                 self.succeeded = self.connected = True
                 self.failures = 0
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -133,14 +130,6 @@ class HandshakeWatch:
                                      f"it does not hold the key of the {self.peer} certificate "
                                      "this node trusts (another deployment, or an impostor); "
                                      "refusing to talk to it")
-        return self.succeeded
-
-    def wait(self, timeout_s: float) -> bool:
-        """Wait for the first handshake; False if none happened in time (peer not up)."""
-        import time
-        deadline = time.monotonic() + timeout_s
-        while not self.succeeded and time.monotonic() < deadline:
-            self.check(timeout_ms=100)
         return self.succeeded
 
     def close(self) -> None:
