@@ -26,6 +26,7 @@ from common.home import Home
 from common.imagecodec import ZONE_CODECS
 from common.keywrap import Grant
 from common.lifecycle import StopFlag
+from common.metrics import counter, gauge, serve_metrics, stage_latency
 from common.secretfiles import write_atomic
 from common.signing import load_signing_key
 from common.stagetimer import StageTimes
@@ -49,8 +50,11 @@ class CameraStats:
 class CameraNode:
     def __init__(self, home: Home, cfg: CameraConfig, source_override: str | None = None,
                  loop_override: bool | None = None, max_frames: int | None = None,
-                 stop: StopFlag | None = None, stats_out: str | None = None) -> None:
+                 stop: StopFlag | None = None, stats_out: str | None = None,
+                 metrics_port: int | None = None) -> None:
         self.stats_out = stats_out
+        self.metrics_port = cfg.metrics.port if metrics_port is None else metrics_port
+        self.recipients = 0
         self.home, self.cfg = home, cfg
         self.camera_id = cfg.camera.id
         self.max_frames = max_frames
@@ -91,6 +95,7 @@ class CameraNode:
                                        grants, self.suite)
         publisher.send(envelope)
         self.stats.epochs += 1
+        self.recipients = len(grants)
         if grants:
             log.info("new content-key epoch %s for %d recipient(s)",
                      self.epoch.epoch_id.hex()[:8], len(grants))
@@ -112,6 +117,9 @@ class CameraNode:
                               GrantBook(self.ca, self.camera_id),
                               self.home.state_dir / f"grants-{self.camera_id}.json",
                               link.grants_poll_s)
+        metrics = serve_metrics(self.cfg.metrics.host, self.metrics_port,
+                                f"camera {self.camera_id}",
+                                lambda: self.metric_families(publisher))
         detector_name = self.detector.name if self.detector else "off"
         log.info("camera %s: source %s (%s), %.1f fps, faces: %s, store %s", self.camera_id,
                  self.source.target, self.source.kind, self.source.fps, detector_name,
@@ -180,6 +188,8 @@ class CameraNode:
             self._log_stats(publisher)
             if self.stats_out:
                 self._write_stats(publisher)
+            if metrics:
+                metrics.close()
             publisher.close()
             grantsync.close()
             self.finder.close()
@@ -207,6 +217,53 @@ class CameraNode:
                "detector_ms": self.finder.detect_ms,
                "detector_skipped": self.finder.worker.skipped if self.finder.worker else 0}
         write_atomic(Path(self.stats_out), json.dumps(doc, indent=2).encode())
+
+    def metric_families(self, publisher: Publisher) -> list:
+        """What the Prometheus endpoint shows (called in its thread, at each scrape)."""
+        s = self.stats
+        label = {"camera": self.camera_id}
+        dropped = {"overload": self.source.dropped_overload,
+                   "backpressure": s.dropped_backpressure,
+                   "spool_full": publisher.dropped_spool_full}
+        families = [
+            counter("veilcam_camera_frames_captured_total", "Frames read from the source.",
+                    s.captured),
+            counter("veilcam_camera_frames_published_total",
+                    "Frames protected, signed and queued for the store.", s.published),
+            counter("veilcam_camera_messages_acked_total",
+                    "Messages the store acknowledged as durably archived.", publisher.acked),
+            counter("veilcam_camera_messages_rejected_total",
+                    "Messages the store refused.", publisher.rejected),
+            counter("veilcam_camera_messages_resent_total",
+                    "Messages sent again after a reconnection or silence.", publisher.resent),
+            counter("veilcam_camera_frames_dropped_total",
+                    "Frames dropped, by reason (overload: the pipeline fell behind a live "
+                    "source; backpressure: no room to queue; spool_full: the spool bound was hit, "
+                    "declared to the store as a gap).", dropped, "reason"),
+            counter("veilcam_camera_fail_closed_total",
+                    "Frames redacted whole because detection was late or failed, by reason.",
+                    self.finder.fail_closed, "reason"),
+            counter("veilcam_camera_bytes_sent_total", "Bytes of frame messages published.",
+                    s.bytes_sent),
+            counter("veilcam_camera_epochs_total", "Content-key epochs started.", s.epochs),
+            gauge("veilcam_camera_epoch_recipients",
+                  "Users the current epoch's keys are sealed to.", self.recipients),
+            gauge("veilcam_camera_spool_messages",
+                  "Messages waiting for the store's acknowledgement (spool depth).",
+                  len(publisher.pending)),
+            gauge("veilcam_camera_spool_on_disk_messages",
+                  "Of those, messages spooled to disk.", publisher.spooled),
+            gauge("veilcam_camera_spool_bytes", "Bytes waiting in the spool.",
+                  publisher.pending_bytes),
+            gauge("veilcam_camera_detector_latency_seconds",
+                  "Run time of the face detector on its latest frame.",
+                  self.finder.detect_ms / 1000),
+            stage_latency("veilcam_camera", self.times),
+        ]
+        for family in families:  # one camera per process; name it on every sample
+            for sample in family.samples:
+                sample.labels.update(label)
+        return families
 
     def _log_stats(self, publisher: Publisher) -> None:
         s = self.stats

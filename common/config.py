@@ -23,6 +23,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MetricsSection(Section):
+    host: str = Field("127.0.0.1", description="Address the Prometheus endpoint listens on. "
+                      "Keep it on loopback or a management network: it names cameras and "
+                      "users' counts, not secrets.")
+    port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus text endpoint "
+                      "(http://HOST:PORT/metrics); 0 turns it off. Also --metrics-port.")
+
+
 # --------------------------------------------------------------------------- camera
 
 class CameraSection(Section):
@@ -147,6 +155,7 @@ class CameraConfig(Section):
     faces: FacesSection = FacesSection()
     zones: list[StaticZoneSection] = Field(default_factory=list,
                                            description="Static privacy zones ([[zones]] tables).")
+    metrics: MetricsSection = MetricsSection()
 
 
 # --------------------------------------------------------------------------- store
@@ -187,6 +196,7 @@ class StoreConfig(Section):
     store: StoreSection = StoreSection()
     archive: ArchiveSection = ArchiveSection()
     retention: RetentionSection = RetentionSection()
+    metrics: MetricsSection = MetricsSection()
 
 
 # --------------------------------------------------------------------------- viewer

@@ -28,8 +28,12 @@ class StageTimes:
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}
-        for stage, samples in self._samples.items():
-            ms = np.asarray(samples) * 1000
+        # list() copies in one step under the GIL: a scrape from another thread may run this
+        # while the hot path appends
+        for stage, samples in list(self._samples.items()):
+            ms = np.asarray(list(samples)) * 1000
+            if not ms.size:
+                continue
             out[stage] = {"n": int(ms.size), "mean_ms": float(ms.mean()),
                           "p50_ms": float(np.percentile(ms, 50)),
                           "p99_ms": float(np.percentile(ms, 99))}

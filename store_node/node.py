@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -41,6 +43,7 @@ from common.format import (
 )
 from common.home import Home, check_user_name
 from common.lifecycle import StopFlag
+from common.metrics import counter, gauge, serve_metrics, stage_latency
 from common.secretfiles import write_atomic
 from common.signing import ChainTracker, TrustedCameras
 from common.stagetimer import StageTimes
@@ -58,7 +61,7 @@ IDENTITY_CHECK_S = 1.0
 
 class StoreNode:
     def __init__(self, home: Home, stop: StopFlag | None = None,
-                 stats_out: str | None = None) -> None:
+                 stats_out: str | None = None, metrics_port: int | None = None) -> None:
         self.home = home
         self.stats_out = stats_out
         self.times = StageTimes()
@@ -77,6 +80,12 @@ class StoreNode:
         self.stop = stop or StopFlag()
         self.rejects: Counter[str] = Counter()
         self.accepted = Counter()
+        # for the metrics endpoint: frames per camera, messages relayed, recipients of each
+        # camera's current epoch (read by the scrape thread; written here only)
+        self.frames_by_camera: Counter[str] = Counter()
+        self.relayed = 0
+        self.epoch_recipients: dict[str, int] = {}
+        self.metrics_port = metrics_port
         self._pending_acks: list[tuple[bytes, Ack]] = []
         self._oldest_pending = 0.0
 
@@ -152,7 +161,9 @@ class StoreNode:
             self.archive.append_frame(msg)
         self.chain.accept(msg)
         self.accepted["frame"] += 1
+        self.frames_by_camera[msg.camera_id] += 1
         self.relay.send_multipart(parts, copy=False)
+        self.relayed += 1
         self._ack(identity, Ack(AckStatus.STORED, KIND_FRAME, msg.header.seq, msg.camera_id))
 
     def _ingest_envelope(self, identity: bytes, env: KeyEnvelope, parts: list[bytes]) -> None:
@@ -162,7 +173,9 @@ class StoreNode:
             self.archive.append_envelope(env)
             self.accepted["envelope"] += 1
             status = AckStatus.STORED
+        self.epoch_recipients[env.camera_id] = len({e.recipient_key_id for e in env.body.entries})
         self.relay.send_multipart(parts, copy=False)
+        self.relayed += 1
         self._ack(identity, Ack(status, KIND_ENVELOPE, 0, env.camera_id,
                                 epoch_id=env.body.epoch_id))
 
@@ -293,6 +306,9 @@ class StoreNode:
             self.archive.close()
             auth.stop()
             return 2
+        m = self.cfg.metrics
+        metrics = serve_metrics(m.host, m.port if self.metrics_port is None else self.metrics_port,
+                                "store", self.metric_families)
         poller = zmq.Poller()
         poller.register(self.ingest, zmq.POLLIN)
         poller.register(self.query, zmq.POLLIN)
@@ -352,6 +368,8 @@ class StoreNode:
             for sock in (self.ingest, self.relay, self.query):
                 sock.close(linger=0)
             auth.stop()
+            if metrics:
+                metrics.close()
             log.info("store stopped: %s", self.stop.reason or "error")
         return 0
 
@@ -369,6 +387,42 @@ class StoreNode:
         if deleted:
             log.info("retention deleted %d segment(s): %s", len(deleted),
                      ", ".join(f"{p.parent.name}/{p.name}" for p in deleted))
+
+    def metric_families(self) -> list:
+        """What the Prometheus endpoint shows (called in its thread, at each scrape)."""
+        segments = self.archive.root / "segments"
+        used = 0
+        if segments.is_dir():
+            for camera_dir in os.scandir(segments):
+                if camera_dir.is_dir():
+                    used += sum(f.stat().st_size for f in os.scandir(camera_dir.path)
+                                if f.is_file())
+        accepted = dict(self.accepted)
+        return [
+            counter("veilcam_store_frames_archived_total",
+                    "Frames verified, archived and acknowledged, by camera.",
+                    self.frames_by_camera, "camera"),
+            counter("veilcam_store_messages_accepted_total",
+                    "Messages verified and archived, by kind (frame, envelope, gap_notice).",
+                    {k: accepted.get(k, 0) for k in ("frame", "envelope", "gap_notice")}, "kind"),
+            counter("veilcam_store_messages_rejected_total",
+                    "Messages refused, by reason (bad signature, replay, malformed, "
+                    "storage_error, ...).", self.rejects, "reason"),
+            counter("veilcam_store_messages_relayed_total",
+                    "Verified messages published to live viewers.", self.relayed),
+            gauge("veilcam_store_pending_acks",
+                  "Messages archived but not yet fsynced and acknowledged.",
+                  len(self._pending_acks)),
+            gauge("veilcam_store_epoch_recipients",
+                  "Recipients of the current key epoch, by camera.", self.epoch_recipients,
+                  "camera"),
+            gauge("veilcam_store_trusted_cameras", "Cameras with a valid certificate.",
+                  len(self.trust.camera_ids)),
+            gauge("veilcam_store_archive_bytes", "Bytes of segment files in the archive.", used),
+            gauge("veilcam_store_disk_free_bytes", "Free bytes on the archive's file system.",
+                  shutil.disk_usage(self.archive.root).free),
+            stage_latency("veilcam_store", self.times),
+        ]
 
     def _log_stats(self) -> None:
         rejects = ", ".join(f"{k}={v}" for k, v in sorted(self.rejects.items())) or "none"

@@ -126,7 +126,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     from store_node.node import StoreNode
 
     stop = StopFlag().install()
-    return StoreNode(open_home(args.home), stop, args.stats_out).run()
+    return StoreNode(open_home(args.home), stop, args.stats_out, args.metrics_port).run()
 
 
 def cmd_camera(args: argparse.Namespace) -> int:
@@ -142,7 +142,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     stop = StopFlag().install()
     node = CameraNode(home, cfg, source_override=args.source,
                       loop_override=True if args.loop else None, max_frames=args.max_frames,
-                      stop=stop, stats_out=args.stats_out)
+                      stop=stop, stats_out=args.stats_out, metrics_port=args.metrics_port)
     return node.run()
 
 
@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("store", help="run the store node")
     s.add_argument("--home", required=True)
     s.add_argument("--stats-out", help="at exit, write counters and per-stage timings (JSON)")
+    s.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)")
     s.set_defaults(func=cmd_store)
 
     s = sub.add_parser("camera", help="run the camera node")
@@ -338,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-pace", action="store_true",
                    help="read a file as fast as possible instead of at its frame rate")
     s.add_argument("--stats-out", help="at exit, write counters and per-stage timings (JSON)")
+    s.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)")
     s.set_defaults(func=cmd_camera)
 
     s = sub.add_parser("view", help="run a viewer (browser page or headless)")
