@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,63 +24,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
-SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "360p": (640, 360)}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.harness import (  # noqa: E402
+    ROOT,
+    SIZES,
+    cpu_seconds,
+    free_port_base,
+    make_clip,
+    rss_mb,
+    use_yunet,
+    veilcam,
+)
+
 PASSWORD = "benchmark pass phrase 42"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def make_clip(size: tuple[int, int], fps: float, seconds: float, out: Path) -> Path:
-    """The sample clip (and real media when present) scaled to ``size``, ``seconds`` long."""
-    sources = [ROOT / "sample_videos" / "people.mp4"]
-    extra = SHARED / "media" / "intel" / "one-by-one-person-detection.mp4"
-    if extra.exists():
-        sources.append(extra)
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    needed, written = int(seconds * fps), 0
-    while written < needed:
-        for src in sources:
-            cap = cv2.VideoCapture(str(src))
-            for _ in range(min(300, needed - written)):
-                ok, image = cap.read()
-                if not ok:
-                    break
-                writer.write(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
-                written += 1
-            cap.release()
-            if written >= needed:
-                break
-    writer.release()
-    return out
-
-
-def free_port_base() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def veilcam(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "veilcam", *args], input=stdin, text=True,
-                          capture_output=True, cwd=ROOT, check=True)
 
 
 # --------------------------------------------------------------------------- viewer process
@@ -196,11 +153,8 @@ def scenario(name: str, size: tuple[int, int], fps: float, seconds: float,
             "--web-port", str(base + 3))
     veilcam("user", "add", "alice", "--home", str(home), "--password-stdin",
             stdin=PASSWORD + "\n")
-    model = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
     cfg = home / "config" / "camera.toml"
-    text = cfg.read_text().replace("loop = true", f"loop = true\nfps = {fps}")
-    if model.exists():
-        text = text.replace('backend = "auto"', f'backend = "yunet"\nmodel = "{model}"')
+    text = use_yunet(cfg.read_text().replace("loop = true", f"loop = true\nfps = {fps}"))
     if jpeg_quality is not None:
         text += f"\n[encoding]\njpeg_quality = {jpeg_quality}\n"
     cfg.write_text(text)
