@@ -215,6 +215,8 @@ class ViewerSection(Section):
     web_port: int = Field(7780, ge=1, le=65535, description="Port of the browser page.")
     jpeg_quality: int = Field(85, ge=30, le=100, description="JPEG quality of unlocked frames "
                               "sent to the browser.")
+    export_dir: str = Field("exports", description="Where the browser page's Export button "
+                            "writes MP4 files and evidence bundles (relative to the home).")
 
 
 class ViewerConfig(Section):

@@ -339,6 +339,20 @@ class Archive:
                               "WHERE camera=?", (camera_id,)).fetchone()
         return row if row and row[2] else None
 
+    def coverage(self, camera_id: str, from_us: int, to_us: int,
+                 buckets: int) -> list[int]:
+        """Frames archived in each of ``buckets`` equal slices of [from_us, to_us): the
+        viewer's timeline, where empty slices are gaps in the recording."""
+        width = max(1, -(-(to_us - from_us) // buckets))
+        counts = [0] * buckets
+        rows = self.db.execute("SELECT (capture_us - ?) / ?, COUNT(*) FROM frames WHERE "
+                               "camera=? AND capture_us>=? AND capture_us<? GROUP BY 1",
+                               (from_us, width, camera_id, from_us, to_us)).fetchall()
+        for bucket, count in rows:
+            if 0 <= bucket < buckets:
+                counts[bucket] = count
+        return counts
+
     # ------------------------------------------------------------------ retention
     def segment_usage(self, camera_id: str) -> list[tuple[int, Path, int, int]]:
         """(segment id, path, bytes, newest capture µs) of a camera's segments, oldest first."""

@@ -55,6 +55,7 @@ log = logging.getLogger("veilcam.store")
 
 QUERY_ENVELOPE = b"ENVELOPE"
 MAX_RANGE_FRAMES = 64
+MAX_COVERAGE_BUCKETS = 2000
 STATS_EVERY_S = 30.0
 IDENTITY_CHECK_S = 1.0
 
@@ -242,6 +243,15 @@ class StoreNode:
                 span = self.archive.time_range(parts[1].decode("ascii"))
                 reply = [b"OK", *(str(v).encode() for v in span)] if span else \
                     [b"ERR", b"no frames of that camera in the archive"]
+            elif command == b"COVERAGE" and len(parts) == 5:
+                # COVERAGE camera from_us to_us buckets -> OK counts (comma-separated)
+                camera = parts[1].decode("ascii")
+                from_us, to_us, buckets = (int(p.decode()) for p in parts[2:5])
+                if not (0 <= from_us < to_us < 2**63 and 1 <= buckets <= MAX_COVERAGE_BUCKETS):
+                    reply = [b"ERR", b"bad coverage range or bucket count"]
+                else:
+                    counts = self.archive.coverage(camera, from_us, to_us, buckets)
+                    reply = [b"OK", ",".join(map(str, counts)).encode()]
             elif command == b"GRANTS" and len(parts) == 2:
                 camera = parts[1].decode("ascii")
                 if peer and peer != f"camera:{camera}":
@@ -258,6 +268,8 @@ class StoreNode:
                 reply = [b"OK"]
             elif command == b"LOGIN" and len(parts) == 3:
                 reply = self._login(parts[1].decode(), parts[2], address or peer)
+            elif command == b"TIME" and len(parts) == 1:  # for 'veilcam doctor' (clock skew)
+                reply = [b"OK", str(time.time_ns() // 1000).encode()]
             else:
                 reply = [b"ERR", b"unknown query"]
         except (UnicodeDecodeError, ValueError, ArchiveError, VeilcamError, OSError,

@@ -16,6 +16,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -43,8 +44,10 @@ def _progress(done: int, total: int, started: float) -> None:
 
 
 def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
-           identity: Identity | None = None) -> dict:
-    """Write ``out`` (MP4) and ``out.bundle/``; returns the manifest."""
+           identity: Identity | None = None,
+           on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write ``out`` (MP4) and ``out.bundle/``; returns the manifest. ``on_progress(done,
+    total)`` is called after each frame (the browser viewer's export button shows it)."""
     out = Path(out)
     if to_us <= from_us:
         raise VeilcamError("--to must be after --from")
@@ -53,8 +56,7 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
         raise VeilcamError(f"{out} or {bundle} already exists; choose another --out")
     reader = ArchiveReader(home, camera, from_us)
     unlocker = Unlocker(identity, reader.envelope) if identity else None
-    span = reader.span()
-    total = span[2] if span else 0
+    total = reader.count_between(from_us, to_us)
     segment = bundle / "archive" / "segments" / camera / "00000001.vseg"
     segment.parent.mkdir(parents=True)
     writer = None
@@ -93,6 +95,8 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
                 first_us = first_us if first_us is not None else h.capture_time_us
                 last_us = h.capture_time_us
                 _progress(frames, total, started)
+                if on_progress is not None:
+                    on_progress(frames, total)
         complete = True
     finally:
         reader.close()

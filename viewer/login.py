@@ -34,14 +34,16 @@ LOGIN_FAILED = "wrong user name or password"
 class StoreLink:
     """A CURVE client socket to one of the store's endpoints, checked on every handshake."""
 
-    def __init__(self, home: Home, endpoint: str, sock_type: int = zmq.DEALER) -> None:
+    def __init__(self, home: Home, endpoint: str, sock_type: int = zmq.DEALER,
+                 keys: tuple[bytes, bytes] | None = None) -> None:
+        """``keys``: this node's CURVE pair (default: the viewer's, from viewer.toml)."""
         ca = home.ca()
-        viewer_name = home.viewer_config().viewer.identity
+        if keys is None:
+            keys = curve_pair(home.transport_key("viewer", home.viewer_config().viewer.identity))
         self.endpoint = endpoint
         self.sock = zmq.Context.instance().socket(sock_type)
         self.sock.setsockopt(zmq.LINGER, 0)
-        make_client(self.sock, curve_pair(home.transport_key("viewer", viewer_name)),
-                    home.store_identity(ca).transport_key)
+        make_client(self.sock, keys, home.store_identity(ca).transport_key)
         self.watch = HandshakeWatch(self.sock, "store", endpoint)
         self.sock.connect(endpoint)
 

@@ -60,6 +60,25 @@ class ArchiveReader:
         reply = self.link.request([b"SPAN", self.camera_id.encode()])
         return tuple(int(v) for v in reply[1:4]) if reply[0] == b"OK" else None
 
+    def coverage(self, from_us: int, to_us: int, buckets: int) -> list[int]:
+        """Frames archived in each of ``buckets`` equal slices of [from_us, to_us)."""
+        reply = self.link.request([b"COVERAGE", self.camera_id.encode(), str(from_us).encode(),
+                                   str(to_us).encode(), str(buckets).encode()])
+        if reply[0] != b"OK" or len(reply) != 2:
+            raise VeilcamError("the store refused the timeline query: "
+                               f"{reply[1].decode(errors='replace') if len(reply) > 1 else ''}")
+        try:
+            counts = [int(v) for v in reply[1].decode("ascii").split(",")]
+        except ValueError:
+            raise VeilcamError("the store sent a malformed timeline") from None
+        if len(counts) != buckets:
+            raise VeilcamError("the store sent a timeline of the wrong length")
+        return counts
+
+    def count_between(self, from_us: int, to_us: int) -> int:
+        """Frames archived with from_us <= capture time <= to_us."""
+        return self.coverage(from_us, to_us + 1, 1)[0] if to_us >= from_us else 0
+
     def envelope(self, camera_id: str, epoch_id: bytes) -> EnvelopeBody | None:
         key = (camera_id, epoch_id)
         if key not in self._envelopes:

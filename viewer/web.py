@@ -12,12 +12,15 @@ SameSite=Strict). Keys never reach the browser, its storage or any URL.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import secrets
+import shutil
 import threading
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +32,7 @@ from common.errors import KeystoreError, TransportError, VeilcamError
 from common.home import Home, check_user_name
 from common.lifecycle import StopFlag
 from viewer.client import ReceivedFrame, RelayClient
+from viewer.export import export
 from viewer.login import LOGIN_FAILED, login
 from viewer.playback import ArchiveReader, parse_time
 from viewer.render import describe, render
@@ -115,13 +119,106 @@ class Sessions:
             self._by_token.pop(token or "", None)
 
 
+@dataclass
+class ExportJob:
+    """One export started from the page; its thread updates ``done``/``total``/``state``."""
+
+    job_id: str
+    camera: str
+    video: Path
+    state: str = "running"  # running | done | failed
+    done: int = 0
+    total: int = 0
+    error: str = ""
+    manifest: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"id": self.job_id, "camera": self.camera, "state": self.state, "done": self.done,
+                "total": self.total, "error": self.error, "file": str(self.video),
+                "bundle": str(self.video) + ".bundle" if self.state == "done" else "",
+                "frames": self.manifest.get("frames", 0),
+                "unlocked_for": self.manifest.get("unlocked_for")}
+
+
+class Exports:
+    """Exports run one at a time in their own thread, into the viewer's export folder."""
+
+    MAX_KEPT = 50
+
+    def __init__(self, home: Home, folder: Path) -> None:
+        self.home, self.folder = home, folder
+        self.jobs: dict[str, ExportJob] = {}
+        self._lock = threading.Lock()
+        self._one_at_a_time = threading.Lock()
+        self._zip_lock = threading.Lock()
+
+    def start(self, camera: str, from_us: int, to_us: int, identity) -> ExportJob:
+        stamp = dt.datetime.fromtimestamp(from_us / 1e6, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        base = f"{camera}-{stamp}-{(to_us - from_us) // 1_000_000}s"
+        video = self.folder / f"{base}.mp4"
+        n = 1
+        while video.exists() or video.with_name(video.name + ".bundle").exists():
+            n += 1
+            video = self.folder / f"{base}-{n}.mp4"
+        job = ExportJob(secrets.token_urlsafe(12), camera, video)
+        with self._lock:
+            if len(self.jobs) >= self.MAX_KEPT:
+                finished = [j for j in self.jobs.values() if j.state != "running"]
+                for old in finished[: len(self.jobs) - self.MAX_KEPT + 1]:
+                    del self.jobs[old.job_id]
+            self.jobs[job.job_id] = job
+        threading.Thread(target=self._run, args=(job, from_us, to_us, identity),
+                         name=f"export-{camera}", daemon=True).start()
+        return job
+
+    def _run(self, job: ExportJob, from_us: int, to_us: int, identity) -> None:
+        def progress(done: int, total: int) -> None:
+            job.done, job.total = done, total
+
+        with self._one_at_a_time:
+            try:
+                job.manifest = export(self.home, job.camera, from_us, to_us, job.video,
+                                      identity, progress)
+                job.done = job.total = job.manifest["frames"]
+                job.state = "done"
+                log.info("exported %d frame(s) of %s to %s (+ .bundle)", job.done, job.camera,
+                         job.video)
+            except (VeilcamError, OSError) as exc:
+                job.error, job.state = str(exc), "failed"
+                log.warning("export of %s failed: %s", job.camera, exc)
+
+    def get(self, job_id: str) -> ExportJob | None:
+        with self._lock:
+            return self.jobs.get(job_id)
+
+    def bundle_zip(self, job: ExportJob) -> Path:
+        """The video and its bundle in one zip, laid out as on disk (made once, kept beside)."""
+        bundle = job.video.with_name(job.video.name + ".bundle")
+        target = job.video.with_name(bundle.name + ".zip")
+        with self._zip_lock:
+            if target.exists():
+                return target
+            partial = target.with_name(target.name + ".part")
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+                # the manifest names the video beside the bundle
+                zf.write(job.video, job.video.name, compress_type=zipfile.ZIP_STORED)
+                for f in sorted(bundle.rglob("*")):
+                    if f.is_file():
+                        zf.write(f, str(f.relative_to(bundle.parent)))
+            partial.replace(target)
+        return target
+
+
 class ViewerServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], home: Home, hub: FrameHub, jpeg_quality: int):
+    def __init__(self, address: tuple[str, int], home: Home, hub: FrameHub, jpeg_quality: int,
+                 export_dir: Path):
         super().__init__(address, Handler)
         self.home, self.hub, self.jpeg_quality = home, hub, jpeg_quality
         self.sessions = Sessions()
+        self.exports = Exports(home, export_dir)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -178,6 +275,16 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, (STATIC_DIR / "app.css").read_bytes(), "text/css")
         elif path == "/api/status":
             self._status()
+        elif path.startswith("/api/timeline/"):
+            self._timeline(path[len("/api/timeline/"):])
+        elif path.startswith("/api/export/"):
+            job = self.server.exports.get(path[len("/api/export/"):])
+            if job is None:
+                self._json(404, {"error": "no such export"})
+            else:
+                self._json(200, job.as_json())
+        elif path.startswith("/exports/"):
+            self._download(path[len("/exports/"):])
         elif path.startswith("/stream/") and path.endswith(".mjpg"):
             query = parse_qs(self.path.split("?", 1)[1]) if "?" in self.path else {}
             camera = path[len("/stream/"):-len(".mjpg")]
@@ -212,6 +319,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/api/unlock":
             self._unlock(doc)
+        elif self.path == "/api/export":
+            self._start_export(doc)
         elif self.path == "/api/lock":
             self.server.sessions.drop(self._session_token())
             self._json(200, {"unlocked": False},
@@ -232,6 +341,85 @@ class Handler(BaseHTTPRequestHandler):
         log.info("user %s unlocked the viewer", identity.name)
         self._json(200, {"unlocked": True, "user": identity.name},
                    {"Set-Cookie": f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"})
+
+    def _query(self) -> dict[str, str]:
+        query = parse_qs(self.path.split("?", 1)[1]) if "?" in self.path else {}
+        return {k: v[0] for k, v in query.items() if v}
+
+    def _timeline(self, camera: str) -> None:
+        """The archive's extent and how many frames fall in each slice of it (0: a gap)."""
+        if camera not in self.server.hub.cameras:
+            self._json(404, {"error": f"unknown camera {camera!r}"})
+            return
+        try:
+            buckets = max(1, min(int(self._query().get("buckets", "200")), 1000))
+        except ValueError:
+            self._json(400, {"error": "buckets must be a number"})
+            return
+        try:
+            reader = ArchiveReader(self.server.home, camera, 0)
+        except VeilcamError as exc:
+            self._json(503, {"error": str(exc)})
+            return
+        try:
+            span = reader.span()
+            if span is None:
+                self._json(200, {"camera": camera, "frames": 0, "buckets": []})
+                return
+            first_us, last_us, frames = span
+            end_us = max(last_us + 1, first_us + buckets)
+            counts = reader.coverage(first_us, end_us, buckets)
+        except VeilcamError as exc:
+            self._json(503, {"error": str(exc)})
+            return
+        finally:
+            reader.close()
+        self._json(200, {"camera": camera, "frames": frames, "first_us": first_us,
+                         "last_us": last_us, "bucket_us": -(-(end_us - first_us) // buckets),
+                         "buckets": counts})
+
+    def _start_export(self, doc: dict) -> None:
+        camera = str(doc.get("camera", ""))
+        if camera not in self.server.hub.cameras:
+            self._json(404, {"error": f"unknown camera {camera!r}"})
+            return
+        try:
+            from_us, to_us = parse_time(str(doc.get("from", ""))), parse_time(str(doc.get("to", "")))
+        except VeilcamError as exc:
+            self._json(400, {"error": str(exc)})
+            return
+        if to_us <= from_us:
+            self._json(400, {"error": "the end of the export must be after its start"})
+            return
+        session = self._unlocker()
+        job = self.server.exports.start(camera, from_us, to_us,
+                                        session.identity if session else None)
+        log.info("export %s of %s started (%s)", job.job_id, camera,
+                 f"unlocked for {session.user}" if session else "redacted")
+        self._json(202, job.as_json())
+
+    def _download(self, rest: str) -> None:
+        """/exports/JOB/video.mp4 or /exports/JOB/bundle.zip of a finished export."""
+        job_id, _, what = rest.partition("/")
+        job = self.server.exports.get(job_id)
+        if job is None or job.state != "done" or what not in ("video.mp4", "bundle.zip"):
+            self._json(404, {"error": "no such finished export"})
+            return
+        if what == "video.mp4":
+            path, ctype = job.video, "video/mp4"
+        else:
+            path, ctype = self.server.exports.bundle_zip(job), "application/zip"
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.send_header("Content-Disposition", f'attachment; filename="{path.name}"')
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        try:
+            with open(path, "rb") as fh:
+                shutil.copyfileobj(fh, self.wfile, 2**20)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _status(self) -> None:
         unlocker = self._unlocker()
@@ -349,7 +537,8 @@ def run_web(home: Home, host: str | None = None, port: int | None = None,
     stop = stop or StopFlag()
     hub = FrameHub(home, stop)
     try:
-        server = ViewerServer((host, port), home, hub, cfg.jpeg_quality)
+        server = ViewerServer((host, port), home, hub, cfg.jpeg_quality,
+                              home.resolve(cfg.export_dir))
     except OSError as exc:
         log.error("cannot listen on http://%s:%d (%s); choose another --port", host, port, exc)
         return 2
