@@ -43,9 +43,11 @@ def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -
         log.warning("no YuNet model in the cache: the demo uses Haar cascades, which miss "
                     "faces. 'veilcam models fetch' installs YuNet (needs internet).")
     base = [sys.executable, "-m", "veilcam"] + (["--verbose"] if verbose else [])
+    store_metrics, camera_metrics = port_base + 90, port_base + 91
     commands = {
-        "store": base + ["store", "--home", str(home.root)],
-        "camera": base + ["camera", "--home", str(home.root), "--loop"],
+        "store": base + ["store", "--home", str(home.root), "--metrics-port", str(store_metrics)],
+        "camera": base + ["camera", "--home", str(home.root), "--loop",
+                          "--metrics-port", str(camera_metrics)],
         "viewer": base + ["view", "--home", str(home.root), "--web"],
     }
     procs: dict[str, subprocess.Popen] = {}
@@ -62,6 +64,8 @@ def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -
               f"  user    {DEMO_USER}\n"
               f"  password {password}\n"
               f"  home    {home.root}\n"
+              f"  metrics http://127.0.0.1:{store_metrics}/metrics (store), "
+              f"http://127.0.0.1:{camera_metrics}/metrics (camera)\n"
               f"  Ctrl-C stops everything.\n", flush=True)
         while not stop.wait(0.5):
             for name, proc in procs.items():
