@@ -217,6 +217,11 @@ class ViewerSection(Section):
                               "sent to the browser.")
     export_dir: str = Field("exports", description="Where the browser page's Export button "
                             "writes MP4 files and evidence bundles (relative to the home).")
+    session_idle_minutes: float = Field(15, gt=0, le=24 * 60, description="An unlocked "
+                                        "browser session locks after this long without a "
+                                        "request (an open stream keeps it alive).")
+    session_max_hours: float = Field(12, gt=0, le=24 * 30, description="...and this long after "
+                                     "the unlock in any case.")
 
 
 class ViewerConfig(Section):

@@ -107,3 +107,30 @@ def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
     played = cv2.imdecode(np.frombuffer(_first_mjpeg_part(base + "/stream/cam1.mjpg?from=start"),
                                         np.uint8), 1)
     assert played.shape == (360, 640, 3)
+
+
+def test_unlocked_sessions_expire_when_idle_and_at_their_maximum_age() -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from common.keywrap import Identity
+    from viewer.unlock import Unlocker
+    from viewer.web import Sessions
+
+    def unlocker() -> Unlocker:
+        return Unlocker(Identity("alice", X25519PrivateKey.generate()), lambda cam, epoch: None)
+
+    idle = Sessions(idle_s=0.3, max_s=60)
+    token = idle.create(unlocker())
+    for _ in range(4):  # requests keep it alive past the idle limit
+        time.sleep(0.15)
+        assert idle.get(token) is not None
+    time.sleep(0.45)
+    assert idle.get(token) is None  # idle too long: locked, keys dropped
+    assert idle.get(token) is None
+
+    aged = Sessions(idle_s=60, max_s=0.4)
+    token = aged.create(unlocker())
+    assert aged.get(token).user == "alice"
+    time.sleep(0.5)
+    assert aged.get(token) is None  # in use, but past its maximum age
+    assert aged.get("not-a-token") is None and aged.get(None) is None

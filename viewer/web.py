@@ -97,22 +97,44 @@ class FrameHub:
             return latest if latest and latest.counter > counter else None
 
 
+@dataclass
+class Session:
+    unlocker: Unlocker
+    created: float
+    used: float
+
+
 class Sessions:
-    def __init__(self) -> None:
-        self._by_token: dict[str, Unlocker] = {}
+    """Unlocked sessions by cookie token. A session ends after ``idle_s`` without a request (an
+    open stream counts as requests) or ``max_s`` after the unlock, whichever comes first; its
+    keys are dropped with it and the streams fall back to the public view."""
+
+    def __init__(self, idle_s: float = 15 * 60, max_s: float = 12 * 3600) -> None:
+        self._by_token: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self.idle_s, self.max_s = idle_s, max_s
 
     def create(self, unlocker: Unlocker) -> str:
         token = secrets.token_urlsafe(32)
+        now = time.monotonic()
         with self._lock:
-            self._by_token[token] = unlocker
+            self._by_token[token] = Session(unlocker, now, now)
         return token
 
     def get(self, token: str | None) -> Unlocker | None:
         if not token:
             return None
+        now = time.monotonic()
         with self._lock:
-            return self._by_token.get(token)
+            session = self._by_token.get(token)
+            if session is None:
+                return None
+            if now - session.used > self.idle_s or now - session.created > self.max_s:
+                del self._by_token[token]
+                log.info("session of user %s expired; locked", session.unlocker.user)
+                return None
+            session.used = now
+            return session.unlocker
 
     def drop(self, token: str | None) -> None:
         with self._lock:
@@ -214,10 +236,11 @@ class ViewerServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], home: Home, hub: FrameHub, jpeg_quality: int,
-                 export_dir: Path):
+                 export_dir: Path, session_idle_s: float = 15 * 60,
+                 session_max_s: float = 12 * 3600):
         super().__init__(address, Handler)
         self.home, self.hub, self.jpeg_quality = home, hub, jpeg_quality
-        self.sessions = Sessions()
+        self.sessions = Sessions(session_idle_s, session_max_s)
         self.exports = Exports(home, export_dir)
 
 
@@ -479,7 +502,8 @@ class Handler(BaseHTTPRequestHandler):
         except (VeilcamError, ValueError) as exc:
             self._json(400, {"error": str(exc)})
             return
-        session = self.server.sessions.get(self._session_token())
+        token = self._session_token()
+        session = self.server.sessions.get(token)
         unlocker = Unlocker(session.identity, reader.envelope) if session else None
         self._start_multipart()
         started, first_us = time.monotonic(), None
@@ -494,6 +518,8 @@ class Handler(BaseHTTPRequestHandler):
                 delay = (capture_us - first_us) / 1e6 - (time.monotonic() - started)
                 if delay > 0:
                     time.sleep(min(delay, 2.0))
+                if unlocker is not None and self.server.sessions.get(token) is None:
+                    unlocker = None  # locked or expired meanwhile: public from now on
                 shown = render(got.msg, unlocker)
                 ok, buf = cv2.imencode(".jpg", shown.image,
                                        [cv2.IMWRITE_JPEG_QUALITY, self.server.jpeg_quality])
@@ -538,7 +564,8 @@ def run_web(home: Home, host: str | None = None, port: int | None = None,
     hub = FrameHub(home, stop)
     try:
         server = ViewerServer((host, port), home, hub, cfg.jpeg_quality,
-                              home.resolve(cfg.export_dir))
+                              home.resolve(cfg.export_dir), cfg.session_idle_minutes * 60,
+                              cfg.session_max_hours * 3600)
     except OSError as exc:
         log.error("cannot listen on http://%s:%d (%s); choose another --port", host, port, exc)
         return 2
