@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from common.errors import VeilcamError
+from common.progress import Progress
 from common.secretfiles import sha256_file, write_atomic
 
 YUNET_FILENAME = "face_detection_yunet_2023mar.onnx"
@@ -43,6 +43,7 @@ def fetch_yunet(url: str = YUNET_URL, dest_dir: Path | None = None, timeout: flo
     dest = (dest_dir or model_cache_dir()) / YUNET_FILENAME
     if dest.is_file() and sha256_file(dest) == YUNET_SHA256:
         return dest
+    bar = Progress(f"fetching {YUNET_FILENAME}", YUNET_SIZE, "bytes", enabled=progress)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (https URL)
             total = int(resp.headers.get("Content-Length") or YUNET_SIZE)
@@ -52,13 +53,11 @@ def fetch_yunet(url: str = YUNET_URL, dest_dir: Path | None = None, timeout: flo
                 done += len(block)
                 if done > 16 * YUNET_SIZE:
                     raise VeilcamError(f"download from {url} is far larger than the model")
-                if progress and sys.stderr.isatty():
-                    print(f"\rfetching {YUNET_FILENAME}: {done * 100 // max(total, 1):3d}%",
-                          end="", file=sys.stderr)
+                bar.update(done, total)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise VeilcamError(f"cannot download the YuNet model from {url}: {exc}") from None
-    if progress and sys.stderr.isatty():
-        print(file=sys.stderr)
+    finally:
+        bar.close()
     data = b"".join(chunks)
     got = hashlib.sha256(data).hexdigest()
     if got != YUNET_SHA256:

@@ -20,6 +20,8 @@ its spool overflowed).
 from __future__ import annotations
 
 import hmac
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,11 @@ from common.errors import ArchiveError, FormatError, VerificationError
 from common.format import KIND_FRAME, KIND_GAP, ZERO_DIGEST, FrameMessage, GapNotice, KeyEnvelope
 from common.signing import TrustedCameras
 from store_node.segments import ScanProblem, list_segments, scan_segment
+
+log = logging.getLogger("veilcam.verify")
+
+# progress(bytes checked, bytes in all segments, records checked)
+ProgressCallback = Callable[[int, int, int], None]
 
 
 @dataclass
@@ -69,14 +76,51 @@ class AuditReport:
                 "notes": [asdict(n) for n in self.notes]}
 
 
-def audit_archive(archive_dir: Path, trust: TrustedCameras) -> AuditReport:
+class _Tally:
+    """Turns (segment, offset) of each record checked into progress over all segments."""
+
+    def __init__(self, camera_dirs: list[Path], progress: ProgressCallback | None) -> None:
+        self.progress = progress
+        self.sizes: dict[Path, int] = {}
+        if progress is not None:
+            for camera_dir in camera_dirs:
+                for seg in list_segments(camera_dir):
+                    try:
+                        self.sizes[seg] = seg.stat().st_size
+                    except OSError:
+                        pass
+        self.total = sum(self.sizes.values())
+        self.base = 0
+        self.segment: Path | None = None
+        self.records = 0
+
+    def record(self, seg: Path, offset: int) -> None:
+        if self.progress is None:
+            return
+        if seg != self.segment:
+            if self.segment is not None:
+                self.base += self.sizes.get(self.segment, 0)
+            self.segment = seg
+        self.records += 1
+        self.progress(min(self.base + offset, self.total), self.total, self.records)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress(self.total, self.total, self.records)
+
+
+def audit_archive(archive_dir: Path, trust: TrustedCameras,
+                  progress: ProgressCallback | None = None) -> AuditReport:
     seg_root = Path(archive_dir) / "segments"
     if not seg_root.is_dir():
         raise ArchiveError(f"{archive_dir} holds no veilcam archive (no segments/ folder)")
     report = AuditReport(str(archive_dir))
     seen: dict[str, set[int]] = {}
-    for camera_dir in sorted(p for p in seg_root.iterdir() if p.is_dir()):
-        report.cameras.append(_audit_camera(camera_dir, trust, report, seen))
+    camera_dirs = sorted(p for p in seg_root.iterdir() if p.is_dir())
+    tally = _Tally(camera_dirs, progress)
+    for camera_dir in camera_dirs:
+        report.cameras.append(_audit_camera(camera_dir, trust, report, seen, tally))
+    tally.finish()
     _cross_check_index(Path(archive_dir) / "index.sqlite3", seen, report)
     return report
 
@@ -120,7 +164,7 @@ def _cross_check_index(index: Path, seen: dict[str, set[int]], report: AuditRepo
 
 
 def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
-                  seen: dict[str, set[int]]) -> CameraReport:
+                  seen: dict[str, set[int]], tally: _Tally) -> CameraReport:
     cam = CameraReport(camera_dir.name)
     seen_seqs = seen.setdefault(camera_dir.name, set())
     last_seq: int | None = None
@@ -139,7 +183,9 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
         except ArchiveError as exc:
             problem(seg, 0, None, "corrupt_record", str(exc))
             continue
+        log.debug("checking %s/%s: %d record(s)", camera_dir.name, seg.name, len(items))
         for item in items:
+            tally.record(seg, item.offset)
             if isinstance(item, ScanProblem):
                 kind = "truncated_segment" if item.kind == "truncated" else "corrupt_record"
                 problem(seg, item.offset, None, kind, item.detail)

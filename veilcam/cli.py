@@ -200,7 +200,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                            f"({home.ca_cert_path})")
     trust = home.trusted_cameras(history=True)
     archive = archive or home.archive_dir()
-    report = audit_archive(archive, trust)
+    from common.progress import Progress
+
+    with Progress("verify", unit="bytes") as bar:  # a bar on a terminal, else a line per 10 s
+        report = audit_archive(archive, trust, lambda done, total, records: bar.update(
+            done, total, f"{records} records"))
     bundle_problems = []
     if (target / "manifest.json").exists():  # an evidence bundle: its files must match too
         from viewer.export import check_bundle_files
@@ -262,6 +266,12 @@ def cmd_config_docs(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from veilcam.doctor import run_doctor
+
+    return run_doctor(Path(args.home), as_json=args.json, timeout_s=args.timeout)
 
 
 # --------------------------------------------------------------------------- parser
@@ -396,7 +406,28 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("config-docs", help="print the config reference (Markdown)")
     s.add_argument("--out", help="write to this file")
     s.set_defaults(func=cmd_config_docs)
+
+    s = sub.add_parser("doctor", help="check a deployment; says how to fix what is wrong "
+                       "(exit 1 if any check FAILs)")
+    s.add_argument("--home", required=True)
+    s.add_argument("--json", action="store_true", help="machine-readable report")
+    s.add_argument("--timeout", type=float, default=3.0, metavar="S",
+                   help="seconds to wait for the store at each endpoint")
+    s.set_defaults(func=cmd_doctor)
+    _verbose_after_command(p)
     return p
+
+
+def _verbose_after_command(parser: argparse.ArgumentParser) -> None:
+    """Accept -v/--verbose after the command too ('veilcam verify -v X' is 'veilcam -v verify
+    X'); SUPPRESS keeps the global flag's value when it is not repeated there."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                subparser.add_argument("-v", "--verbose", action="store_true",
+                                       default=argparse.SUPPRESS,
+                                       help="log more detail (DEBUG)")
+                _verbose_after_command(subparser)
 
 
 def main(argv: list[str] | None = None) -> int:
