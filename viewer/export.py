@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from common.errors import VeilcamError
 from common.format import KIND_ENVELOPE, KIND_FRAME
 from common.home import Home
 from common.keywrap import Identity
+from common.progress import Progress
 from common.secretfiles import sha256_file, write_atomic
 from store_node.segments import encode_record, segment_header
 from viewer.playback import ArchiveReader
@@ -32,15 +32,6 @@ from viewer.render import render
 from viewer.unlock import Unlocker
 
 log = logging.getLogger("veilcam.export")
-
-
-def _progress(done: int, total: int, started: float) -> None:
-    if not sys.stderr.isatty() or total <= 0:
-        return
-    share = min(1.0, done / total)
-    bar = "#" * int(share * 30)
-    print(f"\rexport [{bar:<30}] {share * 100:5.1f}% {done}/{total} frames "
-          f"{time.monotonic() - started:5.1f} s", end="", file=sys.stderr, flush=True)
 
 
 def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
@@ -62,7 +53,7 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
     writer = None
     frames, epochs, problems = 0, [], 0
     first_us = last_us = None
-    started = time.monotonic()
+    bar = Progress("export", total, "frames")  # on a terminal; else a log line per 10 s
     complete = False
     try:
         with open(segment, "wb") as seg:
@@ -94,7 +85,7 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
                 frames += 1
                 first_us = first_us if first_us is not None else h.capture_time_us
                 last_us = h.capture_time_us
-                _progress(frames, total, started)
+                bar.update(frames)
                 if on_progress is not None:
                     on_progress(frames, total)
         complete = True
@@ -102,8 +93,7 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
         reader.close()
         if writer is not None:
             writer.release()
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+        bar.close()
         if not complete:  # leave nothing half-written that would block a retry
             shutil.rmtree(bundle, ignore_errors=True)
             out.unlink(missing_ok=True)
