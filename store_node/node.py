@@ -57,6 +57,7 @@ QUERY_ENVELOPE = b"ENVELOPE"
 MAX_RANGE_FRAMES = 64
 MAX_COVERAGE_BUCKETS = 2000
 STATS_EVERY_S = 30.0
+RELAY_HWM = 100  # frames queued per live viewer (bench/load.py: 1000 kept 130 MB each)
 IDENTITY_CHECK_S = 1.0
 
 
@@ -306,7 +307,9 @@ class StoreNode:
             make_server(sock, keys, domain)
         self.query.setsockopt(zmq.MAXMSGSIZE, 1 * 2**20)
         self.ingest.setsockopt(zmq.MAXMSGSIZE, 256 * 2**20)
-        self.relay.setsockopt(zmq.SNDHWM, 1000)
+        # live relay: a viewer that cannot keep up loses frames (the archive has them)
+        # instead of the store queueing them: at most RELAY_HWM frames per viewer
+        self.relay.setsockopt(zmq.SNDHWM, RELAY_HWM)
         c = self.cfg.store
         try:
             self.ingest.bind(c.ingest_bind)
