@@ -33,6 +33,7 @@ from common.format import (
     KIND_ENVELOPE,
     KIND_FRAME,
     KIND_GAP,
+    ZERO_DIGEST,
     Ack,
     AckStatus,
     FrameMessage,
@@ -57,6 +58,7 @@ QUERY_ENVELOPE = b"ENVELOPE"
 MAX_RANGE_FRAMES = 64
 MAX_COVERAGE_BUCKETS = 2000
 STATS_EVERY_S = 30.0
+HOLE_WAIT_S = 30.0  # later frames wait this long for one the store could not write
 RELAY_HWM = 100  # frames queued per live viewer (bench/load.py: 1000 kept 130 MB each)
 IDENTITY_CHECK_S = 1.0
 
@@ -89,6 +91,7 @@ class StoreNode:
         self.epoch_recipients: dict[str, int] = {}
         self.metrics_port = metrics_port
         self._pending_acks: list[tuple[bytes, Ack]] = []
+        self._holes: dict[str, list] = {}  # camera -> [seq not written, last time it came]
         self._oldest_pending = 0.0
 
     # ------------------------------------------------------------------ identities
@@ -128,6 +131,9 @@ class StoreNode:
             else:
                 self.trust.verify_gap(msg)
                 self.archive.append_gap(msg)
+                hole = self._holes.get(msg.camera_id)
+                if hole and msg.first_seq <= hole[0] <= msg.last_seq:
+                    del self._holes[msg.camera_id]  # the camera dropped it: declared
                 self.accepted["gap_notice"] += 1
                 log.warning("camera %s declares frames #%d..#%d dropped (%s)", msg.camera_id,
                             msg.first_seq, msg.last_seq, msg.reason.name.lower())
@@ -137,6 +143,10 @@ class StoreNode:
             self._reject(identity, msg, exc.reason, str(exc))
         except ArchiveError as exc:
             # not acknowledged, so the camera keeps it and sends it again later
+            if isinstance(msg, FrameMessage):
+                hole = self._holes.setdefault(msg.camera_id, [msg.header.seq, 0.0])
+                if msg.header.seq <= hole[0]:
+                    hole[:] = [msg.header.seq, time.monotonic()]
             self.rejects["storage_error"] += 1
             if self.rejects["storage_error"] in (1, 10, 100) or \
                     self.rejects["storage_error"] % 1000 == 0:
@@ -152,6 +162,7 @@ class StoreNode:
                 self._ack(identity, Ack(AckStatus.DUPLICATE, KIND_FRAME, msg.header.seq,
                                         msg.camera_id))
                 return
+        self._hold_back(msg)
         link = self.chain.check(msg)  # raises for replay / fork
         if link == "gap":
             log.warning("camera %s: frames %d..%d missing before #%d", msg.camera_id,
@@ -162,11 +173,30 @@ class StoreNode:
         with self.times.measure("append"):
             self.archive.append_frame(msg)
         self.chain.accept(msg)
+        if self._holes.get(msg.camera_id, [None])[0] == msg.header.seq:
+            del self._holes[msg.camera_id]
         self.accepted["frame"] += 1
         self.frames_by_camera[msg.camera_id] += 1
         self.relay.send_multipart(parts, copy=False)
         self.relayed += 1
         self._ack(identity, Ack(AckStatus.STORED, KIND_FRAME, msg.header.seq, msg.camera_id))
+
+    def _hold_back(self, msg: FrameMessage) -> None:
+        """Refuse (unacknowledged) a frame that would overtake one of its camera that the
+        store could not write (disk full): once a later frame is archived, the earlier one
+        could never be (it would be a replay), and a smaller later frame may well fit where
+        the earlier did not. The camera sends the earlier one again, in order. The wait ends
+        when it is stored, declared dropped (gap notice), or no longer sent: the camera
+        restarted (a new chain, or HOLE_WAIT_S without it)."""
+        hole = self._holes.get(msg.camera_id)
+        if hole is None or msg.header.seq <= hole[0]:
+            return
+        if msg.header.prev_digest != ZERO_DIGEST and time.monotonic() - hole[1] < HOLE_WAIT_S:
+            raise ArchiveError(f"frame {msg.camera_id}#{msg.header.seq} waits for "
+                               f"#{hole[0]}, which could not be written yet")
+        log.error("camera %s no longer sends frame #%d, which could not be written; going on "
+                  "at #%d", msg.camera_id, hole[0], msg.header.seq)
+        del self._holes[msg.camera_id]
 
     def _ingest_envelope(self, identity: bytes, env: KeyEnvelope, parts: list[bytes]) -> None:
         self.trust.verify_envelope(env)
@@ -274,7 +304,7 @@ class StoreNode:
             else:
                 reply = [b"ERR", b"unknown query"]
         except (UnicodeDecodeError, ValueError, ArchiveError, VeilcamError, OSError,
-                sqlite3.Error) as exc:
+                sqlite3.Error, OverflowError) as exc:  # OverflowError: a number SQLite can't hold
             reply = [b"ERR", str(exc).encode()]
         self.query.send_multipart([identity, *reply])
 

@@ -148,3 +148,64 @@ def test_full_disk_stops_accepting_with_a_clear_error_and_loses_nothing_acknowle
     assert report["intact"], verify.stdout
     archived = report["cameras"][0]["frames"] + report["cameras"][0]["envelopes"]
     assert 0 < acked <= archived < 121
+
+
+def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_one(
+        tmp_path, procs) -> None:
+    """Disk full: frame #3 does not fit, the smaller #4 would. The store must not archive #4
+    (then #3 could never be: a replay) but wait, unacknowledged, until #3 is written."""
+    import resource
+    import signal as sig
+    import subprocess
+
+    from tests.conftest import ROOT, run_cli, veilcam_cmd
+    from tests.factory import textured
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    limit = 700_000  # three 200 kB frames fit in the segment file, a fourth does not
+
+    def limited() -> None:
+        sig.signal(sig.SIGXFSZ, sig.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    log = open(tmp_path / "store.log", "w")
+    store = subprocess.Popen(veilcam_cmd("store", "--home", str(home)), stdout=log,
+                             stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=limited)
+    h = Home(home)
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    try:
+        procs.wait_for_log("store", "store ready")
+        make_client(dealer, curve_pair(h.transport_key("camera", "cam1")),
+                    h.store_identity().transport_key)
+        dealer.connect(h.store_config().store.ingest_bind)
+        cam = Camera("cam1")
+        cam.key = load_signing_key(h.camera_key_path("cam1"))
+        assert _send(dealer, cam.envelope().to_parts()).status == AckStatus.STORED
+        big = [cam.frame(image=textured(640, 480, seed=i)) for i in range(4)]
+        small = cam.frame(image=textured(64, 48), zones=[])
+        for frame in big[:3]:
+            assert _send(dealer, frame.to_parts()).status == AckStatus.STORED
+        for frame in (big[3], small):  # #3 fails (file too large); #4 must wait for it
+            dealer.send_multipart(frame.to_parts())
+            assert not dealer.poll(1500), "a frame was acknowledged on a full disk"
+        resource.prlimit(store.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # space is back
+        assert _send(dealer, big[3].to_parts()).status == AckStatus.STORED  # resent in order
+        assert _send(dealer, small.to_parts()).status == AckStatus.STORED
+    finally:
+        dealer.close()
+        store.terminate()
+        store.wait(timeout=15)
+    text = (tmp_path / "store.log").read_text()
+    assert "cannot write to the archive" in text and "Traceback" not in text
+    import sqlite3
+    db = sqlite3.connect(h.archive_dir() / "index.sqlite3")
+    in_file_order = [seq for (seq,) in db.execute(
+        "SELECT seq FROM frames WHERE camera='cam1' ORDER BY segment_id, offset")]
+    db.close()
+    assert in_file_order == [0, 1, 2, 3, 4]
+    # verify finds no gap and nothing reordered (the factory's frames carry 2023 capture
+    # times, before this certificate: that is all it may report)
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert {p["kind"] for p in report["problems"]} == {"certificate_expired"}
+    assert sorted(p["seq"] for p in report["problems"]) == [0, 1, 2, 3, 4]
