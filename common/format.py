@@ -44,6 +44,11 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_ZONE_BYTES = 64 * 1024 * 1024
 MAX_SEALED_KEY_LEN = 4096
 
+# Sequence numbers and microsecond times travel as u64 but must stay below 2^63: the archive
+# index keeps them as SQLite (signed 64-bit) integers, and a larger one must be refused as
+# malformed here, not crash the store that indexes it (or its recovery at every restart).
+MAX_U63 = 2**63 - 1
+
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 FLAG_CHAIN_START = 0x01  # prev_digest is zero: the camera declares a new hash chain (no history)
@@ -163,6 +168,12 @@ def _enum(enum_cls: type[IntEnum], value: int, what: str) -> IntEnum:
         raise FormatError(f"unknown {what} {value}") from None
 
 
+def _u63(value: int, what: str) -> int:
+    if value > MAX_U63:
+        raise FormatError(f"{what} {value} is not below 2^63")
+    return value
+
+
 def _camera_id_bytes(camera_id: str) -> bytes:
     raw = validate_camera_id(camera_id).encode("ascii")
     return bytes([len(raw)]) + raw
@@ -236,8 +247,8 @@ class FrameHeader:
         if flags & ~FLAG_CHAIN_START:
             raise FormatError(f"unknown frame flags 0x{flags:02x}")
         camera_id = r.camera_id()
-        seq = r.u64("seq")
-        capture_time_us = r.u64("capture_time_us")
+        seq = _u63(r.u64("seq"), "frame seq")
+        capture_time_us = _u63(r.u64("capture_time_us"), "frame capture time")
         epoch_id = r.take(EPOCH_ID_LEN, "epoch_id")
         prev_digest = r.take(DIGEST_LEN, "prev_digest")
         codec = _enum(ImageCodec, r.u8("image_codec"), "image codec")
@@ -378,7 +389,8 @@ class EnvelopeBody:
         suite = _enum(KemSuite, r.u8("suite"), "key-wrapping suite")
         camera_id = r.camera_id()
         epoch_id = r.take(EPOCH_ID_LEN, "epoch_id")
-        created_us, first_seq = r.u64("created_us"), r.u64("first_seq")
+        created_us = _u63(r.u64("created_us"), "envelope creation time")
+        first_seq = _u63(r.u64("first_seq"), "envelope first seq")
         count = r.u16("entry_count")
         if count > MAX_RECIPIENT_ENTRIES:
             raise FormatError(f"{count} sealed keys; at most {MAX_RECIPIENT_ENTRIES}")
@@ -473,9 +485,10 @@ class GapNotice:
         if r.u8("version") != FORMAT_VERSION:
             raise FormatError("gap notice version is not supported")
         camera_id = r.camera_id()
-        first, last = r.u64("first_seq"), r.u64("last_seq")
+        first, last = _u63(r.u64("first_seq"), "gap first seq"), _u63(r.u64("last_seq"),
+                                                                       "gap last seq")
         reason = _enum(GapReason, r.u8("reason"), "gap reason")
-        created = r.u64("created_us")
+        created = _u63(r.u64("created_us"), "gap notice creation time")
         r.end()
         if last < first:
             raise FormatError(f"gap notice range #{first}..#{last} is empty")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common.errors import VerificationError
+from common.errors import FormatError, VerificationError
 from common.format import ZoneClass, validate_camera_id
 from common.keywrap import Grant, Recipient
 from common.pki import CertificateAuthority
@@ -76,7 +76,8 @@ def verify_grant(data: bytes, ca: CertificateAuthority) -> SignedGrant:
                             int(doc["serial"]), bool(doc["revoked"]),
                             bytes.fromhex(doc["public_key"]), bytes.fromhex(doc["pq_public_key"]))
         grant.recipient()  # the keys must parse
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError,
+            FormatError) as exc:  # FormatError: bad camera id; the others: hostile JSON
         raise VerificationError("bad_grant", f"malformed grant: {exc}") from None
     if not ca.verify_signed(signature, _canonical(doc)):
         raise VerificationError("forged_grant", f"grant for user {grant.user!r} on camera "

@@ -41,6 +41,16 @@ class CameraKey:
                 and (self.not_after is None or at <= self.not_after))
 
 
+def _time_of(us: int, what: str) -> dt.datetime:
+    """A signed timestamp as a datetime, to pick the certificate valid then. The field is not
+    yet authenticated here, so a value no datetime holds is a clean rejection, not a crash."""
+    try:
+        return dt.datetime.fromtimestamp(us / 1e6, dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        raise VerificationError("bad_timestamp", f"{what}: time {us} µs since the epoch is "
+                                "out of range") from None
+
+
 class TrustedCameras:
     """The camera signing keys a verifier accepts, by camera id, each within its certificate's
     validity period. A live verifier (store, viewer) judges at the current time; an audit of
@@ -103,8 +113,7 @@ class TrustedCameras:
 
         ``at_capture_time``: judge the certificate at the frame's capture time (archive audit)."""
         what = f"frame {msg.camera_id}#{msg.header.seq}"
-        at = (dt.datetime.fromtimestamp(msg.header.capture_time_us / 1e6, dt.UTC)
-              if at_capture_time else None)
+        at = _time_of(msg.header.capture_time_us, what) if at_capture_time else None
         self._check(msg.camera_id, msg.signature, msg.header_bytes, what, at)
         if not hmac.compare_digest(sha256(msg.public_image), msg.header.image_sha256):
             raise VerificationError("image_hash_mismatch",
@@ -115,14 +124,12 @@ class TrustedCameras:
                                         "does not match its signed hash")
 
     def verify_gap(self, notice: GapNotice, at_creation_time: bool = False) -> None:
-        at = (dt.datetime.fromtimestamp(notice.created_us / 1e6, dt.UTC)
-              if at_creation_time else None)
+        at = _time_of(notice.created_us, "gap notice") if at_creation_time else None
         self._check(notice.camera_id, notice.signature, notice.body_bytes,
                     f"gap notice {notice.camera_id}#{notice.first_seq}..#{notice.last_seq}", at)
 
     def verify_envelope(self, env: KeyEnvelope, at_creation_time: bool = False) -> None:
-        at = (dt.datetime.fromtimestamp(env.body.created_us / 1e6, dt.UTC)
-              if at_creation_time else None)
+        at = _time_of(env.body.created_us, "key envelope") if at_creation_time else None
         self._check(env.camera_id, env.signature, env.body_bytes,
                     f"key envelope {env.camera_id}/{env.body.epoch_id.hex()[:8]}", at)
 

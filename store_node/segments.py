@@ -63,6 +63,8 @@ def read_segment_header(fh, path: Path) -> tuple[str, int]:
     if head[4] != SEGMENT_VERSION:
         raise ArchiveError(f"{path}: segment version {head[4]} is not supported")
     raw = fh.read(head[5])
+    if len(raw) != head[5]:
+        raise ArchiveError(f"{path}: segment header cut short in the camera id")
     try:
         camera_id = validate_camera_id(raw.decode("ascii"))
     except (UnicodeDecodeError, FormatError):
@@ -80,7 +82,7 @@ def scan_segment(path: Path, start: int | None = None) -> Iterator[Record | Scan
     """
     with open(path, "rb") as fh:
         _, header_len = read_segment_header(fh, path)
-        pos = header_len if start is None else start
+        pos = header_len if start is None else max(start, header_len)
         fh.seek(pos)
         size = os.fstat(fh.fileno()).st_size
         while pos < size:
@@ -91,6 +93,11 @@ def scan_segment(path: Path, start: int | None = None) -> Iterator[Record | Scan
             length, crc = RECORD_HEAD.unpack(head)
             if length > MAX_RECORD_BYTES:
                 yield ScanProblem(pos, "corrupt", f"record length {length} is implausible")
+                return
+            if pos + RECORD_HEAD.size + length > size:
+                # never read (allocate) more than the file holds: a torn or lying length
+                yield ScanProblem(pos, "truncated", f"record needs {length} bytes, "
+                                  f"{size - pos - RECORD_HEAD.size} present")
                 return
             body = fh.read(length)
             if len(body) < length:
@@ -110,7 +117,11 @@ def scan_segment(path: Path, start: int | None = None) -> Iterator[Record | Scan
 
 
 def read_record(path: Path, offset: int, length: int) -> tuple[bytes, list[bytes]]:
+    if offset < 0 or not RECORD_HEAD.size <= length <= RECORD_HEAD.size + MAX_RECORD_BYTES:
+        raise ArchiveError(f"{path}: no record can be at offset {offset} with length {length}")
     with open(path, "rb") as fh:
+        if offset + length > os.fstat(fh.fileno()).st_size:
+            raise ArchiveError(f"{path}: record at {offset} is cut short")
         fh.seek(offset)
         data = fh.read(length)
     if len(data) != length:

@@ -1,0 +1,120 @@
+"""Fuzzing every parser of untrusted bytes, from a saved corpus (issue 7).
+
+Parsers: frames, key envelopes (message and body), gap notices, acknowledgements, record part
+lists (``unpack_parts``), grants (``verify_grant``), archive segments (header, scan,
+random-access reads), and on top of those the store's archive recovery and ``veilcam verify``.
+Every input must end in a clean rejection (the project's own error types), within a time
+bound, with allocations proportional to the input (never to a length field inside it).
+The targets and mutators live in ``fuzzlib.py``; longer runs: see README.md.
+"""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common.errors import ArchiveError
+from store_node.archive import Archive
+from store_node.audit import audit_archive
+from store_node.segments import MAX_RECORD_BYTES, ScanProblem, scan_segment, segment_header
+from tests.security import fuzzlib
+from tests.security.fuzzlib import CORPUS, TARGETS, entries, inputs, run_target
+
+FUZZ = settings(max_examples=fuzzlib.fuzz_examples(), deadline=timedelta(seconds=2),
+                suppress_health_check=list(HealthCheck), print_blob=True)
+CORPUS_FOLDERS = sorted(p.name for p in CORPUS.iterdir() if p.is_dir() and p.name != "keys")
+
+
+def _corpus_files() -> list:
+    return [pytest.param(folder, e, id=f"{folder}/{e.path.name}")
+            for folder in CORPUS_FOLDERS for e in entries(folder)]
+
+
+@pytest.mark.parametrize("folder, entry", _corpus_files())
+def test_corpus_entry_gets_the_outcome_its_name_says(folder: str, entry) -> None:
+    """Replays every saved corpus file: ok-* parse (and verify), bad-* are refused by the
+    parser, tampered-*/forged-* are refused by the verifier; nothing else escapes."""
+    assert run_target(TARGETS[folder], entry.data) == entry.expect
+
+
+def test_corpus_has_valid_and_malformed_entries_for_every_parser() -> None:
+    assert set(CORPUS_FOLDERS) >= set(TARGETS) - set(fuzzlib.SEEDS_FROM)
+    for folder in CORPUS_FOLDERS:
+        kinds = {e.expect for e in entries(folder)}
+        assert {"ok", "bad"} <= kinds, folder
+        assert all(e.path.stat().st_size <= 16 * 1024 for e in entries(folder)), folder
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_input_is_rejected_cleanly(target: str, data) -> None:
+    run_target(TARGETS[target], data.draw(inputs(target), label="input"))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_index_offsets_read_records_or_refuse_cleanly(data) -> None:
+    """``read_record`` with any (offset, length) an index could hold."""
+    seed = data.draw(st.sampled_from(fuzzlib.seeds("segment")))
+    probes = data.draw(st.lists(st.tuples(st.integers(-2**40, 2**40),
+                                          st.integers(-2**40, 2**40)), max_size=8))
+    run_target(fuzzlib.target_segment, seed, probes)
+
+
+@settings(FUZZ, max_examples=max(20, fuzzlib.fuzz_examples() // 4))
+@given(data=st.data())
+def test_fuzzed_archive_recovers_and_verifies_without_crashing(data, tmp_path_factory) -> None:
+    """The store's start-up recovery and ``veilcam verify`` over a damaged segment: they may
+    refuse (ArchiveError) or report problems, never crash."""
+    segment = data.draw(inputs("segment"), label="segment")
+    root = tmp_path_factory.mktemp("archive")
+    (root / "segments" / "cam1").mkdir(parents=True)
+    (root / "segments" / "cam1" / "00000001.vseg").write_bytes(segment)
+    with fuzzlib.bounded(20):
+        try:
+            Archive(root).close()
+        except ArchiveError:
+            pass
+        report = audit_archive(root, fuzzlib.trust())
+    if segment not in fuzzlib.seeds("segment"):
+        assert report.problems or report.notes or report.cameras, "audit saw nothing at all"
+
+
+@pytest.mark.parametrize("claim", [0xFFFFFFFF, MAX_RECORD_BYTES, 255 * 2**20, 64 * 2**20])
+def test_record_length_claiming_gigabytes_allocates_nothing(tmp_path: Path, claim: int) -> None:
+    """A segment record whose length field claims up to 4 GiB is refused before its body is
+    read: the scan allocates about the file's size, not the claim."""
+    path = tmp_path / "00000001.vseg"
+    path.write_bytes(segment_header("cam1") + struct.pack(">II", claim, 0) + b"x" * 100)
+    tracemalloc.start()
+    try:
+        items = list(scan_segment(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+    assert len(items) == 1 and isinstance(items[0], ScanProblem)
+
+
+def test_length_fields_in_messages_are_checked_before_use() -> None:
+    """Frame, envelope and record length fields claiming 64 MiB..4 GiB (corpus entries named
+    so) are refused with at most a megabyte allocated."""
+    claims = [e for folder in CORPUS_FOLDERS for e in entries(folder)
+              if any(s in e.path.name for s in ("4gib", "64mib", "65535", "4097", "1025"))]
+    assert len(claims) >= 8
+    for entry in claims:
+        folder = entry.path.parent.name
+        tracemalloc.start()
+        try:
+            outcome = TARGETS[folder](entry.data)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert outcome == "bad" and peak < 2**20 + 8 * len(entry.data), entry.path.name
