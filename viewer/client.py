@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import zmq
 
 from common.errors import FormatError, TransportError, VeilcamError, VerificationError
-from common.format import EnvelopeBody, FrameMessage, KeyEnvelope, message_from_parts
+from common.format import EnvelopeBody, FrameMessage, GapNotice, KeyEnvelope, message_from_parts
 from common.home import Home
 from common.signing import ChainTracker
 from common.transport import HandshakeWatch, curve_pair, make_client
@@ -104,6 +104,10 @@ class RelayClient:
             except FormatError as exc:
                 self.rejected += 1
                 log.warning("dropped a malformed message from the relay: %s", exc)
+                continue
+            if isinstance(msg, GapNotice):  # the store archives these, never relays them
+                self.rejected += 1
+                log.warning("dropped a gap notice from the relay (not a frame)")
                 continue
             if isinstance(msg, KeyEnvelope):
                 try:

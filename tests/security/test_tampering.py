@@ -1,0 +1,354 @@
+"""Tampering matrix (issue 7): every field of the frame header, every byte region, key envelopes,
+gap notices, truncated and padded multipart messages, replays, reordering and forks are
+rejected, each with the expected reason,
+
+(a) by the store, running as a real process: the reason is read from the store's own reject
+    counters (its metrics endpoint), one rejection per row, and the final ``--stats-out``
+    counts must equal the sum of the rows; nothing rejected is archived or relayed;
+(b) by the viewer: the real ``RelayClient`` (what ``veilcam view`` verifies frames with before
+    showing or decrypting them) subscribed to a malicious store, which sends the same rows
+    over CurveZMQ with the store's key; the ENVELOPE and RANGE answers of a malicious store
+    are checked too (live unlock and archive playback).
+
+The rows live in ``tamperlib.py``; each is its own test id.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import zmq
+
+from camera_node.protect import Epoch
+from common.format import Ack, AckStatus, FrameMessage, pack_parts
+from common.home import Home
+from common.signing import TrustedCameras, load_signing_key
+from common.transport import curve_pair, make_client
+from tests.conftest import SAMPLE_CLIP, Procs, free_port_base, make_home, run_cli
+from tests.factory import Camera
+from tests.security.tamperlib import (
+    DROPPED,
+    Side,
+    case_params,
+    frame_now,
+    scrape_rejects,
+    wait_rejects_change,
+)
+from viewer.client import RelayClient
+from viewer.playback import ArchiveReader
+
+pytestmark = pytest.mark.e2e
+
+
+def _camera_of(home: Home) -> Camera:
+    cam = Camera("cam1")
+    cam.key = load_signing_key(home.camera_key_path("cam1"))
+    cam.trust = TrustedCameras({"cam1": cam.key.public_key()})
+    cam.epoch = Epoch.new()
+    return cam
+
+
+def _side(cam: Camera) -> Side:
+    envelope = cam.envelope()
+    cam.prev = bytes(range(32))  # the base frame links to a (lost) predecessor: no chain start
+    return Side(cam, frame_now(cam), envelope)
+
+
+# ============================================================================ (a) the store
+
+class StoreRun:
+    def __init__(self, tmp: Path) -> None:
+        self.home = Home(make_home(tmp, SAMPLE_CLIP, users=()))
+        self.metrics_port = free_port_base(1)
+        self.stats = tmp / "store-stats.json"
+        self.procs = Procs(tmp)
+        self.procs.start("store", "store", "--home", str(self.home.root), "--metrics-port",
+                         str(self.metrics_port), "--stats-out", str(self.stats))
+        self.procs.wait_for_log("store", "store ready")
+        self.procs.wait_for_log("store", "store metrics: http://127.0.0.1:")
+        ctx = zmq.Context.instance()
+        store_key = self.home.store_identity().transport_key
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        make_client(self.dealer, curve_pair(self.home.transport_key("camera", "cam1")),
+                    store_key)
+        self.dealer.connect(self.home.store_config().store.ingest_bind)
+        self.relay = ctx.socket(zmq.SUB)
+        self.relay.setsockopt(zmq.LINGER, 0)
+        self.relay.setsockopt(zmq.SUBSCRIBE, b"")
+        make_client(self.relay, curve_pair(self.home.transport_key("viewer", "viewer")),
+                    store_key)
+        self.relay.connect(self.home.store_config().store.relay_bind)
+        self.side = _side(_camera_of(self.home))
+        self.expected: Counter = Counter()   # rejections the rows caused, by reason
+        self.accepted: list[int] = []        # frame seqs the store stored
+        self.relayed: list[int] = []
+
+    def send(self, parts: list[bytes]) -> Ack:
+        self.dealer.send_multipart(parts)
+        assert self.dealer.poll(10000), "the store did not answer"
+        return Ack.from_parts(self.dealer.recv_multipart())
+
+    def store_frame(self, msg: FrameMessage) -> None:
+        assert self.send(msg.to_parts()).status == AckStatus.STORED
+        self.accepted.append(msg.header.seq)
+
+    def drain_relay(self) -> None:
+        while self.relay.poll(200):
+            parts = self.relay.recv_multipart()
+            if parts[0].endswith(b"\x00F"):
+                self.relayed.append(FrameMessage.from_parts(parts).header.seq)
+
+    def reject(self, parts: list[bytes], reason: str) -> Ack | None:
+        """Send; the store must count exactly one rejection, for ``reason``."""
+        before = scrape_rejects(self.metrics_port)
+        self.dealer.send_multipart(parts)
+        ack = None
+        if reason != "malformed":  # a message too malformed to name gets no answer
+            assert self.dealer.poll(10000), "the store did not answer"
+            ack = Ack.from_parts(self.dealer.recv_multipart())
+            assert ack.status == AckStatus.REJECTED and ack.reason, ack
+        assert wait_rejects_change(self.metrics_port, before) == Counter({reason: 1})
+        self.expected[reason] += 1
+        return ack
+
+    def close(self) -> None:
+        self.dealer.close()
+        self.relay.close()
+        self.procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    run = StoreRun(tmp_path_factory.mktemp("tamper-store"))
+    try:
+        time.sleep(0.3)  # the relay subscription reaches the store
+        assert run.send(run.side.envelope.to_parts()).status == AckStatus.STORED
+        run.store_frame(run.side.frame())
+        yield run
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("case", case_params("store"))
+def test_store_rejects_tampered_message(store: StoreRun, case) -> None:
+    store.reject(case.make(store.side), case.store)
+
+
+def test_store_rejects_replayed_reordered_and_forked_frames(store: StoreRun) -> None:
+    side = store.side
+    a = side.frame()
+    store.store_frame(a)
+    # an exact resend is a duplicate: answered, neither stored again nor relayed nor rejected
+    before = scrape_rejects(store.metrics_port)
+    assert store.send(a.to_parts()).status == AckStatus.DUPLICATE
+    assert scrape_rejects(store.metrics_port) == before
+    # the same sequence number with other content, validly signed: a replay
+    side.cam.seq, side.cam.prev = a.header.seq, a.header.prev_digest
+    store.reject(frame_now(side.cam, seed=11).to_parts(), "replay")
+    # reordered: #n+2 arrives (a gap, accepted), then #n+1
+    side.cam.prev = a.digest
+    b, c = side.frame(), side.frame()
+    store.store_frame(c)
+    store.reject(b.to_parts(), "replay")
+    # a fork: #last+1 that does not link to #last
+    side.cam.prev = bytes(range(32))
+    store.reject(side.frame().to_parts(), "chain_break")
+    # and an older frame of the chain, resent after newer ones: still only a duplicate
+    assert store.send(a.to_parts()).status == AckStatus.DUPLICATE
+
+
+def test_store_counted_every_rejection_archived_and_relayed_nothing_bad(store: StoreRun) -> None:
+    """Runs last in this module: stops the store and checks its end-of-run counters, its log,
+    its archive (``veilcam verify``) and what it relayed."""
+    store.drain_relay()
+    store.procs.stop_all()
+    stats = json.loads(store.stats.read_text())
+    assert Counter(stats["rejects"]) == store.expected
+    assert stats["accepted"]["frame"] == len(store.accepted)
+    log = store.procs.log("store")
+    assert "Traceback" not in log
+    # nothing rejected was relayed (the first frame may predate the relay subscription)
+    assert set(store.relayed) <= set(store.accepted)
+    assert set(store.accepted[1:]) <= set(store.relayed)
+    r = run_cli("verify", str(store.home.root), "--json")
+    report = json.loads(r.stdout)
+    assert report["cameras"][0]["frames"] == len(store.accepted), r.stdout
+    # every frame verifies; the only findings are the sequence numbers the rows burnt
+    assert {p["kind"] for p in report["problems"]} <= {"gap"}, r.stdout
+
+
+# ============================================================================ (b) the viewer
+
+class MaliciousStore:
+    """Binds the home's relay and query endpoints with the store's own CURVE key (what a
+    compromised store holds) and sends whatever a test asks, to the real viewer code."""
+
+    def __init__(self, home: Home) -> None:
+        self.ctx = zmq.Context()  # no ZAP handler here: any viewer may connect
+        keys = curve_pair(home.transport_key("store", "store"))
+        cfg = home.viewer_config().viewer
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.query = self.ctx.socket(zmq.ROUTER)
+        for sock in (self.pub, self.query):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.curve_server = True
+            sock.curve_publickey, sock.curve_secretkey = keys
+        self.pub.bind(cfg.relay)
+        self.query.bind(cfg.query)
+
+    def answer(self, reply: list[bytes], timeout_ms: int = 10000) -> list[bytes]:
+        """Wait for one query and answer it with ``reply``; returns the query."""
+        assert self.query.poll(timeout_ms), "the viewer asked nothing"
+        identity, *request = self.query.recv_multipart()
+        self.query.send_multipart([identity, *reply])
+        return request
+
+    def close(self) -> None:
+        self.pub.close()
+        self.query.close()
+        self.ctx.term()
+
+
+class ViewerRun:
+    def __init__(self, tmp: Path) -> None:
+        self.home = Home(make_home(tmp, SAMPLE_CLIP, users=()))
+        self.store = MaliciousStore(self.home)
+        self.client = RelayClient(self.home)
+        self.side = _side(_camera_of(self.home))
+        env = self.side.envelope
+        deadline = time.monotonic() + 20
+        while (env.camera_id, env.body.epoch_id) not in self.client.envelopes:
+            assert time.monotonic() < deadline, "the viewer never subscribed"
+            self.store.pub.send_multipart(env.to_parts())
+            self.client.receive(timeout_ms=100)
+
+    def deliver(self, parts: list[bytes]) -> tuple[list, int]:
+        """Publish ``parts`` then a good next frame; what the viewer made of both."""
+        sentinel = self.side.frame()
+        rejected = self.client.rejected
+        self.store.pub.send_multipart(parts)
+        self.store.pub.send_multipart(sentinel.to_parts())
+        got = []
+        while not got or got[-1].msg.header_bytes != sentinel.header_bytes:
+            frame = self.client.receive(timeout_ms=10000)
+            assert frame is not None, "the viewer received nothing"
+            got.append(frame)
+        assert got[-1].verified, got[-1].problem
+        return got[:-1], self.client.rejected - rejected
+
+    def close(self) -> None:
+        self.client.close()
+        self.store.close()
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory):
+    run = ViewerRun(tmp_path_factory.mktemp("tamper-viewer"))
+    try:
+        yield run
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("case", case_params("viewer"))
+def test_viewer_rejects_tampered_message(viewer: ViewerRun, case) -> None:
+    envelopes = dict(viewer.client.envelopes)
+    shown, rejected = viewer.deliver(case.make(viewer.side))
+    assert rejected == 1
+    if case.viewer == DROPPED:
+        assert shown == []
+    else:
+        assert len(shown) == 1 and not shown[0].verified
+        assert shown[0].problem.startswith(case.viewer + ":"), shown[0].problem
+    assert viewer.client.envelopes == envelopes  # no tampered envelope was taken
+
+
+def test_viewer_rejects_replayed_reordered_and_forked_frames(viewer: ViewerRun) -> None:
+    side = viewer.side
+    a = side.frame()
+    shown, rejected = viewer.deliver(a.to_parts())
+    assert [f.verified for f in shown] == [True] and rejected == 0
+    # the same frame again (a viewer has no "duplicate": the store never relays one twice)
+    shown, rejected = viewer.deliver(a.to_parts())
+    assert rejected == 1 and len(shown) == 1 and shown[0].problem.startswith("replay:"), shown
+    # reordered: #n+2 (a gap: shown), then #n+1
+    b, c = side.frame(), side.frame()
+    shown, _ = viewer.deliver(c.to_parts())
+    assert [f.verified for f in shown] == [True]
+    shown, rejected = viewer.deliver(b.to_parts())
+    assert rejected == 1 and shown[0].problem.startswith("replay:"), shown
+    # a fork: #last+1 that does not link to #last
+    side.cam.prev = bytes(range(32))
+    shown, rejected = viewer.deliver(side.frame().to_parts())
+    assert rejected == 1 and shown[0].problem.startswith("chain_break:"), shown
+
+
+@pytest.mark.parametrize("reply", [
+    pytest.param(lambda env, other: [b"OK", env.body_bytes[:-1] + b"\x01", env.signature],
+                 id="tampered-body"),
+    pytest.param(lambda env, other: [b"OK", env.body_bytes, bytes(64)], id="zeroed-signature"),
+    pytest.param(lambda env, other: [b"OK", *other.body_parts()],
+                 id="another-epochs-valid-envelope"),
+    pytest.param(lambda env, other: [b"OK"], id="no-body"),
+    pytest.param(lambda env, other: [b"OK", b"\xff" * 200, b"x" * 64], id="garbage"),
+    pytest.param(lambda env, other: [b"ERR", b"no key envelope for that epoch"], id="refusal"),
+])
+def test_viewer_refuses_envelopes_a_malicious_store_answers(viewer: ViewerRun, reply) -> None:
+    """Unlocking needs the epoch's envelope; when the viewer asks the store for it (ENVELOPE),
+    a forged, swapped or broken answer gives no keys, and nothing is cached."""
+    cam = viewer.side.cam
+    env, other = (Epoch.new().envelope(cam.key, "cam1", 0, cam.grants()) for _ in range(2))
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(
+        viewer.client.envelope("cam1", env.body.epoch_id)))
+    thread.start()
+    request = viewer.store.answer(reply(env, other))
+    thread.join(timeout=15)
+    assert request == [b"ENVELOPE", b"cam1", env.body.epoch_id]
+    assert result == [None]
+    assert ("cam1", env.body.epoch_id) not in viewer.client.envelopes
+
+
+def test_playback_refuses_frames_a_malicious_store_serves(viewer: ViewerRun) -> None:
+    """Archive playback (RANGE answers, verified at capture time): tampered frames come out
+    unverified with their reason, a frame dated beyond year 9999 is refused (it crashed
+    playback before), and a malformed one ends playback with a clean error."""
+    from common.errors import VeilcamError
+    cam = viewer.side.cam
+    first = viewer.side.frame().to_parts()
+    bad_sig = viewer.side.frame().to_parts()
+    bad_sig[2] = bytes(64)
+    far = viewer.side.frame()
+    hdr = bytearray(far.header_bytes)
+    hdr[15 + 4:23 + 4] = (2**62).to_bytes(8, "big")  # capture_time_us (docs/FORMAT.md)
+    far_parts = [far.to_parts()[0], bytes(hdr), cam.key.sign(bytes(hdr)), *far.body_parts()[2:]]
+    last = viewer.side.frame().to_parts()
+    batch = [pack_parts(b"F", p[1:]) for p in (first, bad_sig, far_parts, last)]
+    reader = ArchiveReader(viewer.home, "cam1", 0)
+    out: list = []
+    errors: list = []
+
+    def play() -> None:
+        try:
+            out.extend(reader.frames())
+        except VeilcamError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=play)
+    thread.start()
+    try:
+        viewer.store.answer([b"OK", *batch])
+        viewer.store.answer([b"OK", pack_parts(b"F", [b"not a header", b"x" * 64, b""])])
+    finally:
+        thread.join(timeout=15)
+        reader.close()
+    assert [f.verified for f in out] == [True, False, False, True]
+    assert out[1].problem.startswith("bad_signature:")
+    assert out[2].problem.startswith("bad_timestamp:")
+    assert len(errors) == 1 and "malformed archived frame" in str(errors[0])
