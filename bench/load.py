@@ -95,6 +95,7 @@ class LoadOptions:
     viewers: int = 2
     faults: list[Fault] = field(default_factory=list)
     detect_width: int | None = None  # lighter detection: faces.detect_width
+    camera_nice: int = 0  # >0: cameras yield the CPU to store and viewers (separate devices)
     sample_s: float = 2.0
     warmup_s: float | None = None  # default: max(10 s, 10 % of the run)
     rss_bound: float = 1.5
@@ -109,12 +110,13 @@ class Deployment:
     """A fresh home with cameras cam1..camN, one user, and the nodes running on it."""
 
     def __init__(self, root: Path, cameras: int, fps: float, clip: Path,
-                 detect_width: int | None = None) -> None:
+                 detect_width: int | None = None, camera_nice: int = 0) -> None:
         self.root = Path(root)
         self.home = self.root / "home"
         self.nodes = NodeSet(self.root / "logs")
         self.camera_ids = [f"cam{i}" for i in range(1, cameras + 1)]
         self.fps, self.clip, self.detect_width = fps, clip, detect_width
+        self.camera_nice = camera_nice
         self.store: Node | None = None
         self.store_preexec = None
         self.viewer_nodes: dict[int, Node] = {}
@@ -163,9 +165,11 @@ class Deployment:
         return self.nodes.wait_for_log(self.store, "store ready")
 
     def start_camera(self, cam: str) -> Node:
+        nice = self.camera_nice
         return self.nodes.start(cam, "camera", veilcam_cmd(
             "camera", "--home", str(self.home), "--config", str(self.camera_config(cam)),
-            "--stats-out", str(self.root / f"{cam}.json")))
+            "--stats-out", str(self.root / f"{cam}.json")),
+            preexec_fn=(lambda: os.nice(nice)) if nice else None)
 
     def start_viewer(self, index: int) -> float:
         """Viewer ``index`` (1-based) follows camera ``index`` live; seconds until ready."""
@@ -347,7 +351,8 @@ def run_load(opts: LoadOptions) -> dict:
     if clip is None:
         _log(opts, f"making a {opts.size[0]}x{opts.size[1]} clip in {workdir} ...")
         clip = make_clip(opts.size, opts.fps, 60, workdir / "clip.mp4")
-    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width)
+    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width,
+                     opts.camera_nice)
     dep.create()
     cap = cv2.VideoCapture(str(clip))
     frame_size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
@@ -616,7 +621,8 @@ def print_report(r: dict) -> None:
     size = "x".join(map(str, r["frame_size"]))
     print(f"\n== load: {o['cameras']} cameras, {size} at {o['fps']:g} fps, "
           f"{r['window_s']} s window, faults: "
-          f"{', '.join(f['action'] for f in o['faults']) or 'none'} ==")
+          f"{', '.join(f['action'] for f in o['faults']) or 'none'}; detect width "
+          f"{o['detect_width'] or 640}, camera nice {o['camera_nice']} ==")
     cols = ["camera", "published", "archived", "indexed", "declared_dropped", "lost",
             "in_order", "fps_achieved", "fail_closed", "reconnects", "cpu_pct", "exit_code"]
     heads = ["camera", "published", "archived", "indexed", "declared", "lost", "in order",
@@ -669,7 +675,8 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
     """Fill the store's disk, hold it full, give space back, and count what was lost."""
     workdir = Path(tempfile.mkdtemp(prefix="veilcam-diskfill-", dir=opts.workdir))
     clip = opts.clip or make_clip(opts.size, opts.fps, 60, workdir / "clip.mp4")
-    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width)
+    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width,
+                     opts.camera_nice)
     fs = workdir / "archive-fs"
     if method == "auto":
         method = "tmpfs" if os.geteuid() == 0 else "rlimit"
@@ -838,6 +845,9 @@ def main() -> int:
                     "to 3600, samples every 10 s, progress every minute")
     ap.add_argument("--detect-width", type=int, help="lighter face detection "
                     "(faces.detect_width, default 640)")
+    ap.add_argument("--camera-nice", type=int, default=0, help="run the cameras at this "
+                    "nice value (e.g. 10), so that on one machine they do not starve the "
+                    "store and viewers as separate camera devices would not")
     ap.add_argument("--sample-s", type=float, help="sampling period (default 2; 10 with --soak)")
     ap.add_argument("--rss-bound", type=float, default=1.5)
     ap.add_argument("--workdir", help="where the temporary deployment goes (default: $TMPDIR)")
@@ -853,7 +863,7 @@ def main() -> int:
     opts = LoadOptions(seconds=seconds, cameras=args.cameras, fps=args.fps, size=(w, h),
                        clip=Path(args.clip).resolve() if args.clip else None,
                        viewers=args.viewers, faults=list(DEFAULT_FAULTS) if args.faults else [],
-                       detect_width=args.detect_width,
+                       detect_width=args.detect_width, camera_nice=args.camera_nice,
                        sample_s=args.sample_s or (10.0 if args.soak else 2.0),
                        rss_bound=args.rss_bound,
                        workdir=Path(args.workdir) if args.workdir else None,
