@@ -163,26 +163,6 @@ def test_store_rejects_replayed_reordered_and_forked_frames(store: StoreRun) -> 
     assert store.send(a.to_parts()).status == AckStatus.DUPLICATE
 
 
-def test_store_counted_every_rejection_archived_and_relayed_nothing_bad(store: StoreRun) -> None:
-    """Runs last in this module: stops the store and checks its end-of-run counters, its log,
-    its archive (``veilcam verify``) and what it relayed."""
-    store.drain_relay()
-    store.procs.stop_all()
-    stats = json.loads(store.stats.read_text())
-    assert Counter(stats["rejects"]) == store.expected
-    assert stats["accepted"]["frame"] == len(store.accepted)
-    log = store.procs.log("store")
-    assert "Traceback" not in log
-    # nothing rejected was relayed (the first frame may predate the relay subscription)
-    assert set(store.relayed) <= set(store.accepted)
-    assert set(store.accepted[1:]) <= set(store.relayed)
-    r = run_cli("verify", str(store.home.root), "--json")
-    report = json.loads(r.stdout)
-    assert report["cameras"][0]["frames"] == len(store.accepted), r.stdout
-    # every frame verifies; the only findings are the sequence numbers the rows burnt
-    assert {p["kind"] for p in report["problems"]} <= {"gap"}, r.stdout
-
-
 # ============================================================================ (b) the viewer
 
 class MaliciousStore:
@@ -234,13 +214,21 @@ class ViewerRun:
         rejected = self.client.rejected
         self.store.pub.send_multipart(parts)
         self.store.pub.send_multipart(sentinel.to_parts())
-        got = []
-        while not got or got[-1].msg.header_bytes != sentinel.header_bytes:
-            frame = self.client.receive(timeout_ms=10000)
-            assert frame is not None, "the viewer received nothing"
-            got.append(frame)
+        got = self.until(sentinel)
         assert got[-1].verified, got[-1].problem
         return got[:-1], self.client.rejected - rejected
+
+    def until(self, last: FrameMessage, timeout: float = 20) -> list:
+        """Every frame the viewer hands out, up to and including ``last``. (``receive`` also
+        returns None when it dropped a message and nothing else was there yet.)"""
+        got: list = []
+        deadline = time.monotonic() + timeout
+        while not got or got[-1].msg.header_bytes != last.header_bytes:
+            assert time.monotonic() < deadline, f"the viewer never showed #{last.header.seq}"
+            frame = self.client.receive(timeout_ms=200)
+            if frame is not None:
+                got.append(frame)
+        return got
 
     def close(self) -> None:
         self.client.close()
@@ -352,3 +340,74 @@ def test_playback_refuses_frames_a_malicious_store_serves(viewer: ViewerRun) -> 
     assert out[1].problem.startswith("bad_signature:")
     assert out[2].problem.startswith("bad_timestamp:")
     assert len(errors) == 1 and "malformed archived frame" in str(errors[0])
+
+
+def _every_byte_flipped(side: Side) -> list[list[bytes]]:
+    """The base frame with one byte changed, for every byte of the header and the signature
+    and the first and last byte of the image and of each zone ciphertext."""
+    p = side.base.to_parts()
+    out = []
+    for index in range(1, len(p)):
+        positions = range(len(p[index])) if index in (1, 2) else {0, len(p[index]) - 1}
+        for pos in positions:
+            flipped = list(p)
+            flipped[index] = p[index][:pos] + bytes([p[index][pos] ^ 0x20]) + p[index][pos + 1:]
+            out.append(flipped)
+    return out
+
+
+FLIP_REASONS = {"malformed", "bad_signature", "image_hash_mismatch", "zone_hash_mismatch",
+                "wrong_camera_identity", "unknown_camera"}
+
+
+def test_store_rejects_every_single_byte_flip(store: StoreRun) -> None:
+    flips = _every_byte_flipped(store.side)
+    before = scrape_rejects(store.metrics_port)
+    for parts in flips:
+        store.dealer.send_multipart(parts)
+    good = store.side.frame()
+    store.dealer.send_multipart(good.to_parts())
+    while True:  # answers come in order: REJECTED for each nameable flip, then STORED
+        assert store.dealer.poll(10000), "the store did not answer"
+        ack = Ack.from_parts(store.dealer.recv_multipart())
+        if ack.status != AckStatus.REJECTED:
+            assert ack.status == AckStatus.STORED and ack.seq == good.header.seq
+            break
+    store.accepted.append(good.header.seq)
+    counted = scrape_rejects(store.metrics_port) - before
+    assert sum(counted.values()) == len(flips) and set(counted) <= FLIP_REASONS, counted
+    store.expected.update(counted)
+
+
+def test_viewer_rejects_every_single_byte_flip(viewer: ViewerRun) -> None:
+    flips = _every_byte_flipped(viewer.side)
+    for i in range(0, len(flips), 50):  # in batches: the viewer's receive queue holds 200
+        batch = flips[i:i + 50]
+        sentinel = viewer.side.frame()
+        rejected = viewer.client.rejected
+        for parts in batch:
+            viewer.store.pub.send_multipart(parts)
+        viewer.store.pub.send_multipart(sentinel.to_parts())
+        shown = viewer.until(sentinel)
+        assert [f.verified for f in shown] == [False] * (len(shown) - 1) + [True]
+        assert viewer.client.rejected - rejected == len(batch)
+
+
+def test_store_counted_every_rejection_archived_and_relayed_nothing_bad(store: StoreRun) -> None:
+    """Runs last in this module: stops the store and checks its end-of-run counters, its log,
+    its archive (``veilcam verify``) and what it relayed."""
+    store.drain_relay()
+    store.procs.stop_all()
+    stats = json.loads(store.stats.read_text())
+    assert Counter(stats["rejects"]) == store.expected
+    assert stats["accepted"]["frame"] == len(store.accepted)
+    log = store.procs.log("store")
+    assert "Traceback" not in log
+    # nothing rejected was relayed (the first frame may predate the relay subscription)
+    assert set(store.relayed) <= set(store.accepted)
+    assert set(store.accepted[1:]) <= set(store.relayed)
+    r = run_cli("verify", str(store.home.root), "--json")
+    report = json.loads(r.stdout)
+    assert report["cameras"][0]["frames"] == len(store.accepted), r.stdout
+    # every frame verifies; the only findings are the sequence numbers the rows burnt
+    assert {p["kind"] for p in report["problems"]} <= {"gap"}, r.stdout
