@@ -46,7 +46,12 @@ class GrantSync:
         return self.book.effective()
 
     def _ask(self) -> None:
-        self.sock.send_multipart([b"GRANTS", self.book.camera_id.encode()])
+        self.watch.check()  # a refused handshake is a clear error...
+        try:  # ...and never a send that blocks forever: after a failed handshake libzmq may
+            # drop the connection for good, and a DEALER without one blocks (ignoring SIGTERM)
+            self.sock.send_multipart([b"GRANTS", self.book.camera_id.encode()], zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("no connection to the store's query socket to ask for grants")
         self._asked_at = time.monotonic()
         self._waiting = True
 
