@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from camera_node.detect import Box
 from common.config import StaticZoneSection
+from common.errors import ConfigError
 from common.format import ZoneClass
 
 HOLD_GROWTH_PER_FRAME = 0.04  # share of the box size added on each side per held frame
@@ -36,14 +37,21 @@ def clip_zone(x: float, y: float, w: float, h: float, zone_class: ZoneClass,
 
 
 def resolve_static_zones(zones: list[StaticZoneSection], width: int, height: int) -> list[Zone]:
+    """The configured zones in pixels of a ``width`` x ``height`` frame. A zone that lies
+    wholly outside the frame is a configuration error (ConfigError), not silently nothing: it
+    was meant to hide something, and would hide nothing."""
     out = []
-    for cfg in zones:
+    for i, cfg in enumerate(zones):
         x, y, w, h = cfg.rect
         if cfg.units == "fraction":
             x, y, w, h = x * width, y * height, w * width, h * height
         zone = clip_zone(x, y, w, h, ZoneClass.from_label(cfg.zone_class), width, height)
-        if zone is not None:
-            out.append(zone)
+        if zone is None:
+            name = f" ({cfg.name})" if cfg.name else ""
+            raise ConfigError(f"camera config: key 'zones[{i}]'{name}: rect "
+                              f"{[float(v) for v in cfg.rect]} ({cfg.units}) lies outside the "
+                              f"{width}x{height} frame and would cover nothing")
+        out.append(zone)
     return out
 
 

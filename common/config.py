@@ -7,6 +7,7 @@ description per field, from which docs/CONFIG.md is generated (``veilcam config-
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -16,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from common.errors import ConfigError
 from common.format import CAMERA_ID_RE, ZoneClass
 
-ZMQ_ENDPOINT_PATTERN = r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$"
+# a tcp port is 1..65535 (libzmq silently wraps a larger number onto another port)
+ZMQ_ENDPOINT_PATTERN = (r"^(tcp://[^\s]+:([1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}"
+                        r"|655[0-2]\d|6553[0-5])|ipc://[^\s]+|inproc://[^\s]+)$")
 
 
 class Section(BaseModel):
@@ -139,6 +142,8 @@ class StaticZoneSection(Section):
     @model_validator(mode="after")
     def _rect(self) -> StaticZoneSection:
         x, y, w, h = self.rect
+        if not all(math.isfinite(v) for v in self.rect):
+            raise ValueError("rect values must be finite numbers")
         if w <= 0 or h <= 0 or x < 0 or y < 0:
             raise ValueError("rect needs x, y >= 0 and width, height > 0")
         if self.units == "fraction" and (x + w > 1 or y + h > 1):
@@ -260,5 +265,9 @@ def load_config(path: Path, model: type[M]) -> M:
                 reason = "unknown key"
             elif err["type"] == "missing":
                 reason = "required key is missing"
+            elif err["type"] == "string_pattern_mismatch" and \
+                    err.get("ctx", {}).get("pattern") == ZMQ_ENDPOINT_PATTERN:
+                reason = (f"{err['input']!r} should match pattern tcp://HOST:PORT (PORT 1-65535), "
+                          "ipc://PATH or inproc://NAME")
             problems.append(f"{path}: key '{key}': {reason}")
         raise ConfigError("\n".join(problems)) from None

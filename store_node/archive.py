@@ -71,7 +71,11 @@ class Archive:
     def __init__(self, root: Path, segment_max_bytes: int = 256 * 2**20) -> None:
         self.root = Path(root)
         self.segment_max_bytes = segment_max_bytes
-        (self.root / "segments").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.root / "segments").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # archive.path is a file, unwritable, on a missing mount...
+            raise ArchiveError(f"cannot use {self.root} as the archive folder (config "
+                               f"archive.path): {exc.strerror or exc}") from None
         try:
             self.db = sqlite3.connect(self.root / "index.sqlite3", isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")

@@ -32,6 +32,55 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
+# argparse types: a bad value is refused up front with what is wrong (exit 2, no traceback)
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 1e9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def _port_in(low: int, high: int):
+    def port(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}, not {value}")
+        return value
+    return port
+
+
+_port = _port_in(1, 65535)
+_port_or_off = _port_in(0, 65535)
+_port_base = _port_in(1, 65533)  # three consecutive ports
+
+
+def _output_file(text: str) -> str:
+    folder = Path(text).expanduser().absolute().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot create the folder {folder}: "
+                                         f"{exc.strerror or exc}") from None
+    return text
+
+
 # --------------------------------------------------------------------------- commands
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -79,7 +128,8 @@ def cmd_grant(args: argparse.Namespace) -> int:
 
     home = open_home(args.home)
     try:
-        classes = [ZoneClass.from_label(c) for c in args.zones.split(",")] if args.zones \
+        classes = [ZoneClass.from_label(c) for c in args.zones.split(",")] \
+            if args.zones is not None \
             else ZoneClass.grantable()
     except ValueError as exc:
         raise VeilcamError(f"--zones: {exc}") from None
@@ -165,6 +215,10 @@ def cmd_view(args: argparse.Namespace) -> int:
             identity = login(home, args.user, _read_password(args))
         if not args.out:
             raise VeilcamError("--headless needs --out DIR")
+        if args.camera:
+            from common.format import validate_camera_id
+
+            validate_camera_id(args.camera)
         cameras = [args.camera] if args.camera else None
         from_us = None
         if args.from_:
@@ -287,9 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--camera-id", default="cam1")
     s.add_argument("--source", help="camera source (default: the bundled sample clip)")
     s.add_argument("--loop", action="store_true", help="loop a file source")
-    s.add_argument("--port-base", type=int, default=7700,
+    s.add_argument("--port-base", type=_port_base, default=7700,
                    help="store ports: ingest, relay, query = base, base+1, base+2")
-    s.add_argument("--web-port", type=int, default=7780, help="browser viewer port")
+    s.add_argument("--web-port", type=_port, default=7780, help="browser viewer port")
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("user", help="manage users")
@@ -336,8 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("store", help="run the store node")
     s.add_argument("--home", required=True)
-    s.add_argument("--stats-out", help="at exit, write counters and per-stage timings (JSON)")
-    s.add_argument("--metrics-port", type=int, metavar="PORT",
+    s.add_argument("--stats-out", type=_output_file,
+                   help="at exit, write counters and per-stage timings (JSON)")
+    s.add_argument("--metrics-port", type=_port_or_off, metavar="PORT",
                    help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)")
     s.set_defaults(func=cmd_store)
 
@@ -346,11 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="camera config (default: HOME/config/camera.toml)")
     s.add_argument("--source", help="device index, video file or rtsp/http URL")
     s.add_argument("--loop", action="store_true", help="loop a file source")
-    s.add_argument("--max-frames", type=int, help="stop after publishing N frames")
+    s.add_argument("--max-frames", type=_count, help="stop after publishing N frames")
     s.add_argument("--no-pace", action="store_true",
                    help="read a file as fast as possible instead of at its frame rate")
-    s.add_argument("--stats-out", help="at exit, write counters and per-stage timings (JSON)")
-    s.add_argument("--metrics-port", type=int, metavar="PORT",
+    s.add_argument("--stats-out", type=_output_file,
+                   help="at exit, write counters and per-stage timings (JSON)")
+    s.add_argument("--metrics-port", type=_port_or_off, metavar="PORT",
                    help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)")
     s.set_defaults(func=cmd_camera)
 
@@ -364,13 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--web", action="store_true", help="serve the browser page (default)")
     mode.add_argument("--headless", action="store_true", help="write frames to --out")
     s.add_argument("--host", help="address of the browser page (default from viewer.toml)")
-    s.add_argument("--port", type=int, help="port of the browser page")
+    s.add_argument("--port", type=_port, help="port of the browser page")
     s.add_argument("--out", help="headless: output folder")
-    s.add_argument("--frames", type=int, default=30, help="headless: frames to write")
+    s.add_argument("--frames", type=_count, default=30, help="headless: frames to write")
     s.add_argument("--camera", help="only this camera")
     s.add_argument("--from", dest="from_", metavar="TIME", help="play the archive from TIME "
                    "(ISO 8601, unix seconds, or 'start') instead of the live stream")
-    s.add_argument("--timeout", type=float, default=120.0,
+    s.add_argument("--timeout", type=_seconds, default=120.0,
                    help="headless: give up after this many seconds")
     s.set_defaults(func=cmd_view)
 
@@ -399,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="run store, camera (sample clip) and browser viewer")
     s.add_argument("--home", default="veilcam-demo", help="demo deployment folder")
-    s.add_argument("--port-base", type=int, default=7700)
-    s.add_argument("--web-port", type=int, default=7780)
+    s.add_argument("--port-base", type=_port_base, default=7700)
+    s.add_argument("--web-port", type=_port, default=7780)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("config-docs", help="print the config reference (Markdown)")
@@ -411,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(exit 1 if any check FAILs)")
     s.add_argument("--home", required=True)
     s.add_argument("--json", action="store_true", help="machine-readable report")
-    s.add_argument("--timeout", type=float, default=3.0, metavar="S",
+    s.add_argument("--timeout", type=_seconds, default=3.0, metavar="S",
                    help="seconds to wait for the store at each endpoint")
     s.set_defaults(func=cmd_doctor)
     _verbose_after_command(p)

@@ -14,7 +14,7 @@ import time
 import zmq
 
 from common.errors import KeystoreError, VeilcamError
-from common.home import Home
+from common.home import Home, check_user_name
 from common.keystore import (
     KdfParams,
     NewKeystore,
@@ -67,6 +67,7 @@ def _error(reply: list[bytes]) -> str:
 
 def login(home: Home, user: str, password: str) -> Identity:
     """Log in against the store and open the returned keystore locally."""
+    check_user_name(user)
     link = StoreLink(home, home.viewer_config().viewer.query)
     try:
         reply = link.request([b"SALT", user.encode()])
@@ -87,6 +88,7 @@ def login(home: Home, user: str, password: str) -> Identity:
 
 def register(home: Home, user: str, password: str) -> NewKeystore:
     """Create the user's keys here, register the account on the store, keep a local copy."""
+    check_user_name(user)
     ks = new_keystore(user, password)  # checks the password policy first
     link = StoreLink(home, home.viewer_config().viewer.query)
     try:

@@ -41,6 +41,8 @@ def parse_time(text: str) -> int:
                            "(2026-11-27T03:00:00), unix seconds, or 'start'") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
+    if when.timestamp() < 0:
+        raise VeilcamError(f"time {text!r} is out of range (before 1970)")
     return int(when.timestamp() * 1_000_000)
 
 
