@@ -116,12 +116,14 @@ def audit_archive(archive_dir: Path, trust: TrustedCameras,
         raise ArchiveError(f"{archive_dir} holds no veilcam archive (no segments/ folder)")
     report = AuditReport(str(archive_dir))
     seen: dict[str, set[int]] = {}
+    index = Path(archive_dir) / "index.sqlite3"
+    indexed_before = _read_index(index, report)  # a running store appends while we read
     camera_dirs = sorted(p for p in seg_root.iterdir() if p.is_dir())
     tally = _Tally(camera_dirs, progress)
     for camera_dir in camera_dirs:
         report.cameras.append(_audit_camera(camera_dir, trust, report, seen, tally))
     tally.finish()
-    _cross_check_index(Path(archive_dir) / "index.sqlite3", seen, report)
+    _cross_check_index(indexed_before, _read_index(index, report), seen, report)
     return report
 
 
@@ -138,25 +140,39 @@ def _ranges(seqs: list[int]) -> str:
     return ", ".join(out[:10]) + (" ..." if len(out) > 10 else "")
 
 
-def _cross_check_index(index: Path, seen: dict[str, set[int]], report: AuditReport) -> None:
-    """Frames the store indexed but the segments no longer hold: removed at the start or end
-    of a camera's records, whole segments, or a whole camera (which the chain alone cannot
-    show). An index deleted along with them hides this; docs/SECURITY.md says so."""
+def _read_index(index: Path, report: AuditReport) -> dict[str, set[int]] | None:
+    """The frames the store's index lists, by camera (None without a readable index)."""
     if not index.exists():
-        return
+        return None
     import sqlite3
     try:
         db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
         rows = db.execute("SELECT camera, seq FROM frames").fetchall()
         db.close()
     except sqlite3.Error as exc:
-        report.notes.append(Finding("", index.name, 0, None, "index_unreadable", str(exc)))
-        return
-    indexed: dict[str, list[int]] = {}
+        if not any(n.kind == "index_unreadable" for n in report.notes):
+            report.notes.append(Finding("", index.name, 0, None, "index_unreadable", str(exc)))
+        return None
+    indexed: dict[str, set[int]] = {}
     for camera, seq in rows:
-        indexed.setdefault(camera, []).append(seq)
-    for camera, seqs in sorted(indexed.items()):
-        missing = [s for s in seqs if s not in seen.get(camera, set())]
+        indexed.setdefault(camera, set()).add(seq)
+    return indexed
+
+
+def _cross_check_index(before: dict[str, set[int]] | None, after: dict[str, set[int]] | None,
+                       seen: dict[str, set[int]], report: AuditReport) -> None:
+    """Frames the store indexed but the segments no longer hold: removed at the start or end
+    of a camera's records, whole segments, or a whole camera (which the chain alone cannot
+    show). An index deleted along with them hides this; docs/SECURITY.md says so.
+
+    The index is read before and after the segments: a frame counts as missing only if both
+    list it, so a running store is not blamed for frames it appended (listed only after) or
+    segments its retention deleted (listed only before) while the segments were read."""
+    if before is None or after is None:
+        return
+    for camera, seqs in sorted(before.items()):
+        missing = sorted(s for s in seqs & after.get(camera, set())
+                         if s not in seen.get(camera, set()))
         if missing:
             report.problems.append(Finding(camera, "", 0, min(missing), "missing_frames",
                                            f"{len(missing)} frame(s) the store indexed are not "

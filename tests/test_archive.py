@@ -271,3 +271,26 @@ def test_undeclared_or_partly_declared_gap_is_a_problem(tmp_path: Path) -> None:
     cam = _gap_archive(tmp_path / "part", (3, 4))
     report = audit_archive(tmp_path / "part", cam.trust)
     assert _kinds(report) == [("gap", 6)] and "2 of them declared" in report.problems[0].detail
+
+
+def test_frames_a_running_store_adds_during_verify_are_not_missing(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """The store appends and indexes while verify reads the segments: the index read after
+    the scan lists frames the scan could not see, which are not missing."""
+    import store_node.audit as audit
+
+    cam = Camera()
+    archive = _fill(tmp_path, cam)
+    scan = audit._audit_camera
+
+    def scan_while_the_store_writes(*args, **kwargs):
+        result = scan(*args, **kwargs)
+        for _ in range(3):
+            archive.append_frame(cam.frame())
+        archive.commit()
+        return result
+
+    monkeypatch.setattr(audit, "_audit_camera", scan_while_the_store_writes)
+    report = audit_archive(tmp_path, cam.trust)
+    archive.close()
+    assert report.intact, report.problems
