@@ -59,6 +59,7 @@ MAX_RANGE_FRAMES = 64
 MAX_COVERAGE_BUCKETS = 2000
 STATS_EVERY_S = 30.0
 HOLE_WAIT_S = 30.0  # later frames wait this long for one the store could not write
+INGEST_HWM = 20  # messages read ahead per camera: the rest waits in its queue and spool
 RELAY_HWM = 100  # frames queued per live viewer (bench/load.py: 1000 kept 130 MB each)
 IDENTITY_CHECK_S = 1.0
 
@@ -337,6 +338,8 @@ class StoreNode:
             make_server(sock, keys, domain)
         self.query.setsockopt(zmq.MAXMSGSIZE, 1 * 2**20)
         self.ingest.setsockopt(zmq.MAXMSGSIZE, 256 * 2**20)
+        # a burst after an outage (everything pending, sent again) stays in the cameras
+        self.ingest.setsockopt(zmq.RCVHWM, INGEST_HWM)
         # live relay: a viewer that cannot keep up loses frames (the archive has them)
         # instead of the store queueing them: at most RELAY_HWM frames per viewer
         self.relay.setsockopt(zmq.SNDHWM, RELAY_HWM)
