@@ -553,9 +553,11 @@ def run_load(opts: LoadOptions) -> dict:
     memory["viewers"] = {k: _stats(v) for k, v in memory["viewers"].items()}
 
     cpu_roles: dict[str, float] = {}
+    cpu_nodes: dict[str, float] = {}
     for node in dep.nodes.nodes:
         used = max(0.0, getattr(node, "cpu_end", node.cpu_last) - node.cpu_base)
         cpu_roles[node.role] = cpu_roles.get(node.role, 0.0) + used / window * 100
+        cpu_nodes[node.name] = round(used / window * 100, 1)
     machine_pct = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 100 * (os.cpu_count()
                                                                              or 1)
     ours = sum(cpu_roles.values()) + (self_cpu1 - self_cpu0) / window * 100
@@ -565,7 +567,7 @@ def run_load(opts: LoadOptions) -> dict:
            "viewers_total": round(cpu_roles.get("viewer", 0), 1),
            "harness": round((self_cpu1 - self_cpu0) / window * 100, 1),
            "machine": round(machine_pct, 1), "machine_capacity": (os.cpu_count() or 1) * 100,
-           "other_processes": round(max(0.0, machine_pct - ours), 1)}
+           "other_processes": round(max(0.0, machine_pct - ours), 1), "by_process": cpu_nodes}
     lags_all = [v for s in in_window for v in s["lag_s"].values() if v is not None]
     for mark in fault_marks:
         mark["archive_caught_up_after_s"] = _recovery_s(samples, mark["end_t"])
