@@ -114,11 +114,15 @@ class ArchiveReader:
                                    f"{reply[1].decode(errors='replace') if len(reply) > 1 else ''}")
             if len(reply) == 1:
                 return
+            asked_after = after
             for packed in reply[1:]:
                 try:
                     msg = FrameMessage.from_body_parts(unpack_parts(packed)[1])
                 except FormatError as exc:
                     raise VeilcamError(f"the store sent a malformed archived frame: {exc}") from None
+                if msg.header.seq <= asked_after:  # a store answering the same again: a loop
+                    raise VeilcamError(f"the store sent frame #{msg.header.seq} when asked for "
+                                       f"frames after #{asked_after}")
                 after = msg.header.seq
                 try:
                     self.trust.verify_frame(msg, at_capture_time=True)

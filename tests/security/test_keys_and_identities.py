@@ -112,6 +112,28 @@ def test_wrong_password_at_a_running_store_is_one_clear_error(deployment) -> Non
     assert not (tmp / "out").exists() and not (tmp / "x.mp4").exists()
 
 
+def test_a_stranger_key_is_refused_on_the_query_socket(deployment) -> None:
+    """tests/test_identities.py covers ingest and relay; the query socket (log-in, envelopes,
+    grants, archive) refuses a CURVE key without a certificate at the handshake, too."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from zmq.utils.monitor import recv_monitor_message
+    home: Home = deployment["home"]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    make_client(sock, curve_pair(X25519PrivateKey.generate()), home.store_identity().transport_key)
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                      | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        sock.connect(home.store_config().store.query_bind)
+        sock.send_multipart([b"SALT", b"alice"])
+        assert monitor.poll(10000), "no handshake outcome"
+        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        assert not sock.poll(500)
+    finally:
+        monitor.close()
+        sock.close()
+
+
 def test_a_trusted_camera_cannot_speak_for_another(deployment) -> None:
     """cam2 holds a valid certificate, and here even cam1's signing key: the store still
     refuses whatever it sends in cam1's name, because its CURVE identity is camera:cam2."""

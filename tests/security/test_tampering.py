@@ -303,21 +303,9 @@ def test_viewer_refuses_envelopes_a_malicious_store_answers(viewer: ViewerRun, r
     assert ("cam1", env.body.epoch_id) not in viewer.client.envelopes
 
 
-def test_playback_refuses_frames_a_malicious_store_serves(viewer: ViewerRun) -> None:
-    """Archive playback (RANGE answers, verified at capture time): tampered frames come out
-    unverified with their reason, a frame dated beyond year 9999 is refused (it crashed
-    playback before), and a malformed one ends playback with a clean error."""
+def _play(viewer: ViewerRun, answers: list[list[bytes]]) -> tuple[list, list]:
+    """Archive playback (``ArchiveReader.frames``) against the malicious store's answers."""
     from common.errors import VeilcamError
-    cam = viewer.side.cam
-    first = viewer.side.frame().to_parts()
-    bad_sig = viewer.side.frame().to_parts()
-    bad_sig[2] = bytes(64)
-    far = viewer.side.frame()
-    hdr = bytearray(far.header_bytes)
-    hdr[15 + 4:23 + 4] = (2**62).to_bytes(8, "big")  # capture_time_us (docs/FORMAT.md)
-    far_parts = [far.to_parts()[0], bytes(hdr), cam.key.sign(bytes(hdr)), *far.body_parts()[2:]]
-    last = viewer.side.frame().to_parts()
-    batch = [pack_parts(b"F", p[1:]) for p in (first, bad_sig, far_parts, last)]
     reader = ArchiveReader(viewer.home, "cam1", 0)
     out: list = []
     errors: list = []
@@ -331,15 +319,37 @@ def test_playback_refuses_frames_a_malicious_store_serves(viewer: ViewerRun) -> 
     thread = threading.Thread(target=play)
     thread.start()
     try:
-        viewer.store.answer([b"OK", *batch])
-        viewer.store.answer([b"OK", pack_parts(b"F", [b"not a header", b"x" * 64, b""])])
+        for answer in answers:
+            assert viewer.store.answer(answer)[0] == b"RANGE"
     finally:
         thread.join(timeout=15)
         reader.close()
+    assert not thread.is_alive()
+    return out, errors
+
+
+def test_playback_refuses_frames_a_malicious_store_serves(viewer: ViewerRun) -> None:
+    """Archive playback (RANGE answers, verified at capture time): tampered frames come out
+    unverified with their reason, a frame dated beyond year 9999 is refused (it crashed
+    playback before), the same batch served again ends playback instead of looping for ever,
+    and a malformed frame ends it with a clean error."""
+    cam = viewer.side.cam
+    first = viewer.side.frame().to_parts()
+    bad_sig = viewer.side.frame().to_parts()
+    bad_sig[2] = bytes(64)
+    far = viewer.side.frame()
+    hdr = bytearray(far.header_bytes)
+    hdr[15 + 4:23 + 4] = (2**62).to_bytes(8, "big")  # capture_time_us (docs/FORMAT.md)
+    far_parts = [far.to_parts()[0], bytes(hdr), cam.key.sign(bytes(hdr)), *far.body_parts()[2:]]
+    last = viewer.side.frame().to_parts()
+    batch = [b"OK", *(pack_parts(b"F", p[1:]) for p in (first, bad_sig, far_parts, last))]
+    out, errors = _play(viewer, [batch, batch])
     assert [f.verified for f in out] == [True, False, False, True]
     assert out[1].problem.startswith("bad_signature:")
     assert out[2].problem.startswith("bad_timestamp:")
-    assert len(errors) == 1 and "malformed archived frame" in str(errors[0])
+    assert len(errors) == 1 and "when asked for frames after" in str(errors[0])
+    out, errors = _play(viewer, [[b"OK", pack_parts(b"F", [b"not a header", b"x" * 64, b""])]])
+    assert out == [] and len(errors) == 1 and "malformed archived frame" in str(errors[0])
 
 
 def _every_byte_flipped(side: Side) -> list[list[bytes]]:
