@@ -684,8 +684,9 @@ class Doctor:
             return
         if not os.access(existing, os.W_OK | os.X_OK):
             self.add(FAIL, "archive", f"{existing} is not writable by this user: the store "
-                     "cannot archive", f"chown -R \"$(id -un)\" {_q(existing)} (as the user the "
-                     "store runs as), or set archive.path in " + str(self.home.store_config_path))
+                     "cannot archive", "make it writable by the user the store runs as (e.g. "
+                     f"'sudo chown -R veilcam: {_q(existing)}'), or set archive.path in "
+                     f"{self.home.store_config_path}")
             return
         usage = shutil.disk_usage(existing)
         free_mb = usage.free / 2**20
