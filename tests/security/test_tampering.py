@@ -91,7 +91,7 @@ class StoreRun:
 
     def send(self, parts: list[bytes]) -> Ack:
         self.dealer.send_multipart(parts)
-        assert self.dealer.poll(10000), "the store did not answer"
+        assert self.dealer.poll(30000), "the store did not answer"
         return Ack.from_parts(self.dealer.recv_multipart())
 
     def store_frame(self, msg: FrameMessage) -> None:
@@ -110,7 +110,7 @@ class StoreRun:
         self.dealer.send_multipart(parts)
         ack = None
         if reason != "malformed":  # a message too malformed to name gets no answer
-            assert self.dealer.poll(10000), "the store did not answer"
+            assert self.dealer.poll(30000), "the store did not answer"
             ack = Ack.from_parts(self.dealer.recv_multipart())
             assert ack.status == AckStatus.REJECTED and ack.reason, ack
         assert wait_rejects_change(self.metrics_port, before) == Counter({reason: 1})
@@ -182,7 +182,7 @@ class MaliciousStore:
         self.pub.bind(cfg.relay)
         self.query.bind(cfg.query)
 
-    def answer(self, reply: list[bytes], timeout_ms: int = 10000) -> list[bytes]:
+    def answer(self, reply: list[bytes], timeout_ms: int = 30000) -> list[bytes]:
         """Wait for one query and answer it with ``reply``; returns the query."""
         assert self.query.poll(timeout_ms), "the viewer asked nothing"
         identity, *request = self.query.recv_multipart()
@@ -218,7 +218,7 @@ class ViewerRun:
         assert got[-1].verified, got[-1].problem
         return got[:-1], self.client.rejected - rejected
 
-    def until(self, last: FrameMessage, timeout: float = 20) -> list:
+    def until(self, last: FrameMessage, timeout: float = 60) -> list:
         """Every frame the viewer hands out, up to and including ``last``. (``receive`` also
         returns None when it dropped a message and nothing else was there yet.)"""
         got: list = []
@@ -297,7 +297,7 @@ def test_viewer_refuses_envelopes_a_malicious_store_answers(viewer: ViewerRun, r
         viewer.client.envelope("cam1", env.body.epoch_id)))
     thread.start()
     request = viewer.store.answer(reply(env, other))
-    thread.join(timeout=15)
+    thread.join(timeout=60)
     assert request == [b"ENVELOPE", b"cam1", env.body.epoch_id]
     assert result == [None]
     assert ("cam1", env.body.epoch_id) not in viewer.client.envelopes
@@ -322,7 +322,7 @@ def _play(viewer: ViewerRun, answers: list[list[bytes]]) -> tuple[list, list]:
         for answer in answers:
             assert viewer.store.answer(answer)[0] == b"RANGE"
     finally:
-        thread.join(timeout=15)
+        thread.join(timeout=60)
         reader.close()
     assert not thread.is_alive()
     return out, errors
@@ -378,7 +378,7 @@ def test_store_rejects_every_single_byte_flip(store: StoreRun) -> None:
     good = store.side.frame()
     store.dealer.send_multipart(good.to_parts())
     while True:  # answers come in order: REJECTED for each nameable flip, then STORED
-        assert store.dealer.poll(10000), "the store did not answer"
+        assert store.dealer.poll(30000), "the store did not answer"
         ack = Ack.from_parts(store.dealer.recv_multipart())
         if ack.status != AckStatus.REJECTED:
             assert ack.status == AckStatus.STORED and ack.seq == good.header.seq
