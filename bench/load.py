@@ -162,7 +162,7 @@ class Deployment:
         self.store = self.nodes.start(name, "store", veilcam_cmd(
             "store", "--home", str(self.home), "--stats-out", str(self.root / f"{name}.json")),
             preexec_fn=self.store_preexec)
-        return self.nodes.wait_for_log(self.store, "store ready")
+        return self.nodes.wait_for_log(self.store, "store ready", timeout=90)
 
     def start_camera(self, cam: str) -> Node:
         nice = self.camera_nice
@@ -183,7 +183,7 @@ class Deployment:
         node.out_dir, node.camera = out, camera
         node.started_wall = time.time()
         self.viewer_nodes[index] = node
-        return self.nodes.wait_for_log(node, "headless viewer: waiting for")
+        return self.nodes.wait_for_log(node, "headless viewer: waiting for", timeout=60)
 
 
 def index_progress(archive: Path) -> dict[str, dict]:
@@ -424,10 +424,19 @@ def run_load(opts: LoadOptions) -> dict:
                     old.signal(signal.SIGKILL)
                     old.wait(15)
                     event(f"FAULT viewer {old.name} SIGKILLed (pid {old.pid})")
-                    time.sleep(1.0)
-                    ready = dep.start_viewer(index)
-                    event(f"viewer restarted as {dep.viewer_nodes[index].name}, logged in and "
-                          f"ready in {ready:.1f} s")
+                    for attempt in range(1, 4):  # as an operator (or systemd) would
+                        time.sleep(1.0)
+                        try:
+                            ready = dep.start_viewer(index)
+                        except RuntimeError as exc:
+                            last = str(exc).strip().splitlines()[-1]
+                            event(f"viewer restart attempt {attempt} failed: {last}")
+                            mark.setdefault("restart_failures", []).append(last)
+                            continue
+                        event(f"viewer restarted as {dep.viewer_nodes[index].name}, logged "
+                              f"in and ready in {ready:.1f} s")
+                        mark["restarted"] = True
+                        break
                 elif fault.action == "pause_store":
                     dep.store.signal(signal.SIGSTOP)
                     event(f"FAULT network path cut: store SIGSTOPped for {fault.duration_s:g} s "
@@ -589,6 +598,9 @@ def run_load(opts: LoadOptions) -> dict:
         "store_storage_errors": store_logs.count("cannot write to the archive"),
         "tracebacks": tracebacks, "timeline": timeline, "faults": fault_marks,
         "store_exit_codes": [n.exit_code for n in dep.nodes.nodes if n.role == "store"],
+        "store_recovery": [ln.split(": ", 1)[-1] for n in dep.nodes.nodes if n.role == "store"
+                           for ln in n.log().splitlines()
+                           if "written before the last stop" in ln or "torn tail" in ln],
         "machine_after": machine(), "samples": samples,
         "archive_bytes": sum(p.stat().st_size for p in dep.archive.rglob("*") if p.is_file()),
     })
@@ -612,6 +624,9 @@ def failures(r: dict) -> list[str]:
         out.append(f"store memory grew {mem['store_growth']}x (bound {mem['bound']}x)")
     if r["tracebacks"]:
         out.append(f"tracebacks in the logs of {r['tracebacks']}")
+    for f in r["faults"]:
+        if f["action"] == "kill_viewer" and not f.get("restarted"):
+            out.append(f"the viewer could not be restarted: {f.get('restart_failures')}")
     for v in r["viewers"]:
         if v["failed_verification"]:
             out.append(f"{v['name']}: {v['failed_verification']} frame(s) failed verification")
