@@ -11,14 +11,15 @@
   ``view --headless --user``, ``view --keystore``, ``export --user``): no password, login
   secret, sealing key, user private key or content key in any log, any CLI output, any file
   under the home (camera state and spool, grant cache, archive, accounts), the viewer's
-  output or the evidence bundle; no password in the argv or environment of any process on
-  the machine while they run; every file holding a secret is owner-only.
+  output or the evidence bundle; no password in the argv or environment of any of those
+  processes (or their children) while they run; every file holding a secret is owner-only.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import threading
 from pathlib import Path
@@ -35,9 +36,28 @@ from tests.conftest import SAMPLE_CLIP, Procs, make_home, run_cli
 pytestmark = pytest.mark.e2e
 
 
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` (children, grandchildren...), from /proc/PID/task/*/children;
+    only this test's own processes are looked at, nothing else on the machine."""
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
 class ProcScanner(threading.Thread):
-    """Reads /proc/*/cmdline and /proc/*/environ of every process, over and over, for as long
-    as it runs, and remembers each process that showed one of ``needles``."""
+    """Reads /proc/PID/cmdline and /proc/PID/environ of every process this test starts (and
+    their children), over and over while it runs; remembers each one that showed a needle."""
 
     def __init__(self, needles: list[bytes]) -> None:
         super().__init__(daemon=True)
@@ -48,18 +68,17 @@ class ProcScanner(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
+        root = os.getpid()
         while not self._halt.is_set():
-            for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit():
-                    continue
+            for pid in descendants(root):
                 for name in ("cmdline", "environ"):
                     try:
-                        data = (proc / name).read_bytes()
+                        data = Path(f"/proc/{pid}/{name}").read_bytes()
                     except OSError:
                         continue
-                    self.pids_seen.add(int(proc.name))
+                    self.pids_seen.add(pid)
                     if any(n in data for n in self.needles):
-                        self.hits[int(proc.name)] = data
+                        self.hits[pid] = data
             self.scans += 1
             self._halt.wait(0.01)
 

@@ -46,14 +46,16 @@ class Store:
         self.query = self.socket("viewer", "viewer", self.home.viewer_config().viewer.query)
         assert self.send(self.cam.envelope().to_parts()).status == AckStatus.STORED
 
-    def socket(self, role: str, name: str, endpoint: str, **options) -> zmq.Socket:
+    def socket(self, role: str, name: str, endpoint: str | None, **options) -> zmq.Socket:
+        """A CURVE client socket as ``role:name``, connected to ``endpoint`` if given."""
         sock = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         for option, value in options.items():
             sock.setsockopt(getattr(zmq, option), value)
         make_client(sock, curve_pair(self.home.transport_key(role, name)),
                     self.home.store_identity().transport_key)
-        sock.connect(endpoint)
+        if endpoint:
+            sock.connect(endpoint)
         return sock
 
     def send(self, parts: list[bytes]) -> Ack:
@@ -96,9 +98,10 @@ def store(tmp_path_factory):
 
 def test_oversized_message_drops_the_connection_and_the_store_stays_up(store: Store) -> None:
     before = rss_bytes(store.proc.pid)
-    big = store.socket("camera", "cam1", store.home.store_config().store.ingest_bind,
-                       RECONNECT_IVL=-1)  # one connection, so its end is observable
+    # one connection (no reconnection), so its end is observable; monitored before it connects
+    big = store.socket("camera", "cam1", None, RECONNECT_IVL=-1)
     monitor = big.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+    big.connect(store.home.store_config().store.ingest_bind)
     try:
         events: list[int] = []
 
