@@ -104,3 +104,23 @@ def test_a_bundle_with_a_broken_manifest_is_reported_not_crashed(tmp_path: Path)
                                          '"segment": {"file": "../../etc/passwd", "sha256": "0"}}')
     problems = check_bundle_files(bundle)
     assert any("outside the bundle" in p for p in problems)
+
+
+
+def test_output_cut_short_by_the_reader_is_not_a_traceback(monkeypatch) -> None:
+    """``veilcam config-docs | head -1``: the reader goes away; exit 141, no traceback."""
+    import os
+    import sys
+
+    from veilcam.cli import main
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: every write fails with EPIPE
+    stdout = open(write_end, "w", buffering=1)  # line-buffered: fails at once
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        assert main(["config-docs"]) == 141
+        print("after the broken pipe, stdout goes nowhere quietly")
+    finally:
+        monkeypatch.undo()
+        stdout.close()
