@@ -254,6 +254,8 @@ class Sampler(threading.Thread):
                 rss = rss_mb(node.pid)
             except OSError:
                 continue
+            if rss == 0:  # a zombie: exited, not yet reaped
+                continue
             cpu = node.read_cpu()
             row["rss_mb"][node.name] = round(rss, 1)
             prev = self._prev.get(node.name)
