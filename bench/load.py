@@ -102,6 +102,7 @@ class LoadOptions:
     workdir: Path | None = None
     progress_s: float = 10.0
     quiet: bool = False
+    keep_archive: bool = False  # else the segments go once counted (logs and index stay)
 
 
 # --------------------------------------------------------------------------- deployment
@@ -607,6 +608,9 @@ def run_load(opts: LoadOptions) -> dict:
         "archive_bytes": sum(p.stat().st_size for p in dep.archive.rglob("*") if p.is_file()),
     })
     result["failures"] = failures(result)
+    if not opts.keep_archive:
+        shutil.rmtree(dep.archive / "segments", ignore_errors=True)
+        (workdir / "clip.mp4").unlink(missing_ok=True)
     return result
 
 
@@ -820,7 +824,8 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
         "store_exit_codes": [n.exit_code for n in dep.nodes.nodes if n.role == "store"],
     })
     if mounted:
-        shutil.copytree(fs / "archive", workdir / "archive-copy", dirs_exist_ok=True)
+        if opts.keep_archive:
+            shutil.copytree(fs / "archive", workdir / "archive-copy", dirs_exist_ok=True)
         subprocess.run(["umount", str(fs)], check=False)
     fails = [f"{c['camera']}: {c['lost']} lost" for c in cams_out if c["lost"]]
     fails += [f"{c['camera']}: exit {c['exit_code']}" for c in cams_out if c["exit_code"]]
@@ -875,6 +880,8 @@ def main() -> int:
     ap.add_argument("--disk-method", choices=["auto", "tmpfs", "rlimit"], default="auto")
     ap.add_argument("--disk-limit-mb", type=int, help="tmpfs size (default 64) or per-file "
                     "limit (default 8)")
+    ap.add_argument("--keep-archive", action="store_true", help="keep the archive's segments "
+                    "(by default they are deleted once counted and verified; logs stay)")
     ap.add_argument("--out", help="write the results (JSON) here (default bench/results/)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -886,7 +893,8 @@ def main() -> int:
                        sample_s=args.sample_s or (10.0 if args.soak else 2.0),
                        rss_bound=args.rss_bound,
                        workdir=Path(args.workdir) if args.workdir else None,
-                       progress_s=60.0 if args.soak else 10.0)
+                       progress_s=60.0 if args.soak else 10.0,
+                       keep_archive=args.keep_archive)
     if args.disk_fill:
         result = run_disk_fill(opts, args.disk_method, args.disk_limit_mb)
         print_disk_fill(result)
