@@ -345,172 +345,188 @@ def check_disk(workdir: Path, opts: LoadOptions) -> None:
                          f"{free / 1e9:.1f} GB free in {workdir}; use --workdir elsewhere")
 
 
-def run_load(opts: LoadOptions) -> dict:
-    """Run the scenario; returns the result document (see ``failures``)."""
-    workdir = Path(tempfile.mkdtemp(prefix="veilcam-load-", dir=opts.workdir))
-    check_disk(workdir, opts)
-    t_setup = time.monotonic()
-    clip = opts.clip
-    if clip is None:
-        _log(opts, f"making a {opts.size[0]}x{opts.size[1]} clip in {workdir} ...")
-        clip = make_clip(opts.size, opts.fps, 60, workdir / "clip.mp4")
-    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width,
-                     opts.camera_nice)
-    dep.create()
-    cap = cv2.VideoCapture(str(clip))
-    frame_size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    cap.release()
-    timeline: list[dict] = []
-    result: dict = {"options": {**asdict(opts), "workdir": str(workdir), "clip": str(clip)},
-                    "frame_size": list(frame_size),
-                    "machine_before": machine(), "workdir": str(workdir)}
-    t0 = time.monotonic()
+class _Clock:
+    """Seconds since the harness began, and the log of what happened when."""
 
-    def event(text: str, **extra) -> None:
-        t = round(time.monotonic() - t0, 1)
-        timeline.append({"t": t, "event": text, **extra})
-        _log(opts, f"  [{t:7.1f} s] {text}")
+    def __init__(self, opts: LoadOptions) -> None:
+        self.t0, self.opts = time.monotonic(), opts
+        self.timeline: list[dict] = []
 
-    sampler = Sampler(dep, opts.sample_s, t0)
-    try:
-        ready = dep.start_store()
-        event(f"store started (pid {dep.store.pid}), ready in {ready:.1f} s")
-        for i in range(1, opts.viewers + 1):
-            ready = dep.start_viewer(i)
-            v = dep.viewer_nodes[i]
-            event(f"viewer {v.name} (camera {v.camera}) logged in, ready in {ready:.1f} s")
-        cams = []
-        for cam in dep.camera_ids:
-            cams.append(dep.start_camera(cam))
-            time.sleep(0.2)
-        for node in cams:
-            dep.nodes.wait_for_log(node, "new content-key epoch", timeout=60)
-        event(f"{len(cams)} cameras publishing (setup took {time.monotonic() - t_setup:.0f} s)")
-        sampler.start()
-        window_start = time.monotonic()
-        busy0 = machine_busy()
-        self_cpu0 = sum(os.times()[:2])
-        for node in dep.nodes.nodes:
+    def now(self) -> float:
+        return round(time.monotonic() - self.t0, 1)
+
+    def event(self, text: str) -> None:
+        self.timeline.append({"t": self.now(), "event": text})
+        _log(self.opts, f"  [{self.now():7.1f} s] {text}")
+
+
+@dataclass
+class _Window:
+    """The measured window: wall time, machine busy time, the harness's own CPU."""
+
+    start: float = 0.0  # monotonic
+    t: float = 0.0  # seconds after the harness began
+    seconds: float = 0.0
+    busy: list = field(default_factory=list)
+    self_cpu: list = field(default_factory=list)
+
+    def open(self, clock: _Clock, nodes: list[Node]) -> None:
+        self.start, self.t = time.monotonic(), clock.now()
+        self.busy.append(machine_busy())
+        self.self_cpu.append(sum(os.times()[:2]))
+        for node in nodes:
             node.cpu_base = node.read_cpu()
-        t_window0 = round(window_start - t0, 1)
-        pending = sorted(((f.at * opts.seconds, f) for f in opts.faults), key=lambda p: p[0])
-        resume_at: float | None = None
-        pause_mark: dict = {}
-        fault_marks: list[dict] = []
-        next_progress = opts.progress_s
-        while True:
-            elapsed = time.monotonic() - window_start
-            if elapsed >= opts.seconds and resume_at is None:
-                break
-            if resume_at is not None and elapsed >= resume_at:
-                dep.store.signal(signal.SIGCONT)
-                event(f"store SIGCONT: its sockets answer again (paused "
-                      f"{elapsed - pause_mark['at_s']:.1f} s)")
-                pause_mark["end_t"] = round(time.monotonic() - t0, 1)
-                resume_at = None
-            if pending and elapsed >= pending[0][0]:
-                _, fault = pending.pop(0)
-                mark = {"action": fault.action, "at_s": elapsed,
-                        "t": round(time.monotonic() - t0, 1)}
-                fault_marks.append(mark)
-                if fault.action == "kill_store":
-                    old = dep.store
-                    old.signal(signal.SIGKILL)
-                    old.wait(15)
-                    event(f"FAULT store SIGKILLed (pid {old.pid}, exit {old.exit_code})")
-                    time.sleep(1.0)
-                    ready = dep.start_store()
-                    event(f"store restarted (pid {dep.store.pid}), ready in {ready:.1f} s")
-                elif fault.action == "kill_viewer":
-                    index = max(dep.viewer_nodes)
-                    old = dep.viewer_nodes[index]
-                    old.signal(signal.SIGKILL)
-                    old.wait(15)
-                    event(f"FAULT viewer {old.name} SIGKILLed (pid {old.pid})")
-                    for attempt in range(1, 4):  # as an operator (or systemd) would
-                        time.sleep(1.0)
-                        try:
-                            ready = dep.start_viewer(index)
-                        except RuntimeError as exc:
-                            last = str(exc).strip().splitlines()[-1]
-                            event(f"viewer restart attempt {attempt} failed: {last}")
-                            mark.setdefault("restart_failures", []).append(last)
-                            continue
-                        event(f"viewer restarted as {dep.viewer_nodes[index].name}, logged "
-                              f"in and ready in {ready:.1f} s")
-                        mark["restarted"] = True
-                        break
-                elif fault.action == "pause_store":
-                    dep.store.signal(signal.SIGSTOP)
-                    event(f"FAULT network path cut: store SIGSTOPped for {fault.duration_s:g} s "
-                          "(connections stay up, nothing is read or answered)")
-                    resume_at = elapsed + fault.duration_s
-                    pause_mark = mark
-                    continue  # its end is marked at SIGCONT
-                else:
-                    raise ValueError(f"unknown fault {fault.action!r}")
-                mark.setdefault("end_t", round(time.monotonic() - t0, 1))
-            if elapsed >= next_progress:
-                next_progress += opts.progress_s
-                s = sampler.samples[-1] if sampler.samples else None
-                if s:
-                    lags = [v for v in s["lag_s"].values() if v is not None]
-                    store_rss = sum(v for k, v in s["rss_mb"].items() if k.startswith("store"))
-                    _log(opts, f"  [{s['t']:7.1f} s] archived {s['archived']}, archive lag max "
-                         f"{max(lags) if lags else float('nan'):.1f} s, store RSS "
-                         f"{store_rss:.0f} MB, load {s['loadavg1']:.1f}")
-            time.sleep(0.1)
-        window_end = time.monotonic()
-        busy1 = machine_busy()
-        self_cpu1 = sum(os.times()[:2])
-        for node in dep.nodes.nodes:
-            node.cpu_end = node.read_cpu()
-        window = window_end - window_start
-        event(f"load window over ({window:.1f} s); waiting for the archive to catch up")
-        deadline = time.monotonic() + max(60.0, opts.seconds / 2)
-        while time.monotonic() < deadline:
-            lags = archive_lag(dep.archive, dep.camera_ids)
-            if all(v is not None and v < LAG_OK_S for v in lags.values()):
-                break
-            time.sleep(0.5)
-        event(f"archive lag {max((v or 0) for v in lags.values()):.1f} s; stopping cameras "
-              "(SIGTERM)")
-        for node in cams:
-            node.signal(signal.SIGTERM)
-        for node in cams:
-            node.wait(60)
-        event("cameras stopped: exit codes " + ", ".join(f"{n.name}={n.exit_code}"
-                                                         for n in cams))
-        for node in dep.nodes.alive("viewer"):
-            node.signal(signal.SIGTERM)
-            node.wait(30)
-        dep.store.signal(signal.SIGTERM)
-        dep.store.wait(60)
-        event(f"viewers and store stopped (store exit {dep.store.exit_code})")
-    finally:
-        if sampler.is_alive():
-            sampler.stop()
-        dep.nodes.stop_all()
 
-    # ------------------------------------------------------------------ counting
+    def close(self, nodes: list[Node]) -> None:
+        self.seconds = time.monotonic() - self.start
+        self.busy.append(machine_busy())
+        self.self_cpu.append(sum(os.times()[:2]))
+        for node in nodes:
+            node.cpu_end = node.read_cpu()
+
+
+def _start_nodes(dep: Deployment, viewers: int, clock: _Clock) -> list[Node]:
+    ready = dep.start_store()
+    clock.event(f"store started (pid {dep.store.pid}), ready in {ready:.1f} s")
+    for i in range(1, viewers + 1):
+        ready = dep.start_viewer(i)
+        v = dep.viewer_nodes[i]
+        clock.event(f"viewer {v.name} (camera {v.camera}) logged in, ready in {ready:.1f} s")
+    cams = []
+    for cam in dep.camera_ids:
+        cams.append(dep.start_camera(cam))
+        time.sleep(0.2)
+    for node in cams:
+        dep.nodes.wait_for_log(node, "new content-key epoch", timeout=60)
+    return cams
+
+
+def _apply_fault(dep: Deployment, fault: Fault, mark: dict, clock: _Clock) -> None:
+    """Kill and restart the store or the last viewer, or pause the store (resumed later)."""
+    if fault.action == "kill_store":
+        old = dep.store
+        old.signal(signal.SIGKILL)
+        old.wait(15)
+        clock.event(f"FAULT store SIGKILLed (pid {old.pid}, exit {old.exit_code})")
+        time.sleep(1.0)
+        ready = dep.start_store()
+        clock.event(f"store restarted (pid {dep.store.pid}), ready in {ready:.1f} s")
+    elif fault.action == "kill_viewer":
+        index = max(dep.viewer_nodes)
+        old = dep.viewer_nodes[index]
+        old.signal(signal.SIGKILL)
+        old.wait(15)
+        clock.event(f"FAULT viewer {old.name} SIGKILLed (pid {old.pid})")
+        for attempt in range(1, 4):  # as an operator (or systemd) would
+            time.sleep(1.0)
+            try:
+                ready = dep.start_viewer(index)
+            except RuntimeError as exc:
+                last = str(exc).strip().splitlines()[-1]
+                clock.event(f"viewer restart attempt {attempt} failed: {last}")
+                mark.setdefault("restart_failures", []).append(last)
+                continue
+            clock.event(f"viewer restarted as {dep.viewer_nodes[index].name}, logged in and "
+                        f"ready in {ready:.1f} s")
+            mark["restarted"] = True
+            break
+    elif fault.action == "pause_store":
+        dep.store.signal(signal.SIGSTOP)
+        clock.event(f"FAULT network path cut: store SIGSTOPped for {fault.duration_s:g} s "
+                    "(connections stay up, nothing is read or answered)")
+        return  # its end is marked at SIGCONT
+    else:
+        raise ValueError(f"unknown fault {fault.action!r}")
+    mark["end_t"] = clock.now()
+
+
+def _run_window(dep: Deployment, opts: LoadOptions, clock: _Clock,
+                sampler: Sampler) -> list[dict]:
+    """The load window with its faults; returns one mark per fault."""
+    pending = sorted(((f.at * opts.seconds, f) for f in opts.faults), key=lambda p: p[0])
+    marks: list[dict] = []
+    paused: tuple[float, dict] | None = None  # (resume at, its mark)
+    start, next_progress = time.monotonic(), opts.progress_s
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= opts.seconds and paused is None:
+            return marks
+        if paused is not None and elapsed >= paused[0]:
+            dep.store.signal(signal.SIGCONT)
+            clock.event(f"store SIGCONT: its sockets answer again (paused "
+                        f"{elapsed - paused[1]['at_s']:.1f} s)")
+            paused[1]["end_t"] = clock.now()
+            paused = None
+        if pending and elapsed >= pending[0][0]:
+            _, fault = pending.pop(0)
+            mark = {"action": fault.action, "at_s": elapsed, "t": clock.now()}
+            marks.append(mark)
+            _apply_fault(dep, fault, mark, clock)
+            if fault.action == "pause_store":
+                paused = (elapsed + fault.duration_s, mark)
+        if elapsed >= next_progress and sampler.samples:
+            next_progress += opts.progress_s
+            s = sampler.samples[-1]
+            lags = [v for v in s["lag_s"].values() if v is not None]
+            store_rss = sum(v for k, v in s["rss_mb"].items() if k.startswith("store"))
+            _log(opts, f"  [{s['t']:7.1f} s] archived {s['archived']}, archive lag max "
+                 f"{max(lags) if lags else float('nan'):.1f} s, store RSS {store_rss:.0f} MB, "
+                 f"load {s['loadavg1']:.1f}")
+        time.sleep(0.1)
+
+
+def _stop_cleanly(dep: Deployment, cams: list[Node], clock: _Clock, wait_s: float) -> None:
+    """Wait until the archive has caught up with every camera, then stop cameras (they
+    drain), viewers and the store, in that order."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        lags = archive_lag(dep.archive, dep.camera_ids)
+        if all(v is not None and v < LAG_OK_S for v in lags.values()) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    clock.event(f"archive lag {max((v or 0) for v in lags.values()):.1f} s; stopping cameras "
+                "(SIGTERM)")
+    for node in cams:
+        node.signal(signal.SIGTERM)
+    for node in cams:
+        node.wait(60)
+    clock.event("cameras stopped: exit codes " + ", ".join(f"{n.name}={n.exit_code}"
+                                                           for n in cams))
+    for node in dep.nodes.alive("viewer"):
+        node.signal(signal.SIGTERM)
+        node.wait(30)
+    dep.store.signal(signal.SIGTERM)
+    dep.store.wait(60)
+    clock.event(f"viewers and store stopped (store exit {dep.store.exit_code})")
+
+
+def verify_archive(dep: Deployment) -> tuple[dict, int]:
+    """``veilcam verify --json`` on the deployment: (report, exit code)."""
     verify = veilcam("verify", str(dep.home), "--json", check=False)
-    report = json.loads(verify.stdout) if verify.stdout.strip() else {
-        "intact": False, "cameras": [], "problems": [{"detail": verify.stderr}], "notes": []}
+    if not verify.stdout.strip():
+        return {"intact": False, "cameras": [], "notes": [],
+                "problems": [{"detail": verify.stderr}]}, verify.returncode
+    return json.loads(verify.stdout), verify.returncode
+
+
+def count_cameras(dep: Deployment, report: dict, window: _Window | None = None) -> list[dict]:
+    """Per camera: published (its --stats-out), archived (verify), indexed, declared dropped,
+    lost = published - archived - declared, whether the archive holds #0..#published-1."""
     index = index_progress(dep.archive)
     by_cam = {c["camera"]: c for c in report["cameras"]}
-    cameras = []
+    out = []
     for cam in dep.camera_ids:
-        stats_path = workdir / f"{cam}.json"
+        stats_path = dep.root / f"{cam}.json"
         st = json.loads(stats_path.read_text()) if stats_path.exists() else {}
         node = next(n for n in dep.nodes.nodes if n.name == cam)
         ar = by_cam.get(cam, {})
-        published = st.get("published", 0)
-        archived = ar.get("frames", 0)
+        published, archived = st.get("published", 0), ar.get("frames", 0)
         declared = _declared(report["notes"], cam)
         log = node.log()
         span = ((ar["last_time_us"] - ar["first_time_us"]) / 1e6
                 if ar.get("last_time_us") and ar.get("first_time_us") else 0)
-        cameras.append({
+        row = {
             "camera": cam, "exit_code": node.exit_code, "captured": st.get("captured"),
             "published": published, "acked": st.get("acked"), "rejected": st.get("rejected"),
             "archived": archived, "indexed": index.get(cam, {}).get("frames", 0),
@@ -527,83 +543,134 @@ def run_load(opts: LoadOptions) -> dict:
             "reconnects": log.count("store connection lost; reconnecting"),
             "resend_rounds": log.count("unacknowledged message(s) again"),
             "spooled_to_disk": log.count("spooling to"),
-            "cpu_pct": round((node.cpu_end - node.cpu_base) / window * 100, 1),
-        })
-    samples = sampler.samples
-    warmup = opts.warmup_s if opts.warmup_s is not None else max(10.0, 0.1 * opts.seconds)
-    in_window = [s for s in samples if t_window0 + warmup <= s["t"] <= t_window0 + window]
+        }
+        if window is not None:
+            row["cpu_pct"] = round((node.cpu_end - node.cpu_base) / window.seconds * 100, 1)
+        out.append(row)
+    return out
 
-    def rss_series(prefix: str) -> list[tuple[float, float]]:
+
+def _memory(dep: Deployment, in_window: list[dict], opts: LoadOptions, warmup: float) -> dict:
+    """RSS min/median/max per node kind, and growth: last-quarter / first-quarter median."""
+    def series(name: str) -> list[tuple[float, float]]:
         out = []
         for s in in_window:
-            vals = [v for k, v in s["rss_mb"].items() if k == prefix or
-                    k.startswith(prefix + "-r")]
+            vals = [v for k, v in s["rss_mb"].items() if k == name or k.startswith(name + "-r")]
             if vals:
                 out.append((s["t"], sum(vals)))
         return out
 
-    store_rss = rss_series("store")
-    memory: dict = {"warmup_s": warmup, "samples": len(store_rss)}
+    memory: dict = {"warmup_s": warmup, "cameras": {}, "viewers": {}}
+    store_rss = series("store")
+    memory["samples"] = len(store_rss)
     if len(store_rss) >= 4:
         first_q, last_q = _quartile_medians(store_rss)
         memory.update(store=_stats([v for _, v in store_rss]),
                       store_first_quarter_median=round(first_q, 1),
                       store_last_quarter_median=round(last_q, 1),
                       store_growth=round(last_q / first_q, 3), bound=opts.rss_bound)
-    memory["cameras"] = {}
     for cam in dep.camera_ids:
-        series = rss_series(cam)
-        if len(series) >= 4:
-            first_q, last_q = _quartile_medians(series)
-            memory["cameras"][cam] = {**_stats([v for _, v in series]),
+        rss = series(cam)
+        if len(rss) >= 4:
+            first_q, last_q = _quartile_medians(rss)
+            memory["cameras"][cam] = {**_stats([v for _, v in rss]),
                                       "growth": round(last_q / first_q, 3)}
-    memory["viewers"] = {}
+    viewers: dict[str, list[float]] = {}
     for s in in_window:
         for k, v in s["rss_mb"].items():
             if k.startswith("viewer"):
-                memory["viewers"].setdefault(k, []).append(v)
-    memory["viewers"] = {k: _stats(v) for k, v in memory["viewers"].items()}
+                viewers.setdefault(k, []).append(v)
+    memory["viewers"] = {k: _stats(v) for k, v in viewers.items()}
+    return memory
 
-    cpu_roles: dict[str, float] = {}
-    cpu_nodes: dict[str, float] = {}
+
+def _cpu(dep: Deployment, window: _Window, cameras: int) -> dict:
+    """CPU % (100 = one core) over the window, per node kind and process; the machine's."""
+    roles: dict[str, float] = {}
+    by_process: dict[str, float] = {}
     for node in dep.nodes.nodes:
         used = max(0.0, getattr(node, "cpu_end", node.cpu_last) - node.cpu_base)
-        cpu_roles[node.role] = cpu_roles.get(node.role, 0.0) + used / window * 100
-        cpu_nodes[node.name] = round(used / window * 100, 1)
-    machine_pct = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 100 * (os.cpu_count()
-                                                                             or 1)
-    ours = sum(cpu_roles.values()) + (self_cpu1 - self_cpu0) / window * 100
-    cpu = {"camera_total": round(cpu_roles.get("camera", 0), 1),
-           "camera_mean": round(cpu_roles.get("camera", 0) / max(1, opts.cameras), 1),
-           "store": round(cpu_roles.get("store", 0), 1),
-           "viewers_total": round(cpu_roles.get("viewer", 0), 1),
-           "harness": round((self_cpu1 - self_cpu0) / window * 100, 1),
-           "machine": round(machine_pct, 1), "machine_capacity": (os.cpu_count() or 1) * 100,
-           "other_processes": round(max(0.0, machine_pct - ours), 1), "by_process": cpu_nodes}
-    lags_all = [v for s in in_window for v in s["lag_s"].values() if v is not None]
+        roles[node.role] = roles.get(node.role, 0.0) + used / window.seconds * 100
+        by_process[node.name] = round(used / window.seconds * 100, 1)
+    (busy0, total0), (busy1, total1) = window.busy
+    ncpu = os.cpu_count() or 1
+    machine_pct = (busy1 - busy0) / max(1, total1 - total0) * 100 * ncpu
+    harness = (window.self_cpu[1] - window.self_cpu[0]) / window.seconds * 100
+    return {"camera_total": round(roles.get("camera", 0), 1),
+            "camera_mean": round(roles.get("camera", 0) / max(1, cameras), 1),
+            "store": round(roles.get("store", 0), 1),
+            "viewers_total": round(roles.get("viewer", 0), 1), "harness": round(harness, 1),
+            "machine": round(machine_pct, 1), "machine_capacity": ncpu * 100,
+            "other_processes": round(max(0.0, machine_pct - sum(roles.values()) - harness), 1),
+            "by_process": by_process}
+
+
+def run_load(opts: LoadOptions) -> dict:
+    """Run the scenario; returns the result document (its "failures" empty if all passed)."""
+    workdir = Path(tempfile.mkdtemp(prefix="veilcam-load-", dir=opts.workdir))
+    check_disk(workdir, opts)
+    clock = _Clock(opts)
+    clip = opts.clip
+    if clip is None:
+        _log(opts, f"making a {opts.size[0]}x{opts.size[1]} clip in {workdir} ...")
+        clip = make_clip(opts.size, opts.fps, 60, workdir / "clip.mp4")
+    cap = cv2.VideoCapture(str(clip))
+    frame_size = [int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))]
+    cap.release()
+    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width,
+                     opts.camera_nice)
+    dep.create()
+    result: dict = {"options": {**asdict(opts), "workdir": str(workdir), "clip": str(clip)},
+                    "frame_size": frame_size, "machine_before": machine(),
+                    "workdir": str(workdir)}
+    sampler = Sampler(dep, opts.sample_s, clock.t0)
+    window = _Window()
+    try:
+        cams = _start_nodes(dep, opts.viewers, clock)
+        clock.event(f"{len(cams)} cameras publishing (setup took {clock.now():.0f} s)")
+        sampler.start()
+        window.open(clock, dep.nodes.nodes)
+        fault_marks = _run_window(dep, opts, clock, sampler)
+        window.close(dep.nodes.nodes)
+        clock.event(f"load window over ({window.seconds:.1f} s); waiting for the archive to "
+                    "catch up")
+        _stop_cleanly(dep, cams, clock, max(60.0, opts.seconds / 2))
+    finally:
+        if sampler.is_alive():
+            sampler.stop()
+        dep.nodes.stop_all()
+
+    report, verify_exit = verify_archive(dep)
+    cameras = count_cameras(dep, report, window)
+    samples = sampler.samples
+    warmup = opts.warmup_s if opts.warmup_s is not None else max(10.0, 0.1 * opts.seconds)
+    in_window = [s for s in samples
+                 if window.t + warmup <= s["t"] <= window.t + window.seconds]
+    lags = [v for s in in_window for v in s["lag_s"].values() if v is not None]
     for mark in fault_marks:
         mark["archive_caught_up_after_s"] = _recovery_s(samples, mark["end_t"])
-    tracebacks = [n.name for n in dep.nodes.nodes if "Traceback" in n.log()]
-    store_logs = "".join(n.log() for n in dep.nodes.nodes if n.role == "store")
+    store_logs = [n.log() for n in dep.nodes.nodes if n.role == "store"]
     result.update({
-        "window_s": round(window, 1), "cameras": cameras,
+        "window_s": round(window.seconds, 1), "cameras": cameras,
         "totals": {k: sum(c[k] or 0 for c in cameras) for k in (
             "captured", "published", "archived", "indexed", "declared_dropped", "lost",
             "fail_closed", "dropped_spool_full", "envelopes")},
-        "verify": {"intact": report["intact"], "exit_code": verify.returncode,
+        "verify": {"intact": report["intact"], "exit_code": verify_exit,
                    "problems": report["problems"][:20], "notes": len(report["notes"]),
                    "chain_starts": sum(c.get("chain_starts", 0) for c in report["cameras"])},
         "viewers": [_viewer_summary(n) for n in dep.nodes.nodes if n.role == "viewer"],
-        "memory_mb": memory, "cpu_pct": cpu,
-        "archive_lag_s": {"median": round(statistics.median(lags_all), 2) if lags_all else None,
-                          "max": round(max(lags_all), 2) if lags_all else None},
-        "store_rejects": re.findall(r"rejected: (.*)", store_logs)[-1:] or [],
-        "store_storage_errors": store_logs.count("cannot write to the archive"),
-        "tracebacks": tracebacks, "timeline": timeline, "faults": fault_marks,
-        "store_exit_codes": [n.exit_code for n in dep.nodes.nodes if n.role == "store"],
-        "store_recovery": [ln.split(": ", 1)[-1] for n in dep.nodes.nodes if n.role == "store"
-                           for ln in n.log().splitlines()
+        "memory_mb": _memory(dep, in_window, opts, warmup),
+        "cpu_pct": _cpu(dep, window, opts.cameras),
+        "archive_lag_s": {"median": round(statistics.median(lags), 2) if lags else None,
+                          "max": round(max(lags), 2) if lags else None},
+        "store_rejects": re.findall(r"rejected: (.*)", "".join(store_logs))[-1:],
+        "store_storage_errors": "".join(store_logs).count("cannot write to the archive"),
+        "store_recovery": [ln.split(": ", 1)[-1] for log in store_logs
+                           for ln in log.splitlines()
                            if "written before the last stop" in ln or "torn tail" in ln],
+        "store_exit_codes": [n.exit_code for n in dep.nodes.nodes if n.role == "store"],
+        "tracebacks": [n.name for n in dep.nodes.nodes if "Traceback" in n.log()],
+        "timeline": clock.timeline, "faults": fault_marks,
         "machine_after": machine(), "samples": samples,
         "archive_bytes": sum(p.stat().st_size for p in dep.archive.rglob("*") if p.is_file()),
     })
@@ -719,18 +786,12 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
         dep.store_preexec = preexec
         dep.create()
-    t0 = time.monotonic()
-    timeline: list[dict] = []
+    clock = _Clock(opts)
     counts: list[dict] = []
-
-    def event(text: str) -> None:
-        t = round(time.monotonic() - t0, 1)
-        timeline.append({"t": t, "event": text})
-        _log(opts, f"  [{t:7.1f} s] {text}")
 
     def count() -> int:
         n = sum(p["frames"] for p in index_progress(dep.archive).values())
-        counts.append({"t": round(time.monotonic() - t0, 1), "archived": n})
+        counts.append({"t": clock.now(), "archived": n})
         return n
 
     what = (f"archive on a {limit_mb} MB tmpfs" if method == "tmpfs" else
@@ -738,12 +799,9 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
     result: dict = {"method": method, "limit_mb": limit_mb, "workdir": str(workdir),
                     "what": what, "machine": machine()}
     try:
-        event(f"disk fill: {what}, {opts.cameras} cameras at {opts.fps:g} fps")
-        dep.start_store()
-        cams = [dep.start_camera(c) for c in dep.camera_ids]
-        for node in cams:
-            dep.nodes.wait_for_log(node, "new content-key epoch", timeout=60)
-        event("cameras publishing")
+        clock.event(f"disk fill: {what}, {opts.cameras} cameras at {opts.fps:g} fps")
+        cams = _start_nodes(dep, 0, clock)
+        clock.event("cameras publishing")
         deadline = time.monotonic() + max(60.0, opts.seconds)
         while "cannot write to the archive" not in dep.store.log() and not dep.store.poll():
             if time.monotonic() > deadline:
@@ -753,7 +811,7 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
         full_at = count()
         line = next((ln for ln in dep.store.log().splitlines()
                      if "cannot write" in ln or "commit failed" in ln), "")
-        event(f"store log: {line.split(': ', 1)[-1][:200]}")
+        clock.event(f"store log: {line.split(': ', 1)[-1][:200]}")
         result["store_error_line"] = line
         hold_end = time.monotonic() + hold_s
         while time.monotonic() < hold_end:
@@ -762,11 +820,11 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
         held = count()
         store_alive = not dep.store.poll()
         result.update(archived_when_full=full_at, archived_after_hold=held,
-                      store_running_while_full=store_alive)
-        event(f"held full for {hold_s:g} s: archive {full_at} -> {held} frames, store "
-              f"{'still running' if store_alive else f'exited ({dep.store.exit_code})'}")
-        pendings = {n.name: re.findall(r"(\d+) pending", n.log())[-1:] for n in cams}
-        result["camera_pending_while_full"] = pendings
+                      store_running_while_full=store_alive,
+                      camera_pending_while_full={
+                          n.name: re.findall(r"(\d+) pending", n.log())[-1:] for n in cams})
+        clock.event(f"held full for {hold_s:g} s: archive {full_at} -> {held} frames, store "
+                    f"{'still running' if store_alive else f'exited ({dep.store.exit_code})'}")
         if method == "tmpfs":
             subprocess.run(["mount", "-o", "remount,size=4g", str(fs)], check=True)
         else:
@@ -774,61 +832,35 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
                 resource.prlimit(dep.store.pid, resource.RLIMIT_FSIZE,
                                  (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
             dep.store_preexec = None
-        event("space given back (" + ("tmpfs remounted at 4 GB" if method == "tmpfs"
-                                      else "RLIMIT_FSIZE lifted") + ")")
+        clock.event("space given back (" + ("tmpfs remounted at 4 GB" if method == "tmpfs"
+                                            else "RLIMIT_FSIZE lifted") + ")")
         if not store_alive:
             ready = dep.start_store()
-            event(f"store restarted, ready in {ready:.1f} s")
+            clock.event(f"store restarted, ready in {ready:.1f} s")
         end = time.monotonic() + after_s
         while time.monotonic() < end:
             count()
             time.sleep(1.0)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            lags = archive_lag(dep.archive, dep.camera_ids)
-            if all(v is not None and v < LAG_OK_S for v in lags.values()):
-                break
-            time.sleep(0.5)
-        event(f"archive caught up (lag {max((v or 0) for v in lags.values()):.1f} s); "
-              "stopping")
-        for node in cams:
-            node.signal(signal.SIGTERM)
-        for node in cams:
-            node.wait(60)
-        dep.store.signal(signal.SIGTERM)
-        dep.store.wait(60)
+        _stop_cleanly(dep, cams, clock, 90)
+        report, _ = verify_archive(dep)
     finally:
         dep.nodes.stop_all()
-    verify = veilcam("verify", str(dep.home), "--json", check=False)
-    report = json.loads(verify.stdout)
-    by_cam = {c["camera"]: c for c in report["cameras"]}
-    cams_out = []
-    for cam in dep.camera_ids:
-        st = json.loads((workdir / f"{cam}.json").read_text())
-        archived = by_cam.get(cam, {}).get("frames", 0)
-        declared = _declared(report["notes"], cam)
-        node = next(n for n in dep.nodes.nodes if n.name == cam)
-        cams_out.append({"camera": cam, "published": st["published"], "acked": st["acked"],
-                         "rejected": st["rejected"], "archived": archived,
-                         "declared_dropped": declared,
-                         "lost": st["published"] - archived - declared,
-                         "exit_code": node.exit_code,
-                         "resend_rounds": node.log().count("unacknowledged message(s) again")})
+        if mounted:
+            if opts.keep_archive:
+                shutil.copytree(fs / "archive", workdir / "archive-copy", dirs_exist_ok=True)
+            subprocess.run(["umount", str(fs)], check=False)
+    cameras = count_cameras(dep, report)
     store_log = "".join(n.log() for n in dep.nodes.nodes if n.role == "store")
     result.update({
-        "cameras": cams_out, "timeline": timeline, "archived_over_time": counts,
+        "cameras": cameras, "timeline": clock.timeline, "archived_over_time": counts,
         "verify": {"intact": report["intact"], "problems": report["problems"][:20]},
         "storage_error_lines": store_log.count("cannot write to the archive")
         + store_log.count("commit failed"),
         "tracebacks": [n.name for n in dep.nodes.nodes if "Traceback" in n.log()],
         "store_exit_codes": [n.exit_code for n in dep.nodes.nodes if n.role == "store"],
     })
-    if mounted:
-        if opts.keep_archive:
-            shutil.copytree(fs / "archive", workdir / "archive-copy", dirs_exist_ok=True)
-        subprocess.run(["umount", str(fs)], check=False)
-    fails = [f"{c['camera']}: {c['lost']} lost" for c in cams_out if c["lost"]]
-    fails += [f"{c['camera']}: exit {c['exit_code']}" for c in cams_out if c["exit_code"]]
+    fails = [f"{c['camera']}: {c['lost']} lost" for c in cameras if c["lost"]]
+    fails += [f"{c['camera']}: exit {c['exit_code']}" for c in cameras if c["exit_code"]]
     if not report["intact"]:
         fails.append(f"archive does not verify: {report['problems'][:3]}")
     if not result["storage_error_lines"]:
