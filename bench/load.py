@@ -32,6 +32,11 @@ median of the first quarter (after the warm-up).
 (when run as root) or the store runs under RLIMIT_FSIZE; the cameras fill it, the store must
 log a clear error and stop acknowledging, space is then given back, and at the end nothing
 may be lost (an acknowledged frame the store lost would never be sent again).
+
+On one machine the cameras take the CPU the store and viewers would have on their own:
+``--camera-nice 10`` makes them yield, as separate camera devices would; ``--detect-width
+320`` is the lighter detection setting. The archive's segments are deleted once counted
+unless ``--keep-archive`` (logs, index and results stay). Figures: docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
