@@ -15,6 +15,13 @@ Capture never blocks on the store: when the spool is full, the ``drop_policy`` d
 (``has_room`` is False), so the hash chain stays whole; with ``oldest`` the oldest spooled
 messages are deleted to make room (a gap that ``veilcam verify`` reports). Both are counted
 and logged.
+
+The spool outlives the process: a camera that stops before the store acknowledged everything
+(a signal during an outage, the drain timeout) writes what it still holds in memory to the
+spool, and the next start sends the whole spool first, in the original order (file names begin
+with a running number), before any new frame. The hash chain continues across a clean stop,
+so the store takes them as the same chain. After a hard crash only the in-memory window (up
+to ``memory_window`` messages) is gone; ``veilcam verify`` reports that as a gap.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class _Pending:
     topic: bytes
     parts: list[bytes] | None  # None: spooled to ``path``
     size: int
+    name: str
     path: Path | None = None
     sent: bool = False
 
@@ -67,8 +75,6 @@ class Publisher:
         self.ctx, self.keys, self.store_key, self.endpoint = ctx, keys, store_key, endpoint
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.spool_dir.glob("*.msg"):
-            stale.unlink()  # a previous run's spool: its chain state moved on (see chainstate)
         self.memory_window, self.spool_max_bytes = memory_window, spool_max_bytes
         self.drop_policy, self.resend_after_s = drop_policy, resend_after_s
         self.pending: OrderedDict[Key, _Pending] = OrderedDict()
@@ -78,9 +84,36 @@ class Publisher:
         self.on_frames_dropped = None  # callback(list of dropped frame seqs): declare the gap
         self._progress_at = time.monotonic()
         self._ever_connected = False
+        self._order = 0  # running number of spool file names: the sending order
+        self.recovered = self._load_spool()
         self.sock: zmq.Socket | None = None
         self.watch: HandshakeWatch | None = None
         self._open_socket()
+
+    def _load_spool(self) -> int:
+        """Take up what a previous run left unacknowledged in the spool, oldest first."""
+        kinds = {KIND_FRAME: FrameMessage, KIND_ENVELOPE: KeyEnvelope, KIND_GAP: GapNotice}
+        for path in sorted(self.spool_dir.glob("*.msg")):
+            try:
+                self._order = max(self._order, int(path.name.split("-", 1)[0]) + 1)
+                kind, body = unpack_parts(path.read_bytes())
+                msg = kinds[kind].from_body_parts(body)
+            except (OSError, ValueError, KeyError, FormatError) as exc:
+                log.error("spooled message %s is unreadable (%s); moving it aside as .bad",
+                          path, exc)
+                path.replace(path.with_suffix(".bad"))
+                continue
+            key = _key_of(msg)
+            if key in self.pending:
+                path.unlink()
+                continue
+            size = path.stat().st_size
+            self.pending[key] = _Pending(msg.to_parts()[0], None, size, path.name, path)
+            self.pending_bytes += size
+        if self.pending:
+            log.warning("%d message(s) a previous run left unacknowledged in %s go to the store "
+                        "first", len(self.pending), self.spool_dir)
+        return len(self.pending)
 
     def _open_socket(self) -> None:
         """A fresh connection, on which everything pending goes again from the oldest.
@@ -118,25 +151,18 @@ class Publisher:
 
     # ------------------------------------------------------------------ sending
     def send(self, msg: FrameMessage | KeyEnvelope | GapNotice) -> None:
-        if isinstance(msg, FrameMessage):
-            key: Key = (KIND_FRAME, msg.header.seq)
-            name = f"F-{msg.header.seq:020d}.msg"
-        elif isinstance(msg, GapNotice):
-            key = (KIND_GAP, msg.first_seq)
-            name = f"G-{msg.first_seq:020d}.msg"
-        else:
-            key = (KIND_ENVELOPE, msg.body.epoch_id)
-            name = f"K-{msg.body.epoch_id.hex()}.msg"
+        key = _key_of(msg)
+        what = key[1].hex() if isinstance(key[1], bytes) else f"{key[1]:020d}"
+        name = f"{self._order:012d}-{key[0].decode()}-{what}.msg"
+        self._order += 1
         parts = msg.to_parts()
         size = sum(len(p) for p in parts)
-        entry = _Pending(parts[0], parts, size)
+        entry = _Pending(parts[0], parts, size, name)
         if self.in_memory >= self.memory_window:
             if self.spooled == 0:
                 log.warning("%d messages unacknowledged (store at %s unreachable or slow): "
                             "spooling to %s", len(self.pending), self.endpoint, self.spool_dir)
-            entry.path = self.spool_dir / name
-            write_atomic(entry.path, pack_parts(key[0], parts[1:]))
-            entry.parts = None
+            self._spool(key, entry)
         else:
             self.in_memory += 1
         if not self.pending:
@@ -161,6 +187,12 @@ class Publisher:
         self._pump()
         if dropped and self.on_frames_dropped is not None:
             self.on_frames_dropped(dropped)
+
+    def _spool(self, key: Key, entry: _Pending) -> None:
+        """Move a pending message's bytes from memory to its spool file."""
+        entry.path = self.spool_dir / entry.name
+        write_atomic(entry.path, pack_parts(key[0], entry.parts[1:]))
+        entry.parts = None
 
     def _parts(self, entry: _Pending) -> list[bytes] | None:
         if entry.parts is not None:
@@ -257,12 +289,31 @@ class Publisher:
             self.poll(timeout_ms=100)
         return not self.pending
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Close the connection and keep what is unacknowledged in the spool for the next
+        start; returns how many messages were kept."""
         self.watch.close()
         self.sock.close(linger=0)
-        for entry in self.pending.values():
-            if entry.path is not None:
-                entry.path.unlink(missing_ok=True)
+        for key, entry in self.pending.items():
+            if entry.path is None:
+                try:
+                    self._spool(key, entry)
+                    self.in_memory -= 1
+                except OSError as exc:
+                    log.error("cannot keep %s in the spool (%s): it is lost", entry.name, exc)
+        if self.pending:
+            log.warning("%d unacknowledged message(s) kept in %s; the next start sends them "
+                        "first", len(self.pending), self.spool_dir)
+        return len(self.pending)
+
+
+def _key_of(msg: FrameMessage | KeyEnvelope | GapNotice) -> Key:
+    """The key an acknowledgement names a message by."""
+    if isinstance(msg, FrameMessage):
+        return (KIND_FRAME, msg.header.seq)
+    if isinstance(msg, GapNotice):
+        return (KIND_GAP, msg.first_seq)
+    return (KIND_ENVELOPE, msg.body.epoch_id)
 
 
 def _describe(ack: Ack) -> str:

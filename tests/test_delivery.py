@@ -88,3 +88,32 @@ def test_spool_overflow_drops_oldest_and_declares_the_gap(tmp_path: Path, procs)
     assert report["intact"], report["problems"]
     assert any(n["kind"] == "declared_gap" for n in report["notes"])
     assert report["cameras"][0]["last_seq"] == 149 and report["cameras"][0]["frames"] < 150
+
+
+def test_camera_restarted_during_an_outage_sends_its_spool_first(tmp_path: Path, procs) -> None:
+    """No store at all: the camera gives up draining and exits 3, keeping every unacknowledged
+    message in its spool; the next run, with the store up, sends those first, then its own."""
+    home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml=NO_ROTATION)
+    cfg = home / "config" / "camera.toml"
+    cfg.write_text(cfg.read_text().replace(
+        "[store]\n", "[store]\nmax_in_flight = 10\ndrain_timeout_s = 1\n", 1))
+    first = procs.start("camera1", "camera", "--home", str(home), "--max-frames", "40",
+                        "--no-pace")
+    assert first.wait(timeout=60) == 3, procs.log("camera1")
+    assert "41 unacknowledged message(s) kept in" in procs.log("camera1")  # 40 frames + envelope
+    spool = home / "state" / "spool-cam1"
+    assert len(list(spool.glob("*.msg"))) == 41
+
+    procs.start("store", "store", "--home", str(home))
+    procs.wait_for_log("store", "store ready")
+    second = procs.start("camera2", "camera", "--home", str(home), "--max-frames", "25",
+                         "--no-pace")
+    assert second.wait(timeout=60) == 0, procs.log("camera2")
+    log = procs.log("camera2")
+    assert "41 message(s) a previous run left unacknowledged" in log, log
+    assert "25 published, 67 acknowledged, 0 rejected" in log, log  # 41 old + 25 + envelope
+    assert list(spool.glob("*.msg")) == []
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"], report["problems"]
+    cam = report["cameras"][0]
+    assert (cam["frames"], cam["first_seq"], cam["last_seq"]) == (65, 0, 64)
