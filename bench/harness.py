@@ -36,6 +36,16 @@ def rss_mb(pid: int) -> float:
     return 0.0  # a zombie has no VmRSS line
 
 
+def rss_split_mb(pid: int) -> dict[str, float]:
+    """RssAnon, RssFile and RssShmem of a process (what kind of memory grows)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+            key, value = line.split(":", 1)
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
 def machine() -> dict:
     """nproc, CPU model, RAM and load, as the reports quote them."""
     model = ""

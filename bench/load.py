@@ -69,6 +69,7 @@ from bench.harness import (  # noqa: E402
     machine,
     make_clip,
     rss_mb,
+    rss_split_mb,
     use_yunet,
     veilcam,
     veilcam_cmd,
@@ -264,6 +265,8 @@ class Sampler(threading.Thread):
                 continue
             cpu = node.read_cpu()
             row["rss_mb"][node.name] = round(rss, 1)
+            if node.role == "store":
+                row["store_rss_split_mb"] = rss_split_mb(node.pid)
             prev = self._prev.get(node.name)
             if prev is not None and now > prev[0]:
                 row["cpu_pct"][node.name] = round((cpu - prev[1]) / (now - prev[0]) * 100, 1)
