@@ -118,7 +118,8 @@ def test_a_stranger_key_is_refused_on_the_query_socket(deployment) -> None:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from zmq.utils.monitor import recv_monitor_message
     home: Home = deployment["home"]
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    ctx = zmq.Context()  # its own: a failed handshake here must not touch the shared one
+    sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     make_client(sock, curve_pair(X25519PrivateKey.generate()), home.store_identity().transport_key)
     monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -132,13 +133,14 @@ def test_a_stranger_key_is_refused_on_the_query_socket(deployment) -> None:
     finally:
         monitor.close()
         sock.close()
+        ctx.destroy(linger=0)
 
 
 def test_a_trusted_camera_cannot_speak_for_another(deployment) -> None:
     """cam2 holds a valid certificate, and here even cam1's signing key: the store still
     refuses whatever it sends in cam1's name, because its CURVE identity is camera:cam2."""
     home: Home = deployment["home"]
-    ctx = zmq.Context.instance()
+    ctx = zmq.Context()  # its own, destroyed at the end
     store_key = home.store_identity().transport_key
     socks = {}
     for name, endpoint in (("ingest", home.store_config().store.ingest_bind),
@@ -178,6 +180,7 @@ def test_a_trusted_camera_cannot_speak_for_another(deployment) -> None:
     finally:
         for sock in socks.values():
             sock.close(linger=0)
+        ctx.destroy(linger=0)
     deployment["procs"].stop_all()
     stats = json.loads(deployment["stats"].read_text())
     assert stats["rejects"].get("wrong_camera_identity") == 3, stats

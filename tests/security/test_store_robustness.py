@@ -42,13 +42,16 @@ class Store:
         self.proc = self.procs.start("store", "store", "--home", str(self.home.root))
         self.procs.wait_for_log("store", "store ready")
         self.cam = _camera_of(self.home)
+        # a context of its own: an oversized message or a dropped connection here must not
+        # hold up the shared context that later in-process tests use
+        self.ctx = zmq.Context()
         self.dealer = self.socket("camera", "cam1", self.home.store_config().store.ingest_bind)
         self.query = self.socket("viewer", "viewer", self.home.viewer_config().viewer.query)
         assert self.send(self.cam.envelope().to_parts()).status == AckStatus.STORED
 
     def socket(self, role: str, name: str, endpoint: str | None, **options) -> zmq.Socket:
         """A CURVE client socket as ``role:name``, connected to ``endpoint`` if given."""
-        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         for option, value in options.items():
             sock.setsockopt(getattr(zmq, option), value)
@@ -82,6 +85,7 @@ class Store:
     def close(self) -> None:
         self.dealer.close()
         self.query.close()
+        self.ctx.destroy(linger=0)
         self.procs.stop_all()
 
 

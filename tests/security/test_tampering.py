@@ -71,7 +71,7 @@ class StoreRun:
                          str(self.metrics_port), "--stats-out", str(self.stats))
         self.procs.wait_for_log("store", "store ready")
         self.procs.wait_for_log("store", "store metrics: http://127.0.0.1:")
-        ctx = zmq.Context.instance()
+        ctx = self.ctx = zmq.Context()  # its own: nothing here may hold up the shared one
         store_key = self.home.store_identity().transport_key
         self.dealer = ctx.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
@@ -120,6 +120,7 @@ class StoreRun:
     def close(self) -> None:
         self.dealer.close()
         self.relay.close()
+        self.ctx.destroy(linger=0)
         self.procs.stop_all()
 
 
