@@ -26,7 +26,7 @@ from common.home import Home
 from common.imagecodec import ZONE_CODECS
 from common.keywrap import Grant
 from common.lifecycle import StopFlag
-from common.metrics import counter, gauge, serve_metrics, stage_latency
+from common.metrics import counter, gauge, serve_metrics, stage_latency, with_labels
 from common.secretfiles import write_atomic
 from common.signing import load_signing_key
 from common.stagetimer import StageTimes
@@ -221,7 +221,6 @@ class CameraNode:
     def metric_families(self, publisher: Publisher) -> list:
         """What the Prometheus endpoint shows (called in its thread, at each scrape)."""
         s = self.stats
-        label = {"camera": self.camera_id}
         dropped = {"overload": self.source.dropped_overload,
                    "backpressure": s.dropped_backpressure,
                    "spool_full": publisher.dropped_spool_full}
@@ -260,10 +259,7 @@ class CameraNode:
                   self.finder.detect_ms / 1000),
             stage_latency("veilcam_camera", self.times),
         ]
-        for family in families:  # one camera per process; name it on every sample
-            for sample in family.samples:
-                sample.labels.update(label)
-        return families
+        return with_labels(families, {"camera": self.camera_id})  # one camera per process
 
     def _log_stats(self, publisher: Publisher) -> None:
         s = self.stats

@@ -54,6 +54,13 @@ def stage_latency(prefix: str, times: StageTimes) -> GaugeMetricFamily:
     return family
 
 
+def with_labels(families: list[Metric], labels: dict[str, str]) -> list[Metric]:
+    """The same families with ``labels`` on every sample (a node names itself once)."""
+    for family in families:
+        family.samples = [s._replace(labels={**labels, **s.labels}) for s in family.samples]
+    return families
+
+
 class _Collector:
     def __init__(self, families: Callable[[], Iterable[Metric]]) -> None:
         self.families = families

@@ -87,6 +87,17 @@ class Procs:
             time.sleep(0.05)
         raise AssertionError(f"{name} did not log {text!r} within {timeout} s:\n{self.log(name)}")
 
+    def start_web_pipeline(self, home: Path) -> subprocess.Popen:
+        """Store, browser viewer, then camera (looping its file), each waited for; returns the
+        camera process."""
+        self.start("store", "store", "--home", str(home))
+        self.wait_for_log("store", "store ready")
+        self.start("viewer", "view", "--home", str(home), "--web")
+        self.wait_for_log("viewer", "viewer ready")
+        camera = self.start("camera", "camera", "--home", str(home), "--loop")
+        self.wait_for_log("camera", "new content-key epoch", timeout=60)
+        return camera
+
     def stop_all(self) -> None:
         for _, proc in self.procs:
             if proc.poll() is None:

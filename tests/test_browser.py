@@ -83,12 +83,7 @@ def test_grid_camera_page_unlock_playback_export(tmp_path: Path, procs, browser)
     home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml=STATIC_ZONE)
     port = Home(home).viewer_config().viewer.web_port
     base = f"http://127.0.0.1:{port}"
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
-    procs.start("viewer", "view", "--home", str(home), "--web")
-    procs.wait_for_log("viewer", "viewer ready")
-    procs.start("camera", "camera", "--home", str(home), "--loop")
-    procs.wait_for_log("camera", "new content-key epoch", timeout=60)
+    procs.start_web_pipeline(home)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})

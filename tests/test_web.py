@@ -49,13 +49,7 @@ def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
     cfg.write_text(cfg.read_text().replace("[faces]\n", "[faces]\nmax_lag_ms = 5000\n", 1))
     port = Home(home).viewer_config().viewer.web_port
     base = f"http://127.0.0.1:{port}"
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
-    procs.start("viewer", "view", "--home", str(home), "--web")
-    procs.wait_for_log("viewer", "viewer ready")
-    time.sleep(0.5)
-    camera = procs.start("camera", "camera", "--home", str(home), "--loop")
-    procs.wait_for_log("camera", "new content-key epoch", timeout=60)
+    camera = procs.start_web_pipeline(home)
 
     status, page, _ = _get(base + "/")
     assert status == 200 and b"veilcam" in page and b"https://" not in page
