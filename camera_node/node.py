@@ -8,15 +8,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import zmq
 
 from camera_node.chainstate import ChainStateFile
-from camera_node.detect import create_face_detector
+from camera_node.facescan import create_scanner
 from camera_node.grantsync import GrantSync
 from camera_node.protect import EncodeSettings, Epoch, protect_frame, sign_gap_notice
 from camera_node.publisher import Publisher, spool_dir_for
 from camera_node.redact import make_redactor
-from camera_node.sources import FrameSource
+from camera_node.sources import CapturedFrame, FrameSource
 from camera_node.zonefinder import ZoneFinder
 from camera_node.zones import Zone, resolve_static_zones
 from common.config import CameraConfig
@@ -72,9 +73,12 @@ class CameraNode:
         self.source = FrameSource(spec, loop=cfg.camera.loop if loop_override is None else loop_override,
                                   pace=cfg.camera.pace, fps=cfg.camera.fps,
                                   max_width=cfg.camera.max_width)
-        self.detector = create_face_detector(cfg.faces)
-        self.finder = ZoneFinder(self.detector, cfg.faces.margin, cfg.faces.hold_frames,
-                                 cfg.faces.max_lag_ms / 1000)
+        self.scanner = create_scanner(cfg.faces)
+        self.detector = self.scanner.coarse if self.scanner else None
+        self.finder: ZoneFinder[CapturedFrame] = ZoneFinder(
+            self.scanner, cfg.faces.margin, cfg.faces.hold_frames, cfg.faces.max_lag_ms / 1000,
+            cfg.faces.detect_share)
+        self.submitted = 0
         self.redactor = make_redactor(cfg.redaction.style, cfg.redaction.pixelate_blocks)
         self.settings = EncodeSettings(cfg.encoding.jpeg_quality,
                                        ZONE_CODECS[cfg.encoding.zone_codec],
@@ -126,7 +130,6 @@ class CameraNode:
                  self.cfg.store.ingest)
         static_cache: dict[tuple[int, int], list[Zone]] = {}
         last_stats = time.monotonic()
-        rotate_s = self.cfg.keys.rotate_seconds
         try:
             if not grantsync.fetch_now(timeout_s=3.0):
                 log.warning("store at %s did not answer for grants; using the %d cached "
@@ -147,34 +150,27 @@ class CameraNode:
                 if not publisher.has_room:
                     self.stats.dropped_backpressure += 1
                     continue
-                if grantsync.poll():
-                    log.info("grants changed: starting a new key epoch")
-                    self._start_epoch(publisher, grantsync.grants())
-                elif time.monotonic() - self.epoch.started_monotonic >= rotate_s:
-                    self._start_epoch(publisher, grantsync.grants())
                 image = captured.image
                 size = (image.shape[1], image.shape[0])
                 if size not in static_cache:
                     static_cache[size] = resolve_static_zones(self.cfg.zones, *size)
                 with self.times.measure("zones"):
-                    zones = self.finder.zones(image, static_cache[size])
-                seq = self.chain.next_seq
-                msg = protect_frame(image, zones, camera_id=self.camera_id, seq=seq,
-                                    capture_time_us=captured.capture_time_us, epoch=self.epoch,
-                                    prev_digest=self.chain.prev_digest, redactor=self.redactor,
-                                    settings=self.settings, signing_key=self.signing_key,
-                                    times=self.times)
-                with self.times.measure("publish"):
-                    publisher.send(msg)
-                self.stats.bytes_sent += sum(len(p) for p in msg.body_parts())
-                self.chain.advance(seq, msg.digest)
-                self.stats.published += 1
-                if self.max_frames is not None and self.stats.published >= self.max_frames:
+                    self.finder.submit(image, static_cache[size], captured)
+                self.submitted += 1
+                # publish as soon as the detector is done, but be back for the next capture
+                wait_until = time.monotonic() + 0.6 / self.source.fps - (
+                    time.perf_counter() - t0 - captured.waited_s)
+                for done, image, zones in self.finder.ready(wait_until):
+                    self._publish(publisher, grantsync, done, image, zones)
+                if self.max_frames is not None and self.submitted >= self.max_frames:
                     self.stop.set(f"reached --max-frames {self.max_frames}")
                     break
                 if time.monotonic() - last_stats >= STATS_EVERY_S:
                     last_stats = time.monotonic()
                     self._log_stats(publisher)
+            # frames already captured are evidence: publish them (covered whole if late)
+            for done, image, zones in self.finder.drain():
+                self._publish(publisher, grantsync, done, image, zones)
             drain_s = self.cfg.store.drain_timeout_s
             if self.stop.reason.startswith("signal"):
                 drain_s = min(drain_s, SIGNAL_DRAIN_S)  # asked to stop: don't hang on a dead store
@@ -196,6 +192,26 @@ class CameraNode:
             self.source.close()
             log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
 
+    def _publish(self, publisher: Publisher, grantsync: GrantSync, captured: CapturedFrame,
+                 image: np.ndarray, zones: list[Zone]) -> None:
+        """Protect, sign and send one frame whose zones are known (in capture order)."""
+        if grantsync.poll():
+            log.info("grants changed: starting a new key epoch")
+            self._start_epoch(publisher, grantsync.grants())
+        elif time.monotonic() - self.epoch.started_monotonic >= self.cfg.keys.rotate_seconds:
+            self._start_epoch(publisher, grantsync.grants())
+        seq = self.chain.next_seq
+        msg = protect_frame(image, zones, camera_id=self.camera_id, seq=seq,
+                            capture_time_us=captured.capture_time_us, epoch=self.epoch,
+                            prev_digest=self.chain.prev_digest, redactor=self.redactor,
+                            settings=self.settings, signing_key=self.signing_key,
+                            times=self.times)
+        with self.times.measure("publish"):
+            publisher.send(msg)
+        self.stats.bytes_sent += sum(len(p) for p in msg.body_parts())
+        self.chain.advance(seq, msg.digest)
+        self.stats.published += 1
+
     def _declare_gap(self, publisher: Publisher, seqs: list[int]) -> None:
         """Sign and send a notice for each run of frames the spool had to drop."""
         seqs = sorted(seqs)
@@ -208,6 +224,16 @@ class CameraNode:
             if seq is not None:
                 start = prev = seq
 
+    def _scan_stats(self) -> dict[str, float]:
+        """Native-resolution scan figures for the stats file: shares over all detected frames."""
+        t = self.finder.scan_totals
+        frames = t["frames"] or 1
+        return {"frames": t["frames"],
+                "cells_scanned_per_frame": t["cells_scanned"] / frames,
+                "cells_uncertain_share": t["cells_uncertain"] / (t["cells_total"] or 1),
+                "uncertain_area_share": t["uncertain_area"] / frames,
+                "frames_with_uncertain": t["frames_with_uncertain"]}
+
     def _write_stats(self, publisher: Publisher) -> None:
         doc = {"camera": self.camera_id, **asdict(self.stats), "acked": publisher.acked,
                "rejected": publisher.rejected, "stages": self.times.summary(),
@@ -215,7 +241,8 @@ class CameraNode:
                "fail_closed": dict(self.finder.fail_closed),
                "detector": self.detector.name if self.detector else "off",
                "detector_ms": self.finder.detect_ms,
-               "detector_skipped": self.finder.worker.skipped if self.finder.worker else 0}
+               "detector_skipped": self.finder.skipped,
+               "scan": self._scan_stats()}
         write_atomic(Path(self.stats_out), json.dumps(doc, indent=2).encode())
 
     def metric_families(self, publisher: Publisher) -> list:
@@ -254,6 +281,12 @@ class CameraNode:
                   "Of those, messages spooled to disk.", publisher.spooled),
             gauge("veilcam_camera_spool_bytes", "Bytes waiting in the spool.",
                   publisher.pending_bytes),
+            counter("veilcam_camera_scan_cells_total",
+                    "Native-resolution face scan cells, by what happened on each frame "
+                    "(scanned; uncertain: changed since its last scan and not rescanned in "
+                    "time, so covered whole).",
+                    {"scanned": self.finder.scan_totals["cells_scanned"],
+                     "uncertain": self.finder.scan_totals["cells_uncertain"]}, "state"),
             gauge("veilcam_camera_detector_latency_seconds",
                   "Run time of the face detector on its latest frame.",
                   self.finder.detect_ms / 1000),
@@ -264,7 +297,7 @@ class CameraNode:
     def _log_stats(self, publisher: Publisher) -> None:
         s = self.stats
         closed = sum(self.finder.fail_closed.values())
-        skipped = self.finder.worker.skipped if self.finder.worker else 0
+        skipped = self.finder.skipped
         log.info("camera %s: %d captured, %d published, %d acknowledged, %d rejected, "
                  "%d pending (%d spooled on disk), %d dropped (spool full), "
                  "%d dropped (pipeline overload), %d whole-frame "

@@ -1,12 +1,18 @@
-"""Zones for each published frame, with face detection off the publishing path, failing closed.
+"""Zones for each published frame, detected on that very frame, pipelined, failing closed.
 
-The detector runs in its own thread on the newest frame only (OpenCV releases the GIL, so it
-uses the second core); the publishing loop never waits for it beyond ``max_lag``. Each frame
-gets the static zones plus the face boxes of the latest detection result, held and grown
-(camera_node.zones.FaceHold). If that result is older than ``max_lag`` (detector stalled or
-too slow), or the detector raised, or it never produced a result, the frame is covered whole:
-a frame never goes out with a face uncovered because the detector was late. Every such frame
-is counted by reason.
+Every captured frame is queued for the detector thread (OpenCV releases the GIL, so detection
+uses the second core while the main thread encodes and sends the previous frame). A frame is
+published only once the detector has run on it: its face zones come from a scan of its own
+pixels (``FaceScanner``: a coarse pass plus budgeted native-resolution passes over cells,
+with cells it could not rescan after a change covered whole), held and grown between
+detections (``FaceHold``) for recall. Never from an older frame's result alone: that leaked
+every face on the first frame after a scene cut.
+
+The pipeline adds about one frame of latency. If a frame's detection has not finished
+``max_lag`` after capture (detector stalled or too slow), or the detector raised, that frame is
+covered whole: no frame goes out with a face uncovered because the detector was late. Every
+such frame is counted by reason. When the detector falls behind it first drops its
+native-resolution passes (more cells covered), then frames start going out covered whole.
 """
 
 from __future__ import annotations
@@ -14,145 +20,230 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from camera_node.detect import Box, FaceDetector
+from camera_node.facescan import FaceScanner, ScanResult
 from camera_node.zones import FaceHold, Zone, clip_zone
-from common.format import ZoneClass
+from common.format import MAX_ZONES, ZoneClass
 
 log = logging.getLogger("veilcam.zones")
-LOG_EVERY_S = 10.0  # at most one "covering whole frames" line per this many seconds
+LOG_EVERY_S = 10.0     # at most one "covering whole frames" line per this many seconds
+MAX_PENDING = 8        # frames queued for detection before the publishing loop waits
+DEFAULT_SHARE = 0.7    # share of the frame interval the detector may spend on one frame
+
+# why a frame went out covered whole; every reason is reported from the start (at 0), so
+# alerts have a series to match before the first event
+FAIL_CLOSED_REASONS = ("detector_failed", "detector_late", "too_many_zones")
+
+P = TypeVar("P")
 
 
-@dataclass(frozen=True)
-class Detection:
+@dataclass
+class _Job(Generic[P]):
     frame_no: int
-    capture_time: float   # monotonic seconds of the frame it was run on
-    boxes: list[Box]
-    took_ms: float
+    image: np.ndarray
+    static: list[Zone]
+    payload: P
+    submitted: float                      # clock time
+    zones: list[Zone] | None = None       # set by the detector thread when done
+    error: Exception | None = None
+    abandoned: bool = False               # published covered whole; the detector skips it
+    scan: ScanResult | None = field(default=None, repr=False)
 
 
-class DetectorWorker:
-    """Runs a detector in a thread on the latest submitted frame; drops older ones."""
+class ZoneFinder(Generic[P]):
+    """Static zones + faces for each frame, in order, never uncovered by a late or broken
+    detector. ``submit`` frames as they are captured; take ``ready()`` ones to publish."""
 
-    def __init__(self, detector: FaceDetector) -> None:
-        self.detector = detector
-        self._cond = threading.Condition()
-        self._pending: tuple[int, float, np.ndarray] | None = None
-        self.result: Detection | None = None
-        self.error: Exception | None = None
-        self.skipped = 0
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="detector", daemon=True)
-        self._thread.start()
-
-    def submit(self, frame_no: int, capture_time: float, image: np.ndarray) -> None:
-        with self._cond:
-            if self._pending is not None:
-                self.skipped += 1  # the detector is busy: it will take this newer frame instead
-            self._pending = (frame_no, capture_time, image)
-            self._cond.notify()
-
-    def wait_for(self, frame_no: int, timeout: float) -> Detection | None:
-        """Wait until a result for ``frame_no`` or later exists (or an error, or timeout)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.error is not None or (
-                self.result is not None and self.result.frame_no >= frame_no), timeout)
-            return self.result
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending is not None or self._stop)
-                if self._stop:
-                    return
-                frame_no, capture_time, image = self._pending
-                self._pending = None
-            t0 = time.perf_counter()
-            try:
-                boxes = self.detector.detect(image)
-            except Exception as exc:  # noqa: BLE001 - any failure must fail closed, not kill us
-                with self._cond:
-                    self.error = exc
-                    self._cond.notify_all()
-                continue
-            with self._cond:
-                self.error = None
-                self.result = Detection(frame_no, capture_time, boxes,
-                                        (time.perf_counter() - t0) * 1000)
-                self._cond.notify_all()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout=5)
-
-
-class ZoneFinder:
-    """Static zones + faces for each frame, never uncovered by a late or broken detector."""
-
-    def __init__(self, detector: FaceDetector | None, margin: float, hold_frames: int,
-                 max_lag_s: float, first_wait_s: float | None = None) -> None:
-        self.worker = DetectorWorker(detector) if detector is not None else None
+    def __init__(self, scanner: FaceScanner | None, margin: float, hold_frames: int,
+                 max_lag_s: float, budget_share: float = DEFAULT_SHARE,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_pending: int = MAX_PENDING) -> None:
+        self.scanner = scanner
         self.hold = FaceHold(margin, hold_frames)
         self.max_lag_s = max_lag_s
-        self.first_wait_s = max_lag_s if first_wait_s is None else first_wait_s
+        self.budget_share = budget_share
+        self.clock = clock
+        self.max_pending = max_pending
         self.frame_no = 0
-        self._consumed = -1
-        self.fail_closed: Counter[str] = Counter()
+        self.skipped = 0                   # frames published covered whole, never detected
+        self.fail_closed: Counter[str] = Counter({reason: 0 for reason in FAIL_CLOSED_REASONS})
+        self.last_scan: ScanResult | None = None
+        self.detect_ms = 0.0               # run time of the detector on its latest frame
+        # what the scans did, summed over frames: frames, cells scanned / uncertain / total,
+        # and the share of frame area covered as uncertain (sum of per-frame shares)
+        self.scan_totals: Counter[str] = Counter()
+        self._queue: deque[_Job[P]] = deque()   # submitted, not yet handed out, in order
+        self._todo: deque[_Job[P]] = deque()    # not yet taken by the detector thread
+        self._cond = threading.Condition()
+        self._interval_s = 1 / 30
+        self._last_submit: float | None = None
         self._last_reason = ""
         self._quiet_until = 0.0
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        if scanner is not None:
+            self._thread = threading.Thread(target=self._run, name="detector", daemon=True)
+            self._thread.start()
 
-    def zones(self, image: np.ndarray, static: list[Zone],
-              capture_time: float | None = None) -> list[Zone]:
-        height, width = image.shape[:2]
-        zones = list(static)
-        if self.worker is None:
-            return zones
-        capture_time = time.monotonic() if capture_time is None else capture_time
+    # ------------------------------------------------------------------ publishing side
+
+    def submit(self, image: np.ndarray, static: list[Zone], payload: P) -> None:
+        """Queue a captured frame. ``image`` is read by the detector thread until the frame
+        comes out of ``ready()``: do not modify it before."""
+        now = self.clock()
+        if self._last_submit is not None:
+            gap = min(max(now - self._last_submit, 1 / 240), 1.0)
+            self._interval_s = 0.9 * self._interval_s + 0.1 * gap
+        self._last_submit = now
         self.frame_no += 1
-        self.worker.submit(self.frame_no, capture_time, image.copy())  # image is redacted next
-        result = self.worker.result
-        if result is None and self.worker.error is None:
-            result = self.worker.wait_for(1, self.first_wait_s)  # only the very first frames
+        job = _Job(self.frame_no, image, list(static), payload, now)
+        with self._cond:
+            self._queue.append(job)
+            if self.scanner is not None:
+                self._todo.append(job)
+                self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def ready(self, wait_until: float | None = None
+              ) -> Iterator[tuple[P, np.ndarray, list[Zone]]]:
+        """Frames whose zones are known, oldest first. Waits for a frame's detection until
+        ``wait_until`` (clock time: publish as soon as the detector is done, without missing
+        the next capture), and past it only while ``max_pending`` frames are queued, never
+        past the oldest one's deadline (then it is covered whole)."""
+        while self._queue:
+            full = len(self._queue) >= self.max_pending
+            got = self._take(None if full else (wait_until or 0.0))
+            if got is None:
+                return
+            yield got
+
+    def drain(self) -> Iterator[tuple[P, np.ndarray, list[Zone]]]:
+        """Every queued frame (end of the source), each waited for until its deadline."""
+        while self._queue:
+            got = self._take(None)
+            if got is not None:
+                yield got
+
+    def _take(self, wait_until: float | None) -> tuple[P, np.ndarray, list[Zone]] | None:
+        """The oldest frame once its zones are known or its deadline passed; None if neither
+        happens by ``wait_until`` (None: wait until the deadline)."""
+        job = self._queue[0]
+        if self.scanner is None:
+            self._queue.popleft()
+            return job.payload, job.image, job.static
+        deadline = job.submitted + self.max_lag_s
+        until = deadline if wait_until is None else min(wait_until, deadline)
+        with self._cond:
+            self._cond.wait_for(lambda: job.zones is not None or job.error is not None,
+                                max(0.0, until - self.clock()))
+            if job.zones is None and job.error is None:
+                if self.clock() < deadline:
+                    return None
+                job.abandoned = True
+        self._queue.popleft()
+        height, width = job.image.shape[:2]
         reason = ""
-        if self.worker.error is not None:
+        if job.error is not None:
             reason = "detector_failed"
-        elif result is None:
-            reason = "detector_not_ready"
-        elif capture_time - result.capture_time > self.max_lag_s:
+        elif job.zones is None:
             reason = "detector_late"
+            self.skipped += 1
+        elif len(job.static) + len(job.zones) > MAX_ZONES:
+            reason = "too_many_zones"
         if reason:
-            self.fail_closed[reason] += 1
-            if reason != self._last_reason and time.monotonic() >= self._quiet_until:
-                detail = f" ({self.worker.error})" if self.worker.error else ""
-                log.error("%s%s: covering whole frames until it recovers (%d such frames so "
-                          "far)", reason, detail, sum(self.fail_closed.values()))
-                self._quiet_until = time.monotonic() + LOG_EVERY_S  # a flapping detector
-            self._last_reason = reason
-            return zones + [Zone(0, 0, width, height, ZoneClass.FULL)]
+            self._count_fail_closed(reason, job.error)
+            full = Zone(0, 0, width, height, ZoneClass.FULL)
+            return job.payload, job.image, [*job.static[:MAX_ZONES - 1], full]
         if self._last_reason:
-            log.debug("face detector recovered after %s", self._last_reason)
+            log.info("face detector recovered after %s", self._last_reason)
             self._last_reason = ""
-        if result.frame_no != self._consumed:
-            self._consumed = result.frame_no
-            self.hold.update(result.boxes, result.frame_no)
-        boxes = self.hold.boxes(self.frame_no)
-        for box in boxes:
+        return job.payload, job.image, job.static + job.zones
+
+    def _count_fail_closed(self, reason: str, error: Exception | None) -> None:
+        self.fail_closed[reason] += 1
+        if reason != self._last_reason and time.monotonic() >= self._quiet_until:
+            detail = f" ({error})" if error else ""
+            log.error("%s%s: covering whole frames until it recovers (%d such frames so far)",
+                      reason, detail, sum(self.fail_closed.values()))
+            self._quiet_until = time.monotonic() + LOG_EVERY_S  # a flapping detector
+        self._last_reason = reason
+
+    # ------------------------------------------------------------------ detector thread
+
+    def _run(self) -> None:
+        assert self.scanner is not None
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._todo or self._stop)
+                if self._stop:
+                    return
+                job = self._todo.popleft()
+                if job.abandoned:
+                    continue
+            budget = self._budget(job)
+            t0 = time.perf_counter()
+            try:
+                scan = self.scanner.scan(job.image, budget)
+                zones = self._zones(job, scan)
+            except Exception as exc:  # noqa: BLE001 - any failure must fail closed, not kill us
+                with self._cond:
+                    job.error = exc
+                    self._cond.notify_all()
+                continue
+            self.detect_ms = (time.perf_counter() - t0) * 1000
+            self.last_scan = scan
+            with self._cond:
+                job.scan, job.zones = scan, zones
+                self._cond.notify_all()
+
+    def _budget(self, job: _Job[P]) -> float:
+        """Seconds of native-resolution scanning this frame may use: its share of the frame
+        interval less the coarse pass, plus the latency still unused (up to two frame
+        intervals, at most half of max_lag), so a scene cut's frame gets a full scan and
+        the frames after it catch up; past that target the share shrinks to nothing."""
+        base = self.budget_share * self._interval_s
+        if self.last_scan is not None:
+            base -= self.last_scan.coarse_ms / 1000
+        base = max(0.0, base)
+        target = min(self.max_lag_s / 2, 2 * self._interval_s)
+        waited = self.clock() - job.submitted
+        if waited <= target:
+            return base + target - waited
+        return base * max(0.0, 1 - (waited - target) / max(self.max_lag_s - target, 1e-3))
+
+    def _zones(self, job: _Job[P], scan: ScanResult) -> list[Zone]:
+        height, width = job.image.shape[:2]
+        self.hold.update(scan.boxes, job.frame_no)
+        zones = []
+        for box in self.hold.boxes(job.frame_no):
             zone = clip_zone(box.x, box.y, box.w, box.h, ZoneClass.FACE, width, height)
             if zone is not None:
                 zones.append(zone)
+        area = 0
+        for rect in scan.uncertain:
+            zones.append(Zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE))
+            area += rect.w * rect.h
+        totals = self.scan_totals
+        totals["frames"] += 1
+        totals["cells_scanned"] += scan.cells_scanned
+        totals["cells_uncertain"] += scan.cells_uncertain
+        totals["cells_total"] += scan.cells_total
+        totals["uncertain_area"] += area / (width * height)
+        totals["frames_with_uncertain"] += bool(scan.uncertain)
         return zones
 
-    @property
-    def detect_ms(self) -> float:
-        result = self.worker.result if self.worker else None
-        return result.took_ms if result else 0.0
-
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        if self._thread is not None:
+            with self._cond:
+                self._stop = True
+                self._cond.notify_all()
+            self._thread.join(timeout=5)

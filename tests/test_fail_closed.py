@@ -1,4 +1,5 @@
-"""Fail closed: a stalled, crashing or slow detector never lets a frame out with a face uncovered.
+"""Fail closed: a stalled, crashing or slow detector never lets a frame out with a face uncovered,
+and a frame's zones come from a detection on that frame.
 
 The detectors here are fault-injection doubles wrapped around a ground truth: a face moving
 across the frame. Each published frame's zones must cover the face where it really is.
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from camera_node.detect import Box
+from camera_node.facescan import FaceScanner
 from camera_node.zonefinder import ZoneFinder
 from camera_node.zones import Zone
 
@@ -42,6 +45,7 @@ class TruthDetector:
                  crash_from: int | None = None) -> None:
         self.delay, self.stall_on, self.stall_s, self.crash_from = delay, stall_on, stall_s, crash_from
         self.calls = 0
+        self.truth: Callable[[int], tuple[int, int, int, int]] = face_at
         self.unstall = threading.Event()
 
     def detect(self, image: np.ndarray) -> list[Box]:
@@ -52,7 +56,7 @@ class TruthDetector:
             self.unstall.wait(self.stall_s)
         time.sleep(self.delay)
         n = int(image[0, 0, 0]) + 256 * int(image[0, 0, 1])
-        return [Box(*face_at(n))]
+        return [Box(*self.truth(n))]
 
 
 def covered(zones: list[Zone], box: tuple[int, int, int, int]) -> bool:
@@ -63,19 +67,30 @@ def covered(zones: list[Zone], box: tuple[int, int, int, int]) -> bool:
     return bool(mask[y:y + h, x:x + w].all())
 
 
-def run(detector: TruthDetector, frames: int, fps: float = 60, max_lag_s: float = 0.15
+def run(detector: TruthDetector, frames: int, fps: float = 60, max_lag_s: float = 0.15,
+        face: Callable[[int], tuple[int, int, int, int]] = face_at,
         ) -> tuple[ZoneFinder, list[list[Zone]]]:
-    finder = ZoneFinder(detector, margin=0.25, hold_frames=10, max_lag_s=max_lag_s)
-    out = []
+    """Capture ``frames`` frames at ``fps`` through the pipelined zone finder as the camera
+    does; every frame that comes out must cover the face where it is in that frame."""
+    finder: ZoneFinder[int] = ZoneFinder(FaceScanner(detector), margin=0.25, hold_frames=10,
+                                         max_lag_s=max_lag_s)
+    out: dict[int, list[Zone]] = {}
+
+    def take(published) -> None:
+        for n, _image, zones in published:
+            assert covered(zones, face(n)), f"frame {n}: face uncovered by {zones}"
+            out[n] = zones
+
     try:
         for n in range(frames):
-            zones = finder.zones(frame(n), [])
-            assert covered(zones, face_at(n)), f"frame {n}: face uncovered by {zones}"
-            out.append(zones)
+            finder.submit(frame(n), [], n)
+            take(finder.ready(time.monotonic() + 0.6 / fps))
             time.sleep(1 / fps)
+        take(finder.drain())
     finally:
         finder.close()
-    return finder, out
+    assert sorted(out) == list(range(frames))  # every frame published, in order
+    return finder, [out[n] for n in range(frames)]
 
 
 def whole(zones: list[Zone]) -> bool:
@@ -88,12 +103,28 @@ def test_healthy_detector_covers_the_moving_face_with_small_zones() -> None:
     assert sum(whole(z) for z in out) == 0
 
 
-def test_slow_detector_is_off_the_publishing_path_and_still_covers() -> None:
-    detector = TruthDetector(delay=0.05)  # 3 frames per detection at 60 fps
-    finder, out = run(detector, 60, max_lag_s=1.0)
-    assert detector.calls < 40  # it ran on the newest frames only
-    assert finder.worker.skipped > 0
-    assert sum(whole(z) for z in out) <= 3  # only while waiting for the very first result
+def jump(frame_no: int) -> tuple[int, int, int, int]:
+    """A face somewhere else on every frame: a scene cut at every frame."""
+    return 10 + (frame_no * 97) % (W - 60), 10 + (frame_no * 53) % (H - 60), 40, 40
+
+
+def test_zones_come_from_the_frame_published_not_an_older_one() -> None:
+    """Every frame is a scene cut: zones from any earlier frame would miss the face. The
+    detector is slow enough (15 ms at 60 fps) that a finder publishing the latest result
+    beside the capture loop would send frames with the previous frame's zones."""
+    detector = TruthDetector(delay=0.015)
+    detector.truth = jump
+    finder, out = run(detector, 40, max_lag_s=1.0, face=jump)
+    assert detector.calls == 40  # it ran on every frame
+    assert sum(whole(z) for z in out) == 0
+
+
+def test_detector_too_slow_for_the_frame_rate_covers_late_frames_whole() -> None:
+    detector = TruthDetector(delay=0.05)  # 3 frame intervals per detection at 60 fps
+    finder, out = run(detector, 60, max_lag_s=0.15)
+    late = finder.fail_closed["detector_late"]
+    assert late > 0 and sum(whole(z) for z in out) >= late
+    assert detector.calls < 60  # frames already published whole are not detected any more
 
 
 def test_stalled_detector_makes_frames_fully_redacted_until_it_recovers() -> None:

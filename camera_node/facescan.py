@@ -1,0 +1,330 @@
+"""Finding faces of every size on one frame, within a time budget, without trusting stale results.
+
+A whole-frame pass at ``detect_width`` (the *coarse* pass) finds faces larger than ~3 % of the
+frame width on every frame. Smaller faces (down to ~10 px at native resolution, which YuNet at
+native resolution finds and which stay readable in a 1080p JPEG) need the detector at native
+resolution, and one native 1080p pass costs ~100 ms on one core: too slow for every frame.
+
+So the frame is divided into cells (~192 px) and the *fine* pass runs YuNet at native
+resolution (2x up for frames under 1280 px wide) over runs of cells, as many as the frame's
+time budget allows. A cell's fine result stays valid only while the cell's content has not
+changed since it was scanned, measured on a grey thumbnail against the thumbnail taken when
+it was scanned (slow drift adds up; a scene cut changes every cell). A cell that changed, or
+was never scanned, and could not be scanned on this frame is returned as *uncertain*: the zone
+finder covers it whole. So a frame never goes out with small-face zones from an older,
+different picture: a cut, a pan or someone stepping in costs over-redaction of the cells not
+yet rescanned, never a readable face. Cells are chosen by how long they have waited; unchanged
+cells are rescanned every ``REFRESH_S`` when budget is left over.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from camera_node.detect import Box, FaceDetector, YuNetDetector, create_face_detector
+from camera_node.zones import iou
+from common.config import FacesSection
+from common.errors import VeilcamError
+
+CELL_PX = 192          # cell side in fine-pass pixels
+OVERLAP_PX = 32        # each fine window reaches this far into its neighbours (faces on borders)
+THUMB_PER_CELL = 48    # thumbnail pixels per cell side (4 fine px each at native scale)
+CHANGE_LEVEL = 18      # grey levels (0-255) a thumbnail pixel must move to count as changed
+CHANGE_PIXELS = 3      # changed thumbnail pixels that make a cell changed (~7x7 px at 1080p)
+WINDOW_OVERHEAD = 1.35 # merged windows with their overlap cost about this much more than cells
+REFRESH_S = 3.0        # rescan unchanged cells at least this often when budget is left
+FINE_MIN_WIDTH = 1280  # frames narrower than this are upscaled for the fine pass...
+FINE_MAX_SCALE = 2.0   # ...by at most this much
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class TileDetector(Protocol):
+    """Runs a face detector on an image at its own resolution (no resizing)."""
+
+    def detect_native(self, image: np.ndarray) -> list[Box]: ...
+
+
+class YuNetTiles:
+    """YuNet at the resolution it is given, for the fine pass (its own network instance:
+    the coarse pass keeps its input size)."""
+
+    def __init__(self, model: Path, score_threshold: float) -> None:
+        try:
+            self._net = cv2.FaceDetectorYN.create(str(model), "", (320, 320), score_threshold,
+                                                  0.3, 5000)
+        except cv2.error as exc:
+            raise VeilcamError(f"cannot load YuNet model {model}: {exc}") from None
+        self._size: tuple[int, int] | None = None
+
+    def detect_native(self, image: np.ndarray) -> list[Box]:
+        size = (image.shape[1], image.shape[0])
+        if size != self._size:
+            self._net.setInputSize(size)
+            self._size = size
+        _, faces = self._net.detect(image)
+        if faces is None:
+            return []
+        return [Box(float(f[0]), float(f[1]), float(f[2]), float(f[3]), float(f[14]))
+                for f in faces]
+
+
+@dataclass
+class ScanResult:
+    boxes: list[Box]                 # faces on this frame (coarse + valid fine), frame pixels
+    uncertain: list[Rect]            # regions whose small faces are unknown: cover them whole
+    cells_scanned: int = 0
+    cells_uncertain: int = 0
+    cells_total: int = 0
+    coarse_ms: float = 0.0
+    fine_ms: float = 0.0
+
+
+@dataclass
+class _Grid:
+    """Cells of one frame size: equal divisions of the frame, CELL_PX fine pixels or less."""
+
+    width: int
+    height: int
+    fine_scale: float
+    cols: int
+    rows: int
+    xs: list[int]   # cell boundaries in frame pixels, cols + 1 of them
+    ys: list[int]
+
+    @classmethod
+    def for_size(cls, width: int, height: int) -> _Grid:
+        scale = min(FINE_MAX_SCALE, max(1.0, FINE_MIN_WIDTH / width))
+        cols = max(1, math.ceil(width * scale / CELL_PX))
+        rows = max(1, math.ceil(height * scale / CELL_PX))
+        xs = [round(i * width / cols) for i in range(cols + 1)]
+        ys = [round(j * height / rows) for j in range(rows + 1)]
+        return cls(width, height, scale, cols, rows, xs, ys)
+
+    def cell_rect(self, row: int, col: int) -> Rect:
+        return Rect(self.xs[col], self.ys[row], self.xs[col + 1] - self.xs[col],
+                    self.ys[row + 1] - self.ys[row])
+
+    def cell_of(self, x: float, y: float) -> tuple[int, int]:
+        col = min(self.cols - 1, max(0, int(x * self.cols / self.width)))
+        row = min(self.rows - 1, max(0, int(y * self.rows / self.height)))
+        return row, col
+
+
+@dataclass
+class _CellState:
+    scanned_at: float = -math.inf       # clock time of the last fine scan
+    boxes: list[Box] = field(default_factory=list)  # its fine detections, frame pixels
+
+
+class FaceScanner:
+    """Coarse pass on every frame plus budgeted fine passes over cells (see the module doc).
+
+    ``fine`` None: coarse pass only (a detector that cannot run on tiles, e.g. Haar, or a
+    test double); nothing is then ever uncertain."""
+
+    def __init__(self, coarse: FaceDetector, fine: TileDetector | None = None,
+                 clock=time.monotonic) -> None:
+        self.coarse = coarse
+        self.fine = fine
+        self.clock = clock
+        self._grid: _Grid | None = None
+        self._cells: list[list[_CellState]] = []
+        self._ref_thumb: np.ndarray | None = None  # thumbnail as each cell was last scanned
+        self._us_per_kpx = 100.0  # running cost of the fine pass, to plan within the budget
+
+    def reset(self) -> None:
+        """Forget every fine result (the next frames' cells are all uncertain until scanned)."""
+        self._grid = None
+
+    def _thumb(self, image: np.ndarray, grid: _Grid) -> np.ndarray:
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        size = (grid.cols * THUMB_PER_CELL, grid.rows * THUMB_PER_CELL)
+        return cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.int16)
+
+    def scan(self, image: np.ndarray, fine_budget_s: float) -> ScanResult:
+        """Faces of ``image`` and the regions still uncertain after ``fine_budget_s`` seconds of
+        fine passes (0: none, every changed cell stays uncertain)."""
+        height, width = image.shape[:2]
+        t0 = time.perf_counter()
+        boxes = list(self.coarse.detect(image))
+        coarse_ms = (time.perf_counter() - t0) * 1000
+        if self.fine is None:
+            return ScanResult(boxes, [], coarse_ms=coarse_ms)
+        grid = self._grid
+        if grid is None or (grid.width, grid.height) != (width, height):
+            grid = self._grid = _Grid.for_size(width, height)
+            self._cells = [[_CellState() for _ in range(grid.cols)] for _ in range(grid.rows)]
+            self._ref_thumb = None
+        now = self.clock()
+        thumb = self._thumb(image, grid)
+        changed = self._changed_cells(thumb, grid)
+        chosen = self._choose(changed, grid, fine_budget_s, now)
+        t1 = time.perf_counter()
+        scanned, transient = self._run_fine(image, grid, chosen, thumb, now, fine_budget_s)
+        fine_ms = (time.perf_counter() - t1) * 1000
+        uncertain_cells = [(r, c) for r in range(grid.rows) for c in range(grid.cols)
+                           if changed[r, c] and (r, c) not in scanned]
+        for row in self._cells:
+            for cell in row:
+                boxes.extend(cell.boxes)
+        boxes.extend(transient)
+        return ScanResult(_dedupe(boxes), _merge_cells(uncertain_cells, grid),
+                          cells_scanned=len(scanned), cells_uncertain=len(uncertain_cells),
+                          cells_total=grid.rows * grid.cols, coarse_ms=coarse_ms,
+                          fine_ms=fine_ms)
+
+    def _changed_cells(self, thumb: np.ndarray, grid: _Grid) -> np.ndarray:
+        """Cells whose content moved since their last scan (all of them without a reference)."""
+        if self._ref_thumb is None:
+            self._ref_thumb = np.zeros_like(thumb)
+            return np.ones((grid.rows, grid.cols), bool)
+        moved = np.abs(thumb - self._ref_thumb) > CHANGE_LEVEL
+        counts = moved.reshape(grid.rows, THUMB_PER_CELL, grid.cols, THUMB_PER_CELL).sum((1, 3))
+        never = np.array([[math.isinf(cell.scanned_at) for cell in row] for row in self._cells])
+        return (counts >= CHANGE_PIXELS) | never
+
+    def _choose(self, changed: np.ndarray, grid: _Grid, budget_s: float,
+                now: float) -> set[tuple[int, int]]:
+        """Changed cells first, longest-waiting first; then unchanged ones due a refresh."""
+        def waited(rc: tuple[int, int]) -> float:
+            return now - self._cells[rc[0]][rc[1]].scanned_at
+
+        cells = [(r, c) for r in range(grid.rows) for c in range(grid.cols)]
+        urgent = sorted((rc for rc in cells if changed[rc]), key=waited, reverse=True)
+        due = sorted((rc for rc in cells if not changed[rc] and waited(rc) >= REFRESH_S),
+                     key=waited, reverse=True)
+        chosen: set[tuple[int, int]] = set()
+        spent_s = 0.0
+        for rc in urgent + due:
+            cell = grid.cell_rect(*rc)
+            kpx = cell.w * cell.h * grid.fine_scale ** 2 / 1000 * WINDOW_OVERHEAD
+            cost_s = kpx * self._us_per_kpx / 1e6
+            if spent_s + cost_s > budget_s:
+                break
+            chosen.add(rc)
+            spent_s += cost_s
+        return chosen
+
+    @staticmethod
+    def _window(grid: _Grid, rect: Rect) -> Rect:
+        pad = OVERLAP_PX / grid.fine_scale
+        x0, y0 = max(0, int(rect.x - pad)), max(0, int(rect.y - pad))
+        x1 = min(grid.width, int(math.ceil(rect.x + rect.w + pad)))
+        y1 = min(grid.height, int(math.ceil(rect.y + rect.h + pad)))
+        return Rect(x0, y0, x1 - x0, y1 - y0)
+
+    def _run_fine(self, image: np.ndarray, grid: _Grid, chosen: set[tuple[int, int]],
+                  thumb: np.ndarray, now: float, budget_s: float
+                  ) -> tuple[set[tuple[int, int]], list[Box]]:
+        """Fine-scan the chosen cells, a run of adjacent cells of one row per window, and
+        stop when the budget is spent (the estimate can be wrong on a loaded machine). Keep
+        each face found with the cell its centre lies in. Returns the cells scanned and the
+        faces whose centre lies in a cell that was not (used on this frame only)."""
+        scanned: set[tuple[int, int]] = set()
+        transient: list[Box] = []
+        scale = grid.fine_scale
+        t = THUMB_PER_CELL
+        started = time.perf_counter()
+        for row in range(grid.rows):
+            for first, last in _runs(sorted(c for r, c in chosen if r == row)):
+                if time.perf_counter() - started > budget_s:
+                    return scanned, transient
+                span = Rect(grid.xs[first], grid.ys[row], grid.xs[last + 1] - grid.xs[first],
+                            grid.ys[row + 1] - grid.ys[row])
+                win = self._window(grid, span)
+                crop = image[win.y:win.y + win.h, win.x:win.x + win.w]
+                if scale != 1.0:
+                    crop = cv2.resize(crop, (round(win.w * scale), round(win.h * scale)),
+                                      interpolation=cv2.INTER_LINEAR)
+                t0 = time.perf_counter()
+                found = self.fine.detect_native(crop)
+                took_us = (time.perf_counter() - t0) * 1e6
+                kpx = crop.shape[0] * crop.shape[1] / 1000
+                self._us_per_kpx = 0.7 * self._us_per_kpx + 0.3 * took_us / max(kpx, 1.0)
+                run = {(row, c) for c in range(first, last + 1)}
+                for rc in run:
+                    cell = self._cells[rc[0]][rc[1]]
+                    cell.boxes, cell.scanned_at = [], now
+                    self._ref_thumb[row * t:(row + 1) * t, rc[1] * t:(rc[1] + 1) * t] = \
+                        thumb[row * t:(row + 1) * t, rc[1] * t:(rc[1] + 1) * t]
+                scanned |= run
+                for f in found:
+                    box = Box(win.x + f.x / scale, win.y + f.y / scale, f.w / scale,
+                              f.h / scale, f.score)
+                    rc = grid.cell_of(box.x + box.w / 2, box.y + box.h / 2)
+                    if rc in run:
+                        self._cells[rc[0]][rc[1]].boxes.append(box)
+                    else:
+                        transient.append(box)
+        return scanned, transient
+
+
+def _runs(cols: list[int]) -> list[tuple[int, int]]:
+    """[1, 2, 3, 5] -> [(1, 3), (5, 5)]"""
+    out: list[tuple[int, int]] = []
+    for c in cols:
+        if out and out[-1][1] == c - 1:
+            out[-1] = (out[-1][0], c)
+        else:
+            out.append((c, c))
+    return out
+
+
+def _merge_cells(cells: list[tuple[int, int]], grid: _Grid) -> list[Rect]:
+    """Uncertain cells as few rectangles: runs per row, stacked where rows repeat the run."""
+    by_row: dict[int, list[tuple[int, int]]] = {}
+    for r, c in sorted(cells):
+        by_row.setdefault(r, []).append(c)
+    open_runs: dict[tuple[int, int], int] = {}   # run -> first row
+    rects: list[Rect] = []
+
+    def close(run: tuple[int, int], first_row: int, last_row: int) -> None:
+        x0, x1 = grid.xs[run[0]], grid.xs[run[1] + 1]
+        y0, y1 = grid.ys[first_row], grid.ys[last_row + 1]
+        rects.append(Rect(x0, y0, x1 - x0, y1 - y0))
+
+    for r in range(grid.rows + 1):
+        runs = set(_runs(by_row.get(r, [])))
+        for run in list(open_runs):
+            if run not in runs:
+                close(run, open_runs.pop(run), r - 1)
+        for run in runs:
+            open_runs.setdefault(run, r)
+    return rects
+
+
+def _dedupe(boxes: list[Box], same: float = 0.5) -> list[Box]:
+    """One box per face: the coarse and fine passes (and a cell's kept result) often find the
+    same face; keep the higher-scoring of two boxes that overlap by IoU > ``same``."""
+    out: list[Box] = []
+    for box in sorted(boxes, key=lambda b: b.score, reverse=True):
+        if box.w > 0 and box.h > 0 and all(iou(box, kept) <= same for kept in out):
+            out.append(box)
+    return out
+
+
+def create_scanner(cfg: FacesSection) -> FaceScanner | None:
+    """The configured face detector as a scanner (None when faces are off): YuNet gets the
+    native-resolution cell passes unless ``faces.small_faces`` is off; other detectors
+    (Haar) run their whole-frame pass only."""
+    coarse = create_face_detector(cfg)
+    if coarse is None:
+        return None
+    fine = None
+    if cfg.small_faces and isinstance(coarse, YuNetDetector):
+        fine = YuNetTiles(coarse.model, coarse.score_threshold)
+    return FaceScanner(coarse, fine)
