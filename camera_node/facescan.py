@@ -40,6 +40,9 @@ CHANGE_LEVEL = 18      # grey levels (0-255) a thumbnail pixel must move to coun
 CHANGE_PIXELS = 3      # changed thumbnail pixels that make a cell changed (~7x7 px at 1080p)
 WINDOW_OVERHEAD = 1.35 # merged windows with their overlap cost about this much more than cells
 REFRESH_S = 3.0        # rescan unchanged cells at least this often when budget is left
+EDGE_HOLD_FRAMES = 8   # motion that came in at the border stays covered this long after it
+                       # was last seen moving, unless the detector found a face in it
+EDGE_MAX_SHARE = 0.4   # motion over more of the frame is a cut or pan: left to the cells
 FINE_MIN_WIDTH = 1280  # frames narrower than this are upscaled for the fine pass...
 FINE_MAX_SCALE = 2.0   # ...by at most this much
 
@@ -86,6 +89,7 @@ class YuNetTiles:
 class ScanResult:
     boxes: list[Box]                 # faces on this frame (coarse + valid fine), frame pixels
     uncertain: list[Rect]            # regions whose small faces are unknown: cover them whole
+    entering: list[Rect] = field(default_factory=list)  # motion from the border, no face seen
     cells_scanned: int = 0
     cells_uncertain: int = 0
     cells_total: int = 0
@@ -144,6 +148,7 @@ class FaceScanner:
         self._grid: _Grid | None = None
         self._cells: list[list[_CellState]] = []
         self._ref_thumb: np.ndarray | None = None  # thumbnail as each cell was last scanned
+        self._edges = _EdgeGuard()
         self._us_per_kpx = 100.0  # running cost of the fine pass, to plan within the budget
 
     def reset(self) -> None:
@@ -182,7 +187,9 @@ class FaceScanner:
             for cell in row:
                 boxes.extend(cell.boxes)
         boxes.extend(transient)
-        return ScanResult(_dedupe(boxes), _merge_cells(uncertain_cells, grid),
+        boxes = _dedupe(boxes)
+        return ScanResult(boxes, _merge_cells(uncertain_cells, grid),
+                          self._edges.update(thumb, grid, boxes),
                           cells_scanned=len(scanned), cells_uncertain=len(uncertain_cells),
                           cells_total=grid.rows * grid.cols, coarse_ms=coarse_ms,
                           fine_ms=fine_ms)
@@ -271,6 +278,56 @@ class FaceScanner:
                     else:
                         transient.append(box)
         return scanned, transient
+
+
+class _EdgeGuard:
+    """Covers motion that comes in at the border until the detector has seen a face in it.
+
+    YuNet misses faces cut by the frame edge (and half-hidden ones): someone stepping in is
+    readable for a few frames before their face is whole enough to be found. So a moving blob
+    (thumbnail difference with the previous frame) that touches the border, or overlaps such
+    a blob of the frames before, is covered while it moves and ``EDGE_HOLD_FRAMES`` after,
+    unless a face was detected inside it on this frame (its track covers the face; the rest
+    of the person is not private)."""
+
+    def __init__(self) -> None:
+        self._prev: np.ndarray | None = None
+        self._held: list[tuple[Rect, int]] = []   # (region in frame pixels, frames since moving)
+
+    def update(self, thumb: np.ndarray, grid: _Grid, faces: list[Box]) -> list[Rect]:
+        prev, self._prev = self._prev, thumb
+        if prev is None or prev.shape != thumb.shape:
+            self._held = []
+            return []
+        moving = (np.abs(thumb - prev) > CHANGE_LEVEL).astype(np.uint8)
+        if moving.mean() > EDGE_MAX_SHARE:
+            return [rect for rect, _ in self._held]  # a cut or pan: the cells cover it
+        moving = cv2.dilate(moving, np.ones((5, 5), np.uint8))
+        _, _, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
+        th, tw = thumb.shape
+        sx, sy = grid.width / tw, grid.height / th
+        fresh: list[tuple[Rect, int]] = []
+        for x, y, w, h, area in stats[1:]:
+            if area < CHANGE_PIXELS:
+                continue
+            rect = Rect(int(x * sx), int(y * sy), math.ceil(w * sx), math.ceil(h * sy))
+            at_border = x == 0 or y == 0 or x + w >= tw or y + h >= th
+            if at_border or any(_overlaps(rect, held) for held, _ in self._held):
+                fresh.append((rect, 0))
+        kept = [(rect, age + 1) for rect, age in self._held if age + 1 < EDGE_HOLD_FRAMES
+                and not any(_overlaps(rect, new) for new, _ in fresh)]
+        self._held = [(rect, age) for rect, age in fresh + kept
+                      if not any(_contains(rect, face) for face in faces)]
+        return [rect for rect, _ in self._held]
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
+
+
+def _contains(rect: Rect, face: Box) -> bool:
+    cx, cy = face.x + face.w / 2, face.y + face.h / 2
+    return rect.x <= cx <= rect.x + rect.w and rect.y <= cy <= rect.y + rect.h
 
 
 def _runs(cols: list[int]) -> list[tuple[int, int]]:

@@ -232,6 +232,10 @@ class ZoneFinder(Generic[P]):
         for rect in scan.uncertain:
             zones.append(Zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE))
             area += rect.w * rect.h
+        for rect in scan.entering:
+            zone = clip_zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE, width, height)
+            if zone is not None:
+                zones.append(zone)
         totals = self.scan_totals
         totals["frames"] += 1
         totals["cells_scanned"] += scan.cells_scanned
@@ -239,6 +243,7 @@ class ZoneFinder(Generic[P]):
         totals["cells_total"] += scan.cells_total
         totals["uncertain_area"] += area / (width * height)
         totals["frames_with_uncertain"] += bool(scan.uncertain)
+        totals["frames_with_entering"] += bool(scan.entering)
         return zones
 
     def close(self) -> None:

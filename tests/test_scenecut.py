@@ -139,3 +139,35 @@ def test_cells_divide_every_frame_size_exactly(width: int, height: int) -> None:
     assert grid.xs[0] == 0 and grid.xs[-1] == width and grid.ys[-1] == height
     assert all(b > a for a, b in zip(grid.xs, grid.xs[1:], strict=False))
     assert grid.cell_of(width - 1, height - 1) == (grid.rows - 1, grid.cols - 1)
+
+
+class NoFaces:
+    """A detector that never finds anything (what YuNet does with a face cut by the edge)."""
+
+    name = "none"
+
+    def detect(self, image: np.ndarray) -> list:
+        return []
+
+    def detect_native(self, image: np.ndarray) -> list:
+        return []
+
+
+def test_something_entering_at_the_border_is_covered_before_any_face_is_found() -> None:
+    """A textured block (a head) slides in from the left; no detector finds a face in it.
+    While it moves in it is covered, though every cell it is in has been scanned."""
+    from tests.factory import textured
+
+    background = np.full((360, 640, 3), 100, np.uint8)
+    head = textured(80, 96, seed=5)
+    scan = FaceScanner(NoFaces(), NoFaces())
+    scan.scan(background, fine_budget_s=10.0)  # everything scanned and empty
+    for step in range(1, 7):
+        frame = background.copy()
+        x1 = 12 * step  # right edge of the head, entering from x = 0
+        frame[100:196, 0:x1] = head[:, 80 - x1:]
+        result = scan.scan(frame, fine_budget_s=10.0)
+        assert not result.uncertain  # the fine pass ran on the cells: nothing uncertain
+        zones = [Zone(r.x, r.y, r.w, r.h, None) for r in result.entering]
+        assert coverage(zones, (0, 100, x1, 96), frame.shape) == 1.0, \
+            f"step {step}: the part of the head in the frame is not covered: {result.entering}"
