@@ -65,6 +65,8 @@ class YuNetDetector:
             raise VeilcamError(f"cannot load YuNet model {model}: {exc}") from None
         self._size: tuple[int, int] | None = None
         self.detect_width = detect_width
+        self.model = model
+        self.score_threshold = score_threshold
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         small, scale = _downscale(frame, self.detect_width, upscale=True)
@@ -82,8 +84,9 @@ class YuNetDetector:
 class HaarDetector:
     """OpenCV's frontal and profile cascades (profile run on the mirrored frame too).
 
-    A fallback only: three cascades cost 150-800 ms per frame at 640 px on this class of
-    machine and miss many faces (bench/recall.py). It runs at most 360 px wide."""
+    Used only when ``faces.backend = "haar"`` is configured, never as a silent fallback: three
+    cascades cost 150-800 ms per frame at 640 px on this class of machine and miss many faces
+    (bench/recall.py). It runs at most 360 px wide."""
 
     name = "haar"
     MAX_WIDTH = 360
@@ -91,8 +94,9 @@ class HaarDetector:
     def __init__(self, detect_width: int = 640) -> None:
         data = getattr(getattr(cv2, "data", None), "haarcascades", None)
         if data is None or not hasattr(cv2, "CascadeClassifier"):
-            raise VeilcamError("this OpenCV build has no Haar cascades (OpenCV 5 dropped them); "
-                               "install the YuNet model with 'veilcam models fetch'")
+            raise VeilcamError("faces.backend = 'haar', but this OpenCV build has no Haar "
+                               "cascades (OpenCV 5 dropped them); set backend = \"auto\" "
+                               "under [faces] to use YuNet, which ships with veilcam")
         self._frontal = cv2.CascadeClassifier(str(Path(data) / "haarcascade_frontalface_default.xml"))
         self._profile = cv2.CascadeClassifier(str(Path(data) / "haarcascade_profileface.xml"))
         if self._frontal.empty() or self._profile.empty():
@@ -112,18 +116,45 @@ class HaarDetector:
 
 
 def create_face_detector(cfg: FacesSection) -> FaceDetector | None:
-    """Build the configured detector; None when face detection is switched off."""
+    """Build the configured detector; None when face detection is switched off.
+
+    ``backend = "haar"`` gives Haar, and only that gives Haar. ``auto`` and ``yunet`` give YuNet
+    from ``faces.model``, else the model cache, else the copy shipped in the package. A
+    configured ``faces.model`` that is missing or does not load is a VeilcamError (the camera
+    does not start). Any other reason YuNet cannot run gives an UnavailableDetector, whose
+    every ``detect`` raises, so the zone finder covers whole frames, never a weaker detector.
+    """
+    from camera_node.detector_unavailable import UnavailableDetector
+    from camera_node.models import model_cache_dir, unpinned_problem
+
+    def unavailable(reason: str) -> UnavailableDetector:
+        log.error("NO FACE DETECTOR: %s. The camera covers WHOLE FRAMES until this is fixed "
+                  "('veilcam doctor' checks it).", reason)
+        return UnavailableDetector(reason)
+
     if not cfg.enabled:
         return None
     if cfg.backend == "haar":
-        return HaarDetector(cfg.detect_width)
-    model = find_yunet_model(cfg.model)
-    if model is not None:
+        detector = HaarDetector(cfg.detect_width)
+        log.warning("faces.backend = 'haar': using OpenCV's Haar cascades as configured; they "
+                    "miss more faces than YuNet (profiles, small or tilted faces). Set backend "
+                    "= \"auto\" under [faces] to use YuNet, which ships with veilcam.")
+        return detector
+    model = find_yunet_model(cfg.model)  # a configured path that is missing raises
+    if not hasattr(cv2, "FaceDetectorYN"):
+        return unavailable(f"this OpenCV build ({cv2.__version__}) has no cv2.FaceDetectorYN, "
+                           "so YuNet cannot run; install opencv-python-headless>=4.8,<5")
+    if model is None:
+        return unavailable(f"no usable YuNet model (the copy shipped with veilcam is missing "
+                           f"or corrupt, and the cache {model_cache_dir()} has none); "
+                           "reinstall veilcam, or run 'veilcam models fetch'")
+    if not cfg.model:
+        problem = unpinned_problem(model)
+        if problem:
+            return unavailable(problem)
+    try:
         return YuNetDetector(model, cfg.detect_width, cfg.score_threshold)
-    if cfg.backend == "yunet":
-        raise VeilcamError("faces.backend is 'yunet' but no model was found; set faces.model "
-                           "or run 'veilcam models fetch'")
-    log.warning("YuNet face model not found: FALLING BACK TO HAAR CASCADES, which miss more "
-                "faces (profiles, small or tilted faces). Run 'veilcam models fetch' or set "
-                "faces.model in camera.toml.")
-    return HaarDetector(cfg.detect_width)
+    except VeilcamError as exc:
+        if cfg.model:
+            raise VeilcamError(f"{exc} (config faces.model)") from None
+        return unavailable(str(exc))

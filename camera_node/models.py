@@ -1,9 +1,18 @@
-"""Where face-detector models live, and fetching YuNet from OpenCV Zoo with a pinned hash."""
+"""Where face-detector models live, and fetching YuNet from OpenCV Zoo with a pinned hash.
+
+YuNet ships inside the package (``camera_node/model_files/``, with its licences), so every
+installation has it, offline included. ``find_yunet_model`` looks, in order, at the configured
+path (``faces.model``), the model cache (``veilcam models fetch`` puts updates there), and the
+packaged copy. The packaged copy is used only when its sha256 is the pinned one (checked once
+per process): a corrupt copy counts as absent, it is never loaded.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +26,14 @@ YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4
 YUNET_SIZE = 232_589
 YUNET_URL = ("https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
              + YUNET_FILENAME)
+PACKAGED_DIR = Path(__file__).resolve().parent / "model_files"
+PACKAGED_YUNET = PACKAGED_DIR / YUNET_FILENAME
+
+log = logging.getLogger("veilcam.models")
+
+_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
+_reported: set[str] = set()
+_lock = threading.Lock()
 
 
 def model_cache_dir() -> Path:
@@ -25,16 +42,90 @@ def model_cache_dir() -> Path:
     return Path(base) / "veilcam" / "models"
 
 
+def cached_yunet_path() -> Path:
+    return model_cache_dir() / YUNET_FILENAME
+
+
+def model_digest(path: Path) -> str:
+    """sha256 of a model file, computed once per process for each version of the file."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _lock:
+        digest = _digests.get(key)
+        if digest is None:
+            digest = _digests[key] = sha256_file(path)
+        return digest
+
+
+def packaged_yunet_problem() -> str:
+    """Why the packaged YuNet cannot be used ("" when it can)."""
+    path = PACKAGED_YUNET
+    try:
+        digest = model_digest(path)
+    except OSError as exc:
+        return f"the YuNet model shipped with veilcam ({path}) is missing or unreadable: {exc}"
+    if digest != YUNET_SHA256:
+        return (f"the YuNet model shipped with veilcam ({path}) is corrupt: sha256 "
+                f"{digest[:12]}..., expected {YUNET_SHA256[:12]}...")
+    return ""
+
+
+def packaged_yunet() -> Path | None:
+    """The packaged copy when its sha256 is the pinned one, else None (logged once)."""
+    problem = packaged_yunet_problem()
+    if not problem:
+        return PACKAGED_YUNET
+    _log_once(f"{problem}: not loaded; reinstall veilcam, or run 'veilcam models fetch'")
+    return None
+
+
+def _log_once(message: str) -> None:
+    with _lock:
+        first = message not in _reported
+        _reported.add(message)
+    if first:
+        log.error("%s", message)
+
+
+def unpinned_problem(path: Path) -> str:
+    """For a model taken from the cache or the package: "" when its sha256 is the pinned one,
+    else why it must not be loaded."""
+    try:
+        digest = model_digest(path)
+    except OSError as exc:
+        return f"cannot read the YuNet model {path}: {exc}"
+    if digest != YUNET_SHA256:
+        return (f"the YuNet model {path} does not match the pinned sha256 (got {digest[:12]}..., "
+                f"expected {YUNET_SHA256[:12]}...): corrupt or replaced; 'veilcam models fetch' "
+                "replaces it (or delete it to use the copy shipped with veilcam)")
+    return ""
+
+
 def find_yunet_model(configured: str = "") -> Path | None:
-    """The configured model path if given (it must exist), else the cache's copy, else None."""
+    """The configured model path if given (it must exist), else the cache's copy if its
+    sha256 is the pinned one (a corrupt cache is logged and passed over), else the copy
+    shipped in the package (if its sha256 is the pinned one), else None."""
     if configured:
         path = Path(configured).expanduser()
         if not path.is_file():
-            raise VeilcamError(f"YuNet model {path} not found (config faces.model); "
-                               "fetch it with 'veilcam models fetch'")
+            raise VeilcamError(f"YuNet model {path} not found (config faces.model); correct "
+                               "the path, or remove faces.model to use the model shipped "
+                               "with veilcam")
         return path
-    cached = model_cache_dir() / YUNET_FILENAME
-    return cached if cached.is_file() else None
+    cached = cached_yunet_path()
+    if cached.is_file():
+        problem = unpinned_problem(cached)
+        if not problem:
+            return cached
+        _log_once(f"{problem}; using the copy shipped with veilcam instead")
+    return packaged_yunet()
+
+
+def model_origin(path: Path, configured: str = "") -> str:
+    """Where a path from ``find_yunet_model`` came from: 'faces.model', 'cache' or 'package'."""
+    if configured:
+        return "faces.model"
+    return "package" if path == PACKAGED_YUNET else "cache"
 
 
 def fetch_yunet(url: str = YUNET_URL, dest_dir: Path | None = None, timeout: float = 30.0,

@@ -1,4 +1,10 @@
-"""Redaction styles: make a zone of the public frame unreadable, in place. Picked by name."""
+"""Redaction styles: make a zone of the public frame unreadable, in place. Picked by name.
+
+``solid`` (the default) and ``noise`` leak nothing of the zone. ``pixelate`` and ``blur`` keep
+a coarse version of it; zone rectangles are public (signed header), so an attacker can align
+the zones of many frames of a moving face and fuse them into more detail than any one frame
+shows (tests/test_redaction.py measures it). They stay selectable for looks, not for secrecy.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +27,13 @@ def pixelate(blocks: int) -> Redactor:
     return apply
 
 
+SOLID_FILL = (64, 64, 64)  # neutral dark grey (BGR): reads as a cover, not as a dead display
+
+
 def solid(region: np.ndarray) -> None:
-    region[:] = (32, 32, 32)
+    """A flat neutral dark-grey fill. It depends on nothing but the zone's (public) rectangle,
+    so no frame, and no number of frames fused, tells anything about what it covers."""
+    region[:] = SOLID_FILL
 
 
 def blur(region: np.ndarray) -> None:
@@ -43,7 +54,7 @@ def noise(region: np.ndarray) -> None:
 
 
 def make_redactor(style: str, pixelate_blocks: int = 8) -> Redactor:
-    styles: dict[str, Redactor] = {"pixelate": pixelate(pixelate_blocks), "solid": solid,
+    styles: dict[str, Redactor] = {"solid": solid, "pixelate": pixelate(pixelate_blocks),
                                    "blur": blur, "noise": noise}
     try:
         return styles[style]

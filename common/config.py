@@ -98,8 +98,13 @@ class KeysSection(Section):
 
 
 class RedactionSection(Section):
-    style: Literal["pixelate", "solid", "blur", "noise"] = Field(
-        "pixelate", description="How zones are made unreadable in the public frame.")
+    style: Literal["solid", "pixelate", "blur", "noise"] = Field(
+        "solid", description="How zones are made unreadable in the public frame. 'solid' "
+        "(default: a flat dark grey) and 'noise' (random pixels) leak nothing. 'pixelate' and "
+        "'blur' keep a coarse version of what they cover and can be partly undone: zone "
+        "rectangles are public, so frames of a moving face can be aligned and fused into "
+        "more detail than one frame shows (tests/test_redaction.py measures it for "
+        "pixelate).")
     pixelate_blocks: int = Field(8, ge=2, le=32, description="Blocks across the longer side "
                                  "of a zone when pixelating (fewer is coarser).")
 
@@ -107,10 +112,13 @@ class RedactionSection(Section):
 class FacesSection(Section):
     enabled: bool = Field(True, description="Detect faces and redact them.")
     backend: Literal["auto", "yunet", "haar"] = Field(
-        "auto", description="'yunet' needs its model; 'haar' uses OpenCV's cascades (weaker); "
-        "'auto' uses YuNet when its model is found, else Haar with a warning.")
-    model: str = Field("", description="Path of the YuNet ONNX model; empty looks in the model "
-                       "cache ($XDG_CACHE_HOME/veilcam/models, see 'veilcam models fetch').")
+        "auto", description="'auto' (or 'yunet'): YuNet, whose model ships with veilcam. "
+        "'haar': OpenCV's Haar cascades, which miss more faces; used only when set here, never "
+        "as a fallback. If YuNet cannot run, the camera covers whole frames and logs an error.")
+    model: str = Field("", description="Path of a YuNet ONNX model; a missing or unloadable "
+                       "file stops the camera. Empty: the model cache ($XDG_CACHE_HOME/veilcam/"
+                       "models, filled by 'veilcam models fetch'), else the copy shipped with "
+                       "veilcam (used only if its sha256 is the pinned one).")
     detect_width: int = Field(640, ge=160, le=3840, description="Frames are downscaled to this "
                               "width (INTER_LINEAR) for detection.")
     score_threshold: float = Field(0.6, gt=0, lt=1, description="YuNet confidence threshold.")
@@ -123,6 +131,15 @@ class FacesSection(Section):
                               "thread; if its latest result is older than this (stalled, "
                               "crashed or too slow), whole frames are redacted until it "
                               "catches up.")
+    small_faces: bool = Field(True, description="Also scan the frame at native resolution "
+                              "(YuNet only), cell by cell within the time budget, for faces too "
+                              "small for the detect_width pass (down to ~10 px). Cells that "
+                              "changed since their last scan and could not be rescanned in time "
+                              "are covered whole.")
+    detect_share: float = Field(0.7, gt=0, le=4, description="Time the detector may spend on "
+                                "each frame, as a share of the frame interval (coarse pass "
+                                "included); native-resolution scans use what the coarse pass "
+                                "leaves. More than 1 only helps with spare cores.")
 
 
 class StaticZoneSection(Section):

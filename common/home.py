@@ -258,10 +258,13 @@ ingest = "{ingest}"
 query = "{query}"
 
 [redaction]
-style = "pixelate"
+# "solid" leaks nothing; "pixelate" and "blur" can be partly undone by fusing frames of a
+# moving face (zone rectangles are public); "noise" leaks nothing either.
+style = "solid"
 
 [faces]
 enabled = true
+# "auto": YuNet (its model ships with veilcam); "haar" only if you want the weaker cascades.
 backend = "auto"
 
 # Static zones: rectangles in pixels, or fractions of the frame.

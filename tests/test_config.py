@@ -21,7 +21,7 @@ GOOD = '[camera]\nid = "cam1"\nsource = "0"\n'
 
 def test_minimal_camera_config_gets_defaults(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, GOOD), CameraConfig)
-    assert cfg.redaction.style == "pixelate" and cfg.keys.rotate_seconds == 60
+    assert cfg.redaction.style == "solid" and cfg.keys.rotate_seconds == 60
     assert cfg.faces.enabled and cfg.encoding.zone_codec == "jpeg"
 
 

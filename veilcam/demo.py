@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from camera_node.models import find_yunet_model
 from common.home import Home, init_home
 from common.lifecycle import StopFlag
 from common.secretfiles import write_secret
@@ -39,9 +38,6 @@ def prepare_demo_home(root: Path, port_base: int, web_port: int) -> tuple[Home, 
 def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -> int:
     home, password = prepare_demo_home(root, port_base, web_port)
     web = home.viewer_config().viewer
-    if find_yunet_model(home.camera_config().faces.model) is None:
-        log.warning("no YuNet model in the cache: the demo uses Haar cascades, which miss "
-                    "faces. 'veilcam models fetch' installs YuNet (needs internet).")
     base = [sys.executable, "-m", "veilcam"] + (["--verbose"] if verbose else [])
     store_metrics, camera_metrics = port_base + 90, port_base + 91
     commands = {
