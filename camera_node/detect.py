@@ -1,9 +1,11 @@
 """Face detectors behind one small interface, picked by name from config.
 
 ``FaceDetector.detect(frame)`` returns boxes in the frame's own pixels. Each detector works on
-a copy downscaled to ``detect_width`` (INTER_LINEAR) and scales boxes back. YuNet is the
-default: on the annotated photos it found 43/43 faces against Haar's 39/43, at a tenth of the
-time (DESIGN.md). Haar is the fallback when the YuNet model is absent, with a loud warning.
+a copy downscaled to ``detect_width`` (INTER_LINEAR) and scales boxes back; the native-
+resolution passes for small faces are camera_node/facescan.py's. YuNet is the default and its
+model ships in the package: on the annotated photos it found 43/43 faces against Haar's 39/43,
+at a tenth of the time. Haar runs only when ``faces.backend = "haar"`` is configured; with no
+usable detector the camera covers whole frames.
 """
 
 from __future__ import annotations
