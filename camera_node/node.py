@@ -17,6 +17,7 @@ from camera_node.grantsync import GrantSync
 from camera_node.protect import EncodeSettings, Epoch, protect_frame, sign_gap_notice
 from camera_node.publisher import Publisher, spool_dir_for
 from camera_node.redact import make_redactor
+from camera_node.runlock import CameraLock
 from camera_node.sources import CapturedFrame, FrameSource
 from camera_node.zonefinder import ZoneFinder
 from camera_node.zones import Zone, resolve_static_zones
@@ -58,8 +59,22 @@ class CameraNode:
         self.recipients = 0
         self.home, self.cfg = home, cfg
         self.camera_id = cfg.camera.id
+        self.lock = CameraLock(home.state_dir / f"camera-{self.camera_id}.lock", self.camera_id)
+        try:
+            self._setup(home, cfg, source_override, loop_override)
+        except BaseException:
+            self.lock.release()
+            raise
         self.max_frames = max_frames
         self.stop = stop or StopFlag()
+        self.stats = CameraStats()
+        self.times = StageTimes()
+        self.epoch: Epoch | None = None
+        self.submitted = 0
+
+    def _setup(self, home: Home, cfg: CameraConfig, source_override: str | None,
+               loop_override: bool | None) -> None:
+        """Keys, source, detector and chain state (under the camera lock)."""
         self.signing_key = load_signing_key(home.camera_key_path(self.camera_id))
         self.ca = home.ca()
         self.transport_keys = curve_pair(home.transport_key("camera", self.camera_id))
@@ -78,15 +93,11 @@ class CameraNode:
         self.finder: ZoneFinder[CapturedFrame] = ZoneFinder(
             self.scanner, cfg.faces.margin, cfg.faces.hold_frames, cfg.faces.max_lag_ms / 1000,
             cfg.faces.detect_share)
-        self.submitted = 0
         self.redactor = make_redactor(cfg.redaction.style, cfg.redaction.pixelate_blocks)
         self.settings = EncodeSettings(cfg.encoding.jpeg_quality,
                                        ZONE_CODECS[cfg.encoding.zone_codec],
                                        cfg.encoding.zone_jpeg_quality)
         self.chain = ChainStateFile(home.state_dir / f"camera-{self.camera_id}.json")
-        self.stats = CameraStats()
-        self.times = StageTimes()
-        self.epoch: Epoch | None = None
 
     def _start_epoch(self, publisher: Publisher, grants: list[Grant]) -> None:
         self.epoch = Epoch.new()
@@ -105,8 +116,10 @@ class CameraNode:
                      self.epoch.epoch_id.hex()[:8], len(grants))
         else:
             log.warning("new content-key epoch %s has NO recipients: zone pixels of this epoch "
-                        "can never be unlocked (add a user with 'veilcam user add')",
-                        self.epoch.epoch_id.hex()[:8])
+                        "can never be unlocked (grant a user this camera: 'veilcam user add' on a "
+                        "one-machine home, or 'veilcam grant NAME --camera %s' on the admin home "
+                        "with the grant file copied to the store)",
+                        self.epoch.epoch_id.hex()[:8], self.camera_id)
 
     def run(self) -> int:
         """Run until the source ends, max_frames, or a stop signal. Returns the exit code."""
@@ -190,6 +203,7 @@ class CameraNode:
             grantsync.close()
             self.finder.close()
             self.source.close()
+            self.lock.release()
             log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
 
     def _publish(self, publisher: Publisher, grantsync: GrantSync, captured: CapturedFrame,
@@ -236,6 +250,7 @@ class CameraNode:
 
     def _write_stats(self, publisher: Publisher) -> None:
         doc = {"camera": self.camera_id, **asdict(self.stats), "acked": publisher.acked,
+               "acked_frames": publisher.acked_frames,
                "rejected": publisher.rejected, "stages": self.times.summary(),
                "dropped_overload": self.source.dropped_overload,
                "fail_closed": dict(self.finder.fail_closed),
@@ -257,7 +272,10 @@ class CameraNode:
             counter("veilcam_camera_frames_published_total",
                     "Frames protected, signed and queued for the store.", s.published),
             counter("veilcam_camera_messages_acked_total",
-                    "Messages the store acknowledged as durably archived.", publisher.acked),
+                    "Messages the store acknowledged as durably archived (frames, key "
+                    "envelopes and gap notices).", publisher.acked),
+            counter("veilcam_camera_frames_acked_total",
+                    "Frames the store acknowledged as durably archived.", publisher.acked_frames),
             counter("veilcam_camera_messages_rejected_total",
                     "Messages the store refused.", publisher.rejected),
             counter("veilcam_camera_messages_resent_total",
@@ -298,14 +316,17 @@ class CameraNode:
         s = self.stats
         closed = sum(self.finder.fail_closed.values())
         skipped = self.finder.skipped
-        log.info("camera %s: %d captured, %d published, %d acknowledged, %d rejected, "
-                 "%d pending (%d spooled on disk), %d dropped (spool full), "
-                 "%d dropped (pipeline overload), %d whole-frame "
+        t = self.finder.scan_totals
+        uncertain = t["uncertain_area"] / t["frames"] if t["frames"] else 0.0
+        log.info("camera %s: %d frames captured, %d published, %d acknowledged (+%d key "
+                 "envelopes/gap notices), %d messages rejected, %d pending (%d spooled on "
+                 "disk), %d dropped (spool full), %d dropped (pipeline overload), %d whole-frame "
                  "redactions (detector late or failed), detector %.1f ms, ran on %d frame(s), "
-                 "skipped %d",
-                 self.camera_id, s.captured, s.published, publisher.acked, publisher.rejected,
+                 "skipped %d, %.1f %% of the frame covered on average as not yet rescanned",
+                 self.camera_id, s.captured, s.published, publisher.acked_frames,
+                 publisher.acked - publisher.acked_frames, publisher.rejected,
                  len(publisher.pending), publisher.spooled,
                  s.dropped_backpressure + publisher.dropped_spool_full,
                  self.source.dropped_overload, closed,
                  self.finder.detect_ms,
-                 self.finder.frame_no - skipped, skipped)
+                 self.finder.frame_no - skipped, skipped, 100 * uncertain)

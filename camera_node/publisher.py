@@ -81,6 +81,7 @@ class Publisher:
         self.pending_bytes = 0
         self.in_memory = 0
         self.acked = self.rejected = self.resent = self.dropped_spool_full = 0
+        self.acked_frames = 0  # of ``acked``: frames (the rest are key envelopes, gap notices)
         self.on_frames_dropped = None  # callback(list of dropped frame seqs): declare the gap
         self._progress_at = time.monotonic()
         self._ever_connected = False
@@ -275,6 +276,7 @@ class Publisher:
                 log.error("store rejected %s: %s", _describe(ack), ack.reason)
             else:
                 self.acked += 1
+                self.acked_frames += ack.kind == KIND_FRAME
         if self.pending and time.monotonic() - self._progress_at > self.resend_after_s:
             if self.watch.connected:
                 self._resend_all(f"no acknowledgement for {self.resend_after_s:.0f} s")

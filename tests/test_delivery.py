@@ -34,7 +34,8 @@ def test_store_outage_loses_nothing(tmp_path: Path, procs, how: str) -> None:
     procs.start("store2", "store", "--home", str(home))
     assert camera.wait(timeout=90) == 0, procs.log("camera")
     log = procs.log("camera")
-    assert f"{FRAMES} published, {FRAMES + 1} acknowledged, 0 rejected" in log, log
+    assert f"{FRAMES} published, {FRAMES} acknowledged (+1 key envelopes/gap notices), " \
+        "0 messages rejected" in log, log
     assert "spooling to" in log and "store connection lost; reconnecting" in log
     for name in ("store", "store2"):
         assert "Traceback" not in procs.log(name)
@@ -60,7 +61,8 @@ def test_store_killed_repeatedly_during_writes_keeps_every_acknowledged_frame(
         store = procs.start(f"store{i}", "store", "--home", str(home))
         procs.wait_for_log(f"store{i}", "store ready")
     assert camera.wait(timeout=120) == 0, procs.log("camera")
-    assert f"{frames} published, {frames + 1} acknowledged, 0 rejected" in procs.log("camera")
+    assert f"{frames} published, {frames} acknowledged (+1 key envelopes/gap notices), " \
+        "0 messages rejected" in procs.log("camera")
     report = json.loads(run_cli("verify", str(home), "--json").stdout)
     assert report["intact"], report["problems"]
     cam = report["cameras"][0]
@@ -111,9 +113,37 @@ def test_camera_restarted_during_an_outage_sends_its_spool_first(tmp_path: Path,
     assert second.wait(timeout=60) == 0, procs.log("camera2")
     log = procs.log("camera2")
     assert "41 message(s) a previous run left unacknowledged" in log, log
-    assert "25 published, 67 acknowledged, 0 rejected" in log, log  # 41 old + 25 + envelope
+    # 41 old (40 frames + envelope) + 25 frames + envelope
+    assert "25 published, 65 acknowledged (+2 key envelopes/gap notices), 0 messages " \
+        "rejected" in log, log
     assert list(spool.glob("*.msg")) == []
     report = json.loads(run_cli("verify", str(home), "--json").stdout)
     assert report["intact"], report["problems"]
     cam = report["cameras"][0]
     assert (cam["frames"], cam["first_seq"], cam["last_seq"]) == (65, 0, 64)
+
+
+@pytest.mark.e2e
+def test_second_camera_process_on_one_home_is_refused(tmp_path: Path, procs) -> None:
+    """A systemd unit plus a manual run would publish the same frame numbers: the second
+    process stops at once (exit 2) with a message naming the running one."""
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    first = procs.start("camera", "camera", "--home", str(home), "--loop")
+    procs.wait_for_log("camera", "new content-key epoch", timeout=60)
+    second = run_cli("camera", "--home", str(home), "--max-frames", "5")
+    assert second.returncode == 2, second.stderr
+    assert f"camera cam1 is already running from this home (pid {first.pid}" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.poll() is None  # the running one is untouched
+
+
+def test_camera_lock_is_per_camera_and_freed_on_release(tmp_path: Path) -> None:
+    from camera_node.runlock import CameraLock
+    from common.errors import VeilcamError
+
+    first = CameraLock(tmp_path / "camera-cam1.lock", "cam1")
+    with pytest.raises(VeilcamError, match=r"camera cam1 is already running .*pid \d+"):
+        CameraLock(tmp_path / "camera-cam1.lock", "cam1")
+    CameraLock(tmp_path / "camera-cam2.lock", "cam2").release()  # other cameras are free
+    first.release()
+    CameraLock(tmp_path / "camera-cam1.lock", "cam1").release()  # and it is free again
