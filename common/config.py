@@ -203,9 +203,11 @@ class ArchiveSection(Section):
 
 
 class RetentionSection(Section):
-    max_age_days: float = Field(0, ge=0, le=36500, description="Delete a camera's closed "
+    max_age_days: float = Field(30, ge=0, le=36500, description="Delete a camera's closed "
                                 "segments whose newest frame is older than this; 0 keeps "
-                                "them forever.")
+                                "them forever (then only max_gb_per_camera and min_free_mb "
+                                "bound the archive). Size the disk with docs/GUIDE.md, "
+                                "'Sizing and backup'.")
     max_gb_per_camera: float = Field(0, ge=0, le=10**6, description="Delete a camera's oldest "
                                      "closed segments while it uses more; 0: no limit.")
     min_free_mb: float = Field(512, ge=0, le=10**7, description="Emergency: while the disk "
