@@ -40,6 +40,9 @@ CHANGE_LEVEL = 18      # grey levels (0-255) a thumbnail pixel must move to coun
 CHANGE_PIXELS = 3      # changed thumbnail pixels that make a cell changed (~7x7 px at 1080p)
 WINDOW_OVERHEAD = 1.35 # merged windows with their overlap cost about this much more than cells
 REFRESH_S = 3.0        # rescan unchanged cells at least this often when budget is left
+PAN_MIN_SHIFT = 0.75   # thumbnail pixels per frame from which the picture counts as moving
+PAN_MIN_RESPONSE = 0.2 # phase-correlation peak below which there is no one global shift
+UNKNOWN = -1000        # thumbnail value of picture that entered the frame since the last scan
 EDGE_HOLD_FRAMES = 8   # motion that came in at the border stays covered this long after it
                        # was last seen moving, unless the detector found a face in it
 EDGE_MAX_SHARE = 0.4   # motion over more of the frame is a cut or pan: left to the cells
@@ -149,6 +152,10 @@ class FaceScanner:
         self._cells: list[list[_CellState]] = []
         self._ref_thumb: np.ndarray | None = None  # thumbnail as each cell was last scanned
         self._edges = _EdgeGuard()
+        self._prev_thumb: np.ndarray | None = None
+        self._pan = [0.0, 0.0]    # sub-pixel part of the picture's shift not yet applied
+        self._hann: np.ndarray | None = None
+        self.pan_frames = 0       # frames on which a pan (global shift) was followed
         self._us_per_kpx = 100.0  # running cost of the fine pass, to plan within the budget
 
     def reset(self) -> None:
@@ -174,9 +181,11 @@ class FaceScanner:
             grid = self._grid = _Grid.for_size(width, height)
             self._cells = [[_CellState() for _ in range(grid.cols)] for _ in range(grid.rows)]
             self._ref_thumb = None
+            self._prev_thumb = None
         now = self.clock()
         thumb = self._thumb(image, grid)
-        changed = self._changed_cells(thumb, grid)
+        panned = self._follow_pan(thumb, grid)
+        changed = self._changed_cells(thumb, grid, tolerant=panned)
         chosen = self._choose(changed, grid, fine_budget_s, now)
         t1 = time.perf_counter()
         scanned, transient = self._run_fine(image, grid, chosen, thumb, now, fine_budget_s)
@@ -194,12 +203,63 @@ class FaceScanner:
                           cells_total=grid.rows * grid.cols, coarse_ms=coarse_ms,
                           fine_ms=fine_ms)
 
-    def _changed_cells(self, thumb: np.ndarray, grid: _Grid) -> np.ndarray:
-        """Cells whose content moved since their last scan (all of them without a reference)."""
+    def _follow_pan(self, thumb: np.ndarray, grid: _Grid) -> bool:
+        """When the whole picture moved (a pan, a camera knocked), move what was scanned with
+        it: the reference thumbnails and the faces found, so cells whose content only moved
+        are not rescanned; the picture that entered at the border is unknown. True if it
+        moved this frame."""
+        prev, self._prev_thumb = self._prev_thumb, thumb
+        if prev is None or prev.shape != thumb.shape or self._ref_thumb is None:
+            return False
+        if self._hann is None or self._hann.shape != thumb.shape:
+            self._hann = cv2.createHanningWindow((thumb.shape[1], thumb.shape[0]), cv2.CV_32F)
+        (dx, dy), response = cv2.phaseCorrelate(prev.astype(np.float32),
+                                                thumb.astype(np.float32), self._hann)
+        h, w = thumb.shape
+        if (response < PAN_MIN_RESPONSE or max(abs(dx), abs(dy)) < PAN_MIN_SHIFT
+                or abs(dx) > w / 3 or abs(dy) > h / 3):
+            self._pan = [0.0, 0.0]
+            return False
+        self._pan[0] += dx
+        self._pan[1] += dy
+        ix, iy = round(self._pan[0]), round(self._pan[1])
+        self._pan[0] -= ix
+        self._pan[1] -= iy
+        self.pan_frames += 1
+        if ix == 0 and iy == 0:
+            return True
+        ref = np.full_like(self._ref_thumb, UNKNOWN)
+        ref[max(0, iy):h + min(0, iy), max(0, ix):w + min(0, ix)] = \
+            self._ref_thumb[max(0, -iy):h - max(0, iy), max(0, -ix):w - max(0, ix)]
+        self._ref_thumb = ref
+        sx, sy = ix * grid.width / w, iy * grid.height / h
+        moved = [Box(b.x + sx, b.y + sy, b.w, b.h, b.score)
+                 for row in self._cells for cell in row for b in cell.boxes]
+        for row in self._cells:
+            for cell in row:
+                cell.boxes = []
+        for box in moved:
+            cx, cy = box.x + box.w / 2, box.y + box.h / 2
+            if 0 <= cx < grid.width and 0 <= cy < grid.height:
+                r, c = grid.cell_of(cx, cy)
+                self._cells[r][c].boxes.append(box)
+        return True
+
+    def _changed_cells(self, thumb: np.ndarray, grid: _Grid, tolerant: bool = False
+                       ) -> np.ndarray:
+        """Cells whose content moved since their last scan (all of them without a reference).
+        ``tolerant`` (the picture was just shifted by whole thumbnail pixels): a pixel counts
+        only if it lies outside its reference neighbourhood's range, so the sub-pixel rest of
+        the shift does not mark every edge as changed."""
         if self._ref_thumb is None:
-            self._ref_thumb = np.zeros_like(thumb)
+            self._ref_thumb = np.full_like(thumb, UNKNOWN)
             return np.ones((grid.rows, grid.cols), bool)
-        moved = np.abs(thumb - self._ref_thumb) > CHANGE_LEVEL
+        if tolerant:
+            ring = np.ones((3, 3), np.uint8)
+            moved = ((thumb > cv2.dilate(self._ref_thumb, ring) + CHANGE_LEVEL)
+                     | (thumb < cv2.erode(self._ref_thumb, ring) - CHANGE_LEVEL))
+        else:
+            moved = np.abs(thumb - self._ref_thumb) > CHANGE_LEVEL
         counts = moved.reshape(grid.rows, THUMB_PER_CELL, grid.cols, THUMB_PER_CELL).sum((1, 3))
         never = np.array([[math.isinf(cell.scanned_at) for cell in row] for row in self._cells])
         return (counts >= CHANGE_PIXELS) | never
@@ -366,10 +426,20 @@ def _merge_cells(cells: list[tuple[int, int]], grid: _Grid) -> list[Rect]:
 
 def _dedupe(boxes: list[Box], same: float = 0.5) -> list[Box]:
     """One box per face: the coarse and fine passes (and a cell's kept result) often find the
-    same face; keep the higher-scoring of two boxes that overlap by IoU > ``same``."""
+    same face; two boxes that overlap by IoU > ``same`` become their union (the passes
+    differ in where they put the forehead and chin: the union covers both)."""
     out: list[Box] = []
     for box in sorted(boxes, key=lambda b: b.score, reverse=True):
-        if box.w > 0 and box.h > 0 and all(iou(box, kept) <= same for kept in out):
+        if box.w <= 0 or box.h <= 0:
+            continue
+        for i, kept in enumerate(out):
+            if iou(box, kept) > same:
+                x0, y0 = min(box.x, kept.x), min(box.y, kept.y)
+                x1 = max(box.x + box.w, kept.x + kept.w)
+                y1 = max(box.y + box.h, kept.y + kept.h)
+                out[i] = Box(x0, y0, x1 - x0, y1 - y0, kept.score)
+                break
+        else:
             out.append(box)
     return out
 
@@ -377,7 +447,8 @@ def _dedupe(boxes: list[Box], same: float = 0.5) -> list[Box]:
 def create_scanner(cfg: FacesSection) -> FaceScanner | None:
     """The configured face detector as a scanner (None when faces are off): YuNet gets the
     native-resolution cell passes unless ``faces.small_faces`` is off; other detectors
-    (Haar) run their whole-frame pass only."""
+    (Haar, or the stand-in that covers whole frames when no detector is usable) run their
+    whole-frame pass only."""
     coarse = create_face_detector(cfg)
     if coarse is None:
         return None

@@ -171,3 +171,50 @@ def test_something_entering_at_the_border_is_covered_before_any_face_is_found() 
         zones = [Zone(r.x, r.y, r.w, r.h, None) for r in result.entering]
         assert coverage(zones, (0, 100, x1, 96), frame.shape) == 1.0, \
             f"step {step}: the part of the head in the frame is not covered: {result.entering}"
+
+
+class SlowNoFaces(NoFaces):
+    """Costs what YuNet costs per pixel (50 us per 1000 px) and finds nothing."""
+
+    def detect_native(self, image: np.ndarray) -> list:
+        time.sleep(image.shape[0] * image.shape[1] / 1000 * 50e-6)
+        return []
+
+
+def _pan_uncertain_share(follow: bool, monkeypatch) -> float:
+    from camera_node import facescan
+    from tests.factory import textured
+
+    if not follow:
+        monkeypatch.setattr(facescan, "PAN_MIN_RESPONSE", 2.0)  # never sure of a global shift
+    world = cv2.GaussianBlur(textured(2400, 720, seed=9), (0, 0), 2)
+    scan = FaceScanner(NoFaces(), SlowNoFaces())
+    scan.scan(world[:, :1280].copy(), fine_budget_s=10.0)  # everything scanned once
+    shares = []
+    for step in range(1, 25):
+        x = 25 * step  # the camera pans right, 25 px a frame
+        result = scan.scan(world[:, x:x + 1280].copy(), fine_budget_s=0.012)
+        shares.append(sum(r.w * r.h for r in result.uncertain) / (1280 * 720))
+    return float(np.mean(shares[4:]))
+
+
+def test_a_pan_is_followed_so_only_the_picture_entering_is_rescanned(monkeypatch) -> None:
+    """With 12 ms of native-resolution scanning a frame (a quarter of a 720p frame), a pan
+    that is not followed leaves most of the frame covered; followed, only what entered."""
+    followed = _pan_uncertain_share(True, monkeypatch)
+    assert followed < 0.15, f"{followed:.0%} of the frame covered while panning"
+    assert _pan_uncertain_share(False, monkeypatch) > 0.5  # without it: the test can fail
+
+
+def test_faces_in_a_panning_picture_are_covered_on_every_frame() -> None:
+    model = require_media(YUNET)
+    strip = np.concatenate([fit(p, 640, 720) for p in photos()[:5]], axis=1)  # 3200 px wide
+    frames = [strip[:, x:x + 1280].copy() for x in range(0, 1000, 40)]
+    out = publish(frames, ZoneFinder(scanner(model), margin=0.25, hold_frames=15,
+                                     max_lag_s=0.4))
+    faces = 0
+    for n, image in enumerate(frames):
+        for box in reference_faces(image):
+            faces += 1
+            assert coverage(out[n], box, image.shape) >= 0.95, f"frame {n}: face {box} readable"
+    assert faces >= 30
