@@ -6,8 +6,9 @@ native resolution finds and which stay readable in a 1080p JPEG) need the detect
 resolution, and one native 1080p pass costs ~100 ms on one core: too slow for every frame.
 
 So the frame is divided into cells (~192 px) and the *fine* pass runs YuNet at native
-resolution (2x up for frames under 1280 px wide) over runs of cells, as many as the frame's
-time budget allows. A cell's fine result stays valid only while the cell's content has not
+resolution over runs of cells, as many as the frame's time budget allows (frames no wider
+than ``detect_width`` need none: their coarse pass already runs at native resolution or
+above). A cell's fine result stays valid only while the cell's content has not
 changed since it was scanned, measured on a grey thumbnail against the thumbnail taken when
 it was scanned (slow drift adds up; a scene cut changes every cell). A cell that changed, or
 was never scanned, and could not be scanned on this frame is returned as *uncertain*: the zone
@@ -33,9 +34,9 @@ from camera_node.zones import iou
 from common.config import FacesSection
 from common.errors import VeilcamError
 
-CELL_PX = 192          # cell side in fine-pass pixels
+CELL_PX = 192          # cell side in pixels (at most)
 OVERLAP_PX = 32        # each fine window reaches this far into its neighbours (faces on borders)
-THUMB_PER_CELL = 48    # thumbnail pixels per cell side (4 fine px each at native scale)
+THUMB_PER_CELL = 48    # thumbnail pixels per cell side (~4 px each)
 CHANGE_LEVEL = 18      # grey levels (0-255) a thumbnail pixel must move to count as changed
 CHANGE_PIXELS = 3      # changed thumbnail pixels that make a cell changed (~7x7 px at 1080p)
 WINDOW_OVERHEAD = 1.35 # merged windows with their overlap cost about this much more than cells
@@ -46,8 +47,6 @@ UNKNOWN = -1000        # thumbnail value of picture that entered the frame since
 EDGE_HOLD_FRAMES = 8   # motion that came in at the border stays covered this long after it
                        # was last seen moving, unless the detector found a face in it
 EDGE_MAX_SHARE = 0.4   # motion over more of the frame is a cut or pan: left to the cells
-FINE_MIN_WIDTH = 1280  # frames narrower than this are upscaled for the fine pass...
-FINE_MAX_SCALE = 2.0   # ...by at most this much
 
 
 @dataclass(frozen=True)
@@ -102,11 +101,10 @@ class ScanResult:
 
 @dataclass
 class _Grid:
-    """Cells of one frame size: equal divisions of the frame, CELL_PX fine pixels or less."""
+    """Cells of one frame size: equal divisions of the frame, CELL_PX pixels or less."""
 
     width: int
     height: int
-    fine_scale: float
     cols: int
     rows: int
     xs: list[int]   # cell boundaries in frame pixels, cols + 1 of them
@@ -114,12 +112,11 @@ class _Grid:
 
     @classmethod
     def for_size(cls, width: int, height: int) -> _Grid:
-        scale = min(FINE_MAX_SCALE, max(1.0, FINE_MIN_WIDTH / width))
-        cols = max(1, math.ceil(width * scale / CELL_PX))
-        rows = max(1, math.ceil(height * scale / CELL_PX))
+        cols = max(1, math.ceil(width / CELL_PX))
+        rows = max(1, math.ceil(height / CELL_PX))
         xs = [round(i * width / cols) for i in range(cols + 1)]
         ys = [round(j * height / rows) for j in range(rows + 1)]
-        return cls(width, height, scale, cols, rows, xs, ys)
+        return cls(width, height, cols, rows, xs, ys)
 
     def cell_rect(self, row: int, col: int) -> Rect:
         return Rect(self.xs[col], self.ys[row], self.xs[col + 1] - self.xs[col],
@@ -185,7 +182,13 @@ class FaceScanner:
         now = self.clock()
         thumb = self._thumb(image, grid)
         panned = self._follow_pan(thumb, grid)
-        changed = self._changed_cells(thumb, grid, tolerant=panned)
+        if width <= getattr(self.coarse, "detect_width", 0):
+            # the coarse pass already ran at native resolution or above: it found every face
+            # a native pass would, on this very frame
+            changed = np.zeros((grid.rows, grid.cols), bool)
+            self._ref_thumb = thumb
+        else:
+            changed = self._changed_cells(thumb, grid, tolerant=panned)
         chosen = self._choose(changed, grid, fine_budget_s, now)
         t1 = time.perf_counter()
         scanned, transient = self._run_fine(image, grid, chosen, thumb, now, fine_budget_s)
@@ -278,7 +281,7 @@ class FaceScanner:
         spent_s = 0.0
         for rc in urgent + due:
             cell = grid.cell_rect(*rc)
-            kpx = cell.w * cell.h * grid.fine_scale ** 2 / 1000 * WINDOW_OVERHEAD
+            kpx = cell.w * cell.h / 1000 * WINDOW_OVERHEAD
             cost_s = kpx * self._us_per_kpx / 1e6
             if spent_s + cost_s > budget_s:
                 break
@@ -288,7 +291,7 @@ class FaceScanner:
 
     @staticmethod
     def _window(grid: _Grid, rect: Rect) -> Rect:
-        pad = OVERLAP_PX / grid.fine_scale
+        pad = OVERLAP_PX
         x0, y0 = max(0, int(rect.x - pad)), max(0, int(rect.y - pad))
         x1 = min(grid.width, int(math.ceil(rect.x + rect.w + pad)))
         y1 = min(grid.height, int(math.ceil(rect.y + rect.h + pad)))
@@ -303,7 +306,6 @@ class FaceScanner:
         faces whose centre lies in a cell that was not (used on this frame only)."""
         scanned: set[tuple[int, int]] = set()
         transient: list[Box] = []
-        scale = grid.fine_scale
         t = THUMB_PER_CELL
         started = time.perf_counter()
         for row in range(grid.rows):
@@ -314,9 +316,6 @@ class FaceScanner:
                             grid.ys[row + 1] - grid.ys[row])
                 win = self._window(grid, span)
                 crop = image[win.y:win.y + win.h, win.x:win.x + win.w]
-                if scale != 1.0:
-                    crop = cv2.resize(crop, (round(win.w * scale), round(win.h * scale)),
-                                      interpolation=cv2.INTER_LINEAR)
                 t0 = time.perf_counter()
                 found = self.fine.detect_native(crop)
                 took_us = (time.perf_counter() - t0) * 1e6
@@ -330,8 +329,7 @@ class FaceScanner:
                         thumb[row * t:(row + 1) * t, rc[1] * t:(rc[1] + 1) * t]
                 scanned |= run
                 for f in found:
-                    box = Box(win.x + f.x / scale, win.y + f.y / scale, f.w / scale,
-                              f.h / scale, f.score)
+                    box = Box(win.x + f.x, win.y + f.y, f.w, f.h, f.score)
                     rc = grid.cell_of(box.x + box.w / 2, box.y + box.h / 2)
                     if rc in run:
                         self._cells[rc[0]][rc[1]].boxes.append(box)
