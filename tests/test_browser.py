@@ -83,7 +83,7 @@ def test_grid_camera_page_unlock_playback_export(tmp_path: Path, procs, browser)
     home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml=STATIC_ZONE)
     port = Home(home).viewer_config().viewer.web_port
     base = f"http://127.0.0.1:{port}"
-    procs.start_web_pipeline(home)
+    camera = procs.start_web_pipeline(home)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -109,6 +109,9 @@ def test_grid_camera_page_unlock_playback_export(tmp_path: Path, procs, browser)
         wait_image(page, "#cam-stream")
         page.locator("#cam-sig", has_text="signature verified").wait_for()
         page.locator("#cam-mode", has_text="LIVE").wait_for()
+        # the capture time and age of the live frame are shown; a live pipeline is not STALE
+        page.locator("#cam-age", has_text="captured").wait_for()
+        assert "STALE" not in page.inner_text("#cam-mode")
         public_detail = zone_detail(stream_shot(page, "public"))
 
         # wrong password: refused, still public; the password field is emptied
@@ -156,7 +159,7 @@ def test_grid_camera_page_unlock_playback_export(tmp_path: Path, procs, browser)
         download = context.request.get(base + page.get_attribute("#exp-bundle", "href"))
         assert download.status == 200 and download.body()[:2] == b"PK"
         page.screenshot(path=str(ARTIFACTS / "camera-export.png"))
-        verified = run_cli("verify", str(video) + ".bundle")
+        verified = run_cli("verify", str(video) + ".bundle", "--trust", str(home))
         assert verified.returncode == 0, verified.stdout + verified.stderr
 
         # lock: back to the public view, zone unreadable again
@@ -164,6 +167,13 @@ def test_grid_camera_page_unlock_playback_export(tmp_path: Path, procs, browser)
         page.locator("#mode", has_text="public view").wait_for()
         wait_image(page, "#cam-stream")
         assert zone_detail(stream_shot(page, "locked")) < unlocked_detail / 3
+
+        # the camera stops: its last frame still verifies, but it is no longer live
+        camera.terminate()
+        camera.wait(timeout=15)
+        page.locator("#cam-mode", has_text="STALE").wait_for(timeout=10_000)
+        assert "captured" in page.inner_text("#cam-age")
+        page.screenshot(path=str(ARTIFACTS / "camera-stale.png"))
         assert errors == [], errors
     finally:
         context.close()

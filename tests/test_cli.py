@@ -28,7 +28,7 @@ def test_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_config_names_file_key_and_reason(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
     cfg = home / "config" / "camera.toml"
-    cfg.write_text(cfg.read_text().replace('style = "pixelate"', 'style = "smear"'))
+    cfg.write_text(cfg.read_text().replace('style = "solid"', 'style = "smear"'))
     r = run_cli("camera", "--home", str(home), "--max-frames", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{cfg}: key 'redaction.style'" in r.stderr

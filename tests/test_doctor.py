@@ -53,7 +53,7 @@ def start_store(procs, home: Path) -> None:
 
 
 EVERY_CHECK = {"config/camera.toml", "config/store.toml", "config/viewer.toml", "layout",
-               "permissions", "source", "model", "cert/ca", "crl", "cert/camera:cam1",
+               "permissions", "keys", "source", "model", "cert/ca", "crl", "cert/camera:cam1",
                "cert/store:store", "cert/viewer:viewer", "port/ingest", "port/relay",
                "port/query", "archive", "store/camera", "store/viewer", "clock"}
 
@@ -64,8 +64,12 @@ def test_a_good_deployment_passes(tmp_path: Path, procs) -> None:
     code, checks, _ = doctor(home)
     assert code == 0 and set(checks) == EVERY_CHECK, checks
     for name, (status, finding, fix) in checks.items():
-        # the model is a WARN when ../shared has no YuNet (Haar fallback), or not the pinned one
-        assert status == "OK" or (name == "model" and status == "WARN"), (name, finding, fix)
+        # the model is a WARN when ../shared has no YuNet (Haar fallback), or not the pinned one;
+        # the one-home setup keeps the CA key beside the store: the accepted risk, said
+        assert status == "OK" or (name == "model" and status == "WARN") or (
+            name == "keys" and status == "WARN" and "beside the store" in finding), \
+            (name, finding, fix)
+    assert "extra" not in checks["keys"][1] and "no local node loads" not in checks["keys"][1]
     assert "running store" in checks["port/ingest"][1]
     assert "accepted by the store" in checks["store/viewer"][1]
     # machine-readable: the same verdicts
@@ -79,7 +83,7 @@ def test_a_good_deployment_passes(tmp_path: Path, procs) -> None:
 
 def _bad_config(home: Path, _tmp: Path) -> None:
     cfg = home / "config" / "camera.toml"
-    cfg.write_text(cfg.read_text().replace('style = "pixelate"', 'style = "smear"'))
+    cfg.write_text(cfg.read_text().replace('style = "solid"', 'style = "smear"'))
 
 
 def _corrupt_cert(home: Path, _tmp: Path) -> None:
@@ -291,3 +295,44 @@ def test_verbose_before_or_after_the_command(tmp_path: Path) -> None:
     assert "DEBUG" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("verify", str(home), "--json")  # progress never goes to stdout
     assert json.loads(r.stdout)["intact"]
+
+
+# --------------------------------------------------------------------------- issue 17
+
+def test_keys_a_machine_does_not_need_are_named(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP, users=())
+    # a viewer machine unpacked from the whole admin home: CA key, camera and store keys too
+    (home / "config" / "camera.toml").unlink()
+    (home / "config" / "store.toml").unlink()
+    _, checks, _ = doctor(home, "--timeout", "0.5")
+    status, finding, fix = checks["keys"]
+    assert status == "WARN", checks["keys"]
+    assert "ca.key.pem" in finding and "runs only viewer" in finding
+    assert "identities/camera/cam1.key.pem" in finding
+    assert "identities/store/store.key.pem" in finding
+    assert "identities/viewer/viewer" not in finding  # its own keys are needed
+    assert "admin machine" in fix and "rm " in fix
+
+
+def test_the_ca_key_beside_a_store_is_a_warning(tmp_path: Path) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP, users=())
+    (home / "config" / "camera.toml").unlink()
+    (home / "config" / "viewer.toml").unlink()
+    _, checks, _ = doctor(home, "--timeout", "0.5")
+    status, finding, fix = checks["keys"]
+    assert status == "WARN" and "beside the store" in finding, checks["keys"]
+    assert "identities/camera/cam1.key.pem" in finding
+
+
+def test_a_revoked_viewer_is_told_to_get_new_keys_not_to_copy_its_certificate(
+        tmp_path: Path, procs) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP, users=())
+    r = run_cli("cert", "revoke", "viewer:viewer", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    start_store(procs, home)
+    code, checks, _ = doctor(home)
+    assert code == 1
+    status, finding, fix = checks["store/viewer"]
+    assert status == "FAIL" and "revoked" in finding, checks["store/viewer"]
+    assert "veilcam cert issue viewer:viewer" in fix
+    assert "does not help" in fix and not fix.startswith("copy identities/certs/viewer")

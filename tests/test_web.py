@@ -128,3 +128,58 @@ def test_unlocked_sessions_expire_when_idle_and_at_their_maximum_age() -> None:
     time.sleep(0.5)
     assert aged.get(token) is None  # in use, but past its maximum age
     assert aged.get("not-a-token") is None and aged.get(None) is None
+
+
+def _status_of(base: str, cookie: str = "") -> dict:
+    return json.loads(_get(base + "/api/status", cookie)[1])["cameras"][0]
+
+
+def _wait_status(base: str, ok, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cam = _status_of(base)
+        if ok(cam):
+            return cam
+        time.sleep(0.2)
+    raise AssertionError(f"status never satisfied the condition: {cam}")
+
+
+def test_renewed_camera_certificate_and_revoked_user_in_a_running_viewer(tmp_path: Path,
+                                                                         procs) -> None:
+    """Issue 17: a running web viewer reloads certificates as the store does (renewing a
+    camera certificate does not leave it on VERIFICATION FAILED), and a revoked user who
+    unlocks is told so, in the API and on the command line, instead of a bare success."""
+    from tests.conftest import run_cli
+
+    home = make_home(tmp_path, SAMPLE_CLIP, users=("alice", "bob"))
+    r = run_cli("revoke", "bob", "--camera", "cam1", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    port = Home(home).viewer_config().viewer.web_port
+    base = f"http://127.0.0.1:{port}"
+    camera = procs.start_web_pipeline(home)
+    cam = _wait_status(base, lambda c: c.get("verified") and c.get("seq", 0) > 10)
+    assert cam["stale"] is False and cam["age_s"] < 2  # a live pipeline is live
+
+    code, doc, _ = _post(base + "/api/unlock", {"user": "bob", "password": PASSWORD})
+    assert code == 200 and doc["unlocked"] is True
+    assert "cam1" in doc["no_grant"] and "revoked" in doc["warning"], doc
+    cookie = _post(base + "/api/unlock", {"user": "alice", "password": PASSWORD})
+    assert cookie[0] == 200 and cookie[1]["no_grant"] == {} and "warning" not in cookie[1]
+    r = run_cli("view", "--home", str(home), "--headless", "--out", str(tmp_path / "bob"),
+                "--frames", "3", "--user", "bob", "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    assert "unlocked as bob, but access to camera cam1 was revoked" in r.stderr, r.stderr
+
+    # renew the camera's certificate (new keys) while the viewer runs
+    camera.terminate()
+    camera.wait(timeout=15)
+    r = run_cli("cert", "issue", "camera:cam1", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+    procs.wait_for_log("store", "identities loaded", timeout=10)
+    time.sleep(1.5)  # the store re-reads certificates within a second
+    last = _status_of(base)["seq"]
+    procs.start("camera2", "camera", "--home", str(home), "--loop")
+    procs.wait_for_log("camera2", "new content-key epoch", timeout=60)
+    cam = _wait_status(base, lambda c: c.get("seq", 0) > last + 10, timeout=30)
+    assert cam["verified"], cam  # not VERIFICATION FAILED until a restart
+    assert "certificates or CRL changed: reloaded" in procs.log("viewer")

@@ -4,15 +4,18 @@ commands do). Runs where the admin (CA) key is."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from pathlib import Path
 
 from common.errors import VeilcamError
 from common.format import ZoneClass
 from common.grants import sign_grant, write_grant
-from common.home import Home
+from common.home import Home, issue_identity
 from common.keystore import create_keystore, parse_keystore
 from common.keywrap import key_id_of
+from common.passwordinput import check_password_strength
+from common.pki import build_crl, load_cert, save_crl
 from store_node.accounts import AccountStore
 
 
@@ -20,6 +23,7 @@ def add_user(home: Home, name: str, password: str) -> Path:
     """Create a user: keystore here, account on the store's directory, grants for every camera."""
     if home.keystore_path(name).exists():
         raise VeilcamError(f"user {name!r} already exists in {home.root}")
+    check_password_strength(password, name)  # WeakPasswordError says what to change
     ks = create_keystore(home.keystore_path(name), name, password)
     accounts = AccountStore(home.accounts_path, home.account_secret())
     try:
@@ -90,3 +94,97 @@ def _any_public_keys(home: Home, name: str) -> tuple[bytes, bytes]:
             doc = json.loads(existing.read_text())
             return bytes.fromhex(doc["public_key"]), bytes.fromhex(doc["pq_public_key"])
     raise VeilcamError(f"user {name!r} has no grant in {home.root}: nothing to revoke")
+
+
+def reseal_keystore(doc: dict, old_password: str, new_password: str) -> dict:
+    """The keystore ``doc`` with the same keys sealed under ``new_password`` (a fresh salt).
+    Raises KeystoreError if ``old_password`` does not open it, WeakPasswordError if the new
+    one breaks the policy. Built on common.keystore's own derivation, AAD and cipher."""
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from common.keystore import KdfParams, _aad, _b64, derive_secrets, keystore_kdf, unseal
+
+    identity = unseal(doc, derive_secrets(old_password, keystore_kdf(doc)).sealing_key)
+    if new_password == old_password:
+        raise VeilcamError("the new password is the same as the old one")
+    check_password_strength(new_password, doc["user"])
+    if identity.pq_private_key is None:
+        raise VeilcamError("the keystore has no post-quantum key: cannot re-seal it")
+    secret = identity.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption()) + identity.pq_private_key.private_bytes_raw()
+    kdf = KdfParams(os.urandom(16))
+    new = {k: v for k, v in doc.items() if k not in ("nonce", "ciphertext")}
+    new["kdf"] = kdf.to_json()
+    nonce = os.urandom(12)
+    sealing_key = derive_secrets(new_password, kdf).sealing_key
+    new["nonce"] = _b64(nonce)
+    new["ciphertext"] = _b64(AESGCM(sealing_key).encrypt(nonce, secret, _aad(new)))
+    return new
+
+
+def change_password(home: Home, name: str, old_password: str, new_password: str) -> Path:
+    """Re-seal ``name``'s keystore in this home under a new password (same keys, so every
+    grant and every archived epoch stays open to them). The store's account is not changed:
+    the store has no query for it yet (docs/GUIDE.md, 'Users')."""
+    import json as _json
+
+    from common.secretfiles import write_secret
+
+    path = home.keystore_path(name)
+    if not path.exists():
+        raise VeilcamError(f"no keystore of user {name!r} in {home.root} ({path})")
+    doc = parse_keystore(path.read_text("utf-8"), f"keystore {path}")
+    new = reseal_keystore(doc, old_password, new_password)
+    write_secret(path, (_json.dumps(new, indent=2) + "\n").encode("utf-8"))
+    return path
+
+
+def check_node_name(role: str, name: str) -> None:
+    """A node name follows the camera-id rules (it is a camera id, a certificate CN and part
+    of file names): 1-64 of [A-Za-z0-9_.-], starting with a letter or digit."""
+    from common.format import CAMERA_ID_RE
+
+    if not isinstance(name, str) or not CAMERA_ID_RE.fullmatch(name):
+        raise VeilcamError(f"invalid {role} name {name!r}: 1-64 characters of letters, digits, "
+                           "'_', '.', '-', starting with a letter or digit")
+
+
+def _write_crl(home: Home, revoked: set[int], superseded: dict[int, dt.datetime]) -> None:
+    save_crl(home.crl_path, build_crl(home.ca_key(), load_cert(home.ca_cert_path),
+                                      sorted(revoked), superseded))
+
+
+def reissue_identity(home: Home, role: str, name: str, days: float = 365) -> Path:
+    """New keys and certificate for a node. A certificate it replaces is kept (frames it
+    signed stay verifiable) but its validity ends now: the CRL lists its serial as
+    ``superseded`` with this time as invalidity date, so ``veilcam verify`` accepts the old
+    key only for frames captured before the re-issue."""
+    check_node_name(role, name)
+    home.ca_key()  # fail before anything changes if the admin key is not here
+    old = home.cert_path(role, name)
+    old_serial = load_cert(old).serial_number if old.exists() else None
+    ca = home.ca()
+    path = issue_identity(home, role, name, days)
+    if old_serial is not None:
+        superseded = dict(ca.superseded)
+        # the CRL holds whole seconds; the store takes up to a second to reload
+        # certificates, and archives what the old key signed meanwhile: 2 s of grace
+        end = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=2)
+        superseded.setdefault(old_serial, end)
+        _write_crl(home, set(ca.revoked), superseded)
+    return path
+
+
+def revoke_node(home: Home, role: str, name: str) -> int:
+    """Put a node's current certificate on the CRL (every use refused, also of what it signed
+    before); keeps the other entries, with their re-issue dates. Returns its serial."""
+    check_node_name(role, name)
+    cert = load_cert(home.cert_path(role, name))
+    ca = home.ca()
+    superseded = {s: at for s, at in ca.superseded.items() if s != cert.serial_number}
+    _write_crl(home, set(ca.revoked) | {cert.serial_number}, superseded)
+    return cert.serial_number

@@ -8,7 +8,6 @@ one line ``veilcam: error: ...`` and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -22,15 +21,13 @@ log = logging.getLogger("veilcam")
 EXIT_USAGE = 2
 
 
-def _read_password(args: argparse.Namespace) -> str:
-    if not args.password_stdin:
-        raise VeilcamError("give the password on standard input with --password-stdin "
-                           "(never as an argument: arguments are visible to other users)")
-    line = sys.stdin.readline()
-    password = line[:-1] if line.endswith("\n") else line
-    if not password:
-        raise VeilcamError("no password on standard input")
-    return password
+def _read_password(args: argparse.Namespace, prompt: str = "Password: ",
+                   confirm: bool = False) -> str:
+    """One password: without echo on a terminal (twice with ``confirm``), else one line of
+    standard input without its line ending (common.passwordinput)."""
+    from common.passwordinput import read_password
+
+    return read_password(args.password_stdin, prompt=prompt, confirm=confirm)
 
 
 # argparse types: a bad value is refused up front with what is wrong (exit 2, no traceback)
@@ -101,9 +98,26 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     from veilcam.admin import add_user
 
     home = open_home(args.home)
-    password = _read_password(args)
+    password = _read_password(args, f"New password for {args.name}: ", confirm=True)
     path = add_user(home, args.name, password)
     print(f"created user {args.name} (keystore {path}), granted every camera of {home.root}")
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    from common.home import check_user_name, open_home
+    from veilcam.admin import change_password
+
+    home = open_home(args.home)
+    check_user_name(args.name)
+    old = _read_password(args, f"Current password of {args.name}: ")
+    new = _read_password(args, f"New password for {args.name}: ", confirm=True)
+    path = change_password(home, args.name, old, new)
+    print(f"re-sealed {path} under the new password (same keys: grants and archived footage "
+          "stay open to the user)")
+    print(f"note: the store's account of {args.name} still opens with the OLD password (the "
+          "store has no password-change query yet), so log-ins from viewers (browser page, "
+          "--user) keep using the old one; see docs/GUIDE.md, 'Users'", file=sys.stderr)
     return 0
 
 
@@ -152,22 +166,27 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_cert(args: argparse.Namespace) -> int:
-    from common.home import issue_identity, open_home, revoke_identity
+    from common.home import open_home
+    from veilcam.admin import check_node_name, reissue_identity, revoke_node
 
     home = open_home(args.home)
     role, _, name = args.node.partition(":")
     if role not in ("camera", "store", "viewer") or not name:
         raise VeilcamError(f"name the node as ROLE:NAME (camera:door, viewer:viewer), "
                            f"not {args.node!r}")
+    check_node_name(role, name)
     if args.cert_command == "issue" and not 0 < args.days <= 36500:
         raise VeilcamError(f"--days must be more than 0 and at most 36500, not {args.days:g}")
     if args.cert_command == "revoke":
-        serial = revoke_identity(home, role, name)
+        serial = revoke_node(home, role, name)
         print(f"revoked the certificate of {role}:{name} (serial {serial:x}); nodes reload "
               "the revocation list within seconds")
     else:
-        path = issue_identity(home, role, name, args.days)
-        print(f"issued {path} (valid {args.days:g} days) with new keys for {role}:{name}")
+        replaced = home.cert_path(role, name).exists()
+        path = reissue_identity(home, role, name, args.days)
+        print(f"issued {path} (valid {args.days:g} days) with new keys for {role}:{name}"
+              + ("; the certificate it replaces is valid only for what it signed before now"
+                 if replaced else ""))
     return 0
 
 
@@ -229,57 +248,100 @@ def cmd_view(args: argparse.Namespace) -> int:
             if cameras is None and len(home.trusted_cameras().camera_ids) == 1:
                 cameras = home.trusted_cameras().camera_ids
         return run_headless(home, Path(args.out), args.frames, identity, cameras, args.timeout,
-                            stop, from_us)
+                            stop, from_us, args.max_age)
     if args.user:
         raise VeilcamError("in the browser viewer, unlock from the page (the password never "
                            "goes through the command line); --user is for --headless")
     from viewer.web import run_web
 
-    return run_web(home, host=args.host, port=args.port, stop=stop)
+    return run_web(home, host=args.host, port=args.port, stop=stop, max_age_s=args.max_age)
+
+
+EXIT_SELF_CERTIFIED = 3
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 intact under a trusted CA, 1 problems, 2 cannot run, 3 self-certified (an
+    evidence bundle checked without --trust: it verifies only against the CA it carries)."""
     from common.home import Home
+    from common.pki import ca_fingerprint, load_cert
     from store_node.audit import audit_archive, format_report
 
     target = Path(args.target).expanduser().resolve()
-    if (target / "config").is_dir():
-        home, archive = Home(target), None
-    elif args.trust:
-        home, archive = Home(Path(args.trust).expanduser().resolve()), target
+    is_bundle = (target / "manifest.json").exists()
+    if args.trust:
+        # trust anchors come from that home only, never from the target
+        home = Home(Path(args.trust).expanduser().resolve())
+        if is_bundle:
+            archive = target / "archive"
+        elif (target / "config").is_dir():
+            archive = Home(target).archive_dir()
+        else:
+            archive = target
+        if not (home.config_dir.is_dir() or home.ca_cert_path.exists()):
+            raise VeilcamError(f"--trust {home.root} is not a veilcam home")
+    elif (target / "config").is_dir():
+        home = Home(target)
+        archive = target / "archive" if is_bundle else home.archive_dir()
     else:
         raise VeilcamError(f"{target} is not a veilcam home; to verify a bare archive give "
                            "the home whose certificates to trust with --trust HOME")
     if not home.ca_cert_path.exists():
         raise VeilcamError(f"{home.root} has no deployment CA certificate "
                            f"({home.ca_cert_path})")
+    self_certified = is_bundle and not args.trust
+    ca_sha = ca_fingerprint(load_cert(home.ca_cert_path))
     trust = home.trusted_cameras(history=True)
-    archive = archive or home.archive_dir()
     from common.progress import Progress
 
     with Progress("verify", unit="bytes") as bar:  # a bar on a terminal, else a line per 10 s
         report = audit_archive(archive, trust, lambda done, total, records: bar.update(
             done, total, f"{records} records"))
-    bundle_problems = []
-    if (target / "manifest.json").exists():  # an evidence bundle: its files must match too
-        from viewer.export import check_bundle_files
+    bundle_problems: list[str] = []
+    video_note = ""
+    if is_bundle:  # an evidence bundle: its files must match too
+        from viewer.export import check_bundle_files, video_coverage_note
 
         bundle_problems = check_bundle_files(target)
-        ca_sha = hashlib.sha256(home.ca_cert_path.read_bytes()).hexdigest()
+        video_note = video_coverage_note(target)
+    intact = report.intact and not bundle_problems
+    if not intact:
+        verdict, code = "NOT_INTACT", 1
+    elif self_certified:
+        verdict, code = "SELF_CERTIFIED", EXIT_SELF_CERTIFIED
+    else:
+        verdict, code = "INTACT", 0
+    anchor = ("the CA carried by the bundle itself (no --trust)" if self_certified else
+              f"the CA of {home.root}" + (" (--trust)" if args.trust else
+                                          " (the home verified; no --trust)"))
     if args.json:
         doc = report.to_dict()
-        if (target / "manifest.json").exists():
+        doc.update(intact=intact, verdict=verdict, self_certified=self_certified,
+                   trust_anchor={"ca_sha256": ca_sha, "source": anchor,
+                                 "home": str(home.root)})
+        if is_bundle:
             doc.update(bundle_problems=bundle_problems, ca_sha256=ca_sha,
-                       intact=report.intact and not bundle_problems)
+                       video_covered_by_signatures=False, video_note=video_note)
         print(json.dumps(doc, indent=2))
+        return code
+    print(format_report(report, verdict=False))
+    for problem in bundle_problems:
+        print(f"  PROBLEM bundle: {problem}")
+    print(f"trust anchor: {anchor}, CA certificate SHA-256 (DER) {ca_sha}")
+    if video_note:
+        print(f"video: {video_note}")
+    if verdict == "NOT_INTACT":
+        print(f"NOT INTACT: {len(report.problems) + len(bundle_problems)} problem(s)")
+    elif verdict == "SELF_CERTIFIED":
+        print(f"SELF-CERTIFIED: every record verifies, but only against the CA the bundle "
+              f"carries itself (SHA-256 {ca_sha}), which anyone can make with 'veilcam init'. "
+              "Compare that fingerprint with the deployment's CA certificate, or verify with "
+              "--trust HOME (exit 3)")
     else:
-        print(format_report(report))
-        if (target / "manifest.json").exists():
-            for problem in bundle_problems:
-                print(f"  PROBLEM bundle: {problem}")
-            print(f"evidence bundle signed under the CA with SHA-256 {ca_sha}: compare it with "
-                  "the deployment's CA certificate")
-    return 0 if report.intact and not bundle_problems else 1
+        what = "evidence bundle records" if is_bundle else "every record"
+        print(f"INTACT: {what} verified under the CA {ca_sha[:16]}..., chains complete"
+              + ("; the video is not covered by the signatures (see above)" if is_bundle else ""))
+    return code
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -287,11 +349,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     from viewer.export import export
     from viewer.login import login
     from viewer.playback import parse_time
+    from viewer.private import make_private, private_umask
 
     home = open_home(args.home)
     identity = login(home, args.user, _read_password(args)) if args.user else None
-    manifest = export(home, args.camera, parse_time(args.from_), parse_time(args.to),
-                      Path(args.out), identity)
+    out = Path(args.out)
+    if identity:  # unlocked: the MP4 shows what the zones hide; owner-only (0600/0700)
+        with private_umask():
+            manifest = export(home, args.camera, parse_time(args.from_), parse_time(args.to),
+                              out, identity)
+        make_private(out)
+        make_private(out.with_name(out.name + ".bundle"))
+    else:
+        manifest = export(home, args.camera, parse_time(args.from_), parse_time(args.to), out,
+                          identity)
     print(f"wrote {args.out} ({manifest['frames']} frames, "
           f"{'unlocked for ' + identity.name if identity else 'redacted'}) and "
           f"{args.out}.bundle/ (verify it anywhere with 'veilcam verify {args.out}.bundle')")
@@ -338,22 +409,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("init", help="create a deployment home (configs, identities, archive)")
-    s.add_argument("home")
-    s.add_argument("--camera-id", default="cam1")
+    s.add_argument("home", help="the folder to create (must not hold a deployment yet)")
+    s.add_argument("--camera-id", default="cam1",
+                   help="id of the first camera: 1-64 letters, digits, '_', '.', '-' "
+                   "(default: cam1)")
     s.add_argument("--source", help="camera source (default: the bundled sample clip)")
     s.add_argument("--loop", action="store_true", help="loop a file source")
     s.add_argument("--port-base", type=_port_base, default=7700,
-                   help="store ports: ingest, relay, query = base, base+1, base+2")
-    s.add_argument("--web-port", type=_port, default=7780, help="browser viewer port")
+                   help="store ports: ingest, relay, query = base, base+1, base+2 "
+                   "(default: 7700)")
+    s.add_argument("--web-port", type=_port, default=7780,
+                   help="port of the browser viewer page on 127.0.0.1 (default: 7780)")
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("user", help="manage users")
     usub = s.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     u = usub.add_parser("add", help="create a user and grant every camera")
-    u.add_argument("name")
-    u.add_argument("--home", required=True)
-    u.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    u.add_argument("name", help="the user's name")
+    u.add_argument("--home", required=True, help=HELP_HOME)
+    u.add_argument("--password-stdin", action="store_true",
+                   help="read the new password from standard input (one line; on a terminal: "
+                   "asked twice, not echoed)")
     u.set_defaults(func=cmd_user_add)
+    u = usub.add_parser("passwd", help="change a user's password (re-seals their keystore in "
+                        "this home; the store's account keeps the old one, see docs/GUIDE.md)")
+    u.add_argument("name", help="the user's name")
+    u.add_argument("--home", required=True, help=HELP_HOME)
+    u.add_argument("--password-stdin", action="store_true",
+                   help="read the current password, then the new one, from standard input "
+                   "(one per line; on a terminal: asked without echo, the new one twice)")
+    u.set_defaults(func=cmd_user_passwd)
 
     s = sub.add_parser("register", help="register a user on the store (password from stdin)")
     s.add_argument("name")
@@ -372,9 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_grant)
 
     s = sub.add_parser("revoke", help="take a user's access to a camera away (admin)")
-    s.add_argument("name")
-    s.add_argument("--camera", required=True)
-    s.add_argument("--home", required=True)
+    s.add_argument("name", help="the user's name")
+    s.add_argument("--camera", required=True, help="the camera id")
+    s.add_argument("--home", required=True, help="the admin's home (holds the CA key)")
     s.set_defaults(func=cmd_revoke)
 
     s = sub.add_parser("cert", help="node certificates (admin)")
@@ -390,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_cert)
 
     s = sub.add_parser("store", help="run the store node")
-    s.add_argument("--home", required=True)
+    s.add_argument("--home", required=True, help=HELP_HOME)
     s.add_argument("--stats-out", type=_output_file,
                    help="at exit, write counters and per-stage timings (JSON)")
     s.add_argument("--metrics-port", type=_port_or_off, metavar="PORT",
@@ -398,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_store)
 
     s = sub.add_parser("camera", help="run the camera node")
-    s.add_argument("--home", required=True)
+    s.add_argument("--home", required=True, help=HELP_HOME)
     s.add_argument("--config", help="camera config (default: HOME/config/camera.toml)")
     s.add_argument("--source", help="device index, video file or rtsp/http URL")
     s.add_argument("--loop", action="store_true", help="loop a file source")
@@ -412,9 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_camera)
 
     s = sub.add_parser("view", help="run a viewer (browser page or headless)")
-    s.add_argument("--home", required=True)
+    s.add_argument("--home", required=True, help=HELP_HOME)
     s.add_argument("--user", help="unlock as this user (headless)")
-    s.add_argument("--password-stdin", action="store_true")
+    s.add_argument("--password-stdin", action="store_true", help=HELP_PASSWORD_STDIN)
     s.add_argument("--keystore", help="unlock offline with this keystore file instead of "
                    "logging in to the store")
     mode = s.add_mutually_exclusive_group()
@@ -429,23 +514,44 @@ def build_parser() -> argparse.ArgumentParser:
                    "(ISO 8601, unix seconds, or 'start') instead of the live stream")
     s.add_argument("--timeout", type=_seconds, default=120.0,
                    help="headless: give up after this many seconds")
+    s.add_argument("--max-age", type=_seconds, default=2.0, metavar="S",
+                   help="live: a frame captured more than S seconds ago (plus the clock "
+                   "difference with the store, measured at start) is marked STALE, not live "
+                   "(default: 2)")
     s.set_defaults(func=cmd_view)
 
-    s = sub.add_parser("verify", help="check every archived message (exit 0 only if intact)")
+    s = sub.add_parser(
+        "verify", help="check every archived message (exit 0 only if intact)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Re-verify an archive, a home's archive or an evidence bundle.",
+        epilog="exit codes:\n"
+               "  0  intact, under the CA of --trust HOME (or of the home verified)\n"
+               "  1  problems (each listed with its kind and position)\n"
+               "  2  cannot run (not a home, no CA certificate, bad arguments)\n"
+               "  3  self-certified: an evidence bundle verified without --trust; its records\n"
+               "     verify only against the CA it carries itself, whose SHA-256 is printed\n"
+               "     (compare it with the deployment's, or give --trust HOME)\n"
+               "The video of a bundle is derived from the verified frames and is NOT covered\n"
+               "by the signatures.")
     s.add_argument("target", metavar="HOME_OR_ARCHIVE")
-    s.add_argument("--trust", metavar="HOME", help="for a bare archive: the home whose CA "
-                   "and camera certificates to trust")
+    s.add_argument("--trust", metavar="HOME", help="the home whose CA, revocation list and "
+                   "camera certificates to trust (only those: the target's own certificates "
+                   "are ignored); needed for a bare archive and for evidence handed to you")
     s.add_argument("--json", action="store_true", help="machine-readable report")
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("export", help="a time range as MP4 + an evidence bundle")
-    s.add_argument("--home", required=True)
-    s.add_argument("--camera", required=True)
-    s.add_argument("--from", dest="from_", required=True, metavar="T1")
-    s.add_argument("--to", required=True, metavar="T2")
-    s.add_argument("--out", required=True, metavar="FILE.mp4")
+    s.add_argument("--home", required=True, help=HELP_HOME)
+    s.add_argument("--camera", required=True, help="the camera id")
+    s.add_argument("--from", dest="from_", required=True, metavar="T1",
+                   help="start: ISO 8601 (UTC unless it says otherwise) or unix seconds")
+    s.add_argument("--to", required=True, metavar="T2",
+                   help="end: ISO 8601 (UTC unless it says otherwise) or unix seconds")
+    s.add_argument("--out", required=True, metavar="FILE.mp4",
+                   help="the MP4 to write; the bundle goes to FILE.mp4.bundle/ (unlocked "
+                   "exports are owner-only)")
     s.add_argument("--user", help="unlock as this user (log-in on the store)")
-    s.add_argument("--password-stdin", action="store_true")
+    s.add_argument("--password-stdin", action="store_true", help=HELP_PASSWORD_STDIN)
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("models", help="manage detector models")
@@ -456,8 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="run store, camera (sample clip) and browser viewer")
     s.add_argument("--home", default="veilcam-demo", help="demo deployment folder")
-    s.add_argument("--port-base", type=_port_base, default=7700)
-    s.add_argument("--web-port", type=_port, default=7780)
+    s.add_argument("--port-base", type=_port_base, default=7700,
+                   help="store ports: ingest, relay, query = base, base+1, base+2 "
+                   "(default: 7700)")
+    s.add_argument("--web-port", type=_port, default=7780,
+                   help="port of the browser viewer page (default: 7780)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("config-docs", help="print the config reference (Markdown)")
@@ -466,13 +575,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("doctor", help="check a deployment; says how to fix what is wrong "
                        "(exit 1 if any check FAILs)")
-    s.add_argument("--home", required=True)
+    s.add_argument("--home", required=True, help=HELP_HOME)
     s.add_argument("--json", action="store_true", help="machine-readable report")
     s.add_argument("--timeout", type=_seconds, default=3.0, metavar="S",
                    help="seconds to wait for the store at each endpoint")
     s.set_defaults(func=cmd_doctor)
     _verbose_after_command(p)
+    _default_help(p)
     return p
+
+
+HELP_HOME = "the deployment folder (a veilcam home: config/, identities/, ...)"
+HELP_PASSWORD_STDIN = ("read the password from standard input (one line; on a terminal it is "
+                       "asked without echo)")
+# help for flags defined without one, by destination (every flag of every command has help)
+DEFAULT_HELP = {
+    "home": HELP_HOME,
+    "password_stdin": HELP_PASSWORD_STDIN,
+    "name": "the user's name",
+    "camera": "the camera id",
+    "node": "the node as ROLE:NAME (camera:door, viewer:laptop, store:store)",
+    "days": "how many days the certificate is valid (default: 365)",
+    "target": "a home, a bare archive folder (with --trust) or an evidence bundle "
+              "(FILE.mp4.bundle)",
+}
+
+
+def _default_help(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _default_help(subparser)
+        elif not action.help and action.dest in DEFAULT_HELP:
+            action.help = DEFAULT_HELP[action.dest]
 
 
 def _verbose_after_command(parser: argparse.ArgumentParser) -> None:

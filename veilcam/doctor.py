@@ -179,6 +179,39 @@ def _ephemeral_keys() -> tuple[bytes, bytes]:
     return curve_pair(X25519PrivateKey.generate())
 
 
+# --------------------------------------------------------------------------- clock
+
+class ClockUnknown(VeilcamError):
+    """The store's clock could not be read; ``fix`` says what to do."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+def measure_skew(link, timeout_s: float = 3.0,
+                 now: Callable[[], float] = time.time) -> tuple[float, float]:
+    """(store clock - this machine's clock, ± margin) in seconds, from the store's ``TIME``
+    query over ``link`` (a viewer.login.StoreLink). The doctor judges it; the viewer adds it to
+    the age a live frame may have (viewer/web.py, viewer/headless.py)."""
+    try:
+        t0 = now()
+        reply = link.request([b"TIME"], timeout_s=timeout_s)
+        t1 = now()
+    except VeilcamError as exc:
+        raise ClockUnknown(str(exc), "run doctor again; look at the store's log if it keeps "
+                           "failing") from None
+    if reply[0] != b"OK" or len(reply) < 2:
+        raise ClockUnknown("the store does not tell its time (a veilcam store older than "
+                           "'veilcam doctor')", "upgrade veilcam on the store")
+    try:
+        store_s = int(reply[1]) / 1e6
+    except ValueError:
+        raise ClockUnknown("the store's answer is not a time",
+                           "upgrade veilcam on the store") from None
+    return store_s - (t0 + t1) / 2, (t1 - t0) / 2
+
+
 # --------------------------------------------------------------------------- the doctor
 
 class Doctor:
@@ -227,7 +260,7 @@ class Doctor:
         if not self.check_home():
             return self.results
         checks = [self.check_configs, self.check_layout, self.check_permissions,
-                  self.check_source, self.check_model, self.check_certificates, self.check_ports,
+                  self.check_unneeded_keys, self.check_source, self.check_model, self.check_certificates, self.check_ports,
                   self.check_archive, self.check_store_links, self.check_clock]
         for check in checks:
             try:
@@ -369,17 +402,65 @@ class Doctor:
         self.add(OK, "permissions", f"{len(secrets)} secret file(s), each readable by its "
                  "owner only (0600)")
 
+    # -------------------------------------------------------------- keys held without need
+    def check_unneeded_keys(self) -> None:
+        """Private keys this machine's nodes never load: each is one more thing to steal. A
+        viewer or camera machine needs no CA key and no other node's key; the CA key beside a
+        store lets whoever takes the store add recipients and cameras (SECURITY.md)."""
+        home = self.home
+        needed = {p.resolve() for _, _, p in self._key_paths()}
+        if "camera" in self.cfg:  # the signing key too (_key_paths lists both camera keys)
+            cam = self.cfg["camera"].camera.id
+            needed.add(home.signing_key_path("camera", cam).resolve())
+        if "store" in self.cfg:
+            needed.add(home.signing_key_path("store", "store").resolve())
+        if "viewer" in self.cfg:
+            name = self.cfg["viewer"].viewer.identity
+            needed.add(home.signing_key_path("viewer", name).resolve())
+        runs = ", ".join(self.roles) or "nothing"
+        findings, fixes = [], []
+        if home.ca_key_path.exists():
+            if "store" in self.roles:
+                findings.append(f"the CA key {self.rel(home.ca_key_path)} is beside the store: "
+                                "whoever takes this machine can add recipients and cameras")
+                fixes.append(f"keep identities/ca/ca.key.pem on a separate admin machine and "
+                             f"delete it here ({GUIDE}, 'The pieces'); on a single machine "
+                             "this is the accepted risk of the one-home setup")
+            else:
+                findings.append(f"the CA key {self.rel(home.ca_key_path)} is on a machine that "
+                                f"runs only {runs}, which never uses it")
+                fixes.append(f"move identities/ca/ca.key.pem to the admin machine and delete it "
+                             f"here ({GUIDE}, 'What goes where')")
+        extra = []
+        for role in ROLES:
+            for path in sorted((home.root / "identities" / role).glob("*.key.pem")):
+                if path.resolve() not in needed:
+                    extra.append(path)
+        if extra:
+            findings.append(f"private key(s) no local node loads (this machine runs {runs}): "
+                            + ", ".join(self.rel(p) for p in extra))
+            fixes.append("delete them here (each belongs only on its own node's machine: "
+                         f"{GUIDE}, 'What goes where'): rm " + " ".join(_q(p) for p in extra))
+        if findings:
+            self.add(WARN, "keys", "; ".join(findings), "; ".join(fixes))
+        else:
+            self.add(OK, "keys", "no private key here that the local nodes do not need")
+
     # -------------------------------------------------------------- model
     def check_model(self) -> None:
         if "camera" not in self.cfg:
             return
+        import cv2
+
         from camera_node.models import (
             YUNET_FILENAME,
             YUNET_SHA256,
             find_yunet_model,
             model_cache_dir,
+            model_digest,
+            model_origin,
+            packaged_yunet_problem,
         )
-        from common.secretfiles import sha256_file
 
         faces = self.cfg["camera"].faces
         cfg_path = self.home.camera_config_path
@@ -391,42 +472,62 @@ class Doctor:
             return
         if faces.backend == "haar":
             self.add(WARN, "model", "faces.backend = 'haar': OpenCV's cascades miss more "
-                     "faces than YuNet", f"run 'veilcam models fetch', then set backend = "
-                     f"\"auto\" under [faces] in {cfg_path}")
+                     "faces than YuNet, whose model ships with veilcam",
+                     f"set backend = \"auto\" under [faces] in {cfg_path}")
             return
         try:
             path = find_yunet_model(faces.model)
         except VeilcamError as exc:
             self.add(FAIL, "model", f"{exc}: the camera will not start",
-                     f"run 'veilcam models fetch' and remove faces.model from {cfg_path} "
-                     "(the cache is used), or correct the path")
+                     f"correct the path, or remove faces.model from {cfg_path} (the model "
+                     "shipped with veilcam is used)")
+            return
+        if not hasattr(cv2, "FaceDetectorYN"):
+            self.add(FAIL, "model", f"this OpenCV build ({cv2.__version__}) has no "
+                     "cv2.FaceDetectorYN: the camera has no face detector and covers whole "
+                     "frames", "pip install 'opencv-python-headless>=4.8,<5'")
             return
         cache = model_cache_dir()
         if path is None:
-            fetch = (f"run 'veilcam models fetch' as the user the camera runs as (it "
-                     f"downloads YuNet into {cache} and checks the pinned sha256); offline: "
-                     f"copy {YUNET_FILENAME} there, or set faces.model in {cfg_path}")
-            if faces.backend == "yunet":
-                self.add(FAIL, "model", f"faces.backend = 'yunet' but no model in {cache}: "
-                         "the camera will not start", fetch)
-            else:
-                self.add(WARN, "model", f"no YuNet model in {cache}: the camera falls back to "
-                         "Haar cascades, which miss more faces (it says so in its log)", fetch)
+            self.add(FAIL, "model", f"{packaged_yunet_problem()}, and the cache {cache} has "
+                     "no model: the camera has no face detector and covers whole frames",
+                     "reinstall veilcam (pip install --force-reinstall), or run 'veilcam "
+                     "models fetch' as the user the camera runs as (it downloads YuNet into "
+                     "the cache and checks the pinned sha256)")
             return
-        digest = sha256_file(path)
+        cached = cache / YUNET_FILENAME
+        if not faces.model and cached.is_file() and cached != path:
+            self.add(WARN, "model", f"the cached model {cached} does not match the pinned "
+                     "sha256 (corrupt or replaced): passed over, the camera uses "
+                     f"{path}", f"run 'veilcam models fetch' (it replaces the file after "
+                     f"checking the hash), or delete {cached}")
+        digest = model_digest(path)
+        origin = model_origin(path, faces.model)
         if digest == YUNET_SHA256:
-            self.add(OK, "model", f"YuNet {path} (sha256 matches the pinned {YUNET_SHA256[:12]}"
-                     "...)")
+            where = {"package": "shipped with veilcam", "cache": "from the model cache",
+                     "faces.model": "faces.model"}[origin]
+            self.add(OK, "model", f"YuNet {path} ({where}; sha256 matches the pinned "
+                     f"{YUNET_SHA256[:12]}...)")
         elif faces.model:
+            try:
+                cv2.FaceDetectorYN.create(str(path), "", (320, 320))
+            except cv2.error as exc:
+                self.add(FAIL, "model", f"{path} (faces.model) does not load as a YuNet model "
+                         f"({str(exc).strip().splitlines()[-1]}): the camera will not start",
+                         f"remove faces.model from {cfg_path} (the model shipped with "
+                         "veilcam is used), or correct the path")
+                return
             self.add(WARN, "model", f"{path} (faces.model) is not the pinned YuNet 2023mar "
                      f"(sha256 {digest[:12]}..., expected {YUNET_SHA256[:12]}...)",
-                     f"if that is not deliberate, run 'veilcam models fetch' and remove "
-                     f"faces.model from {cfg_path}")
+                     f"if that is not deliberate, remove faces.model from {cfg_path} (the "
+                     "model shipped with veilcam is used)")
         else:
             self.add(FAIL, "model", f"the cached model {path} does not match the pinned "
                      f"sha256 (got {digest[:12]}..., expected {YUNET_SHA256[:12]}...): "
-                     "corrupt or replaced", "run 'veilcam models fetch' (it replaces the file "
-                     "after checking the hash)")
+                     "corrupt or replaced; the camera covers whole frames until it is "
+                     "replaced", f"run 'veilcam models fetch' (it replaces the file after "
+                     f"checking the hash), or delete {path} to use the model shipped with "
+                     "veilcam")
 
     # -------------------------------------------------------------- certificates
     def check_certificates(self) -> None:
@@ -792,11 +893,19 @@ class Doctor:
                     f"point {key} in {cfg_path} at the store's port (check the store's "
                     "store.*_bind), or stop the program holding that port")
         if probe.outcome == "refused_key":
+            if self._revoked_here(role, name):
+                return (FAIL, f"the store at {where} refused this {role}'s key: its "
+                        f"certificate {role}-{name}.crt is revoked (on the CRL)",
+                        "a revoked certificate cannot be made valid again, and copying it "
+                        f"anywhere does not help: {self.reissue(role, name)}, and copy the "
+                        f"new identities/certs/{role}-{name}.crt to the store")
             return (FAIL, f"the store at {where} refused this {role}'s key: its certificate "
                     f"{role}-{name}.crt is unknown, expired or revoked on the store machine",
-                    f"copy identities/certs/{role}-{name}.crt (as issued with these keys) to "
-                    "the store's home; the store reloads certificates within a second; check "
-                    "doctor on the store machine")
+                    f"if it was revoked (the store's CRL may be newer than this machine's), "
+                    f"{self.reissue(role, name)}; otherwise copy identities/certs/"
+                    f"{role}-{name}.crt (as issued with these keys) to the store's home (the "
+                    "store reloads certificates within a second); check doctor on the store "
+                    "machine")
         if probe.outcome == "wrong_server":
             return (FAIL, f"what answers at {where} does not hold the key of this home's store "
                     f"certificate ({probe.detail}): another deployment, an older store "
@@ -804,6 +913,18 @@ class Doctor:
                     "copy identities/certs/store-store.crt and identities/ca/ca.crt from the "
                     f"store's deployment, or fix {key} in {cfg_path}")
         return (FAIL, f"{where}: {probe.detail or probe.outcome}", f"correct {key} in {cfg_path}")
+
+    def _revoked_here(self, role: str, name: str) -> bool:
+        """Whether this machine's CRL lists the node's certificate."""
+        if self.ca is None:
+            return False
+        try:
+            self.ca.verify_node(load_cert(self.home.cert_path(role, name)), role)
+        except VerificationError as exc:
+            return exc.reason == "certificate_revoked"
+        except (VeilcamError, OSError, ValueError):
+            return False
+        return False
 
     # -------------------------------------------------------------- clock
     def check_clock(self) -> None:
@@ -820,25 +941,10 @@ class Doctor:
 
     def judge_clock(self, link, role: str) -> None:
         try:
-            t0 = self.now()
-            reply = link.request([b"TIME"], timeout_s=self.timeout_s)
-            t1 = self.now()
-        except VeilcamError as exc:
-            self.add(WARN, "clock", f"not measured: {exc}", "run doctor again; look at the "
-                     "store's log if it keeps failing")
+            skew, margin = measure_skew(link, self.timeout_s, self.now)
+        except ClockUnknown as exc:
+            self.add(WARN, "clock", f"not measured: {exc}", exc.fix)
             return
-        if reply[0] != b"OK" or len(reply) < 2:
-            self.add(WARN, "clock", "not measured: the store does not tell its time (a veilcam "
-                     "store older than 'veilcam doctor')", "upgrade veilcam on the store")
-            return
-        try:
-            store_s = int(reply[1]) / 1e6
-        except ValueError:
-            self.add(WARN, "clock", "not measured: the store's answer is not a time",
-                     "upgrade veilcam on the store")
-            return
-        skew = store_s - (t0 + t1) / 2
-        margin = (t1 - t0) / 2
         said = (f"this machine's clock is {abs(skew):.1f} s "
                 f"{'behind' if skew > 0 else 'ahead of'} the store's (±{margin:.2f} s)")
         fix = ("synchronise the clocks of this machine and the store with NTP ('timedatectl "

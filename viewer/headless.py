@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,20 +17,87 @@ from common.home import Home
 from common.keywrap import Identity
 from common.lifecycle import StopFlag
 from viewer.client import ReceivedFrame, RelayClient
+from viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
 from viewer.playback import ArchiveReader
+from viewer.private import private_umask
 from viewer.render import describe, render
-from viewer.unlock import Unlocker
+from viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, TrustReloader
+from viewer.unlock import Unlocker, no_grant_reason
 
 log = logging.getLogger("veilcam.viewer")
+
+REPEAT_LOG_S = 5.0  # a repeated verification failure is logged once per this many seconds
+
+
+class FailureLog:
+    """Frames that fail verification: the first of each reason is logged, then one summary
+    line per REPEAT_LOG_S with how many more (a camera signing with a key this viewer does not
+    trust fails every frame: 30 lines a second said nothing more than the first)."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.by_reason: Counter[str] = Counter()
+        self.example: dict[str, str] = {}
+        self._unlogged: Counter[str] = Counter()
+        self._last_log: dict[str, float] = {}
+
+    def add(self, got: ReceivedFrame) -> None:
+        reason = got.problem.split(":", 1)[0] or "unknown"
+        self.by_reason[reason] += 1
+        self.example.setdefault(reason, got.problem)
+        now = self.clock()
+        last = self._last_log.get(reason)
+        if last is None:
+            self._last_log[reason] = now
+            log.warning("frame %s#%d failed verification: %s", got.msg.camera_id,
+                        got.msg.header.seq, got.problem)
+            return
+        self._unlogged[reason] += 1
+        if now - last >= REPEAT_LOG_S:
+            self.flush(reason, now)
+
+    def flush(self, reason: str | None = None, now: float | None = None) -> None:
+        for r in ([reason] if reason else list(self._unlogged)):
+            if self._unlogged[r]:
+                log.warning("%d more frame(s) failed verification (%s) in the last %.0f s",
+                            self._unlogged[r], r, (now or self.clock()) - self._last_log[r])
+                self._unlogged[r] = 0
+                self._last_log[r] = now or self.clock()
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_reason.values())
+
+    def cause(self) -> str:
+        """The closing explanation when frames came but did not verify."""
+        reasons = ", ".join(f"{n} x {r}" for r, n in self.by_reason.most_common())
+        first = self.example[self.by_reason.most_common(1)[0][0]]
+        hint = "; " + OUTDATED_TRUST_HINT if set(self.by_reason) & OUTDATED_TRUST_REASONS else ""
+        return (f"{self.total} frame(s) arrived from the store but failed verification "
+                f"({reasons}; e.g. {first}){hint}")
 
 
 def run_headless(home: Home, out_dir: Path, n_frames: int, identity: Identity | None = None,
                  cameras: list[str] | None = None, timeout_s: float = 120.0,
-                 stop: StopFlag | None = None, from_us: int | None = None) -> int:
+                 stop: StopFlag | None = None, from_us: int | None = None,
+                 max_age_s: float = DEFAULT_MAX_AGE_S) -> int:
     """Write the first ``n_frames`` verified frames, live or (``from_us``) from the archive;
-    exit 0 when done, 1 on timeout (live) or when the archive holds fewer (playback)."""
+    exit 0 when done, 1 on timeout (live) or when the archive holds fewer (playback).
+
+    Live, each JSON line says the frame's ``age_s`` (seconds since capture, by this machine's
+    clock) and whether it is ``stale`` (older than ``max_age_s`` plus the clock difference with
+    the store): a store relaying old frames is visible. Everything written is owner-only."""
+    with private_umask():  # unlocked PNGs show what the zones hide: 0600, in a 0700 folder
+        return _run(home, out_dir, n_frames, identity, cameras, timeout_s, stop, from_us,
+                    max_age_s)
+
+
+def _run(home: Home, out_dir: Path, n_frames: int, identity: Identity | None,
+         cameras: list[str] | None, timeout_s: float, stop: StopFlag | None,
+         from_us: int | None, max_age_s: float) -> int:
     cfg = home.viewer_config().viewer
     stop = stop or StopFlag()
+    freshness: Freshness | None = None
     if from_us is not None:
         if not cameras or len(cameras) != 1:
             raise VeilcamError("playback (--from) needs exactly one --camera")
@@ -37,12 +106,15 @@ def run_headless(home: Home, out_dir: Path, n_frames: int, identity: Identity | 
         where = f"the archive of {cameras[0]} from {from_us / 1e6:.3f}"
     else:
         client = RelayClient(home, cameras)
+        reloader = TrustReloader(home, client)
+        freshness = Freshness.measured(home, max_age_s)
         deadline = time.monotonic() + timeout_s
 
         def live() -> Iterator[ReceivedFrame]:
             while not stop.is_set():
                 if time.monotonic() > deadline:
                     return
+                reloader.poll()  # renewed or revoked certificates, as the store does
                 got = client.receive(timeout_ms=200)
                 if got is not None:
                     yield got
@@ -50,9 +122,11 @@ def run_headless(home: Home, out_dir: Path, n_frames: int, identity: Identity | 
         source, lookup, close = live(), client.envelope, client.close
         where = cfg.relay
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     unlocker = Unlocker(identity, lookup) if identity else None
-    written = 0
+    written = stale = 0
+    failures = FailureLog()
+    warned_no_grant: set[str] = set()
     log.info("headless viewer: waiting for %d frame(s) from %s (%s)", n_frames, where,
              f"unlocked as {identity.name}" if identity else "public")
     try:
@@ -61,26 +135,49 @@ def run_headless(home: Home, out_dir: Path, n_frames: int, identity: Identity | 
                 if stop.is_set():
                     break
                 if not got.verified:
-                    log.warning("frame %s#%d failed verification: %s", got.msg.camera_id,
-                                got.msg.header.seq, got.problem)
+                    failures.add(got)
                     jsonl.write(json.dumps(describe(got.msg, False, None, got.problem)) + "\n")
                     continue
                 shown = render(got.msg, unlocker)
                 path = out_dir / f"{got.msg.header.seq}.png"
                 if not cv2.imwrite(str(path), shown.image):
                     raise VeilcamError(f"cannot write {path}")
-                jsonl.write(json.dumps(describe(got.msg, True, shown)) + "\n")
+                os.chmod(path, 0o600)
+                line = describe(got.msg, True, shown)
+                if freshness is not None:  # live only: playback is old by definition
+                    line.update(freshness.judge(got.msg.header.capture_time_us))
+                    if line["stale"]:
+                        stale += 1
+                        if stale == 1:
+                            log.warning("frame %s#%d is %.1f s old (captured %s): the store "
+                                        "relays old frames, or a clock is wrong; marked stale",
+                                        got.msg.camera_id, got.msg.header.seq, line["age_s"],
+                                        time.strftime("%Y-%m-%d %H:%M:%S",
+                                                      time.localtime(line["capture_time_us"]
+                                                                     / 1e6)))
+                jsonl.write(json.dumps(line) + "\n")
                 jsonl.flush()
+                camera = got.msg.camera_id
+                if unlocker and camera in unlocker.no_grant and camera not in warned_no_grant:
+                    warned_no_grant.add(camera)
+                    log.warning("unlocked as %s, but %s", unlocker.user,
+                                no_grant_reason(home, unlocker.user, camera))
                 written += 1
                 if written >= n_frames:
                     break
     finally:
+        failures.flush()
         close()
-    log.info("headless viewer: wrote %d frame(s) to %s", written, out_dir)
+    log.info("headless viewer: wrote %d frame(s) to %s%s", written, out_dir,
+             f" ({stale} stale)" if stale else "")
     if written < n_frames and not stop.is_set():
-        log.error("only %d of %d frame(s) %s", written, n_frames,
-                  "in the archive from that time" if from_us is not None else
-                  f"arrived within {timeout_s:.0f} s; is the store at {cfg.relay} running "
-                  "and a camera sending?")
+        if from_us is not None:
+            log.error("only %d of %d frame(s) in the archive from that time", written, n_frames)
+        elif failures.total:
+            log.error("only %d of %d frame(s) verified within %.0f s: %s", written, n_frames,
+                      timeout_s, failures.cause())
+        else:
+            log.error("only %d of %d frame(s) arrived within %.0f s; is the store at %s running "
+                      "and a camera sending?", written, n_frames, timeout_s, cfg.relay)
         return 1
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import secrets
 import shutil
 import threading
@@ -33,10 +34,13 @@ from common.home import Home, check_user_name
 from common.lifecycle import StopFlag
 from viewer.client import ReceivedFrame, RelayClient
 from viewer.export import export
+from viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
 from viewer.login import LOGIN_FAILED, login
 from viewer.playback import ArchiveReader, parse_time
+from viewer.private import make_private, private_dir, private_umask
 from viewer.render import describe, render
-from viewer.unlock import Unlocker
+from viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, TrustReloader
+from viewer.unlock import Unlocker, no_grant_reason
 
 log = logging.getLogger("veilcam.web")
 
@@ -54,18 +58,26 @@ class Latest:
 class FrameHub:
     """One thread receives and verifies the relay; handlers wait on ``cond`` for new frames."""
 
-    def __init__(self, home: Home, stop: StopFlag) -> None:
+    def __init__(self, home: Home, stop: StopFlag, max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
+        self.home = home
         self.client = RelayClient(home)
         self.cameras = self.client.trust.camera_ids
         self.latest: dict[str, Latest] = {}
         self.cond = threading.Condition()
         self.stop = stop
         self.counter = 0
+        self.max_age_s = max_age_s
+        self.freshness = Freshness(max_age_s)  # until the store's clock is measured
+        self.reloader = TrustReloader(home, self.client)
         self.thread = threading.Thread(target=self._run, name="relay", daemon=True)
 
     def _run(self) -> None:
         try:
+            # the store's clock, once (at most 2 s; a store that does not answer: no allowance)
+            self.freshness = Freshness.measured(self.home, self.max_age_s)
             while not self.stop.is_set():
+                if self.reloader.poll():  # renewed or revoked certificates, as the store does
+                    self.cameras = self.client.trust.camera_ids
                 try:
                     got = self.client.receive(timeout_ms=200)
                 except TransportError as exc:
@@ -121,24 +133,54 @@ class Sessions:
             self._by_token[token] = Session(unlocker, now, now)
         return token
 
+    def _expired(self, session: Session, now: float) -> bool:
+        return now - session.used > self.idle_s or now - session.created > self.max_s
+
+    def sweep(self) -> int:
+        """End every expired session now, dropping its keys (not only when its cookie comes
+        back): called on every request and by a timer. Returns how many ended."""
+        now = time.monotonic()
+        with self._lock:
+            ended = [(t, s) for t, s in self._by_token.items() if self._expired(s, now)]
+            for token, _ in ended:
+                del self._by_token[token]
+        for _, session in ended:
+            log.info("session of user %s expired; locked", session.unlocker.user)
+            session.unlocker.forget()
+        return len(ended)
+
     def get(self, token: str | None) -> Unlocker | None:
+        self.sweep()
         if not token:
             return None
-        now = time.monotonic()
         with self._lock:
             session = self._by_token.get(token)
             if session is None:
                 return None
-            if now - session.used > self.idle_s or now - session.created > self.max_s:
-                del self._by_token[token]
-                log.info("session of user %s expired; locked", session.unlocker.user)
-                return None
-            session.used = now
+            session.used = time.monotonic()
             return session.unlocker
+
+    def owns(self, token: str | None, owner: str) -> bool:
+        """Whether ``token`` is the live session ``owner`` (a token) names."""
+        return (bool(token) and bool(owner)
+                and secrets.compare_digest(token.encode(), owner.encode())
+                and self.get(token) is not None)
 
     def drop(self, token: str | None) -> None:
         with self._lock:
-            self._by_token.pop(token or "", None)
+            session = self._by_token.pop(token or "", None)
+        if session is not None:
+            session.unlocker.forget()
+
+    def start_sweeper(self, stop: StopFlag, every_s: float = 30.0) -> threading.Thread:
+        """A timer that ends expired sessions even when no request comes."""
+        def run() -> None:
+            while not stop.wait(every_s):
+                self.sweep()
+
+        thread = threading.Thread(target=run, name="session-sweeper", daemon=True)
+        thread.start()
+        return thread
 
 
 @dataclass
@@ -148,6 +190,7 @@ class ExportJob:
     job_id: str
     camera: str
     video: Path
+    owner: str = ""  # the session token that started an unlocked export ("" for redacted)
     state: str = "running"  # running | done | failed
     done: int = 0
     total: int = 0
@@ -174,16 +217,17 @@ class Exports:
         self._one_at_a_time = threading.Lock()
         self._zip_lock = threading.Lock()
 
-    def start(self, camera: str, from_us: int, to_us: int, identity) -> ExportJob:
+    def start(self, camera: str, from_us: int, to_us: int, identity,
+              owner: str = "") -> ExportJob:
         stamp = dt.datetime.fromtimestamp(from_us / 1e6, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)  # owner-only: unlocked exports show what the zones hide
         base = f"{camera}-{stamp}-{(to_us - from_us) // 1_000_000}s"
         video = self.folder / f"{base}.mp4"
         n = 1
         while video.exists() or video.with_name(video.name + ".bundle").exists():
             n += 1
             video = self.folder / f"{base}-{n}.mp4"
-        job = ExportJob(secrets.token_urlsafe(12), camera, video)
+        job = ExportJob(secrets.token_urlsafe(12), camera, video, owner if identity else "")
         with self._lock:
             if len(self.jobs) >= self.MAX_KEPT:
                 finished = [j for j in self.jobs.values() if j.state != "running"]
@@ -198,10 +242,12 @@ class Exports:
         def progress(done: int, total: int) -> None:
             job.done, job.total = done, total
 
-        with self._one_at_a_time:
+        with self._one_at_a_time, private_umask():
             try:
                 job.manifest = export(self.home, job.camera, from_us, to_us, job.video,
                                       identity, progress)
+                make_private(job.video)
+                make_private(job.video.with_name(job.video.name + ".bundle"))
                 job.done = job.total = job.manifest["frames"]
                 job.state = "done"
                 log.info("exported %d frame(s) of %s to %s (+ .bundle)", job.done, job.camera,
@@ -222,7 +268,9 @@ class Exports:
             if target.exists():
                 return target
             partial = target.with_name(target.name + ".part")
-            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+            partial.unlink(missing_ok=True)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
                 # the manifest names the video beside the bundle
                 zf.write(job.video, job.video.name, compress_type=zipfile.ZIP_STORED)
                 for f in sorted(bundle.rglob("*")):
@@ -241,12 +289,14 @@ class ViewerServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.home, self.hub, self.jpeg_quality = home, hub, jpeg_quality
         self.sessions = Sessions(session_idle_s, session_max_s)
+        self.sessions.start_sweeper(hub.stop, max(1.0, min(30.0, session_idle_s / 4)))
         self.exports = Exports(home, export_dir)
 
 
 class Handler(BaseHTTPRequestHandler):
     server: ViewerServer
     protocol_version = "HTTP/1.1"
+    head_only = False  # HEAD: the GET answer's status and headers, without its body
 
     def log_message(self, fmt: str, *args) -> None:  # route through our logging, quietly
         log.debug("%s %s", self.address_string(), fmt % args)
@@ -269,7 +319,8 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(body)
+        if not self.head_only:
+            self.wfile.write(body)
 
     def _json(self, status: int, doc: object, headers: dict | None = None) -> None:
         self._send(status, json.dumps(doc).encode(), "application/json", headers)
@@ -286,6 +337,13 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     # ------------------------------------------------------------------ routes
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.head_only = True
+        try:
+            self.do_GET()
+        finally:
+            self.head_only = False
+
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         if not self._host_ok():
             return
@@ -301,7 +359,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path.startswith("/api/timeline/"):
             self._timeline(path[len("/api/timeline/"):])
         elif path.startswith("/api/export/"):
-            job = self.server.exports.get(path[len("/api/export/"):])
+            job = self._own_job(path[len("/api/export/"):])
             if job is None:
                 self._json(404, {"error": "no such export"})
             else:
@@ -360,10 +418,31 @@ class Handler(BaseHTTPRequestHandler):
             message = str(exc) if "try again" in str(exc) else LOGIN_FAILED
             self._json(429 if "try again" in message else 401, {"error": message})
             return
-        token = self.server.sessions.create(Unlocker(identity, self.server.hub.envelope_lookup))
-        log.info("user %s unlocked the viewer", identity.name)
-        self._json(200, {"unlocked": True, "user": identity.name},
+        unlocker = Unlocker(identity, self.server.hub.envelope_lookup)
+        token = self.server.sessions.create(unlocker)
+        no_grant = self._no_grant(unlocker)
+        doc = {"unlocked": True, "user": identity.name, "no_grant": no_grant}
+        if no_grant:
+            doc["warning"] = (f"unlocked as {identity.name}, but " + "; ".join(no_grant.values()))
+            log.warning("user %s unlocked the viewer, but %s", identity.name,
+                        "; ".join(no_grant.values()))
+        else:
+            log.info("user %s unlocked the viewer", identity.name)
+        self._json(200, doc,
                    {"Set-Cookie": f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"})
+
+    def _no_grant(self, unlocker: Unlocker) -> dict[str, str]:
+        """Cameras whose current epoch this user cannot open (revoked or never granted),
+        with the reason to show; cameras whose key envelope is not known yet are left out."""
+        out = {}
+        for camera in self.server.hub.cameras:
+            latest = self.server.hub.latest.get(camera)
+            if latest is None or not latest.received.verified:
+                continue
+            unlocker.keys_for(camera, latest.received.msg.header.epoch_id)
+            if camera in unlocker.no_grant:
+                out[camera] = no_grant_reason(self.server.home, unlocker.user, camera)
+        return out
 
     def _query(self) -> dict[str, str]:
         query = parse_qs(self.path.split("?", 1)[1]) if "?" in self.path else {}
@@ -416,15 +495,25 @@ class Handler(BaseHTTPRequestHandler):
             return
         session = self._unlocker()
         job = self.server.exports.start(camera, from_us, to_us,
-                                        session.identity if session else None)
+                                        session.identity if session else None,
+                                        self._session_token() or "")
         log.info("export %s of %s started (%s)", job.job_id, camera,
                  f"unlocked for {session.user}" if session else "redacted")
         self._json(202, job.as_json())
 
+    def _own_job(self, job_id: str) -> ExportJob | None:
+        """The export, if this request may see it: an unlocked export belongs to the session
+        that started it (and ends with it: Lock or expiry); a redacted one to anyone here."""
+        job = self.server.exports.get(job_id)
+        if job is None or (job.owner and not self.server.sessions.owns(self._session_token(),
+                                                                        job.owner)):
+            return None
+        return job
+
     def _download(self, rest: str) -> None:
         """/exports/JOB/video.mp4 or /exports/JOB/bundle.zip of a finished export."""
         job_id, _, what = rest.partition("/")
-        job = self.server.exports.get(job_id)
+        job = self._own_job(job_id)
         if job is None or job.state != "done" or what not in ("video.mp4", "bundle.zip"):
             self._json(404, {"error": "no such finished export"})
             return
@@ -438,6 +527,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Disposition", f'attachment; filename="{path.name}"')
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
+        if self.head_only:
+            return
         try:
             with open(path, "rb") as fh:
                 shutil.copyfileobj(fh, self.wfile, 2**20)
@@ -454,13 +545,22 @@ class Handler(BaseHTTPRequestHandler):
             if latest:
                 d = describe(latest.received.msg, latest.received.verified, None,
                              latest.received.problem)
+                # a validly signed frame is not a live one: judge its capture time too
                 entry.update(live=time.time() - latest.at < 5, seq=d["seq"],
                              verified=d["verified"], zones=len(d["zones"]),
-                             width=d["width"], height=d["height"], problem=d.get("problem", ""))
+                             width=d["width"], height=d["height"], problem=d.get("problem", ""),
+                             capture_time_us=d["capture_time_us"],
+                             max_age_s=round(hub.freshness.allowed_s, 3),
+                             **hub.freshness.judge(d["capture_time_us"]))
+                if entry["problem"].split(":", 1)[0] in OUTDATED_TRUST_REASONS:
+                    entry["hint"] = OUTDATED_TRUST_HINT
                 if unlocker:
                     keys = unlocker.keys_for(camera, latest.received.msg.header.epoch_id)
                     entry["unlockable"] = bool(keys)
-                    entry["unlock_problem"] = unlocker.last_problem
+                    entry["unlock_problem"] = (
+                        no_grant_reason(self.server.home, unlocker.user, camera)
+                        if camera in unlocker.no_grant and not keys else
+                        "" if keys else unlocker.last_problem)
             cameras.append(entry)
         self._json(200, {"user": unlocker.user if unlocker else None, "cameras": cameras})
 
@@ -485,12 +585,17 @@ class Handler(BaseHTTPRequestHandler):
                          + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
         self.wfile.flush()
 
-    def _start_multipart(self) -> None:
+    def _start_multipart(self) -> bool:
+        """Send the stream's headers; False for HEAD (no parts follow)."""
         self.send_response(200)
         self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=veilcamframe")
         self.send_header("Cache-Control", "no-store")
         self.send_header("Connection", "close")
         self.end_headers()
+        if self.head_only:
+            self.close_connection = True
+            return False
+        return True
 
     def _playback(self, camera: str, when: str) -> None:
         """The archive from ``when``, at the pace it was recorded; unlocked for a session."""
@@ -505,7 +610,9 @@ class Handler(BaseHTTPRequestHandler):
         token = self._session_token()
         session = self.server.sessions.get(token)
         unlocker = Unlocker(session.identity, reader.envelope) if session else None
-        self._start_multipart()
+        if not self._start_multipart():
+            reader.close()
+            return
         started, first_us = time.monotonic(), None
         try:
             for got in reader.frames():
@@ -538,7 +645,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": f"unknown camera {camera!r}"})
             return
         token = self._session_token()
-        self._start_multipart()
+        if not self._start_multipart():
+            return
         counter = 0
         hub = self.server.hub
         try:
@@ -556,12 +664,18 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def run_web(home: Home, host: str | None = None, port: int | None = None,
-            stop: StopFlag | None = None) -> int:
+            stop: StopFlag | None = None, max_age_s: float = DEFAULT_MAX_AGE_S) -> int:
+    with private_umask():  # exports and zips: owner-only, whatever the caller's umask
+        return _run_web(home, host, port, stop, max_age_s)
+
+
+def _run_web(home: Home, host: str | None, port: int | None, stop: StopFlag | None,
+             max_age_s: float) -> int:
     cfg = home.viewer_config().viewer
     host = host or cfg.web_host
     port = cfg.web_port if port is None else port
     stop = stop or StopFlag()
-    hub = FrameHub(home, stop)
+    hub = FrameHub(home, stop, max_age_s)
     try:
         server = ViewerServer((host, port), home, hub, cfg.jpeg_quality,
                               home.resolve(cfg.export_dir), cfg.session_idle_minutes * 60,

@@ -4,7 +4,8 @@
 // connections per host, so a grid of more than GRID_MJPEG_MAX cameras refreshes snapshots
 // instead of holding one stream per camera; the camera page always gets the full-rate stream.
 // Unlocking posts the credentials once; the viewer process answers with an HttpOnly cookie, and
-// keys stay in that process.
+// keys stay in that process. Data (camera ids, messages from the server) only ever reaches the
+// page as text (textContent, attributes): never as HTML.
 const GRID_MJPEG_MAX = 4;
 const SNAPSHOT_MS = 250;
 
@@ -38,20 +39,45 @@ function clock(ms) {
   return new Date(ms).toLocaleString();
 }
 
+function el(tag, props, ...children) {
+  // a DOM element with properties and children (elements or text): no HTML parsing
+  const node = document.createElement(tag);
+  Object.assign(node, props || {});
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function freshnessText(cam) {
+  // capture time and age of the latest live frame, by this machine's clock
+  if (cam.capture_time_us === undefined) return "";
+  const age = cam.age_s < 10 ? cam.age_s.toFixed(1) : Math.round(cam.age_s);
+  return `captured ${clock(cam.capture_time_us / 1000)} (${age} s ago)`;
+}
+
 // ------------------------------------------------------------------ grid
 function card(camera) {
   if (cards.has(camera)) return cards.get(camera);
-  const el = document.createElement("a");
-  el.className = "camera";
-  el.href = `#camera/${encodeURIComponent(camera)}`;
-  el.innerHTML = `<img alt="camera ${camera}"><div class="info"><strong></strong>
-    <span class="badge sig waiting">waiting</span><span class="zones"></span>
-    <span class="seq"></span><span class="note"></span></div>`;
-  el.querySelector("strong").textContent = camera;
-  el.dataset.camera = camera;
-  grid.appendChild(el);
-  cards.set(camera, el);
-  return el;
+  const a = el("a", {className: "camera", href: `#camera/${encodeURIComponent(camera)}`},
+    el("img", {alt: `camera ${camera}`}),
+    el("div", {className: "info"},
+      el("strong", {textContent: camera}),
+      el("span", {className: "badge sig waiting", textContent: "waiting"}),
+      el("span", {className: "badge fresh", hidden: true}),
+      el("span", {className: "zones"}), el("span", {className: "seq"}),
+      el("span", {className: "age"}), el("span", {className: "note"})));
+  a.dataset.camera = camera;
+  grid.appendChild(a);
+  cards.set(camera, a);
+  return a;
+}
+
+function paintFresh(badge, cam) {
+  // STALE: the frame verifies, but it was captured too long ago to be called live
+  const stale = !!(cam.live && cam.stale);
+  badge.hidden = !stale;
+  badge.textContent = stale ? "STALE" : "";
+  badge.className = stale ? "badge fresh stale-badge" : "badge fresh";
+  badge.title = stale ? `captured ${cam.age_s} s ago (live allows ${cam.max_age_s} s)` : "";
 }
 
 function gridUsesMjpeg() {
@@ -91,7 +117,7 @@ function stopGridStreams() {
 function paintSig(sig, cam) {
   if (!cam.live) { sig.textContent = "no signal"; sig.className = "badge sig waiting"; sig.title = ""; }
   else if (cam.verified) { sig.textContent = "signature verified"; sig.className = "badge sig verified"; sig.title = ""; }
-  else { sig.textContent = "VERIFICATION FAILED"; sig.className = "badge sig failed"; sig.title = cam.problem; }
+  else { sig.textContent = "VERIFICATION FAILED"; sig.className = "badge sig failed"; sig.title = cam.hint ? `${cam.problem}; ${cam.hint}` : cam.problem; }
 }
 
 // ------------------------------------------------------------------ camera page
@@ -99,15 +125,26 @@ function reloadCameraStream() {
   const cam = encodeURIComponent(current);
   const from = playbackFrom ? `&from=${encodeURIComponent(playbackFrom)}` : "";
   $("cam-stream").src = `/stream/${cam}.mjpg?t=${Date.now()}${from}`;
+  paintMode(null);
+  drawCursor();
+}
+
+function paintMode(cam) {
+  // LIVE only while the latest frame is fresh; STALE when a verified frame is old
   const mode = $("cam-mode");
   if (playbackFrom) {
     mode.textContent = `PLAYBACK from ${clock(Date.parse(playbackFrom))}`;
     mode.className = "badge playback-badge";
+    mode.title = "";
+  } else if (cam && cam.live && cam.stale) {
+    mode.textContent = "STALE";
+    mode.className = "badge stale-badge";
+    mode.title = `the latest frame was captured ${cam.age_s} s ago (live allows ${cam.max_age_s} s)`;
   } else {
     mode.textContent = "LIVE";
     mode.className = "badge live-badge";
+    mode.title = "";
   }
-  drawCursor();
 }
 
 function playFrom(ms) {
@@ -280,15 +317,19 @@ async function refresh() {
   const before = cards.size;
   cameras = status.cameras;
   for (const cam of cameras) {
-    const el = card(cam.camera);
-    paintSig(el.querySelector(".sig"), cam);
-    el.querySelector(".zones").textContent = cam.zones !== undefined ? `${cam.zones} zone(s)` : "";
-    el.querySelector(".seq").textContent = cam.seq !== undefined ? `#${cam.seq}` : "";
-    el.querySelector(".note").textContent = status.user && cam.unlock_problem ? cam.unlock_problem : "";
+    const c = card(cam.camera);
+    paintSig(c.querySelector(".sig"), cam);
+    paintFresh(c.querySelector(".fresh"), cam);
+    c.querySelector(".zones").textContent = cam.zones !== undefined ? `${cam.zones} zone(s)` : "";
+    c.querySelector(".seq").textContent = cam.seq !== undefined ? `#${cam.seq}` : "";
+    c.querySelector(".age").textContent = freshnessText(cam);
+    c.querySelector(".note").textContent = status.user && cam.unlock_problem ? cam.unlock_problem : "";
     if (cam.camera === current) {
       paintSig($("cam-sig"), cam);
+      if (!playbackFrom) paintMode(cam);
       $("cam-zones").textContent = cam.zones !== undefined ? `${cam.zones} zone(s)` : "";
       $("cam-seq").textContent = cam.seq !== undefined ? `#${cam.seq}` : "";
+      $("cam-age").textContent = playbackFrom ? "" : freshnessText(cam);
       $("cam-note").textContent = status.user && cam.unlock_problem ? cam.unlock_problem : "";
     }
   }
@@ -307,7 +348,7 @@ $("unlock-form").addEventListener("submit", async (ev) => {
   });
   pw.value = "";
   const doc = await resp.json();
-  if (resp.ok) { say(`unlocked as ${doc.user}`, true); reloadAll(); }
+  if (resp.ok) { say(doc.warning || `unlocked as ${doc.user}`, !doc.warning); reloadAll(); }
   else say(doc.error || "unlock failed", false);
   refresh();
 });
@@ -315,6 +356,8 @@ $("unlock-form").addEventListener("submit", async (ev) => {
 $("lock").addEventListener("click", async () => {
   await fetch("/api/lock", {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
   say("locked", true);
+  // an unlocked export's downloads belong to the session that just ended
+  $("exp-video").hidden = $("exp-bundle").hidden = true;
   reloadAll();
   refresh();
 });

@@ -1,0 +1,43 @@
+"""Owner-only output: what a viewer writes after decrypting (unlocked PNGs, MP4 exports, the
+export zip) is as sensitive as the keys that opened it, so it is created 0600 in 0700 folders,
+whatever the process umask."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+PRIVATE_UMASK = 0o077
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files and folders created meanwhile (by this process, any thread) are owner-only."""
+    old = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) 0700; an existing folder is made 0700 too."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def make_private(path: Path) -> None:
+    """chmod 0600 a file, or 0700 a folder and 0600/0700 everything under it."""
+    path = Path(path)
+    if path.is_dir():
+        os.chmod(path, 0o700)
+        for child in path.rglob("*"):
+            if child.is_symlink():
+                continue
+            os.chmod(child, 0o700 if child.is_dir() else 0o600)
+    elif path.exists():
+        os.chmod(path, 0o600)
