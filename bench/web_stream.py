@@ -36,7 +36,7 @@ from bench.harness import (  # noqa: E402
     veilcam_cmd,
 )
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "web stream pass phrase 42"
 
 
 def published(metrics_port: int) -> float:
