@@ -66,6 +66,17 @@ class EncodeSettings:
     zone_jpeg_quality: int = 95
 
 
+TINY_ZONE_PX = 48 * 48  # zones up to this area travel as PNG when the codec is JPEG
+
+
+def zone_codec(zone: Zone, settings: EncodeSettings) -> ImageCodec:
+    """The configured zone codec, except that tiny zones go lossless (PNG): JPEG's 8x8 blocks
+    and headers cost a tiny crop its fidelity (under 40 dB PSNR) and save nothing there."""
+    if settings.zone_codec == ImageCodec.JPEG and zone.w * zone.h <= TINY_ZONE_PX:
+        return ImageCodec.PNG
+    return settings.zone_codec
+
+
 def protect_frame(frame: np.ndarray, zones: list[Zone], *, camera_id: str, seq: int,
                   capture_time_us: int, epoch: Epoch, prev_digest: bytes,
                   redactor: Redactor, settings: EncodeSettings,
@@ -78,8 +89,10 @@ def protect_frame(frame: np.ndarray, zones: list[Zone], *, camera_id: str, seq: 
     times = times or _NO_TIMES
     height, width = frame.shape[:2]
     with times.measure("zone_encode"):
-        payloads = [encode_image(frame[z.y:z.y + z.h, z.x:z.x + z.w], settings.zone_codec,
-                                 settings.zone_jpeg_quality) for z in zones]
+        codecs = [zone_codec(z, settings) for z in zones]
+        payloads = [encode_image(frame[z.y:z.y + z.h, z.x:z.x + z.w], codec,
+                                 settings.zone_jpeg_quality, full_chroma=True)
+                    for z, codec in zip(zones, codecs, strict=True)]
     with times.measure("redact"):
         for z in zones:
             redactor(frame[z.y:z.y + z.h, z.x:z.x + z.w])
@@ -89,15 +102,14 @@ def protect_frame(frame: np.ndarray, zones: list[Zone], *, camera_id: str, seq: 
         ciphertexts = tuple(encrypt_zone(epoch.class_keys[z.zone_class], seq, i, payload)
                             for i, (z, payload) in enumerate(zip(zones, payloads, strict=True)))
     with times.measure("sign"):
-        return _signed(zones, ciphertexts, public, settings, camera_id, seq, capture_time_us,
+        return _signed(zones, codecs, ciphertexts, public, camera_id, seq, capture_time_us,
                        epoch, prev_digest, width, height, signing_key)
 
 
-def _signed(zones, ciphertexts, public, settings, camera_id, seq, capture_time_us, epoch,
+def _signed(zones, codecs, ciphertexts, public, camera_id, seq, capture_time_us, epoch,
             prev_digest, width, height, signing_key) -> FrameMessage:
-    records = tuple(ZoneRecord(z.zone_class, settings.zone_codec, z.x, z.y, z.w, z.h,
-                               len(ct), sha256(ct))
-                    for z, ct in zip(zones, ciphertexts, strict=True))
+    records = tuple(ZoneRecord(z.zone_class, codec, z.x, z.y, z.w, z.h, len(ct), sha256(ct))
+                    for z, codec, ct in zip(zones, codecs, ciphertexts, strict=True))
     header = FrameHeader(camera_id=camera_id, seq=seq, capture_time_us=capture_time_us,
                          epoch_id=epoch.epoch_id, prev_digest=prev_digest,
                          image_codec=ImageCodec.JPEG, width=width, height=height,

@@ -81,7 +81,8 @@ class EncodingSection(Section):
     jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of the public frame.")
     zone_codec: Literal["png", "jpeg", "raw"] = Field(
         "jpeg", description="How original zone pixels are encoded before encryption: 'jpeg' "
-        "(default: at quality 95 about 45-50 dB PSNR, 0.7 ms for a 450x500 zone), 'png' "
+        "(default: quality 95 without chroma subsampling, about 42-50 dB PSNR, 0.7 ms for a "
+        "450x500 zone; zones of 48x48 px or less go as PNG, lossless), 'png' "
         "(lossless, but ~10 ms per such zone: too slow for 1080p30 on 2 cores), 'raw' (BGR "
         "bytes: fastest, largest).")
     zone_jpeg_quality: int = Field(95, ge=30, le=100, description="JPEG quality when "

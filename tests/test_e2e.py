@@ -184,7 +184,8 @@ def test_store_disk_holds_no_plaintext_zone_pixels(run) -> None:
             jpeg = encode_image(crop, ImageCodec.JPEG, 95)  # the payload the camera encrypts
             scan = jpeg.index(b"\xff\xda") + 20  # past the standard tables: image data
             assert jpeg[scan:scan + 64] not in stored
-            assert jpeg[len(jpeg) // 2:len(jpeg) // 2 + 64] not in stored
+            middle = max(scan, len(jpeg) // 2)  # a tiny crop's middle is still in its tables
+            assert jpeg[middle:middle + 64] not in stored
             row = crop[crop.shape[0] // 2].tobytes()
             assert row[:48] not in stored
             probes += 1
@@ -192,7 +193,8 @@ def test_store_disk_holds_no_plaintext_zone_pixels(run) -> None:
 
 
 def test_camera_reports_everything_acknowledged(run) -> None:
-    assert f"{FRAMES} published, {FRAMES + 1} acknowledged, 0 rejected" in run["camera_log"]
+    assert f"{FRAMES} published, {FRAMES} acknowledged (+1 key envelopes/gap notices), " \
+        "0 messages rejected" in run["camera_log"]
 
 
 def test_playback_from_the_archive_public_and_unlocked(run, tmp_path: Path) -> None:
@@ -233,7 +235,10 @@ def test_export_writes_a_video_and_a_bundle_that_verifies_offline(run, tmp_path:
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(bundle, elsewhere / bundle.name)
     shutil.copy2(out, elsewhere / out.name)
-    ok = run_cli("verify", str(elsewhere / bundle.name), "--json")
+    alone = run_cli("verify", str(elsewhere / bundle.name), "--json")
+    report = json.loads(alone.stdout)  # only its own CA vouches for it: self-certified, exit 3
+    assert alone.returncode == 3 and report["verdict"] == "SELF_CERTIFIED", alone.stdout
+    ok = run_cli("verify", str(elsewhere / bundle.name), "--trust", str(run["home"]), "--json")
     report = json.loads(ok.stdout)
     assert ok.returncode == 0 and report["intact"], ok.stdout
     assert report["cameras"][0]["frames"] == FRAMES
