@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from camera_node.detect import Box, FaceDetector, YuNetDetector, create_face_detector
-from camera_node.zones import iou
+from camera_node.zones import iou_matrix
 from common.config import FacesSection
 from common.errors import VeilcamError
 
@@ -424,21 +424,23 @@ def _merge_cells(cells: list[tuple[int, int]], grid: _Grid) -> list[Rect]:
 
 def _dedupe(boxes: list[Box], same: float = 0.5) -> list[Box]:
     """One box per face: the coarse and fine passes (and a cell's kept result) often find the
-    same face; two boxes that overlap by IoU > ``same`` become their union (the passes
-    differ in where they put the forehead and chin: the union covers both)."""
+    same face; a box and those that overlap it by IoU > ``same`` become their union (the
+    passes differ in where they put the forehead and chin: the union covers both)."""
+    boxes = sorted((b for b in boxes if b.w > 0 and b.h > 0), key=lambda b: b.score,
+                   reverse=True)
+    overlaps = iou_matrix(boxes, boxes) > same
+    absorbed = np.zeros(len(boxes), bool)
     out: list[Box] = []
-    for box in sorted(boxes, key=lambda b: b.score, reverse=True):
-        if box.w <= 0 or box.h <= 0:
+    for i, box in enumerate(boxes):
+        if absorbed[i]:
             continue
-        for i, kept in enumerate(out):
-            if iou(box, kept) > same:
-                x0, y0 = min(box.x, kept.x), min(box.y, kept.y)
-                x1 = max(box.x + box.w, kept.x + kept.w)
-                y1 = max(box.y + box.h, kept.y + kept.h)
-                out[i] = Box(x0, y0, x1 - x0, y1 - y0, kept.score)
-                break
-        else:
-            out.append(box)
+        group = np.flatnonzero(overlaps[i] & ~absorbed)
+        absorbed[group] = True
+        x0 = min(boxes[j].x for j in group) if group.size else box.x
+        y0 = min(boxes[j].y for j in group) if group.size else box.y
+        x1 = max(boxes[j].x + boxes[j].w for j in group) if group.size else box.x + box.w
+        y1 = max(boxes[j].y + boxes[j].h for j in group) if group.size else box.y + box.h
+        out.append(Box(x0, y0, x1 - x0, y1 - y0, box.score))
     return out
 
 

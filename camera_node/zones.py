@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from camera_node.detect import Box
 from common.config import StaticZoneSection
 from common.errors import ConfigError
@@ -69,6 +71,22 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def iou_matrix(a: list[Box], b: list[Box]) -> np.ndarray:
+    """IoU of every box of ``a`` with every box of ``b`` (len(a) x len(b)), vectorised: a
+    crowd of hundreds of faces is hundreds of thousands of pairs."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    p = np.array([(x.x, x.y, x.x + x.w, x.y + x.h) for x in a])[:, None, :]
+    q = np.array([(x.x, x.y, x.x + x.w, x.y + x.h) for x in b])[None, :, :]
+    iw = np.clip(np.minimum(p[..., 2], q[..., 2]) - np.maximum(p[..., 0], q[..., 0]), 0, None)
+    ih = np.clip(np.minimum(p[..., 3], q[..., 3]) - np.maximum(p[..., 1], q[..., 1]), 0, None)
+    inter = iw * ih
+    area_p = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])
+    area_q = (q[..., 2] - q[..., 0]) * (q[..., 3] - q[..., 1])
+    union = area_p + area_q - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 @dataclass
 class _Track:
     box: Box
@@ -107,12 +125,13 @@ class FaceHold:
         """Feed a detection result made on frame ``frame_no``; returns the boxes to cover."""
         fresh: list[_Track] = []
         matched: set[int] = set()
-        for det in detections:
-            best, best_iou = None, 0.2
-            for i, track in enumerate(self._tracks):
-                overlap = iou(self._predict(track, frame_no), det)
-                if overlap > best_iou and i not in matched:
-                    best, best_iou = i, overlap
+        overlaps = iou_matrix(detections, [self._predict(t, frame_no) for t in self._tracks])
+        for row, det in zip(overlaps, detections, strict=True):
+            best = None
+            if row.size:
+                row[list(matched)] = 0.0
+                j = int(np.argmax(row))
+                best = j if row[j] > 0.2 else None
             track = _Track(det, frame_no)
             if best is not None:
                 matched.add(best)
