@@ -49,7 +49,7 @@ MAX_SEALED_KEY_LEN = 4096
 # malformed here, not crash the store that indexes it (or its recovery at every restart).
 MAX_U63 = 2**63 - 1
 
-CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no trailing newline
 
 FLAG_CHAIN_START = 0x01  # prev_digest is zero: the camera declares a new hash chain (no history)
 
@@ -103,7 +103,7 @@ class KemSuite(IntEnum):
 
 
 def validate_camera_id(camera_id: str) -> str:
-    if not isinstance(camera_id, str) or not CAMERA_ID_RE.match(camera_id):
+    if not isinstance(camera_id, str) or not CAMERA_ID_RE.fullmatch(camera_id):
         raise FormatError(f"invalid camera id {camera_id!r}: 1-64 characters of "
                           "letters, digits, '_', '.', '-', starting with a letter or digit")
     return camera_id

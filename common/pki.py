@@ -12,13 +12,14 @@ period, is not on the CA-signed CRL, and has the expected role. The same CA key 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.x509.oid import NameOID
@@ -73,6 +74,12 @@ def load_cert(path: Path) -> x509.Certificate:
         raise IdentityError(f"certificate {path} is not a readable PEM certificate: {exc}") from None
 
 
+def ca_fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER, in hex: what ``openssl x509 -in ca.crt -outform DER |
+    sha256sum`` prints, and what ``veilcam verify`` names as the trust anchor."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
 def create_ca(name: str = "veilcam deployment CA") -> tuple[Ed25519PrivateKey, x509.Certificate]:
     key = Ed25519PrivateKey.generate()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -111,14 +118,38 @@ def issue_node_cert(ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate, role: 
 
 
 def build_crl(ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate,
-              revoked_serials: list[int]) -> x509.CertificateRevocationList:
+              revoked_serials: list[int],
+              superseded: dict[int, dt.datetime] | None = None) -> x509.CertificateRevocationList:
+    """The CRL: ``revoked_serials`` are revoked outright (every use refused); ``superseded``
+    maps a serial to the time its certificate was replaced by a re-issue (reason
+    ``superseded`` with that time as the entry's invalidity date): it stays valid for what it
+    signed before then, and for nothing after."""
     now = _now()
+    superseded = dict(superseded or {})
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
                .last_update(now).next_update(now + dt.timedelta(days=CA_DAYS)))
-    for serial in sorted(set(revoked_serials)):
+    for serial in sorted(set(revoked_serials) - set(superseded)):
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    for serial, at in sorted(superseded.items()):
+        entry = (x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(at)
+                 .add_extension(x509.CRLReason(x509.ReasonFlags.superseded), critical=False)
+                 .add_extension(x509.InvalidityDate(at.astimezone(dt.UTC).replace(tzinfo=None)),
+                                critical=False))
+        builder = builder.add_revoked_certificate(entry.build())
     return builder.sign(ca_key, None)
+
+
+def _superseded_at(entry: x509.RevokedCertificate) -> dt.datetime | None:
+    """The invalidity date of a CRL entry whose reason is ``superseded``, else None."""
+    try:
+        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        date = entry.extensions.get_extension_for_class(x509.InvalidityDate).value
+    except x509.ExtensionNotFound:
+        return None
+    if reason != x509.ReasonFlags.superseded:
+        return None
+    return date.invalidity_date_utc
 
 
 def save_crl(path: Path, crl: x509.CertificateRevocationList) -> None:
@@ -151,7 +182,8 @@ class CertificateAuthority:
         self._ca_key = ca_cert.public_key()
         if not isinstance(self._ca_key, Ed25519PublicKey):
             raise IdentityError("the CA certificate does not hold an Ed25519 key")
-        self.revoked: frozenset[int] = frozenset()
+        self.revoked: frozenset[int] = frozenset()  # every serial on the CRL
+        self.superseded: dict[int, dt.datetime] = {}  # of those, replaced by a re-issue: when
         if crl is not None:
             self.set_crl(crl)
 
@@ -173,6 +205,8 @@ class CertificateAuthority:
         if not crl.is_signature_valid(self._ca_key):
             raise IdentityError("the revocation list is not signed by the deployment CA")
         self.revoked = frozenset(r.serial_number for r in crl)
+        self.superseded = {r.serial_number: at for r in crl
+                           if (at := _superseded_at(r)) is not None}
 
     def verify_signed(self, signature: bytes, data: bytes) -> bool:
         try:
@@ -199,7 +233,16 @@ class CertificateAuthority:
             raise VerificationError("certificate_expired",
                                     f"certificate of {ident.label} expired on "
                                     f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
-        if cert.serial_number in self.revoked:
+        replaced = self.superseded.get(cert.serial_number)
+        if replaced is not None:
+            # re-issued: valid up to the re-issue, for what it signed before then
+            if at > replaced:
+                raise VerificationError("certificate_revoked",
+                                        f"certificate of {ident.label} was replaced on "
+                                        f"{replaced:%Y-%m-%d %H:%M:%S} UTC (re-issued) and is "
+                                        "not valid after that")
+            ident = dataclasses.replace(ident, not_after=min(ident.not_after, replaced))
+        elif cert.serial_number in self.revoked:
             raise VerificationError("certificate_revoked",
                                     f"certificate of {ident.label} is revoked")
         if role is not None and ident.role != role:

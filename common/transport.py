@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 
 import zmq
 from cryptography.hazmat.primitives import serialization
@@ -75,6 +76,39 @@ class CurveAuthenticator(ThreadAuthenticator):
 
     def curve_user_id(self, client_public_key: bytes) -> str:
         return self.allowlist.label(z85.encode(client_public_key)) or "unknown"
+
+
+@dataclass
+class Received:
+    """One multipart message as ``recv_capped`` got it."""
+
+    frames: list[zmq.Frame]  # every part; only the first when ``oversized``
+    oversized: bool
+    parts: int
+    size: int
+    last: zmq.Frame  # the last part received (its connection metadata: User-Id...)
+
+
+def recv_capped(sock: zmq.Socket, max_parts: int, max_bytes: int, flags: int = 0) -> Received:
+    """Receive one multipart message part by part (zero-copy), keeping at most ``max_parts``
+    parts and ``max_bytes`` bytes: ZeroMQ's MAXMSGSIZE limits each part, not their number, so
+    ``recv_multipart`` would copy any number of them. A message above either cap is received
+    to its end (the next message must start clean) but nothing beyond the first part is kept;
+    the caller counts it as rejected. Raises zmq.Again like ``recv`` with NOBLOCK."""
+    frame = sock.recv(flags, copy=False)
+    frames = [frame]
+    parts, size = 1, len(frame)
+    oversized = parts > max_parts or size > max_bytes
+    while frame.more:
+        frame = sock.recv(copy=False)
+        parts += 1
+        size += len(frame)
+        if not oversized and (parts > max_parts or size > max_bytes):
+            oversized = True
+            del frames[1:]  # release what was kept: libzmq frees each part once dropped
+        if not oversized:
+            frames.append(frame)
+    return Received(frames, oversized, parts, size, frame)
 
 
 def make_server(sock: zmq.Socket, keys: tuple[bytes, bytes], domain: str) -> None:

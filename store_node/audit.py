@@ -5,7 +5,9 @@ is verified against the trusted camera keys, and each camera's sequence numbers 
 chain are followed. Each problem is reported with its camera, segment, byte offset, sequence
 number and kind, so "what is wrong and where" needs no further digging.
 
-Problem kinds: corrupt_record, truncated_segment, malformed, bad_signature,
+Problem kinds: corrupt_record, truncated_segment, malformed, wrong_camera (a frame, key
+envelope or gap notice of another camera in this camera's folder: not counted for it),
+bad_signature,
 image_hash_mismatch, zone_hash_mismatch, unknown_camera, certificate_expired (no certificate of the camera covered
 the capture time), chain_break (a frame does not link to the one before it: altered, inserted
 or swapped), reordered (sequence number not increasing), gap (sequence numbers missing:
@@ -14,7 +16,7 @@ archived), missing_frames (frames the index lists that the segments no longer ho
 the start or end, or whole segments removed).
 Informational: chain_start (the camera declared a new chain after a restart without state),
 declared_gap (frames the camera itself dropped and declared in a signed gap notice, e.g. when
-its spool overflowed).
+its spool overflowed; the notices must be this camera's and end where the gap ends).
 """
 
 from __future__ import annotations
@@ -217,6 +219,12 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
                 problem(seg, item.offset, None, "malformed", str(exc))
                 continue
             if item.kind == KIND_GAP:
+                if notice.camera_id != cam.camera:  # it would hide frames of this camera
+                    problem(seg, item.offset, notice.first_seq, "wrong_camera",
+                            f"gap notice of camera {notice.camera_id!r} "
+                            f"(#{notice.first_seq}..#{notice.last_seq}) in the folder of "
+                            f"{cam.camera!r}: not counted")
+                    continue
                 try:
                     trust.verify_gap(notice, at_creation_time=True)
                 except VerificationError as exc:
@@ -225,6 +233,12 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
                 declared.append((notice.first_seq, notice.last_seq, notice.reason.name.lower()))
                 continue
             if item.kind != KIND_FRAME:
+                if env.camera_id != cam.camera:
+                    problem(seg, item.offset, None, "wrong_camera",
+                            f"key envelope of camera {env.camera_id!r} (epoch "
+                            f"{env.body.epoch_id.hex()[:8]}) in the folder of {cam.camera!r}: "
+                            "not counted")
+                    continue
                 try:
                     trust.verify_envelope(env, at_creation_time=True)
                 except VerificationError as exc:
@@ -235,7 +249,7 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
                 continue
             h = msg.header
             if msg.camera_id != cam.camera:
-                problem(seg, item.offset, h.seq, "malformed",
+                problem(seg, item.offset, h.seq, "wrong_camera",
                         f"frame of camera {msg.camera_id!r} in the folder of {cam.camera!r}")
                 continue
             try:
@@ -274,6 +288,18 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
         missing = set(range(first, last + 1))
         for lo, hi, _ in declared:
             missing -= set(range(lo, hi + 1))
+        # A declared gap is tied to its place in the chain: the frame after it (#seq) must
+        # start where the camera's notices end. The camera drops its oldest unacknowledged
+        # frames, so some of a notice's first frames may have reached the store before they
+        # were dropped, but never frames after the gap: a notice that reaches past the frame
+        # that follows the gap is not about this gap.
+        overhang = [(lo, hi) for lo, hi, _ in declared if lo <= last < hi]
+        if not missing and overhang:
+            lo, hi = overhang[0]
+            problem(seg, offset, seq, "gap", f"frames #{first}..#{last} are missing; the gap "
+                    f"notice #{lo}..#{hi} covering them reaches past frame #{seq}, which is "
+                    "archived: it does not declare this gap")
+            continue
         if missing:
             problem(seg, offset, seq, "gap", f"frames #{first}..#{last} are missing"
                     + (f" ({last - first + 1 - len(missing)} of them declared dropped by the "
@@ -289,7 +315,9 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
     return cam
 
 
-def format_report(report: AuditReport) -> str:
+def format_report(report: AuditReport, verdict: bool = True) -> str:
+    """The report as text; ``verdict``: end with the INTACT / NOT INTACT line (the CLI leaves
+    it out when it prints one verdict covering more, e.g. an evidence bundle's files)."""
     lines = [f"archive {report.archive}"]
     for cam in report.cameras:
         span = ""
@@ -302,6 +330,7 @@ def format_report(report: AuditReport) -> str:
         seq = f" #{p.seq}" if p.seq is not None else ""
         lines.append(f"  PROBLEM {p.kind}: camera {p.camera} segment {p.segment} offset "
                      f"{p.offset}{seq}: {p.detail}")
-    lines.append("INTACT: every record verified, chains complete" if report.intact
-                 else f"NOT INTACT: {len(report.problems)} problem(s)")
+    if verdict:
+        lines.append("INTACT: every record verified, chains complete" if report.intact
+                     else f"NOT INTACT: {len(report.problems)} problem(s)")
     return "\n".join(lines)

@@ -48,7 +48,14 @@ from common.metrics import counter, gauge, serve_metrics, stage_latency
 from common.secretfiles import write_atomic
 from common.signing import ChainTracker, TrustedCameras
 from common.stagetimer import StageTimes
-from common.transport import Allowlist, CurveAuthenticator, curve_pair, make_server, z85_public
+from common.transport import (
+    Allowlist,
+    CurveAuthenticator,
+    curve_pair,
+    make_server,
+    recv_capped,
+    z85_public,
+)
 from store_node.accounts import LOGIN_FAILED, AccountStore, LoginLimiter
 from store_node.archive import Archive
 
@@ -62,6 +69,17 @@ HOLE_WAIT_S = 30.0  # later frames wait this long for one the store could not wr
 INGEST_HWM = 20  # messages read ahead per camera: the rest waits in its queue and spool
 RELAY_HWM = 100  # frames queued per live viewer (bench/load.py: 1000 kept 130 MB each)
 IDENTITY_CHECK_S = 1.0
+# Whole-message caps (ZeroMQ's MAXMSGSIZE limits each part, not their number): a message
+# above them is received part by part and dropped, counted as rejected "oversized_message".
+INGEST_MAX_PARTS = 1 + 4 + 256  # routing id, topic, header, signature, image, 256 zones
+INGEST_MAX_BYTES = 256 * 2**20
+QUERY_MAX_PARTS = 8  # routing id + the longest query (REGISTER: 4 parts)
+QUERY_MAX_BYTES = 256 * 2**10
+QUERY_MAX_PART = 64 * 2**10  # MAXMSGSIZE of the query socket (a keystore is ~3 KB)
+# which role may ask what on the query socket (the ZAP User-Id is "role:name")
+QUERY_ROLES = {b"ENVELOPE": {"viewer"}, b"RANGE": {"viewer"}, b"SPAN": {"viewer"},
+               b"COVERAGE": {"viewer"}, b"SALT": {"viewer"}, b"REGISTER": {"viewer"},
+               b"LOGIN": {"viewer"}, b"GRANTS": {"camera"}, b"TIME": {"camera", "viewer"}}
 
 
 class StoreNode:
@@ -92,6 +110,7 @@ class StoreNode:
         self.epoch_recipients: dict[str, int] = {}
         self.metrics_port = metrics_port
         self._pending_acks: list[tuple[bytes, Ack]] = []
+        self._oversized_by_socket: Counter[str] = Counter()
         self._holes: dict[str, list] = {}  # camera -> [seq not written, last time it came]
         self._oldest_pending = 0.0
 
@@ -260,8 +279,15 @@ class StoreNode:
                      address: str = "") -> None:
         """Answer one query. ``peer`` is the ZAP User-Id ("role:name"), ``address`` the IP."""
         command = parts[0] if parts else b""
+        role = peer.partition(":")[0]
         try:
-            if command == QUERY_ENVELOPE and len(parts) == 3:
+            if peer and command in QUERY_ROLES and role not in QUERY_ROLES[command]:
+                self.rejects["query_wrong_role"] += 1
+                log.warning("refused %s query from %s: not allowed for a %s", command.decode(),
+                            peer, role or "peer without a certified role")
+                reply = [b"ERR", f"{command.decode()} is not allowed for a {role} "
+                                 "certificate".encode()]
+            elif command == QUERY_ENVELOPE and len(parts) == 3:
                 body = self.archive.envelope_parts(parts[1].decode("ascii"), parts[2])
                 reply = [b"OK", *body] if body else [b"ERR", b"no key envelope for that epoch"]
             elif command == b"RANGE" and len(parts) == 5:
@@ -309,6 +335,24 @@ class StoreNode:
             reply = [b"ERR", str(exc).encode()]
         self.query.send_multipart([identity, *reply])
 
+    def _oversized(self, socket: str, got) -> None:
+        """A message above the whole-message caps: already dropped part by part; counted
+        and logged (first, 10th, 100th, then every 1000th), never answered."""
+        self.rejects["oversized_message"] += 1
+        self._oversized_by_socket[socket] += 1
+        n = self._oversized_by_socket[socket]
+        if n in (1, 10, 100) or n % 1000 == 0:
+            try:
+                peer = got.last.get("User-Id")
+            except (zmq.ZMQError, AttributeError):
+                peer = "?"
+            log.warning("rejected oversized_message on the %s socket from %s: %d part(s), "
+                        "%d bytes (caps: %s); dropped unread (%d so far)", socket, peer,
+                        got.parts, got.size,
+                        f"{INGEST_MAX_PARTS} parts / {INGEST_MAX_BYTES >> 20} MiB"
+                        if socket == "ingest" else
+                        f"{QUERY_MAX_PARTS} parts / {QUERY_MAX_BYTES >> 10} KiB", n)
+
     def _login(self, name: str, login_secret: bytes, source: str) -> list[bytes]:
         wait = self.limiter.retry_after(name, source)
         if wait > 0:
@@ -336,7 +380,7 @@ class StoreNode:
                              (self.query, "query")):
             sock.setsockopt(zmq.LINGER, 0)
             make_server(sock, keys, domain)
-        self.query.setsockopt(zmq.MAXMSGSIZE, 1 * 2**20)
+        self.query.setsockopt(zmq.MAXMSGSIZE, QUERY_MAX_PART)
         self.ingest.setsockopt(zmq.MAXMSGSIZE, 256 * 2**20)
         # a burst after an outage (everything pending, sent again) stays in the cameras
         self.ingest.setsockopt(zmq.RCVHWM, INGEST_HWM)
@@ -372,15 +416,23 @@ class StoreNode:
                 if self.ingest in events:
                     for _ in range(256):
                         try:
-                            frames = self.ingest.recv_multipart(zmq.NOBLOCK, copy=False)
+                            got = recv_capped(self.ingest, INGEST_MAX_PARTS, INGEST_MAX_BYTES,
+                                              zmq.NOBLOCK)
                         except zmq.Again:
                             break
+                        frames = got.frames
+                        if got.oversized:
+                            self._oversized("ingest", got)
+                            continue
                         peer = frames[-1].get("User-Id") if len(frames) > 1 else ""
                         self.handle_ingest(frames[0].bytes, [f.bytes for f in frames[1:]], peer)
                         self.flush()
                 if self.query in events:
-                    frames = self.query.recv_multipart(copy=False)
-                    if len(frames) > 1:
+                    got = recv_capped(self.query, QUERY_MAX_PARTS, QUERY_MAX_BYTES)
+                    frames = got.frames
+                    if got.oversized:
+                        self._oversized("query", got)
+                    elif len(frames) > 1:
                         self.handle_query(frames[0].bytes, [f.bytes for f in frames[1:]],
                                           frames[-1].get("User-Id"),
                                           frames[-1].get("Peer-Address"))

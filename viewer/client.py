@@ -16,12 +16,16 @@ from common.errors import FormatError, TransportError, VeilcamError, Verificatio
 from common.format import EnvelopeBody, FrameMessage, GapNotice, KeyEnvelope, message_from_parts
 from common.home import Home
 from common.signing import ChainTracker
-from common.transport import HandshakeWatch, curve_pair, make_client
+from common.transport import HandshakeWatch, curve_pair, make_client, recv_capped
 from viewer.login import StoreLink
 
 log = logging.getLogger("veilcam.viewer")
 
 QUERY_TIMEOUT_S = 2.0
+# whole-message caps on the relay (MAXMSGSIZE limits each part only): topic, header,
+# signature, image and at most 256 zones; the store's ingest takes no more than this
+RELAY_MAX_PARTS = 4 + 256
+RELAY_MAX_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,13 @@ class RelayClient:
         self.watch.check()
         while self.sub.poll(timeout_ms):
             timeout_ms = 0
-            parts = self.sub.recv_multipart(copy=True)
+            got = recv_capped(self.sub, RELAY_MAX_PARTS, RELAY_MAX_BYTES)
+            if got.oversized:
+                self.rejected += 1
+                log.warning("dropped an oversized message from the relay (%d parts, %d bytes)",
+                            got.parts, got.size)
+                continue
+            parts = [f.bytes for f in got.frames]
             try:
                 msg = message_from_parts(parts)
             except FormatError as exc:

@@ -24,6 +24,7 @@ from common.errors import VeilcamError
 from common.format import KIND_ENVELOPE, KIND_FRAME
 from common.home import Home
 from common.keywrap import Identity
+from common.pki import ca_fingerprint, load_cert
 from common.progress import Progress
 from common.secretfiles import sha256_file, write_atomic
 from store_node.segments import encode_record, segment_header
@@ -116,11 +117,26 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
         "unlocked_for": identity.name if identity else None,
         "video": {"file": out.name, "sha256": sha256_file(out)},
         "segment": {"file": str(segment.relative_to(bundle)), "sha256": sha256_file(segment)},
-        "ca_sha256": sha256_file(ids / "ca" / "ca.crt"),
+        "ca_sha256": ca_fingerprint(load_cert(ids / "ca" / "ca.crt")),  # of the DER
         "exported_at_us": time.time_ns() // 1000,
     }
     write_atomic(bundle / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
+
+
+def video_coverage_note(bundle: Path) -> str:
+    """What ``veilcam verify`` says about the bundle's MP4: nothing signed covers it."""
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        name = Path(manifest["video"]["file"]).name
+        who = manifest.get("unlocked_for")
+    except (OSError, ValueError, KeyError, TypeError):
+        name, who = "the MP4", None
+    kind = f"unlocked for {who}" if isinstance(who, str) else "redacted"
+    return (f"{name} ({kind}) is derived from the verified frames but is NOT covered by their "
+            "signatures: only its SHA-256 in the unsigned manifest.json ties it to them, and "
+            "whoever edits the MP4 can edit that too. The signed evidence is the frames in "
+            "the bundle's segment")
 
 
 def check_bundle_files(bundle: Path) -> list[str]:

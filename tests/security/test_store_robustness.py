@@ -25,7 +25,7 @@ from tests.security.test_tampering import _camera_of
 pytestmark = pytest.mark.e2e
 
 INGEST_MAXMSGSIZE = 256 * 2**20  # store_node/node.py
-QUERY_MAXMSGSIZE = 2**20
+QUERY_MAXMSGSIZE = 64 * 2**10  # per part; whole queries: 8 parts, 256 KiB (issue 12)
 
 
 def rss_bytes(pid: int) -> int:
@@ -190,7 +190,7 @@ QUERIES = {
     "coverage-negative-buckets": [b"COVERAGE", b"cam1", b"10", b"0", b"-1"],
     "span-not-ascii": [b"SPAN", b"\xff"],
     "envelope-missing-epoch": [b"ENVELOPE", b"cam1"],
-    "envelope-huge-epoch": [b"ENVELOPE", b"cam1", b"x" * 100_000],
+    "envelope-huge-epoch": [b"ENVELOPE", b"cam1", b"x" * 60_000],
     "salt-not-utf8": [b"SALT", b"\xff\xfe"],
     "register-not-json": [b"REGISTER", b"bob", b"x" * 32, b"{not json"],
     "register-not-utf8": [b"REGISTER", b"bob", b"x" * 32, b"\xff"],
@@ -200,7 +200,6 @@ QUERIES = {
     "grants-glob": [b"GRANTS", b"*"],
     "unknown-command": [b"EXPORT"],
     "empty-command": [b""],
-    "a-thousand-parts": [b"RANGE"] * 1000,
 }
 
 
@@ -218,6 +217,10 @@ def test_query_above_its_size_limit_is_dropped_and_queries_still_work(store: Sto
     try:
         big.send_multipart([b"SALT", bytes(QUERY_MAXMSGSIZE + 1)])
         assert not big.poll(1500)  # dropped, not answered
+        # above the whole-query caps (issue 12): dropped unanswered too (it used to be read
+        # whole and answered)
+        store.query.send_multipart([b"RANGE"] * 1000)
+        assert not store.query.poll(1500)
     finally:
         big.close()
     store.query.send_multipart([b"SPAN", b"cam1"])
