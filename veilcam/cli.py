@@ -248,7 +248,7 @@ def cmd_view(args: argparse.Namespace) -> int:
             if cameras is None and len(home.trusted_cameras().camera_ids) == 1:
                 cameras = home.trusted_cameras().camera_ids
         return run_headless(home, Path(args.out), args.frames, identity, cameras, args.timeout,
-                            stop, from_us, args.max_age)
+                            stop, from_us, args.max_age, write_images=not args.no_images)
     if args.user:
         raise VeilcamError("in the browser viewer, unlock from the page (the password never "
                            "goes through the command line); --user is for --headless")
@@ -509,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=_port, help="port of the browser page")
     s.add_argument("--out", help="headless: output folder")
     s.add_argument("--frames", type=_count, default=30, help="headless: frames to write")
+    s.add_argument("--no-images", action="store_true", help="headless: write only "
+                   "frames.jsonl (every frame is still verified and unlocked), no PNGs")
     s.add_argument("--camera", help="only this camera")
     s.add_argument("--from", dest="from_", metavar="TIME", help="play the archive from TIME "
                    "(ISO 8601, unix seconds, or 'start') instead of the live stream")

@@ -80,8 +80,10 @@ class FailureLog:
 def run_headless(home: Home, out_dir: Path, n_frames: int, identity: Identity | None = None,
                  cameras: list[str] | None = None, timeout_s: float = 120.0,
                  stop: StopFlag | None = None, from_us: int | None = None,
-                 max_age_s: float = DEFAULT_MAX_AGE_S) -> int:
-    """Write the first ``n_frames`` verified frames, live or (``from_us``) from the archive;
+                 max_age_s: float = DEFAULT_MAX_AGE_S, write_images: bool = True) -> int:
+    """Write the first ``n_frames`` verified frames, live or (``from_us``) from the archive
+    (``write_images`` False: every frame is still verified, decoded and unlocked, but only
+    its frames.jsonl line is written: a PNG per 1080p frame costs more CPU than the camera);
     exit 0 when done, 1 on timeout (live) or when the archive holds fewer (playback).
 
     Live, each JSON line says the frame's ``age_s`` (seconds since capture, by this machine's
@@ -139,10 +141,11 @@ def _run(home: Home, out_dir: Path, n_frames: int, identity: Identity | None,
                     jsonl.write(json.dumps(describe(got.msg, False, None, got.problem)) + "\n")
                     continue
                 shown = render(got.msg, unlocker)
-                path = out_dir / f"{got.msg.header.seq}.png"
-                if not cv2.imwrite(str(path), shown.image):
-                    raise VeilcamError(f"cannot write {path}")
-                os.chmod(path, 0o600)
+                if write_images:
+                    path = out_dir / f"{got.msg.header.seq}.png"
+                    if not cv2.imwrite(str(path), shown.image):
+                        raise VeilcamError(f"cannot write {path}")
+                    os.chmod(path, 0o600)
                 line = describe(got.msg, True, shown)
                 if freshness is not None:  # live only: playback is old by definition
                     line.update(freshness.judge(got.msg.header.capture_time_us))
