@@ -91,12 +91,12 @@ def run_headless(home: Home, out_dir: Path, n_frames: int, identity: Identity | 
     the store): a store relaying old frames is visible. Everything written is owner-only."""
     with private_umask():  # unlocked PNGs show what the zones hide: 0600, in a 0700 folder
         return _run(home, out_dir, n_frames, identity, cameras, timeout_s, stop, from_us,
-                    max_age_s)
+                    max_age_s, write_images)
 
 
 def _run(home: Home, out_dir: Path, n_frames: int, identity: Identity | None,
          cameras: list[str] | None, timeout_s: float, stop: StopFlag | None,
-         from_us: int | None, max_age_s: float) -> int:
+         from_us: int | None, max_age_s: float, write_images: bool) -> int:
     cfg = home.viewer_config().viewer
     stop = stop or StopFlag()
     freshness: Freshness | None = None
