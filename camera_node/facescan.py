@@ -40,6 +40,7 @@ THUMB_PER_CELL = 48    # thumbnail pixels per cell side (~4 px each)
 CHANGE_LEVEL = 18      # grey levels (0-255) a thumbnail pixel must move to count as changed
 CHANGE_PIXELS = 3      # changed thumbnail pixels that make a cell changed (~7x7 px at 1080p)
 WINDOW_OVERHEAD = 1.35 # merged windows with their overlap cost about this much more than cells
+REGION_PAD_PX = 16     # an uncertain cell's changed region is covered this much wider
 REFRESH_S = 3.0        # rescan unchanged cells at least this often when budget is left
 PAN_MIN_SHIFT = 0.75   # thumbnail pixels per frame from which the picture counts as moving
 PAN_MIN_RESPONSE = 0.2 # phase-correlation peak below which there is no one global shift
@@ -150,6 +151,7 @@ class FaceScanner:
         self._ref_thumb: np.ndarray | None = None  # thumbnail as each cell was last scanned
         self._edges = _EdgeGuard()
         self._prev_thumb: np.ndarray | None = None
+        self._moved: np.ndarray | None = None   # thumbnail pixels changed since their scan
         self._pan = [0.0, 0.0]    # sub-pixel part of the picture's shift not yet applied
         self._hann: np.ndarray | None = None
         self.pan_frames = 0       # frames on which a pan (global shift) was followed
@@ -200,7 +202,7 @@ class FaceScanner:
                 boxes.extend(cell.boxes)
         boxes.extend(transient)
         boxes = _dedupe(boxes)
-        return ScanResult(boxes, _merge_cells(uncertain_cells, grid),
+        return ScanResult(boxes, self._uncertain_regions(uncertain_cells, grid),
                           self._edges.update(thumb, grid, boxes),
                           cells_scanned=len(scanned), cells_uncertain=len(uncertain_cells),
                           cells_total=grid.rows * grid.cols, coarse_ms=coarse_ms,
@@ -220,7 +222,8 @@ class FaceScanner:
                                                 thumb.astype(np.float32), self._hann)
         h, w = thumb.shape
         if (response < PAN_MIN_RESPONSE or max(abs(dx), abs(dy)) < PAN_MIN_SHIFT
-                or abs(dx) > w / 3 or abs(dy) > h / 3):
+                or abs(dx) > w / 3 or abs(dy) > h / 3
+                or not _shift_explains(prev, thumb, round(dx), round(dy))):
             self._pan = [0.0, 0.0]
             return False
         self._pan[0] += dx
@@ -256,6 +259,7 @@ class FaceScanner:
         the shift does not mark every edge as changed."""
         if self._ref_thumb is None:
             self._ref_thumb = np.full_like(thumb, UNKNOWN)
+            self._moved = None
             return np.ones((grid.rows, grid.cols), bool)
         if tolerant:
             ring = np.ones((3, 3), np.uint8)
@@ -263,9 +267,37 @@ class FaceScanner:
                      | (thumb < cv2.erode(self._ref_thumb, ring) - CHANGE_LEVEL))
         else:
             moved = np.abs(thumb - self._ref_thumb) > CHANGE_LEVEL
+        # specks of codec noise are not a face appearing: a 2x2 opening keeps ~8 px and up
+        moved = cv2.morphologyEx(moved.astype(np.uint8), cv2.MORPH_OPEN,
+                                 np.ones((2, 2), np.uint8)).astype(bool)
+        self._moved = moved
         counts = moved.reshape(grid.rows, THUMB_PER_CELL, grid.cols, THUMB_PER_CELL).sum((1, 3))
         never = np.array([[math.isinf(cell.scanned_at) for cell in row] for row in self._cells])
         return (counts >= CHANGE_PIXELS) | never
+
+    def _uncertain_regions(self, cells: list[tuple[int, int]], grid: _Grid) -> list[Rect]:
+        """What to cover for cells that changed and were not rescanned: per run of such
+        cells in a row, the box around the thumbnail pixels that changed, grown by
+        REGION_PAD_PX (a face new since the last scan is new content: it lies where the
+        picture changed; the rest of the cell still holds what the last scan saw). A cell
+        never scanned is covered whole."""
+        rects: list[Rect] = []
+        t = THUMB_PER_CELL
+        sx, sy = grid.width / (grid.cols * t), grid.height / (grid.rows * t)
+        for row, col in sorted(cells):
+            cell = grid.cell_rect(row, col)
+            if self._moved is None or math.isinf(self._cells[row][col].scanned_at):
+                rects.append(cell)
+                continue
+            ys, xs = np.nonzero(self._moved[row * t:(row + 1) * t, col * t:(col + 1) * t])
+            if not xs.size:
+                continue
+            x0 = max(0, int((col * t + xs.min()) * sx) - REGION_PAD_PX)
+            y0 = max(0, int((row * t + ys.min()) * sy) - REGION_PAD_PX)
+            x1 = min(grid.width, math.ceil((col * t + xs.max() + 1) * sx) + REGION_PAD_PX)
+            y1 = min(grid.height, math.ceil((row * t + ys.max() + 1) * sy) + REGION_PAD_PX)
+            rects.append(Rect(x0, y0, x1 - x0, y1 - y0))
+        return rects
 
     def _choose(self, changed: np.ndarray, grid: _Grid, budget_s: float,
                 now: float) -> set[tuple[int, int]]:
@@ -336,6 +368,22 @@ class FaceScanner:
                     else:
                         transient.append(box)
         return scanned, transient
+
+
+def _shift_explains(prev: np.ndarray, cur: np.ndarray, dx: int, dy: int) -> bool:
+    """Whether moving the whole picture by (dx, dy) explains the new frame: most of it then
+    matches, and clearly more than without moving. A large object crossing a still camera's
+    view also gives a phase-correlation peak, but the background matches better unmoved."""
+    h, w = cur.shape
+    ring = np.ones((3, 3), np.uint8)
+
+    def matching(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean((b <= cv2.dilate(a, ring) + CHANGE_LEVEL)
+                             & (b >= cv2.erode(a, ring) - CHANGE_LEVEL)))
+
+    moved = matching(prev[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)],
+                     cur[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)])
+    return moved >= 0.6 and moved >= matching(prev, cur) + 0.1
 
 
 class _EdgeGuard:
