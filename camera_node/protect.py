@@ -67,6 +67,8 @@ class EncodeSettings:
 
 
 TINY_ZONE_PX = 48 * 48  # zones up to this area travel as PNG when the codec is JPEG
+FULL_CHROMA_PX = 160 * 160  # JPEG zones up to this area keep full chroma (4:4:4): small crops
+                            # lose most to subsampling; large ones stay > 41 dB without it
 
 
 def zone_codec(zone: Zone, settings: EncodeSettings) -> ImageCodec:
@@ -91,7 +93,8 @@ def protect_frame(frame: np.ndarray, zones: list[Zone], *, camera_id: str, seq: 
     with times.measure("zone_encode"):
         codecs = [zone_codec(z, settings) for z in zones]
         payloads = [encode_image(frame[z.y:z.y + z.h, z.x:z.x + z.w], codec,
-                                 settings.zone_jpeg_quality, full_chroma=True)
+                                 settings.zone_jpeg_quality,
+                                 full_chroma=z.w * z.h <= FULL_CHROMA_PX)
                     for z, codec in zip(zones, codecs, strict=True)]
     with times.measure("redact"):
         for z in zones:

@@ -27,13 +27,13 @@ def pixelate(blocks: int) -> Redactor:
     return apply
 
 
-SOLID_FILL = (64, 64, 64)  # neutral dark grey (BGR): reads as a cover, not as a dead display
+SOLID_FILL = (64, 64, 64)  # neutral dark grey (BGR, one level): a cover, not a dead display
 
 
 def solid(region: np.ndarray) -> None:
     """A flat neutral dark-grey fill. It depends on nothing but the zone's (public) rectangle,
     so no frame, and no number of frames fused, tells anything about what it covers."""
-    region[:] = SOLID_FILL
+    region.fill(SOLID_FILL[0])  # one grey level: a memset per row (a tuple broadcast is ~50x slower)
 
 
 def blur(region: np.ndarray) -> None:
