@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import zmq
 
@@ -88,6 +89,9 @@ class CameraNode:
         self.source = FrameSource(spec, loop=cfg.camera.loop if loop_override is None else loop_override,
                                   pace=cfg.camera.pace, fps=cfg.camera.fps,
                                   max_width=cfg.camera.max_width)
+        # Two threads do the work: detection and publishing, a core each on a small machine.
+        # OpenCV's own worker threads inside each call only make them fight over the cores.
+        cv2.setNumThreads(1)
         self.scanner = create_scanner(cfg.faces)
         self.detector = self.scanner.coarse if self.scanner else None
         self.finder: ZoneFinder[CapturedFrame] = ZoneFinder(
@@ -171,7 +175,7 @@ class CameraNode:
                     self.finder.submit(image, static_cache[size], captured)
                 self.submitted += 1
                 # publish as soon as the detector is done, but be back for the next capture
-                wait_until = time.monotonic() + 0.6 / self.source.fps - (
+                wait_until = time.monotonic() + 0.3 / self.source.fps - (
                     time.perf_counter() - t0 - captured.waited_s)
                 for done, image, zones in self.finder.ready(wait_until):
                     self._publish(publisher, grantsync, done, image, zones)

@@ -207,12 +207,12 @@ class ZoneFinder(Generic[P]):
 
     def _budget(self, job: _Job[P]) -> float:
         """Seconds of native-resolution scanning this frame may use: its share of the frame
-        interval less the coarse pass, plus the latency still unused (up to one and a half
+        interval less the rest of a frame's detection work (coarse pass, change map, tracks), plus the latency still unused (up to one and a half
         frame intervals, at most half of max_lag), so a scene cut's frame gets a full scan and
         the frames after it catch up; past that target the share shrinks to nothing."""
         base = self.budget_share * self._interval_s
-        if self.last_scan is not None:
-            base -= self.last_scan.coarse_ms / 1000
+        if self.last_scan is not None:  # the rest of the last frame's work: coarse pass, maps
+            base -= (self.detect_ms - self.last_scan.fine_ms) / 1000
         base = max(0.0, base)
         target = min(self.max_lag_s / 2, 1.5 * self._interval_s)
         waited = self.clock() - job.submitted
