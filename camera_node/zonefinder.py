@@ -34,7 +34,7 @@ from common.format import MAX_ZONES, ZoneClass
 log = logging.getLogger("veilcam.zones")
 LOG_EVERY_S = 10.0     # at most one "covering whole frames" line per this many seconds
 MAX_PENDING = 8        # frames queued for detection before the publishing loop waits
-DEFAULT_SHARE = 0.7    # share of the frame interval the detector may spend on one frame
+DEFAULT_SHARE = 0.75   # share of the frame interval the detector may spend on one frame
 
 # why a frame went out covered whole; every reason is reported from the start (at 0), so
 # alerts have a series to match before the first event
@@ -82,6 +82,7 @@ class ZoneFinder(Generic[P]):
         self._todo: deque[_Job[P]] = deque()    # not yet taken by the detector thread
         self._cond = threading.Condition()
         self._interval_s = 1 / 30
+        self._credit_s = 0.0               # native-resolution scan time saved up (seconds)
         self._last_submit: float | None = None
         self._last_reason = ""
         self._quiet_until = 0.0
@@ -200,25 +201,29 @@ class ZoneFinder(Generic[P]):
                     self._cond.notify_all()
                 continue
             self.detect_ms = (time.perf_counter() - t0) * 1000
+            self._credit_s = max(0.0, self._credit_s - scan.fine_ms / 1000)
             self.last_scan = scan
             with self._cond:
                 job.scan, job.zones = scan, zones
                 self._cond.notify_all()
 
     def _budget(self, job: _Job[P]) -> float:
-        """Seconds of native-resolution scanning this frame may use: its share of the frame
-        interval less the rest of a frame's detection work (coarse pass, change map, tracks), plus the latency still unused (up to one and a half
-        frame intervals, at most half of max_lag), so a scene cut's frame gets a full scan and
-        the frames after it catch up; past that target the share shrinks to nothing."""
-        base = self.budget_share * self._interval_s
+        """Seconds of native-resolution scanning this frame may use: a credit that each frame
+        refills by its share of the frame interval, less the rest of a frame's detection work
+        (coarse pass, change map, tracks), and that saves up to one and a half frame intervals
+        (at most half of max_lag). Continuous motion spends the share on every frame; a scene
+        cut's frame spends what quiet frames saved, and the frames after it catch up. A frame
+        already later than that target gets less, down to nothing."""
+        refill = self.budget_share * self._interval_s
         if self.last_scan is not None:  # the rest of the last frame's work: coarse pass, maps
-            base -= (self.detect_ms - self.last_scan.fine_ms) / 1000
-        base = max(0.0, base)
+            refill -= (self.detect_ms - self.last_scan.fine_ms) / 1000
         target = min(self.max_lag_s / 2, 1.5 * self._interval_s)
+        self._credit_s = min(target, self._credit_s + max(0.0, refill))
         waited = self.clock() - job.submitted
         if waited <= target:
-            return base + target - waited
-        return base * max(0.0, 1 - (waited - target) / max(self.max_lag_s - target, 1e-3))
+            return self._credit_s
+        return self._credit_s * max(0.0, 1 - (waited - target) / max(self.max_lag_s - target,
+                                                                     1e-3))
 
     def _zones(self, job: _Job[P], scan: ScanResult) -> list[Zone]:
         height, width = job.image.shape[:2]

@@ -137,7 +137,7 @@ class FacesSection(Section):
                               "small for the detect_width pass (down to ~10 px). Cells that "
                               "changed since their last scan and could not be rescanned in time "
                               "are covered whole.")
-    detect_share: float = Field(0.7, gt=0, le=4, description="Time the detector may spend on "
+    detect_share: float = Field(0.75, gt=0, le=4, description="Time the detector may spend on "
                                 "each frame, as a share of the frame interval (coarse pass "
                                 "included); native-resolution scans use what the coarse pass "
                                 "leaves. More than 1 only helps with spare cores.")
