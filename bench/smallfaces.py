@@ -22,7 +22,7 @@ Configurations:
 - **coarse wN**: ``YuNetDetector(model, N, 0.5)``, one whole-frame pass downscaled to N px wide
   (N = the frame width: native resolution);
 - **scanner full**: the camera's ``FaceScanner(YuNetDetector(model, 640, 0.5),
-  YuNetTiles(model, 0.5))`` with an unlimited budget: the coarse pass plus a native-resolution
+  YuNetDetector(model, 640, 0.5))`` with an unlimited budget: the coarse pass plus a native-resolution
   pass over every cell (ms: one whole ``scan`` call; its coarse part is given apart);
 - **scanner 30fps**: the same scanner with the camera's base budget at 30 fps, 0.7 x 33.3 ms
   less the coarse pass (w640, as measured here), called again and again on the same static
@@ -62,7 +62,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from camera_node.detect import Box, YuNetDetector  # noqa: E402
-from camera_node.facescan import FaceScanner, YuNetTiles  # noqa: E402
+from camera_node.facescan import FaceScanner  # noqa: E402
 from camera_node.zones import iou  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +221,7 @@ def run_coarse(model: Path, canvases: list[Canvas], width: int) -> dict[str, Any
 
 
 def new_scanner(model: Path, clock: Callable[[], float] = time.monotonic) -> FaceScanner:
-    return FaceScanner(YuNetDetector(model, 640, DET_SCORE), YuNetTiles(model, DET_SCORE),
+    return FaceScanner(YuNetDetector(model, 640, DET_SCORE), YuNetDetector(model, 640, DET_SCORE),
                        clock=clock)
 
 

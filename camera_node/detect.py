@@ -71,15 +71,21 @@ class YuNetDetector:
         self.score_threshold = score_threshold
 
     def detect(self, frame: np.ndarray) -> list[Box]:
+        """Faces in ``frame`` at ``detect_width`` (its own pixels)."""
         small, scale = _downscale(frame, self.detect_width, upscale=True)
-        size = (small.shape[1], small.shape[0])
+        return [Box(b.x / scale, b.y / scale, b.w / scale, b.h / scale, b.score)
+                for b in self.detect_native(small)]
+
+    def detect_native(self, image: np.ndarray) -> list[Box]:
+        """Faces in ``image`` at the resolution it has (the native-resolution cell passes)."""
+        size = (image.shape[1], image.shape[0])
         if size != self._size:
             self._net.setInputSize(size)
             self._size = size
-        _, faces = self._net.detect(small)
+        _, faces = self._net.detect(image)
         if faces is None:
             return []
-        return [Box(f[0] / scale, f[1] / scale, f[2] / scale, f[3] / scale, float(f[14]))
+        return [Box(float(f[0]), float(f[1]), float(f[2]), float(f[3]), float(f[14]))
                 for f in faces]
 
 

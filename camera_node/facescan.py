@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import cv2
@@ -32,7 +31,6 @@ import numpy as np
 from camera_node.detect import Box, FaceDetector, YuNetDetector, create_face_detector
 from camera_node.zones import iou_matrix
 from common.config import FacesSection
-from common.errors import VeilcamError
 
 CELL_PX = 192          # cell side in pixels (at most)
 OVERLAP_PX = 32        # each fine window reaches this far into its neighbours (faces on borders)
@@ -59,33 +57,9 @@ class Rect:
 
 
 class TileDetector(Protocol):
-    """Runs a face detector on an image at its own resolution (no resizing)."""
+    """Runs a face detector on an image at its own resolution (no resizing): YuNetDetector."""
 
     def detect_native(self, image: np.ndarray) -> list[Box]: ...
-
-
-class YuNetTiles:
-    """YuNet at the resolution it is given, for the fine pass (its own network instance:
-    the coarse pass keeps its input size)."""
-
-    def __init__(self, model: Path, score_threshold: float) -> None:
-        try:
-            self._net = cv2.FaceDetectorYN.create(str(model), "", (320, 320), score_threshold,
-                                                  0.3, 5000)
-        except cv2.error as exc:
-            raise VeilcamError(f"cannot load YuNet model {model}: {exc}") from None
-        self._size: tuple[int, int] | None = None
-
-    def detect_native(self, image: np.ndarray) -> list[Box]:
-        size = (image.shape[1], image.shape[0])
-        if size != self._size:
-            self._net.setInputSize(size)
-            self._size = size
-        _, faces = self._net.detect(image)
-        if faces is None:
-            return []
-        return [Box(float(f[0]), float(f[1]), float(f[2]), float(f[3]), float(f[14]))
-                for f in faces]
 
 
 @dataclass
@@ -502,5 +476,6 @@ def create_scanner(cfg: FacesSection) -> FaceScanner | None:
         return None
     fine = None
     if cfg.small_faces and isinstance(coarse, YuNetDetector):
-        fine = YuNetTiles(coarse.model, coarse.score_threshold)
+        # a network of its own: the coarse pass keeps its input size
+        fine = YuNetDetector(coarse.model, coarse.detect_width, coarse.score_threshold)
     return FaceScanner(coarse, fine)

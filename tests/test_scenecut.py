@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from camera_node.detect import YuNetDetector
-from camera_node.facescan import FaceScanner, YuNetTiles
+from camera_node.facescan import FaceScanner
 from camera_node.zonefinder import ZoneFinder
 from camera_node.zones import Zone
 from tests.conftest import MEDIA, YUNET, require_media
@@ -58,7 +58,7 @@ def coverage(zones: list[Zone], box: tuple[int, int, int, int], shape) -> float:
 
 def scanner(model: Path, small_faces: bool = True) -> FaceScanner:
     coarse = YuNetDetector(model, 640, 0.5)
-    return FaceScanner(coarse, YuNetTiles(model, 0.5) if small_faces else None)
+    return FaceScanner(coarse, YuNetDetector(model, 640, 0.5) if small_faces else None)
 
 
 def publish(frames: list[np.ndarray], finder: ZoneFinder, fps: float = 30
