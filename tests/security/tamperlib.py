@@ -172,7 +172,7 @@ CASES: list[Case] = [
     _row("zone1-class-other", header(zone_field(1, "class"), b"\x04"), SIG),
     _row("zone0-class-full", header(zone_field(0, "class"), b"\x05"), SIG),
     _row("zone0-class-unknown", header(zone_field(0, "class"), b"\x09"), M),
-    _row("zone1-codec-other", header(zone_field(1, "codec"), b"\x02"), SIG),
+    _row("zone1-codec-other", header(zone_field(1, "codec"), b"\x03"), SIG),  # it is PNG
     _row("zone1-codec-unknown", header(zone_field(1, "codec"), b"\x00"), M),
     _row("zone1-rect-outside-frame", header(zone_field(1, "x"), u16(W)), M),
     _row("zone0-w-zero", header(zone_field(0, "w"), u16(0)), M),
