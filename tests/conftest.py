@@ -144,3 +144,19 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never read or write the user's real model cache from tests."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture(autouse=True)
+def _own_zmq_context(monkeypatch: pytest.MonkeyPatch):
+    """Each test's in-process sockets (viewer links, relay clients, doctor probes) on a ZeroMQ
+    context of its own, destroyed at the end: a test that leaves the shared context busy (a
+    hostile store's 300 MiB in flight, a failed handshake) must not leave every later
+    in-process query unanswered. Module-scoped fixtures are set up before this and keep the
+    shared context."""
+    import zmq
+
+    ctx = zmq.Context()
+    monkeypatch.setattr(zmq.Context, "instance", classmethod(lambda cls, *a, **k: ctx))
+    yield
+    monkeypatch.undo()
+    ctx.destroy(linger=0)
