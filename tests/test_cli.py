@@ -124,3 +124,14 @@ def test_output_cut_short_by_the_reader_is_not_a_traceback(monkeypatch) -> None:
     finally:
         monkeypatch.undo()
         stdout.close()
+
+
+def test_grant_for_a_camera_the_deployment_does_not_know_is_refused(tmp_path: Path) -> None:
+    """'grant --camera doorr' (a typo) used to write a grant that opens nothing, silently."""
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    r = run_cli("grant", "alice", "--camera", "doorr", "--home", str(home))
+    assert r.returncode == 2
+    assert "camera 'doorr' is not part of this deployment" in r.stderr
+    assert "known cameras: cam1" in r.stderr and "Traceback" not in r.stderr
+    assert not list((home / "grants").glob("alice@doorr*"))
+    assert run_cli("grant", "alice", "--camera", "cam1", "--home", str(home)).returncode == 0

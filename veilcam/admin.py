@@ -72,9 +72,28 @@ def user_public_keys(home: Home, name: str, key_id: str | None = None) -> tuple[
 
 def grant(home: Home, name: str, camera: str, classes: list[ZoneClass],
           key_id: str | None = None) -> Path:
+    _check_known_camera(home, camera)
     public, pq_public = user_public_keys(home, name, key_id)
     return write_grant(home.grants_dir, name, camera,
                        sign_grant(home.ca_key(), name, camera, classes, public, pq_public))
+
+
+def _check_known_camera(home: Home, camera: str) -> None:
+    """A grant for a camera the deployment has no certificate for opens nothing (a typo like
+    'doorr' used to succeed silently)."""
+    from common.format import FormatError, validate_camera_id
+
+    try:
+        validate_camera_id(camera)
+    except FormatError as exc:
+        raise VeilcamError(str(exc)) from None
+    if not home.cert_path("camera", camera).is_file():
+        known = sorted(p.name[len("camera-"):-len(".crt")]
+                       for p in home.certs_dir.glob("camera-*.crt"))
+        raise VeilcamError(f"camera {camera!r} is not part of this deployment (no "
+                           f"{home.cert_path('camera', camera)}); known cameras: "
+                           f"{', '.join(known) or 'none'} ('veilcam cert issue camera:NAME' "
+                           "adds one)")
 
 
 def revoke(home: Home, name: str, camera: str) -> Path:
