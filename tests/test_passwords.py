@@ -124,3 +124,14 @@ def test_user_passwd_reseals_the_keystore(tmp_path) -> None:
     with pytest.raises(KeystoreError):
         open_keystore(path, PASSWORD)
     assert path.stat().st_mode & 0o077 == 0
+
+
+def test_register_refuses_a_weak_password_before_reaching_the_store(tmp_path) -> None:
+    """'register' applies the same strength checks as 'user add' (no store is running here:
+    the refusal comes first)."""
+    from tests.conftest import SAMPLE_CLIP, make_home, run_cli
+
+    home = make_home(tmp_path, SAMPLE_CLIP, users=())
+    r = run_cli("register", "dana", "--home", str(home), "--password-stdin",
+                stdin="passwordpassword\n")
+    assert r.returncode == 2 and "repeated" in r.stderr and "Traceback" not in r.stderr

@@ -123,10 +123,13 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
 def cmd_register(args: argparse.Namespace) -> int:
     from common.home import open_home
+    from common.passwordinput import check_password_strength
     from viewer.login import register
 
     home = open_home(args.home)
-    ks = register(home, args.name, _read_password(args))
+    password = _read_password(args, f"New password for {args.name}: ", confirm=True)
+    check_password_strength(password, args.name)  # as 'user add': WeakPasswordError says why
+    ks = register(home, args.name, password)
     from common.keywrap import key_id_of
 
     key_id = key_id_of(ks.public_raw).hex()
