@@ -57,7 +57,13 @@ def user_public_keys(home: Home, name: str, key_id: str | None = None) -> tuple[
             finally:
                 accounts.close()
         if doc is None:
-            raise VeilcamError(f"no user {name!r} in {home.root} (register them first)")
+            raise VeilcamError(
+                f"no user {name!r} in {home.root}: a grant needs the user's public keys, and "
+                f"this home has neither {home.keystore_path(name)} nor an account for them in "
+                f"{home.accounts_path}. Create the user here ('veilcam user add'), or have "
+                "them run 'veilcam register' and grant from a home holding the store's "
+                "accounts/ folder (with --key-id, the id register printed), or copy their "
+                "users/NAME/keystore.json here (its private keys are sealed)")
     public = base64.b64decode(doc["public_key"])
     actual = key_id_of(public).hex()
     if key_id is not None and key_id.lower().replace(":", "") != actual:

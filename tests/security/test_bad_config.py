@@ -176,7 +176,7 @@ ROWS = [
     Row("grant-camera-id-invalid", ("grant", "alice", "--camera", "bad id!", "--home",
                                     "{home}"), ("invalid camera id",)),
     Row("grant-unknown-user", ("grant", "nobody", "--camera", "cam1", "--home", "{home}"),
-        ("no user 'nobody'",)),
+        ("no user 'nobody'", "public keys", "veilcam register", "--key-id")),
     Row("cert-unknown-role", ("cert", "issue", "robot:r2", "--home", "{home}"), ("ROLE:NAME",)),
     Row("init-port-base-out-of-range", ("init", "{tmp}/new", "--port-base", "70000"),
         ("--port-base", "70000")),
