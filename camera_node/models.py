@@ -57,16 +57,25 @@ def model_digest(path: Path) -> str:
         return digest
 
 
-def packaged_yunet_problem() -> str:
-    """Why the packaged YuNet cannot be used ("" when it can)."""
-    path = PACKAGED_YUNET
+def _pin_problem(path: Path) -> tuple[str, str]:
+    """("unreadable", why) or ("mismatch", the two digests) or ("", "") for a pinned file."""
     try:
         digest = model_digest(path)
     except OSError as exc:
-        return f"the YuNet model shipped with veilcam ({path}) is missing or unreadable: {exc}"
+        return "unreadable", str(exc)
     if digest != YUNET_SHA256:
-        return (f"the YuNet model shipped with veilcam ({path}) is corrupt: sha256 "
-                f"{digest[:12]}..., expected {YUNET_SHA256[:12]}...")
+        return "mismatch", f"{digest[:12]}..., expected {YUNET_SHA256[:12]}..."
+    return "", ""
+
+
+def packaged_yunet_problem() -> str:
+    """Why the packaged YuNet cannot be used ("" when it can)."""
+    path = PACKAGED_YUNET
+    kind, detail = _pin_problem(path)
+    if kind == "unreadable":
+        return f"the YuNet model shipped with veilcam ({path}) is missing or unreadable: {detail}"
+    if kind == "mismatch":
+        return f"the YuNet model shipped with veilcam ({path}) is corrupt: sha256 {detail}"
     return ""
 
 
@@ -90,14 +99,13 @@ def _log_once(message: str) -> None:
 def unpinned_problem(path: Path) -> str:
     """For a model taken from the cache or the package: "" when its sha256 is the pinned one,
     else why it must not be loaded."""
-    try:
-        digest = model_digest(path)
-    except OSError as exc:
-        return f"cannot read the YuNet model {path}: {exc}"
-    if digest != YUNET_SHA256:
-        return (f"the YuNet model {path} does not match the pinned sha256 (got {digest[:12]}..., "
-                f"expected {YUNET_SHA256[:12]}...): corrupt or replaced; 'veilcam models fetch' "
-                "replaces it (or delete it to use the copy shipped with veilcam)")
+    kind, detail = _pin_problem(path)
+    if kind == "unreadable":
+        return f"cannot read the YuNet model {path}: {detail}"
+    if kind == "mismatch":
+        return (f"the YuNet model {path} does not match the pinned sha256 (got {detail}): "
+                "corrupt or replaced; 'veilcam models fetch' replaces it (or delete it to use "
+                "the copy shipped with veilcam)")
     return ""
 
 

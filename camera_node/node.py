@@ -64,6 +64,9 @@ class CameraNode:
         try:
             self._setup(home, cfg, source_override, loop_override)
         except BaseException:
+            for part in ("finder", "source"):  # whatever _setup had started
+                if hasattr(self, part):
+                    getattr(self, part).close()
             self.lock.release()
             raise
         self.max_frames = max_frames

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from tests.security.test_store_robustness import Store, rss_bytes
+from tests.security.test_store_robustness import Store, rss_bytes, running_store
 from tests.security.test_tampering import ViewerRun
 
 pytestmark = pytest.mark.e2e
@@ -36,13 +36,8 @@ def hwm_bytes(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    s = Store(tmp_path_factory.mktemp("caps"))
-    try:
-        s.good_frame_is_stored()
+    with running_store(tmp_path_factory, "caps") as s:
         yield s
-    finally:
-        s.close()
-        assert "Traceback" not in s.procs.log("store"), s.procs.log("store")[-3000:]
 
 
 def _ask(sock: zmq.Socket, parts: list[bytes], timeout_ms: int = 30000) -> list[bytes]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,15 +90,23 @@ class Store:
         self.procs.stop_all()
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    s = Store(tmp_path_factory.mktemp("robust"))
+@contextmanager
+def running_store(tmp_path_factory, name: str):
+    """A store process with a genuine frame already stored; closed (and its log checked for
+    tracebacks) at the end. Module fixtures of the security tests share it."""
+    s = Store(tmp_path_factory.mktemp(name))
     try:
         s.good_frame_is_stored()
         yield s
     finally:
         s.close()
         assert "Traceback" not in s.procs.log("store"), s.procs.log("store")[-3000:]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    with running_store(tmp_path_factory, "robust") as s:
+        yield s
 
 
 def test_oversized_message_drops_the_connection_and_the_store_stays_up(store: Store) -> None:
