@@ -421,29 +421,6 @@ def _runs(cols: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _merge_cells(cells: list[tuple[int, int]], grid: _Grid) -> list[Rect]:
-    """Uncertain cells as few rectangles: runs per row, stacked where rows repeat the run."""
-    by_row: dict[int, list[tuple[int, int]]] = {}
-    for r, c in sorted(cells):
-        by_row.setdefault(r, []).append(c)
-    open_runs: dict[tuple[int, int], int] = {}   # run -> first row
-    rects: list[Rect] = []
-
-    def close(run: tuple[int, int], first_row: int, last_row: int) -> None:
-        x0, x1 = grid.xs[run[0]], grid.xs[run[1] + 1]
-        y0, y1 = grid.ys[first_row], grid.ys[last_row + 1]
-        rects.append(Rect(x0, y0, x1 - x0, y1 - y0))
-
-    for r in range(grid.rows + 1):
-        runs = set(_runs(by_row.get(r, [])))
-        for run in list(open_runs):
-            if run not in runs:
-                close(run, open_runs.pop(run), r - 1)
-        for run in runs:
-            open_runs.setdefault(run, r)
-    return rects
-
-
 def _dedupe(boxes: list[Box], same: float = 0.5) -> list[Box]:
     """One box per face: the coarse and fine passes (and a cell's kept result) often find the
     same face; a box and those that overlap it by IoU > ``same`` become their union (the
