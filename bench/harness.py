@@ -23,6 +23,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --------------------------------------------------------------------------- /proc
 
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (readable until it is reaped, zombies included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -57,12 +58,19 @@ def machine() -> dict:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             mem_kb = int(line.split()[1])
-    return {"nproc": os.cpu_count(), "cpu_model": model, "ram_gb": round(mem_kb / 2**20, 1),
-            "loadavg": list(os.getloadavg()), "kernel": os.uname().release,
-            "python": sys.version.split()[0], "opencv": cv2.__version__}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "ram_gb": round(mem_kb / 2**20, 1),
+        "loadavg": list(os.getloadavg()),
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+        "opencv": cv2.__version__,
+    }
 
 
 # --------------------------------------------------------------------------- media, ports, CLI
+
 
 def make_clip(size: tuple[int, int], fps: float, seconds: float, out: Path) -> Path:
     """The sample clip (and real media when present) scaled to ``size``, ``seconds`` long."""
@@ -108,10 +116,12 @@ def veilcam_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "veilcam", *args]
 
 
-def veilcam(*args: str, stdin: str | None = None, check: bool = True
-            ) -> subprocess.CompletedProcess:
-    return subprocess.run(veilcam_cmd(*args), input=stdin, text=True, capture_output=True,
-                          cwd=ROOT, check=check)
+def veilcam(
+    *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        veilcam_cmd(*args), input=stdin, text=True, capture_output=True, cwd=ROOT, check=check
+    )
 
 
 def use_yunet(camera_toml: str) -> str:
@@ -122,6 +132,7 @@ def use_yunet(camera_toml: str) -> str:
 
 
 # --------------------------------------------------------------------------- node processes
+
 
 class Node:
     """One node process: its log, and its CPU time as last seen (kept after it exits)."""
@@ -191,14 +202,22 @@ class NodeSet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.nodes: list[Node] = []
 
-    def start(self, name: str, role: str, cmd: list[str], stdin: str | None = None,
-              preexec_fn=None) -> Node:
+    def start(
+        self, name: str, role: str, cmd: list[str], stdin: str | None = None, preexec_fn=None
+    ) -> Node:
         log = self.log_dir / f"{name}.log"
         fh = open(log, "w")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                text=True, preexec_fn=preexec_fn)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            text=True,
+            preexec_fn=preexec_fn,
+        )
         fh.close()
         if stdin is not None:
             proc.stdin.write(stdin)
@@ -217,14 +236,18 @@ class NodeSet:
             if text in node.log():
                 return time.monotonic() - t0
             if node.poll():
-                raise RuntimeError(f"{node.name} exited ({node.exit_code}) before logging "
-                                   f"{text!r}:\n{node.log()[-3000:]}")
+                raise RuntimeError(
+                    f"{node.name} exited ({node.exit_code}) before logging "
+                    f"{text!r}:\n{node.log()[-3000:]}"
+                )
             time.sleep(0.05)
-        raise RuntimeError(f"{node.name} did not log {text!r} within {timeout:.0f} s:\n"
-                           f"{node.log()[-3000:]}")
+        raise RuntimeError(
+            f"{node.name} did not log {text!r} within {timeout:.0f} s:\n{node.log()[-3000:]}"
+        )
 
     def stop_all(self, timeout: float = 15) -> None:
         import signal
+
         for node in self.nodes:
             if node.alive:
                 node.signal(signal.SIGCONT)  # a paused node cannot act on SIGTERM

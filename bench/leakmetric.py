@@ -31,6 +31,7 @@ CORR_MIN = 0.5
 
 # --------------------------------------------------------------------------- reference faces
 
+
 def make_detector(model: str | Path, score: float = REF_SCORE) -> cv2.FaceDetectorYN:
     """A YuNet detector for the reference pass (its input size is set per frame)."""
     model = Path(model)
@@ -39,8 +40,9 @@ def make_detector(model: str | Path, score: float = REF_SCORE) -> cv2.FaceDetect
     return cv2.FaceDetectorYN.create(str(model), "", (320, 320), score, 0.3, 5000)
 
 
-def reference_faces(image: np.ndarray, detector: cv2.FaceDetectorYN,
-                    score: float = REF_SCORE) -> list[Box]:
+def reference_faces(
+    image: np.ndarray, detector: cv2.FaceDetectorYN, score: float = REF_SCORE
+) -> list[Box]:
     """Faces YuNet finds on ``image`` at its native resolution, score >= ``score``, as boxes
     clipped to the frame (empty boxes are dropped)."""
     h, w = image.shape[:2]
@@ -48,18 +50,27 @@ def reference_faces(image: np.ndarray, detector: cv2.FaceDetectorYN,
     detector.setScoreThreshold(score)
     _, faces = detector.detect(image)
     boxes: list[Box] = []
-    for row in ([] if faces is None else faces):
+    for row in [] if faces is None else faces:
         if float(row[14]) < score:
             continue
-        box = clip_box((int(math.floor(row[0])), int(math.floor(row[1])),
-                        int(math.ceil(row[2])), int(math.ceil(row[3]))), w, h)
+        box = clip_box(
+            (
+                int(math.floor(row[0])),
+                int(math.floor(row[1])),
+                int(math.ceil(row[2])),
+                int(math.ceil(row[3])),
+            ),
+            w,
+            h,
+        )
         if box is not None:
             boxes.append(box)
     return boxes
 
 
-def time_reference(images: list[np.ndarray], detector: cv2.FaceDetectorYN,
-                   repeats: int = 3) -> float:
+def time_reference(
+    images: list[np.ndarray], detector: cv2.FaceDetectorYN, repeats: int = 3
+) -> float:
     """Frames per second of the reference pass alone (YuNet at native resolution, this
     process, OpenCV's default threads): each frame is timed ``repeats`` times and its fastest
     run kept (other processes on a shared machine only ever add time), then the median frame
@@ -99,12 +110,13 @@ def iou(a: Box, b: Box) -> float:
 
 # --------------------------------------------------------------------------- readable test
 
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 patches of the same shape (inf when identical)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     if mse == 0.0:
         return math.inf
-    return 10.0 * math.log10(255.0 ** 2 / mse)
+    return 10.0 * math.log10(255.0**2 / mse)
 
 
 def _gray(patch: np.ndarray) -> np.ndarray:
@@ -127,9 +139,13 @@ def laplacian_corr(public: np.ndarray, original: np.ndarray) -> float:
     return float(lp @ lo) / den
 
 
-def is_readable(public: np.ndarray, original: np.ndarray, box: Box,
-                psnr_min: float = PSNR_MIN_DB, corr_min: float = CORR_MIN
-                ) -> tuple[bool, float, float]:
+def is_readable(
+    public: np.ndarray,
+    original: np.ndarray,
+    box: Box,
+    psnr_min: float = PSNR_MIN_DB,
+    corr_min: float = CORR_MIN,
+) -> tuple[bool, float, float]:
     """(readable, PSNR dB, Laplacian correlation) of ``box`` (clipped to the frame) in the
     public frame against the original. An empty box is not readable."""
     if public.shape != original.shape:
@@ -139,14 +155,15 @@ def is_readable(public: np.ndarray, original: np.ndarray, box: Box,
     if clipped is None:
         return False, 0.0, 0.0
     x, y, bw, bh = clipped
-    pub = public[y:y + bh, x:x + bw]
-    org = original[y:y + bh, x:x + bw]
+    pub = public[y : y + bh, x : x + bw]
+    org = original[y : y + bh, x : x + bw]
     p = psnr(pub, org)
     c = laplacian_corr(pub, org)
     return (p >= psnr_min and c >= corr_min), p, c
 
 
 # --------------------------------------------------------------------------- zones
+
 
 def zone_share(zones: list[dict], width: int, height: int) -> tuple[float, bool]:
     """(union area of the zones / frame area, whole frame covered?) for one frame's zone
@@ -157,12 +174,11 @@ def zone_share(zones: list[dict], width: int, height: int) -> tuple[float, bool]
     mask = np.zeros((height, width), dtype=bool)
     for z in zones:
         x, y, w, h = int(z["x"]), int(z["y"]), int(z["w"]), int(z["h"])
-        if z.get("class") == "full" or (x <= 0 and y <= 0 and x + w >= width
-                                        and y + h >= height):
+        if z.get("class") == "full" or (x <= 0 and y <= 0 and x + w >= width and y + h >= height):
             return 1.0, True
         c = clip_box((x, y, w, h), width, height)
         if c is not None:
-            mask[c[1]:c[1] + c[3], c[0]:c[0] + c[2]] = True
+            mask[c[1] : c[1] + c[3], c[0] : c[0] + c[2]] = True
     share = float(mask.mean())
     return share, share >= 1.0
 
@@ -183,6 +199,7 @@ def longest_readable_run(frames: list[list[Box]], min_iou: float = 0.3) -> int:
 
 
 # --------------------------------------------------------------------------- results
+
 
 @dataclass
 class ClipLeaks:
@@ -216,6 +233,7 @@ class ClipLeaks:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["readable_percent"] = round(self.readable_percent, 2)
-        d["camera_to_reference_fps"] = (round(self.camera_fps / self.reference_fps, 2)
-                                        if self.reference_fps else None)
+        d["camera_to_reference_fps"] = (
+            round(self.camera_fps / self.reference_fps, 2) if self.reference_fps else None
+        )
         return d

@@ -89,6 +89,7 @@ REF_TIMING_FRAMES = 20  # frames of each clip the reference's fps is measured on
 
 # --------------------------------------------------------------------------- live arrivals
 
+
 class ArrivalWatcher(threading.Thread):
     """Stamps, with the wall clock, each line appended to ``DIR/frames.jsonl`` and each
     ``DIR/<seq>.png`` created, as they happen (inotify; polling the jsonl when inotify is not
@@ -112,8 +113,13 @@ class ArrivalWatcher(threading.Thread):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
             fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-            if fd < 0 or libc.inotify_add_watch(fd, str(self.dir).encode(),
-                                                self.IN_MODIFY | self.IN_CREATE) < 0:
+            if (
+                fd < 0
+                or libc.inotify_add_watch(
+                    fd, str(self.dir).encode(), self.IN_MODIFY | self.IN_CREATE
+                )
+                < 0
+            ):
                 raise OSError(ctypes.get_errno(), "inotify")
             self._fd = fd
         except (OSError, AttributeError):
@@ -154,7 +160,7 @@ class ArrivalWatcher(threading.Thread):
             modified, pos = False, 0
             while pos + self.EVENT.size <= len(buf):
                 _, mask, _, length = self.EVENT.unpack_from(buf, pos)
-                name = buf[pos + self.EVENT.size:pos + self.EVENT.size + length]
+                name = buf[pos + self.EVENT.size : pos + self.EVENT.size + length]
                 name = name.rstrip(b"\0").decode(errors="replace")
                 pos += self.EVENT.size + length
                 if name == "frames.jsonl":
@@ -179,22 +185,32 @@ class ArrivalWatcher(threading.Thread):
             self._fd = -1
 
     def latencies(self) -> dict:
-        line_ms = [(t - r["capture_time_us"] / 1e6) * 1000 for t, r in self.lines
-                   if r.get("verified")]
-        created_ms = [(self.created[r["seq"]] - r["capture_time_us"] / 1e6) * 1000
-                      for _, r in self.lines if r.get("verified") and r["seq"] in self.created]
+        line_ms = [
+            (t - r["capture_time_us"] / 1e6) * 1000 for t, r in self.lines if r.get("verified")
+        ]
+        created_ms = [
+            (self.created[r["seq"]] - r["capture_time_us"] / 1e6) * 1000
+            for _, r in self.lines
+            if r.get("verified") and r["seq"] in self.created
+        ]
 
         def stats(v: list[float]) -> dict:
             if not v:
                 return {"n": 0}
             a = np.asarray(v)
-            return {"n": len(v), "p50": round(float(np.percentile(a, 50)), 1),
-                    "p99": round(float(np.percentile(a, 99)), 1),
-                    "max": round(float(a.max()), 1)}
+            return {
+                "n": len(v),
+                "p50": round(float(np.percentile(a, 50)), 1),
+                "p99": round(float(np.percentile(a, 99)), 1),
+                "max": round(float(a.max()), 1),
+            }
 
         # newer viewers stamp each live line with age_s (their own clock, when they write it)
-        age_ms = [r["age_s"] * 1000 for _, r in self.lines
-                  if r.get("verified") and isinstance(r.get("age_s"), int | float)]
+        age_ms = [
+            r["age_s"] * 1000
+            for _, r in self.lines
+            if r.get("verified") and isinstance(r.get("age_s"), int | float)
+        ]
         out = {"method": self.method, "line": stats(line_ms), "png_created": stats(created_ms)}
         if age_ms:
             out["viewer_age_s"] = stats(age_ms)
@@ -202,6 +218,7 @@ class ArrivalWatcher(threading.Thread):
 
 
 # --------------------------------------------------------------------------- deployment
+
 
 def configure_model(camera_toml: Path) -> str:
     """Make sure the camera uses YuNet: leave the config alone when it names a model or the
@@ -212,7 +229,8 @@ def configure_model(camera_toml: Path) -> str:
     if faces.get("model"):
         return f"configured: {faces['model']}"
     try:
-        from camera_node.models import find_yunet_model
+        from veilcam.camera_node.models import find_yunet_model
+
         found = find_yunet_model("")
     except Exception:  # noqa: BLE001 (camera_node being edited: fall back to the explicit path)
         found = None
@@ -237,15 +255,14 @@ def disable_faces(camera_toml: Path) -> None:
     if m is None:
         text += "\n[faces]\nenabled = false\n"
     else:
-        end = re.search(r"^\[", text[m.end():], flags=re.M)
+        end = re.search(r"^\[", text[m.end() :], flags=re.M)
         stop = m.end() + (end.start() if end else len(text) - m.end())
-        section = text[m.end():stop]
+        section = text[m.end() : stop]
         if re.search(r"^enabled\s*=", section, flags=re.M):
-            section = re.sub(r"^enabled\s*=.*$", "enabled = false", section, count=1,
-                             flags=re.M)
+            section = re.sub(r"^enabled\s*=.*$", "enabled = false", section, count=1, flags=re.M)
         else:
             section = "\nenabled = false" + section
-        text = text[:m.end()] + section + text[stop:]
+        text = text[: m.end()] + section + text[stop:]
     camera_toml.write_text(text)
     if tomllib.loads(text).get("faces", {}).get("enabled") is not False:
         raise RuntimeError(f"could not turn face detection off in {camera_toml}")
@@ -265,8 +282,10 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _fail(node, what: str) -> RuntimeError:
-    return RuntimeError(f"{node.name} {what} (exit {node.exit_code}); last log lines:\n"
-                        + "\n".join(node.log().splitlines()[-25:]))
+    return RuntimeError(
+        f"{node.name} {what} (exit {node.exit_code}); last log lines:\n"
+        + "\n".join(node.log().splitlines()[-25:])
+    )
 
 
 STALL_S = 45.0  # no new live frame for this long while the camera runs: it is stuck
@@ -288,22 +307,34 @@ def _wait_camera(camera, store, live, watcher: ArrivalWatcher, timeout: float) -
         if live.poll() and live.exit_code != 0:
             raise _fail(live, "exited while the camera was running")
         if live.alive and now - last_new > STALL_S:
-            raise _fail(camera, f"stalled: no frame reached the live viewer for {STALL_S:.0f} s "
-                        f"({seen} so far)")
+            raise _fail(
+                camera,
+                f"stalled: no frame reached the live viewer for {STALL_S:.0f} s ({seen} so far)",
+            )
         time.sleep(0.2)
     return camera.exit_code
 
 
-def run_pipeline(info: ClipInfo, tmp: Path, max_frames: int | None, log,
-                 control: bool = False) -> dict:
+def run_pipeline(
+    info: ClipInfo, tmp: Path, max_frames: int | None, log, control: bool = False
+) -> dict:
     """Store + live viewer + camera on the clip, then the two archive read-backs. Returns
     paths and counters; raises RuntimeError (with the node's log) when a node fails."""
     home = tmp / "home"
     base = free_port_base(4)
-    veilcam("init", str(home), "--camera-id", "cam1", "--source", str(info.path),
-            "--port-base", str(base), "--web-port", str(base + 3))
-    veilcam("user", "add", "alice", "--home", str(home), "--password-stdin",
-            stdin=PASSWORD + "\n")
+    veilcam(
+        "init",
+        str(home),
+        "--camera-id",
+        "cam1",
+        "--source",
+        str(info.path),
+        "--port-base",
+        str(base),
+        "--web-port",
+        str(base + 3),
+    )
+    veilcam("user", "add", "alice", "--home", str(home), "--password-stdin", stdin=PASSWORD + "\n")
     model = configure_model(home / "config" / "camera.toml")
     if control:
         disable_faces(home / "config" / "camera.toml")
@@ -315,13 +346,30 @@ def run_pipeline(info: ClipInfo, tmp: Path, max_frames: int | None, log,
     watcher = ArrivalWatcher(live_dir)
     camera_timeout = 90 + 1.0 * expected
     try:
-        store = nodes.start("store", "store", veilcam_cmd(
-            "store", "--home", str(home), "--stats-out", str(tmp / "store.json")))
+        store = nodes.start(
+            "store",
+            "store",
+            veilcam_cmd("store", "--home", str(home), "--stats-out", str(tmp / "store.json")),
+        )
         nodes.wait_for_log(store, "store ready", timeout=60)
         watcher.start()
-        live = nodes.start("live", "viewer", veilcam_cmd(
-            "view", "--home", str(home), "--headless", "--out", str(live_dir), "--no-images",
-            "--frames", str(expected), "--timeout", str(int(camera_timeout + 60))))
+        live = nodes.start(
+            "live",
+            "viewer",
+            veilcam_cmd(
+                "view",
+                "--home",
+                str(home),
+                "--headless",
+                "--out",
+                str(live_dir),
+                "--no-images",
+                "--frames",
+                str(expected),
+                "--timeout",
+                str(int(camera_timeout + 60)),
+            ),
+        )
         nodes.wait_for_log(live, "headless viewer: waiting for", timeout=60)
         time.sleep(0.5)  # let the subscription reach the store's relay
         cam_cmd = ["camera", "--home", str(home), "--stats-out", str(tmp / "camera.json")]
@@ -332,9 +380,11 @@ def run_pipeline(info: ClipInfo, tmp: Path, max_frames: int | None, log,
         code = _wait_camera(camera, store, live, watcher, camera_timeout)
         run["camera_wall_s"] = round(time.monotonic() - t0, 2)
         if code in (3, 4):
-            run["notes"].append(f"camera exit {code} ("
-                                + ("store did not ack every frame" if code == 3
-                                   else "store rejected frames") + ")")
+            run["notes"].append(
+                f"camera exit {code} ("
+                + ("store did not ack every frame" if code == 3 else "store rejected frames")
+                + ")"
+            )
         elif code != 0:
             raise _fail(camera, "failed")
         if not (tmp / "camera.json").exists():
@@ -355,20 +405,34 @@ def run_pipeline(info: ClipInfo, tmp: Path, max_frames: int | None, log,
         run["latency"] = watcher.latencies()
         run["live_frames"] = len(watcher.lines)
         # read the whole archive back: public and unlocked
-        view = ["view", "--home", str(home), "--headless", "--from", "start",
-                "--camera", "cam1", "--frames", str(published)]
+        view = [
+            "view",
+            "--home",
+            str(home),
+            "--headless",
+            "--from",
+            "start",
+            "--camera",
+            "cam1",
+            "--frames",
+            str(published),
+        ]
         pub = nodes.start("public", "viewer", veilcam_cmd(*view, "--out", str(pub_dir)))
-        orig = nodes.start("original", "viewer", veilcam_cmd(
-            *view, "--out", str(orig_dir), "--user", "alice", "--password-stdin"),
-            stdin=PASSWORD + "\n")
+        orig = nodes.start(
+            "original",
+            "viewer",
+            veilcam_cmd(*view, "--out", str(orig_dir), "--user", "alice", "--password-stdin"),
+            stdin=PASSWORD + "\n",
+        )
         for node in (pub, orig):
             try:
                 code = node.wait(120 + 1.0 * published)
             except subprocess.TimeoutExpired:
                 raise _fail(node, "did not finish reading the archive") from None
             if code == 1:
-                run["notes"].append(f"{node.name} viewer: fewer than {published} frames "
-                                    "in the archive")
+                run["notes"].append(
+                    f"{node.name} viewer: fewer than {published} frames in the archive"
+                )
             elif code != 0:
                 raise _fail(node, "failed")
     finally:
@@ -384,23 +448,29 @@ def run_pipeline(info: ClipInfo, tmp: Path, max_frames: int | None, log,
 
 # --------------------------------------------------------------------------- analysis
 
+
 def analyse(info: ClipInfo, run: dict, detector: cv2.FaceDetectorYN) -> ClipLeaks:
-    res = ClipLeaks(clip=info.name, size=f"{info.width}x{info.height}",
-                    clip_fps=round(info.fps, 2), frames_in_clip=run["expected"])
+    res = ClipLeaks(
+        clip=info.name,
+        size=f"{info.width}x{info.height}",
+        clip_fps=round(info.fps, 2),
+        frames_in_clip=run["expected"],
+    )
     res.notes.extend(run["notes"])
     stats = run["camera_stats"]
     res.frames_published = int(stats.get("published", 0))
     res.fail_closed = dict(stats.get("fail_closed", {}))
-    res.dropped = {"backpressure": stats.get("dropped_backpressure", 0),
-                   "overload": stats.get("dropped_overload", 0)}
+    res.dropped = {
+        "backpressure": stats.get("dropped_backpressure", 0),
+        "overload": stats.get("dropped_overload", 0),
+    }
     res.detector = str(stats.get("detector", "?"))
     if "yunet" not in res.detector.lower() and "CONTROL" not in run["model"]:
         res.notes.append(f"camera detector is {res.detector!r}, not YuNet")
     res.latency_ms = run["latency"]
     res.latency_ms["live_frames"] = run["live_frames"]
     if run["live_frames"] < res.frames_published:
-        res.notes.append(f"live viewer saw {run['live_frames']} of {res.frames_published} "
-                         "frames")
+        res.notes.append(f"live viewer saw {run['live_frames']} of {res.frames_published} frames")
 
     d = run["dirs"]
     pub = {r["seq"]: r for r in _read_jsonl(d["public"] / "frames.jsonl")}
@@ -414,8 +484,9 @@ def analyse(info: ClipInfo, run: dict, detector: cv2.FaceDetectorYN) -> ClipLeak
     only = set(pub) ^ set(org)
     if only:
         res.notes.append(f"{len(only)} seq(s) in only one read-back")
-    seqs = sorted(s for s in set(pub) & set(org)
-                  if pub[s].get("verified") and org[s].get("verified"))
+    seqs = sorted(
+        s for s in set(pub) & set(org) if pub[s].get("verified") and org[s].get("verified")
+    )
 
     captures = [pub[s]["capture_time_us"] for s in seqs]
     if len(captures) >= 2 and captures[-1] > captures[0]:
@@ -446,8 +517,13 @@ def analyse(info: ClipInfo, run: dict, detector: cv2.FaceDetectorYN) -> ClipLeak
                 readable.append(box)
                 if len(res.readable_examples) < EXAMPLES_KEPT:
                     res.readable_examples.append(
-                        {"seq": s, "box": list(box),
-                         "psnr": None if math.isinf(p) else round(p, 1), "corr": round(c, 3)})
+                        {
+                            "seq": s,
+                            "box": list(box),
+                            "psnr": None if math.isinf(p) else round(p, 1),
+                            "corr": round(c, 3),
+                        }
+                    )
         res.readable_faces += len(readable)
         res.frames_with_readable += bool(readable)
         if prev_seq is not None and s != prev_seq + 1:
@@ -472,8 +548,7 @@ def run_clip(name: str, args, detector) -> ClipLeaks:
         res.notes.insert(0, f"model: {run['model']}")
         if args.keep:
             res.notes.append(f"kept in {tmp}")
-        print(f"  pipeline {t1 - t0:.0f} s, analysis {time.monotonic() - t1:.0f} s",
-              flush=True)
+        print(f"  pipeline {t1 - t0:.0f} s, analysis {time.monotonic() - t1:.0f} s", flush=True)
         return res
     finally:
         if args.keep:
@@ -484,46 +559,57 @@ def run_clip(name: str, args, detector) -> ClipLeaks:
 
 # --------------------------------------------------------------------------- report
 
+
 def print_table(results: list[ClipLeaks], errors: dict[str, str]) -> None:
-    head = (f"{'clip':<36} {'size':>9} {'pub/clip':>9} {'ref':>5} {'readable':>12} "
-            f"{'fr>=1':>5} {'run':>4} {'zone%':>6} {'full':>5} {'failcl':>6} {'drop':>5} "
-            f"{'lat p50/p99 ms':>15} {'fps':>11} {'ref fps':>7} {'ratio':>6}")
+    head = (
+        f"{'clip':<36} {'size':>9} {'pub/clip':>9} {'ref':>5} {'readable':>12} "
+        f"{'fr>=1':>5} {'run':>4} {'zone%':>6} {'full':>5} {'failcl':>6} {'drop':>5} "
+        f"{'lat p50/p99 ms':>15} {'fps':>11} {'ref fps':>7} {'ratio':>6}"
+    )
     print("\n" + head)
     print("-" * len(head))
     for r in results:
         lat = r.latency_ms.get("line", {})
         latency = f"{lat.get('p50', '-')}/{lat.get('p99', '-')}" if lat.get("n") else "-"
         ratio = f"{r.camera_fps / r.reference_fps:.2f}x" if r.reference_fps else "-"
-        print(f"{r.clip:<36} {r.size:>9} {r.frames_published:>4}/{r.frames_in_clip:<4} "
-              f"{r.reference_faces:>5} {r.readable_faces:>5} {r.readable_percent:5.1f}% "
-              f"{r.frames_with_readable:>5} {r.longest_readable_run:>4} "
-              f"{100 * r.zone_area_mean:5.1f}% {r.frames_full_cover:>5} "
-              f"{sum(r.fail_closed.values()):>6} {sum(r.dropped.values()):>5} "
-              f"{latency:>15} {r.camera_fps:>5.1f}/{r.clip_fps:<5.1f} "
-              f"{r.reference_fps:>7.2f} {ratio:>6}")
+        print(
+            f"{r.clip:<36} {r.size:>9} {r.frames_published:>4}/{r.frames_in_clip:<4} "
+            f"{r.reference_faces:>5} {r.readable_faces:>5} {r.readable_percent:5.1f}% "
+            f"{r.frames_with_readable:>5} {r.longest_readable_run:>4} "
+            f"{100 * r.zone_area_mean:5.1f}% {r.frames_full_cover:>5} "
+            f"{sum(r.fail_closed.values()):>6} {sum(r.dropped.values()):>5} "
+            f"{latency:>15} {r.camera_fps:>5.1f}/{r.clip_fps:<5.1f} "
+            f"{r.reference_fps:>7.2f} {ratio:>6}"
+        )
     for name, err in errors.items():
         print(f"{name:<36} FAILED: {err.splitlines()[0]}")
     tot_ref = sum(r.reference_faces for r in results)
     tot_read = sum(r.readable_faces for r in results)
     if results:
-        print(f"{'total':<36} {'':>9} {'':>9} {tot_ref:>5} {tot_read:>5} "
-              f"{100 * tot_read / max(1, tot_ref):5.1f}%")
-    print("\ncolumns: pub/clip = frames published / frames of the clip used; ref = reference "
-          "faces (YuNet, native\nresolution, score >= 0.75, on the unlocked frames); readable "
-          "= reference faces readable in the public\nframe (PSNR >= 30 dB and Laplacian corr "
-          ">= 0.5); fr>=1 = frames with >= 1 readable face; run = longest\nrun of frames one "
-          "face stays readable; zone% = mean union zone area / frame area; full = frames\n"
-          "covered whole; failcl / drop = camera's fail_closed / dropped counters; lat = live "
-          "camera->viewer\nlatency (frames.jsonl line appearance); fps = camera achieved / "
-          "clip fps; ref fps = full-resolution\nYuNet alone on this machine; ratio = camera "
-          "fps / ref fps.")
+        print(
+            f"{'total':<36} {'':>9} {'':>9} {tot_ref:>5} {tot_read:>5} "
+            f"{100 * tot_read / max(1, tot_ref):5.1f}%"
+        )
+    print(
+        "\ncolumns: pub/clip = frames published / frames of the clip used; ref = reference "
+        "faces (YuNet, native\nresolution, score >= 0.75, on the unlocked frames); readable "
+        "= reference faces readable in the public\nframe (PSNR >= 30 dB and Laplacian corr "
+        ">= 0.5); fr>=1 = frames with >= 1 readable face; run = longest\nrun of frames one "
+        "face stays readable; zone% = mean union zone area / frame area; full = frames\n"
+        "covered whole; failcl / drop = camera's fail_closed / dropped counters; lat = live "
+        "camera->viewer\nlatency (frames.jsonl line appearance); fps = camera achieved / "
+        "clip fps; ref fps = full-resolution\nYuNet alone on this machine; ratio = camera "
+        "fps / ref fps."
+    )
     by_size: dict[str, list[float]] = {}
     for r in results:
         if r.reference_fps:
             by_size.setdefault(r.size, []).append(r.reference_fps)
     if by_size:
-        print("\nreal alternative (YuNet at native resolution on every frame, single process): "
-              + ", ".join(f"{s} {np.median(v):.1f} fps" for s, v in by_size.items()))
+        print(
+            "\nreal alternative (YuNet at native resolution on every frame, single process): "
+            + ", ".join(f"{s} {np.median(v):.1f} fps" for s, v in by_size.items())
+        )
     for r in results:
         extra = [n for n in r.notes if not n.startswith("model:")]
         if extra:
@@ -536,17 +622,28 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--clips", default=",".join(CLIPS),
-                    help=f"comma-separated clip names (default: all: {', '.join(CLIPS)})")
-    ap.add_argument("--seconds", type=float, default=0.0,
-                    help="use only the first S seconds of each clip (camera --max-frames)")
+    ap.add_argument(
+        "--clips",
+        default=",".join(CLIPS),
+        help=f"comma-separated clip names (default: all: {', '.join(CLIPS)})",
+    )
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=0.0,
+        help="use only the first S seconds of each clip (camera --max-frames)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary deployments")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    ap.add_argument("--control", action="store_true",
-                    help="positive control: the camera's face detection off, so nearly every "
-                    "reference face must come out readable (checks the metric end to end)")
-    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
-                    help="where synthetic clips are generated")
+    ap.add_argument(
+        "--control",
+        action="store_true",
+        help="positive control: the camera's face detection off, so nearly every "
+        "reference face must come out readable (checks the metric end to end)",
+    )
+    ap.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="where synthetic clips are generated"
+    )
     args = ap.parse_args(argv)
     names = [c.strip() for c in args.clips.split(",") if c.strip()]
     unknown = [n for n in names if n not in CLIPS]
@@ -565,8 +662,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         try:
             results.append(run_clip(name, args, detector))
-        except (RuntimeError, FileNotFoundError, subprocess.CalledProcessError,
-                subprocess.TimeoutExpired, OSError) as exc:
+        except (
+            RuntimeError,
+            FileNotFoundError,
+            subprocess.CalledProcessError,
+            subprocess.TimeoutExpired,
+            OSError,
+        ) as exc:
             if isinstance(exc, subprocess.CalledProcessError):
                 msg = f"{' '.join(exc.cmd[3:5])} exit {exc.returncode}: {exc.stderr or ''}"
             else:
@@ -577,13 +679,22 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, errors)
     print(f"\nrun time {wall:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": machine(), "seconds": args.seconds or None, "run_time_s": round(wall, 1),
-        "thresholds": {"reference_score": 0.75, "psnr_db": 30.0, "laplacian_corr": 0.5},
-        "latency_method": "frames.jsonl line appearance (inotify) of a live viewer that "
-                          "writes no PNG (--no-images)",
-        "control": args.control,
-        "clips": [r.to_dict() for r in results], "errors": errors}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "seconds": args.seconds or None,
+                "run_time_s": round(wall, 1),
+                "thresholds": {"reference_score": 0.75, "psnr_db": 30.0, "laplacian_corr": 0.5},
+                "latency_method": "frames.jsonl line appearance (inotify) of a live viewer that "
+                "writes no PNG (--no-images)",
+                "control": args.control,
+                "clips": [r.to_dict() for r in results],
+                "errors": errors,
+            },
+            indent=2,
+        )
+    )
     print(f"results: {args.out}")
     return 1 if errors else 0
 

@@ -87,8 +87,11 @@ class Fault:
     duration_s: float = 0.0
 
 
-DEFAULT_FAULTS = [Fault(0.3, "kill_store"), Fault(0.5, "kill_viewer"),
-                  Fault(0.6, "pause_store", 10.0)]
+DEFAULT_FAULTS = [
+    Fault(0.3, "kill_store"),
+    Fault(0.5, "kill_viewer"),
+    Fault(0.6, "pause_store", 10.0),
+]
 
 
 @dataclass
@@ -113,11 +116,19 @@ class LoadOptions:
 
 # --------------------------------------------------------------------------- deployment
 
+
 class Deployment:
     """A fresh home with cameras cam1..camN, one user, and the nodes running on it."""
 
-    def __init__(self, root: Path, cameras: int, fps: float, clip: Path,
-                 detect_width: int | None = None, camera_nice: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        cameras: int,
+        fps: float,
+        clip: Path,
+        detect_width: int | None = None,
+        camera_nice: int = 0,
+    ) -> None:
         self.root = Path(root)
         self.home = self.root / "home"
         self.nodes = NodeSet(self.root / "logs")
@@ -131,31 +142,48 @@ class Deployment:
 
     def create(self, archive_path: Path | None = None) -> None:
         base = free_port_base(4)
-        veilcam("init", str(self.home), "--camera-id", self.camera_ids[0], "--source",
-                str(self.clip), "--loop", "--port-base", str(base), "--web-port", str(base + 3))
+        veilcam(
+            "init",
+            str(self.home),
+            "--camera-id",
+            self.camera_ids[0],
+            "--source",
+            str(self.clip),
+            "--loop",
+            "--port-base",
+            str(base),
+            "--web-port",
+            str(base + 3),
+        )
         for cam in self.camera_ids[1:]:
             veilcam("cert", "issue", f"camera:{cam}", "--home", str(self.home))
-        veilcam("user", "add", USER, "--home", str(self.home), "--password-stdin",
-                stdin=PASSWORD + "\n")  # after the certificates: grants every camera
+        veilcam(
+            "user", "add", USER, "--home", str(self.home), "--password-stdin", stdin=PASSWORD + "\n"
+        )  # after the certificates: grants every camera
         template = use_yunet((self.home / "config" / "camera.toml").read_text())
         template = template.replace("loop = true", f"loop = true\nfps = {self.fps:g}", 1)
         if self.detect_width:
-            template = template.replace("[faces]\n", f"[faces]\ndetect_width = "
-                                        f"{self.detect_width}\n", 1)
+            template = template.replace(
+                "[faces]\n", f"[faces]\ndetect_width = {self.detect_width}\n", 1
+            )
         for cam in self.camera_ids:
             text = template.replace(f'id = "{self.camera_ids[0]}"', f'id = "{cam}"', 1)
             self.camera_config(cam).write_text(text)
         if archive_path is not None:
             store_cfg = self.home / "config" / "store.toml"
-            store_cfg.write_text(store_cfg.read_text().replace(
-                'path = "archive"', f"path = {json.dumps(str(archive_path))}", 1))
+            store_cfg.write_text(
+                store_cfg.read_text().replace(
+                    'path = "archive"', f"path = {json.dumps(str(archive_path))}", 1
+                )
+            )
 
     def camera_config(self, cam: str) -> Path:
         return self.home / "config" / f"{cam}.toml"
 
     @property
     def archive(self) -> Path:
-        from common.home import Home
+        from veilcam.common.home import Home
+
         return Home(self.home).archive_dir()
 
     def _name(self, base: str) -> str:
@@ -166,27 +194,60 @@ class Deployment:
     def start_store(self) -> float:
         """Start the store; seconds until it is ready."""
         name = self._name("store")
-        self.store = self.nodes.start(name, "store", veilcam_cmd(
-            "store", "--home", str(self.home), "--stats-out", str(self.root / f"{name}.json")),
-            preexec_fn=self.store_preexec)
+        self.store = self.nodes.start(
+            name,
+            "store",
+            veilcam_cmd(
+                "store", "--home", str(self.home), "--stats-out", str(self.root / f"{name}.json")
+            ),
+            preexec_fn=self.store_preexec,
+        )
         return self.nodes.wait_for_log(self.store, "store ready", timeout=90)
 
     def start_camera(self, cam: str) -> Node:
         nice = self.camera_nice
-        return self.nodes.start(cam, "camera", veilcam_cmd(
-            "camera", "--home", str(self.home), "--config", str(self.camera_config(cam)),
-            "--stats-out", str(self.root / f"{cam}.json")),
-            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        return self.nodes.start(
+            cam,
+            "camera",
+            veilcam_cmd(
+                "camera",
+                "--home",
+                str(self.home),
+                "--config",
+                str(self.camera_config(cam)),
+                "--stats-out",
+                str(self.root / f"{cam}.json"),
+            ),
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
+        )
 
     def start_viewer(self, index: int) -> float:
         """Viewer ``index`` (1-based) follows camera ``index`` live; seconds until ready."""
         camera = self.camera_ids[(index - 1) % len(self.camera_ids)]
         name = self._name(f"viewer{index}")
         out = self.root / "views" / name
-        node = self.nodes.start(name, "viewer", veilcam_cmd(
-            "view", "--home", str(self.home), "--headless", "--user", USER, "--password-stdin",
-            "--out", str(out), "--frames", str(10**9), "--timeout", str(10**7),
-            "--camera", camera), stdin=PASSWORD + "\n")
+        node = self.nodes.start(
+            name,
+            "viewer",
+            veilcam_cmd(
+                "view",
+                "--home",
+                str(self.home),
+                "--headless",
+                "--user",
+                USER,
+                "--password-stdin",
+                "--out",
+                str(out),
+                "--frames",
+                str(10**9),
+                "--timeout",
+                str(10**7),
+                "--camera",
+                camera,
+            ),
+            stdin=PASSWORD + "\n",
+        )
         node.out_dir, node.camera = out, camera
         node.started_wall = time.time()
         self.viewer_nodes[index] = node
@@ -201,21 +262,27 @@ def index_progress(archive: Path) -> dict[str, dict]:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
         try:
-            rows = db.execute("SELECT camera, COUNT(*), MIN(seq), MAX(seq), MAX(capture_us) "
-                              "FROM frames GROUP BY camera").fetchall()
+            rows = db.execute(
+                "SELECT camera, COUNT(*), MIN(seq), MAX(seq), MAX(capture_us) "
+                "FROM frames GROUP BY camera"
+            ).fetchall()
         finally:
             db.close()
     except sqlite3.Error:
         return {}
-    return {cam: {"frames": n, "min_seq": lo, "max_seq": hi, "newest_us": newest}
-            for cam, n, lo, hi, newest in rows}
+    return {
+        cam: {"frames": n, "min_seq": lo, "max_seq": hi, "newest_us": newest}
+        for cam, n, lo, hi, newest in rows
+    }
 
 
 def archive_lag(archive: Path, cameras: list[str]) -> dict[str, float | None]:
     """Seconds between now and the newest archived capture of each camera."""
     progress, now = index_progress(archive), time.time()
-    return {cam: (round(now - progress[cam]["newest_us"] / 1e6, 2) if cam in progress
-                  else None) for cam in cameras}
+    return {
+        cam: (round(now - progress[cam]["newest_us"] / 1e6, 2) if cam in progress else None)
+        for cam in cameras
+    }
 
 
 def machine_busy() -> tuple[float, float]:
@@ -227,6 +294,7 @@ def machine_busy() -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- sampling
+
 
 class Sampler(threading.Thread):
     """Every ``interval`` s: RSS and CPU of every node, archive lag per camera; deletes the
@@ -284,6 +352,7 @@ class Sampler(threading.Thread):
 
 # --------------------------------------------------------------------------- the load run
 
+
 def _log(opts: LoadOptions, text: str) -> None:
     if not opts.quiet:
         print(text, flush=True)
@@ -309,11 +378,16 @@ def _viewer_summary(node: Node) -> dict:
             except json.JSONDecodeError:
                 pass  # a line cut by SIGKILL
     seqs = [d["seq"] for d in lines if d.get("verified")]
-    out = {"name": node.name, "camera": node.camera, "frames": len(lines),
-           "verified": len(seqs), "failed_verification": len(lines) - len(seqs),
-           "unlocked": sum(1 for d in lines if d.get("unlocked")),
-           "out_of_order": sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b <= a),
-           "exit_code": node.exit_code}
+    out = {
+        "name": node.name,
+        "camera": node.camera,
+        "frames": len(lines),
+        "verified": len(seqs),
+        "failed_verification": len(lines) - len(seqs),
+        "unlocked": sum(1 for d in lines if d.get("unlocked")),
+        "out_of_order": sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b <= a),
+        "exit_code": node.exit_code,
+    }
     if seqs:
         out["first_seq"], out["last_seq"] = seqs[0], seqs[-1]
         out["missed_live"] = seqs[-1] - seqs[0] + 1 - len(set(seqs))
@@ -331,8 +405,11 @@ def _quartile_medians(series: list[tuple[float, float]]) -> tuple[float, float]:
 def _stats(values: list[float]) -> dict:
     if not values:
         return {}
-    return {"min": round(min(values), 1), "median": round(statistics.median(values), 1),
-            "max": round(max(values), 1)}
+    return {
+        "min": round(min(values), 1),
+        "median": round(statistics.median(values), 1),
+        "max": round(max(values), 1),
+    }
 
 
 def _recovery_s(samples: list[dict], after_t: float) -> float | None:
@@ -349,8 +426,10 @@ def check_disk(workdir: Path, opts: LoadOptions) -> None:
     need = opts.cameras * opts.fps * opts.seconds * BYTES_PER_FRAME_720P * 1.3
     free = shutil.disk_usage(workdir).free
     if free < need:
-        raise SystemExit(f"load: about {need / 1e9:.1f} GB needed for the archive, "
-                         f"{free / 1e9:.1f} GB free in {workdir}; use --workdir elsewhere")
+        raise SystemExit(
+            f"load: about {need / 1e9:.1f} GB needed for the archive, "
+            f"{free / 1e9:.1f} GB free in {workdir}; use --workdir elsewhere"
+        )
 
 
 class _Clock:
@@ -434,22 +513,25 @@ def _apply_fault(dep: Deployment, fault: Fault, mark: dict, clock: _Clock) -> No
                 clock.event(f"viewer restart attempt {attempt} failed: {last}")
                 mark.setdefault("restart_failures", []).append(last)
                 continue
-            clock.event(f"viewer restarted as {dep.viewer_nodes[index].name}, logged in and "
-                        f"ready in {ready:.1f} s")
+            clock.event(
+                f"viewer restarted as {dep.viewer_nodes[index].name}, logged in and "
+                f"ready in {ready:.1f} s"
+            )
             mark["restarted"] = True
             break
     elif fault.action == "pause_store":
         dep.store.signal(signal.SIGSTOP)
-        clock.event(f"FAULT network path cut: store SIGSTOPped for {fault.duration_s:g} s "
-                    "(connections stay up, nothing is read or answered)")
+        clock.event(
+            f"FAULT network path cut: store SIGSTOPped for {fault.duration_s:g} s "
+            "(connections stay up, nothing is read or answered)"
+        )
         return  # its end is marked at SIGCONT
     else:
         raise ValueError(f"unknown fault {fault.action!r}")
     mark["end_t"] = clock.now()
 
 
-def _run_window(dep: Deployment, opts: LoadOptions, clock: _Clock,
-                sampler: Sampler) -> list[dict]:
+def _run_window(dep: Deployment, opts: LoadOptions, clock: _Clock, sampler: Sampler) -> list[dict]:
     """The load window with its faults; returns one mark per fault."""
     pending = sorted(((f.at * opts.seconds, f) for f in opts.faults), key=lambda p: p[0])
     marks: list[dict] = []
@@ -461,8 +543,10 @@ def _run_window(dep: Deployment, opts: LoadOptions, clock: _Clock,
             return marks
         if paused is not None and elapsed >= paused[0]:
             dep.store.signal(signal.SIGCONT)
-            clock.event(f"store SIGCONT: its sockets answer again (paused "
-                        f"{elapsed - paused[1]['at_s']:.1f} s)")
+            clock.event(
+                f"store SIGCONT: its sockets answer again (paused "
+                f"{elapsed - paused[1]['at_s']:.1f} s)"
+            )
             paused[1]["end_t"] = clock.now()
             paused = None
         if pending and elapsed >= pending[0][0]:
@@ -477,9 +561,12 @@ def _run_window(dep: Deployment, opts: LoadOptions, clock: _Clock,
             s = sampler.samples[-1]
             lags = [v for v in s["lag_s"].values() if v is not None]
             store_rss = sum(v for k, v in s["rss_mb"].items() if k.startswith("store"))
-            _log(opts, f"  [{s['t']:7.1f} s] archived {s['archived']}, archive lag max "
-                 f"{max(lags) if lags else float('nan'):.1f} s, store RSS {store_rss:.0f} MB, "
-                 f"load {s['loadavg1']:.1f}")
+            _log(
+                opts,
+                f"  [{s['t']:7.1f} s] archived {s['archived']}, archive lag max "
+                f"{max(lags) if lags else float('nan'):.1f} s, store RSS {store_rss:.0f} MB, "
+                f"load {s['loadavg1']:.1f}",
+            )
         time.sleep(0.1)
 
 
@@ -489,18 +576,20 @@ def _stop_cleanly(dep: Deployment, cams: list[Node], clock: _Clock, wait_s: floa
     deadline = time.monotonic() + wait_s
     while True:
         lags = archive_lag(dep.archive, dep.camera_ids)
-        if all(v is not None and v < LAG_OK_S for v in lags.values()) \
-                or time.monotonic() > deadline:
+        if (
+            all(v is not None and v < LAG_OK_S for v in lags.values())
+            or time.monotonic() > deadline
+        ):
             break
         time.sleep(0.5)
-    clock.event(f"archive lag {max((v or 0) for v in lags.values()):.1f} s; stopping cameras "
-                "(SIGTERM)")
+    clock.event(
+        f"archive lag {max((v or 0) for v in lags.values()):.1f} s; stopping cameras (SIGTERM)"
+    )
     for node in cams:
         node.signal(signal.SIGTERM)
     for node in cams:
         node.wait(60)
-    clock.event("cameras stopped: exit codes " + ", ".join(f"{n.name}={n.exit_code}"
-                                                           for n in cams))
+    clock.event("cameras stopped: exit codes " + ", ".join(f"{n.name}={n.exit_code}" for n in cams))
     for node in dep.nodes.alive("viewer"):
         node.signal(signal.SIGTERM)
         node.wait(30)
@@ -513,8 +602,12 @@ def verify_archive(dep: Deployment) -> tuple[dict, int]:
     """``veilcam verify --json`` on the deployment: (report, exit code)."""
     verify = veilcam("verify", str(dep.home), "--json", check=False)
     if not verify.stdout.strip():
-        return {"intact": False, "cameras": [], "notes": [],
-                "problems": [{"detail": verify.stderr}]}, verify.returncode
+        return {
+            "intact": False,
+            "cameras": [],
+            "notes": [],
+            "problems": [{"detail": verify.stderr}],
+        }, verify.returncode
     return json.loads(verify.stdout), verify.returncode
 
 
@@ -532,21 +625,34 @@ def count_cameras(dep: Deployment, report: dict, window: _Window | None = None) 
         published, archived = st.get("published", 0), ar.get("frames", 0)
         declared = _declared(report["notes"], cam)
         log = node.log()
-        span = ((ar["last_time_us"] - ar["first_time_us"]) / 1e6
-                if ar.get("last_time_us") and ar.get("first_time_us") else 0)
+        span = (
+            (ar["last_time_us"] - ar["first_time_us"]) / 1e6
+            if ar.get("last_time_us") and ar.get("first_time_us")
+            else 0
+        )
         row = {
-            "camera": cam, "exit_code": node.exit_code, "captured": st.get("captured"),
-            "published": published, "acked": st.get("acked"), "rejected": st.get("rejected"),
-            "archived": archived, "indexed": index.get(cam, {}).get("frames", 0),
-            "envelopes": ar.get("envelopes", 0), "declared_dropped": declared,
+            "camera": cam,
+            "exit_code": node.exit_code,
+            "captured": st.get("captured"),
+            "published": published,
+            "acked": st.get("acked"),
+            "rejected": st.get("rejected"),
+            "archived": archived,
+            "indexed": index.get(cam, {}).get("frames", 0),
+            "envelopes": ar.get("envelopes", 0),
+            "declared_dropped": declared,
             "lost": published - archived - declared,
-            "in_order": (archived == 0 and published == 0) or (
-                ar.get("first_seq") == 0 and ar.get("last_seq") == published - 1
-                and not any(p.get("camera") == cam for p in report["problems"])),
+            "in_order": (archived == 0 and published == 0)
+            or (
+                ar.get("first_seq") == 0
+                and ar.get("last_seq") == published - 1
+                and not any(p.get("camera") == cam for p in report["problems"])
+            ),
             "dropped_spool_full": st.get("dropped_backpressure"),
             "fail_closed": sum(st.get("fail_closed", {}).values()),
             "fail_closed_by_reason": st.get("fail_closed", {}),
-            "detector": st.get("detector"), "detector_ms": round(st.get("detector_ms", 0), 1),
+            "detector": st.get("detector"),
+            "detector_ms": round(st.get("detector_ms", 0), 1),
             "fps_achieved": round(archived / span, 2) if span else 0.0,
             "reconnects": log.count("store connection lost; reconnecting"),
             "resend_rounds": log.count("unacknowledged message(s) again"),
@@ -560,6 +666,7 @@ def count_cameras(dep: Deployment, report: dict, window: _Window | None = None) 
 
 def _memory(dep: Deployment, in_window: list[dict], opts: LoadOptions, warmup: float) -> dict:
     """RSS min/median/max per node kind, and growth: last-quarter / first-quarter median."""
+
     def series(name: str) -> list[tuple[float, float]]:
         out = []
         for s in in_window:
@@ -573,16 +680,21 @@ def _memory(dep: Deployment, in_window: list[dict], opts: LoadOptions, warmup: f
     memory["samples"] = len(store_rss)
     if len(store_rss) >= 4:
         first_q, last_q = _quartile_medians(store_rss)
-        memory.update(store=_stats([v for _, v in store_rss]),
-                      store_first_quarter_median=round(first_q, 1),
-                      store_last_quarter_median=round(last_q, 1),
-                      store_growth=round(last_q / first_q, 3), bound=opts.rss_bound)
+        memory.update(
+            store=_stats([v for _, v in store_rss]),
+            store_first_quarter_median=round(first_q, 1),
+            store_last_quarter_median=round(last_q, 1),
+            store_growth=round(last_q / first_q, 3),
+            bound=opts.rss_bound,
+        )
     for cam in dep.camera_ids:
         rss = series(cam)
         if len(rss) >= 4:
             first_q, last_q = _quartile_medians(rss)
-            memory["cameras"][cam] = {**_stats([v for _, v in rss]),
-                                      "growth": round(last_q / first_q, 3)}
+            memory["cameras"][cam] = {
+                **_stats([v for _, v in rss]),
+                "growth": round(last_q / first_q, 3),
+            }
     viewers: dict[str, list[float]] = {}
     for s in in_window:
         for k, v in s["rss_mb"].items():
@@ -604,13 +716,17 @@ def _cpu(dep: Deployment, window: _Window, cameras: int) -> dict:
     ncpu = os.cpu_count() or 1
     machine_pct = (busy1 - busy0) / max(1, total1 - total0) * 100 * ncpu
     harness = (window.self_cpu[1] - window.self_cpu[0]) / window.seconds * 100
-    return {"camera_total": round(roles.get("camera", 0), 1),
-            "camera_mean": round(roles.get("camera", 0) / max(1, cameras), 1),
-            "store": round(roles.get("store", 0), 1),
-            "viewers_total": round(roles.get("viewer", 0), 1), "harness": round(harness, 1),
-            "machine": round(machine_pct, 1), "machine_capacity": ncpu * 100,
-            "other_processes": round(max(0.0, machine_pct - sum(roles.values()) - harness), 1),
-            "by_process": by_process}
+    return {
+        "camera_total": round(roles.get("camera", 0), 1),
+        "camera_mean": round(roles.get("camera", 0) / max(1, cameras), 1),
+        "store": round(roles.get("store", 0), 1),
+        "viewers_total": round(roles.get("viewer", 0), 1),
+        "harness": round(harness, 1),
+        "machine": round(machine_pct, 1),
+        "machine_capacity": ncpu * 100,
+        "other_processes": round(max(0.0, machine_pct - sum(roles.values()) - harness), 1),
+        "by_process": by_process,
+    }
 
 
 def run_load(opts: LoadOptions) -> dict:
@@ -625,12 +741,14 @@ def run_load(opts: LoadOptions) -> dict:
     cap = cv2.VideoCapture(str(clip))
     frame_size = [int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))]
     cap.release()
-    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width,
-                     opts.camera_nice)
+    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width, opts.camera_nice)
     dep.create()
-    result: dict = {"options": {**asdict(opts), "workdir": str(workdir), "clip": str(clip)},
-                    "frame_size": frame_size, "machine_before": machine(),
-                    "workdir": str(workdir)}
+    result: dict = {
+        "options": {**asdict(opts), "workdir": str(workdir), "clip": str(clip)},
+        "frame_size": frame_size,
+        "machine_before": machine(),
+        "workdir": str(workdir),
+    }
     sampler = Sampler(dep, opts.sample_s, clock.t0)
     window = _Window()
     try:
@@ -640,8 +758,9 @@ def run_load(opts: LoadOptions) -> dict:
         window.open(clock, dep.nodes.nodes)
         fault_marks = _run_window(dep, opts, clock, sampler)
         window.close(dep.nodes.nodes)
-        clock.event(f"load window over ({window.seconds:.1f} s); waiting for the archive to "
-                    "catch up")
+        clock.event(
+            f"load window over ({window.seconds:.1f} s); waiting for the archive to catch up"
+        )
         _stop_cleanly(dep, cams, clock, max(60.0, opts.seconds / 2))
     finally:
         if sampler.is_alive():
@@ -652,36 +771,60 @@ def run_load(opts: LoadOptions) -> dict:
     cameras = count_cameras(dep, report, window)
     samples = sampler.samples
     warmup = opts.warmup_s if opts.warmup_s is not None else max(10.0, 0.1 * opts.seconds)
-    in_window = [s for s in samples
-                 if window.t + warmup <= s["t"] <= window.t + window.seconds]
+    in_window = [s for s in samples if window.t + warmup <= s["t"] <= window.t + window.seconds]
     lags = [v for s in in_window for v in s["lag_s"].values() if v is not None]
     for mark in fault_marks:
         mark["archive_caught_up_after_s"] = _recovery_s(samples, mark["end_t"])
     store_logs = [n.log() for n in dep.nodes.nodes if n.role == "store"]
-    result.update({
-        "window_s": round(window.seconds, 1), "cameras": cameras,
-        "totals": {k: sum(c[k] or 0 for c in cameras) for k in (
-            "captured", "published", "archived", "indexed", "declared_dropped", "lost",
-            "fail_closed", "dropped_spool_full", "envelopes")},
-        "verify": {"intact": report["intact"], "exit_code": verify_exit,
-                   "problems": report["problems"][:20], "notes": len(report["notes"]),
-                   "chain_starts": sum(c.get("chain_starts", 0) for c in report["cameras"])},
-        "viewers": [_viewer_summary(n) for n in dep.nodes.nodes if n.role == "viewer"],
-        "memory_mb": _memory(dep, in_window, opts, warmup),
-        "cpu_pct": _cpu(dep, window, opts.cameras),
-        "archive_lag_s": {"median": round(statistics.median(lags), 2) if lags else None,
-                          "max": round(max(lags), 2) if lags else None},
-        "store_rejects": re.findall(r"rejected: (.*)", "".join(store_logs))[-1:],
-        "store_storage_errors": "".join(store_logs).count("cannot write to the archive"),
-        "store_recovery": [ln.split(": ", 1)[-1] for log in store_logs
-                           for ln in log.splitlines()
-                           if "written before the last stop" in ln or "torn tail" in ln],
-        "store_exit_codes": [n.exit_code for n in dep.nodes.nodes if n.role == "store"],
-        "tracebacks": [n.name for n in dep.nodes.nodes if "Traceback" in n.log()],
-        "timeline": clock.timeline, "faults": fault_marks,
-        "machine_after": machine(), "samples": samples,
-        "archive_bytes": sum(p.stat().st_size for p in dep.archive.rglob("*") if p.is_file()),
-    })
+    result.update(
+        {
+            "window_s": round(window.seconds, 1),
+            "cameras": cameras,
+            "totals": {
+                k: sum(c[k] or 0 for c in cameras)
+                for k in (
+                    "captured",
+                    "published",
+                    "archived",
+                    "indexed",
+                    "declared_dropped",
+                    "lost",
+                    "fail_closed",
+                    "dropped_spool_full",
+                    "envelopes",
+                )
+            },
+            "verify": {
+                "intact": report["intact"],
+                "exit_code": verify_exit,
+                "problems": report["problems"][:20],
+                "notes": len(report["notes"]),
+                "chain_starts": sum(c.get("chain_starts", 0) for c in report["cameras"]),
+            },
+            "viewers": [_viewer_summary(n) for n in dep.nodes.nodes if n.role == "viewer"],
+            "memory_mb": _memory(dep, in_window, opts, warmup),
+            "cpu_pct": _cpu(dep, window, opts.cameras),
+            "archive_lag_s": {
+                "median": round(statistics.median(lags), 2) if lags else None,
+                "max": round(max(lags), 2) if lags else None,
+            },
+            "store_rejects": re.findall(r"rejected: (.*)", "".join(store_logs))[-1:],
+            "store_storage_errors": "".join(store_logs).count("cannot write to the archive"),
+            "store_recovery": [
+                ln.split(": ", 1)[-1]
+                for log in store_logs
+                for ln in log.splitlines()
+                if "written before the last stop" in ln or "torn tail" in ln
+            ],
+            "store_exit_codes": [n.exit_code for n in dep.nodes.nodes if n.role == "store"],
+            "tracebacks": [n.name for n in dep.nodes.nodes if "Traceback" in n.log()],
+            "timeline": clock.timeline,
+            "faults": fault_marks,
+            "machine_after": machine(),
+            "samples": samples,
+            "archive_bytes": sum(p.stat().st_size for p in dep.archive.rglob("*") if p.is_file()),
+        }
+    )
     result["failures"] = failures(result)
     if not opts.keep_archive:
         shutil.rmtree(dep.archive / "segments", ignore_errors=True)
@@ -717,64 +860,124 @@ def failures(r: dict) -> list[str]:
 def print_report(r: dict) -> None:
     o = r["options"]
     size = "x".join(map(str, r["frame_size"]))
-    print(f"\n== load: {o['cameras']} cameras, {size} at {o['fps']:g} fps, "
-          f"{r['window_s']} s window, faults: "
-          f"{', '.join(f['action'] for f in o['faults']) or 'none'}; detect width "
-          f"{o['detect_width'] or 640}, camera nice {o['camera_nice']} ==")
-    cols = ["camera", "published", "archived", "indexed", "declared_dropped", "lost",
-            "in_order", "fps_achieved", "fail_closed", "reconnects", "cpu_pct", "exit_code"]
-    heads = ["camera", "published", "archived", "indexed", "declared", "lost", "in order",
-             "fps", "fail-closed", "reconnects", "CPU %", "exit"]
+    print(
+        f"\n== load: {o['cameras']} cameras, {size} at {o['fps']:g} fps, "
+        f"{r['window_s']} s window, faults: "
+        f"{', '.join(f['action'] for f in o['faults']) or 'none'}; detect width "
+        f"{o['detect_width'] or 640}, camera nice {o['camera_nice']} =="
+    )
+    cols = [
+        "camera",
+        "published",
+        "archived",
+        "indexed",
+        "declared_dropped",
+        "lost",
+        "in_order",
+        "fps_achieved",
+        "fail_closed",
+        "reconnects",
+        "cpu_pct",
+        "exit_code",
+    ]
+    heads = [
+        "camera",
+        "published",
+        "archived",
+        "indexed",
+        "declared",
+        "lost",
+        "in order",
+        "fps",
+        "fail-closed",
+        "reconnects",
+        "CPU %",
+        "exit",
+    ]
     rows = [[str(c[k]) for k in cols] for c in r["cameras"]]
     t = r["totals"]
-    rows.append(["total", str(t["published"]), str(t["archived"]), str(t["indexed"]),
-                 str(t["declared_dropped"]), str(t["lost"]), "", "", str(t["fail_closed"]),
-                 "", str(r["cpu_pct"]["camera_total"]), ""])
+    rows.append(
+        [
+            "total",
+            str(t["published"]),
+            str(t["archived"]),
+            str(t["indexed"]),
+            str(t["declared_dropped"]),
+            str(t["lost"]),
+            "",
+            "",
+            str(t["fail_closed"]),
+            "",
+            str(r["cpu_pct"]["camera_total"]),
+            "",
+        ]
+    )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
     print("  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     m, c = r["memory_mb"], r["cpu_pct"]
-    print(f"archive verifies: {r['verify']['intact']} (chain restarts {r['verify']['chain_starts']}, "
-          f"{r['archive_bytes'] / 1e6:.0f} MB)")
+    print(
+        f"archive verifies: {r['verify']['intact']} (chain restarts {r['verify']['chain_starts']}, "
+        f"{r['archive_bytes'] / 1e6:.0f} MB)"
+    )
     if "store" in m:
-        print(f"store RSS MB min/median/max {m['store']['min']}/{m['store']['median']}/"
-              f"{m['store']['max']}; first/last quarter median {m['store_first_quarter_median']}"
-              f"/{m['store_last_quarter_median']} = {m['store_growth']}x (bound {m['bound']}x)")
-    print(f"CPU % (100 = one core): cameras {c['camera_total']} (mean {c['camera_mean']}), "
-          f"store {c['store']}, viewers {c['viewers_total']}, harness {c['harness']}; machine "
-          f"{c['machine']} of {c['machine_capacity']}, other processes {c['other_processes']}")
+        print(
+            f"store RSS MB min/median/max {m['store']['min']}/{m['store']['median']}/"
+            f"{m['store']['max']}; first/last quarter median {m['store_first_quarter_median']}"
+            f"/{m['store_last_quarter_median']} = {m['store_growth']}x (bound {m['bound']}x)"
+        )
+    print(
+        f"CPU % (100 = one core): cameras {c['camera_total']} (mean {c['camera_mean']}), "
+        f"store {c['store']}, viewers {c['viewers_total']}, harness {c['harness']}; machine "
+        f"{c['machine']} of {c['machine_capacity']}, other processes {c['other_processes']}"
+    )
     print(f"archive lag s median/max {r['archive_lag_s']['median']}/{r['archive_lag_s']['max']}")
     for v in r["viewers"]:
-        print(f"viewer {v['name']} ({v['camera']}): {v['verified']} verified, {v['unlocked']} "
-              f"unlocked, {v['failed_verification']} failed, missed live "
-              f"{v.get('missed_live', '-')}, out of order {v['out_of_order']}")
+        print(
+            f"viewer {v['name']} ({v['camera']}): {v['verified']} verified, {v['unlocked']} "
+            f"unlocked, {v['failed_verification']} failed, missed live "
+            f"{v.get('missed_live', '-')}, out of order {v['out_of_order']}"
+        )
     for f in r["faults"]:
-        print(f"fault {f['action']} at {f['t']} s: archive caught up "
-              f"{f['archive_caught_up_after_s']} s after it ended")
-    print(f"load average before/after: {r['machine_before']['loadavg']} / "
-          f"{r['machine_after']['loadavg']}")
+        print(
+            f"fault {f['action']} at {f['t']} s: archive caught up "
+            f"{f['archive_caught_up_after_s']} s after it ended"
+        )
+    print(
+        f"load average before/after: {r['machine_before']['loadavg']} / "
+        f"{r['machine_after']['loadavg']}"
+    )
     print("FAILED: " + "; ".join(r["failures"]) if r["failures"] else "OK: nothing lost")
 
 
 # --------------------------------------------------------------------------- disk fill
 
+
 def _mount_tmpfs(path: Path, mb: int) -> bool:
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False
     path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mb}m", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={mb}m", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
-def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None = None,
-                  hold_s: float = 15.0, after_s: float = 20.0) -> dict:
+def run_disk_fill(
+    opts: LoadOptions,
+    method: str = "auto",
+    limit_mb: int | None = None,
+    hold_s: float = 15.0,
+    after_s: float = 20.0,
+) -> dict:
     """Fill the store's disk, hold it full, give space back, and count what was lost."""
     workdir = Path(tempfile.mkdtemp(prefix="veilcam-diskfill-", dir=opts.workdir))
     clip = opts.clip or make_clip(opts.size, opts.fps, 60, workdir / "clip.mp4")
-    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width,
-                     opts.camera_nice)
+    dep = Deployment(workdir, opts.cameras, opts.fps, clip, opts.detect_width, opts.camera_nice)
     fs = workdir / "archive-fs"
     if method == "auto":
         method = "tmpfs" if os.geteuid() == 0 else "rlimit"
@@ -792,6 +995,7 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
         def preexec() -> None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
         dep.store_preexec = preexec
         dep.create()
     clock = _Clock(opts)
@@ -802,10 +1006,18 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
         counts.append({"t": clock.now(), "archived": n})
         return n
 
-    what = (f"archive on a {limit_mb} MB tmpfs" if method == "tmpfs" else
-            f"store under RLIMIT_FSIZE {limit_mb} MB (every file it writes)")
-    result: dict = {"method": method, "limit_mb": limit_mb, "workdir": str(workdir),
-                    "what": what, "machine": machine()}
+    what = (
+        f"archive on a {limit_mb} MB tmpfs"
+        if method == "tmpfs"
+        else f"store under RLIMIT_FSIZE {limit_mb} MB (every file it writes)"
+    )
+    result: dict = {
+        "method": method,
+        "limit_mb": limit_mb,
+        "workdir": str(workdir),
+        "what": what,
+        "machine": machine(),
+    }
     try:
         clock.event(f"disk fill: {what}, {opts.cameras} cameras at {opts.fps:g} fps")
         cams = _start_nodes(dep, 0, clock)
@@ -817,8 +1029,14 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
             count()
             time.sleep(0.5)
         full_at = count()
-        line = next((ln for ln in dep.store.log().splitlines()
-                     if "cannot write" in ln or "commit failed" in ln), "")
+        line = next(
+            (
+                ln
+                for ln in dep.store.log().splitlines()
+                if "cannot write" in ln or "commit failed" in ln
+            ),
+            "",
+        )
         clock.event(f"store log: {line.split(': ', 1)[-1][:200]}")
         result["store_error_line"] = line
         hold_end = time.monotonic() + hold_s
@@ -827,21 +1045,33 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
             time.sleep(1.0)
         held = count()
         store_alive = not dep.store.poll()
-        result.update(archived_when_full=full_at, archived_after_hold=held,
-                      store_running_while_full=store_alive,
-                      camera_pending_while_full={
-                          n.name: re.findall(r"(\d+) pending", n.log())[-1:] for n in cams})
-        clock.event(f"held full for {hold_s:g} s: archive {full_at} -> {held} frames, store "
-                    f"{'still running' if store_alive else f'exited ({dep.store.exit_code})'}")
+        result.update(
+            archived_when_full=full_at,
+            archived_after_hold=held,
+            store_running_while_full=store_alive,
+            camera_pending_while_full={
+                n.name: re.findall(r"(\d+) pending", n.log())[-1:] for n in cams
+            },
+        )
+        clock.event(
+            f"held full for {hold_s:g} s: archive {full_at} -> {held} frames, store "
+            f"{'still running' if store_alive else f'exited ({dep.store.exit_code})'}"
+        )
         if method == "tmpfs":
             subprocess.run(["mount", "-o", "remount,size=4g", str(fs)], check=True)
         else:
             if store_alive:
-                resource.prlimit(dep.store.pid, resource.RLIMIT_FSIZE,
-                                 (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+                resource.prlimit(
+                    dep.store.pid,
+                    resource.RLIMIT_FSIZE,
+                    (resource.RLIM_INFINITY, resource.RLIM_INFINITY),
+                )
             dep.store_preexec = None
-        clock.event("space given back (" + ("tmpfs remounted at 4 GB" if method == "tmpfs"
-                                            else "RLIMIT_FSIZE lifted") + ")")
+        clock.event(
+            "space given back ("
+            + ("tmpfs remounted at 4 GB" if method == "tmpfs" else "RLIMIT_FSIZE lifted")
+            + ")"
+        )
         if not store_alive:
             ready = dep.start_store()
             clock.event(f"store restarted, ready in {ready:.1f} s")
@@ -859,14 +1089,18 @@ def run_disk_fill(opts: LoadOptions, method: str = "auto", limit_mb: int | None 
             subprocess.run(["umount", str(fs)], check=False)
     cameras = count_cameras(dep, report)
     store_log = "".join(n.log() for n in dep.nodes.nodes if n.role == "store")
-    result.update({
-        "cameras": cameras, "timeline": clock.timeline, "archived_over_time": counts,
-        "verify": {"intact": report["intact"], "problems": report["problems"][:20]},
-        "storage_error_lines": store_log.count("cannot write to the archive")
-        + store_log.count("commit failed"),
-        "tracebacks": [n.name for n in dep.nodes.nodes if "Traceback" in n.log()],
-        "store_exit_codes": [n.exit_code for n in dep.nodes.nodes if n.role == "store"],
-    })
+    result.update(
+        {
+            "cameras": cameras,
+            "timeline": clock.timeline,
+            "archived_over_time": counts,
+            "verify": {"intact": report["intact"], "problems": report["problems"][:20]},
+            "storage_error_lines": store_log.count("cannot write to the archive")
+            + store_log.count("commit failed"),
+            "tracebacks": [n.name for n in dep.nodes.nodes if "Traceback" in n.log()],
+            "store_exit_codes": [n.exit_code for n in dep.nodes.nodes if n.role == "store"],
+        }
+    )
     fails = [f"{c['camera']}: {c['lost']} lost" for c in cameras if c["lost"]]
     fails += [f"{c['camera']}: exit {c['exit_code']}" for c in cameras if c["exit_code"]]
     if not report["intact"]:
@@ -885,56 +1119,89 @@ def print_disk_fill(r: dict) -> None:
         print(f"  [{e['t']:7.1f} s] {e['event']}")
     print(f"storage error lines in the store log: {r['storage_error_lines']}")
     for c in r["cameras"]:
-        print(f"  {c['camera']}: published {c['published']}, acked {c['acked']}, archived "
-              f"{c['archived']}, declared {c['declared_dropped']}, lost {c['lost']}, "
-              f"rejected {c['rejected']}, exit {c['exit_code']}")
+        print(
+            f"  {c['camera']}: published {c['published']}, acked {c['acked']}, archived "
+            f"{c['archived']}, declared {c['declared_dropped']}, lost {c['lost']}, "
+            f"rejected {c['rejected']}, exit {c['exit_code']}"
+        )
     print(f"archive verifies: {r['verify']['intact']}")
     print("FAILED: " + "; ".join(r["failures"]) if r["failures"] else "OK: nothing lost")
 
 
 # --------------------------------------------------------------------------- main
 
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, help="length of the load window (default 120; "
-                    "3600 with --soak)")
+    ap.add_argument(
+        "--seconds", type=float, help="length of the load window (default 120; 3600 with --soak)"
+    )
     ap.add_argument("--cameras", type=int, default=8)
     ap.add_argument("--fps", type=float, default=10.0, help="frame rate of every camera")
     ap.add_argument("--size", default="1280x720", help="frame size of the clip (WxH)")
     ap.add_argument("--clip", help="use this video file as it is (no scaling)")
     ap.add_argument("--viewers", type=int, default=2)
-    ap.add_argument("--faults", action="store_true", help="kill and restart the store (30 %%) "
-                    "and a viewer (50 %%), cut the store's network path for 10 s (60 %%)")
-    ap.add_argument("--soak", action="store_true", help="long manual run: --seconds defaults "
-                    "to 3600, samples every 10 s, progress every minute")
-    ap.add_argument("--detect-width", type=int, help="lighter face detection "
-                    "(faces.detect_width, default 640)")
-    ap.add_argument("--camera-nice", type=int, default=0, help="run the cameras at this "
-                    "nice value (e.g. 10), so that on one machine they do not starve the "
-                    "store and viewers as separate camera devices would not")
+    ap.add_argument(
+        "--faults",
+        action="store_true",
+        help="kill and restart the store (30 %%) "
+        "and a viewer (50 %%), cut the store's network path for 10 s (60 %%)",
+    )
+    ap.add_argument(
+        "--soak",
+        action="store_true",
+        help="long manual run: --seconds defaults "
+        "to 3600, samples every 10 s, progress every minute",
+    )
+    ap.add_argument(
+        "--detect-width", type=int, help="lighter face detection (faces.detect_width, default 640)"
+    )
+    ap.add_argument(
+        "--camera-nice",
+        type=int,
+        default=0,
+        help="run the cameras at this "
+        "nice value (e.g. 10), so that on one machine they do not starve the "
+        "store and viewers as separate camera devices would not",
+    )
     ap.add_argument("--sample-s", type=float, help="sampling period (default 2; 10 with --soak)")
     ap.add_argument("--rss-bound", type=float, default=1.5)
     ap.add_argument("--workdir", help="where the temporary deployment goes (default: $TMPDIR)")
-    ap.add_argument("--disk-fill", action="store_true", help="run the disk-full scenario "
-                    "instead of the load run")
+    ap.add_argument(
+        "--disk-fill",
+        action="store_true",
+        help="run the disk-full scenario instead of the load run",
+    )
     ap.add_argument("--disk-method", choices=["auto", "tmpfs", "rlimit"], default="auto")
-    ap.add_argument("--disk-limit-mb", type=int, help="tmpfs size (default 64) or per-file "
-                    "limit (default 8)")
-    ap.add_argument("--keep-archive", action="store_true", help="keep the archive's segments "
-                    "(by default they are deleted once counted and verified; logs stay)")
+    ap.add_argument(
+        "--disk-limit-mb", type=int, help="tmpfs size (default 64) or per-file limit (default 8)"
+    )
+    ap.add_argument(
+        "--keep-archive",
+        action="store_true",
+        help="keep the archive's segments "
+        "(by default they are deleted once counted and verified; logs stay)",
+    )
     ap.add_argument("--out", help="write the results (JSON) here (default bench/results/)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     seconds = args.seconds or (3600.0 if args.soak else 120.0)
-    opts = LoadOptions(seconds=seconds, cameras=args.cameras, fps=args.fps, size=(w, h),
-                       clip=Path(args.clip).resolve() if args.clip else None,
-                       viewers=args.viewers, faults=list(DEFAULT_FAULTS) if args.faults else [],
-                       detect_width=args.detect_width, camera_nice=args.camera_nice,
-                       sample_s=args.sample_s or (10.0 if args.soak else 2.0),
-                       rss_bound=args.rss_bound,
-                       workdir=Path(args.workdir) if args.workdir else None,
-                       progress_s=60.0 if args.soak else 10.0,
-                       keep_archive=args.keep_archive)
+    opts = LoadOptions(
+        seconds=seconds,
+        cameras=args.cameras,
+        fps=args.fps,
+        size=(w, h),
+        clip=Path(args.clip).resolve() if args.clip else None,
+        viewers=args.viewers,
+        faults=list(DEFAULT_FAULTS) if args.faults else [],
+        detect_width=args.detect_width,
+        camera_nice=args.camera_nice,
+        sample_s=args.sample_s or (10.0 if args.soak else 2.0),
+        rss_bound=args.rss_bound,
+        workdir=Path(args.workdir) if args.workdir else None,
+        progress_s=60.0 if args.soak else 10.0,
+        keep_archive=args.keep_archive,
+    )
     if args.disk_fill:
         result = run_disk_fill(opts, args.disk_method, args.disk_limit_mb)
         print_disk_fill(result)
@@ -942,8 +1209,9 @@ def main() -> int:
     else:
         result = run_load(opts)
         print_report(result)
-        name = "load-soak.json" if args.soak else ("load-faults.json" if args.faults
-                                                   else "load.json")
+        name = (
+            "load-soak.json" if args.soak else ("load-faults.json" if args.faults else "load.json")
+        )
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     result["command"] = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])

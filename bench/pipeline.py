@@ -43,14 +43,15 @@ PASSWORD = "benchmark pass phrase 42"
 
 # --------------------------------------------------------------------------- viewer process
 
+
 def run_viewer(home_dir: str, out: str, seconds: float) -> None:
     """An unlocked viewer that times each step and the latency of every frame."""
-    from common.home import Home
-    from common.imagecodec import decode_image
-    from common.stagetimer import StageTimes
-    from viewer.client import RelayClient
-    from viewer.login import login
-    from viewer.unlock import Unlocker
+    from veilcam.common.home import Home
+    from veilcam.common.imagecodec import decode_image
+    from veilcam.common.stagetimer import StageTimes
+    from veilcam.viewer.client import RelayClient
+    from veilcam.viewer.login import login
+    from veilcam.viewer.unlock import Unlocker
 
     home = Home(Path(home_dir))
     client = RelayClient(home)
@@ -82,30 +83,42 @@ def run_viewer(home_dir: str, out: str, seconds: float) -> None:
     span = captures[-1] - captures[0] if len(captures) > 1 else 0.0
     captured_fps = (len(captures) - 1) / span if span > 0 else 0.0
     lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
-    Path(out).write_text(json.dumps({
-        "received": received, "unlocked": unlocked, "failed_verification": bad,
-        "captured_fps": captured_fps,
-        "latency_p50_ms": float(np.percentile(lat, 50)),
-        "latency_p99_ms": float(np.percentile(lat, 99)),
-        "stages": times.summary()}))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "received": received,
+                "unlocked": unlocked,
+                "failed_verification": bad,
+                "captured_fps": captured_fps,
+                "latency_p50_ms": float(np.percentile(lat, 50)),
+                "latency_p99_ms": float(np.percentile(lat, 99)),
+                "stages": times.summary(),
+            }
+        )
+    )
 
 
 # --------------------------------------------------------------------------- privacy tax
 
+
 def crypto_cost_per_frame(home_dir: Path, frames: int = 200) -> dict[str, float]:
     """CPU ms per frame of the crypto path, on the frames this run archived."""
-    from common.format import FrameMessage, KeyEnvelope
-    from common.home import Home
-    from common.keystore import open_keystore
-    from common.zonecrypt import decrypt_zone, encrypt_zone
-    from store_node.archive import Archive
+    from veilcam.common.format import FrameMessage, KeyEnvelope
+    from veilcam.common.home import Home
+    from veilcam.common.keystore import open_keystore
+    from veilcam.common.zonecrypt import decrypt_zone, encrypt_zone
+    from veilcam.store_node.archive import Archive
 
     home = Home(home_dir)
     trust = home.trusted_cameras()
     alice = open_keystore(home.keystore_path("alice"), PASSWORD)
     archive = Archive(home.archive_dir())
-    seqs = [s for (s,) in archive.db.execute(
-        "SELECT seq FROM frames ORDER BY seq DESC LIMIT ?", (frames,))]
+    seqs = [
+        s
+        for (s,) in archive.db.execute(
+            "SELECT seq FROM frames ORDER BY seq DESC LIMIT ?", (frames,)
+        )
+    ]
     msgs = [FrameMessage.from_body_parts(archive.frame_parts("cam1", s)) for s in seqs]
     epoch = msgs[0].header.epoch_id
     env = KeyEnvelope.from_body_parts(archive.envelope_parts("cam1", epoch))
@@ -113,16 +126,20 @@ def crypto_cost_per_frame(home_dir: Path, frames: int = 200) -> dict[str, float]
     keys = alice.unwrap_envelope(env.body)
     msgs = [m for m in msgs if m.header.epoch_id == epoch]
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     signer = Ed25519PrivateKey.generate()
     t = {"encrypt": 0.0, "hash_sign": 0.0, "verify_x2": 0.0, "decrypt": 0.0}
     for m in msgs:
-        plain = [decrypt_zone(keys[z.zone_class], m.header.seq, i, ct)
-                 for i, (z, ct) in enumerate(zip(m.header.zones, m.zone_ciphertexts, strict=True))]
+        plain = [
+            decrypt_zone(keys[z.zone_class], m.header.seq, i, ct)
+            for i, (z, ct) in enumerate(zip(m.header.zones, m.zone_ciphertexts, strict=True))
+        ]
         c0 = time.process_time()
         for i, (z, p) in enumerate(zip(m.header.zones, plain, strict=True)):
             encrypt_zone(keys[z.zone_class], m.header.seq, i, p)
         c1 = time.process_time()
-        from common.format import sha256
+        from veilcam.common.format import sha256
+
         sha256(m.public_image)
         for ct in m.zone_ciphertexts:
             sha256(ct)
@@ -148,16 +165,26 @@ def crypto_cost_per_frame(home_dir: Path, frames: int = 200) -> dict[str, float]
 
 # --------------------------------------------------------------------------- one scenario
 
-def scenario(name: str, size: tuple[int, int], fps: float, seconds: float,
-             jpeg_quality: int | None = None) -> dict:
+
+def scenario(
+    name: str, size: tuple[int, int], fps: float, seconds: float, jpeg_quality: int | None = None
+) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"veilcam-bench-{name}-"))
     clip = make_clip(size, fps, min(seconds, 20), tmp / "clip.mp4")
     home = tmp / "home"
     base = free_port_base()
-    veilcam("init", str(home), "--source", str(clip), "--loop", "--port-base", str(base),
-            "--web-port", str(base + 3))
-    veilcam("user", "add", "alice", "--home", str(home), "--password-stdin",
-            stdin=PASSWORD + "\n")
+    veilcam(
+        "init",
+        str(home),
+        "--source",
+        str(clip),
+        "--loop",
+        "--port-base",
+        str(base),
+        "--web-port",
+        str(base + 3),
+    )
+    veilcam("user", "add", "alice", "--home", str(home), "--password-stdin", stdin=PASSWORD + "\n")
     cfg = home / "config" / "camera.toml"
     text = use_yunet(cfg.read_text().replace("loop = true", f"loop = true\nfps = {fps}"))
     if jpeg_quality is not None:
@@ -165,19 +192,35 @@ def scenario(name: str, size: tuple[int, int], fps: float, seconds: float,
     cfg.write_text(text)
     py = [sys.executable, "-m", "veilcam"]
     logs = {n: open(tmp / f"{n}.log", "w") for n in ("store", "camera", "viewer")}
-    store = subprocess.Popen(py + ["store", "--home", str(home), "--stats-out",
-                                   str(tmp / "store.json")], cwd=ROOT, stdout=logs["store"],
-                             stderr=subprocess.STDOUT)
+    store = subprocess.Popen(
+        py + ["store", "--home", str(home), "--stats-out", str(tmp / "store.json")],
+        cwd=ROOT,
+        stdout=logs["store"],
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(1.5)
-    viewer = subprocess.Popen([sys.executable, __file__, "--viewer", str(home),
-                               str(tmp / "viewer.json"), str(seconds + 4)], cwd=ROOT,
-                              stdout=logs["viewer"], stderr=subprocess.STDOUT)
+    viewer = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--viewer",
+            str(home),
+            str(tmp / "viewer.json"),
+            str(seconds + 4),
+        ],
+        cwd=ROOT,
+        stdout=logs["viewer"],
+        stderr=subprocess.STDOUT,
+    )
     while not (tmp / "viewer.json.ready").exists() and viewer.poll() is None:
         time.sleep(0.1)
     time.sleep(0.5)
-    camera = subprocess.Popen(py + ["camera", "--home", str(home), "--stats-out",
-                                    str(tmp / "camera.json")], cwd=ROOT,
-                              stdout=logs["camera"], stderr=subprocess.STDOUT)
+    camera = subprocess.Popen(
+        py + ["camera", "--home", str(home), "--stats-out", str(tmp / "camera.json")],
+        cwd=ROOT,
+        stdout=logs["camera"],
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(2.0)  # warm-up: model load, first epoch
     pids = {"camera": camera.pid, "store": store.pid, "viewer": viewer.pid}
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -201,13 +244,16 @@ def scenario(name: str, size: tuple[int, int], fps: float, seconds: float,
     total_wall = wall + 2.0  # counters cover the warm-up too
     fps_in = cam["captured"] / total_wall
     pipeline_cpu_ms_per_frame = sum(cpu.values()) * 10 / max(fps_in, 1e-9)
-    crypto_ms = (crypto["encrypt"] + crypto["hash_sign"] + crypto["verify_x2"]
-                 + crypto["decrypt"])
+    crypto_ms = crypto["encrypt"] + crypto["hash_sign"] + crypto["verify_x2"] + crypto["decrypt"]
     bytes_per_frame = cam["bytes_sent"] / max(1, cam["published"])
     return {
-        "scenario": name, "size": f"{size[0]}x{size[1]}", "target_fps": fps,
-        "seconds": round(wall, 1), "detector": cam["detector"],
-        "fps_in": round(fps_in, 1), "fps_out": round(cam["published"] / total_wall, 1),
+        "scenario": name,
+        "size": f"{size[0]}x{size[1]}",
+        "target_fps": fps,
+        "seconds": round(wall, 1),
+        "detector": cam["detector"],
+        "fps_in": round(fps_in, 1),
+        "fps_out": round(cam["published"] / total_wall, 1),
         "fps_viewer": round(vie["received"] / total_wall, 1),
         "fps_captured_at_viewer": round(vie["captured_fps"], 1),
         "dropped_by_camera": cam["dropped_backpressure"],
@@ -215,8 +261,10 @@ def scenario(name: str, size: tuple[int, int], fps: float, seconds: float,
         "scan": cam.get("scan", {}),
         "detector_ms": round(cam["detector_ms"], 1),
         "detector_skipped": cam["detector_skipped"],
-        "store_accepted": sto["accepted"].get("frame", 0), "published": cam["published"],
-        "viewer_received": vie["received"], "viewer_unlocked": vie["unlocked"],
+        "store_accepted": sto["accepted"].get("frame", 0),
+        "published": cam["published"],
+        "viewer_received": vie["received"],
+        "viewer_unlocked": vie["unlocked"],
         "latency_p50_ms": round(vie["latency_p50_ms"], 1),
         "latency_p99_ms": round(vie["latency_p99_ms"], 1),
         "cpu_percent": {k: round(v, 1) for k, v in cpu.items()},
@@ -232,29 +280,43 @@ def scenario(name: str, size: tuple[int, int], fps: float, seconds: float,
 
 
 def print_table(r: dict) -> None:
-    print(f"\n== {r['scenario']} ({r['size']}, target {r['target_fps']:g} fps, "
-          f"{r['seconds']} s, detector {r['detector']}) ==")
+    print(
+        f"\n== {r['scenario']} ({r['size']}, target {r['target_fps']:g} fps, "
+        f"{r['seconds']} s, detector {r['detector']}) =="
+    )
     rows = [
         ("fps in / out / at viewer", f"{r['fps_in']} / {r['fps_out']} / {r['fps_viewer']}"),
         ("fps by capture times of the frames viewed", f"{r['fps_captured_at_viewer']}"),
         ("dropped by camera (store backlog)", r["dropped_by_camera"]),
-        ("published / stored / viewed / unlocked",
-         f"{r['published']} / {r['store_accepted']} / {r['viewer_received']} / "
-         f"{r['viewer_unlocked']}"),
+        (
+            "published / stored / viewed / unlocked",
+            f"{r['published']} / {r['store_accepted']} / {r['viewer_received']} / "
+            f"{r['viewer_unlocked']}",
+        ),
         ("whole-frame redactions (detector late)", r["whole_frame_redactions"]),
-        ("frame share covered as not yet rescanned (mean)",
-         f"{100 * r['scan'].get('uncertain_area_share', 0):.1f} %"),
+        (
+            "frame share covered as not yet rescanned (mean)",
+            f"{100 * r['scan'].get('uncertain_area_share', 0):.1f} %",
+        ),
         ("detector ms per run, frames skipped", f"{r['detector_ms']}, {r['detector_skipped']}"),
         ("latency camera->viewer p50 / p99 ms", f"{r['latency_p50_ms']} / {r['latency_p99_ms']}"),
-        ("CPU % camera / store / viewer", " / ".join(str(r["cpu_percent"][k])
-                                                   for k in ("camera", "store", "viewer"))),
-        ("max RSS MB camera / store / viewer", " / ".join(str(r["rss_mb_max"].get(k))
-                                                         for k in ("camera", "store", "viewer"))),
+        (
+            "CPU % camera / store / viewer",
+            " / ".join(str(r["cpu_percent"][k]) for k in ("camera", "store", "viewer")),
+        ),
+        (
+            "max RSS MB camera / store / viewer",
+            " / ".join(str(r["rss_mb_max"].get(k)) for k in ("camera", "store", "viewer")),
+        ),
         ("bytes per frame, GB per hour", f"{r['bytes_per_frame']}, {r['gb_per_hour']}"),
         ("pipeline CPU ms per frame", r["pipeline_cpu_ms_per_frame"]),
-        ("crypto ms per frame (enc/hash+sign/2x verify/dec)",
-         " / ".join(str(r["crypto_ms_per_frame"][k])
-                    for k in ("encrypt", "hash_sign", "verify_x2", "decrypt"))),
+        (
+            "crypto ms per frame (enc/hash+sign/2x verify/dec)",
+            " / ".join(
+                str(r["crypto_ms_per_frame"][k])
+                for k in ("encrypt", "hash_sign", "verify_x2", "decrypt")
+            ),
+        ),
         ("privacy tax (crypto CPU / pipeline CPU)", f"{r['privacy_tax_percent']} %"),
     ]
     for k, v in rows:
@@ -273,8 +335,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--sizes", default="720p,1080p")
     ap.add_argument("--fps", type=float, default=30)
-    ap.add_argument("--jpeg-quality", type=int, help="public-frame JPEG quality (default: "
-                    "the config default, 90)")
+    ap.add_argument(
+        "--jpeg-quality",
+        type=int,
+        help="public-frame JPEG quality (default: the config default, 90)",
+    )
     args = ap.parse_args()
     results = []
     for name in args.sizes.split(","):

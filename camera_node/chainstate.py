@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.errors import VeilcamError
-from common.format import ZERO_DIGEST
-from common.secretfiles import write_atomic
+from veilcam.common.errors import VeilcamError
+from veilcam.common.format import ZERO_DIGEST
+from veilcam.common.secretfiles import write_atomic
 
 RESERVE_BLOCK = 10_000
 
@@ -34,9 +34,11 @@ class ChainStateFile:
                 else:
                     self.next_seq = int(doc["reserved"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise VeilcamError(f"camera state {self.path} is corrupt ({exc}); move it "
-                                   "away only if you accept a new chain and possibly "
-                                   "rejected sequence numbers") from None
+                raise VeilcamError(
+                    f"camera state {self.path} is corrupt ({exc}); move it "
+                    "away only if you accept a new chain and possibly "
+                    "rejected sequence numbers"
+                ) from None
             if len(self.prev_digest) != 32:
                 raise VeilcamError(f"camera state {self.path} has a bad digest")
         self._reserve()
@@ -53,5 +55,9 @@ class ChainStateFile:
             self._reserve()
 
     def close_clean(self) -> None:
-        write_atomic(self.path, json.dumps({"clean": True, "next_seq": self.next_seq,
-                                            "prev_digest": self.prev_digest.hex()}).encode())
+        write_atomic(
+            self.path,
+            json.dumps(
+                {"clean": True, "next_seq": self.next_seq, "prev_digest": self.prev_digest.hex()}
+            ).encode(),
+        )

@@ -17,10 +17,9 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-
-from camera_node.models import find_yunet_model
-from common.config import FacesSection
-from common.errors import VeilcamError
+from veilcam.camera_node.models import find_yunet_model
+from veilcam.common.config import FacesSection
+from veilcam.common.errors import VeilcamError
 
 log = logging.getLogger("veilcam.detect")
 
@@ -51,8 +50,9 @@ def _downscale(frame: np.ndarray, width: int, upscale: bool = False) -> tuple[np
     if scale == 1.0 or (scale > 1.0 and not upscale):
         return frame, 1.0
     scale = min(scale, MAX_UPSCALE)
-    resized = cv2.resize(frame, (round(w * scale), max(1, round(h * scale))),
-                         interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        frame, (round(w * scale), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR
+    )
     return resized, scale
 
 
@@ -61,8 +61,9 @@ class YuNetDetector:
 
     def __init__(self, model: Path, detect_width: int = 640, score_threshold: float = 0.6) -> None:
         try:
-            self._net = cv2.FaceDetectorYN.create(str(model), "", (320, 320), score_threshold,
-                                                  0.3, 5000)
+            self._net = cv2.FaceDetectorYN.create(
+                str(model), "", (320, 320), score_threshold, 0.3, 5000
+            )
         except cv2.error as exc:
             raise VeilcamError(f"cannot load YuNet model {model}: {exc}") from None
         self._size: tuple[int, int] | None = None
@@ -73,8 +74,10 @@ class YuNetDetector:
     def detect(self, frame: np.ndarray) -> list[Box]:
         """Faces in ``frame`` at ``detect_width`` (its own pixels)."""
         small, scale = _downscale(frame, self.detect_width, upscale=True)
-        return [Box(b.x / scale, b.y / scale, b.w / scale, b.h / scale, b.score)
-                for b in self.detect_native(small)]
+        return [
+            Box(b.x / scale, b.y / scale, b.w / scale, b.h / scale, b.score)
+            for b in self.detect_native(small)
+        ]
 
     def detect_native(self, image: np.ndarray) -> list[Box]:
         """Faces in ``image`` at the resolution it has (the native-resolution cell passes)."""
@@ -85,8 +88,9 @@ class YuNetDetector:
         _, faces = self._net.detect(image)
         if faces is None:
             return []
-        return [Box(float(f[0]), float(f[1]), float(f[2]), float(f[3]), float(f[14]))
-                for f in faces]
+        return [
+            Box(float(f[0]), float(f[1]), float(f[2]), float(f[3]), float(f[14])) for f in faces
+        ]
 
 
 class HaarDetector:
@@ -102,10 +106,14 @@ class HaarDetector:
     def __init__(self, detect_width: int = 640) -> None:
         data = getattr(getattr(cv2, "data", None), "haarcascades", None)
         if data is None or not hasattr(cv2, "CascadeClassifier"):
-            raise VeilcamError("faces.backend = 'haar', but this OpenCV build has no Haar "
-                               "cascades (OpenCV 5 dropped them); set backend = \"auto\" "
-                               "under [faces] to use YuNet, which ships with veilcam")
-        self._frontal = cv2.CascadeClassifier(str(Path(data) / "haarcascade_frontalface_default.xml"))
+            raise VeilcamError(
+                "faces.backend = 'haar', but this OpenCV build has no Haar "
+                'cascades (OpenCV 5 dropped them); set backend = "auto" '
+                "under [faces] to use YuNet, which ships with veilcam"
+            )
+        self._frontal = cv2.CascadeClassifier(
+            str(Path(data) / "haarcascade_frontalface_default.xml")
+        )
         self._profile = cv2.CascadeClassifier(str(Path(data) / "haarcascade_profileface.xml"))
         if self._frontal.empty() or self._profile.empty():
             raise VeilcamError(f"Haar cascade files missing from {data}")
@@ -132,30 +140,39 @@ def create_face_detector(cfg: FacesSection) -> FaceDetector | None:
     does not start). Any other reason YuNet cannot run gives an UnavailableDetector, whose
     every ``detect`` raises, so the zone finder covers whole frames, never a weaker detector.
     """
-    from camera_node.detector_unavailable import UnavailableDetector
-    from camera_node.models import model_cache_dir, unpinned_problem
+    from veilcam.camera_node.detector_unavailable import UnavailableDetector
+    from veilcam.camera_node.models import model_cache_dir, unpinned_problem
 
     def unavailable(reason: str) -> UnavailableDetector:
-        log.error("NO FACE DETECTOR: %s. The camera covers WHOLE FRAMES until this is fixed "
-                  "('veilcam doctor' checks it).", reason)
+        log.error(
+            "NO FACE DETECTOR: %s. The camera covers WHOLE FRAMES until this is fixed "
+            "('veilcam doctor' checks it).",
+            reason,
+        )
         return UnavailableDetector(reason)
 
     if not cfg.enabled:
         return None
     if cfg.backend == "haar":
         detector = HaarDetector(cfg.detect_width)
-        log.warning("faces.backend = 'haar': using OpenCV's Haar cascades as configured; they "
-                    "miss more faces than YuNet (profiles, small or tilted faces). Set backend "
-                    "= \"auto\" under [faces] to use YuNet, which ships with veilcam.")
+        log.warning(
+            "faces.backend = 'haar': using OpenCV's Haar cascades as configured; they "
+            "miss more faces than YuNet (profiles, small or tilted faces). Set backend "
+            '= "auto" under [faces] to use YuNet, which ships with veilcam.'
+        )
         return detector
     model = find_yunet_model(cfg.model)  # a configured path that is missing raises
     if not hasattr(cv2, "FaceDetectorYN"):
-        return unavailable(f"this OpenCV build ({cv2.__version__}) has no cv2.FaceDetectorYN, "
-                           "so YuNet cannot run; install opencv-python-headless>=4.8,<5")
+        return unavailable(
+            f"this OpenCV build ({cv2.__version__}) has no cv2.FaceDetectorYN, "
+            "so YuNet cannot run; install opencv-python-headless>=4.8,<5"
+        )
     if model is None:
-        return unavailable(f"no usable YuNet model (the copy shipped with veilcam is missing "
-                           f"or corrupt, and the cache {model_cache_dir()} has none); "
-                           "reinstall veilcam, or run 'veilcam models fetch'")
+        return unavailable(
+            f"no usable YuNet model (the copy shipped with veilcam is missing "
+            f"or corrupt, and the cache {model_cache_dir()} has none); "
+            "reinstall veilcam, or run 'veilcam models fetch'"
+        )
     if not cfg.model:
         problem = unpinned_problem(model)
         if problem:

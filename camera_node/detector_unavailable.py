@@ -10,8 +10,7 @@ face goes out behind detection weaker than configured.
 from __future__ import annotations
 
 import numpy as np
-
-from common.errors import VeilcamError
+from veilcam.common.errors import VeilcamError
 
 
 class UnavailableDetector:

@@ -27,25 +27,24 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+from veilcam.camera_node.detect import Box, FaceDetector, YuNetDetector, create_face_detector
+from veilcam.camera_node.zones import iou_matrix
+from veilcam.common.config import FacesSection
 
-from camera_node.detect import Box, FaceDetector, YuNetDetector, create_face_detector
-from camera_node.zones import iou_matrix
-from common.config import FacesSection
-
-CELL_PX = 192          # cell side in pixels (at most)
-OVERLAP_PX = 32        # each fine window reaches this far into its neighbours (faces on borders)
-THUMB_PER_CELL = 48    # thumbnail pixels per cell side (~4 px each)
-CHANGE_LEVEL = 18      # grey levels (0-255) a thumbnail pixel must move to count as changed
-CHANGE_PIXELS = 3      # changed thumbnail pixels that make a cell changed (~7x7 px at 1080p)
-WINDOW_OVERHEAD = 1.35 # merged windows with their overlap cost about this much more than cells
-REGION_PAD_PX = 16     # an uncertain cell's changed region is covered this much wider
-REFRESH_S = 3.0        # rescan unchanged cells at least this often when budget is left
-PAN_MIN_SHIFT = 0.75   # thumbnail pixels per frame from which the picture counts as moving
-PAN_MIN_RESPONSE = 0.2 # phase-correlation peak below which there is no one global shift
-UNKNOWN = -1000        # thumbnail value of picture that entered the frame since the last scan
-EDGE_HOLD_FRAMES = 8   # motion that came in at the border stays covered this long after it
-                       # was last seen moving, unless the detector found a face in it
-EDGE_MAX_SHARE = 0.4   # motion over more of the frame is a cut or pan: left to the cells
+CELL_PX = 192  # cell side in pixels (at most)
+OVERLAP_PX = 32  # each fine window reaches this far into its neighbours (faces on borders)
+THUMB_PER_CELL = 48  # thumbnail pixels per cell side (~4 px each)
+CHANGE_LEVEL = 18  # grey levels (0-255) a thumbnail pixel must move to count as changed
+CHANGE_PIXELS = 3  # changed thumbnail pixels that make a cell changed (~7x7 px at 1080p)
+WINDOW_OVERHEAD = 1.35  # merged windows with their overlap cost about this much more than cells
+REGION_PAD_PX = 16  # an uncertain cell's changed region is covered this much wider
+REFRESH_S = 3.0  # rescan unchanged cells at least this often when budget is left
+PAN_MIN_SHIFT = 0.75  # thumbnail pixels per frame from which the picture counts as moving
+PAN_MIN_RESPONSE = 0.2  # phase-correlation peak below which there is no one global shift
+UNKNOWN = -1000  # thumbnail value of picture that entered the frame since the last scan
+EDGE_HOLD_FRAMES = 8  # motion that came in at the border stays covered this long after it
+# was last seen moving, unless the detector found a face in it
+EDGE_MAX_SHARE = 0.4  # motion over more of the frame is a cut or pan: left to the cells
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,8 @@ class TileDetector(Protocol):
 
 @dataclass
 class ScanResult:
-    boxes: list[Box]                 # faces on this frame (coarse + valid fine), frame pixels
-    uncertain: list[Rect]            # regions whose small faces are unknown: cover them whole
+    boxes: list[Box]  # faces on this frame (coarse + valid fine), frame pixels
+    uncertain: list[Rect]  # regions whose small faces are unknown: cover them whole
     entering: list[Rect] = field(default_factory=list)  # motion from the border, no face seen
     cells_scanned: int = 0
     cells_uncertain: int = 0
@@ -82,7 +81,7 @@ class _Grid:
     height: int
     cols: int
     rows: int
-    xs: list[int]   # cell boundaries in frame pixels, cols + 1 of them
+    xs: list[int]  # cell boundaries in frame pixels, cols + 1 of them
     ys: list[int]
 
     @classmethod
@@ -94,8 +93,12 @@ class _Grid:
         return cls(width, height, cols, rows, xs, ys)
 
     def cell_rect(self, row: int, col: int) -> Rect:
-        return Rect(self.xs[col], self.ys[row], self.xs[col + 1] - self.xs[col],
-                    self.ys[row + 1] - self.ys[row])
+        return Rect(
+            self.xs[col],
+            self.ys[row],
+            self.xs[col + 1] - self.xs[col],
+            self.ys[row + 1] - self.ys[row],
+        )
 
     def cell_of(self, x: float, y: float) -> tuple[int, int]:
         col = min(self.cols - 1, max(0, int(x * self.cols / self.width)))
@@ -105,7 +108,7 @@ class _Grid:
 
 @dataclass
 class _CellState:
-    scanned_at: float = -math.inf       # clock time of the last fine scan
+    scanned_at: float = -math.inf  # clock time of the last fine scan
     boxes: list[Box] = field(default_factory=list)  # its fine detections, frame pixels
 
 
@@ -115,8 +118,9 @@ class FaceScanner:
     ``fine`` None: coarse pass only (a detector that cannot run on tiles, e.g. Haar, or a
     test double); nothing is then ever uncertain."""
 
-    def __init__(self, coarse: FaceDetector, fine: TileDetector | None = None,
-                 clock=time.monotonic) -> None:
+    def __init__(
+        self, coarse: FaceDetector, fine: TileDetector | None = None, clock=time.monotonic
+    ) -> None:
         self.coarse = coarse
         self.fine = fine
         self.clock = clock
@@ -125,10 +129,10 @@ class FaceScanner:
         self._ref_thumb: np.ndarray | None = None  # thumbnail as each cell was last scanned
         self._edges = _EdgeGuard()
         self._prev_thumb: np.ndarray | None = None
-        self._moved: np.ndarray | None = None   # thumbnail pixels changed since their scan
-        self._pan = [0.0, 0.0]    # sub-pixel part of the picture's shift not yet applied
+        self._moved: np.ndarray | None = None  # thumbnail pixels changed since their scan
+        self._pan = [0.0, 0.0]  # sub-pixel part of the picture's shift not yet applied
         self._hann: np.ndarray | None = None
-        self.pan_frames = 0       # frames on which a pan (global shift) was followed
+        self.pan_frames = 0  # frames on which a pan (global shift) was followed
         self._us_per_kpx = 100.0  # running cost of the fine pass, to plan within the budget
 
     def reset(self) -> None:
@@ -169,18 +173,27 @@ class FaceScanner:
         t1 = time.perf_counter()
         scanned, transient = self._run_fine(image, grid, chosen, thumb, now, fine_budget_s)
         fine_ms = (time.perf_counter() - t1) * 1000
-        uncertain_cells = [(r, c) for r in range(grid.rows) for c in range(grid.cols)
-                           if changed[r, c] and (r, c) not in scanned]
+        uncertain_cells = [
+            (r, c)
+            for r in range(grid.rows)
+            for c in range(grid.cols)
+            if changed[r, c] and (r, c) not in scanned
+        ]
         for row in self._cells:
             for cell in row:
                 boxes.extend(cell.boxes)
         boxes.extend(transient)
         boxes = _dedupe(boxes)
-        return ScanResult(boxes, self._uncertain_regions(uncertain_cells, grid),
-                          self._edges.update(thumb, grid, boxes),
-                          cells_scanned=len(scanned), cells_uncertain=len(uncertain_cells),
-                          cells_total=grid.rows * grid.cols, coarse_ms=coarse_ms,
-                          fine_ms=fine_ms)
+        return ScanResult(
+            boxes,
+            self._uncertain_regions(uncertain_cells, grid),
+            self._edges.update(thumb, grid, boxes),
+            cells_scanned=len(scanned),
+            cells_uncertain=len(uncertain_cells),
+            cells_total=grid.rows * grid.cols,
+            coarse_ms=coarse_ms,
+            fine_ms=fine_ms,
+        )
 
     def _follow_pan(self, thumb: np.ndarray, grid: _Grid) -> bool:
         """When the whole picture moved (a pan, a camera knocked), move what was scanned with
@@ -192,12 +205,17 @@ class FaceScanner:
             return False
         if self._hann is None or self._hann.shape != thumb.shape:
             self._hann = cv2.createHanningWindow((thumb.shape[1], thumb.shape[0]), cv2.CV_32F)
-        (dx, dy), response = cv2.phaseCorrelate(prev.astype(np.float32),
-                                                thumb.astype(np.float32), self._hann)
+        (dx, dy), response = cv2.phaseCorrelate(
+            prev.astype(np.float32), thumb.astype(np.float32), self._hann
+        )
         h, w = thumb.shape
-        if (response < PAN_MIN_RESPONSE or max(abs(dx), abs(dy)) < PAN_MIN_SHIFT
-                or abs(dx) > w / 3 or abs(dy) > h / 3
-                or not _shift_explains(prev, thumb, round(dx), round(dy))):
+        if (
+            response < PAN_MIN_RESPONSE
+            or max(abs(dx), abs(dy)) < PAN_MIN_SHIFT
+            or abs(dx) > w / 3
+            or abs(dy) > h / 3
+            or not _shift_explains(prev, thumb, round(dx), round(dy))
+        ):
             self._pan = [0.0, 0.0]
             return False
         self._pan[0] += dx
@@ -209,12 +227,17 @@ class FaceScanner:
         if ix == 0 and iy == 0:
             return True
         ref = np.full_like(self._ref_thumb, UNKNOWN)
-        ref[max(0, iy):h + min(0, iy), max(0, ix):w + min(0, ix)] = \
-            self._ref_thumb[max(0, -iy):h - max(0, iy), max(0, -ix):w - max(0, ix)]
+        ref[max(0, iy) : h + min(0, iy), max(0, ix) : w + min(0, ix)] = self._ref_thumb[
+            max(0, -iy) : h - max(0, iy), max(0, -ix) : w - max(0, ix)
+        ]
         self._ref_thumb = ref
         sx, sy = ix * grid.width / w, iy * grid.height / h
-        moved = [Box(b.x + sx, b.y + sy, b.w, b.h, b.score)
-                 for row in self._cells for cell in row for b in cell.boxes]
+        moved = [
+            Box(b.x + sx, b.y + sy, b.w, b.h, b.score)
+            for row in self._cells
+            for cell in row
+            for b in cell.boxes
+        ]
         for row in self._cells:
             for cell in row:
                 cell.boxes = []
@@ -225,8 +248,7 @@ class FaceScanner:
                 self._cells[r][c].boxes.append(box)
         return True
 
-    def _changed_cells(self, thumb: np.ndarray, grid: _Grid, tolerant: bool = False
-                       ) -> np.ndarray:
+    def _changed_cells(self, thumb: np.ndarray, grid: _Grid, tolerant: bool = False) -> np.ndarray:
         """Cells whose content moved since their last scan (all of them without a reference).
         ``tolerant`` (the picture was just shifted by whole thumbnail pixels): a pixel counts
         only if it lies outside its reference neighbourhood's range, so the sub-pixel rest of
@@ -237,13 +259,15 @@ class FaceScanner:
             return np.ones((grid.rows, grid.cols), bool)
         if tolerant:
             ring = np.ones((3, 3), np.uint8)
-            moved = ((thumb > cv2.dilate(self._ref_thumb, ring) + CHANGE_LEVEL)
-                     | (thumb < cv2.erode(self._ref_thumb, ring) - CHANGE_LEVEL))
+            moved = (thumb > cv2.dilate(self._ref_thumb, ring) + CHANGE_LEVEL) | (
+                thumb < cv2.erode(self._ref_thumb, ring) - CHANGE_LEVEL
+            )
         else:
             moved = np.abs(thumb - self._ref_thumb) > CHANGE_LEVEL
         # specks of codec noise are not a face appearing: a 2x2 opening keeps ~8 px and up
-        moved = cv2.morphologyEx(moved.astype(np.uint8), cv2.MORPH_OPEN,
-                                 np.ones((2, 2), np.uint8)).astype(bool)
+        moved = cv2.morphologyEx(
+            moved.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)
+        ).astype(bool)
         self._moved = moved
         counts = moved.reshape(grid.rows, THUMB_PER_CELL, grid.cols, THUMB_PER_CELL).sum((1, 3))
         never = np.array([[math.isinf(cell.scanned_at) for cell in row] for row in self._cells])
@@ -263,7 +287,7 @@ class FaceScanner:
             if self._moved is None or math.isinf(self._cells[row][col].scanned_at):
                 rects.append(cell)
                 continue
-            ys, xs = np.nonzero(self._moved[row * t:(row + 1) * t, col * t:(col + 1) * t])
+            ys, xs = np.nonzero(self._moved[row * t : (row + 1) * t, col * t : (col + 1) * t])
             if not xs.size:
                 continue
             x0 = max(0, int((col * t + xs.min()) * sx) - REGION_PAD_PX)
@@ -273,16 +297,21 @@ class FaceScanner:
             rects.append(Rect(x0, y0, x1 - x0, y1 - y0))
         return rects
 
-    def _choose(self, changed: np.ndarray, grid: _Grid, budget_s: float,
-                now: float) -> set[tuple[int, int]]:
+    def _choose(
+        self, changed: np.ndarray, grid: _Grid, budget_s: float, now: float
+    ) -> set[tuple[int, int]]:
         """Changed cells first, longest-waiting first; then unchanged ones due a refresh."""
+
         def waited(rc: tuple[int, int]) -> float:
             return now - self._cells[rc[0]][rc[1]].scanned_at
 
         cells = [(r, c) for r in range(grid.rows) for c in range(grid.cols)]
         urgent = sorted((rc for rc in cells if changed[rc]), key=waited, reverse=True)
-        due = sorted((rc for rc in cells if not changed[rc] and waited(rc) >= REFRESH_S),
-                     key=waited, reverse=True)
+        due = sorted(
+            (rc for rc in cells if not changed[rc] and waited(rc) >= REFRESH_S),
+            key=waited,
+            reverse=True,
+        )
         chosen: set[tuple[int, int]] = set()
         spent_s = 0.0
         for rc in urgent + due:
@@ -303,9 +332,15 @@ class FaceScanner:
         y1 = min(grid.height, int(math.ceil(rect.y + rect.h + pad)))
         return Rect(x0, y0, x1 - x0, y1 - y0)
 
-    def _run_fine(self, image: np.ndarray, grid: _Grid, chosen: set[tuple[int, int]],
-                  thumb: np.ndarray, now: float, budget_s: float
-                  ) -> tuple[set[tuple[int, int]], list[Box]]:
+    def _run_fine(
+        self,
+        image: np.ndarray,
+        grid: _Grid,
+        chosen: set[tuple[int, int]],
+        thumb: np.ndarray,
+        now: float,
+        budget_s: float,
+    ) -> tuple[set[tuple[int, int]], list[Box]]:
         """Fine-scan the chosen cells, a run of adjacent cells of one row per window, and
         stop when the budget is spent (the estimate can be wrong on a loaded machine). Keep
         each face found with the cell its centre lies in. Returns the cells scanned and the
@@ -318,10 +353,14 @@ class FaceScanner:
             for first, last in _runs(sorted(c for r, c in chosen if r == row)):
                 if time.perf_counter() - started > budget_s:
                     return scanned, transient
-                span = Rect(grid.xs[first], grid.ys[row], grid.xs[last + 1] - grid.xs[first],
-                            grid.ys[row + 1] - grid.ys[row])
+                span = Rect(
+                    grid.xs[first],
+                    grid.ys[row],
+                    grid.xs[last + 1] - grid.xs[first],
+                    grid.ys[row + 1] - grid.ys[row],
+                )
                 win = self._window(grid, span)
-                crop = image[win.y:win.y + win.h, win.x:win.x + win.w]
+                crop = image[win.y : win.y + win.h, win.x : win.x + win.w]
                 t0 = time.perf_counter()
                 found = self.fine.detect_native(crop)
                 took_us = (time.perf_counter() - t0) * 1e6
@@ -331,8 +370,9 @@ class FaceScanner:
                 for rc in run:
                     cell = self._cells[rc[0]][rc[1]]
                     cell.boxes, cell.scanned_at = [], now
-                    self._ref_thumb[row * t:(row + 1) * t, rc[1] * t:(rc[1] + 1) * t] = \
-                        thumb[row * t:(row + 1) * t, rc[1] * t:(rc[1] + 1) * t]
+                    self._ref_thumb[row * t : (row + 1) * t, rc[1] * t : (rc[1] + 1) * t] = thumb[
+                        row * t : (row + 1) * t, rc[1] * t : (rc[1] + 1) * t
+                    ]
                 scanned |= run
                 for f in found:
                     box = Box(win.x + f.x, win.y + f.y, f.w, f.h, f.score)
@@ -352,11 +392,16 @@ def _shift_explains(prev: np.ndarray, cur: np.ndarray, dx: int, dy: int) -> bool
     ring = np.ones((3, 3), np.uint8)
 
     def matching(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.mean((b <= cv2.dilate(a, ring) + CHANGE_LEVEL)
-                             & (b >= cv2.erode(a, ring) - CHANGE_LEVEL)))
+        return float(
+            np.mean(
+                (b <= cv2.dilate(a, ring) + CHANGE_LEVEL) & (b >= cv2.erode(a, ring) - CHANGE_LEVEL)
+            )
+        )
 
-    moved = matching(prev[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)],
-                     cur[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)])
+    moved = matching(
+        prev[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)],
+        cur[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)],
+    )
     return moved >= 0.6 and moved >= matching(prev, cur) + 0.1
 
 
@@ -372,7 +417,7 @@ class _EdgeGuard:
 
     def __init__(self) -> None:
         self._prev: np.ndarray | None = None
-        self._held: list[tuple[Rect, int]] = []   # (region in frame pixels, frames since moving)
+        self._held: list[tuple[Rect, int]] = []  # (region in frame pixels, frames since moving)
 
     def update(self, thumb: np.ndarray, grid: _Grid, faces: list[Box]) -> list[Rect]:
         prev, self._prev = self._prev, thumb
@@ -394,10 +439,16 @@ class _EdgeGuard:
             at_border = x == 0 or y == 0 or x + w >= tw or y + h >= th
             if at_border or any(_overlaps(rect, held) for held, _ in self._held):
                 fresh.append((rect, 0))
-        kept = [(rect, age + 1) for rect, age in self._held if age + 1 < EDGE_HOLD_FRAMES
-                and not any(_overlaps(rect, new) for new, _ in fresh)]
-        self._held = [(rect, age) for rect, age in fresh + kept
-                      if not any(_contains(rect, face) for face in faces)]
+        kept = [
+            (rect, age + 1)
+            for rect, age in self._held
+            if age + 1 < EDGE_HOLD_FRAMES and not any(_overlaps(rect, new) for new, _ in fresh)
+        ]
+        self._held = [
+            (rect, age)
+            for rect, age in fresh + kept
+            if not any(_contains(rect, face) for face in faces)
+        ]
         return [rect for rect, _ in self._held]
 
 
@@ -425,8 +476,7 @@ def _dedupe(boxes: list[Box], same: float = 0.5) -> list[Box]:
     """One box per face: the coarse and fine passes (and a cell's kept result) often find the
     same face; a box and those that overlap it by IoU > ``same`` become their union (the
     passes differ in where they put the forehead and chin: the union covers both)."""
-    boxes = sorted((b for b in boxes if b.w > 0 and b.h > 0), key=lambda b: b.score,
-                   reverse=True)
+    boxes = sorted((b for b in boxes if b.w > 0 and b.h > 0), key=lambda b: b.score, reverse=True)
     overlaps = iou_matrix(boxes, boxes) > same
     absorbed = np.zeros(len(boxes), bool)
     out: list[Box] = []

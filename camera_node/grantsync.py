@@ -14,18 +14,25 @@ import time
 from pathlib import Path
 
 import zmq
-
-from common.grants import GrantBook
-from common.keywrap import Grant
-from common.secretfiles import write_atomic
-from common.transport import HandshakeWatch, make_client
+from veilcam.common.grants import GrantBook
+from veilcam.common.keywrap import Grant
+from veilcam.common.secretfiles import write_atomic
+from veilcam.common.transport import HandshakeWatch, make_client
 
 log = logging.getLogger("veilcam.grants")
 
 
 class GrantSync:
-    def __init__(self, ctx: zmq.Context, endpoint: str, keys: tuple[bytes, bytes],
-                 store_key: bytes, book: GrantBook, cache_path: Path, poll_s: float) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        keys: tuple[bytes, bytes],
+        store_key: bytes,
+        book: GrantBook,
+        cache_path: Path,
+        poll_s: float,
+    ) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         make_client(self.sock, keys, store_key)
@@ -73,16 +80,19 @@ class GrantSync:
         while self.sock.poll(0):
             changed |= self._take(self.sock.recv_multipart())
         now = time.monotonic()
-        if now - self._asked_at >= self.poll_s and (not self._waiting
-                                                    or now - self._asked_at > 10 * self.poll_s):
+        if now - self._asked_at >= self.poll_s and (
+            not self._waiting or now - self._asked_at > 10 * self.poll_s
+        ):
             self._ask()
         return changed
 
     def _take(self, reply: list[bytes]) -> bool:
         self._waiting = False
         if not reply or reply[0] != b"OK":
-            log.warning("store refused the grant list: %s",
-                        reply[1].decode(errors="replace") if len(reply) > 1 else "?")
+            log.warning(
+                "store refused the grant list: %s",
+                reply[1].decode(errors="replace") if len(reply) > 1 else "?",
+            )
             return False
         changed = self.book.update(reply[1:])
         documents = self.book.documents()

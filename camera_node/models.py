@@ -17,15 +17,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from common.errors import VeilcamError
-from common.progress import Progress
-from common.secretfiles import sha256_file, write_atomic
+from veilcam.common.errors import VeilcamError
+from veilcam.common.progress import Progress
+from veilcam.common.secretfiles import sha256_file, write_atomic
 
 YUNET_FILENAME = "face_detection_yunet_2023mar.onnx"
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 YUNET_SIZE = 232_589
-YUNET_URL = ("https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
-             + YUNET_FILENAME)
+YUNET_URL = (
+    "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/" + YUNET_FILENAME
+)
 PACKAGED_DIR = Path(__file__).resolve().parent / "model_files"
 PACKAGED_YUNET = PACKAGED_DIR / YUNET_FILENAME
 
@@ -103,9 +104,11 @@ def unpinned_problem(path: Path) -> str:
     if kind == "unreadable":
         return f"cannot read the YuNet model {path}: {detail}"
     if kind == "mismatch":
-        return (f"the YuNet model {path} does not match the pinned sha256 (got {detail}): "
-                "corrupt or replaced; 'veilcam models fetch' replaces it (or delete it to use "
-                "the copy shipped with veilcam)")
+        return (
+            f"the YuNet model {path} does not match the pinned sha256 (got {detail}): "
+            "corrupt or replaced; 'veilcam models fetch' replaces it (or delete it to use "
+            "the copy shipped with veilcam)"
+        )
     return ""
 
 
@@ -116,9 +119,11 @@ def find_yunet_model(configured: str = "") -> Path | None:
     if configured:
         path = Path(configured).expanduser()
         if not path.is_file():
-            raise VeilcamError(f"YuNet model {path} not found (config faces.model); correct "
-                               "the path, or remove faces.model to use the model shipped "
-                               "with veilcam")
+            raise VeilcamError(
+                f"YuNet model {path} not found (config faces.model); correct "
+                "the path, or remove faces.model to use the model shipped "
+                "with veilcam"
+            )
         return path
     cached = cached_yunet_path()
     if cached.is_file():
@@ -136,8 +141,9 @@ def model_origin(path: Path, configured: str = "") -> str:
     return "package" if path == PACKAGED_YUNET else "cache"
 
 
-def fetch_yunet(url: str = YUNET_URL, dest_dir: Path | None = None, timeout: float = 30.0,
-                progress: bool = True) -> Path:
+def fetch_yunet(
+    url: str = YUNET_URL, dest_dir: Path | None = None, timeout: float = 30.0, progress: bool = True
+) -> Path:
     """Download YuNet into the cache, check its sha256, and only then move it into place."""
     dest = (dest_dir or model_cache_dir()) / YUNET_FILENAME
     if dest.is_file() and sha256_file(dest) == YUNET_SHA256:
@@ -160,7 +166,8 @@ def fetch_yunet(url: str = YUNET_URL, dest_dir: Path | None = None, timeout: flo
     data = b"".join(chunks)
     got = hashlib.sha256(data).hexdigest()
     if got != YUNET_SHA256:
-        raise VeilcamError(f"downloaded model has sha256 {got}, expected {YUNET_SHA256}; "
-                           "not installed")
+        raise VeilcamError(
+            f"downloaded model has sha256 {got}, expected {YUNET_SHA256}; not installed"
+        )
     write_atomic(dest, data)
     return dest

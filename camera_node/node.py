@@ -11,29 +11,28 @@ from pathlib import Path
 import cv2
 import numpy as np
 import zmq
-
-from camera_node.chainstate import ChainStateFile
-from camera_node.facescan import create_scanner
-from camera_node.grantsync import GrantSync
-from camera_node.protect import EncodeSettings, Epoch, protect_frame, sign_gap_notice
-from camera_node.publisher import Publisher, spool_dir_for
-from camera_node.redact import make_redactor
-from camera_node.runlock import CameraLock
-from camera_node.sources import CapturedFrame, FrameSource
-from camera_node.zonefinder import ZoneFinder
-from camera_node.zones import Zone, resolve_static_zones
-from common.config import CameraConfig
-from common.format import KemSuite
-from common.grants import GrantBook
-from common.home import Home
-from common.imagecodec import ZONE_CODECS
-from common.keywrap import Grant
-from common.lifecycle import StopFlag
-from common.metrics import counter, gauge, serve_metrics, stage_latency, with_labels
-from common.secretfiles import write_atomic
-from common.signing import load_signing_key
-from common.stagetimer import StageTimes
-from common.transport import curve_pair
+from veilcam.camera_node.chainstate import ChainStateFile
+from veilcam.camera_node.facescan import create_scanner
+from veilcam.camera_node.grantsync import GrantSync
+from veilcam.camera_node.protect import EncodeSettings, Epoch, protect_frame, sign_gap_notice
+from veilcam.camera_node.publisher import Publisher, spool_dir_for
+from veilcam.camera_node.redact import make_redactor
+from veilcam.camera_node.runlock import CameraLock
+from veilcam.camera_node.sources import CapturedFrame, FrameSource
+from veilcam.camera_node.zonefinder import ZoneFinder
+from veilcam.camera_node.zones import Zone, resolve_static_zones
+from veilcam.common.config import CameraConfig
+from veilcam.common.format import KemSuite
+from veilcam.common.grants import GrantBook
+from veilcam.common.home import Home
+from veilcam.common.imagecodec import ZONE_CODECS
+from veilcam.common.keywrap import Grant
+from veilcam.common.lifecycle import StopFlag
+from veilcam.common.metrics import counter, gauge, serve_metrics, stage_latency, with_labels
+from veilcam.common.secretfiles import write_atomic
+from veilcam.common.signing import load_signing_key
+from veilcam.common.stagetimer import StageTimes
+from veilcam.common.transport import curve_pair
 
 log = logging.getLogger("veilcam.camera")
 
@@ -51,10 +50,17 @@ class CameraStats:
 
 
 class CameraNode:
-    def __init__(self, home: Home, cfg: CameraConfig, source_override: str | None = None,
-                 loop_override: bool | None = None, max_frames: int | None = None,
-                 stop: StopFlag | None = None, stats_out: str | None = None,
-                 metrics_port: int | None = None) -> None:
+    def __init__(
+        self,
+        home: Home,
+        cfg: CameraConfig,
+        source_override: str | None = None,
+        loop_override: bool | None = None,
+        max_frames: int | None = None,
+        stop: StopFlag | None = None,
+        stats_out: str | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
         self.stats_out = stats_out
         self.metrics_port = cfg.metrics.port if metrics_port is None else metrics_port
         self.recipients = 0
@@ -76,34 +82,48 @@ class CameraNode:
         self.epoch: Epoch | None = None
         self.submitted = 0
 
-    def _setup(self, home: Home, cfg: CameraConfig, source_override: str | None,
-               loop_override: bool | None) -> None:
+    def _setup(
+        self, home: Home, cfg: CameraConfig, source_override: str | None, loop_override: bool | None
+    ) -> None:
         """Keys, source, detector and chain state (under the camera lock)."""
         self.signing_key = load_signing_key(home.camera_key_path(self.camera_id))
         self.ca = home.ca()
         self.transport_keys = curve_pair(home.transport_key("camera", self.camera_id))
         self.store_key = home.store_identity(self.ca).transport_key
-        self.suite = (KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM if cfg.keys.post_quantum
-                      else KemSuite.X25519_HKDF_SHA256_AES256GCM)
+        self.suite = (
+            KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM
+            if cfg.keys.post_quantum
+            else KemSuite.X25519_HKDF_SHA256_AES256GCM
+        )
         spec = source_override if source_override is not None else cfg.camera.source
         kind_is_file = not spec.strip().isdigit() and "://" not in spec
         if kind_is_file:
             spec = str(home.resolve(spec))
-        self.source = FrameSource(spec, loop=cfg.camera.loop if loop_override is None else loop_override,
-                                  pace=cfg.camera.pace, fps=cfg.camera.fps,
-                                  max_width=cfg.camera.max_width)
+        self.source = FrameSource(
+            spec,
+            loop=cfg.camera.loop if loop_override is None else loop_override,
+            pace=cfg.camera.pace,
+            fps=cfg.camera.fps,
+            max_width=cfg.camera.max_width,
+        )
         # Two threads do the work: detection and publishing, a core each on a small machine.
         # OpenCV's own worker threads inside each call only make them fight over the cores.
         cv2.setNumThreads(1)
         self.scanner = create_scanner(cfg.faces)
         self.detector = self.scanner.coarse if self.scanner else None
         self.finder: ZoneFinder[CapturedFrame] = ZoneFinder(
-            self.scanner, cfg.faces.margin, cfg.faces.hold_frames, cfg.faces.max_lag_ms / 1000,
-            cfg.faces.detect_share)
+            self.scanner,
+            cfg.faces.margin,
+            cfg.faces.hold_frames,
+            cfg.faces.max_lag_ms / 1000,
+            cfg.faces.detect_share,
+        )
         self.redactor = make_redactor(cfg.redaction.style, cfg.redaction.pixelate_blocks)
-        self.settings = EncodeSettings(cfg.encoding.jpeg_quality,
-                                       ZONE_CODECS[cfg.encoding.zone_codec],
-                                       cfg.encoding.zone_jpeg_quality)
+        self.settings = EncodeSettings(
+            cfg.encoding.jpeg_quality,
+            ZONE_CODECS[cfg.encoding.zone_codec],
+            cfg.encoding.zone_jpeg_quality,
+        )
         self.chain = ChainStateFile(home.state_dir / f"camera-{self.camera_id}.json")
 
     def _start_epoch(self, publisher: Publisher, grants: list[Grant]) -> None:
@@ -111,49 +131,80 @@ class CameraNode:
         if self.suite == KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM:
             for g in grants:
                 if g.recipient.pq_public_key is None:
-                    log.warning("user %s has no post-quantum key: left out of this epoch",
-                                g.recipient.name)
-        envelope = self.epoch.envelope(self.signing_key, self.camera_id, self.chain.next_seq,
-                                       grants, self.suite)
+                    log.warning(
+                        "user %s has no post-quantum key: left out of this epoch", g.recipient.name
+                    )
+        envelope = self.epoch.envelope(
+            self.signing_key, self.camera_id, self.chain.next_seq, grants, self.suite
+        )
         publisher.send(envelope)
         self.stats.epochs += 1
         self.recipients = len(grants)
         if grants:
-            log.info("new content-key epoch %s for %d recipient(s)",
-                     self.epoch.epoch_id.hex()[:8], len(grants))
+            log.info(
+                "new content-key epoch %s for %d recipient(s)",
+                self.epoch.epoch_id.hex()[:8],
+                len(grants),
+            )
         else:
-            log.warning("new content-key epoch %s has NO recipients: zone pixels of this epoch "
-                        "can never be unlocked (grant a user this camera: 'veilcam user add' on a "
-                        "one-machine home, or 'veilcam grant NAME --camera %s' on the admin home "
-                        "with the grant file copied to the store)",
-                        self.epoch.epoch_id.hex()[:8], self.camera_id)
+            log.warning(
+                "new content-key epoch %s has NO recipients: zone pixels of this epoch "
+                "can never be unlocked (grant a user this camera: 'veilcam user add' on a "
+                "one-machine home, or 'veilcam grant NAME --camera %s' on the admin home "
+                "with the grant file copied to the store)",
+                self.epoch.epoch_id.hex()[:8],
+                self.camera_id,
+            )
 
     def run(self) -> int:
         """Run until the source ends, max_frames, or a stop signal. Returns the exit code."""
         ctx = zmq.Context.instance()
         link = self.cfg.store
-        publisher = Publisher(ctx, link.ingest, self.transport_keys, self.store_key,
-                              spool_dir_for(self.home.state_dir, self.camera_id),
-                              link.max_in_flight, int(link.spool_max_mb * 2**20),
-                              link.drop_policy)
+        publisher = Publisher(
+            ctx,
+            link.ingest,
+            self.transport_keys,
+            self.store_key,
+            spool_dir_for(self.home.state_dir, self.camera_id),
+            link.max_in_flight,
+            int(link.spool_max_mb * 2**20),
+            link.drop_policy,
+        )
         publisher.on_frames_dropped = lambda seqs: self._declare_gap(publisher, seqs)
-        grantsync = GrantSync(ctx, link.query, self.transport_keys, self.store_key,
-                              GrantBook(self.ca, self.camera_id),
-                              self.home.state_dir / f"grants-{self.camera_id}.json",
-                              link.grants_poll_s)
-        metrics = serve_metrics(self.cfg.metrics.host, self.metrics_port,
-                                f"camera {self.camera_id}",
-                                lambda: self.metric_families(publisher))
+        grantsync = GrantSync(
+            ctx,
+            link.query,
+            self.transport_keys,
+            self.store_key,
+            GrantBook(self.ca, self.camera_id),
+            self.home.state_dir / f"grants-{self.camera_id}.json",
+            link.grants_poll_s,
+        )
+        metrics = serve_metrics(
+            self.cfg.metrics.host,
+            self.metrics_port,
+            f"camera {self.camera_id}",
+            lambda: self.metric_families(publisher),
+        )
         detector_name = self.detector.name if self.detector else "off"
-        log.info("camera %s: source %s (%s), %.1f fps, faces: %s, store %s", self.camera_id,
-                 self.source.target, self.source.kind, self.source.fps, detector_name,
-                 self.cfg.store.ingest)
+        log.info(
+            "camera %s: source %s (%s), %.1f fps, faces: %s, store %s",
+            self.camera_id,
+            self.source.target,
+            self.source.kind,
+            self.source.fps,
+            detector_name,
+            self.cfg.store.ingest,
+        )
         static_cache: dict[tuple[int, int], list[Zone]] = {}
         last_stats = time.monotonic()
         try:
             if not grantsync.fetch_now(timeout_s=3.0):
-                log.warning("store at %s did not answer for grants; using the %d cached "
-                            "grant(s)", link.query, len(grantsync.grants()))
+                log.warning(
+                    "store at %s did not answer for grants; using the %d cached grant(s)",
+                    link.query,
+                    len(grantsync.grants()),
+                )
             self._start_epoch(publisher, grantsync.grants())
             frames = self.source.frames()
             while True:
@@ -178,8 +229,11 @@ class CameraNode:
                     self.finder.submit(image, static_cache[size], captured)
                 self.submitted += 1
                 # publish as soon as the detector is done, but be back for the next capture
-                wait_until = time.monotonic() + 0.3 / self.source.fps - (
-                    time.perf_counter() - t0 - captured.waited_s)
+                wait_until = (
+                    time.monotonic()
+                    + 0.3 / self.source.fps
+                    - (time.perf_counter() - t0 - captured.waited_s)
+                )
                 for done, image, zones in self.finder.ready(wait_until):
                     self._publish(publisher, grantsync, done, image, zones)
                 if self.max_frames is not None and self.submitted >= self.max_frames:
@@ -195,8 +249,12 @@ class CameraNode:
             if self.stop.reason.startswith("signal"):
                 drain_s = min(drain_s, SIGNAL_DRAIN_S)  # asked to stop: don't hang on a dead store
             if not publisher.drain(drain_s):
-                log.error("%d message(s) not acknowledged by the store at %s within %.0f s",
-                          len(publisher.pending), self.cfg.store.ingest, drain_s)
+                log.error(
+                    "%d message(s) not acknowledged by the store at %s within %.0f s",
+                    len(publisher.pending),
+                    self.cfg.store.ingest,
+                    drain_s,
+                )
                 return 3
             return 0 if publisher.rejected == 0 else 4
         finally:
@@ -213,8 +271,14 @@ class CameraNode:
             self.lock.release()
             log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
 
-    def _publish(self, publisher: Publisher, grantsync: GrantSync, captured: CapturedFrame,
-                 image: np.ndarray, zones: list[Zone]) -> None:
+    def _publish(
+        self,
+        publisher: Publisher,
+        grantsync: GrantSync,
+        captured: CapturedFrame,
+        image: np.ndarray,
+        zones: list[Zone],
+    ) -> None:
         """Protect, sign and send one frame whose zones are known (in capture order)."""
         if grantsync.poll():
             log.info("grants changed: starting a new key epoch")
@@ -222,11 +286,19 @@ class CameraNode:
         elif time.monotonic() - self.epoch.started_monotonic >= self.cfg.keys.rotate_seconds:
             self._start_epoch(publisher, grantsync.grants())
         seq = self.chain.next_seq
-        msg = protect_frame(image, zones, camera_id=self.camera_id, seq=seq,
-                            capture_time_us=captured.capture_time_us, epoch=self.epoch,
-                            prev_digest=self.chain.prev_digest, redactor=self.redactor,
-                            settings=self.settings, signing_key=self.signing_key,
-                            times=self.times)
+        msg = protect_frame(
+            image,
+            zones,
+            camera_id=self.camera_id,
+            seq=seq,
+            capture_time_us=captured.capture_time_us,
+            epoch=self.epoch,
+            prev_digest=self.chain.prev_digest,
+            redactor=self.redactor,
+            settings=self.settings,
+            signing_key=self.signing_key,
+            times=self.times,
+        )
         with self.times.measure("publish"):
             publisher.send(msg)
         self.stats.bytes_sent += sum(len(p) for p in msg.body_parts())
@@ -249,72 +321,123 @@ class CameraNode:
         """Native-resolution scan figures for the stats file: shares over all detected frames."""
         t = self.finder.scan_totals
         frames = t["frames"] or 1
-        return {"frames": t["frames"],
-                "cells_scanned_per_frame": t["cells_scanned"] / frames,
-                "cells_uncertain_share": t["cells_uncertain"] / (t["cells_total"] or 1),
-                "uncertain_area_share": t["uncertain_area"] / frames,
-                "frames_with_uncertain": t["frames_with_uncertain"]}
+        return {
+            "frames": t["frames"],
+            "cells_scanned_per_frame": t["cells_scanned"] / frames,
+            "cells_uncertain_share": t["cells_uncertain"] / (t["cells_total"] or 1),
+            "uncertain_area_share": t["uncertain_area"] / frames,
+            "frames_with_uncertain": t["frames_with_uncertain"],
+        }
 
     def _write_stats(self, publisher: Publisher) -> None:
-        doc = {"camera": self.camera_id, **asdict(self.stats), "acked": publisher.acked,
-               "acked_frames": publisher.acked_frames,
-               "rejected": publisher.rejected, "stages": self.times.summary(),
-               "dropped_overload": self.source.dropped_overload,
-               "fail_closed": dict(self.finder.fail_closed),
-               "detector": self.detector.name if self.detector else "off",
-               "detector_ms": self.finder.detect_ms,
-               "detector_skipped": self.finder.skipped,
-               "scan": self._scan_stats()}
+        doc = {
+            "camera": self.camera_id,
+            **asdict(self.stats),
+            "acked": publisher.acked,
+            "acked_frames": publisher.acked_frames,
+            "rejected": publisher.rejected,
+            "stages": self.times.summary(),
+            "dropped_overload": self.source.dropped_overload,
+            "fail_closed": dict(self.finder.fail_closed),
+            "detector": self.detector.name if self.detector else "off",
+            "detector_ms": self.finder.detect_ms,
+            "detector_skipped": self.finder.skipped,
+            "scan": self._scan_stats(),
+        }
         write_atomic(Path(self.stats_out), json.dumps(doc, indent=2).encode())
 
     def metric_families(self, publisher: Publisher) -> list:
         """What the Prometheus endpoint shows (called in its thread, at each scrape)."""
         s = self.stats
-        dropped = {"overload": self.source.dropped_overload,
-                   "backpressure": s.dropped_backpressure,
-                   "spool_full": publisher.dropped_spool_full}
+        dropped = {
+            "overload": self.source.dropped_overload,
+            "backpressure": s.dropped_backpressure,
+            "spool_full": publisher.dropped_spool_full,
+        }
         families = [
-            counter("veilcam_camera_frames_captured_total", "Frames read from the source.",
-                    s.captured),
-            counter("veilcam_camera_frames_published_total",
-                    "Frames protected, signed and queued for the store.", s.published),
-            counter("veilcam_camera_messages_acked_total",
-                    "Messages the store acknowledged as durably archived (frames, key "
-                    "envelopes and gap notices).", publisher.acked),
-            counter("veilcam_camera_frames_acked_total",
-                    "Frames the store acknowledged as durably archived.", publisher.acked_frames),
-            counter("veilcam_camera_messages_rejected_total",
-                    "Messages the store refused.", publisher.rejected),
-            counter("veilcam_camera_messages_resent_total",
-                    "Messages sent again after a reconnection or silence.", publisher.resent),
-            counter("veilcam_camera_frames_dropped_total",
-                    "Frames dropped, by reason (overload: the pipeline fell behind a live "
-                    "source; backpressure: no room to queue; spool_full: the spool bound was hit, "
-                    "declared to the store as a gap).", dropped, "reason"),
-            counter("veilcam_camera_fail_closed_total",
-                    "Frames redacted whole because detection was late or failed, by reason.",
-                    self.finder.fail_closed, "reason"),
-            counter("veilcam_camera_bytes_sent_total", "Bytes of frame messages published.",
-                    s.bytes_sent),
+            counter(
+                "veilcam_camera_frames_captured_total", "Frames read from the source.", s.captured
+            ),
+            counter(
+                "veilcam_camera_frames_published_total",
+                "Frames protected, signed and queued for the store.",
+                s.published,
+            ),
+            counter(
+                "veilcam_camera_messages_acked_total",
+                "Messages the store acknowledged as durably archived (frames, key "
+                "envelopes and gap notices).",
+                publisher.acked,
+            ),
+            counter(
+                "veilcam_camera_frames_acked_total",
+                "Frames the store acknowledged as durably archived.",
+                publisher.acked_frames,
+            ),
+            counter(
+                "veilcam_camera_messages_rejected_total",
+                "Messages the store refused.",
+                publisher.rejected,
+            ),
+            counter(
+                "veilcam_camera_messages_resent_total",
+                "Messages sent again after a reconnection or silence.",
+                publisher.resent,
+            ),
+            counter(
+                "veilcam_camera_frames_dropped_total",
+                "Frames dropped, by reason (overload: the pipeline fell behind a live "
+                "source; backpressure: no room to queue; spool_full: the spool bound was hit, "
+                "declared to the store as a gap).",
+                dropped,
+                "reason",
+            ),
+            counter(
+                "veilcam_camera_fail_closed_total",
+                "Frames redacted whole because detection was late or failed, by reason.",
+                self.finder.fail_closed,
+                "reason",
+            ),
+            counter(
+                "veilcam_camera_bytes_sent_total",
+                "Bytes of frame messages published.",
+                s.bytes_sent,
+            ),
             counter("veilcam_camera_epochs_total", "Content-key epochs started.", s.epochs),
-            gauge("veilcam_camera_epoch_recipients",
-                  "Users the current epoch's keys are sealed to.", self.recipients),
-            gauge("veilcam_camera_spool_messages",
-                  "Messages waiting for the store's acknowledgement (spool depth).",
-                  len(publisher.pending)),
-            gauge("veilcam_camera_spool_on_disk_messages",
-                  "Of those, messages spooled to disk.", publisher.spooled),
-            gauge("veilcam_camera_spool_bytes", "Bytes waiting in the spool.",
-                  publisher.pending_bytes),
-            counter("veilcam_camera_scan_cells_total",
-                    "Native-resolution face scan cells, by what happened on each frame "
-                    "(scanned; uncertain: changed since its last scan and not rescanned in "
-                    "time, so covered whole).",
-                    {"scanned": self.finder.scan_totals["cells_scanned"],
-                     "uncertain": self.finder.scan_totals["cells_uncertain"]}, "state"),
-            gauge("veilcam_camera_detector_latency_seconds",
-                  "Run time of the face detector on its latest frame.",
-                  self.finder.detect_ms / 1000),
+            gauge(
+                "veilcam_camera_epoch_recipients",
+                "Users the current epoch's keys are sealed to.",
+                self.recipients,
+            ),
+            gauge(
+                "veilcam_camera_spool_messages",
+                "Messages waiting for the store's acknowledgement (spool depth).",
+                len(publisher.pending),
+            ),
+            gauge(
+                "veilcam_camera_spool_on_disk_messages",
+                "Of those, messages spooled to disk.",
+                publisher.spooled,
+            ),
+            gauge(
+                "veilcam_camera_spool_bytes", "Bytes waiting in the spool.", publisher.pending_bytes
+            ),
+            counter(
+                "veilcam_camera_scan_cells_total",
+                "Native-resolution face scan cells, by what happened on each frame "
+                "(scanned; uncertain: changed since its last scan and not rescanned in "
+                "time, so covered whole).",
+                {
+                    "scanned": self.finder.scan_totals["cells_scanned"],
+                    "uncertain": self.finder.scan_totals["cells_uncertain"],
+                },
+                "state",
+            ),
+            gauge(
+                "veilcam_camera_detector_latency_seconds",
+                "Run time of the face detector on its latest frame.",
+                self.finder.detect_ms / 1000,
+            ),
             stage_latency("veilcam_camera", self.times),
         ]
         return with_labels(families, {"camera": self.camera_id})  # one camera per process
@@ -325,15 +448,25 @@ class CameraNode:
         skipped = self.finder.skipped
         t = self.finder.scan_totals
         uncertain = t["uncertain_area"] / t["frames"] if t["frames"] else 0.0
-        log.info("camera %s: %d frames captured, %d published, %d acknowledged (+%d key "
-                 "envelopes/gap notices), %d messages rejected, %d pending (%d spooled on "
-                 "disk), %d dropped (spool full), %d dropped (pipeline overload), %d whole-frame "
-                 "redactions (detector late or failed), detector %.1f ms, ran on %d frame(s), "
-                 "skipped %d, %.1f %% of the frame covered on average as not yet rescanned",
-                 self.camera_id, s.captured, s.published, publisher.acked_frames,
-                 publisher.acked - publisher.acked_frames, publisher.rejected,
-                 len(publisher.pending), publisher.spooled,
-                 s.dropped_backpressure + publisher.dropped_spool_full,
-                 self.source.dropped_overload, closed,
-                 self.finder.detect_ms,
-                 self.finder.frame_no - skipped, skipped, 100 * uncertain)
+        log.info(
+            "camera %s: %d frames captured, %d published, %d acknowledged (+%d key "
+            "envelopes/gap notices), %d messages rejected, %d pending (%d spooled on "
+            "disk), %d dropped (spool full), %d dropped (pipeline overload), %d whole-frame "
+            "redactions (detector late or failed), detector %.1f ms, ran on %d frame(s), "
+            "skipped %d, %.1f %% of the frame covered on average as not yet rescanned",
+            self.camera_id,
+            s.captured,
+            s.published,
+            publisher.acked_frames,
+            publisher.acked - publisher.acked_frames,
+            publisher.rejected,
+            len(publisher.pending),
+            publisher.spooled,
+            s.dropped_backpressure + publisher.dropped_spool_full,
+            self.source.dropped_overload,
+            closed,
+            self.finder.detect_ms,
+            self.finder.frame_no - skipped,
+            skipped,
+            100 * uncertain,
+        )

@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
-
-from common.errors import FormatError
-from common.format import (
+from veilcam.common.errors import FormatError
+from veilcam.common.format import (
     KIND_ENVELOPE,
     KIND_FRAME,
     KIND_GAP,
@@ -47,8 +46,8 @@ from common.format import (
     pack_parts,
     unpack_parts,
 )
-from common.secretfiles import write_atomic
-from common.transport import HandshakeWatch, make_client
+from veilcam.common.secretfiles import write_atomic
+from veilcam.common.transport import HandshakeWatch, make_client
 
 log = logging.getLogger("veilcam.publisher")
 
@@ -68,10 +67,18 @@ class _Pending:
 class Publisher:
     RETRY_CONNECT_S = 1.0
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, keys: tuple[bytes, bytes],
-                 store_key: bytes, spool_dir: Path, memory_window: int = 300,
-                 spool_max_bytes: int = 2 * 2**30, drop_policy: str = "newest",
-                 resend_after_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        keys: tuple[bytes, bytes],
+        store_key: bytes,
+        spool_dir: Path,
+        memory_window: int = 300,
+        spool_max_bytes: int = 2 * 2**30,
+        drop_policy: str = "newest",
+        resend_after_s: float = 10.0,
+    ) -> None:
         self.ctx, self.keys, self.store_key, self.endpoint = ctx, keys, store_key, endpoint
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -100,8 +107,9 @@ class Publisher:
                 kind, body = unpack_parts(path.read_bytes())
                 msg = kinds[kind].from_body_parts(body)
             except (OSError, ValueError, KeyError, FormatError) as exc:
-                log.error("spooled message %s is unreadable (%s); moving it aside as .bad",
-                          path, exc)
+                log.error(
+                    "spooled message %s is unreadable (%s); moving it aside as .bad", path, exc
+                )
                 path.replace(path.with_suffix(".bad"))
                 continue
             key = _key_of(msg)
@@ -112,8 +120,11 @@ class Publisher:
             self.pending[key] = _Pending(msg.to_parts()[0], None, size, path.name, path)
             self.pending_bytes += size
         if self.pending:
-            log.warning("%d message(s) a previous run left unacknowledged in %s go to the store "
-                        "first", len(self.pending), self.spool_dir)
+            log.warning(
+                "%d message(s) a previous run left unacknowledged in %s go to the store first",
+                len(self.pending),
+                self.spool_dir,
+            )
         return len(self.pending)
 
     def _open_socket(self) -> None:
@@ -161,8 +172,12 @@ class Publisher:
         entry = _Pending(parts[0], parts, size, name)
         if self.in_memory >= self.memory_window:
             if self.spooled == 0:
-                log.warning("%d messages unacknowledged (store at %s unreachable or slow): "
-                            "spooling to %s", len(self.pending), self.endpoint, self.spool_dir)
+                log.warning(
+                    "%d messages unacknowledged (store at %s unreachable or slow): spooling to %s",
+                    len(self.pending),
+                    self.endpoint,
+                    self.spool_dir,
+                )
             self._spool(key, entry)
         else:
             self.in_memory += 1
@@ -174,17 +189,19 @@ class Publisher:
         if self.drop_policy == "oldest":
             while self.pending_bytes > self.spool_max_bytes:
                 # only frames go: envelopes open what remains, notices explain what went
-                old_key = next((k for k in self.pending if k[0] == KIND_FRAME and k != key),
-                               None)
+                old_key = next((k for k in self.pending if k[0] == KIND_FRAME and k != key), None)
                 if old_key is None:
                     break
                 self._forget(old_key)
                 dropped.append(old_key[1])
                 self.dropped_spool_full += 1
                 if self.dropped_spool_full in (1, 10, 100) or self.dropped_spool_full % 1000 == 0:
-                    log.error("spool full (%d bytes): dropped the oldest unacknowledged "
-                              "frame(s), %d so far", self.spool_max_bytes,
-                              self.dropped_spool_full)
+                    log.error(
+                        "spool full (%d bytes): dropped the oldest unacknowledged "
+                        "frame(s), %d so far",
+                        self.spool_max_bytes,
+                        self.dropped_spool_full,
+                    )
         self._pump()
         if dropped and self.on_frames_dropped is not None:
             self.on_frames_dropped(dropped)
@@ -251,8 +268,11 @@ class Publisher:
         if self.watch.succeeded and not self.watch.connected:
             self._ever_connected = True
             if self.pending:
-                log.info("store connection lost; reconnecting, then sending %d unacknowledged "
-                         "message(s) again", len(self.pending))
+                log.info(
+                    "store connection lost; reconnecting, then sending %d unacknowledged "
+                    "message(s) again",
+                    len(self.pending),
+                )
                 self.resent += len(self.pending)
             self._open_socket()
         elif not self.watch.succeeded and now - self._opened_at > self.RETRY_CONNECT_S:
@@ -304,8 +324,11 @@ class Publisher:
                 except OSError as exc:
                     log.error("cannot keep %s in the spool (%s): it is lost", entry.name, exc)
         if self.pending:
-            log.warning("%d unacknowledged message(s) kept in %s; the next start sends them "
-                        "first", len(self.pending), self.spool_dir)
+            log.warning(
+                "%d unacknowledged message(s) kept in %s; the next start sends them first",
+                len(self.pending),
+                self.spool_dir,
+            )
         return len(self.pending)
 
 
@@ -328,4 +351,3 @@ def _describe(ack: Ack) -> str:
 
 def spool_dir_for(state_dir: Path, camera_id: str) -> Path:
     return Path(state_dir) / f"spool-{camera_id}"
-

@@ -24,6 +24,7 @@ def pixelate(blocks: int) -> Redactor:
         bw, bh = max(1, round(w * scale)), max(1, round(h * scale))
         small = cv2.resize(region, (bw, bh), interpolation=cv2.INTER_AREA)
         region[:] = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
     return apply
 
 
@@ -33,7 +34,9 @@ SOLID_FILL = (64, 64, 64)  # neutral dark grey (BGR, one level): a cover, not a 
 def solid(region: np.ndarray) -> None:
     """A flat neutral dark-grey fill. It depends on nothing but the zone's (public) rectangle,
     so no frame, and no number of frames fused, tells anything about what it covers."""
-    region.fill(SOLID_FILL[0])  # one grey level: a memset per row (a tuple broadcast is ~50x slower)
+    region.fill(
+        SOLID_FILL[0]
+    )  # one grey level: a memset per row (a tuple broadcast is ~50x slower)
 
 
 def blur(region: np.ndarray) -> None:
@@ -54,9 +57,15 @@ def noise(region: np.ndarray) -> None:
 
 
 def make_redactor(style: str, pixelate_blocks: int = 8) -> Redactor:
-    styles: dict[str, Redactor] = {"solid": solid, "pixelate": pixelate(pixelate_blocks),
-                                   "blur": blur, "noise": noise}
+    styles: dict[str, Redactor] = {
+        "solid": solid,
+        "pixelate": pixelate(pixelate_blocks),
+        "blur": blur,
+        "noise": noise,
+    }
     try:
         return styles[style]
     except KeyError:
-        raise ValueError(f"unknown redaction style {style!r} (one of {', '.join(styles)})") from None
+        raise ValueError(
+            f"unknown redaction style {style!r} (one of {', '.join(styles)})"
+        ) from None

@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from common.errors import VeilcamError
+from veilcam.common.errors import VeilcamError
 
 
 class CameraLock:
@@ -28,9 +28,11 @@ class CameraLock:
             holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "?"
             os.close(self._fd)
             self._fd = -1
-            raise VeilcamError(f"camera {camera_id} is already running from this home (pid "
-                               f"{holder}, lock {self.path}); stop it first (one process per "
-                               "camera: two would publish the same frame numbers)") from None
+            raise VeilcamError(
+                f"camera {camera_id} is already running from this home (pid "
+                f"{holder}, lock {self.path}); stop it first (one process per "
+                "camera: two would publish the same frame numbers)"
+            ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from common.errors import VeilcamError
+from veilcam.common.errors import VeilcamError
 
 log = logging.getLogger("veilcam.source")
 
@@ -45,9 +44,17 @@ class FrameSource:
     (``dropped_overload``). A file is read in step with the pipeline (a replay loses nothing;
     pacing slips instead)."""
 
-    def __init__(self, spec: str, *, loop: bool = False, pace: bool = True, fps: float = 0.0,
-                 max_width: int = 0, reconnect_delay_s: float = 1.0,
-                 live: bool | None = None) -> None:
+    def __init__(
+        self,
+        spec: str,
+        *,
+        loop: bool = False,
+        pace: bool = True,
+        fps: float = 0.0,
+        max_width: int = 0,
+        reconnect_delay_s: float = 1.0,
+        live: bool | None = None,
+    ) -> None:
         self.kind, self.target = describe_source(spec)
         if self.kind == "file" and not Path(str(self.target)).is_file():
             raise VeilcamError(f"video file {self.target} not found")
@@ -127,8 +134,11 @@ class FrameSource:
                     if not ok:
                         raise VeilcamError(f"video file {self.target} has no readable frames")
                 else:
-                    log.warning("source %s stopped delivering frames; reconnecting in %.1f s",
-                                self.target, self.reconnect_delay_s)
+                    log.warning(
+                        "source %s stopped delivering frames; reconnecting in %.1f s",
+                        self.target,
+                        self.reconnect_delay_s,
+                    )
                     self._cap.release()
                     time.sleep(self.reconnect_delay_s)
                     try:

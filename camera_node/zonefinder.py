@@ -26,15 +26,14 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
-
-from camera_node.facescan import FaceScanner, ScanResult
-from camera_node.zones import FaceHold, Zone, clip_zone
-from common.format import MAX_ZONES, ZoneClass
+from veilcam.camera_node.facescan import FaceScanner, ScanResult
+from veilcam.camera_node.zones import FaceHold, Zone, clip_zone
+from veilcam.common.format import MAX_ZONES, ZoneClass
 
 log = logging.getLogger("veilcam.zones")
-LOG_EVERY_S = 10.0     # at most one "covering whole frames" line per this many seconds
-MAX_PENDING = 8        # frames queued for detection before the publishing loop waits
-DEFAULT_SHARE = 0.75   # share of the frame interval the detector may spend on one frame
+LOG_EVERY_S = 10.0  # at most one "covering whole frames" line per this many seconds
+MAX_PENDING = 8  # frames queued for detection before the publishing loop waits
+DEFAULT_SHARE = 0.75  # share of the frame interval the detector may spend on one frame
 
 # why a frame went out covered whole; every reason is reported from the start (at 0), so
 # alerts have a series to match before the first event
@@ -49,10 +48,10 @@ class _Job(Generic[P]):
     image: np.ndarray
     static: list[Zone]
     payload: P
-    submitted: float                      # clock time
-    zones: list[Zone] | None = None       # set by the detector thread when done
+    submitted: float  # clock time
+    zones: list[Zone] | None = None  # set by the detector thread when done
     error: Exception | None = None
-    abandoned: bool = False               # published covered whole; the detector skips it
+    abandoned: bool = False  # published covered whole; the detector skips it
     scan: ScanResult | None = field(default=None, repr=False)
 
 
@@ -60,10 +59,16 @@ class ZoneFinder(Generic[P]):
     """Static zones + faces for each frame, in order, never uncovered by a late or broken
     detector. ``submit`` frames as they are captured; take ``ready()`` ones to publish."""
 
-    def __init__(self, scanner: FaceScanner | None, margin: float, hold_frames: int,
-                 max_lag_s: float, budget_share: float = DEFAULT_SHARE,
-                 clock: Callable[[], float] = time.monotonic,
-                 max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        scanner: FaceScanner | None,
+        margin: float,
+        hold_frames: int,
+        max_lag_s: float,
+        budget_share: float = DEFAULT_SHARE,
+        clock: Callable[[], float] = time.monotonic,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
         self.scanner = scanner
         self.hold = FaceHold(margin, hold_frames)
         self.max_lag_s = max_lag_s
@@ -71,18 +76,18 @@ class ZoneFinder(Generic[P]):
         self.clock = clock
         self.max_pending = max_pending
         self.frame_no = 0
-        self.skipped = 0                   # frames published covered whole, never detected
+        self.skipped = 0  # frames published covered whole, never detected
         self.fail_closed: Counter[str] = Counter({reason: 0 for reason in FAIL_CLOSED_REASONS})
         self.last_scan: ScanResult | None = None
-        self.detect_ms = 0.0               # run time of the detector on its latest frame
+        self.detect_ms = 0.0  # run time of the detector on its latest frame
         # what the scans did, summed over frames: frames, cells scanned / uncertain / total,
         # and the share of frame area covered as uncertain (sum of per-frame shares)
         self.scan_totals: Counter[str] = Counter()
-        self._queue: deque[_Job[P]] = deque()   # submitted, not yet handed out, in order
-        self._todo: deque[_Job[P]] = deque()    # not yet taken by the detector thread
+        self._queue: deque[_Job[P]] = deque()  # submitted, not yet handed out, in order
+        self._todo: deque[_Job[P]] = deque()  # not yet taken by the detector thread
         self._cond = threading.Condition()
         self._interval_s = 1 / 30
-        self._credit_s = 0.0               # native-resolution scan time saved up (seconds)
+        self._credit_s = 0.0  # native-resolution scan time saved up (seconds)
         self._last_submit: float | None = None
         self._last_reason = ""
         self._quiet_until = 0.0
@@ -114,8 +119,7 @@ class ZoneFinder(Generic[P]):
     def pending(self) -> int:
         return len(self._queue)
 
-    def ready(self, wait_until: float | None = None
-              ) -> Iterator[tuple[P, np.ndarray, list[Zone]]]:
+    def ready(self, wait_until: float | None = None) -> Iterator[tuple[P, np.ndarray, list[Zone]]]:
         """Frames whose zones are known, oldest first. Waits for a frame's detection until
         ``wait_until`` (clock time: publish as soon as the detector is done, without missing
         the next capture), and past it only while ``max_pending`` frames are queued, never
@@ -144,8 +148,10 @@ class ZoneFinder(Generic[P]):
         deadline = job.submitted + self.max_lag_s
         until = deadline if wait_until is None else min(wait_until, deadline)
         with self._cond:
-            self._cond.wait_for(lambda: job.zones is not None or job.error is not None,
-                                max(0.0, until - self.clock()))
+            self._cond.wait_for(
+                lambda: job.zones is not None or job.error is not None,
+                max(0.0, until - self.clock()),
+            )
             if job.zones is None and job.error is None:
                 if self.clock() < deadline:
                     return None
@@ -163,7 +169,7 @@ class ZoneFinder(Generic[P]):
         if reason:
             self._count_fail_closed(reason, job.error)
             full = Zone(0, 0, width, height, ZoneClass.FULL)
-            return job.payload, job.image, [*job.static[:MAX_ZONES - 1], full]
+            return job.payload, job.image, [*job.static[: MAX_ZONES - 1], full]
         if self._last_reason:
             log.info("face detector recovered after %s", self._last_reason)
             self._last_reason = ""
@@ -173,8 +179,12 @@ class ZoneFinder(Generic[P]):
         self.fail_closed[reason] += 1
         if reason != self._last_reason and time.monotonic() >= self._quiet_until:
             detail = f" ({error})" if error else ""
-            log.error("%s%s: covering whole frames until it recovers (%d such frames so far)",
-                      reason, detail, sum(self.fail_closed.values()))
+            log.error(
+                "%s%s: covering whole frames until it recovers (%d such frames so far)",
+                reason,
+                detail,
+                sum(self.fail_closed.values()),
+            )
             self._quiet_until = time.monotonic() + LOG_EVERY_S  # a flapping detector
         self._last_reason = reason
 
@@ -222,8 +232,7 @@ class ZoneFinder(Generic[P]):
         waited = self.clock() - job.submitted
         if waited <= target:
             return self._credit_s
-        return self._credit_s * max(0.0, 1 - (waited - target) / max(self.max_lag_s - target,
-                                                                     1e-3))
+        return self._credit_s * max(0.0, 1 - (waited - target) / max(self.max_lag_s - target, 1e-3))
 
     def _zones(self, job: _Job[P], scan: ScanResult) -> list[Zone]:
         height, width = job.image.shape[:2]

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from camera_node.detect import Box
-from common.config import StaticZoneSection
-from common.errors import ConfigError
-from common.format import ZoneClass
+from veilcam.camera_node.detect import Box
+from veilcam.common.config import StaticZoneSection
+from veilcam.common.errors import ConfigError
+from veilcam.common.format import ZoneClass
 
 HOLD_GROWTH_PER_FRAME = 0.04  # share of the box size added on each side per held frame
 
@@ -28,8 +27,9 @@ class Zone:
     zone_class: ZoneClass
 
 
-def clip_zone(x: float, y: float, w: float, h: float, zone_class: ZoneClass,
-              width: int, height: int) -> Zone | None:
+def clip_zone(
+    x: float, y: float, w: float, h: float, zone_class: ZoneClass, width: int, height: int
+) -> Zone | None:
     """Round outward to whole pixels and clip to the frame; None if nothing is left."""
     x0, y0 = max(0, int(x)), max(0, int(y))
     x1, y1 = min(width, int(-(-(x + w) // 1))), min(height, int(-(-(y + h) // 1)))
@@ -50,16 +50,23 @@ def resolve_static_zones(zones: list[StaticZoneSection], width: int, height: int
         zone = clip_zone(x, y, w, h, ZoneClass.from_label(cfg.zone_class), width, height)
         if zone is None:
             name = f" ({cfg.name})" if cfg.name else ""
-            raise ConfigError(f"camera config: key 'zones[{i}]'{name}: rect "
-                              f"{[float(v) for v in cfg.rect]} ({cfg.units}) lies outside the "
-                              f"{width}x{height} frame and would cover nothing")
+            raise ConfigError(
+                f"camera config: key 'zones[{i}]'{name}: rect "
+                f"{[float(v) for v in cfg.rect]} ({cfg.units}) lies outside the "
+                f"{width}x{height} frame and would cover nothing"
+            )
         out.append(zone)
     return out
 
 
 def grow(box: Box, margin: float) -> Box:
-    return Box(box.x - box.w * margin, box.y - box.h * margin,
-               box.w * (1 + 2 * margin), box.h * (1 + 2 * margin), box.score)
+    return Box(
+        box.x - box.w * margin,
+        box.y - box.h * margin,
+        box.w * (1 + 2 * margin),
+        box.h * (1 + 2 * margin),
+        box.score,
+    )
 
 
 def iou(a: Box, b: Box) -> float:

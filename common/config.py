@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from common.errors import ConfigError
-from common.format import CAMERA_ID_RE, ZoneClass
+from veilcam.common.errors import ConfigError
+from veilcam.common.format import CAMERA_ID_RE, ZoneClass
 
 # a tcp port is 1..65535 (libzmq silently wraps a larger number onto another port)
-ZMQ_ENDPOINT_PATTERN = (r"^(tcp://[^\s]+:([1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}"
-                        r"|655[0-2]\d|6553[0-5])|ipc://[^\s]+|inproc://[^\s]+)$")
+ZMQ_ENDPOINT_PATTERN = (
+    r"^(tcp://[^\s]+:([1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}"
+    r"|655[0-2]\d|6553[0-5])|ipc://[^\s]+|inproc://[^\s]+)$"
+)
 
 
 class Section(BaseModel):
@@ -27,129 +28,229 @@ class Section(BaseModel):
 
 
 class MetricsSection(Section):
-    host: str = Field("127.0.0.1", description="Address the Prometheus endpoint listens on. "
-                      "Keep it on loopback or a management network: it names cameras and "
-                      "users' counts, not secrets.")
-    port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus text endpoint "
-                      "(http://HOST:PORT/metrics); 0 turns it off. Also --metrics-port.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the Prometheus endpoint listens on. "
+        "Keep it on loopback or a management network: it names cameras and "
+        "users' counts, not secrets.",
+    )
+    port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus text endpoint "
+        "(http://HOST:PORT/metrics); 0 turns it off. Also --metrics-port.",
+    )
 
 
 # --------------------------------------------------------------------------- camera
 
+
 class CameraSection(Section):
     id: str = Field("cam1", description="Camera id: 1-64 letters, digits, '_', '.', '-'.")
-    source: str = Field(..., description="What to capture: a device index ('0'), a video file "
-                        "path (relative to the deployment home), or an rtsp:// or http(s):// URL.")
+    source: str = Field(
+        ...,
+        description="What to capture: a device index ('0'), a video file "
+        "path (relative to the deployment home), or an rtsp:// or http(s):// URL.",
+    )
     loop: bool = Field(False, description="Restart a file source at its end instead of stopping.")
-    pace: bool = Field(True, description="Play file sources at their own frame rate, like a live "
-                       "camera. Off: as fast as the pipeline goes (tests, batch redaction).")
-    fps: float = Field(0.0, ge=0, le=240, description="Frame rate to pace a file at; 0 uses the "
-                       "file's own rate.")
-    max_width: int = Field(0, ge=0, le=7680, description="Downscale frames wider than this "
-                           "before anything else; 0 keeps the source size.")
+    pace: bool = Field(
+        True,
+        description="Play file sources at their own frame rate, like a live "
+        "camera. Off: as fast as the pipeline goes (tests, batch redaction).",
+    )
+    fps: float = Field(
+        0.0, ge=0, le=240, description="Frame rate to pace a file at; 0 uses the file's own rate."
+    )
+    max_width: int = Field(
+        0,
+        ge=0,
+        le=7680,
+        description="Downscale frames wider than this "
+        "before anything else; 0 keeps the source size.",
+    )
 
     @field_validator("id")
     @classmethod
     def _camera_id(cls, value: str) -> str:
         if not CAMERA_ID_RE.match(value):
-            raise ValueError("must be 1-64 letters, digits, '_', '.', '-', starting with a "
-                             "letter or digit")
+            raise ValueError(
+                "must be 1-64 letters, digits, '_', '.', '-', starting with a letter or digit"
+            )
         return value
 
 
 class StoreLinkSection(Section):
-    ingest: str = Field("tcp://127.0.0.1:7700", pattern=ZMQ_ENDPOINT_PATTERN,
-                        description="ZeroMQ endpoint of the store's ingest socket.")
-    query: str = Field("tcp://127.0.0.1:7702", pattern=ZMQ_ENDPOINT_PATTERN,
-                       description="ZeroMQ endpoint of the store's query socket (grants).")
-    grants_poll_s: float = Field(2.0, gt=0, le=3600, description="How often to ask the store "
-                                 "for grant changes; a change starts a new key epoch.")
-    drain_timeout_s: float = Field(30.0, gt=0, le=3600, description="At the end of a file "
-                                   "source, how long to wait for the store to acknowledge "
-                                   "every frame before giving up (and exiting non-zero).")
-    max_in_flight: int = Field(300, ge=1, le=100000, description="Unacknowledged messages "
-                               "kept in memory; more go to the on-disk spool.")
-    spool_max_mb: float = Field(2048, ge=1, le=10**6, description="Bound of the on-disk spool "
-                                "(state/spool-CAMERA) that holds frames while the store is "
-                                "unreachable.")
+    ingest: str = Field(
+        "tcp://127.0.0.1:7700",
+        pattern=ZMQ_ENDPOINT_PATTERN,
+        description="ZeroMQ endpoint of the store's ingest socket.",
+    )
+    query: str = Field(
+        "tcp://127.0.0.1:7702",
+        pattern=ZMQ_ENDPOINT_PATTERN,
+        description="ZeroMQ endpoint of the store's query socket (grants).",
+    )
+    grants_poll_s: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="How often to ask the store "
+        "for grant changes; a change starts a new key epoch.",
+    )
+    drain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="At the end of a file "
+        "source, how long to wait for the store to acknowledge "
+        "every frame before giving up (and exiting non-zero).",
+    )
+    max_in_flight: int = Field(
+        300,
+        ge=1,
+        le=100000,
+        description="Unacknowledged messages kept in memory; more go to the on-disk spool.",
+    )
+    spool_max_mb: float = Field(
+        2048,
+        ge=1,
+        le=10**6,
+        description="Bound of the on-disk spool "
+        "(state/spool-CAMERA) that holds frames while the store is "
+        "unreachable.",
+    )
     drop_policy: Literal["newest", "oldest"] = Field(
-        "newest", description="When the spool is full: 'newest' drops new frames before they "
-        "are signed (the chain stays whole); 'oldest' deletes the oldest spooled ones.")
+        "newest",
+        description="When the spool is full: 'newest' drops new frames before they "
+        "are signed (the chain stays whole); 'oldest' deletes the oldest spooled ones.",
+    )
 
 
 class EncodingSection(Section):
     jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of the public frame.")
     zone_codec: Literal["png", "jpeg", "raw"] = Field(
-        "jpeg", description="How original zone pixels are encoded before encryption: 'jpeg' "
+        "jpeg",
+        description="How original zone pixels are encoded before encryption: 'jpeg' "
         "(default: quality 95 without chroma subsampling, about 42-50 dB PSNR, 0.7 ms for a "
         "450x500 zone; zones of 48x48 px or less go as PNG, lossless), 'png' "
         "(lossless, but ~10 ms per such zone: too slow for 1080p30 on 2 cores), 'raw' (BGR "
-        "bytes: fastest, largest).")
-    zone_jpeg_quality: int = Field(95, ge=30, le=100, description="JPEG quality when "
-                                   "zone_codec is 'jpeg'.")
+        "bytes: fastest, largest).",
+    )
+    zone_jpeg_quality: int = Field(
+        95, ge=30, le=100, description="JPEG quality when zone_codec is 'jpeg'."
+    )
 
 
 class KeysSection(Section):
-    rotate_seconds: float = Field(60.0, ge=1, le=86400, description="Content keys rotate at "
-                                  "every start, on every grant change, and after this many "
-                                  "seconds.")
-    post_quantum: bool = Field(False, description="Wrap epoch keys with the hybrid "
-                               "ML-KEM-768+X25519 HPKE suite, for archives that must stay "
-                               "secret against future quantum computers (larger envelopes).")
+    rotate_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        description="Content keys rotate at "
+        "every start, on every grant change, and after this many "
+        "seconds.",
+    )
+    post_quantum: bool = Field(
+        False,
+        description="Wrap epoch keys with the hybrid "
+        "ML-KEM-768+X25519 HPKE suite, for archives that must stay "
+        "secret against future quantum computers (larger envelopes).",
+    )
 
 
 class RedactionSection(Section):
     style: Literal["solid", "pixelate", "blur", "noise"] = Field(
-        "solid", description="How zones are made unreadable in the public frame. 'solid' "
+        "solid",
+        description="How zones are made unreadable in the public frame. 'solid' "
         "(default: a flat dark grey) and 'noise' (random pixels) leak nothing. 'pixelate' and "
         "'blur' keep a coarse version of what they cover and can be partly undone: zone "
         "rectangles are public, so frames of a moving face can be aligned and fused into "
         "more detail than one frame shows (tests/test_redaction.py measures it for "
-        "pixelate).")
-    pixelate_blocks: int = Field(8, ge=2, le=32, description="Blocks across the longer side "
-                                 "of a zone when pixelating (fewer is coarser).")
+        "pixelate).",
+    )
+    pixelate_blocks: int = Field(
+        8,
+        ge=2,
+        le=32,
+        description="Blocks across the longer side of a zone when pixelating (fewer is coarser).",
+    )
 
 
 class FacesSection(Section):
     enabled: bool = Field(True, description="Detect faces and redact them.")
     backend: Literal["auto", "yunet", "haar"] = Field(
-        "auto", description="'auto' (or 'yunet'): YuNet, whose model ships with veilcam. "
+        "auto",
+        description="'auto' (or 'yunet'): YuNet, whose model ships with veilcam. "
         "'haar': OpenCV's Haar cascades, which miss more faces; used only when set here, never "
-        "as a fallback. If YuNet cannot run, the camera covers whole frames and logs an error.")
-    model: str = Field("", description="Path of a YuNet ONNX model; a missing or unloadable "
-                       "file stops the camera. Empty: the model cache ($XDG_CACHE_HOME/veilcam/"
-                       "models, filled by 'veilcam models fetch'), else the copy shipped with "
-                       "veilcam (used only if its sha256 is the pinned one).")
-    detect_width: int = Field(640, ge=160, le=3840, description="Frames are downscaled to this "
-                              "width (INTER_LINEAR) for detection.")
+        "as a fallback. If YuNet cannot run, the camera covers whole frames and logs an error.",
+    )
+    model: str = Field(
+        "",
+        description="Path of a YuNet ONNX model; a missing or unloadable "
+        "file stops the camera. Empty: the model cache ($XDG_CACHE_HOME/veilcam/"
+        "models, filled by 'veilcam models fetch'), else the copy shipped with "
+        "veilcam (used only if its sha256 is the pinned one).",
+    )
+    detect_width: int = Field(
+        640,
+        ge=160,
+        le=3840,
+        description="Frames are downscaled to this width (INTER_LINEAR) for detection.",
+    )
     score_threshold: float = Field(0.6, gt=0, lt=1, description="YuNet confidence threshold.")
-    margin: float = Field(0.25, ge=0, le=2, description="Grow each detected box by this share "
-                          "of its size on every side, to cover hair, ears and box jitter.")
-    hold_frames: int = Field(15, ge=0, le=600, description="Keep covering a face this many "
-                             "detections after the detector last saw it (fail closed against "
-                             "missed detections).")
-    max_lag_ms: float = Field(400.0, ge=10, le=10000, description="Detection runs in its own "
-                              "thread; if its latest result is older than this (stalled, "
-                              "crashed or too slow), whole frames are redacted until it "
-                              "catches up.")
-    small_faces: bool = Field(True, description="Also scan the frame at native resolution "
-                              "(YuNet only), cell by cell within the time budget, for faces too "
-                              "small for the detect_width pass (down to ~10 px). Cells that "
-                              "changed since their last scan and could not be rescanned in time "
-                              "are covered whole.")
-    detect_share: float = Field(0.75, gt=0, le=4, description="Time the detector may spend on "
-                                "each frame, as a share of the frame interval (coarse pass "
-                                "included); native-resolution scans use what the coarse pass "
-                                "leaves. More than 1 only helps with spare cores.")
+    margin: float = Field(
+        0.25,
+        ge=0,
+        le=2,
+        description="Grow each detected box by this share "
+        "of its size on every side, to cover hair, ears and box jitter.",
+    )
+    hold_frames: int = Field(
+        15,
+        ge=0,
+        le=600,
+        description="Keep covering a face this many "
+        "detections after the detector last saw it (fail closed against "
+        "missed detections).",
+    )
+    max_lag_ms: float = Field(
+        400.0,
+        ge=10,
+        le=10000,
+        description="Detection runs in its own "
+        "thread; if its latest result is older than this (stalled, "
+        "crashed or too slow), whole frames are redacted until it "
+        "catches up.",
+    )
+    small_faces: bool = Field(
+        True,
+        description="Also scan the frame at native resolution "
+        "(YuNet only), cell by cell within the time budget, for faces too "
+        "small for the detect_width pass (down to ~10 px). Cells that "
+        "changed since their last scan and could not be rescanned in time "
+        "are covered whole.",
+    )
+    detect_share: float = Field(
+        0.75,
+        gt=0,
+        le=4,
+        description="Time the detector may spend on "
+        "each frame, as a share of the frame interval (coarse pass "
+        "included); native-resolution scans use what the coarse pass "
+        "leaves. More than 1 only helps with spare cores.",
+    )
 
 
 class StaticZoneSection(Section):
     name: str = Field("", description="A label for logs.")
     rect: tuple[float, float, float, float] = Field(..., description="x, y, width, height.")
-    units: Literal["px", "fraction"] = Field("px", description="'px', or 'fraction' of the "
-                                             "frame's width and height.")
-    zone_class: str = Field("static", alias="class", description="Zone class for grants: "
-                            "static, face, person or plate.")
+    units: Literal["px", "fraction"] = Field(
+        "px", description="'px', or 'fraction' of the frame's width and height."
+    )
+    zone_class: str = Field(
+        "static", alias="class", description="Zone class for grants: static, face, person or plate."
+    )
 
     @field_validator("zone_class")
     @classmethod
@@ -176,44 +277,74 @@ class CameraConfig(Section):
     keys: KeysSection = KeysSection()
     redaction: RedactionSection = RedactionSection()
     faces: FacesSection = FacesSection()
-    zones: list[StaticZoneSection] = Field(default_factory=list,
-                                           description="Static privacy zones ([[zones]] tables).")
+    zones: list[StaticZoneSection] = Field(
+        default_factory=list, description="Static privacy zones ([[zones]] tables)."
+    )
     metrics: MetricsSection = MetricsSection()
 
 
 # --------------------------------------------------------------------------- store
 
+
 class StoreSection(Section):
-    ingest_bind: str = Field("tcp://127.0.0.1:7700", pattern=ZMQ_ENDPOINT_PATTERN,
-                             description="Where cameras send frames (ROUTER; acknowledged).")
-    relay_bind: str = Field("tcp://127.0.0.1:7701", pattern=ZMQ_ENDPOINT_PATTERN,
-                            description="Where viewers subscribe to verified frames (PUB).")
-    query_bind: str = Field("tcp://127.0.0.1:7702", pattern=ZMQ_ENDPOINT_PATTERN,
-                            description="Where viewers ask for key envelopes and archive "
-                            "ranges (ROUTER).")
+    ingest_bind: str = Field(
+        "tcp://127.0.0.1:7700",
+        pattern=ZMQ_ENDPOINT_PATTERN,
+        description="Where cameras send frames (ROUTER; acknowledged).",
+    )
+    relay_bind: str = Field(
+        "tcp://127.0.0.1:7701",
+        pattern=ZMQ_ENDPOINT_PATTERN,
+        description="Where viewers subscribe to verified frames (PUB).",
+    )
+    query_bind: str = Field(
+        "tcp://127.0.0.1:7702",
+        pattern=ZMQ_ENDPOINT_PATTERN,
+        description="Where viewers ask for key envelopes and archive ranges (ROUTER).",
+    )
 
 
 class ArchiveSection(Section):
     path: str = Field("archive", description="Archive folder, relative to the home.")
-    segment_max_bytes: int = Field(256 * 2**20, ge=2**16, le=2**40, description="A segment "
-                                   "file is closed and a new one started past this size.")
-    fsync_max_records: int = Field(30, ge=1, le=10000, description="fsync (and acknowledge) "
-                                   "after at most this many records...")
-    fsync_max_delay_ms: float = Field(50.0, gt=0, le=10000, description="...or after this "
-                                      "long, whichever comes first.")
+    segment_max_bytes: int = Field(
+        256 * 2**20,
+        ge=2**16,
+        le=2**40,
+        description="A segment file is closed and a new one started past this size.",
+    )
+    fsync_max_records: int = Field(
+        30, ge=1, le=10000, description="fsync (and acknowledge) after at most this many records..."
+    )
+    fsync_max_delay_ms: float = Field(
+        50.0, gt=0, le=10000, description="...or after this long, whichever comes first."
+    )
 
 
 class RetentionSection(Section):
-    max_age_days: float = Field(30, ge=0, le=36500, description="Delete a camera's closed "
-                                "segments whose newest frame is older than this; 0 keeps "
-                                "them forever (then only max_gb_per_camera and min_free_mb "
-                                "bound the archive). Size the disk with docs/GUIDE.md, "
-                                "'Sizing and backup'.")
-    max_gb_per_camera: float = Field(0, ge=0, le=10**6, description="Delete a camera's oldest "
-                                     "closed segments while it uses more; 0: no limit.")
-    min_free_mb: float = Field(512, ge=0, le=10**7, description="Emergency: while the disk "
-                               "has less free, delete the oldest closed segment of any camera "
-                               "(logged as an error). The open segment is never deleted.")
+    max_age_days: float = Field(
+        30,
+        ge=0,
+        le=36500,
+        description="Delete a camera's closed "
+        "segments whose newest frame is older than this; 0 keeps "
+        "them forever (then only max_gb_per_camera and min_free_mb "
+        "bound the archive). Size the disk with docs/GUIDE.md, "
+        "'Sizing and backup'.",
+    )
+    max_gb_per_camera: float = Field(
+        0,
+        ge=0,
+        le=10**6,
+        description="Delete a camera's oldest closed segments while it uses more; 0: no limit.",
+    )
+    min_free_mb: float = Field(
+        512,
+        ge=0,
+        le=10**7,
+        description="Emergency: while the disk "
+        "has less free, delete the oldest closed segment of any camera "
+        "(logged as an error). The open segment is never deleted.",
+    )
     check_every_s: float = Field(30, ge=1, le=86400, description="How often to apply it.")
 
 
@@ -226,27 +357,50 @@ class StoreConfig(Section):
 
 # --------------------------------------------------------------------------- viewer
 
+
 class ViewerSection(Section):
-    identity: str = Field("viewer", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-                          description="This viewer's certificate name (identities/certs/"
-                          "viewer-NAME.crt); give each viewer machine its own with 'veilcam "
-                          "cert issue viewer:NAME', so one can be revoked alone.")
-    relay: str = Field("tcp://127.0.0.1:7701", pattern=ZMQ_ENDPOINT_PATTERN,
-                       description="The store's relay endpoint.")
-    query: str = Field("tcp://127.0.0.1:7702", pattern=ZMQ_ENDPOINT_PATTERN,
-                       description="The store's query endpoint.")
-    web_host: str = Field("127.0.0.1", description="Address the browser page listens on. "
-                          "Keep it on loopback unless a TLS proxy is in front.")
+    identity: str = Field(
+        "viewer",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="This viewer's certificate name (identities/certs/"
+        "viewer-NAME.crt); give each viewer machine its own with 'veilcam "
+        "cert issue viewer:NAME', so one can be revoked alone.",
+    )
+    relay: str = Field(
+        "tcp://127.0.0.1:7701",
+        pattern=ZMQ_ENDPOINT_PATTERN,
+        description="The store's relay endpoint.",
+    )
+    query: str = Field(
+        "tcp://127.0.0.1:7702",
+        pattern=ZMQ_ENDPOINT_PATTERN,
+        description="The store's query endpoint.",
+    )
+    web_host: str = Field(
+        "127.0.0.1",
+        description="Address the browser page listens on. "
+        "Keep it on loopback unless a TLS proxy is in front.",
+    )
     web_port: int = Field(7780, ge=1, le=65535, description="Port of the browser page.")
-    jpeg_quality: int = Field(85, ge=30, le=100, description="JPEG quality of unlocked frames "
-                              "sent to the browser.")
-    export_dir: str = Field("exports", description="Where the browser page's Export button "
-                            "writes MP4 files and evidence bundles (relative to the home).")
-    session_idle_minutes: float = Field(15, gt=0, le=24 * 60, description="An unlocked "
-                                        "browser session locks after this long without a "
-                                        "request (an open stream keeps it alive).")
-    session_max_hours: float = Field(12, gt=0, le=24 * 30, description="...and this long after "
-                                     "the unlock in any case.")
+    jpeg_quality: int = Field(
+        85, ge=30, le=100, description="JPEG quality of unlocked frames sent to the browser."
+    )
+    export_dir: str = Field(
+        "exports",
+        description="Where the browser page's Export button "
+        "writes MP4 files and evidence bundles (relative to the home).",
+    )
+    session_idle_minutes: float = Field(
+        15,
+        gt=0,
+        le=24 * 60,
+        description="An unlocked "
+        "browser session locks after this long without a "
+        "request (an open stream keeps it alive).",
+    )
+    session_max_hours: float = Field(
+        12, gt=0, le=24 * 30, description="...and this long after the unlock in any case."
+    )
 
 
 class ViewerConfig(Section):
@@ -285,9 +439,13 @@ def load_config(path: Path, model: type[M]) -> M:
                 reason = "unknown key"
             elif err["type"] == "missing":
                 reason = "required key is missing"
-            elif err["type"] == "string_pattern_mismatch" and \
-                    err.get("ctx", {}).get("pattern") == ZMQ_ENDPOINT_PATTERN:
-                reason = (f"{err['input']!r} should match pattern tcp://HOST:PORT (PORT 1-65535), "
-                          "ipc://PATH or inproc://NAME")
+            elif (
+                err["type"] == "string_pattern_mismatch"
+                and err.get("ctx", {}).get("pattern") == ZMQ_ENDPOINT_PATTERN
+            ):
+                reason = (
+                    f"{err['input']!r} should match pattern tcp://HOST:PORT (PORT 1-65535), "
+                    "ipc://PATH or inproc://NAME"
+                )
             problems.append(f"{path}: key '{key}': {reason}")
         raise ConfigError("\n".join(problems)) from None

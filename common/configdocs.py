@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-
-from common.config import CameraConfig, StoreConfig, ViewerConfig
+from veilcam.common.config import CameraConfig, StoreConfig, ViewerConfig
 
 
 def _section(model: type[BaseModel], table: str, lines: list[str]) -> None:
@@ -15,7 +14,8 @@ def _section(model: type[BaseModel], table: str, lines: list[str]) -> None:
             _section(ann, f"{table}.{name}" if table else name, lines)
             continue
         if name == "zones":
-            from common.config import StaticZoneSection
+            from veilcam.common.config import StaticZoneSection
+
             _section(StaticZoneSection, "[zones]", lines)
             continue
         key = info.alias or name
@@ -26,11 +26,18 @@ def _section(model: type[BaseModel], table: str, lines: list[str]) -> None:
 
 
 def render_config_docs() -> str:
-    lines = ["# Config reference", "",
-             "Generated from the config schema by `veilcam config-docs --out docs/CONFIG.md`;",
-             "do not edit by hand. Unknown keys are errors. Paths are relative to the home.", ""]
-    for title, model in (("camera.toml", CameraConfig), ("store.toml", StoreConfig),
-                         ("viewer.toml", ViewerConfig)):
+    lines = [
+        "# Config reference",
+        "",
+        "Generated from the config schema by `veilcam config-docs --out docs/CONFIG.md`;",
+        "do not edit by hand. Unknown keys are errors. Paths are relative to the home.",
+        "",
+    ]
+    for title, model in (
+        ("camera.toml", CameraConfig),
+        ("store.toml", StoreConfig),
+        ("viewer.toml", ViewerConfig),
+    ):
         lines += [f"## {title}", ""]
         _section(model, "", lines)
     return "\n".join(lines)

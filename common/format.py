@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from common.errors import FormatError
+from veilcam.common.errors import FormatError
 
 FORMAT_VERSION = 1
 
@@ -77,15 +77,18 @@ class ZoneClass(IntEnum):
     def from_label(cls, label: str) -> ZoneClass:
         """'face' or 'faces', 'person' or 'people', 'plate(s)', 'static'."""
         text = label.strip().lower()
-        text = {"faces": "face", "people": "person", "persons": "person",
-                "plates": "plate"}.get(text, text)
+        text = {"faces": "face", "people": "person", "persons": "person", "plates": "plate"}.get(
+            text, text
+        )
         try:
             zone_class = cls[text.upper()]
         except KeyError:
             zone_class = None
         if zone_class not in cls.grantable():
-            raise ValueError(f"unknown zone class {label!r} (expected one of: "
-                             f"{', '.join(c.label for c in cls.grantable())})")
+            raise ValueError(
+                f"unknown zone class {label!r} (expected one of: "
+                f"{', '.join(c.label for c in cls.grantable())})"
+            )
         return zone_class
 
 
@@ -104,8 +107,10 @@ class KemSuite(IntEnum):
 
 def validate_camera_id(camera_id: str) -> str:
     if not isinstance(camera_id, str) or not CAMERA_ID_RE.fullmatch(camera_id):
-        raise FormatError(f"invalid camera id {camera_id!r}: 1-64 characters of "
-                          "letters, digits, '_', '.', '-', starting with a letter or digit")
+        raise FormatError(
+            f"invalid camera id {camera_id!r}: 1-64 characters of "
+            "letters, digits, '_', '.', '-', starting with a letter or digit"
+        )
     return camera_id
 
 
@@ -129,9 +134,11 @@ class _Reader:
     def take(self, n: int, name: str) -> bytes:
         end = self.pos + n
         if end > len(self.data):
-            raise FormatError(f"{self.what} truncated at field {name!r}: needs {n} bytes at "
-                              f"offset {self.pos}, only {len(self.data) - self.pos} left")
-        out = self.data[self.pos:end]
+            raise FormatError(
+                f"{self.what} truncated at field {name!r}: needs {n} bytes at "
+                f"offset {self.pos}, only {len(self.data) - self.pos} left"
+            )
+        out = self.data[self.pos : end]
         self.pos = end
         return out
 
@@ -202,8 +209,16 @@ class ZoneRecord:
     ciphertext_sha256: bytes
 
     def to_bytes(self) -> bytes:
-        return ZONE_RECORD.pack(self.zone_class, self.codec, self.x, self.y, self.w, self.h,
-                                self.ciphertext_len, self.ciphertext_sha256)
+        return ZONE_RECORD.pack(
+            self.zone_class,
+            self.codec,
+            self.x,
+            self.y,
+            self.w,
+            self.h,
+            self.ciphertext_len,
+            self.ciphertext_sha256,
+        )
 
 
 @dataclass(frozen=True)
@@ -226,11 +241,17 @@ class FrameHeader:
             raise FormatError("epoch id must be 16 bytes and prev digest 32 bytes")
         if len(self.zones) > MAX_ZONES:
             raise FormatError(f"{len(self.zones)} zones in one frame; at most {MAX_ZONES}")
-        out = [FRAME_MAGIC, bytes([FORMAT_VERSION, self.flags]), _camera_id_bytes(self.camera_id),
-               struct.pack(">QQ", self.seq, self.capture_time_us), self.epoch_id,
-               self.prev_digest,
-               struct.pack(">BHHI", self.image_codec, self.width, self.height, self.image_len),
-               self.image_sha256, struct.pack(">H", len(self.zones))]
+        out = [
+            FRAME_MAGIC,
+            bytes([FORMAT_VERSION, self.flags]),
+            _camera_id_bytes(self.camera_id),
+            struct.pack(">QQ", self.seq, self.capture_time_us),
+            self.epoch_id,
+            self.prev_digest,
+            struct.pack(">BHHI", self.image_codec, self.width, self.height, self.image_len),
+            self.image_sha256,
+            struct.pack(">H", len(self.zones)),
+        ]
         out.extend(z.to_bytes() for z in self.zones)
         return b"".join(out)
 
@@ -241,8 +262,10 @@ class FrameHeader:
             raise FormatError("not a veilcam frame header (bad magic)")
         version = r.u8("version")
         if version != FORMAT_VERSION:
-            raise FormatError(f"frame format version {version} is not supported "
-                              f"(this build reads version {FORMAT_VERSION})")
+            raise FormatError(
+                f"frame format version {version} is not supported "
+                f"(this build reads version {FORMAT_VERSION})"
+            )
         flags = r.u8("flags")
         if flags & ~FLAG_CHAIN_START:
             raise FormatError(f"unknown frame flags 0x{flags:02x}")
@@ -268,16 +291,32 @@ class FrameHeader:
             zcodec = _enum(ImageCodec, fields[1], f"zone[{i}] codec")
             x, y, w, h, ct_len = fields[2:7]
             if w == 0 or h == 0 or x + w > width or y + h > height:
-                raise FormatError(f"zone[{i}] rectangle {x},{y},{w}x{h} is empty or outside "
-                                  f"the {width}x{height} frame")
+                raise FormatError(
+                    f"zone[{i}] rectangle {x},{y},{w}x{h} is empty or outside "
+                    f"the {width}x{height} frame"
+                )
             if ct_len > MAX_ZONE_BYTES:
-                raise FormatError(f"zone[{i}] ciphertext of {ct_len} bytes exceeds {MAX_ZONE_BYTES}")
+                raise FormatError(
+                    f"zone[{i}] ciphertext of {ct_len} bytes exceeds {MAX_ZONE_BYTES}"
+                )
             zones.append(ZoneRecord(zclass, zcodec, x, y, w, h, ct_len, fields[7]))
         r.end()
         if (flags & FLAG_CHAIN_START) != (prev_digest == ZERO_DIGEST) * FLAG_CHAIN_START:
             raise FormatError("chain-start flag and zero prev digest disagree")
-        return cls(camera_id, seq, capture_time_us, epoch_id, prev_digest, codec, width, height,
-                   image_len, image_sha256, tuple(zones), flags)
+        return cls(
+            camera_id,
+            seq,
+            capture_time_us,
+            epoch_id,
+            prev_digest,
+            codec,
+            width,
+            height,
+            image_len,
+            image_sha256,
+            tuple(zones),
+            flags,
+        )
 
 
 def frame_digest(header_bytes: bytes) -> bytes:
@@ -317,8 +356,10 @@ class FrameMessage:
     @classmethod
     def from_parts(cls, parts: list[bytes]) -> FrameMessage:
         if len(parts) < 4:
-            raise FormatError(f"frame message has {len(parts)} parts; needs at least 4 "
-                              "(topic, header, signature, public image)")
+            raise FormatError(
+                f"frame message has {len(parts)} parts; needs at least 4 "
+                "(topic, header, signature, public image)"
+            )
         msg = cls.from_body_parts([bytes(p) for p in parts[1:]])
         if bytes(parts[0]) != topic_for(msg.camera_id, KIND_FRAME):
             raise FormatError("frame topic does not match the camera id in its header")
@@ -331,21 +372,27 @@ class FrameMessage:
         header_bytes, signature, image = (bytes(p) for p in parts[:3])
         header = FrameHeader.from_bytes(header_bytes)
         if len(signature) != SIGNATURE_LEN:
-            raise FormatError(f"frame signature is {len(signature)} bytes; expected {SIGNATURE_LEN}")
+            raise FormatError(
+                f"frame signature is {len(signature)} bytes; expected {SIGNATURE_LEN}"
+            )
         zone_parts = tuple(bytes(p) for p in parts[3:])
         if len(zone_parts) != len(header.zones):
-            raise FormatError(f"frame header lists {len(header.zones)} zones but the message "
-                              f"carries {len(zone_parts)} zone ciphertexts")
+            raise FormatError(
+                f"frame header lists {len(header.zones)} zones but the message "
+                f"carries {len(zone_parts)} zone ciphertexts"
+            )
         if len(image) != header.image_len:
             raise FormatError(f"public image is {len(image)} bytes; header says {header.image_len}")
         for i, (zone, ct) in enumerate(zip(header.zones, zone_parts, strict=True)):
             if len(ct) != zone.ciphertext_len:
-                raise FormatError(f"zone[{i}] ciphertext is {len(ct)} bytes; header says "
-                                  f"{zone.ciphertext_len}")
+                raise FormatError(
+                    f"zone[{i}] ciphertext is {len(ct)} bytes; header says {zone.ciphertext_len}"
+                )
         return cls(header, header_bytes, signature, image, zone_parts)
 
 
 # --------------------------------------------------------------------------- key envelopes
+
 
 @dataclass(frozen=True)
 class SealedKey:
@@ -368,9 +415,13 @@ class EnvelopeBody:
     def to_bytes(self) -> bytes:
         if len(self.entries) > MAX_RECIPIENT_ENTRIES:
             raise FormatError(f"{len(self.entries)} sealed keys; at most {MAX_RECIPIENT_ENTRIES}")
-        out = [ENVELOPE_MAGIC, bytes([FORMAT_VERSION, self.suite]),
-               _camera_id_bytes(self.camera_id), self.epoch_id,
-               struct.pack(">QQH", self.created_us, self.first_seq, len(self.entries))]
+        out = [
+            ENVELOPE_MAGIC,
+            bytes([FORMAT_VERSION, self.suite]),
+            _camera_id_bytes(self.camera_id),
+            self.epoch_id,
+            struct.pack(">QQH", self.created_us, self.first_seq, len(self.entries)),
+        ]
         for e in self.entries:
             if len(e.recipient_key_id) != KEY_ID_LEN:
                 raise FormatError("recipient key id must be 16 bytes")
@@ -427,8 +478,9 @@ class KeyEnvelope:
     @classmethod
     def from_parts(cls, parts: list[bytes]) -> KeyEnvelope:
         if len(parts) != 3:
-            raise FormatError(f"key envelope has {len(parts)} parts; expected 3 "
-                              "(topic, body, signature)")
+            raise FormatError(
+                f"key envelope has {len(parts)} parts; expected 3 (topic, body, signature)"
+            )
         env = cls.from_body_parts([bytes(p) for p in parts[1:]])
         if bytes(parts[0]) != topic_for(env.camera_id, KIND_ENVELOPE):
             raise FormatError("key envelope topic does not match its camera id")
@@ -440,11 +492,14 @@ class KeyEnvelope:
             raise FormatError(f"key envelope body has {len(parts)} parts; expected 2")
         body_bytes, signature = bytes(parts[0]), bytes(parts[1])
         if len(signature) != SIGNATURE_LEN:
-            raise FormatError(f"envelope signature is {len(signature)} bytes; expected {SIGNATURE_LEN}")
+            raise FormatError(
+                f"envelope signature is {len(signature)} bytes; expected {SIGNATURE_LEN}"
+            )
         return cls(EnvelopeBody.from_bytes(body_bytes), body_bytes, signature)
 
 
 # --------------------------------------------------------------------------- gap notices
+
 
 class GapReason(IntEnum):
     SPOOL_FULL = 1  # the camera's spool overflowed and it dropped its oldest frames
@@ -464,9 +519,12 @@ class GapNotice:
     signature: bytes = b""
 
     def encode_body(self) -> bytes:
-        return (GAP_MAGIC + bytes([FORMAT_VERSION]) + _camera_id_bytes(self.camera_id)
-                + struct.pack(">QQBQ", self.first_seq, self.last_seq, self.reason,
-                              self.created_us))
+        return (
+            GAP_MAGIC
+            + bytes([FORMAT_VERSION])
+            + _camera_id_bytes(self.camera_id)
+            + struct.pack(">QQBQ", self.first_seq, self.last_seq, self.reason, self.created_us)
+        )
 
     def body_parts(self) -> list[bytes]:
         return [self.body_bytes, self.signature]
@@ -485,8 +543,10 @@ class GapNotice:
         if r.u8("version") != FORMAT_VERSION:
             raise FormatError("gap notice version is not supported")
         camera_id = r.camera_id()
-        first, last = _u63(r.u64("first_seq"), "gap first seq"), _u63(r.u64("last_seq"),
-                                                                       "gap last seq")
+        first, last = (
+            _u63(r.u64("first_seq"), "gap first seq"),
+            _u63(r.u64("last_seq"), "gap last seq"),
+        )
         reason = _enum(GapReason, r.u8("reason"), "gap reason")
         created = _u63(r.u64("created_us"), "gap notice creation time")
         r.end()
@@ -520,10 +580,11 @@ def message_from_parts(parts: list[bytes]) -> FrameMessage | KeyEnvelope | GapNo
 
 # --------------------------------------------------------------------------- acknowledgements
 
+
 class AckStatus(IntEnum):
-    STORED = 0      # durably written (fsynced) in the archive
-    DUPLICATE = 1   # already in the archive; nothing written
-    REJECTED = 2    # not authentic or not acceptable; reason says why
+    STORED = 0  # durably written (fsynced) in the archive
+    DUPLICATE = 1  # already in the archive; nothing written
+    REJECTED = 2  # not authentic or not acceptable; reason says why
 
 
 ACK_STRUCT = struct.Struct(">4sBcQ")  # magic, status, kind, seq (frames) or 0 (envelopes)
@@ -541,8 +602,12 @@ class Ack:
     epoch_id: bytes = b""
 
     def to_parts(self) -> list[bytes]:
-        return [ACK_STRUCT.pack(ACK_MAGIC, self.status, self.kind, self.seq),
-                self.camera_id.encode("ascii"), self.epoch_id, self.reason.encode("utf-8")]
+        return [
+            ACK_STRUCT.pack(ACK_MAGIC, self.status, self.kind, self.seq),
+            self.camera_id.encode("ascii"),
+            self.epoch_id,
+            self.reason.encode("utf-8"),
+        ]
 
     @classmethod
     def from_parts(cls, parts: list[bytes]) -> Ack:
@@ -551,9 +616,14 @@ class Ack:
         magic, status, kind, seq = ACK_STRUCT.unpack(bytes(parts[0]))
         if magic != ACK_MAGIC or kind not in (KIND_FRAME, KIND_ENVELOPE, KIND_GAP):
             raise FormatError("malformed acknowledgement (bad magic or kind)")
-        return cls(_enum(AckStatus, status, "ack status"), kind, seq,
-                   bytes(parts[1]).decode("ascii", "replace"), bytes(parts[3]).decode("utf-8", "replace"),
-                   bytes(parts[2]))
+        return cls(
+            _enum(AckStatus, status, "ack status"),
+            kind,
+            seq,
+            bytes(parts[1]).decode("ascii", "replace"),
+            bytes(parts[3]).decode("utf-8", "replace"),
+            bytes(parts[2]),
+        )
 
 
 # --------------------------------------------------------------------------- part lists
@@ -586,11 +656,11 @@ def unpack_parts(body: bytes) -> tuple[bytes, list[bytes]]:
     for i in range(count):
         if pos + 4 > len(body):
             raise FormatError(f"record truncated at part {i} length")
-        (n,) = struct.unpack(">I", body[pos:pos + 4])
+        (n,) = struct.unpack(">I", body[pos : pos + 4])
         pos += 4
         if pos + n > len(body):
             raise FormatError(f"record part {i} claims {n} bytes; only {len(body) - pos} left")
-        parts.append(body[pos:pos + n])
+        parts.append(body[pos : pos + n])
         pos += n
     if pos != len(body):
         raise FormatError(f"record has {len(body) - pos} trailing bytes")

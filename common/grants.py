@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from common.errors import FormatError, VerificationError
-from common.format import ZoneClass, validate_camera_id
-from common.keywrap import Grant, Recipient
-from common.pki import CertificateAuthority
-from common.secretfiles import write_atomic
+from veilcam.common.errors import FormatError, VerificationError
+from veilcam.common.format import ZoneClass, validate_camera_id
+from veilcam.common.keywrap import Grant, Recipient
+from veilcam.common.pki import CertificateAuthority
+from veilcam.common.secretfiles import write_atomic
 
 log = logging.getLogger("veilcam.grants")
 
@@ -51,17 +50,31 @@ def _canonical(body: dict) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def sign_grant(ca_key: Ed25519PrivateKey, user: str, camera: str, classes: list[ZoneClass],
-               public_key: bytes, pq_public_key: bytes = b"", revoked: bool = False) -> bytes:
+def sign_grant(
+    ca_key: Ed25519PrivateKey,
+    user: str,
+    camera: str,
+    classes: list[ZoneClass],
+    public_key: bytes,
+    pq_public_key: bytes = b"",
+    revoked: bool = False,
+) -> bytes:
     """A signed grant document (JSON bytes)."""
     validate_camera_id(camera)
-    body = {"format": GRANT_FORMAT, "user": user, "camera": camera,
-            "classes": sorted(c.label for c in classes), "serial": time.time_ns(),
-            "revoked": revoked, "public_key": public_key.hex(),
-            "pq_public_key": pq_public_key.hex()}
+    body = {
+        "format": GRANT_FORMAT,
+        "user": user,
+        "camera": camera,
+        "classes": sorted(c.label for c in classes),
+        "serial": time.time_ns(),
+        "revoked": revoked,
+        "public_key": public_key.hex(),
+        "pq_public_key": pq_public_key.hex(),
+    }
     signature = ca_key.sign(_canonical(body))
-    return (json.dumps({**body, "signature": base64.b64encode(signature).decode()}, indent=2)
-            + "\n").encode("utf-8")
+    return (
+        json.dumps({**body, "signature": base64.b64encode(signature).decode()}, indent=2) + "\n"
+    ).encode("utf-8")
 
 
 def verify_grant(data: bytes, ca: CertificateAuthority) -> SignedGrant:
@@ -71,17 +84,32 @@ def verify_grant(data: bytes, ca: CertificateAuthority) -> SignedGrant:
         signature = base64.b64decode(doc.pop("signature"), validate=True)
         if doc.get("format") != GRANT_FORMAT:
             raise ValueError("not a veilcam grant")
-        grant = SignedGrant(str(doc["user"]), validate_camera_id(doc["camera"]),
-                            frozenset(ZoneClass.from_label(c) for c in doc["classes"]),
-                            int(doc["serial"]), bool(doc["revoked"]),
-                            bytes.fromhex(doc["public_key"]), bytes.fromhex(doc["pq_public_key"]))
+        grant = SignedGrant(
+            str(doc["user"]),
+            validate_camera_id(doc["camera"]),
+            frozenset(ZoneClass.from_label(c) for c in doc["classes"]),
+            int(doc["serial"]),
+            bool(doc["revoked"]),
+            bytes.fromhex(doc["public_key"]),
+            bytes.fromhex(doc["pq_public_key"]),
+        )
         grant.recipient()  # the keys must parse
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError,
-            FormatError) as exc:  # FormatError: bad camera id; the others: hostile JSON
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+        FormatError,
+    ) as exc:  # FormatError: bad camera id; the others: hostile JSON
         raise VerificationError("bad_grant", f"malformed grant: {exc}") from None
     if not ca.verify_signed(signature, _canonical(doc)):
-        raise VerificationError("forged_grant", f"grant for user {grant.user!r} on camera "
-                                f"{grant.camera!r} is not signed by the deployment CA")
+        raise VerificationError(
+            "forged_grant",
+            f"grant for user {grant.user!r} on camera "
+            f"{grant.camera!r} is not signed by the deployment CA",
+        )
     return grant
 
 
@@ -109,9 +137,14 @@ class GrantBook:
                 self._latest[grant.user] = grant
                 self._documents[grant.user] = data
             elif grant.serial < current.serial:
-                log.warning("ignoring an older grant for user %r on camera %r (serial %d < %d):"
-                            " a replayed grant or a revocation being rolled back", grant.user,
-                            grant.camera, grant.serial, current.serial)
+                log.warning(
+                    "ignoring an older grant for user %r on camera %r (serial %d < %d):"
+                    " a replayed grant or a revocation being rolled back",
+                    grant.user,
+                    grant.camera,
+                    grant.serial,
+                    current.serial,
+                )
         return self.effective_key() != before
 
     def documents(self) -> list[bytes]:
@@ -120,13 +153,16 @@ class GrantBook:
         return [self._documents[user] for user in sorted(self._documents)]
 
     def effective(self) -> list[Grant]:
-        return [Grant(g.recipient(), g.classes) for g in sorted(self._latest.values(),
-                                                                key=lambda g: g.user)
-                if not g.revoked and g.classes]
+        return [
+            Grant(g.recipient(), g.classes)
+            for g in sorted(self._latest.values(), key=lambda g: g.user)
+            if not g.revoked and g.classes
+        ]
 
     def effective_key(self) -> tuple:
-        return tuple(sorted((g.user, g.serial) for g in self._latest.values()
-                            if not g.revoked and g.classes))
+        return tuple(
+            sorted((g.user, g.serial) for g in self._latest.values() if not g.revoked and g.classes)
+        )
 
 
 def grant_path(grants_dir: Path, user: str, camera: str) -> Path:

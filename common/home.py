@@ -18,19 +18,20 @@ parts named for it (docs/ARCHITECTURE.md, "Who holds what").
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from common.config import CameraConfig, StoreConfig, ViewerConfig, load_config
-from common.errors import ConfigError, IdentityError, VeilcamError, VerificationError
-from common.format import validate_camera_id
-from common.pki import (
+from veilcam.common.config import CameraConfig, StoreConfig, ViewerConfig, load_config
+from veilcam.common.errors import ConfigError, IdentityError, VeilcamError, VerificationError
+from veilcam.common.format import validate_camera_id
+from veilcam.common.pki import (
     CertificateAuthority,
     NodeIdentity,
     build_crl,
@@ -42,8 +43,8 @@ from common.pki import (
     save_crl,
     save_private_key,
 )
-from common.secretfiles import write_atomic, write_secret
-from common.signing import TrustedCameras
+from veilcam.common.secretfiles import write_atomic, write_secret
+from veilcam.common.signing import TrustedCameras
 
 log = logging.getLogger("veilcam.home")
 
@@ -148,19 +149,24 @@ class Home:
 
     def ca_key(self) -> Ed25519PrivateKey:
         if not self.ca_key_path.exists():
-            raise IdentityError(f"the admin (CA) key {self.ca_key_path} is not on this machine; "
-                                "run this command where the deployment was initialised")
+            raise IdentityError(
+                f"the admin (CA) key {self.ca_key_path} is not on this machine; "
+                "run this command where the deployment was initialised"
+            )
         return load_private_key(self.ca_key_path, Ed25519PrivateKey)
 
-    def node_identities(self, role: str, ca: CertificateAuthority | None = None,
-                        refused: dict[str, VerificationError] | None = None
-                        ) -> list[NodeIdentity]:
+    def node_identities(
+        self,
+        role: str,
+        ca: CertificateAuthority | None = None,
+        refused: dict[str, VerificationError] | None = None,
+    ) -> list[NodeIdentity]:
         """Every certificate of ``role`` that verifies now; the others are logged, skipped,
         and put in ``refused`` (by name) when given."""
         ca = ca or self.ca()
         found = []
         for path in sorted(self.certs_dir.glob(f"{role}-*.crt")):
-            name = path.stem[len(role) + 1:]
+            name = path.stem[len(role) + 1 :]
             try:
                 found.append(ca.verify_node(load_cert(path), role))
             except VerificationError as exc:
@@ -171,8 +177,9 @@ class Home:
                 log.warning("not trusting %s: %s", path.name, exc)
         return found
 
-    def trusted_cameras(self, ca: CertificateAuthority | None = None,
-                        history: bool = False) -> TrustedCameras:
+    def trusted_cameras(
+        self, ca: CertificateAuthority | None = None, history: bool = False
+    ) -> TrustedCameras:
         """Cameras whose certificate verifies now; with ``history``, also their earlier
         (replaced or expired, but not revoked) certificates, each valid for its own period:
         what an audit of old frames needs."""
@@ -181,7 +188,8 @@ class Home:
         cameras = self.node_identities("camera", ca, refused)
         if history:
             for path in sorted(self.cert_archive_dir.glob("camera-*.crt")) + sorted(
-                    self.certs_dir.glob("camera-*.crt")):
+                self.certs_dir.glob("camera-*.crt")
+            ):
                 cert = load_cert(path)
                 try:  # chain, revocation and role; the period is judged per frame
                     cameras.append(ca.verify_node(cert, "camera", at=cert.not_valid_before_utc))
@@ -204,8 +212,9 @@ class Home:
         try:
             return ca.verify_node(load_cert(self.cert_path("store", "store")), "store")
         except VerificationError as exc:
-            raise IdentityError(f"refusing the store certificate "
-                                f"{self.cert_path('store', 'store')}: {exc}") from None
+            raise IdentityError(
+                f"refusing the store certificate {self.cert_path('store', 'store')}: {exc}"
+            ) from None
 
     def transport_key(self, role: str, name: str) -> X25519PrivateKey:
         return load_private_key(self.transport_key_path(role, name), X25519PrivateKey)
@@ -219,8 +228,10 @@ class Home:
 
     def require(self) -> Home:
         if not self.config_dir.is_dir():
-            raise ConfigError(f"{self.root} is not a veilcam home (no config/ folder); "
-                              f"create one with 'veilcam init {self.root}'")
+            raise ConfigError(
+                f"{self.root} is not a veilcam home (no config/ folder); "
+                f"create one with 'veilcam init {self.root}'"
+            )
         return self
 
 
@@ -238,8 +249,20 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-def init_home(root: Path, camera_id: str, source: str, port_base: int = 7700,
-              web_port: int = 7780, loop: bool = False) -> Home:
+def config_template(role: str) -> string.Template:
+    """The commented TOML file `init` writes for ``role`` (config/ROLE.toml in the source tree)."""
+    text = importlib.resources.files("veilcam.config").joinpath(f"{role}.toml").read_text()
+    return string.Template(text)
+
+
+def init_home(
+    root: Path,
+    camera_id: str,
+    source: str,
+    port_base: int = 7700,
+    web_port: int = 7780,
+    loop: bool = False,
+) -> Home:
     """Create a deployment home with configs, a camera identity and an empty archive."""
     validate_camera_id(camera_id)
     home = Home(Path(root).expanduser().resolve())
@@ -247,48 +270,21 @@ def init_home(root: Path, camera_id: str, source: str, port_base: int = 7700,
         raise VeilcamError(f"{home.root} already holds a veilcam deployment; choose another folder")
     home.root.mkdir(parents=True, exist_ok=True)
     ingest, relay, query = (f"tcp://127.0.0.1:{port_base + i}" for i in range(3))
-    write_atomic(home.camera_config_path, f"""# veilcam camera node. Reference: docs/CONFIG.md
-[camera]
-id = {_toml_str(camera_id)}
-source = {_toml_str(source)}
-loop = {str(loop).lower()}
-
-[store]
-ingest = "{ingest}"
-query = "{query}"
-
-[redaction]
-# "solid" leaks nothing; "pixelate" and "blur" can be partly undone by fusing frames of a
-# moving face (zone rectangles are public); "noise" leaks nothing either.
-style = "solid"
-
-[faces]
-enabled = true
-# "auto": YuNet (its model ships with veilcam); "haar" only if you want the weaker cascades.
-backend = "auto"
-
-# Static zones: rectangles in pixels, or fractions of the frame.
-# [[zones]]
-# name = "neighbour window"
-# rect = [0.75, 0.0, 0.25, 0.3]
-# units = "fraction"
-""".encode())
-    write_atomic(home.store_config_path, f"""# veilcam store node. Reference: docs/CONFIG.md
-[store]
-ingest_bind = "{ingest}"
-relay_bind = "{relay}"
-query_bind = "{query}"
-
-[archive]
-path = "archive"
-""".encode())
-    write_atomic(home.viewer_config_path, f"""# veilcam viewer. Reference: docs/CONFIG.md
-[viewer]
-relay = "{relay}"
-query = "{query}"
-web_host = "127.0.0.1"
-web_port = {web_port}
-""".encode())
+    fields = {
+        "camera_id": _toml_str(camera_id),
+        "source": _toml_str(source),
+        "loop": str(loop).lower(),
+        "ingest": _toml_str(ingest),
+        "relay": _toml_str(relay),
+        "query": _toml_str(query),
+        "web_port": str(web_port),
+    }
+    for role, path in (
+        ("camera", home.camera_config_path),
+        ("store", home.store_config_path),
+        ("viewer", home.viewer_config_path),
+    ):
+        write_atomic(path, config_template(role).substitute(fields).encode())
     ca_key, ca_cert = create_ca()
     save_private_key(home.ca_key_path, ca_key)
     save_cert(home.ca_cert_path, ca_cert)
@@ -300,8 +296,15 @@ web_port = {web_port}
     return home
 
 
-def issue_identity(home: Home, role: str, name: str, days: float = 365, *,
-                   ca_key: Ed25519PrivateKey | None = None, ca_cert=None) -> Path:
+def issue_identity(
+    home: Home,
+    role: str,
+    name: str,
+    days: float = 365,
+    *,
+    ca_key: Ed25519PrivateKey | None = None,
+    ca_cert=None,
+) -> Path:
     """New signing and transport keys for a node, and its certificate from the CA."""
     ca_key = ca_key or home.ca_key()
     ca_cert = ca_cert or load_cert(home.ca_cert_path)
@@ -313,8 +316,9 @@ def issue_identity(home: Home, role: str, name: str, days: float = 365, *,
     signing, transport = Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
     save_private_key(home.signing_key_path(role, name), signing)
     save_private_key(home.transport_key_path(role, name), transport)
-    cert = issue_node_cert(ca_key, ca_cert, role, name, signing.public_key(),
-                           transport.public_key(), days)
+    cert = issue_node_cert(
+        ca_key, ca_cert, role, name, signing.public_key(), transport.public_key(), days
+    )
     save_cert(home.cert_path(role, name), cert)
     return home.cert_path(role, name)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from common.errors import FormatError
-from common.format import ImageCodec
+from veilcam.common.errors import FormatError
+from veilcam.common.format import ImageCodec
 
 ZONE_CODECS = {"png": ImageCodec.PNG, "jpeg": ImageCodec.JPEG, "raw": ImageCodec.RAW_BGR}
 
 
-def encode_image(image: np.ndarray, codec: ImageCodec, jpeg_quality: int = 90,
-                 full_chroma: bool = False) -> bytes:
+def encode_image(
+    image: np.ndarray, codec: ImageCodec, jpeg_quality: int = 90, full_chroma: bool = False
+) -> bytes:
     """``full_chroma``: JPEG without chroma subsampling (4:4:4), for zone crops, which must
     unlock close to the original (+0.3 to 1.2 dB for a few % more bytes)."""
     if codec == ImageCodec.RAW_BGR:
@@ -59,14 +59,14 @@ def header_size(data: bytes | memoryview, codec: ImageCodec) -> tuple[int, int] 
             continue
         if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before
             return None
-        length = int.from_bytes(data[i + 2:i + 4], "big")
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
         if length < 2:
             return None
         if marker in _JPEG_SOF:
             if i + 9 > len(data) or length < 7:
                 return None
-            height = int.from_bytes(data[i + 5:i + 7], "big")
-            width = int.from_bytes(data[i + 7:i + 9], "big")
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
             return width, height
         i += 2 + length
     return None
@@ -76,18 +76,22 @@ def decode_image(data: bytes, codec: ImageCodec, width: int, height: int) -> np.
     """Decode and check that the result is a ``width`` x ``height`` BGR image."""
     if codec == ImageCodec.RAW_BGR:
         if len(data) != width * height * 3:
-            raise FormatError(f"raw zone holds {len(data)} bytes; {width}x{height} BGR needs "
-                              f"{width * height * 3}")
+            raise FormatError(
+                f"raw zone holds {len(data)} bytes; {width}x{height} BGR needs {width * height * 3}"
+            )
         return np.frombuffer(data, np.uint8).reshape(height, width, 3)
     size = header_size(data, codec)  # before decoding: a tiny file may claim a huge image
     if size != (width, height):
-        raise FormatError(f"{codec.name} image header says "
-                          f"{'x'.join(map(str, size)) if size else 'nothing readable'}; "
-                          f"expected {width}x{height} (not decoded)")
+        raise FormatError(
+            f"{codec.name} image header says "
+            f"{'x'.join(map(str, size)) if size else 'nothing readable'}; "
+            f"expected {width}x{height} (not decoded)"
+        )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise FormatError(f"{codec.name} image does not decode")
     if image.shape[:2] != (height, width):
-        raise FormatError(f"{codec.name} image is {image.shape[1]}x{image.shape[0]}; "
-                          f"expected {width}x{height}")
+        raise FormatError(
+            f"{codec.name} image is {image.shape[1]}x{image.shape[0]}; expected {width}x{height}"
+        )
     return image

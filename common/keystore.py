@@ -26,11 +26,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
-from common.errors import KeystoreError
-from common.keywrap import Identity
-from common.passwords import check_password
-from common.secretfiles import write_secret
+from veilcam.common.errors import KeystoreError
+from veilcam.common.keywrap import Identity
+from veilcam.common.passwords import check_password
+from veilcam.common.secretfiles import write_secret
 
 KEYSTORE_FORMAT = "veilcam-keystore"
 KEYSTORE_VERSION = 1
@@ -52,8 +51,12 @@ class KdfParams:
         if kdf.get("name") != "scrypt":
             raise KeystoreError("keystore uses an unsupported KDF")
         params = cls(_unb64(kdf["salt"], "kdf.salt"), int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
-        if not (2**14 <= params.n <= 2**20 and 1 <= params.r <= 32 and 1 <= params.p <= 16
-                and 8 <= len(params.salt) <= 64):
+        if not (
+            2**14 <= params.n <= 2**20
+            and 1 <= params.r <= 32
+            and 1 <= params.p <= 16
+            and 8 <= len(params.salt) <= 64
+        ):
             raise KeystoreError("keystore has out-of-range scrypt parameters")
         return params
 
@@ -66,11 +69,15 @@ class PasswordSecrets:
 
 def derive_secrets(password: str, kdf: KdfParams) -> PasswordSecrets:
     master = Scrypt(salt=kdf.salt, length=32, n=kdf.n, r=kdf.r, p=kdf.p).derive(
-        password.encode("utf-8"))
+        password.encode("utf-8")
+    )
+
     def expand(label: bytes) -> bytes:
         return HKDFExpand(hashes.SHA256(), 32, label).derive(master)
-    return PasswordSecrets(expand(b"veilcam keystore v1 / sealing key"),
-                           expand(b"veilcam keystore v1 / login secret"))
+
+    return PasswordSecrets(
+        expand(b"veilcam keystore v1 / sealing key"), expand(b"veilcam keystore v1 / login secret")
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -85,8 +92,9 @@ def _unb64(text: str, what: str) -> bytes:
 
 
 def _aad(doc: dict) -> bytes:
-    fields = {k: doc[k] for k in ("format", "version", "user", "public_key", "pq_public_key",
-                                  "kdf")}
+    fields = {
+        k: doc[k] for k in ("format", "version", "user", "public_key", "pq_public_key", "kdf")
+    }
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -107,17 +115,30 @@ def new_keystore(user: str, password: str, check_policy: bool = True) -> NewKeys
         check_password(password, user)  # WeakPasswordError says what to change
     private = X25519PrivateKey.generate()
     pq_private = mlkem.MLKEM768PrivateKey.generate()
-    public_raw = private.public_key().public_bytes(serialization.Encoding.Raw,
-                                                   serialization.PublicFormat.Raw)
+    public_raw = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     pq_public_raw = pq_private.public_key().public_bytes_raw()
     kdf = KdfParams(os.urandom(16))
     secrets = derive_secrets(password, kdf)
-    doc = {"format": KEYSTORE_FORMAT, "version": KEYSTORE_VERSION, "user": user,
-           "public_key": _b64(public_raw), "pq_public_key": _b64(pq_public_raw),
-           "kdf": kdf.to_json(), "cipher": "AES-256-GCM"}
+    doc = {
+        "format": KEYSTORE_FORMAT,
+        "version": KEYSTORE_VERSION,
+        "user": user,
+        "public_key": _b64(public_raw),
+        "pq_public_key": _b64(pq_public_raw),
+        "kdf": kdf.to_json(),
+        "cipher": "AES-256-GCM",
+    }
     nonce = os.urandom(12)
-    secret = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                   serialization.NoEncryption()) + pq_private.private_bytes_raw()
+    secret = (
+        private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        + pq_private.private_bytes_raw()
+    )
     doc["nonce"] = _b64(nonce)
     doc["ciphertext"] = _b64(AESGCM(secrets.sealing_key).encrypt(nonce, secret, _aad(doc)))
     return NewKeystore(doc, public_raw, pq_public_raw, secrets.login_secret)
@@ -133,8 +154,11 @@ def create_keystore(path: Path, user: str, password: str) -> NewKeystore:
 def parse_keystore(data: bytes | str, where: str = "keystore") -> dict:
     try:
         doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("format") != KEYSTORE_FORMAT \
-                or doc.get("version") != KEYSTORE_VERSION:
+        if (
+            not isinstance(doc, dict)
+            or doc.get("format") != KEYSTORE_FORMAT
+            or doc.get("version") != KEYSTORE_VERSION
+        ):
             raise KeystoreError(f"{where} is not a version-{KEYSTORE_VERSION} veilcam keystore")
         KdfParams.from_json(doc["kdf"])
         for key in ("user", "public_key", "pq_public_key", "cipher", "nonce", "ciphertext"):
@@ -161,8 +185,11 @@ def unseal(doc: dict, sealing_key: bytes) -> Identity:
         raise KeystoreError(f"wrong password for user {doc['user']!r}") from None
     if len(secret) != 32 + 64:
         raise KeystoreError("keystore holds keys of the wrong size")
-    return Identity(doc["user"], X25519PrivateKey.from_private_bytes(secret[:32]),
-                    mlkem.MLKEM768PrivateKey.from_seed_bytes(secret[32:]))
+    return Identity(
+        doc["user"],
+        X25519PrivateKey.from_private_bytes(secret[:32]),
+        mlkem.MLKEM768PrivateKey.from_seed_bytes(secret[32:]),
+    )
 
 
 def open_keystore(path: Path, password: str) -> Identity:

@@ -16,9 +16,8 @@ from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-
-from common.errors import NotARecipientError, VerificationError
-from common.format import (
+from veilcam.common.errors import NotARecipientError, VerificationError
+from veilcam.common.format import (
     KEY_ID_LEN,
     EnvelopeBody,
     KemSuite,
@@ -29,10 +28,12 @@ from common.format import (
 )
 
 SUITES = {
-    KemSuite.X25519_HKDF_SHA256_AES256GCM:
-        hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM),
-    KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM:
-        hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM),
+    KemSuite.X25519_HKDF_SHA256_AES256GCM: hpke.Suite(
+        hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM
+    ),
+    KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM: hpke.Suite(
+        hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM
+    ),
 }
 INFO_PREFIX = b"veilcam/v1/epoch-key\x00"
 
@@ -47,8 +48,9 @@ def key_id_of(public_raw: bytes) -> bytes:
 
 
 def wrap_info(camera_id: str, epoch_id: bytes, zone_class: ZoneClass, key_id: bytes) -> bytes:
-    return (INFO_PREFIX + camera_id.encode("ascii") + b"\x00" + epoch_id
-            + bytes([zone_class]) + key_id)
+    return (
+        INFO_PREFIX + camera_id.encode("ascii") + b"\x00" + epoch_id + bytes([zone_class]) + key_id
+    )
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,14 @@ class Recipient:
     def key_id(self) -> bytes:
         return key_id_of(self.public_raw)
 
-    def wrap(self, content_key: bytes, camera_id: str, epoch_id: bytes, zone_class: ZoneClass,
-             suite: KemSuite = KemSuite.X25519_HKDF_SHA256_AES256GCM) -> SealedKey:
+    def wrap(
+        self,
+        content_key: bytes,
+        camera_id: str,
+        epoch_id: bytes,
+        zone_class: ZoneClass,
+        suite: KemSuite = KemSuite.X25519_HKDF_SHA256_AES256GCM,
+    ) -> SealedKey:
         info = wrap_info(camera_id, epoch_id, zone_class, self.key_id)
         if suite == KemSuite.X25519_HKDF_SHA256_AES256GCM:
             public = self.public_key
@@ -115,14 +123,19 @@ class Identity:
             info = wrap_info(body.camera_id, body.epoch_id, entry.zone_class, self.key_id)
             try:
                 keys[entry.zone_class] = SUITES[body.suite].decrypt(
-                    entry.sealed, self._private_for(body.suite), info)
+                    entry.sealed, self._private_for(body.suite), info
+                )
             except (InvalidTag, ValueError):
-                raise VerificationError("bad_sealed_key",
-                                        f"sealed key for {self.name} in envelope of camera "
-                                        f"{body.camera_id} does not open (tampered)") from None
+                raise VerificationError(
+                    "bad_sealed_key",
+                    f"sealed key for {self.name} in envelope of camera "
+                    f"{body.camera_id} does not open (tampered)",
+                ) from None
         if not keys:
-            raise NotARecipientError(f"user {self.name!r} is not a recipient of camera "
-                                     f"{body.camera_id!r} epoch {body.epoch_id.hex()[:8]}")
+            raise NotARecipientError(
+                f"user {self.name!r} is not a recipient of camera "
+                f"{body.camera_id!r} epoch {body.epoch_id.hex()[:8]}"
+            )
         return keys
 
 
@@ -142,20 +155,30 @@ def effective_classes(granted: frozenset[ZoneClass]) -> frozenset[ZoneClass]:
     return classes | {ZoneClass.FULL} if classes == basic else classes
 
 
-def build_envelope(signing_key: Ed25519PrivateKey, camera_id: str, epoch_id: bytes,
-                   first_seq: int, class_keys: dict[ZoneClass, bytes], grants: list[Grant],
-                   suite: KemSuite = KemSuite.X25519_HKDF_SHA256_AES256GCM) -> KeyEnvelope:
+def build_envelope(
+    signing_key: Ed25519PrivateKey,
+    camera_id: str,
+    epoch_id: bytes,
+    first_seq: int,
+    class_keys: dict[ZoneClass, bytes],
+    grants: list[Grant],
+    suite: KemSuite = KemSuite.X25519_HKDF_SHA256_AES256GCM,
+) -> KeyEnvelope:
     """Seal every class key to every recipient granted that class, and sign the result.
 
     With the hybrid suite, recipients without a post-quantum key are left out (and the caller
     is expected to say so): sealing them classically would defeat the point.
     """
     pq = suite == KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM
-    entries = [grant.recipient.wrap(key, camera_id, epoch_id, zclass, suite)
-               for grant in grants if not pq or grant.recipient.pq_public_key is not None
-               for zclass, key in sorted(class_keys.items())
-               if zclass in effective_classes(grant.classes)]
-    body = EnvelopeBody(camera_id, epoch_id, time.time_ns() // 1000, first_seq, suite,
-                        tuple(entries))
+    entries = [
+        grant.recipient.wrap(key, camera_id, epoch_id, zclass, suite)
+        for grant in grants
+        if not pq or grant.recipient.pq_public_key is not None
+        for zclass, key in sorted(class_keys.items())
+        if zclass in effective_classes(grant.classes)
+    ]
+    body = EnvelopeBody(
+        camera_id, epoch_id, time.time_ns() // 1000, first_seq, suite, tuple(entries)
+    )
     body_bytes = body.to_bytes()
     return KeyEnvelope(body, body_bytes, signing_key.sign(body_bytes))

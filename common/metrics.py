@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-
-from common.stagetimer import StageTimes
+from veilcam.common.stagetimer import StageTimes
 
 log = logging.getLogger("veilcam.metrics")
 
 
-def counter(name: str, doc: str, value: float | Mapping[str, float] = 0,
-            label: str = "") -> CounterMetricFamily:
+def counter(
+    name: str, doc: str, value: float | Mapping[str, float] = 0, label: str = ""
+) -> CounterMetricFamily:
     """A counter, plain (``value`` a number) or by one label (``value`` a mapping)."""
     if not label:
         return CounterMetricFamily(name, doc, value=value)
@@ -33,8 +33,9 @@ def counter(name: str, doc: str, value: float | Mapping[str, float] = 0,
     return family
 
 
-def gauge(name: str, doc: str, value: float | Mapping[str, float] = 0,
-          label: str = "") -> GaugeMetricFamily:
+def gauge(
+    name: str, doc: str, value: float | Mapping[str, float] = 0, label: str = ""
+) -> GaugeMetricFamily:
     if not label:
         return GaugeMetricFamily(name, doc, value=value)
     family = GaugeMetricFamily(name, doc, labels=[label])
@@ -45,9 +46,11 @@ def gauge(name: str, doc: str, value: float | Mapping[str, float] = 0,
 
 def stage_latency(prefix: str, times: StageTimes) -> GaugeMetricFamily:
     """Median and 99th percentile of each hot-path stage over the recent window."""
-    family = GaugeMetricFamily(f"{prefix}_stage_latency_seconds",
-                               "Latency of each pipeline stage over the recent window "
-                               "(last 20000 samples).", labels=["stage", "quantile"])
+    family = GaugeMetricFamily(
+        f"{prefix}_stage_latency_seconds",
+        "Latency of each pipeline stage over the recent window (last 20000 samples).",
+        labels=["stage", "quantile"],
+    )
     for stage, summary in sorted(times.summary().items()):
         family.add_metric([stage, "0.5"], summary["p50_ms"] / 1000)
         family.add_metric([stage, "0.99"], summary["p99_ms"] / 1000)
@@ -87,16 +90,23 @@ class MetricsServer:
         self._server.server_close()
 
 
-def serve_metrics(host: str, port: int, what: str,
-                  families: Callable[[], Iterable[Metric]]) -> MetricsServer | None:
+def serve_metrics(
+    host: str, port: int, what: str, families: Callable[[], Iterable[Metric]]
+) -> MetricsServer | None:
     """Start the endpoint if ``port`` is set; None when off or when the port is taken."""
     if not port:
         return None
     try:
         server = MetricsServer(host, port, families)
     except OSError as exc:
-        log.error("cannot serve %s metrics on %s:%d (%s); running on without metrics "
-                  "(change [metrics] port or --metrics-port)", what, host, port, exc)
+        log.error(
+            "cannot serve %s metrics on %s:%d (%s); running on without metrics "
+            "(change [metrics] port or --metrics-port)",
+            what,
+            host,
+            port,
+            exc,
+        )
         return None
     log.info("%s metrics: %s", what, server.address)
     return server

@@ -33,8 +33,16 @@ class Progress:
     other word is printed after the numbers. A ``total`` of 0 means unknown (no bar).
     """
 
-    def __init__(self, label: str, total: int = 0, unit: str = "", *, every_s: float = 10.0,
-                 stream: TextIO | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int = 0,
+        unit: str = "",
+        *,
+        every_s: float = 10.0,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+    ) -> None:
         self.label, self.total, self.unit = label, total, unit
         self.stream = stream or sys.stderr
         self.every_s = every_s
@@ -58,8 +66,10 @@ class Progress:
         note = f", {self.note}" if self.note else ""
         if self.total > 0:
             share = min(1.0, self.done / self.total)
-            return (f"{share * 100:5.1f}% {self._amount(self.done)}/{self._amount(self.total)}"
-                    f"{unit}{note}, {elapsed:.1f} s")
+            return (
+                f"{share * 100:5.1f}% {self._amount(self.done)}/{self._amount(self.total)}"
+                f"{unit}{note}, {elapsed:.1f} s"
+            )
         return f"{self._amount(self.done)}{unit}{note}, {elapsed:.1f} s"
 
     def update(self, done: int, total: int | None = None, note: str = "") -> None:

@@ -22,7 +22,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

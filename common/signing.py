@@ -14,10 +14,9 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from common.errors import VerificationError
-from common.format import ZERO_DIGEST, FrameMessage, GapNotice, KeyEnvelope, sha256
-from common.pki import NodeIdentity, load_private_key
+from veilcam.common.errors import VerificationError
+from veilcam.common.format import ZERO_DIGEST, FrameMessage, GapNotice, KeyEnvelope, sha256
+from veilcam.common.pki import NodeIdentity, load_private_key
 
 
 def generate_signing_key() -> Ed25519PrivateKey:
@@ -37,8 +36,9 @@ class CameraKey:
     not_after: dt.datetime | None = None
 
     def valid_at(self, at: dt.datetime) -> bool:
-        return ((self.not_before is None or at >= self.not_before)
-                and (self.not_after is None or at <= self.not_after))
+        return (self.not_before is None or at >= self.not_before) and (
+            self.not_after is None or at <= self.not_after
+        )
 
 
 def _time_of(us: int, what: str) -> dt.datetime:
@@ -47,8 +47,9 @@ def _time_of(us: int, what: str) -> dt.datetime:
     try:
         return dt.datetime.fromtimestamp(us / 1e6, dt.UTC)
     except (OverflowError, ValueError, OSError):
-        raise VerificationError("bad_timestamp", f"{what}: time {us} µs since the epoch is "
-                                "out of range") from None
+        raise VerificationError(
+            "bad_timestamp", f"{what}: time {us} µs since the epoch is out of range"
+        ) from None
 
 
 class TrustedCameras:
@@ -56,21 +57,25 @@ class TrustedCameras:
     validity period. A live verifier (store, viewer) judges at the current time; an audit of
     the archive judges each frame at its capture time, with earlier certificates kept."""
 
-    def __init__(self, keys: dict[str, Ed25519PublicKey | list[CameraKey]],
-                 refused: dict[str, VerificationError] | None = None) -> None:
-        self._keys = {cam: (list(v) if isinstance(v, list) else [CameraKey(v)])
-                      for cam, v in keys.items()}
+    def __init__(
+        self,
+        keys: dict[str, Ed25519PublicKey | list[CameraKey]],
+        refused: dict[str, VerificationError] | None = None,
+    ) -> None:
+        self._keys = {
+            cam: (list(v) if isinstance(v, list) else [CameraKey(v)]) for cam, v in keys.items()
+        }
         self._refused = dict(refused or {})
 
     @classmethod
-    def from_identities(cls, identities: list[NodeIdentity],
-                        refused: dict[str, VerificationError] | None = None) -> TrustedCameras:
+    def from_identities(
+        cls, identities: list[NodeIdentity], refused: dict[str, VerificationError] | None = None
+    ) -> TrustedCameras:
         """From verified camera certificates (common.pki): the CN is the camera id.
         ``refused`` names cameras whose certificate failed, with why (expired, revoked...)."""
         keys: dict[str, list[CameraKey]] = {}
         for i in identities:
-            keys.setdefault(i.name, []).append(CameraKey(i.signing_key, i.not_before,
-                                                         i.not_after))
+            keys.setdefault(i.name, []).append(CameraKey(i.signing_key, i.not_before, i.not_after))
         return cls(keys, {k: v for k, v in (refused or {}).items() if k not in keys})
 
     @property
@@ -83,23 +88,28 @@ class TrustedCameras:
         if entries is None:
             if camera_id in self._refused:
                 raise self._refused[camera_id]
-            raise VerificationError("unknown_camera", f"camera {camera_id!r} is not a trusted "
-                                    "camera (no valid, unrevoked certificate)")
+            raise VerificationError(
+                "unknown_camera",
+                f"camera {camera_id!r} is not a trusted camera (no valid, unrevoked certificate)",
+            )
         at = at or dt.datetime.now(dt.UTC)
         keys = [e.key for e in entries if e.valid_at(at)]
         if not keys:
             last = max((e.not_after for e in entries if e.not_after), default=None)
             when = f" (the latest expired on {last:%Y-%m-%d %H:%M} UTC)" if last else ""
-            raise VerificationError("certificate_expired", f"no certificate of camera "
-                                    f"{camera_id!r} was valid at {at:%Y-%m-%d %H:%M:%S} UTC"
-                                    + when)
+            raise VerificationError(
+                "certificate_expired",
+                f"no certificate of camera "
+                f"{camera_id!r} was valid at {at:%Y-%m-%d %H:%M:%S} UTC" + when,
+            )
         return keys
 
     def key_for(self, camera_id: str) -> Ed25519PublicKey:
         return self.keys_for(camera_id)[0]
 
-    def _check(self, camera_id: str, signature: bytes, data: bytes, what: str,
-               at: dt.datetime | None) -> None:
+    def _check(
+        self, camera_id: str, signature: bytes, data: bytes, what: str, at: dt.datetime | None
+    ) -> None:
         for key in self.keys_for(camera_id, at):
             try:
                 key.verify(signature, data)
@@ -116,22 +126,36 @@ class TrustedCameras:
         at = _time_of(msg.header.capture_time_us, what) if at_capture_time else None
         self._check(msg.camera_id, msg.signature, msg.header_bytes, what, at)
         if not hmac.compare_digest(sha256(msg.public_image), msg.header.image_sha256):
-            raise VerificationError("image_hash_mismatch",
-                                    f"{what}: public image does not match its signed hash")
+            raise VerificationError(
+                "image_hash_mismatch", f"{what}: public image does not match its signed hash"
+            )
         for i, (zone, ct) in enumerate(zip(msg.header.zones, msg.zone_ciphertexts, strict=True)):
             if not hmac.compare_digest(sha256(ct), zone.ciphertext_sha256):
-                raise VerificationError("zone_hash_mismatch", f"{what}: zone[{i}] ciphertext "
-                                        "does not match its signed hash")
+                raise VerificationError(
+                    "zone_hash_mismatch",
+                    f"{what}: zone[{i}] ciphertext does not match its signed hash",
+                )
 
     def verify_gap(self, notice: GapNotice, at_creation_time: bool = False) -> None:
         at = _time_of(notice.created_us, "gap notice") if at_creation_time else None
-        self._check(notice.camera_id, notice.signature, notice.body_bytes,
-                    f"gap notice {notice.camera_id}#{notice.first_seq}..#{notice.last_seq}", at)
+        self._check(
+            notice.camera_id,
+            notice.signature,
+            notice.body_bytes,
+            f"gap notice {notice.camera_id}#{notice.first_seq}..#{notice.last_seq}",
+            at,
+        )
 
     def verify_envelope(self, env: KeyEnvelope, at_creation_time: bool = False) -> None:
         at = _time_of(env.body.created_us, "key envelope") if at_creation_time else None
-        self._check(env.camera_id, env.signature, env.body_bytes,
-                    f"key envelope {env.camera_id}/{env.body.epoch_id.hex()[:8]}", at)
+        self._check(
+            env.camera_id,
+            env.signature,
+            env.body_bytes,
+            f"key envelope {env.camera_id}/{env.body.epoch_id.hex()[:8]}",
+            at,
+        )
+
 
 def sign(key: Ed25519PrivateKey, data: bytes) -> bytes:
     return key.sign(data)
@@ -170,14 +194,20 @@ class ChainTracker:
         if last is None:
             return "first"
         if h.seq <= last.seq:
-            raise VerificationError("replay", f"frame {msg.camera_id}#{h.seq} is not newer than "
-                                    f"the last accepted #{last.seq} (replayed or reordered)")
+            raise VerificationError(
+                "replay",
+                f"frame {msg.camera_id}#{h.seq} is not newer than "
+                f"the last accepted #{last.seq} (replayed or reordered)",
+            )
         if h.prev_digest == ZERO_DIGEST:
             return "chain_start"
         if h.seq == last.seq + 1:
             if not hmac.compare_digest(h.prev_digest, last.digest):
-                raise VerificationError("chain_break", f"frame {msg.camera_id}#{h.seq} does not "
-                                        f"link to #{last.seq} (hash chain broken)")
+                raise VerificationError(
+                    "chain_break",
+                    f"frame {msg.camera_id}#{h.seq} does not "
+                    f"link to #{last.seq} (hash chain broken)",
+                )
             return "next"
         return "gap"
 

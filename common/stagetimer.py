@@ -34,9 +34,12 @@ class StageTimes:
             ms = np.asarray(list(samples)) * 1000
             if not ms.size:
                 continue
-            out[stage] = {"n": int(ms.size), "mean_ms": float(ms.mean()),
-                          "p50_ms": float(np.percentile(ms, 50)),
-                          "p99_ms": float(np.percentile(ms, 99))}
+            out[stage] = {
+                "n": int(ms.size),
+                "mean_ms": float(ms.mean()),
+                "p50_ms": float(np.percentile(ms, 50)),
+                "p99_ms": float(np.percentile(ms, 99)),
+            }
         return out
 
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import zmq
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from veilcam.common.errors import TransportError
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
-
-from common.errors import TransportError
 
 
 def z85_public(raw: bytes) -> bytes:
@@ -29,10 +28,12 @@ def z85_public(raw: bytes) -> bytes:
 
 def curve_pair(private: X25519PrivateKey) -> tuple[bytes, bytes]:
     """(public, secret) in the Z85 form libzmq wants."""
-    secret = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                   serialization.NoEncryption())
-    public = private.public_key().public_bytes(serialization.Encoding.Raw,
-                                               serialization.PublicFormat.Raw)
+    secret = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    public = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     return z85.encode(public), z85.encode(secret)
 
 
@@ -126,20 +127,24 @@ class HandshakeWatch:
     """Watches a client socket's handshakes; ``check()`` raises on a failed one."""
 
     TOLERATED_AFTER_SUCCESS = 5
-    EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-              | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-              | zmq.EVENT_DISCONNECTED)
+    EVENTS = (
+        zmq.EVENT_HANDSHAKE_SUCCEEDED
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_DISCONNECTED
+    )
 
-    def __init__(self, sock: zmq.Socket, peer: str, endpoint: str, tolerant: bool = False
-                 ) -> None:
+    def __init__(self, sock: zmq.Socket, peer: str, endpoint: str, tolerant: bool = False) -> None:
         """``tolerant``: this peer was authenticated before (on an earlier socket), so a few
         failed handshakes are taken for a peer restarting, not an impostor."""
-        self.monitor = sock.get_monitor_socket(self.EVENTS,
-                                               addr=f"inproc://handshake-{os.urandom(6).hex()}")
+        self.monitor = sock.get_monitor_socket(
+            self.EVENTS, addr=f"inproc://handshake-{os.urandom(6).hex()}"
+        )
         self.peer, self.endpoint = peer, endpoint
         self.succeeded = False
         self.connected = False
-        self.failures = 0    # failed handshakes since the last good one
+        self.failures = 0  # failed handshakes since the last good one
         self.tolerant = tolerant
 
     def check(self, timeout_ms: int = 0) -> bool:
@@ -153,17 +158,22 @@ class HandshakeWatch:
                 self.succeeded = self.connected = True
                 self.failures = 0
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                raise TransportError(f"the {self.peer} at {self.endpoint} refused this node's "
-                                     "key: its certificate is unknown there, expired or revoked")
+                raise TransportError(
+                    f"the {self.peer} at {self.endpoint} refused this node's "
+                    "key: its certificate is unknown there, expired or revoked"
+                )
             else:
                 self.failures += 1
-                if (self.succeeded or self.tolerant) and \
-                        self.failures < self.TOLERATED_AFTER_SUCCESS:
+                if (
+                    self.succeeded or self.tolerant
+                ) and self.failures < self.TOLERATED_AFTER_SUCCESS:
                     continue  # a peer that died mid-handshake; libzmq reconnects
-                raise TransportError(f"cannot authenticate the {self.peer} at {self.endpoint}: "
-                                     f"it does not hold the key of the {self.peer} certificate "
-                                     "this node trusts (another deployment, or an impostor); "
-                                     "refusing to talk to it")
+                raise TransportError(
+                    f"cannot authenticate the {self.peer} at {self.endpoint}: "
+                    f"it does not hold the key of the {self.peer} certificate "
+                    "this node trusts (another deployment, or an impostor); "
+                    "refusing to talk to it"
+                )
         return self.succeeded
 
     def close(self) -> None:

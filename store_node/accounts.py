@@ -20,17 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
-from common.errors import VeilcamError
-from common.home import check_user_name
-from common.keystore import KdfParams, keystore_kdf, parse_keystore
+from veilcam.common.errors import VeilcamError
+from veilcam.common.home import check_user_name
+from veilcam.common.keystore import KdfParams, keystore_kdf, parse_keystore
 
 VERIFIER_N, VERIFIER_R, VERIFIER_P = 2**14, 8, 1
 LOGIN_FAILED = "wrong user name or password"
 
 
 def _verifier(login_secret: bytes, salt: bytes) -> bytes:
-    return Scrypt(salt=salt, length=32, n=VERIFIER_N, r=VERIFIER_R, p=VERIFIER_P).derive(login_secret)
+    return Scrypt(salt=salt, length=32, n=VERIFIER_N, r=VERIFIER_R, p=VERIFIER_P).derive(
+        login_secret
+    )
 
 
 class AccountStore:
@@ -46,9 +47,11 @@ class AccountStore:
         self._lock = threading.Lock()
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, "
-                        "verifier BLOB NOT NULL, verifier_salt BLOB NOT NULL, "
-                        "keystore TEXT NOT NULL, created_us INTEGER NOT NULL)")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, "
+            "verifier BLOB NOT NULL, verifier_salt BLOB NOT NULL, "
+            "keystore TEXT NOT NULL, created_us INTEGER NOT NULL)"
+        )
         self._decoy = _verifier(b"decoy", b"decoy salt 16 b.")
 
     def close(self) -> None:
@@ -64,9 +67,16 @@ class AccountStore:
         salt = os.urandom(16)
         with self._lock:
             try:
-                self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?)",
-                                (name, _verifier(login_secret, salt), salt, keystore_json,
-                                 time.time_ns() // 1000))
+                self.db.execute(
+                    "INSERT INTO accounts VALUES (?,?,?,?,?)",
+                    (
+                        name,
+                        _verifier(login_secret, salt),
+                        salt,
+                        keystore_json,
+                        time.time_ns() // 1000,
+                    ),
+                )
             except sqlite3.IntegrityError:
                 raise VeilcamError(f"user {name!r} already exists") from None
 
@@ -80,8 +90,9 @@ class AccountStore:
 
     def check_login(self, name: str, login_secret: bytes) -> str | None:
         """The sealed keystore if the login secret is right, else None (same work either way)."""
-        row = self.db.execute("SELECT verifier, verifier_salt, keystore FROM accounts WHERE "
-                              "name=?", (name,)).fetchone()
+        row = self.db.execute(
+            "SELECT verifier, verifier_salt, keystore FROM accounts WHERE name=?", (name,)
+        ).fetchone()
         if row is None:
             hmac.compare_digest(_verifier(login_secret, b"decoy salt 16 b."), self._decoy)
             return None
@@ -116,8 +127,11 @@ class LoginLimiter:
 
     def retry_after(self, user: str, source: str) -> float:
         now = self.clock()
-        waits = [f.locked_until - now for f in (self.users.get(user), self.sources.get(source))
-                 if f is not None]
+        waits = [
+            f.locked_until - now
+            for f in (self.users.get(user), self.sources.get(source))
+            if f is not None
+        ]
         return max([0.0, *waits])
 
     def record(self, user: str, source: str, ok: bool) -> None:
@@ -128,8 +142,9 @@ class LoginLimiter:
         u = self.users.setdefault(user, _Failures())
         u.count += 1
         if u.count >= self.USER_FREE_FAILURES:
-            u.locked_until = now + min(self.USER_MAX_LOCK_S,
-                                       2.0 ** (u.count - self.USER_FREE_FAILURES))
+            u.locked_until = now + min(
+                self.USER_MAX_LOCK_S, 2.0 ** (u.count - self.USER_FREE_FAILURES)
+            )
         s = self.sources.setdefault(source, _Failures(window_start=now))
         if now - s.window_start > self.SOURCE_WINDOW_S:
             s.count, s.window_start = 0, now

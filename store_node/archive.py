@@ -19,8 +19,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ArchiveError, FormatError
-from common.format import (
+from veilcam.common.errors import ArchiveError, FormatError
+from veilcam.common.format import (
     KIND_ENVELOPE,
     KIND_FRAME,
     KIND_GAP,
@@ -31,7 +31,7 @@ from common.format import (
     KeyEnvelope,
     frame_digest,
 )
-from store_node.segments import (
+from veilcam.store_node.segments import (
     Record,
     ScanProblem,
     encode_record,
@@ -74,16 +74,20 @@ class Archive:
         try:
             (self.root / "segments").mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # archive.path is a file, unwritable, on a missing mount...
-            raise ArchiveError(f"cannot use {self.root} as the archive folder (config "
-                               f"archive.path): {exc.strerror or exc}") from None
+            raise ArchiveError(
+                f"cannot use {self.root} as the archive folder (config "
+                f"archive.path): {exc.strerror or exc}"
+            ) from None
         try:
             self.db = sqlite3.connect(self.root / "index.sqlite3", isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise ArchiveError(f"archive index {self.root / 'index.sqlite3'} is unusable: {exc}; "
-                               "move it away and restart to rebuild it from the segments") from None
+            raise ArchiveError(
+                f"archive index {self.root / 'index.sqlite3'} is unusable: {exc}; "
+                "move it away and restart to rebuild it from the segments"
+            ) from None
         self._open: dict[str, _OpenSegment] = {}
         self._in_txn = False
         self.recover()
@@ -93,12 +97,14 @@ class Archive:
         return self.root / "segments" / camera_id
 
     def _segment_id(self, camera_id: str, name: str) -> int:
-        row = self.db.execute("SELECT id FROM segments WHERE camera=? AND name=?",
-                              (camera_id, name)).fetchone()
+        row = self.db.execute(
+            "SELECT id FROM segments WHERE camera=? AND name=?", (camera_id, name)
+        ).fetchone()
         if row:
             return row[0]
-        return self.db.execute("INSERT INTO segments (camera, name) VALUES (?, ?)",
-                               (camera_id, name)).lastrowid
+        return self.db.execute(
+            "INSERT INTO segments (camera, name) VALUES (?, ?)", (camera_id, name)
+        ).lastrowid
 
     def recover(self) -> None:
         """Index records the index does not know yet; truncate torn tails of last segments."""
@@ -112,24 +118,39 @@ class Archive:
                 end = self.db.execute(
                     "SELECT MAX(offset + length) FROM (SELECT offset, length FROM frames WHERE "
                     "segment_id=:s UNION ALL SELECT offset, length FROM envelopes WHERE "
-                    "segment_id=:s)", {"s": seg_id}).fetchone()[0]
+                    "segment_id=:s)",
+                    {"s": seg_id},
+                ).fetchone()[0]
                 added = 0
                 for item in scan_segment(path, start=end):
                     if isinstance(item, ScanProblem):
                         if i == len(segments) - 1 and item.kind == "truncated":
-                            log.warning("%s: torn tail at offset %d (%s): truncated",
-                                        path, item.offset, item.detail)
+                            log.warning(
+                                "%s: torn tail at offset %d (%s): truncated",
+                                path,
+                                item.offset,
+                                item.detail,
+                            )
                             os.truncate(path, item.offset)
                         else:
-                            log.error("%s: %s record at offset %d (%s); later records of this "
-                                      "segment are not indexed; run 'veilcam verify'",
-                                      path, item.kind, item.offset, item.detail)
+                            log.error(
+                                "%s: %s record at offset %d (%s); later records of this "
+                                "segment are not indexed; run 'veilcam verify'",
+                                path,
+                                item.kind,
+                                item.offset,
+                                item.detail,
+                            )
                         break
                     try:
                         self._index_record(camera_id, seg_id, item)
                     except FormatError as exc:
-                        log.error("%s: record at offset %d does not parse (%s); not indexed",
-                                  path, item.offset, exc)
+                        log.error(
+                            "%s: record at offset %d does not parse (%s); not indexed",
+                            path,
+                            item.offset,
+                            exc,
+                        )
                         break
                     added += 1
                 if added:
@@ -139,14 +160,33 @@ class Archive:
     def _index_record(self, camera_id: str, seg_id: int, rec: Record) -> None:
         if rec.kind == KIND_FRAME:
             header = FrameHeader.from_bytes(rec.parts[0])
-            self.db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?)",
-                            (camera_id, header.seq, header.capture_time_us, header.epoch_id,
-                             frame_digest(rec.parts[0]), seg_id, rec.offset, rec.length))
+            self.db.execute(
+                "INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    camera_id,
+                    header.seq,
+                    header.capture_time_us,
+                    header.epoch_id,
+                    frame_digest(rec.parts[0]),
+                    seg_id,
+                    rec.offset,
+                    rec.length,
+                ),
+            )
         elif rec.kind == KIND_ENVELOPE:
             body = EnvelopeBody.from_bytes(rec.parts[0])
-            self.db.execute("INSERT OR IGNORE INTO envelopes VALUES (?,?,?,?,?,?,?)",
-                            (camera_id, body.epoch_id, body.created_us, body.first_seq, seg_id,
-                             rec.offset, rec.length))
+            self.db.execute(
+                "INSERT OR IGNORE INTO envelopes VALUES (?,?,?,?,?,?,?)",
+                (
+                    camera_id,
+                    body.epoch_id,
+                    body.created_us,
+                    body.first_seq,
+                    seg_id,
+                    rec.offset,
+                    rec.length,
+                ),
+            )
 
     # ------------------------------------------------------------------ writing
     def _segment_for(self, camera_id: str, incoming: int) -> _OpenSegment:
@@ -158,7 +198,11 @@ class Archive:
         camera_dir = self.camera_dir(camera_id)
         camera_dir.mkdir(parents=True, exist_ok=True)
         existing = list_segments(camera_dir)
-        if seg is None and existing and existing[-1].stat().st_size + incoming <= self.segment_max_bytes:
+        if (
+            seg is None
+            and existing
+            and existing[-1].stat().st_size + incoming <= self.segment_max_bytes
+        ):
             path = existing[-1]
         else:
             number = int(existing[-1].stem) + 1 if existing else 1
@@ -184,8 +228,11 @@ class Archive:
         """Start a new segment with a copy of the camera's latest key envelope, so that every
         segment holds the envelopes of all its frames' epochs and retention can delete old
         segments without orphaning the frames of an epoch that spans two of them."""
-        row = self.db.execute("SELECT segment_id, offset, length FROM envelopes WHERE camera=? "
-                              "ORDER BY created_us DESC LIMIT 1", (camera_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT segment_id, offset, length FROM envelopes WHERE camera=? "
+            "ORDER BY created_us DESC LIMIT 1",
+            (camera_id,),
+        ).fetchone()
         if row is None:
             return
         kind, parts = read_record(self._path(row[0]), row[1], row[2])
@@ -246,8 +293,12 @@ class Archive:
             finally:
                 os.close(fd)
         except OSError as exc:
-            log.error("%s: could not cut a failed write back (%s); the next start truncates "
-                      "the torn tail", seg.path, exc)
+            log.error(
+                "%s: could not cut a failed write back (%s); the next start truncates "
+                "the torn tail",
+                seg.path,
+                exc,
+            )
 
     def append_frame(self, msg: FrameMessage) -> None:
         self._append(msg.camera_id, KIND_FRAME, msg.body_parts())
@@ -282,76 +333,97 @@ class Archive:
         return [r[0] for r in self.db.execute("SELECT DISTINCT camera FROM frames ORDER BY camera")]
 
     def last_frame(self, camera_id: str) -> tuple[int, bytes] | None:
-        row = self.db.execute("SELECT seq, digest FROM frames WHERE camera=? ORDER BY seq DESC "
-                              "LIMIT 1", (camera_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT seq, digest FROM frames WHERE camera=? ORDER BY seq DESC LIMIT 1", (camera_id,)
+        ).fetchone()
         return (row[0], bytes(row[1])) if row else None
 
     def last_frames(self) -> dict[str, tuple[int, bytes]]:
-        rows = self.db.execute("SELECT camera, seq, digest FROM frames f WHERE seq = "
-                               "(SELECT MAX(seq) FROM frames WHERE camera=f.camera)")
+        rows = self.db.execute(
+            "SELECT camera, seq, digest FROM frames f WHERE seq = "
+            "(SELECT MAX(seq) FROM frames WHERE camera=f.camera)"
+        )
         return {cam: (seq, bytes(digest)) for cam, seq, digest in rows}
 
     def frame_digest(self, camera_id: str, seq: int) -> bytes | None:
-        row = self.db.execute("SELECT digest FROM frames WHERE camera=? AND seq=?",
-                              (camera_id, seq)).fetchone()
+        row = self.db.execute(
+            "SELECT digest FROM frames WHERE camera=? AND seq=?", (camera_id, seq)
+        ).fetchone()
         return bytes(row[0]) if row else None
 
     def has_envelope(self, camera_id: str, epoch_id: bytes) -> bool:
-        return self.db.execute("SELECT 1 FROM envelopes WHERE camera=? AND epoch=?",
-                               (camera_id, epoch_id)).fetchone() is not None
+        return (
+            self.db.execute(
+                "SELECT 1 FROM envelopes WHERE camera=? AND epoch=?", (camera_id, epoch_id)
+            ).fetchone()
+            is not None
+        )
 
     def _path(self, segment_id: int) -> Path:
-        camera, name = self.db.execute("SELECT camera, name FROM segments WHERE id=?",
-                                       (segment_id,)).fetchone()
+        camera, name = self.db.execute(
+            "SELECT camera, name FROM segments WHERE id=?", (segment_id,)
+        ).fetchone()
         return self.camera_dir(camera) / name
 
     def envelope_parts(self, camera_id: str, epoch_id: bytes) -> list[bytes] | None:
         """Body parts of the key envelope of an epoch, or None."""
         self._flush_buffers()
-        row = self.db.execute("SELECT segment_id, offset, length FROM envelopes WHERE camera=? "
-                              "AND epoch=?", (camera_id, epoch_id)).fetchone()
+        row = self.db.execute(
+            "SELECT segment_id, offset, length FROM envelopes WHERE camera=? AND epoch=?",
+            (camera_id, epoch_id),
+        ).fetchone()
         if row is None:
             return None
         return read_record(self._path(row[0]), row[1], row[2])[1]
 
     def frame_parts(self, camera_id: str, seq: int) -> list[bytes] | None:
         self._flush_buffers()
-        row = self.db.execute("SELECT segment_id, offset, length FROM frames WHERE camera=? "
-                              "AND seq=?", (camera_id, seq)).fetchone()
+        row = self.db.execute(
+            "SELECT segment_id, offset, length FROM frames WHERE camera=? AND seq=?",
+            (camera_id, seq),
+        ).fetchone()
         if row is None:
             return None
         return read_record(self._path(row[0]), row[1], row[2])[1]
 
-    def frames_from(self, camera_id: str, from_us: int, after_seq: int | None,
-                    limit: int) -> list[list[bytes]]:
+    def frames_from(
+        self, camera_id: str, from_us: int, after_seq: int | None, limit: int
+    ) -> list[list[bytes]]:
         """Body parts of up to ``limit`` frames captured at or after ``from_us`` (or, to
         continue a playback, with a sequence number after ``after_seq``), in order."""
         self._flush_buffers()
         if after_seq is None:
-            rows = self.db.execute("SELECT segment_id, offset, length FROM frames WHERE "
-                                   "camera=? AND capture_us>=? ORDER BY seq LIMIT ?",
-                                   (camera_id, from_us, limit)).fetchall()
+            rows = self.db.execute(
+                "SELECT segment_id, offset, length FROM frames WHERE "
+                "camera=? AND capture_us>=? ORDER BY seq LIMIT ?",
+                (camera_id, from_us, limit),
+            ).fetchall()
         else:
-            rows = self.db.execute("SELECT segment_id, offset, length FROM frames WHERE "
-                                   "camera=? AND seq>? ORDER BY seq LIMIT ?",
-                                   (camera_id, after_seq, limit)).fetchall()
+            rows = self.db.execute(
+                "SELECT segment_id, offset, length FROM frames WHERE "
+                "camera=? AND seq>? ORDER BY seq LIMIT ?",
+                (camera_id, after_seq, limit),
+            ).fetchall()
         return [read_record(self._path(seg), off, length)[1] for seg, off, length in rows]
 
     def time_range(self, camera_id: str) -> tuple[int, int, int] | None:
         """(first capture µs, last capture µs, frame count) of a camera in the archive."""
-        row = self.db.execute("SELECT MIN(capture_us), MAX(capture_us), COUNT(*) FROM frames "
-                              "WHERE camera=?", (camera_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT MIN(capture_us), MAX(capture_us), COUNT(*) FROM frames WHERE camera=?",
+            (camera_id,),
+        ).fetchone()
         return row if row and row[2] else None
 
-    def coverage(self, camera_id: str, from_us: int, to_us: int,
-                 buckets: int) -> list[int]:
+    def coverage(self, camera_id: str, from_us: int, to_us: int, buckets: int) -> list[int]:
         """Frames archived in each of ``buckets`` equal slices of [from_us, to_us): the
         viewer's timeline, where empty slices are gaps in the recording."""
         width = max(1, -(-(to_us - from_us) // buckets))
         counts = [0] * buckets
-        rows = self.db.execute("SELECT (capture_us - ?) / ?, COUNT(*) FROM frames WHERE "
-                               "camera=? AND capture_us>=? AND capture_us<? GROUP BY 1",
-                               (from_us, width, camera_id, from_us, to_us)).fetchall()
+        rows = self.db.execute(
+            "SELECT (capture_us - ?) / ?, COUNT(*) FROM frames WHERE "
+            "camera=? AND capture_us>=? AND capture_us<? GROUP BY 1",
+            (from_us, width, camera_id, from_us, to_us),
+        ).fetchall()
         for bucket, count in rows:
             if 0 <= bucket < buckets:
                 counts[bucket] = count
@@ -363,8 +435,12 @@ class Archive:
         out = []
         for path in list_segments(self.camera_dir(camera_id)):
             seg_id = self._segment_id(camera_id, path.name)
-            newest = self.db.execute("SELECT MAX(capture_us) FROM frames WHERE segment_id=?",
-                                     (seg_id,)).fetchone()[0] or 0
+            newest = (
+                self.db.execute(
+                    "SELECT MAX(capture_us) FROM frames WHERE segment_id=?", (seg_id,)
+                ).fetchone()[0]
+                or 0
+            )
             out.append((seg_id, path, path.stat().st_size, newest))
         return out
 
@@ -382,8 +458,9 @@ class Archive:
         self.db.execute("COMMIT")
         path.unlink(missing_ok=True)
 
-    def apply_retention(self, max_age_s: float, max_bytes: int, min_free_bytes: int,
-                        now_us: int) -> list[Path]:
+    def apply_retention(
+        self, max_age_s: float, max_bytes: int, min_free_bytes: int, now_us: int
+    ) -> list[Path]:
         """Delete the oldest closed segments of each camera past ``max_age_s`` or beyond
         ``max_bytes`` (0: no limit); then, while the disk has less than ``min_free_bytes``
         free, the oldest closed segment of any camera (emergency). Returns what was deleted."""
@@ -408,8 +485,11 @@ class Archive:
             if not candidates:
                 break
             _, cam, (seg_id, path, _, _) = min(candidates)
-            log.error("disk almost full (< %d MB free): deleting the oldest segment %s early",
-                      min_free_bytes // 2**20, path)
+            log.error(
+                "disk almost full (< %d MB free): deleting the oldest segment %s early",
+                min_free_bytes // 2**20,
+                path,
+            )
             self.delete_segment(cam, seg_id, path)
             closed[cam].pop(0)
             deleted.append(path)

@@ -27,10 +27,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common.errors import ArchiveError, FormatError, VerificationError
-from common.format import KIND_FRAME, KIND_GAP, ZERO_DIGEST, FrameMessage, GapNotice, KeyEnvelope
-from common.signing import TrustedCameras
-from store_node.segments import ScanProblem, list_segments, scan_segment
+from veilcam.common.errors import ArchiveError, FormatError, VerificationError
+from veilcam.common.format import (
+    KIND_FRAME,
+    KIND_GAP,
+    ZERO_DIGEST,
+    FrameMessage,
+    GapNotice,
+    KeyEnvelope,
+)
+from veilcam.common.signing import TrustedCameras
+from veilcam.store_node.segments import ScanProblem, list_segments, scan_segment
 
 log = logging.getLogger("veilcam.verify")
 
@@ -72,10 +79,13 @@ class AuditReport:
         return not self.problems
 
     def to_dict(self) -> dict:
-        return {"archive": self.archive, "intact": self.intact,
-                "cameras": [asdict(c) for c in self.cameras],
-                "problems": [asdict(p) for p in self.problems],
-                "notes": [asdict(n) for n in self.notes]}
+        return {
+            "archive": self.archive,
+            "intact": self.intact,
+            "cameras": [asdict(c) for c in self.cameras],
+            "problems": [asdict(p) for p in self.problems],
+            "notes": [asdict(n) for n in self.notes],
+        }
 
 
 class _Tally:
@@ -111,8 +121,9 @@ class _Tally:
             self.progress(self.total, self.total, self.records)
 
 
-def audit_archive(archive_dir: Path, trust: TrustedCameras,
-                  progress: ProgressCallback | None = None) -> AuditReport:
+def audit_archive(
+    archive_dir: Path, trust: TrustedCameras, progress: ProgressCallback | None = None
+) -> AuditReport:
     seg_root = Path(archive_dir) / "segments"
     if not seg_root.is_dir():
         raise ArchiveError(f"{archive_dir} holds no veilcam archive (no segments/ folder)")
@@ -147,6 +158,7 @@ def _read_index(index: Path, report: AuditReport) -> dict[str, set[int]] | None:
     if not index.exists():
         return None
     import sqlite3
+
     try:
         db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
         rows = db.execute("SELECT camera, seq FROM frames").fetchall()
@@ -161,8 +173,12 @@ def _read_index(index: Path, report: AuditReport) -> dict[str, set[int]] | None:
     return indexed
 
 
-def _cross_check_index(before: dict[str, set[int]] | None, after: dict[str, set[int]] | None,
-                       seen: dict[str, set[int]], report: AuditReport) -> None:
+def _cross_check_index(
+    before: dict[str, set[int]] | None,
+    after: dict[str, set[int]] | None,
+    seen: dict[str, set[int]],
+    report: AuditReport,
+) -> None:
     """Frames the store indexed but the segments no longer hold: removed at the start or end
     of a camera's records, whole segments, or a whole camera (which the chain alone cannot
     show). An index deleted along with them hides this; docs/SECURITY.md says so.
@@ -173,16 +189,30 @@ def _cross_check_index(before: dict[str, set[int]] | None, after: dict[str, set[
     if before is None or after is None:
         return
     for camera, seqs in sorted(before.items()):
-        missing = sorted(s for s in seqs & after.get(camera, set())
-                         if s not in seen.get(camera, set()))
+        missing = sorted(
+            s for s in seqs & after.get(camera, set()) if s not in seen.get(camera, set())
+        )
         if missing:
-            report.problems.append(Finding(camera, "", 0, min(missing), "missing_frames",
-                                           f"{len(missing)} frame(s) the store indexed are not "
-                                           f"in the segments: {_ranges(missing)}"))
+            report.problems.append(
+                Finding(
+                    camera,
+                    "",
+                    0,
+                    min(missing),
+                    "missing_frames",
+                    f"{len(missing)} frame(s) the store indexed are not "
+                    f"in the segments: {_ranges(missing)}",
+                )
+            )
 
 
-def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
-                  seen: dict[str, set[int]], tally: _Tally) -> CameraReport:
+def _audit_camera(
+    camera_dir: Path,
+    trust: TrustedCameras,
+    report: AuditReport,
+    seen: dict[str, set[int]],
+    tally: _Tally,
+) -> CameraReport:
     cam = CameraReport(camera_dir.name)
     seen_seqs = seen.setdefault(camera_dir.name, set())
     last_seq: int | None = None
@@ -220,10 +250,15 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
                 continue
             if item.kind == KIND_GAP:
                 if notice.camera_id != cam.camera:  # it would hide frames of this camera
-                    problem(seg, item.offset, notice.first_seq, "wrong_camera",
-                            f"gap notice of camera {notice.camera_id!r} "
-                            f"(#{notice.first_seq}..#{notice.last_seq}) in the folder of "
-                            f"{cam.camera!r}: not counted")
+                    problem(
+                        seg,
+                        item.offset,
+                        notice.first_seq,
+                        "wrong_camera",
+                        f"gap notice of camera {notice.camera_id!r} "
+                        f"(#{notice.first_seq}..#{notice.last_seq}) in the folder of "
+                        f"{cam.camera!r}: not counted",
+                    )
                     continue
                 try:
                     trust.verify_gap(notice, at_creation_time=True)
@@ -234,10 +269,15 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
                 continue
             if item.kind != KIND_FRAME:
                 if env.camera_id != cam.camera:
-                    problem(seg, item.offset, None, "wrong_camera",
-                            f"key envelope of camera {env.camera_id!r} (epoch "
-                            f"{env.body.epoch_id.hex()[:8]}) in the folder of {cam.camera!r}: "
-                            "not counted")
+                    problem(
+                        seg,
+                        item.offset,
+                        None,
+                        "wrong_camera",
+                        f"key envelope of camera {env.camera_id!r} (epoch "
+                        f"{env.body.epoch_id.hex()[:8]}) in the folder of {cam.camera!r}: "
+                        "not counted",
+                    )
                     continue
                 try:
                     trust.verify_envelope(env, at_creation_time=True)
@@ -249,8 +289,13 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
                 continue
             h = msg.header
             if msg.camera_id != cam.camera:
-                problem(seg, item.offset, h.seq, "wrong_camera",
-                        f"frame of camera {msg.camera_id!r} in the folder of {cam.camera!r}")
+                problem(
+                    seg,
+                    item.offset,
+                    h.seq,
+                    "wrong_camera",
+                    f"frame of camera {msg.camera_id!r} in the folder of {cam.camera!r}",
+                )
                 continue
             try:
                 trust.verify_frame(msg, at_capture_time=True)
@@ -262,18 +307,36 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
                     last_seq, last_digest = h.seq, msg.digest
                 continue
             if last_seq is not None and h.seq <= last_seq:
-                problem(seg, item.offset, h.seq, "reordered",
-                        f"frame #{h.seq} follows #{last_seq} (duplicate, swapped or inserted)")
+                problem(
+                    seg,
+                    item.offset,
+                    h.seq,
+                    "reordered",
+                    f"frame #{h.seq} follows #{last_seq} (duplicate, swapped or inserted)",
+                )
                 continue
             if h.prev_digest == ZERO_DIGEST:
                 if last_seq is not None:
                     cam.chain_starts += 1
-                    report.notes.append(Finding(cam.camera, seg.name, item.offset, h.seq,
-                                                "chain_start", "camera declared a new chain"))
+                    report.notes.append(
+                        Finding(
+                            cam.camera,
+                            seg.name,
+                            item.offset,
+                            h.seq,
+                            "chain_start",
+                            "camera declared a new chain",
+                        )
+                    )
             elif last_seq is not None and h.seq == last_seq + 1:
                 if not hmac.compare_digest(h.prev_digest, last_digest):
-                    problem(seg, item.offset, h.seq, "chain_break",
-                            f"frame #{h.seq} does not link to #{last_seq}")
+                    problem(
+                        seg,
+                        item.offset,
+                        h.seq,
+                        "chain_break",
+                        f"frame #{h.seq} does not link to #{last_seq}",
+                    )
             elif last_seq is not None:
                 gaps.append((seg, item.offset, h.seq, last_seq + 1, h.seq - 1))
             last_seq, last_digest = h.seq, msg.digest
@@ -296,22 +359,53 @@ def _audit_camera(camera_dir: Path, trust: TrustedCameras, report: AuditReport,
         overhang = [(lo, hi) for lo, hi, _ in declared if lo <= last < hi]
         if not missing and overhang:
             lo, hi = overhang[0]
-            problem(seg, offset, seq, "gap", f"frames #{first}..#{last} are missing; the gap "
-                    f"notice #{lo}..#{hi} covering them reaches past frame #{seq}, which is "
-                    "archived: it does not declare this gap")
+            problem(
+                seg,
+                offset,
+                seq,
+                "gap",
+                f"frames #{first}..#{last} are missing; the gap "
+                f"notice #{lo}..#{hi} covering them reaches past frame #{seq}, which is "
+                "archived: it does not declare this gap",
+            )
             continue
         if missing:
-            problem(seg, offset, seq, "gap", f"frames #{first}..#{last} are missing"
-                    + (f" ({last - first + 1 - len(missing)} of them declared dropped by the "
-                       "camera)" if len(missing) < last - first + 1 else ""))
+            problem(
+                seg,
+                offset,
+                seq,
+                "gap",
+                f"frames #{first}..#{last} are missing"
+                + (
+                    f" ({last - first + 1 - len(missing)} of them declared dropped by the camera)"
+                    if len(missing) < last - first + 1
+                    else ""
+                ),
+            )
         else:
-            report.notes.append(Finding(cam.camera, seg.name, offset, seq, "declared_gap",
-                                        f"frames #{first}..#{last} were dropped by the camera "
-                                        "itself (signed gap notice)"))
+            report.notes.append(
+                Finding(
+                    cam.camera,
+                    seg.name,
+                    offset,
+                    seq,
+                    "declared_gap",
+                    f"frames #{first}..#{last} were dropped by the camera "
+                    "itself (signed gap notice)",
+                )
+            )
     for epoch, (seg_name, offset, seq) in epochs_used.items():
         if epoch not in envelopes:
-            report.problems.append(Finding(cam.camera, seg_name, offset, seq, "missing_envelope",
-                                           f"no key envelope for epoch {epoch.hex()[:8]}"))
+            report.problems.append(
+                Finding(
+                    cam.camera,
+                    seg_name,
+                    offset,
+                    seq,
+                    "missing_envelope",
+                    f"no key envelope for epoch {epoch.hex()[:8]}",
+                )
+            )
     return cam
 
 
@@ -323,14 +417,21 @@ def format_report(report: AuditReport, verdict: bool = True) -> str:
         span = ""
         if cam.first_time_us is not None:
             span = f", {(cam.last_time_us - cam.first_time_us) / 1e6:.1f} s of video"
-        lines.append(f"  camera {cam.camera}: {cam.frames} frame(s) #{cam.first_seq}..#"
-                     f"{cam.last_seq}, {cam.envelopes} key envelope(s){span}"
-                     + (f", {cam.chain_starts} declared restart(s)" if cam.chain_starts else ""))
+        lines.append(
+            f"  camera {cam.camera}: {cam.frames} frame(s) #{cam.first_seq}..#"
+            f"{cam.last_seq}, {cam.envelopes} key envelope(s){span}"
+            + (f", {cam.chain_starts} declared restart(s)" if cam.chain_starts else "")
+        )
     for p in report.problems:
         seq = f" #{p.seq}" if p.seq is not None else ""
-        lines.append(f"  PROBLEM {p.kind}: camera {p.camera} segment {p.segment} offset "
-                     f"{p.offset}{seq}: {p.detail}")
+        lines.append(
+            f"  PROBLEM {p.kind}: camera {p.camera} segment {p.segment} offset "
+            f"{p.offset}{seq}: {p.detail}"
+        )
     if verdict:
-        lines.append("INTACT: every record verified, chains complete" if report.intact
-                     else f"NOT INTACT: {len(report.problems)} problem(s)")
+        lines.append(
+            "INTACT: every record verified, chains complete"
+            if report.intact
+            else f"NOT INTACT: {len(report.problems)} problem(s)"
+        )
     return "\n".join(lines)

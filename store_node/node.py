@@ -21,15 +21,14 @@ from collections import Counter
 from pathlib import Path
 
 import zmq
-
-from common.errors import (
+from veilcam.common.errors import (
     ArchiveError,
     FormatError,
     IdentityError,
     VeilcamError,
     VerificationError,
 )
-from common.format import (
+from veilcam.common.format import (
     KIND_ENVELOPE,
     KIND_FRAME,
     KIND_GAP,
@@ -42,13 +41,13 @@ from common.format import (
     message_from_parts,
     pack_parts,
 )
-from common.home import Home, check_user_name
-from common.lifecycle import StopFlag
-from common.metrics import counter, gauge, serve_metrics, stage_latency
-from common.secretfiles import write_atomic
-from common.signing import ChainTracker, TrustedCameras
-from common.stagetimer import StageTimes
-from common.transport import (
+from veilcam.common.home import Home, check_user_name
+from veilcam.common.lifecycle import StopFlag
+from veilcam.common.metrics import counter, gauge, serve_metrics, stage_latency
+from veilcam.common.secretfiles import write_atomic
+from veilcam.common.signing import ChainTracker, TrustedCameras
+from veilcam.common.stagetimer import StageTimes
+from veilcam.common.transport import (
     Allowlist,
     CurveAuthenticator,
     curve_pair,
@@ -56,8 +55,8 @@ from common.transport import (
     recv_capped,
     z85_public,
 )
-from store_node.accounts import LOGIN_FAILED, AccountStore, LoginLimiter
-from store_node.archive import Archive
+from veilcam.store_node.accounts import LOGIN_FAILED, AccountStore, LoginLimiter
+from veilcam.store_node.archive import Archive
 
 log = logging.getLogger("veilcam.store")
 
@@ -77,14 +76,27 @@ QUERY_MAX_PARTS = 8  # routing id + the longest query (REGISTER: 4 parts)
 QUERY_MAX_BYTES = 256 * 2**10
 QUERY_MAX_PART = 64 * 2**10  # MAXMSGSIZE of the query socket (a keystore is ~3 KB)
 # which role may ask what on the query socket (the ZAP User-Id is "role:name")
-QUERY_ROLES = {b"ENVELOPE": {"viewer"}, b"RANGE": {"viewer"}, b"SPAN": {"viewer"},
-               b"COVERAGE": {"viewer"}, b"SALT": {"viewer"}, b"REGISTER": {"viewer"},
-               b"LOGIN": {"viewer"}, b"GRANTS": {"camera"}, b"TIME": {"camera", "viewer"}}
+QUERY_ROLES = {
+    b"ENVELOPE": {"viewer"},
+    b"RANGE": {"viewer"},
+    b"SPAN": {"viewer"},
+    b"COVERAGE": {"viewer"},
+    b"SALT": {"viewer"},
+    b"REGISTER": {"viewer"},
+    b"LOGIN": {"viewer"},
+    b"GRANTS": {"camera"},
+    b"TIME": {"camera", "viewer"},
+}
 
 
 class StoreNode:
-    def __init__(self, home: Home, stop: StopFlag | None = None,
-                 stats_out: str | None = None, metrics_port: int | None = None) -> None:
+    def __init__(
+        self,
+        home: Home,
+        stop: StopFlag | None = None,
+        stats_out: str | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
         self.home = home
         self.stats_out = stats_out
         self.times = StageTimes()
@@ -95,8 +107,9 @@ class StoreNode:
         self.reload_identities()
         self.accounts = AccountStore(home.accounts_path, home.account_secret())
         self.limiter = LoginLimiter()
-        self.archive = Archive(home.resolve(self.cfg.archive.path),
-                               self.cfg.archive.segment_max_bytes)
+        self.archive = Archive(
+            home.resolve(self.cfg.archive.path), self.cfg.archive.segment_max_bytes
+        )
         self.chain = ChainTracker()
         for camera, (seq, digest) in self.archive.last_frames().items():
             self.chain.set(camera, seq, digest)
@@ -129,8 +142,12 @@ class StoreNode:
         self.allowlist.set("ingest", by_key(cameras))
         self.allowlist.set("relay", by_key(viewers))
         self.allowlist.set("query", by_key(cameras + viewers))
-        log.info("identities loaded: %d camera(s), %d viewer(s), %d revoked certificate(s)",
-                 len(cameras), len(viewers), len(ca.revoked))
+        log.info(
+            "identities loaded: %d camera(s), %d viewer(s), %d revoked certificate(s)",
+            len(cameras),
+            len(viewers),
+            len(ca.revoked),
+        )
 
     # ------------------------------------------------------------------ ingest
     def handle_ingest(self, identity: bytes, parts: list[bytes], peer: str = "") -> None:
@@ -140,8 +157,12 @@ class StoreNode:
             self._reject(identity, None, "malformed", str(exc))
             return
         if peer and peer != f"camera:{msg.camera_id}":
-            self._reject(identity, msg, "wrong_camera_identity",
-                         f"{peer} sent a message in the name of camera {msg.camera_id!r}")
+            self._reject(
+                identity,
+                msg,
+                "wrong_camera_identity",
+                f"{peer} sent a message in the name of camera {msg.camera_id!r}",
+            )
             return
         try:
             if isinstance(msg, FrameMessage):
@@ -155,10 +176,14 @@ class StoreNode:
                 if hole and msg.first_seq <= hole[0] <= msg.last_seq:
                     del self._holes[msg.camera_id]  # the camera dropped it: declared
                 self.accepted["gap_notice"] += 1
-                log.warning("camera %s declares frames #%d..#%d dropped (%s)", msg.camera_id,
-                            msg.first_seq, msg.last_seq, msg.reason.name.lower())
-                self._ack(identity, Ack(AckStatus.STORED, KIND_GAP, msg.first_seq,
-                                        msg.camera_id))
+                log.warning(
+                    "camera %s declares frames #%d..#%d dropped (%s)",
+                    msg.camera_id,
+                    msg.first_seq,
+                    msg.last_seq,
+                    msg.reason.name.lower(),
+                )
+                self._ack(identity, Ack(AckStatus.STORED, KIND_GAP, msg.first_seq, msg.camera_id))
         except VerificationError as exc:
             self._reject(identity, msg, exc.reason, str(exc))
         except ArchiveError as exc:
@@ -168,10 +193,16 @@ class StoreNode:
                 if msg.header.seq <= hole[0]:
                     hole[:] = [msg.header.seq, time.monotonic()]
             self.rejects["storage_error"] += 1
-            if self.rejects["storage_error"] in (1, 10, 100) or \
-                    self.rejects["storage_error"] % 1000 == 0:
-                log.error("%s; not acknowledging (the camera keeps and resends it); "
-                          "%d message(s) refused so far", exc, self.rejects["storage_error"])
+            if (
+                self.rejects["storage_error"] in (1, 10, 100)
+                or self.rejects["storage_error"] % 1000 == 0
+            ):
+                log.error(
+                    "%s; not acknowledging (the camera keeps and resends it); "
+                    "%d message(s) refused so far",
+                    exc,
+                    self.rejects["storage_error"],
+                )
 
     def _ingest_frame(self, identity: bytes, msg: FrameMessage, parts: list[bytes]) -> None:
         with self.times.measure("verify"):
@@ -179,17 +210,26 @@ class StoreNode:
         last = self.chain.last(msg.camera_id)
         if last is not None and msg.header.seq <= last.seq:
             if self.archive.frame_digest(msg.camera_id, msg.header.seq) == msg.digest:
-                self._ack(identity, Ack(AckStatus.DUPLICATE, KIND_FRAME, msg.header.seq,
-                                        msg.camera_id))
+                self._ack(
+                    identity, Ack(AckStatus.DUPLICATE, KIND_FRAME, msg.header.seq, msg.camera_id)
+                )
                 return
         self._hold_back(msg)
         link = self.chain.check(msg)  # raises for replay / fork
         if link == "gap":
-            log.warning("camera %s: frames %d..%d missing before #%d", msg.camera_id,
-                        last.seq + 1, msg.header.seq - 1, msg.header.seq)
+            log.warning(
+                "camera %s: frames %d..%d missing before #%d",
+                msg.camera_id,
+                last.seq + 1,
+                msg.header.seq - 1,
+                msg.header.seq,
+            )
         elif link == "chain_start" and last is not None:
-            log.info("camera %s declared a new hash chain at #%d (restart without state)",
-                     msg.camera_id, msg.header.seq)
+            log.info(
+                "camera %s declared a new hash chain at #%d (restart without state)",
+                msg.camera_id,
+                msg.header.seq,
+            )
         with self.times.measure("append"):
             self.archive.append_frame(msg)
         self.chain.accept(msg)
@@ -212,10 +252,16 @@ class StoreNode:
         if hole is None or msg.header.seq <= hole[0]:
             return
         if msg.header.prev_digest != ZERO_DIGEST and time.monotonic() - hole[1] < HOLE_WAIT_S:
-            raise ArchiveError(f"frame {msg.camera_id}#{msg.header.seq} waits for "
-                               f"#{hole[0]}, which could not be written yet")
-        log.error("camera %s no longer sends frame #%d, which could not be written; going on "
-                  "at #%d", msg.camera_id, hole[0], msg.header.seq)
+            raise ArchiveError(
+                f"frame {msg.camera_id}#{msg.header.seq} waits for "
+                f"#{hole[0]}, which could not be written yet"
+            )
+        log.error(
+            "camera %s no longer sends frame #%d, which could not be written; going on at #%d",
+            msg.camera_id,
+            hole[0],
+            msg.header.seq,
+        )
         del self._holes[msg.camera_id]
 
     def _ingest_envelope(self, identity: bytes, env: KeyEnvelope, parts: list[bytes]) -> None:
@@ -228,23 +274,26 @@ class StoreNode:
         self.epoch_recipients[env.camera_id] = len({e.recipient_key_id for e in env.body.entries})
         self.relay.send_multipart(parts, copy=False)
         self.relayed += 1
-        self._ack(identity, Ack(status, KIND_ENVELOPE, 0, env.camera_id,
-                                epoch_id=env.body.epoch_id))
+        self._ack(
+            identity, Ack(status, KIND_ENVELOPE, 0, env.camera_id, epoch_id=env.body.epoch_id)
+        )
 
     def _ack(self, identity: bytes, ack: Ack) -> None:
         if not self._pending_acks:
             self._oldest_pending = time.monotonic()
         self._pending_acks.append((identity, ack))
 
-    def _reject(self, identity: bytes, msg: FrameMessage | KeyEnvelope | None, reason: str,
-                detail: str) -> None:
+    def _reject(
+        self, identity: bytes, msg: FrameMessage | KeyEnvelope | None, reason: str, detail: str
+    ) -> None:
         self.rejects[reason] += 1
         log.warning("rejected %s: %s", reason, detail)
         if isinstance(msg, FrameMessage):
             ack = Ack(AckStatus.REJECTED, KIND_FRAME, msg.header.seq, msg.camera_id, detail)
         elif isinstance(msg, KeyEnvelope):
-            ack = Ack(AckStatus.REJECTED, KIND_ENVELOPE, 0, msg.camera_id, detail,
-                      msg.body.epoch_id)
+            ack = Ack(
+                AckStatus.REJECTED, KIND_ENVELOPE, 0, msg.camera_id, detail, msg.body.epoch_id
+            )
         elif isinstance(msg, GapNotice):
             ack = Ack(AckStatus.REJECTED, KIND_GAP, msg.first_seq, msg.camera_id, detail)
         else:
@@ -256,8 +305,11 @@ class StoreNode:
         if not self._pending_acks:
             return
         age_ms = (time.monotonic() - self._oldest_pending) * 1000
-        if not force and len(self._pending_acks) < self.cfg.archive.fsync_max_records \
-                and age_ms < self.cfg.archive.fsync_max_delay_ms:
+        if (
+            not force
+            and len(self._pending_acks) < self.cfg.archive.fsync_max_records
+            and age_ms < self.cfg.archive.fsync_max_delay_ms
+        ):
             return
         try:
             with self.times.measure("commit"):
@@ -267,26 +319,36 @@ class StoreNode:
             # longer tell what is: stop; a restart recovers every whole record on disk
             self._pending_acks.clear()
             self.stop.set(f"archive commit failed ({exc})")
-            log.error("archive commit failed (%s): stopping without acknowledging the last "
-                      "batch; cameras resend it after a restart", exc)
+            log.error(
+                "archive commit failed (%s): stopping without acknowledging the last "
+                "batch; cameras resend it after a restart",
+                exc,
+            )
             return
         for identity, ack in self._pending_acks:
             self.ingest.send_multipart([identity, *ack.to_parts()])
         self._pending_acks.clear()
 
     # ------------------------------------------------------------------ queries
-    def handle_query(self, identity: bytes, parts: list[bytes], peer: str = "",
-                     address: str = "") -> None:
+    def handle_query(
+        self, identity: bytes, parts: list[bytes], peer: str = "", address: str = ""
+    ) -> None:
         """Answer one query. ``peer`` is the ZAP User-Id ("role:name"), ``address`` the IP."""
         command = parts[0] if parts else b""
         role = peer.partition(":")[0]
         try:
             if peer and command in QUERY_ROLES and role not in QUERY_ROLES[command]:
                 self.rejects["query_wrong_role"] += 1
-                log.warning("refused %s query from %s: not allowed for a %s", command.decode(),
-                            peer, role or "peer without a certified role")
-                reply = [b"ERR", f"{command.decode()} is not allowed for a {role} "
-                                 "certificate".encode()]
+                log.warning(
+                    "refused %s query from %s: not allowed for a %s",
+                    command.decode(),
+                    peer,
+                    role or "peer without a certified role",
+                )
+                reply = [
+                    b"ERR",
+                    f"{command.decode()} is not allowed for a {role} certificate".encode(),
+                ]
             elif command == QUERY_ENVELOPE and len(parts) == 3:
                 body = self.archive.envelope_parts(parts[1].decode("ascii"), parts[2])
                 reply = [b"OK", *body] if body else [b"ERR", b"no key envelope for that epoch"]
@@ -294,13 +356,20 @@ class StoreNode:
                 # RANGE camera from_us after_seq(-1: none) limit -> OK | packed frame*
                 camera = parts[1].decode("ascii")
                 from_us, after, limit = (int(p.decode()) for p in parts[2:5])
-                frames = self.archive.frames_from(camera, from_us, after if after >= 0 else None,
-                                                  max(1, min(limit, MAX_RANGE_FRAMES)))
+                frames = self.archive.frames_from(
+                    camera,
+                    from_us,
+                    after if after >= 0 else None,
+                    max(1, min(limit, MAX_RANGE_FRAMES)),
+                )
                 reply = [b"OK", *(pack_parts(KIND_FRAME, f) for f in frames)]
             elif command == b"SPAN" and len(parts) == 2:
                 span = self.archive.time_range(parts[1].decode("ascii"))
-                reply = [b"OK", *(str(v).encode() for v in span)] if span else \
-                    [b"ERR", b"no frames of that camera in the archive"]
+                reply = (
+                    [b"OK", *(str(v).encode() for v in span)]
+                    if span
+                    else [b"ERR", b"no frames of that camera in the archive"]
+                )
             elif command == b"COVERAGE" and len(parts) == 5:
                 # COVERAGE camera from_us to_us buckets -> OK counts (comma-separated)
                 camera = parts[1].decode("ascii")
@@ -315,8 +384,13 @@ class StoreNode:
                 if peer and peer != f"camera:{camera}":
                     reply = [b"ERR", b"grants are served to their camera only"]
                 else:
-                    reply = [b"OK", *[p.read_bytes() for p in
-                                      sorted(self.home.grants_dir.glob(f"*@{camera}.grant.json"))]]
+                    reply = [
+                        b"OK",
+                        *[
+                            p.read_bytes()
+                            for p in sorted(self.home.grants_dir.glob(f"*@{camera}.grant.json"))
+                        ],
+                    ]
             elif command == b"SALT" and len(parts) == 2:
                 reply = [b"OK", json.dumps(self.accounts.kdf_for(parts[1].decode())).encode()]
             elif command == b"REGISTER" and len(parts) == 4:
@@ -330,8 +404,15 @@ class StoreNode:
                 reply = [b"OK", str(time.time_ns() // 1000).encode()]
             else:
                 reply = [b"ERR", b"unknown query"]
-        except (UnicodeDecodeError, ValueError, ArchiveError, VeilcamError, OSError,
-                sqlite3.Error, OverflowError) as exc:  # OverflowError: a number SQLite can't hold
+        except (
+            UnicodeDecodeError,
+            ValueError,
+            ArchiveError,
+            VeilcamError,
+            OSError,
+            sqlite3.Error,
+            OverflowError,
+        ) as exc:  # OverflowError: a number SQLite can't hold
             reply = [b"ERR", str(exc).encode()]
         self.query.send_multipart([identity, *reply])
 
@@ -346,12 +427,18 @@ class StoreNode:
                 peer = got.last.get("User-Id")
             except (zmq.ZMQError, AttributeError):
                 peer = "?"
-            log.warning("rejected oversized_message on the %s socket from %s: %d part(s), "
-                        "%d bytes (caps: %s); dropped unread (%d so far)", socket, peer,
-                        got.parts, got.size,
-                        f"{INGEST_MAX_PARTS} parts / {INGEST_MAX_BYTES >> 20} MiB"
-                        if socket == "ingest" else
-                        f"{QUERY_MAX_PARTS} parts / {QUERY_MAX_BYTES >> 10} KiB", n)
+            log.warning(
+                "rejected oversized_message on the %s socket from %s: %d part(s), "
+                "%d bytes (caps: %s); dropped unread (%d so far)",
+                socket,
+                peer,
+                got.parts,
+                got.size,
+                f"{INGEST_MAX_PARTS} parts / {INGEST_MAX_BYTES >> 20} MiB"
+                if socket == "ingest"
+                else f"{QUERY_MAX_PARTS} parts / {QUERY_MAX_BYTES >> 10} KiB",
+                n,
+            )
 
     def _login(self, name: str, login_secret: bytes, source: str) -> list[bytes]:
         wait = self.limiter.retry_after(name, source)
@@ -376,8 +463,7 @@ class StoreNode:
         self.ingest = ctx.socket(zmq.ROUTER)
         self.relay = ctx.socket(zmq.PUB)
         self.query = ctx.socket(zmq.ROUTER)
-        for sock, domain in ((self.ingest, "ingest"), (self.relay, "relay"),
-                             (self.query, "query")):
+        for sock, domain in ((self.ingest, "ingest"), (self.relay, "relay"), (self.query, "query")):
             sock.setsockopt(zmq.LINGER, 0)
             make_server(sock, keys, domain)
         self.query.setsockopt(zmq.MAXMSGSIZE, QUERY_MAX_PART)
@@ -393,20 +479,33 @@ class StoreNode:
             self.relay.bind(c.relay_bind)
             self.query.bind(c.query_bind)
         except zmq.ZMQError as exc:
-            log.error("cannot bind the store's sockets (%s); is another store running on "
-                      "these ports? (config %s)", exc, self.home.store_config_path)
+            log.error(
+                "cannot bind the store's sockets (%s); is another store running on "
+                "these ports? (config %s)",
+                exc,
+                self.home.store_config_path,
+            )
             self.archive.close()
             auth.stop()
             return 2
         m = self.cfg.metrics
-        metrics = serve_metrics(m.host, m.port if self.metrics_port is None else self.metrics_port,
-                                "store", self.metric_families)
+        metrics = serve_metrics(
+            m.host,
+            m.port if self.metrics_port is None else self.metrics_port,
+            "store",
+            self.metric_families,
+        )
         poller = zmq.Poller()
         poller.register(self.ingest, zmq.POLLIN)
         poller.register(self.query, zmq.POLLIN)
-        log.info("store ready: ingest %s, relay %s, query %s, archive %s, %d trusted camera(s)",
-                 c.ingest_bind, c.relay_bind, c.query_bind, self.archive.root,
-                 len(self.trust.camera_ids))
+        log.info(
+            "store ready: ingest %s, relay %s, query %s, archive %s, %d trusted camera(s)",
+            c.ingest_bind,
+            c.relay_bind,
+            c.query_bind,
+            self.archive.root,
+            len(self.trust.camera_ids),
+        )
         last_stats = last_identity_check = time.monotonic()
         last_retention = 0.0
         tick_ms = max(1, int(self.cfg.archive.fsync_max_delay_ms / 2))
@@ -416,8 +515,9 @@ class StoreNode:
                 if self.ingest in events:
                     for _ in range(256):
                         try:
-                            got = recv_capped(self.ingest, INGEST_MAX_PARTS, INGEST_MAX_BYTES,
-                                              zmq.NOBLOCK)
+                            got = recv_capped(
+                                self.ingest, INGEST_MAX_PARTS, INGEST_MAX_BYTES, zmq.NOBLOCK
+                            )
                         except zmq.Again:
                             break
                         frames = got.frames
@@ -433,9 +533,12 @@ class StoreNode:
                     if got.oversized:
                         self._oversized("query", got)
                     elif len(frames) > 1:
-                        self.handle_query(frames[0].bytes, [f.bytes for f in frames[1:]],
-                                          frames[-1].get("User-Id"),
-                                          frames[-1].get("Peer-Address"))
+                        self.handle_query(
+                            frames[0].bytes,
+                            [f.bytes for f in frames[1:]],
+                            frames[-1].get("User-Id"),
+                            frames[-1].get("Peer-Address"),
+                        )
                 self.flush()
                 now = time.monotonic()
                 if now - last_retention >= self.cfg.retention.check_every_s:
@@ -447,8 +550,7 @@ class StoreNode:
                         self.reload_identities()
                     except (IdentityError, OSError) as exc:
                         self._identity_stamp = ()  # try again next time
-                        log.error("cannot reload certificates (%s); keeping the ones loaded",
-                                  exc)
+                        log.error("cannot reload certificates (%s); keeping the ones loaded", exc)
                 if now - last_stats >= STATS_EVERY_S:
                     last_stats = now
                     self._log_stats()
@@ -457,14 +559,25 @@ class StoreNode:
             try:
                 self.archive.close()
             except (OSError, sqlite3.Error) as exc:
-                log.error("archive could not be closed cleanly (%s); the next start recovers "
-                          "every whole record", exc)
+                log.error(
+                    "archive could not be closed cleanly (%s); the next start recovers "
+                    "every whole record",
+                    exc,
+                )
             self.accounts.close()
             self._log_stats()
             if self.stats_out:
-                write_atomic(Path(self.stats_out), json.dumps(
-                    {"accepted": dict(self.accepted), "rejects": dict(self.rejects),
-                     "stages": self.times.summary()}, indent=2).encode())
+                write_atomic(
+                    Path(self.stats_out),
+                    json.dumps(
+                        {
+                            "accepted": dict(self.accepted),
+                            "rejects": dict(self.rejects),
+                            "stages": self.times.summary(),
+                        },
+                        indent=2,
+                    ).encode(),
+                )
             for sock in (self.ingest, self.relay, self.query):
                 sock.close(linger=0)
             auth.stop()
@@ -477,16 +590,21 @@ class StoreNode:
         r = self.cfg.retention
         self.flush(force=True)
         try:
-            deleted = self.archive.apply_retention(r.max_age_days * 86400,
-                                                   int(r.max_gb_per_camera * 1e9),
-                                                   int(r.min_free_mb * 2**20),
-                                                   time.time_ns() // 1000)
+            deleted = self.archive.apply_retention(
+                r.max_age_days * 86400,
+                int(r.max_gb_per_camera * 1e9),
+                int(r.min_free_mb * 2**20),
+                time.time_ns() // 1000,
+            )
         except (OSError, sqlite3.Error, ArchiveError) as exc:
             log.error("retention failed: %s", exc)
             return
         if deleted:
-            log.info("retention deleted %d segment(s): %s", len(deleted),
-                     ", ".join(f"{p.parent.name}/{p.name}" for p in deleted))
+            log.info(
+                "retention deleted %d segment(s): %s",
+                len(deleted),
+                ", ".join(f"{p.parent.name}/{p.name}" for p in deleted),
+            )
 
     def metric_families(self) -> list:
         """What the Prometheus endpoint shows (called in its thread, at each scrape)."""
@@ -495,36 +613,65 @@ class StoreNode:
         if segments.is_dir():
             for camera_dir in os.scandir(segments):
                 if camera_dir.is_dir():
-                    used += sum(f.stat().st_size for f in os.scandir(camera_dir.path)
-                                if f.is_file())
+                    used += sum(
+                        f.stat().st_size for f in os.scandir(camera_dir.path) if f.is_file()
+                    )
         accepted = dict(self.accepted)
         return [
-            counter("veilcam_store_frames_archived_total",
-                    "Frames verified, archived and acknowledged, by camera.",
-                    self.frames_by_camera, "camera"),
-            counter("veilcam_store_messages_accepted_total",
-                    "Messages verified and archived, by kind (frame, envelope, gap_notice).",
-                    {k: accepted.get(k, 0) for k in ("frame", "envelope", "gap_notice")}, "kind"),
-            counter("veilcam_store_messages_rejected_total",
-                    "Messages refused, by reason (bad signature, replay, malformed, "
-                    "storage_error, ...).", self.rejects, "reason"),
-            counter("veilcam_store_messages_relayed_total",
-                    "Verified messages published to live viewers.", self.relayed),
-            gauge("veilcam_store_pending_acks",
-                  "Messages archived but not yet fsynced and acknowledged.",
-                  len(self._pending_acks)),
-            gauge("veilcam_store_epoch_recipients",
-                  "Recipients of the current key epoch, by camera.", self.epoch_recipients,
-                  "camera"),
-            gauge("veilcam_store_trusted_cameras", "Cameras with a valid certificate.",
-                  len(self.trust.camera_ids)),
+            counter(
+                "veilcam_store_frames_archived_total",
+                "Frames verified, archived and acknowledged, by camera.",
+                self.frames_by_camera,
+                "camera",
+            ),
+            counter(
+                "veilcam_store_messages_accepted_total",
+                "Messages verified and archived, by kind (frame, envelope, gap_notice).",
+                {k: accepted.get(k, 0) for k in ("frame", "envelope", "gap_notice")},
+                "kind",
+            ),
+            counter(
+                "veilcam_store_messages_rejected_total",
+                "Messages refused, by reason (bad signature, replay, malformed, "
+                "storage_error, ...).",
+                self.rejects,
+                "reason",
+            ),
+            counter(
+                "veilcam_store_messages_relayed_total",
+                "Verified messages published to live viewers.",
+                self.relayed,
+            ),
+            gauge(
+                "veilcam_store_pending_acks",
+                "Messages archived but not yet fsynced and acknowledged.",
+                len(self._pending_acks),
+            ),
+            gauge(
+                "veilcam_store_epoch_recipients",
+                "Recipients of the current key epoch, by camera.",
+                self.epoch_recipients,
+                "camera",
+            ),
+            gauge(
+                "veilcam_store_trusted_cameras",
+                "Cameras with a valid certificate.",
+                len(self.trust.camera_ids),
+            ),
             gauge("veilcam_store_archive_bytes", "Bytes of segment files in the archive.", used),
-            gauge("veilcam_store_disk_free_bytes", "Free bytes on the archive's file system.",
-                  shutil.disk_usage(self.archive.root).free),
+            gauge(
+                "veilcam_store_disk_free_bytes",
+                "Free bytes on the archive's file system.",
+                shutil.disk_usage(self.archive.root).free,
+            ),
             stage_latency("veilcam_store", self.times),
         ]
 
     def _log_stats(self) -> None:
         rejects = ", ".join(f"{k}={v}" for k, v in sorted(self.rejects.items())) or "none"
-        log.info("store: %d frame(s) and %d key envelope(s) archived; rejected: %s",
-                 self.accepted["frame"], self.accepted["envelope"], rejects)
+        log.info(
+            "store: %d frame(s) and %d key envelope(s) archived; rejected: %s",
+            self.accepted["frame"],
+            self.accepted["envelope"],
+            rejects,
+        )

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ArchiveError, FormatError
-from common.format import pack_parts, unpack_parts, validate_camera_id
+from veilcam.common.errors import ArchiveError, FormatError
+from veilcam.common.format import pack_parts, unpack_parts, validate_camera_id
 
 SEGMENT_MAGIC = b"VSEG"
 SEGMENT_VERSION = 1
@@ -96,13 +96,17 @@ def scan_segment(path: Path, start: int | None = None) -> Iterator[Record | Scan
                 return
             if pos + RECORD_HEAD.size + length > size:
                 # never read (allocate) more than the file holds: a torn or lying length
-                yield ScanProblem(pos, "truncated", f"record needs {length} bytes, "
-                                  f"{size - pos - RECORD_HEAD.size} present")
+                yield ScanProblem(
+                    pos,
+                    "truncated",
+                    f"record needs {length} bytes, {size - pos - RECORD_HEAD.size} present",
+                )
                 return
             body = fh.read(length)
             if len(body) < length:
-                yield ScanProblem(pos, "truncated", f"record needs {length} bytes, "
-                                  f"{len(body)} present")
+                yield ScanProblem(
+                    pos, "truncated", f"record needs {length} bytes, {len(body)} present"
+                )
                 return
             try:
                 if zlib.crc32(body) != crc:
@@ -126,8 +130,8 @@ def read_record(path: Path, offset: int, length: int) -> tuple[bytes, list[bytes
         data = fh.read(length)
     if len(data) != length:
         raise ArchiveError(f"{path}: record at {offset} is cut short")
-    body_len, crc = RECORD_HEAD.unpack(data[:RECORD_HEAD.size])
-    body = data[RECORD_HEAD.size:]
+    body_len, crc = RECORD_HEAD.unpack(data[: RECORD_HEAD.size])
+    body = data[RECORD_HEAD.size :]
     if body_len != len(body) or zlib.crc32(body) != crc:
         raise ArchiveError(f"{path}: record at {offset} is corrupt (CRC mismatch)")
     try:

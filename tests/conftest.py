@@ -53,9 +53,12 @@ def veilcam_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "veilcam", *args]
 
 
-def run_cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(veilcam_cmd(*args), input=stdin, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+def run_cli(
+    *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        veilcam_cmd(*args), input=stdin, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 class Procs:
@@ -67,9 +70,14 @@ class Procs:
 
     def start(self, name: str, *args: str, stdin: str | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "w")
-        proc = subprocess.Popen(veilcam_cmd(*args), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                cwd=ROOT, text=True)
+        proc = subprocess.Popen(
+            veilcam_cmd(*args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            cwd=ROOT,
+            text=True,
+        )
         if stdin is not None:
             proc.stdin.write(stdin)
             proc.stdin.close()
@@ -117,18 +125,35 @@ def procs(tmp_path: Path):
     p.stop_all()
 
 
-def make_home(tmp_path: Path, source: Path, *, users: tuple[str, ...] = ("alice",),
-              extra_camera_toml: str = "", camera_id: str = "cam1") -> Path:
+def make_home(
+    tmp_path: Path,
+    source: Path,
+    *,
+    users: tuple[str, ...] = ("alice",),
+    extra_camera_toml: str = "",
+    camera_id: str = "cam1",
+) -> Path:
     """``veilcam init`` + users, with YuNet from ../shared when present."""
     home = tmp_path / "home"
     base = free_port_base(4)  # ingest, relay, query, web
     web = base + 3
-    r = run_cli("init", str(home), "--camera-id", camera_id, "--source", str(source),
-                "--port-base", str(base), "--web-port", str(web))
+    r = run_cli(
+        "init",
+        str(home),
+        "--camera-id",
+        camera_id,
+        "--source",
+        str(source),
+        "--port-base",
+        str(base),
+        "--web-port",
+        str(web),
+    )
     assert r.returncode == 0, r.stderr
     for user in users:
-        r = run_cli("user", "add", user, "--home", str(home), "--password-stdin",
-                    stdin=PASSWORD + "\n")
+        r = run_cli(
+            "user", "add", user, "--home", str(home), "--password-stdin", stdin=PASSWORD + "\n"
+        )
         assert r.returncode == 0, r.stderr
     cfg = home / "config" / "camera.toml"
     text = cfg.read_text()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from camera_node.protect import EncodeSettings, Epoch, protect_frame
-from camera_node.redact import make_redactor
-from camera_node.zones import Zone
-from common.format import ZERO_DIGEST, FrameMessage, ZoneClass
-from common.keywrap import Grant, Identity, Recipient
-from common.signing import TrustedCameras, generate_signing_key
+from veilcam.camera_node.protect import EncodeSettings, Epoch, protect_frame
+from veilcam.camera_node.redact import make_redactor
+from veilcam.camera_node.zones import Zone
+from veilcam.common.format import ZERO_DIGEST, FrameMessage, ZoneClass
+from veilcam.common.keywrap import Grant, Identity, Recipient
+from veilcam.common.signing import TrustedCameras, generate_signing_key
 
 
 def textured(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray:
@@ -33,23 +32,38 @@ class Camera:
         self.prev = ZERO_DIGEST
 
     def grants(self, classes=frozenset(ZoneClass)) -> list[Grant]:
-        return [Grant(Recipient(i.name, i.private_key.public_key()), frozenset(classes))
-                for i in self.identities]
+        return [
+            Grant(Recipient(i.name, i.private_key.public_key()), frozenset(classes))
+            for i in self.identities
+        ]
 
     def envelope(self, classes=frozenset(ZoneClass)):
         return self.epoch.envelope(self.key, self.camera_id, self.seq, self.grants(classes))
 
-    def frame(self, image: np.ndarray | None = None, zones: list[Zone] | None = None,
-              settings: EncodeSettings | None = None) -> FrameMessage:
+    def frame(
+        self,
+        image: np.ndarray | None = None,
+        zones: list[Zone] | None = None,
+        settings: EncodeSettings | None = None,
+    ) -> FrameMessage:
         image = textured() if image is None else image.copy()
-        zones = zones if zones is not None else [Zone(40, 30, 64, 80, ZoneClass.FACE),
-                                                 Zone(200, 100, 50, 40, ZoneClass.STATIC)]
-        msg = protect_frame(image, zones, camera_id=self.camera_id, seq=self.seq,
-                            capture_time_us=1_700_000_000_000_000 + self.seq * 33_333,
-                            epoch=self.epoch, prev_digest=self.prev,
-                            redactor=make_redactor("pixelate"),
-                            settings=settings or EncodeSettings(),
-                            signing_key=self.key)
+        zones = (
+            zones
+            if zones is not None
+            else [Zone(40, 30, 64, 80, ZoneClass.FACE), Zone(200, 100, 50, 40, ZoneClass.STATIC)]
+        )
+        msg = protect_frame(
+            image,
+            zones,
+            camera_id=self.camera_id,
+            seq=self.seq,
+            capture_time_us=1_700_000_000_000_000 + self.seq * 33_333,
+            epoch=self.epoch,
+            prev_digest=self.prev,
+            redactor=make_redactor("pixelate"),
+            settings=settings or EncodeSettings(),
+            signing_key=self.key,
+        )
         self.seq += 1
         self.prev = msg.digest
         return msg

@@ -9,18 +9,18 @@ import time
 import cv2
 import numpy as np
 import pytest
+from veilcam.common.errors import NotARecipientError
+from veilcam.common.format import EnvelopeBody, FrameMessage, ZoneClass
+from veilcam.common.grants import sign_grant, write_grant
+from veilcam.common.home import Home
+from veilcam.common.imagecodec import decode_image
+from veilcam.common.keystore import create_keystore
+from veilcam.common.pki import create_ca
+from veilcam.common.zonecrypt import decrypt_zone
+from veilcam.store_node.archive import Archive
+from veilcam.viewer.login import login
 
-from common.errors import NotARecipientError
-from common.format import EnvelopeBody, FrameMessage, ZoneClass
-from common.grants import sign_grant, write_grant
-from common.home import Home
-from common.imagecodec import decode_image
-from common.keystore import create_keystore
-from common.pki import create_ca
-from common.zonecrypt import decrypt_zone
-from store_node.archive import Archive
 from tests.conftest import PASSWORD, SAMPLE_CLIP, Procs, make_home, run_cli
-from viewer.login import login
 
 PLATE_ZONE = '[[zones]]\nname = "car park"\nrect = [0.0, 0.55, 0.3, 0.3]\nunits = "fraction"\nclass = "plate"\n'
 pytestmark = pytest.mark.e2e
@@ -46,20 +46,47 @@ def run(tmp_path_factory):
     try:
         procs.start("store", "store", "--home", str(home_dir))
         procs.wait_for_log("store", "store ready")
-        assert run_cli("register", "carol", "--home", str(home_dir), "--password-stdin",
-                       stdin=PASSWORD + "\n").returncode == 0
-        r = run_cli("grant", "carol", "--camera", "cam1", "--zones", "faces", "--home",
-                    str(home_dir))
+        assert (
+            run_cli(
+                "register",
+                "carol",
+                "--home",
+                str(home_dir),
+                "--password-stdin",
+                stdin=PASSWORD + "\n",
+            ).returncode
+            == 0
+        )
+        r = run_cli(
+            "grant", "carol", "--camera", "cam1", "--zones", "faces", "--home", str(home_dir)
+        )
         assert r.returncode == 0, r.stderr
         # mallory's grant is signed by some other CA: a compromised store inserting a recipient
         rogue_key, _ = create_ca("rogue")
         mallory = create_keystore(tmp / "mallory.json", "mallory", PASSWORD)
-        write_grant(home.grants_dir, "mallory", "cam1",
-                    sign_grant(rogue_key, "mallory", "cam1", ZoneClass.grantable(),
-                               mallory.public_raw))
-        carol_view = procs.start("carol", "view", "--home", str(home_dir), "--headless", "--out",
-                                 str(tmp / "carol"), "--frames", "120", "--timeout", "60",
-                                 "--user", "carol", "--password-stdin", stdin=PASSWORD + "\n")
+        write_grant(
+            home.grants_dir,
+            "mallory",
+            "cam1",
+            sign_grant(rogue_key, "mallory", "cam1", ZoneClass.grantable(), mallory.public_raw),
+        )
+        carol_view = procs.start(
+            "carol",
+            "view",
+            "--home",
+            str(home_dir),
+            "--headless",
+            "--out",
+            str(tmp / "carol"),
+            "--frames",
+            "120",
+            "--timeout",
+            "60",
+            "--user",
+            "carol",
+            "--password-stdin",
+            stdin=PASSWORD + "\n",
+        )
         procs.wait_for_log("carol", "waiting for")
         camera = procs.start("camera", "camera", "--home", str(home_dir), "--loop")
         assert carol_view.wait(timeout=60) == 0, procs.log("carol")
@@ -77,13 +104,18 @@ def run(tmp_path_factory):
 def _epochs(home: Home) -> list[tuple[EnvelopeBody, list[FrameMessage]]]:
     archive = Archive(home.archive_dir())
     try:
-        rows = archive.db.execute("SELECT epoch FROM envelopes WHERE camera='cam1' "
-                                  "ORDER BY first_seq, created_us").fetchall()
+        rows = archive.db.execute(
+            "SELECT epoch FROM envelopes WHERE camera='cam1' ORDER BY first_seq, created_us"
+        ).fetchall()
         out = []
         for (epoch,) in rows:
             body = EnvelopeBody.from_bytes(archive.envelope_parts("cam1", epoch)[0])
-            seqs = [s for (s,) in archive.db.execute(
-                "SELECT seq FROM frames WHERE camera='cam1' AND epoch=? ORDER BY seq", (epoch,))]
+            seqs = [
+                s
+                for (s,) in archive.db.execute(
+                    "SELECT seq FROM frames WHERE camera='cam1' AND epoch=? ORDER BY seq", (epoch,)
+                )
+            ]
             frames = [FrameMessage.from_body_parts(archive.frame_parts("cam1", s)) for s in seqs]
             out.append((body, frames))
         return out
@@ -112,7 +144,9 @@ def test_faces_only_user_gets_only_face_keys_and_sees_plates_redacted(run) -> No
     for body, _ in _epochs(run["home"]):
         if any(e.recipient_key_id == carol.key_id for e in body.entries):
             assert set(carol.unwrap_envelope(body)) == {ZoneClass.FACE}
-    lines = [json.loads(x) for x in (run["tmp"] / "carol" / "frames.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(x) for x in (run["tmp"] / "carol" / "frames.jsonl").read_text().splitlines()
+    ]
     plates = [z for d in lines for z in d["zones"] if z["class"] == "plate"]
     faces = [z for d in lines for z in d["zones"] if z["class"] == "face"]
     assert plates and not any(z["unlocked"] for z in plates)
@@ -121,14 +155,15 @@ def test_faces_only_user_gets_only_face_keys_and_sees_plates_redacted(run) -> No
     d = next(d for d in lines if any(z["class"] == "plate" for z in d["zones"]))
     z = next(z for z in d["zones"] if z["class"] == "plate")
     image = cv2.imread(str(run["tmp"] / "carol" / f"{d['seq']}.png"))
-    block = image[z["y"]:z["y"] + z["h"], z["x"]:z["x"] + z["w"]]
+    block = image[z["y"] : z["y"] + z["h"], z["x"] : z["x"] + z["w"]]
     assert np.abs(np.diff(block.astype(int), axis=1)).mean() < 3  # flat pixelation blocks
 
 
 def test_forged_grant_is_ignored_by_the_camera(run) -> None:
     assert "ignoring grant" in run["camera_log"]
     assert "not signed by the deployment CA" in run["camera_log"]
-    from common.keywrap import key_id_of
+    from veilcam.common.keywrap import key_id_of
+
     mallory_id = key_id_of(run["mallory"].public_raw)
     for body, _ in _epochs(run["home"]):
         assert all(e.recipient_key_id != mallory_id for e in body.entries)
@@ -146,8 +181,9 @@ def test_no_content_key_on_the_store_disk(run) -> None:
                 pass
     assert len(keys) >= 5
     home = run["home"].root
-    store_files = [p for d in ("archive", "accounts", "grants") for p in (home / d).rglob("*")
-                   if p.is_file()]
+    store_files = [
+        p for d in ("archive", "accounts", "grants") for p in (home / d).rglob("*") if p.is_file()
+    ]
     disk = b"".join(p.read_bytes() for p in store_files)
     assert len(disk) > 100_000
     for key in keys:

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from veilcam.common.errors import KeystoreError
+from veilcam.common.home import Home
+from veilcam.common.keystore import derive_secrets, keystore_kdf, unseal
+from veilcam.store_node.accounts import LoginLimiter
+from veilcam.viewer.login import login
 
-from common.errors import KeystoreError
-from common.home import Home
-from common.keystore import derive_secrets, keystore_kdf, unseal
-from store_node.accounts import LoginLimiter
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
-from viewer.login import login
 
 
 @pytest.fixture
@@ -27,8 +27,9 @@ def store(tmp_path: Path, procs) -> Home:
 
 
 def _register(home: Home, name: str, password: str):
-    return run_cli("register", name, "--home", str(home.root), "--password-stdin",
-                   stdin=password + "\n")
+    return run_cli(
+        "register", name, "--home", str(home.root), "--password-stdin", stdin=password + "\n"
+    )
 
 
 def test_register_then_log_in_through_the_store(store: Home) -> None:
@@ -41,8 +42,10 @@ def test_register_then_log_in_through_the_store(store: Home) -> None:
 
 
 def test_weak_password_refused_with_what_is_wrong(store: Home) -> None:
-    for password, reason in (("short one", "too short"),
-                             ("password1234567890", "well-known password")):
+    for password, reason in (
+        ("short one", "too short"),
+        ("password1234567890", "well-known password"),
+    ):
         r = _register(store, "erin", password)
         assert r.returncode == 2 and reason in r.stderr and "Traceback" not in r.stderr
 
@@ -79,8 +82,9 @@ def test_rate_limit_per_source_across_user_names() -> None:
 def test_store_files_open_nothing_without_the_password(store: Home) -> None:
     """Everything the store keeps about a user (verifier, sealed keystore) opens nothing."""
     db = sqlite3.connect(store.accounts_path)
-    verifier, keystore_json = db.execute("SELECT verifier, keystore FROM accounts WHERE "
-                                         "name='alice'").fetchone()
+    verifier, keystore_json = db.execute(
+        "SELECT verifier, keystore FROM accounts WHERE name='alice'"
+    ).fetchone()
     db.close()
     doc = json.loads(keystore_json)
     disk = b"".join(p.read_bytes() for p in store.accounts_path.parent.iterdir())

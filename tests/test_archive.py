@@ -6,17 +6,17 @@ import zlib
 from pathlib import Path
 
 import pytest
-
-from common.format import KIND_ENVELOPE, KIND_FRAME
-from store_node.archive import Archive
-from store_node.audit import audit_archive
-from store_node.segments import (
+from veilcam.common.format import KIND_ENVELOPE, KIND_FRAME
+from veilcam.store_node.archive import Archive
+from veilcam.store_node.audit import audit_archive
+from veilcam.store_node.segments import (
     RECORD_HEAD,
     encode_record,
     list_segments,
     scan_segment,
     segment_header,
 )
+
 from tests.factory import Camera
 
 
@@ -33,7 +33,7 @@ def _records(path: Path) -> list[bytes]:
     data = path.read_bytes()
     out = []
     for rec in scan_segment(path):
-        out.append(data[rec.offset:rec.offset + rec.length])
+        out.append(data[rec.offset : rec.offset + rec.length])
     return out
 
 
@@ -115,7 +115,7 @@ def test_forger_who_fixes_the_crc_is_caught_by_the_signature(tmp_path: Path) -> 
     recs = _records(seg)
     rec = bytearray(recs[2])
     rec[-5] ^= 0x01  # last bytes of the last zone ciphertext
-    body = bytes(rec[RECORD_HEAD.size:])
+    body = bytes(rec[RECORD_HEAD.size :])
     recs[2] = RECORD_HEAD.pack(len(body), zlib.crc32(body)) + body
     _rewrite(seg, recs)
     assert _kinds(audit_archive(tmp_path, cam.trust)) == [("zone_hash_mismatch", 1)]
@@ -126,8 +126,10 @@ def test_truncated_segment_reported(tmp_path: Path) -> None:
     _fill(tmp_path, cam).close()
     seg = _segment(tmp_path)
     seg.write_bytes(seg.read_bytes()[:-100])
-    assert _kinds(audit_archive(tmp_path, cam.trust)) == [("truncated_segment", None),
-                                                          ("missing_frames", 5)]
+    assert _kinds(audit_archive(tmp_path, cam.trust)) == [
+        ("truncated_segment", None),
+        ("missing_frames", 5),
+    ]
 
 
 def test_missing_key_envelope_reported(tmp_path: Path) -> None:
@@ -181,10 +183,11 @@ def test_segments_roll_over_at_size_limit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", [KIND_FRAME, KIND_ENVELOPE])
 def test_record_codec_round_trip(kind: bytes) -> None:
-    from store_node.segments import decode_body
+    from veilcam.store_node.segments import decode_body
+
     parts = [b"a", b"", b"xyz" * 100]
     rec = encode_record(kind, parts)
-    assert decode_body(rec[RECORD_HEAD.size:]) == (kind, parts)
+    assert decode_body(rec[RECORD_HEAD.size :]) == (kind, parts)
 
 
 def test_frames_cut_at_the_ends_are_found_through_the_index(tmp_path: Path) -> None:
@@ -204,7 +207,8 @@ def _many_segments(root: Path, cam: Camera, frames: int = 60) -> Archive:
     archive = Archive(root, segment_max_bytes=2**16)
     for i in range(frames):
         if i % 25 == 0:  # a new epoch now and then, whose frames span segments
-            from camera_node.protect import Epoch
+            from veilcam.camera_node.protect import Epoch
+
             cam.epoch = Epoch.new()
             archive.append_envelope(cam.envelope())
         archive.append_frame(cam.frame())
@@ -213,7 +217,8 @@ def _many_segments(root: Path, cam: Camera, frames: int = 60) -> Archive:
 
 
 def test_retention_by_size_deletes_oldest_closed_segments_and_keeps_verify_intact(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     cam = Camera()
     archive = _many_segments(tmp_path, cam)
     before = archive.segment_usage("cam1")
@@ -221,7 +226,7 @@ def test_retention_by_size_deletes_oldest_closed_segments_and_keeps_verify_intac
     limit = 3 * 2**16
     deleted = archive.apply_retention(0, limit, 0, now_us=0)
     after = archive.segment_usage("cam1")
-    assert deleted == [p for _, p, _, _ in before[:len(deleted)]] and deleted
+    assert deleted == [p for _, p, _, _ in before[: len(deleted)]] and deleted
     assert sum(u[2] for u in after) <= limit and after[-1][1] == before[-1][1]
     assert archive.last_frame("cam1")[0] == 59
     archive.close()
@@ -243,7 +248,8 @@ def test_retention_by_age_never_deletes_the_open_segment(tmp_path: Path) -> None
 
 
 def _gap_archive(tmp_path: Path, declare: tuple[int, int] | None) -> Camera:
-    from camera_node.protect import sign_gap_notice
+    from veilcam.camera_node.protect import sign_gap_notice
+
     cam = Camera()
     archive = Archive(tmp_path)
     archive.append_envelope(cam.envelope())
@@ -273,11 +279,12 @@ def test_undeclared_or_partly_declared_gap_is_a_problem(tmp_path: Path) -> None:
     assert _kinds(report) == [("gap", 6)] and "2 of them declared" in report.problems[0].detail
 
 
-def test_frames_a_running_store_adds_during_verify_are_not_missing(tmp_path: Path,
-                                                                   monkeypatch) -> None:
+def test_frames_a_running_store_adds_during_verify_are_not_missing(
+    tmp_path: Path, monkeypatch
+) -> None:
     """The store appends and indexes while verify reads the segments: the index read after
     the scan lists frames the scan could not see, which are not missing."""
-    import store_node.audit as audit
+    import veilcam.store_node.audit as audit
 
     cam = Camera()
     archive = _fill(tmp_path, cam)

@@ -21,23 +21,35 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from veilcam.common.home import Home
 
-from common.home import Home
 from tests.conftest import PASSWORD, ROOT, SAMPLE_CLIP, make_home, run_cli
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 ZONE = (0.0, 0.0, 0.6, 0.1)  # a static zone over the clip's caption: sharp text in every frame
-STATIC_ZONE = (f'[[zones]]\nname = "poster"\nrect = [{", ".join(map(str, ZONE))}]\n'
-               'units = "fraction"\n')
+STATIC_ZONE = (
+    f'[[zones]]\nname = "poster"\nrect = [{", ".join(map(str, ZONE))}]\nunits = "fraction"\n'
+)
 pytestmark = pytest.mark.e2e
 
 
 def chromium_path() -> str | None:
-    for candidate in (os.environ.get("VEILCAM_CHROMIUM"), "/usr/bin/chromium",
-                      shutil.which("chromium"), shutil.which("chromium-browser")):
+    for candidate in (
+        os.environ.get("VEILCAM_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -63,15 +75,20 @@ def zone_detail(png: bytes) -> float:
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
     h, w = image.shape
     x, y, zw, zh = ZONE
-    inner = image[int((y + 0.05 * zh) * h):int((y + 0.95 * zh) * h),
-                  int((x + 0.05 * zw) * w):int((x + 0.95 * zw) * w)]
+    inner = image[
+        int((y + 0.05 * zh) * h) : int((y + 0.95 * zh) * h),
+        int((x + 0.05 * zw) * w) : int((x + 0.95 * zw) * w),
+    ]
     return float(cv2.Laplacian(inner, cv2.CV_64F).var())
 
 
 def wait_image(page, selector: str, timeout_s: float = 20) -> None:
-    page.wait_for_function("(sel) => { const i = document.querySelector(sel);"
-                           " return i && i.complete && i.naturalWidth > 0; }",
-                           arg=selector, timeout=timeout_s * 1000)
+    page.wait_for_function(
+        "(sel) => { const i = document.querySelector(sel);"
+        " return i && i.complete && i.naturalWidth > 0; }",
+        arg=selector,
+        timeout=timeout_s * 1000,
+    )
 
 
 def stream_shot(page, name: str) -> bytes:

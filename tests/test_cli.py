@@ -10,9 +10,20 @@ from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
 def test_wrong_password_for_offline_keystore_fails_clearly(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
     out = tmp_path / "out"
-    r = run_cli("view", "--home", str(home), "--headless", "--out", str(out), "--frames", "1",
-                "--keystore", str(home / "users" / "alice" / "keystore.json"),
-                "--password-stdin", stdin="not the password\n")
+    r = run_cli(
+        "view",
+        "--home",
+        str(home),
+        "--headless",
+        "--out",
+        str(out),
+        "--frames",
+        "1",
+        "--keystore",
+        str(home / "users" / "alice" / "keystore.json"),
+        "--password-stdin",
+        stdin="not the password\n",
+    )
     assert r.returncode == 2
     assert "wrong password for user 'alice'" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
@@ -20,8 +31,19 @@ def test_wrong_password_for_offline_keystore_fails_clearly(tmp_path: Path) -> No
 
 def test_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    r = run_cli("view", "--home", str(home), "--headless", "--out", str(tmp_path / "o"),
-                "--user", "alice", "--password-stdin", stdin=PASSWORD + "\n", timeout=30)
+    r = run_cli(
+        "view",
+        "--home",
+        str(home),
+        "--headless",
+        "--out",
+        str(tmp_path / "o"),
+        "--user",
+        "alice",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+        timeout=30,
+    )
     assert r.returncode == 2 and "did not answer" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -59,9 +81,11 @@ def test_password_is_never_an_argument(tmp_path: Path) -> None:
 
 def test_secret_files_are_owner_only(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    for path in [home / "identities" / "camera" / "cam1.key.pem",
-                 home / "identities" / "store" / "store.key.pem",
-                 home / "users" / "alice" / "keystore.json"]:
+    for path in [
+        home / "identities" / "camera" / "cam1.key.pem",
+        home / "identities" / "store" / "store.key.pem",
+        home / "users" / "alice" / "keystore.json",
+    ]:
         assert path.stat().st_mode & 0o077 == 0, path
     assert PASSWORD.encode() not in b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
 
@@ -73,6 +97,7 @@ def test_verify_of_a_non_archive_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_camera_ends_at_the_end_of_a_file_and_says_why(tmp_path: Path, procs) -> None:
     from tests.conftest import MEDIA, require_media
+
     clip = require_media(MEDIA / "intel" / "asl_gestures" / "yes.mkv")
     home = make_home(tmp_path, clip)
     procs.start("store", "store", "--home", str(home))
@@ -84,27 +109,47 @@ def test_camera_ends_at_the_end_of_a_file_and_says_why(tmp_path: Path, procs) ->
 
 def test_bad_times_and_durations_are_clear_errors(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    for args in (["view", "--home", str(home), "--headless", "--out", str(tmp_path / "o"),
-                  "--from", "1e400"],
-                 ["view", "--home", str(home), "--headless", "--out", str(tmp_path / "o"),
-                  "--from", "yesterday-ish"],
-                 ["cert", "issue", "camera:cam1", "--home", str(home), "--days", "-1"]):
+    for args in (
+        [
+            "view",
+            "--home",
+            str(home),
+            "--headless",
+            "--out",
+            str(tmp_path / "o"),
+            "--from",
+            "1e400",
+        ],
+        [
+            "view",
+            "--home",
+            str(home),
+            "--headless",
+            "--out",
+            str(tmp_path / "o"),
+            "--from",
+            "yesterday-ish",
+        ],
+        ["cert", "issue", "camera:cam1", "--home", str(home), "--days", "-1"],
+    ):
         r = run_cli(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("veilcam: error:")
 
 
 def test_a_bundle_with_a_broken_manifest_is_reported_not_crashed(tmp_path: Path) -> None:
-    from viewer.export import check_bundle_files
+    from veilcam.viewer.export import check_bundle_files
+
     bundle = tmp_path / "x.mp4.bundle"
     bundle.mkdir()
     (bundle / "manifest.json").write_text("{not json")
     assert "unreadable" in check_bundle_files(bundle)[0]
-    (bundle / "manifest.json").write_text('{"video": {"file": "x.mp4", "sha256": "0"}, '
-                                         '"segment": {"file": "../../etc/passwd", "sha256": "0"}}')
+    (bundle / "manifest.json").write_text(
+        '{"video": {"file": "x.mp4", "sha256": "0"}, '
+        '"segment": {"file": "../../etc/passwd", "sha256": "0"}}'
+    )
     problems = check_bundle_files(bundle)
     assert any("outside the bundle" in p for p in problems)
-
 
 
 def test_output_cut_short_by_the_reader_is_not_a_traceback(monkeypatch) -> None:

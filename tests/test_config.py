@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from common.config import CameraConfig, StoreConfig, ViewerConfig, load_config
-from common.errors import ConfigError
+from veilcam.common.config import CameraConfig, StoreConfig, ViewerConfig, load_config
+from veilcam.common.errors import ConfigError
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -25,21 +24,31 @@ def test_minimal_camera_config_gets_defaults(tmp_path: Path) -> None:
     assert cfg.faces.enabled and cfg.encoding.zone_codec == "jpeg"
 
 
-@pytest.mark.parametrize("text, key, reason", [
-    (GOOD + "colour = 1\n", "camera.colour", "unknown key"),
-    (GOOD + "[redaction]\nstyle = \"smudge\"\n", "redaction.style", "Input should be"),
-    (GOOD + "[faces]\nmargin = -1\n", "faces.margin", "greater than or equal to 0"),
-    (GOOD + "[encoding]\njpeg_quality = 101\n", "encoding.jpeg_quality", "less than or equal"),
-    ('[camera]\nid = "cam1"\n', "camera.source", "required key is missing"),
-    ('[camera]\nid = "bad id!"\nsource = "0"\n', "camera.id", "letters, digits"),
-    (GOOD + "[[zones]]\nrect = [0.5, 0.5, 0.6, 0.1]\nunits = \"fraction\"\n", "zones[0]",
-     "within 0..1"),
-    (GOOD + "[[zones]]\nrect = [0, 0, 10, 10]\nclass = \"cats\"\n", "zones[0].class",
-     "unknown zone class"),
-    (GOOD + "[store]\ningest = \"localhost\"\n", "store.ingest", "should match pattern"),
-])
-def test_bad_value_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
-                                             reason: str) -> None:
+@pytest.mark.parametrize(
+    "text, key, reason",
+    [
+        (GOOD + "colour = 1\n", "camera.colour", "unknown key"),
+        (GOOD + '[redaction]\nstyle = "smudge"\n', "redaction.style", "Input should be"),
+        (GOOD + "[faces]\nmargin = -1\n", "faces.margin", "greater than or equal to 0"),
+        (GOOD + "[encoding]\njpeg_quality = 101\n", "encoding.jpeg_quality", "less than or equal"),
+        ('[camera]\nid = "cam1"\n', "camera.source", "required key is missing"),
+        ('[camera]\nid = "bad id!"\nsource = "0"\n', "camera.id", "letters, digits"),
+        (
+            GOOD + '[[zones]]\nrect = [0.5, 0.5, 0.6, 0.1]\nunits = "fraction"\n',
+            "zones[0]",
+            "within 0..1",
+        ),
+        (
+            GOOD + '[[zones]]\nrect = [0, 0, 10, 10]\nclass = "cats"\n',
+            "zones[0].class",
+            "unknown zone class",
+        ),
+        (GOOD + '[store]\ningest = "localhost"\n', "store.ingest", "should match pattern"),
+    ],
+)
+def test_bad_value_names_file_key_and_reason(
+    tmp_path: Path, text: str, key: str, reason: str
+) -> None:
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
         load_config(path, CameraConfig)
@@ -65,7 +74,9 @@ def test_store_and_viewer_defaults(tmp_path: Path) -> None:
 
 
 def test_config_reference_is_generated_from_the_schema() -> None:
-    from common.configdocs import render_config_docs
+    from veilcam.common.configdocs import render_config_docs
+
     docs = Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md"
-    assert docs.read_text() == render_config_docs(), \
+    assert docs.read_text() == render_config_docs(), (
         "docs/CONFIG.md is stale: run 'veilcam config-docs --out docs/CONFIG.md'"
+    )

@@ -8,15 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from veilcam.camera_node.chainstate import RESERVE_BLOCK, ChainStateFile
+from veilcam.camera_node.protect import Epoch
+from veilcam.camera_node.zones import Zone
+from veilcam.common.errors import NotARecipientError, VerificationError
+from veilcam.common.format import (
+    ZERO_DIGEST,
+    EnvelopeBody,
+    FrameMessage,
+    KeyEnvelope,
+    SealedKey,
+    ZoneClass,
+)
+from veilcam.common.imagecodec import decode_image
+from veilcam.common.signing import ChainTracker
+from veilcam.common.zonecrypt import BLOCK_LEN, counter_block, decrypt_zone, encrypt_zone
 
-from camera_node.chainstate import RESERVE_BLOCK, ChainStateFile
-from camera_node.protect import Epoch
-from camera_node.zones import Zone
-from common.errors import NotARecipientError, VerificationError
-from common.format import ZERO_DIGEST, EnvelopeBody, FrameMessage, KeyEnvelope, SealedKey, ZoneClass
-from common.imagecodec import decode_image
-from common.signing import ChainTracker
-from common.zonecrypt import BLOCK_LEN, counter_block, decrypt_zone, encrypt_zone
 from tests.factory import Camera, textured
 
 
@@ -32,9 +39,13 @@ def test_counter_blocks_never_repeat_across_frames_and_zones() -> None:
     seen: set[bytes] = set()
     total = 0
     for _ in range(40):
-        msg = cam.frame(zones=[Zone(0, 0, 100, 80, ZoneClass.FACE),
-                               Zone(50, 40, 120, 90, ZoneClass.FACE),  # overlapping
-                               Zone(200, 10, 60, 60, ZoneClass.STATIC)])
+        msg = cam.frame(
+            zones=[
+                Zone(0, 0, 100, 80, ZoneClass.FACE),
+                Zone(50, 40, 120, 90, ZoneClass.FACE),  # overlapping
+                Zone(200, 10, 60, 60, ZoneClass.STATIC),
+            ]
+        )
         for index, ct in enumerate(msg.zone_ciphertexts):
             blocks = _blocks(msg.header.seq, index, len(ct))
             total += len(blocks)
@@ -44,7 +55,8 @@ def test_counter_blocks_never_repeat_across_frames_and_zones() -> None:
 
 def test_counter_block_layout_is_seq_zone_counter() -> None:
     assert counter_block(0x0102030405060708, 0x0A0B0C0D) == bytes.fromhex(
-        "0102030405060708" "0a0b0c0d" "00000000")
+        "01020304050607080a0b0c0d00000000"
+    )
     with pytest.raises(ValueError):
         counter_block(2**64, 0)
 
@@ -91,8 +103,9 @@ def test_zone_ciphertext_holds_no_plaintext_pixels() -> None:
 
 
 def test_signed_frame_verifies_and_unlocks_exactly() -> None:
-    from camera_node.protect import EncodeSettings
-    from common.format import ImageCodec
+    from veilcam.camera_node.protect import EncodeSettings
+    from veilcam.common.format import ImageCodec
+
     cam = Camera()
     image = textured()
     msg = cam.frame(image=image, settings=EncodeSettings(zone_codec=ImageCodec.PNG))
@@ -102,7 +115,7 @@ def test_signed_frame_verifies_and_unlocks_exactly() -> None:
     for i, zone in enumerate(msg.header.zones):
         payload = decrypt_zone(keys[zone.zone_class], msg.header.seq, i, msg.zone_ciphertexts[i])
         pixels = decode_image(payload, zone.codec, zone.w, zone.h)
-        assert np.array_equal(pixels, image[zone.y:zone.y + zone.h, zone.x:zone.x + zone.w])
+        assert np.array_equal(pixels, image[zone.y : zone.y + zone.h, zone.x : zone.x + zone.w])
 
 
 def _with(msg: FrameMessage, **changes) -> FrameMessage:
@@ -123,9 +136,12 @@ def test_changed_header_field_breaks_signature(field: str) -> None:
     cam = Camera()
     msg = cam.frame()
     h = msg.header
-    new = {"seq": h.seq + 1, "capture_time_us": h.capture_time_us + 1,
-           "epoch_id": bytes(16),
-           "zones": (dataclasses.replace(h.zones[0], x=h.zones[0].x + 1), *h.zones[1:])}[field]
+    new = {
+        "seq": h.seq + 1,
+        "capture_time_us": h.capture_time_us + 1,
+        "epoch_id": bytes(16),
+        "zones": (dataclasses.replace(h.zones[0], x=h.zones[0].x + 1), *h.zones[1:]),
+    }[field]
     header = dataclasses.replace(h, **{field: new})
     tampered = _with(msg, header=header, header_bytes=header.to_bytes())
     with pytest.raises(VerificationError, match="signature"):
@@ -138,7 +154,9 @@ def test_swapped_zone_ciphertext_or_image_rejected() -> None:
     flipped = bytearray(msg.zone_ciphertexts[0])
     flipped[10] ^= 1
     with pytest.raises(VerificationError) as err:
-        cam.trust.verify_frame(_with(msg, zone_ciphertexts=(bytes(flipped), msg.zone_ciphertexts[1])))
+        cam.trust.verify_frame(
+            _with(msg, zone_ciphertexts=(bytes(flipped), msg.zone_ciphertexts[1]))
+        )
     assert err.value.reason == "zone_hash_mismatch"
     other = cam.frame(image=textured(seed=5))
     with pytest.raises(VerificationError) as err:
@@ -199,13 +217,19 @@ def test_sealed_key_cannot_be_moved_to_another_epoch() -> None:
     """HPKE info binds camera, epoch, class and recipient: a store cannot re-target a key."""
     cam = Camera(users=1)
     body = cam.envelope().body
-    moved = EnvelopeBody(body.camera_id, bytes(16), body.created_us, body.first_seq, body.suite,
-                         body.entries)
+    moved = EnvelopeBody(
+        body.camera_id, bytes(16), body.created_us, body.first_seq, body.suite, body.entries
+    )
     with pytest.raises(VerificationError, match="does not open"):
         cam.identities[0].unwrap_envelope(moved)
-    swapped = EnvelopeBody(body.camera_id, body.epoch_id, body.created_us, body.first_seq,
-                           body.suite, tuple(SealedKey(e.recipient_key_id, ZoneClass.PLATE,
-                                                       e.sealed) for e in body.entries[:1]))
+    swapped = EnvelopeBody(
+        body.camera_id,
+        body.epoch_id,
+        body.created_us,
+        body.first_seq,
+        body.suite,
+        tuple(SealedKey(e.recipient_key_id, ZoneClass.PLATE, e.sealed) for e in body.entries[:1]),
+    )
     with pytest.raises(VerificationError):
         cam.identities[0].unwrap_envelope(swapped)
 
@@ -232,5 +256,6 @@ def test_whole_frame_key_goes_only_to_holders_of_every_class() -> None:
     faces_only = cam.identities[0].unwrap_envelope(cam.envelope(classes={ZoneClass.FACE}).body)
     assert ZoneClass.FULL not in faces_only
     everything = cam.identities[0].unwrap_envelope(
-        cam.envelope(classes=set(ZoneClass.grantable())).body)
+        cam.envelope(classes=set(ZoneClass.grantable())).body
+    )
     assert ZoneClass.FULL in everything

@@ -34,8 +34,10 @@ def test_store_outage_loses_nothing(tmp_path: Path, procs, how: str) -> None:
     procs.start("store2", "store", "--home", str(home))
     assert camera.wait(timeout=90) == 0, procs.log("camera")
     log = procs.log("camera")
-    assert f"{FRAMES} published, {FRAMES} acknowledged (+1 key envelopes/gap notices), " \
-        "0 messages rejected" in log, log
+    assert (
+        f"{FRAMES} published, {FRAMES} acknowledged (+1 key envelopes/gap notices), "
+        "0 messages rejected" in log
+    ), log
     assert "spooling to" in log and "store connection lost; reconnecting" in log
     for name in ("store", "store2"):
         assert "Traceback" not in procs.log(name)
@@ -46,7 +48,8 @@ def test_store_outage_loses_nothing(tmp_path: Path, procs, how: str) -> None:
 
 
 def test_store_killed_repeatedly_during_writes_keeps_every_acknowledged_frame(
-        tmp_path: Path, procs) -> None:
+    tmp_path: Path, procs
+) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml=NO_ROTATION)
     frames = 300
     store = procs.start("store0", "store", "--home", str(home))
@@ -61,8 +64,10 @@ def test_store_killed_repeatedly_during_writes_keeps_every_acknowledged_frame(
         store = procs.start(f"store{i}", "store", "--home", str(home))
         procs.wait_for_log(f"store{i}", "store ready")
     assert camera.wait(timeout=120) == 0, procs.log("camera")
-    assert f"{frames} published, {frames} acknowledged (+1 key envelopes/gap notices), " \
+    assert (
+        f"{frames} published, {frames} acknowledged (+1 key envelopes/gap notices), "
         "0 messages rejected" in procs.log("camera")
+    )
     report = json.loads(run_cli("verify", str(home), "--json").stdout)
     assert report["intact"], report["problems"]
     cam = report["cameras"][0]
@@ -72,8 +77,11 @@ def test_store_killed_repeatedly_during_writes_keeps_every_acknowledged_frame(
 def test_spool_overflow_drops_oldest_and_declares_the_gap(tmp_path: Path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml=NO_ROTATION)
     cfg = home / "config" / "camera.toml"
-    cfg.write_text(cfg.read_text().replace(
-        "[store]\n", "[store]\nmax_in_flight = 5\nspool_max_mb = 1\ndrop_policy = \"oldest\"\n", 1))
+    cfg.write_text(
+        cfg.read_text().replace(
+            "[store]\n", '[store]\nmax_in_flight = 5\nspool_max_mb = 1\ndrop_policy = "oldest"\n', 1
+        )
+    )
     store = procs.start("store", "store", "--home", str(home))
     procs.wait_for_log("store", "store ready")
     camera = procs.start("camera", "camera", "--home", str(home), "--max-frames", "150")
@@ -97,10 +105,12 @@ def test_camera_restarted_during_an_outage_sends_its_spool_first(tmp_path: Path,
     message in its spool; the next run, with the store up, sends those first, then its own."""
     home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml=NO_ROTATION)
     cfg = home / "config" / "camera.toml"
-    cfg.write_text(cfg.read_text().replace(
-        "[store]\n", "[store]\nmax_in_flight = 10\ndrain_timeout_s = 1\n", 1))
-    first = procs.start("camera1", "camera", "--home", str(home), "--max-frames", "40",
-                        "--no-pace")
+    cfg.write_text(
+        cfg.read_text().replace(
+            "[store]\n", "[store]\nmax_in_flight = 10\ndrain_timeout_s = 1\n", 1
+        )
+    )
+    first = procs.start("camera1", "camera", "--home", str(home), "--max-frames", "40", "--no-pace")
     assert first.wait(timeout=60) == 3, procs.log("camera1")
     assert "41 unacknowledged message(s) kept in" in procs.log("camera1")  # 40 frames + envelope
     spool = home / "state" / "spool-cam1"
@@ -108,14 +118,16 @@ def test_camera_restarted_during_an_outage_sends_its_spool_first(tmp_path: Path,
 
     procs.start("store", "store", "--home", str(home))
     procs.wait_for_log("store", "store ready")
-    second = procs.start("camera2", "camera", "--home", str(home), "--max-frames", "25",
-                         "--no-pace")
+    second = procs.start(
+        "camera2", "camera", "--home", str(home), "--max-frames", "25", "--no-pace"
+    )
     assert second.wait(timeout=60) == 0, procs.log("camera2")
     log = procs.log("camera2")
     assert "41 message(s) a previous run left unacknowledged" in log, log
     # 41 old (40 frames + envelope) + 25 frames + envelope
-    assert "25 published, 65 acknowledged (+2 key envelopes/gap notices), 0 messages " \
-        "rejected" in log, log
+    assert (
+        "25 published, 65 acknowledged (+2 key envelopes/gap notices), 0 messages rejected" in log
+    ), log
     assert list(spool.glob("*.msg")) == []
     report = json.loads(run_cli("verify", str(home), "--json").stdout)
     assert report["intact"], report["problems"]
@@ -138,8 +150,8 @@ def test_second_camera_process_on_one_home_is_refused(tmp_path: Path, procs) -> 
 
 
 def test_camera_lock_is_per_camera_and_freed_on_release(tmp_path: Path) -> None:
-    from camera_node.runlock import CameraLock
-    from common.errors import VeilcamError
+    from veilcam.camera_node.runlock import CameraLock
+    from veilcam.common.errors import VeilcamError
 
     first = CameraLock(tmp_path / "camera-cam1.lock", "cam1")
     with pytest.raises(VeilcamError, match=r"camera cam1 is already running .*pid \d+"):

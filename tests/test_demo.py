@@ -17,9 +17,12 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     web = base + 3
     home = tmp_path / "demo"
     log = open(tmp_path / "demo.log", "w")
-    proc = subprocess.Popen(veilcam_cmd("demo", "--home", str(home), "--port-base", str(base),
-                                        "--web-port", str(web)),
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen(
+        veilcam_cmd("demo", "--home", str(home), "--port-base", str(base), "--web-port", str(web)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 60
         status = {}
@@ -43,8 +46,11 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         code = proc.wait(timeout=30)
     text = (tmp_path / "demo.log").read_text()
     assert code == 0, text
-    for line in ("camera demo-cam stopped: signal SIGTERM", "viewer stopped: signal SIGTERM",
-                 "store stopped: signal SIGTERM"):
+    for line in (
+        "camera demo-cam stopped: signal SIGTERM",
+        "viewer stopped: signal SIGTERM",
+        "store stopped: signal SIGTERM",
+    ):
         assert line in text, text
     assert "killing" not in text and "Traceback" not in text
     verify = run_cli("verify", str(home))

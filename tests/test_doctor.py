@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from veilcam.common.home import Home
+from veilcam.common.progress import Progress
 
-from common.home import Home
-from common.progress import Progress
 from tests.conftest import SAMPLE_CLIP, make_home, run_cli
 
 LINE = re.compile(r"^(OK|WARN|FAIL) (\S+): (.+)$")
@@ -36,7 +36,7 @@ def doctor(home: Path, *extra: str) -> tuple[int, dict[str, tuple[str, str, str]
         fix = ""
         if status != "OK":
             assert lines[i + 1].startswith("  fix: ") and len(lines[i + 1]) > 10, r.stdout
-            fix = lines[i + 1][len("  fix: "):]
+            fix = lines[i + 1][len("  fix: ") :]
             i += 1
         checks[check] = (status, finding, fix)
         i += 1
@@ -52,10 +52,28 @@ def start_store(procs, home: Path) -> None:
     procs.wait_for_log("store", "store ready")
 
 
-EVERY_CHECK = {"config/camera.toml", "config/store.toml", "config/viewer.toml", "layout",
-               "permissions", "keys", "source", "model", "cert/ca", "crl", "cert/camera:cam1",
-               "cert/store:store", "cert/viewer:viewer", "port/ingest", "port/relay",
-               "port/query", "archive", "store/camera", "store/viewer", "clock"}
+EVERY_CHECK = {
+    "config/camera.toml",
+    "config/store.toml",
+    "config/viewer.toml",
+    "layout",
+    "permissions",
+    "keys",
+    "source",
+    "model",
+    "cert/ca",
+    "crl",
+    "cert/camera:cam1",
+    "cert/store:store",
+    "cert/viewer:viewer",
+    "port/ingest",
+    "port/relay",
+    "port/query",
+    "archive",
+    "store/camera",
+    "store/viewer",
+    "clock",
+}
 
 
 def test_a_good_deployment_passes(tmp_path: Path, procs) -> None:
@@ -66,9 +84,11 @@ def test_a_good_deployment_passes(tmp_path: Path, procs) -> None:
     for name, (status, finding, fix) in checks.items():
         # the model is a WARN when ../shared has no YuNet (Haar fallback), or not the pinned one;
         # the one-home setup keeps the CA key beside the store: the accepted risk, said
-        assert status == "OK" or (name == "model" and status == "WARN") or (
-            name == "keys" and status == "WARN" and "beside the store" in finding), \
-            (name, finding, fix)
+        assert (
+            status == "OK"
+            or (name == "model" and status == "WARN")
+            or (name == "keys" and status == "WARN" and "beside the store" in finding)
+        ), (name, finding, fix)
     assert "extra" not in checks["keys"][1] and "no local node loads" not in checks["keys"][1]
     assert "running store" in checks["port/ingest"][1]
     assert "accepted by the store" in checks["store/viewer"][1]
@@ -76,8 +96,9 @@ def test_a_good_deployment_passes(tmp_path: Path, procs) -> None:
     r = run_cli("doctor", "--home", str(home), "--json", timeout=60)
     doc = json.loads(r.stdout)
     assert r.returncode == 0 and doc["ok"] and doc["roles"] == ["camera", "store", "viewer"]
-    assert {c["check"]: c["status"] for c in doc["checks"]} == \
-        {name: status for name, (status, _, _) in checks.items()}
+    assert {c["check"]: c["status"] for c in doc["checks"]} == {
+        name: status for name, (status, _, _) in checks.items()
+    }
     assert "store/viewer" in [c["check"] for c in doc["checks"]]
 
 
@@ -107,21 +128,32 @@ def _world_readable(home: Path, _tmp: Path) -> None:
 BROKEN = [
     # (case, break it, store running?, the checks that must FAIL (exactly), words in finding)
     ("bad_config_value", _bad_config, True, {"config/camera.toml"}, "redaction.style"),
-    ("corrupt_certificate", _corrupt_cert, True, {"cert/camera:cam1", "store/camera"},
-     "not a readable PEM certificate"),
-    ("missing_certificate", _missing_cert, True, {"cert/viewer:viewer", "store/viewer"},
-     "is missing"),
-    ("expired_certificate", _expired_cert, True, {"cert/viewer:viewer", "store/viewer"},
-     "expired"),
+    (
+        "corrupt_certificate",
+        _corrupt_cert,
+        True,
+        {"cert/camera:cam1", "store/camera"},
+        "not a readable PEM certificate",
+    ),
+    (
+        "missing_certificate",
+        _missing_cert,
+        True,
+        {"cert/viewer:viewer", "store/viewer"},
+        "is missing",
+    ),
+    ("expired_certificate", _expired_cert, True, {"cert/viewer:viewer", "store/viewer"}, "expired"),
     ("world_readable_secret", _world_readable, True, {"permissions"}, "cam1.key.pem (0644)"),
     ("store_not_running", None, False, {"store/camera", "store/viewer"}, "connection refused"),
 ]
 
 
-@pytest.mark.parametrize("case,breaker,store_up,must_fail,words", BROKEN,
-                         ids=[b[0] for b in BROKEN])
-def test_a_broken_deployment_names_the_check_and_the_fix(tmp_path: Path, procs, case, breaker,
-                                                         store_up, must_fail, words) -> None:
+@pytest.mark.parametrize(
+    "case,breaker,store_up,must_fail,words", BROKEN, ids=[b[0] for b in BROKEN]
+)
+def test_a_broken_deployment_names_the_check_and_the_fix(
+    tmp_path: Path, procs, case, breaker, store_up, must_fail, words
+) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
     if breaker:
         breaker(home, tmp_path)
@@ -149,7 +181,7 @@ def test_a_broken_deployment_names_the_check_and_the_fix(tmp_path: Path, procs, 
 def test_a_port_held_by_another_program_fails(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
     endpoint = Home(home).store_config().store.ingest_bind
-    host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+    host, port = endpoint[len("tcp://") :].rsplit(":", 1)
     with socket.socket() as squatter:
         squatter.bind((host, int(port)))
         squatter.listen()
@@ -174,8 +206,11 @@ def test_a_missing_or_foreign_home_is_a_finding_not_a_crash(tmp_path: Path) -> N
 
 def test_a_certificate_near_its_end_and_a_revoked_one(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
-    for args in (["cert", "issue", "camera:cam1", "--days", "5"],
-                 ["cert", "issue", "viewer:laptop"], ["cert", "revoke", "viewer:laptop"]):
+    for args in (
+        ["cert", "issue", "camera:cam1", "--days", "5"],
+        ["cert", "issue", "viewer:laptop"],
+        ["cert", "revoke", "viewer:laptop"],
+    ):
         r = run_cli(*args, "--home", str(home))
         assert r.returncode == 0, r.stderr
     _, checks, _ = doctor(home, "--timeout", "0.5")
@@ -195,9 +230,18 @@ class _FakeLink:
         return [b"OK", str(int((time.time() + self.offset_s) * 1e6)).encode()]
 
 
-@pytest.mark.parametrize("offset,status", [(0.0, "OK"), (-1.0, "OK"), (5.0, "WARN"),
-                                           (-12.0, "WARN"), (45.0, "FAIL"), (-3600.0, "FAIL"),
-                                           (None, "WARN")])
+@pytest.mark.parametrize(
+    "offset,status",
+    [
+        (0.0, "OK"),
+        (-1.0, "OK"),
+        (5.0, "WARN"),
+        (-12.0, "WARN"),
+        (45.0, "FAIL"),
+        (-3600.0, "FAIL"),
+        (None, "WARN"),
+    ],
+)
 def test_clock_skew_thresholds(tmp_path: Path, offset, status) -> None:
     from veilcam.doctor import Doctor
 
@@ -213,7 +257,7 @@ def test_clock_skew_thresholds(tmp_path: Path, offset, status) -> None:
 
 
 def test_store_answers_the_time_query(tmp_path: Path, procs) -> None:
-    from viewer.login import StoreLink
+    from veilcam.viewer.login import StoreLink
 
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
     start_store(procs, home)
@@ -229,6 +273,7 @@ def test_store_answers_the_time_query(tmp_path: Path, procs) -> None:
 
 
 # --------------------------------------------------------------------------- progress, -v
+
 
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
@@ -255,12 +300,13 @@ def test_progress_bar_on_a_terminal_only(caplog) -> None:
 
 def _home_with_archive(tmp_path: Path) -> Path:
     """A home whose archive holds a few frames signed with its own camera key, now."""
-    from camera_node.protect import EncodeSettings, Epoch, protect_frame
-    from camera_node.redact import make_redactor
-    from camera_node.zones import Zone
-    from common.format import ZERO_DIGEST, ZoneClass
-    from common.signing import load_signing_key
-    from store_node.archive import Archive
+    from veilcam.camera_node.protect import EncodeSettings, Epoch, protect_frame
+    from veilcam.camera_node.redact import make_redactor
+    from veilcam.camera_node.zones import Zone
+    from veilcam.common.format import ZERO_DIGEST, ZoneClass
+    from veilcam.common.signing import load_signing_key
+    from veilcam.store_node.archive import Archive
+
     from tests.factory import textured
 
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
@@ -270,10 +316,18 @@ def _home_with_archive(tmp_path: Path) -> Path:
     archive = Archive(h.archive_dir())
     archive.append_envelope(epoch.envelope(key, "cam1", 0, []))
     for seq in range(5):
-        msg = protect_frame(textured(seed=seq), [Zone(10, 10, 40, 40, ZoneClass.FACE)],
-                            camera_id="cam1", seq=seq, capture_time_us=time.time_ns() // 1000,
-                            epoch=epoch, prev_digest=prev, redactor=make_redactor("pixelate"),
-                            settings=EncodeSettings(), signing_key=key)
+        msg = protect_frame(
+            textured(seed=seq),
+            [Zone(10, 10, 40, 40, ZoneClass.FACE)],
+            camera_id="cam1",
+            seq=seq,
+            capture_time_us=time.time_ns() // 1000,
+            epoch=epoch,
+            prev_digest=prev,
+            redactor=make_redactor("pixelate"),
+            settings=EncodeSettings(),
+            signing_key=key,
+        )
         archive.append_frame(msg)
         prev = msg.digest
     archive.commit()
@@ -286,8 +340,11 @@ def test_verbose_before_or_after_the_command(tmp_path: Path) -> None:
     quiet = run_cli("verify", str(home))
     assert quiet.returncode == 0 and "INTACT" in quiet.stdout, quiet.stdout + quiet.stderr
     assert "DEBUG" not in quiet.stderr
-    for args in (["-v", "verify", str(home)], ["verify", str(home), "--verbose"],
-                 ["--verbose", "verify", "-v", str(home)]):
+    for args in (
+        ["-v", "verify", str(home)],
+        ["verify", str(home), "--verbose"],
+        ["--verbose", "verify", "-v", str(home)],
+    ):
         r = run_cli(*args)
         assert r.returncode == 0 and "INTACT" in r.stdout, r.stderr
         assert "DEBUG" in r.stderr and "checking cam1/" in r.stderr, (args, r.stderr)
@@ -298,6 +355,7 @@ def test_verbose_before_or_after_the_command(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- issue 17
+
 
 def test_keys_a_machine_does_not_need_are_named(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
@@ -325,7 +383,8 @@ def test_the_ca_key_beside_a_store_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_a_revoked_viewer_is_told_to_get_new_keys_not_to_copy_its_certificate(
-        tmp_path: Path, procs) -> None:
+    tmp_path: Path, procs
+) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
     r = run_cli("cert", "revoke", "viewer:viewer", "--home", str(home))
     assert r.returncode == 0, r.stderr

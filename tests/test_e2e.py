@@ -15,15 +15,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from veilcam.common.format import ImageCodec
+from veilcam.common.imagecodec import encode_image
 
-from common.format import ImageCodec
-from common.imagecodec import encode_image
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli, yunet_model
 from tests.test_redaction import psnr
 
 FRAMES = 180  # 30 frames of slack over VIEWED for the viewers' start
 VIEWED = 120
-STATIC_ZONE = '[[zones]]\nname = "wall poster"\nrect = [0.55, 0.12, 0.25, 0.3]\nunits = "fraction"\n'
+STATIC_ZONE = (
+    '[[zones]]\nname = "wall poster"\nrect = [0.55, 0.12, 0.25, 0.3]\nunits = "fraction"\n'
+)
 pytestmark = pytest.mark.e2e
 
 
@@ -39,9 +41,11 @@ def _original_frames(path: Path, count: int) -> list[np.ndarray]:
 
 def detail_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Normalised correlation of the fine detail (image minus its blur) of two images."""
+
     def high_pass(x: np.ndarray) -> np.ndarray:
         gray = cv2.cvtColor(x, cv2.COLOR_BGR2GRAY).astype(np.float64)
         return gray - cv2.GaussianBlur(gray, (0, 0), 2)
+
     ha, hb = high_pass(a), high_pass(b)
     return float((ha * hb).sum() / np.sqrt((ha * ha).sum() * (hb * hb).sum() + 1e-9))
 
@@ -62,22 +66,63 @@ def run(tmp_path_factory):
         procs.start("store", "store", "--home", str(home))
         procs.wait_for_log("store", "store ready")
         # bob registers on the store but gets no grant: not a recipient of any envelope
-        reg = run_cli("register", "bob", "--home", str(home), "--password-stdin",
-                      stdin=PASSWORD + "\n")
+        reg = run_cli(
+            "register", "bob", "--home", str(home), "--password-stdin", stdin=PASSWORD + "\n"
+        )
         assert reg.returncode == 0, reg.stderr
         viewers = {
-            "public": procs.start("public", "view", "--home", str(home), "--headless", "--out",
-                                  str(tmp / "public"), "--frames", str(VIEWED), "--timeout", "90"),
-            "alice": procs.start("alice", "view", "--home", str(home), "--headless", "--out",
-                                 str(tmp / "alice"), "--frames", str(VIEWED), "--timeout", "90",
-                                 "--user", "alice", "--password-stdin", stdin=PASSWORD + "\n"),
-            "bob": procs.start("bob", "view", "--home", str(home), "--headless", "--out",
-                               str(tmp / "bob"), "--frames", "10", "--timeout", "90",
-                               "--user", "bob", "--password-stdin", stdin=PASSWORD + "\n"),
+            "public": procs.start(
+                "public",
+                "view",
+                "--home",
+                str(home),
+                "--headless",
+                "--out",
+                str(tmp / "public"),
+                "--frames",
+                str(VIEWED),
+                "--timeout",
+                "90",
+            ),
+            "alice": procs.start(
+                "alice",
+                "view",
+                "--home",
+                str(home),
+                "--headless",
+                "--out",
+                str(tmp / "alice"),
+                "--frames",
+                str(VIEWED),
+                "--timeout",
+                "90",
+                "--user",
+                "alice",
+                "--password-stdin",
+                stdin=PASSWORD + "\n",
+            ),
+            "bob": procs.start(
+                "bob",
+                "view",
+                "--home",
+                str(home),
+                "--headless",
+                "--out",
+                str(tmp / "bob"),
+                "--frames",
+                "10",
+                "--timeout",
+                "90",
+                "--user",
+                "bob",
+                "--password-stdin",
+                stdin=PASSWORD + "\n",
+            ),
         }
         for name in viewers:
             procs.wait_for_log(name, "waiting for")
         import time
+
         time.sleep(1.0)  # let the subscriptions reach the store's PUB socket
         camera = run_cli("camera", "--home", str(home), "--max-frames", str(FRAMES), timeout=120)
         assert camera.returncode == 0, camera.stderr
@@ -98,7 +143,7 @@ def test_every_zone_is_unreadable_in_public_frames(run) -> None:
         assert any(z["class"] == "static" for z in desc["zones"])
         original = originals[desc["seq"]]
         for z in desc["zones"]:
-            sl = np.s_[z["y"]:z["y"] + z["h"], z["x"]:z["x"] + z["w"]]
+            sl = np.s_[z["y"] : z["y"] + z["h"], z["x"] : z["x"] + z["w"]]
             # the zone's own detail is gone: its high-pass no longer correlates with the
             # original's (about 0.98 for unredacted areas of these frames)
             assert detail_correlation(image[sl], original[sl]) < 0.3, (desc["seq"], z)
@@ -116,7 +161,7 @@ def test_unlocked_frames_match_the_originals(run) -> None:
         original = originals[desc["seq"]]
         assert psnr(image, original) >= 35, desc["seq"]
         for z in desc["zones"]:  # zones travel as JPEG q95 by default: near-lossless
-            sl = np.s_[z["y"]:z["y"] + z["h"], z["x"]:z["x"] + z["w"]]
+            sl = np.s_[z["y"] : z["y"] + z["h"], z["x"] : z["x"] + z["w"]]
             assert psnr(image[sl], original[sl]) >= 40, (desc["seq"], z)
 
 
@@ -139,15 +184,16 @@ def test_every_visible_ground_truth_face_is_covered(run) -> None:
         for row in csv.DictReader(fh):
             if float(row["visible_fraction"]) >= 0.9:
                 truth.setdefault(int(row["frame"]), []).append(
-                    tuple(float(row[k]) for k in ("x", "y", "w", "h")))
+                    tuple(float(row[k]) for k in ("x", "y", "w", "h"))
+                )
     checked = 0
     for desc, _ in _read(run["tmp"] / "public"):
         mask = np.zeros((desc["height"], desc["width"]), bool)
         for z in desc["zones"]:
-            mask[z["y"]:z["y"] + z["h"], z["x"]:z["x"] + z["w"]] = True
+            mask[z["y"] : z["y"] + z["h"], z["x"] : z["x"] + z["w"]] = True
         for x, y, w, h in truth.get(desc["seq"], []):
             x0, y0 = max(0, int(x)), max(0, int(y))
-            face = mask[y0:int(y + h), x0:int(x + w)]
+            face = mask[y0 : int(y + h), x0 : int(x + w)]
             assert face.mean() >= 0.9, (desc["seq"], (x, y, w, h))
             checked += 1
     assert checked >= 20
@@ -180,12 +226,12 @@ def test_store_disk_holds_no_plaintext_zone_pixels(run) -> None:
     for desc, _ in frames[::5]:
         original = originals[desc["seq"]]
         for z in desc["zones"]:
-            crop = original[z["y"]:z["y"] + z["h"], z["x"]:z["x"] + z["w"]]
+            crop = original[z["y"] : z["y"] + z["h"], z["x"] : z["x"] + z["w"]]
             jpeg = encode_image(crop, ImageCodec.JPEG, 95)  # the payload the camera encrypts
             scan = jpeg.index(b"\xff\xda") + 20  # past the standard tables: image data
-            assert jpeg[scan:scan + 64] not in stored
+            assert jpeg[scan : scan + 64] not in stored
             middle = max(scan, len(jpeg) // 2)  # a tiny crop's middle is still in its tables
-            assert jpeg[middle:middle + 64] not in stored
+            assert jpeg[middle : middle + 64] not in stored
             row = crop[crop.shape[0] // 2].tobytes()
             assert row[:48] not in stored
             probes += 1
@@ -193,17 +239,30 @@ def test_store_disk_holds_no_plaintext_zone_pixels(run) -> None:
 
 
 def test_camera_reports_everything_acknowledged(run) -> None:
-    assert f"{FRAMES} published, {FRAMES} acknowledged (+1 key envelopes/gap notices), " \
+    assert (
+        f"{FRAMES} published, {FRAMES} acknowledged (+1 key envelopes/gap notices), "
         "0 messages rejected" in run["camera_log"]
+    )
 
 
 def test_playback_from_the_archive_public_and_unlocked(run, tmp_path: Path) -> None:
     originals = _original_frames(SAMPLE_CLIP, FRAMES)
     for who, extra in (("public", ()), ("alice", ("--user", "alice", "--password-stdin"))):
         out = tmp_path / who
-        r = run_cli("view", "--home", str(run["home"]), "--headless", "--out", str(out),
-                    "--frames", "60", "--from", "start", *extra,
-                    stdin=PASSWORD + "\n" if extra else None)
+        r = run_cli(
+            "view",
+            "--home",
+            str(run["home"]),
+            "--headless",
+            "--out",
+            str(out),
+            "--frames",
+            "60",
+            "--from",
+            "start",
+            *extra,
+            stdin=PASSWORD + "\n" if extra else None,
+        )
         assert r.returncode == 0, r.stderr
         frames = _read(out)
         assert [d["seq"] for d, _ in frames] == list(range(60))  # in order, from the start
@@ -211,23 +270,49 @@ def test_playback_from_the_archive_public_and_unlocked(run, tmp_path: Path) -> N
             assert desc["unlocked"] == (who == "alice")
             if who == "alice":
                 assert psnr(image, originals[desc["seq"]]) >= 35
-    too_many = run_cli("view", "--home", str(run["home"]), "--headless", "--out",
-                       str(tmp_path / "all"), "--frames", str(FRAMES + 10), "--from", "start")
+    too_many = run_cli(
+        "view",
+        "--home",
+        str(run["home"]),
+        "--headless",
+        "--out",
+        str(tmp_path / "all"),
+        "--frames",
+        str(FRAMES + 10),
+        "--from",
+        "start",
+    )
     assert too_many.returncode == 1 and "in the archive from that time" in too_many.stderr
 
 
 def test_export_writes_a_video_and_a_bundle_that_verifies_offline(run, tmp_path: Path) -> None:
     out = tmp_path / "evidence.mp4"
-    r = run_cli("export", "--home", str(run["home"]), "--camera", "cam1", "--from", "start",
-                "--to", "2100-01-01T00:00:00", "--out", str(out), "--user", "alice",
-                "--password-stdin", stdin=PASSWORD + "\n")
+    r = run_cli(
+        "export",
+        "--home",
+        str(run["home"]),
+        "--camera",
+        "cam1",
+        "--from",
+        "start",
+        "--to",
+        "2100-01-01T00:00:00",
+        "--out",
+        str(out),
+        "--user",
+        "alice",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
     assert r.returncode == 0, r.stderr
     bundle = Path(str(out) + ".bundle")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["frames"] == FRAMES and manifest["unlocked_for"] == "alice"
     archived = json.loads(run_cli("verify", str(run["home"]), "--json").stdout)["cameras"][0]
-    assert (manifest["from_us"], manifest["to_us"]) == (archived["first_time_us"],
-                                                         archived["last_time_us"])
+    assert (manifest["from_us"], manifest["to_us"]) == (
+        archived["first_time_us"],
+        archived["last_time_us"],
+    )
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
     cap.release()

@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
-from camera_node.detect import Box
-from camera_node.facescan import FaceScanner
-from camera_node.zonefinder import ZoneFinder
-from camera_node.zones import Zone
+from veilcam.camera_node.detect import Box
+from veilcam.camera_node.facescan import FaceScanner
+from veilcam.camera_node.zonefinder import ZoneFinder
+from veilcam.camera_node.zones import Zone
 
 W, H = 320, 240
 
@@ -41,9 +40,19 @@ class TruthDetector:
 
     name = "truth"
 
-    def __init__(self, delay: float = 0.0, stall_on: int | None = None, stall_s: float = 0.0,
-                 crash_from: int | None = None) -> None:
-        self.delay, self.stall_on, self.stall_s, self.crash_from = delay, stall_on, stall_s, crash_from
+    def __init__(
+        self,
+        delay: float = 0.0,
+        stall_on: int | None = None,
+        stall_s: float = 0.0,
+        crash_from: int | None = None,
+    ) -> None:
+        self.delay, self.stall_on, self.stall_s, self.crash_from = (
+            delay,
+            stall_on,
+            stall_s,
+            crash_from,
+        )
         self.calls = 0
         self.truth: Callable[[int], tuple[int, int, int, int]] = face_at
         self.unstall = threading.Event()
@@ -62,18 +71,23 @@ class TruthDetector:
 def covered(zones: list[Zone], box: tuple[int, int, int, int]) -> bool:
     mask = np.zeros((H, W), bool)
     for z in zones:
-        mask[z.y:z.y + z.h, z.x:z.x + z.w] = True
+        mask[z.y : z.y + z.h, z.x : z.x + z.w] = True
     x, y, w, h = box
-    return bool(mask[y:y + h, x:x + w].all())
+    return bool(mask[y : y + h, x : x + w].all())
 
 
-def run(detector: TruthDetector, frames: int, fps: float = 60, max_lag_s: float = 0.15,
-        face: Callable[[int], tuple[int, int, int, int]] = face_at,
-        ) -> tuple[ZoneFinder, list[list[Zone]]]:
+def run(
+    detector: TruthDetector,
+    frames: int,
+    fps: float = 60,
+    max_lag_s: float = 0.15,
+    face: Callable[[int], tuple[int, int, int, int]] = face_at,
+) -> tuple[ZoneFinder, list[list[Zone]]]:
     """Capture ``frames`` frames at ``fps`` through the pipelined zone finder as the camera
     does; every frame that comes out must cover the face where it is in that frame."""
-    finder: ZoneFinder[int] = ZoneFinder(FaceScanner(detector), margin=0.25, hold_frames=10,
-                                         max_lag_s=max_lag_s)
+    finder: ZoneFinder[int] = ZoneFinder(
+        FaceScanner(detector), margin=0.25, hold_frames=10, max_lag_s=max_lag_s
+    )
     out: dict[int, list[Zone]] = {}
 
     def take(published) -> None:

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from veilcam.common.errors import FormatError
+from veilcam.common.format import (
+    Ack,
+    AckStatus,
+    FrameHeader,
+    FrameMessage,
+    KeyEnvelope,
+    message_from_parts,
+)
 
-from common.errors import FormatError
-from common.format import Ack, AckStatus, FrameHeader, FrameMessage, KeyEnvelope, message_from_parts
 from tests.factory import Camera
 
 
@@ -33,18 +40,21 @@ def test_ack_round_trip() -> None:
     assert Ack.from_parts(ack.to_parts()) == ack
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda p: p[:3], "needs at least 4"),
-    (lambda p: [p[0], b"XXXX" + p[1][4:], *p[2:]], "bad magic"),
-    (lambda p: [p[0], p[1][:4] + b"\x02" + p[1][5:], *p[2:]], "version 2"),
-    (lambda p: [p[0], p[1][:-1], *p[2:]], "truncated"),
-    (lambda p: [p[0], p[1] + b"\x00", *p[2:]], "trailing"),
-    (lambda p: [p[0], p[1], p[2][:-1], *p[3:]], "signature is 63 bytes"),
-    (lambda p: [p[0], p[1], p[2], p[3] + b"x", *p[4:]], "public image is"),
-    (lambda p: p[:-1], "carries 1 zone"),
-    (lambda p: [*p[:-1], p[-1] + b"x"], r"zone\[1\] ciphertext is"),
-    (lambda p: [b"cam2\x00F", *p[1:]], "topic does not match"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p: p[:3], "needs at least 4"),
+        (lambda p: [p[0], b"XXXX" + p[1][4:], *p[2:]], "bad magic"),
+        (lambda p: [p[0], p[1][:4] + b"\x02" + p[1][5:], *p[2:]], "version 2"),
+        (lambda p: [p[0], p[1][:-1], *p[2:]], "truncated"),
+        (lambda p: [p[0], p[1] + b"\x00", *p[2:]], "trailing"),
+        (lambda p: [p[0], p[1], p[2][:-1], *p[3:]], "signature is 63 bytes"),
+        (lambda p: [p[0], p[1], p[2], p[3] + b"x", *p[4:]], "public image is"),
+        (lambda p: p[:-1], "carries 1 zone"),
+        (lambda p: [*p[:-1], p[-1] + b"x"], r"zone\[1\] ciphertext is"),
+        (lambda p: [b"cam2\x00F", *p[1:]], "topic does not match"),
+    ],
+)
 def test_malformed_frame_rejected_with_reason(mutate, message) -> None:
     parts = Camera().frame().to_parts()
     with pytest.raises(FormatError, match=message):
@@ -92,19 +102,31 @@ _BASE_PARTS = Camera().frame().to_parts()
 
 def test_header_layout_matches_docs_format_md() -> None:
     """Pins the byte layout documented in docs/FORMAT.md (offsets for camera id 'cam1')."""
-    from common.format import ImageCodec, ZoneClass, ZoneRecord
+    from veilcam.common.format import ImageCodec, ZoneClass, ZoneRecord
+
     zone = ZoneRecord(ZoneClass.FACE, ImageCodec.PNG, 1, 2, 3, 4, 5, b"\xcc" * 32)
-    header = FrameHeader("cam1", seq=0x0102, capture_time_us=0x0A0B, epoch_id=b"\xee" * 16,
-                         prev_digest=b"\xdd" * 32, image_codec=ImageCodec.JPEG, width=640,
-                         height=360, image_len=0x99, image_sha256=b"\xaa" * 32, zones=(zone,))
+    header = FrameHeader(
+        "cam1",
+        seq=0x0102,
+        capture_time_us=0x0A0B,
+        epoch_id=b"\xee" * 16,
+        prev_digest=b"\xdd" * 32,
+        image_codec=ImageCodec.JPEG,
+        width=640,
+        height=360,
+        image_len=0x99,
+        image_sha256=b"\xaa" * 32,
+        zones=(zone,),
+    )
     raw = header.to_bytes()
     L = 4
-    assert raw[:7] == b"VCFH\x01\x00\x04" and raw[7:7 + L] == b"cam1"
-    assert raw[7 + L:15 + L] == (0x0102).to_bytes(8, "big")
-    assert raw[15 + L:23 + L] == (0x0A0B).to_bytes(8, "big")
-    assert raw[23 + L:39 + L] == b"\xee" * 16 and raw[39 + L:71 + L] == b"\xdd" * 32
-    assert raw[71 + L:80 + L] == bytes([1]) + (640).to_bytes(2, "big") + \
-        (360).to_bytes(2, "big") + (0x99).to_bytes(4, "big")
-    assert raw[80 + L:112 + L] == b"\xaa" * 32 and raw[112 + L:114 + L] == b"\x00\x01"
-    assert raw[114 + L:] == bytes([2, 2, 0, 1, 0, 2, 0, 3, 0, 4, 0, 0, 0, 5]) + b"\xcc" * 32
+    assert raw[:7] == b"VCFH\x01\x00\x04" and raw[7 : 7 + L] == b"cam1"
+    assert raw[7 + L : 15 + L] == (0x0102).to_bytes(8, "big")
+    assert raw[15 + L : 23 + L] == (0x0A0B).to_bytes(8, "big")
+    assert raw[23 + L : 39 + L] == b"\xee" * 16 and raw[39 + L : 71 + L] == b"\xdd" * 32
+    assert raw[71 + L : 80 + L] == bytes([1]) + (640).to_bytes(2, "big") + (360).to_bytes(
+        2, "big"
+    ) + (0x99).to_bytes(4, "big")
+    assert raw[80 + L : 112 + L] == b"\xaa" * 32 and raw[112 + L : 114 + L] == b"\x00\x01"
+    assert raw[114 + L :] == bytes([2, 2, 0, 1, 0, 2, 0, 3, 0, 4, 0, 0, 0, 5]) + b"\xcc" * 32
     assert len(raw) == 114 + L + 46

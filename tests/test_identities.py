@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import zmq
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from veilcam.common.errors import VerificationError
+from veilcam.common.format import KemSuite, ZoneClass
+from veilcam.common.home import Home
+from veilcam.common.keywrap import Grant, Identity, Recipient
+from veilcam.common.pki import create_ca, issue_node_cert
+from veilcam.common.transport import curve_pair, make_client
 
-from common.errors import VerificationError
-from common.format import KemSuite, ZoneClass
-from common.home import Home
-from common.keywrap import Grant, Identity, Recipient
-from common.pki import create_ca, issue_node_cert
-from common.transport import curve_pair, make_client
 from tests.conftest import SAMPLE_CLIP, make_home, run_cli
 from tests.factory import Camera
 
@@ -68,8 +68,19 @@ def test_viewer_refuses_a_store_of_another_deployment(tmp_path: Path, procs) -> 
         text = text[:start] + f'{key} = "{value}"' + text[end:]
     viewer_toml.write_text(text)
     started = time.monotonic()
-    r = run_cli("view", "--home", str(ours), "--headless", "--out", str(tmp_path / "o"),
-                "--frames", "1", "--timeout", "30", timeout=40)
+    r = run_cli(
+        "view",
+        "--home",
+        str(ours),
+        "--headless",
+        "--out",
+        str(tmp_path / "o"),
+        "--frames",
+        "1",
+        "--timeout",
+        "30",
+        timeout=40,
+    )
     assert r.returncode == 2 and "cannot authenticate the store" in r.stderr, r.stderr
     assert time.monotonic() - started < 25  # a clear error, not a hang
 
@@ -114,7 +125,8 @@ def test_peers_without_certified_keys_cannot_publish_or_subscribe(tmp_path: Path
 
 
 def test_certificate_checks_name_the_failure(tmp_path: Path) -> None:
-    from common.pki import CertificateAuthority
+    from veilcam.common.pki import CertificateAuthority
+
     ca_key, ca_cert = create_ca()
     other_key, _ = create_ca("other")
     signing = Camera().key
@@ -127,8 +139,16 @@ def test_certificate_checks_name_the_failure(tmp_path: Path) -> None:
     forged = issue_node_cert(other_key, ca_cert, "camera", "door", signing.public_key(), transport)
     with pytest.raises(VerificationError, match="not issued by the deployment CA"):
         ca.verify_node(forged)
-    expired = issue_node_cert(ca_key, ca_cert, "camera", "door", signing.public_key(), transport,
-                              days=1 / 86400, not_before=None)
+    expired = issue_node_cert(
+        ca_key,
+        ca_cert,
+        "camera",
+        "door",
+        signing.public_key(),
+        transport,
+        days=1 / 86400,
+        not_before=None,
+    )
     time.sleep(1.2)
     with pytest.raises(VerificationError, match="expired"):
         ca.verify_node(expired)
@@ -136,15 +156,18 @@ def test_certificate_checks_name_the_failure(tmp_path: Path) -> None:
 
 def test_post_quantum_envelope_opens_only_with_the_hybrid_key() -> None:
     from cryptography.hazmat.primitives.asymmetric import mlkem
+
     cam = Camera()
     x, m = X25519PrivateKey.generate(), mlkem.MLKEM768PrivateKey.generate()
     user = Identity("pq-user", x, m)
     classic_only = Identity("old-user", X25519PrivateKey.generate())
-    grants = [Grant(Recipient("pq-user", x.public_key(), m.public_key()), frozenset(ZoneClass)),
-              Grant(Recipient("old-user", classic_only.private_key.public_key()),
-                    frozenset(ZoneClass))]
-    env = cam.epoch.envelope(cam.key, "cam1", 0, grants,
-                             KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM)
+    grants = [
+        Grant(Recipient("pq-user", x.public_key(), m.public_key()), frozenset(ZoneClass)),
+        Grant(Recipient("old-user", classic_only.private_key.public_key()), frozenset(ZoneClass)),
+    ]
+    env = cam.epoch.envelope(
+        cam.key, "cam1", 0, grants, KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM
+    )
     assert env.body.suite == KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM
     assert user.unwrap_envelope(env.body) == cam.epoch.class_keys
     assert {e.recipient_key_id for e in env.body.entries} == {user.key_id}

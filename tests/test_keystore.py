@@ -7,9 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from common.errors import KeystoreError
-from common.keystore import create_keystore, open_keystore
+from veilcam.common.errors import KeystoreError
+from veilcam.common.keystore import create_keystore, open_keystore
 
 
 def test_right_password_opens_keystore(tmp_path: Path) -> None:
@@ -17,7 +16,8 @@ def test_right_password_opens_keystore(tmp_path: Path) -> None:
     created = create_keystore(path, "alice", "correct horse battery")
     identity = open_keystore(path, "correct horse battery")
     assert identity.name == "alice"
-    from common.keywrap import key_id_of
+    from veilcam.common.keywrap import key_id_of
+
     assert identity.key_id == key_id_of(created.public_raw)
     assert identity.pq_private_key.public_key().public_bytes_raw() == created.pq_public_raw
 
@@ -56,6 +56,7 @@ def test_corrupt_keystore_is_a_clear_error(tmp_path: Path, content: str) -> None
 
 
 def test_short_password_refused(tmp_path: Path) -> None:
-    from common.passwords import WeakPasswordError
+    from veilcam.common.passwords import WeakPasswordError
+
     with pytest.raises(WeakPasswordError, match="too short"):
         create_keystore(tmp_path / "ks.json", "alice", "short")

@@ -37,8 +37,12 @@ def photo() -> tuple[np.ndarray, tuple[int, int, int, int]]:
         for node in ET.parse(PHOTOS / xml).getroot().iter("image"):
             if node.get("file") == PHOTO:
                 b = next(node.iter("box"))
-                box = (int(b.get("left")), int(b.get("top")), int(b.get("width")),
-                       int(b.get("height")))
+                box = (
+                    int(b.get("left")),
+                    int(b.get("top")),
+                    int(b.get("width")),
+                    int(b.get("height")),
+                )
                 return image, box
     pytest.fail(f"{PHOTO} has no annotated box")
 
@@ -46,7 +50,7 @@ def photo() -> tuple[np.ndarray, tuple[int, int, int, int]]:
 def _covered(original: np.ndarray, box, how: str) -> np.ndarray:
     public = original.copy()
     x, y, w, h = box
-    patch = public[y:y + h, x:x + w]
+    patch = public[y : y + h, x : x + w]
     if how == "solid":
         patch[:] = patch.reshape(-1, 3).mean(axis=0).astype(np.uint8)
     elif how == "pixelate":
@@ -86,7 +90,7 @@ def test_solid_fill_has_zero_correlation(photo):
     original, box = photo
     x, y, w, h = box
     flat = np.full((h, w, 3), 128, np.uint8)
-    assert laplacian_corr(flat, original[y:y + h, x:x + w]) == 0.0
+    assert laplacian_corr(flat, original[y : y + h, x : x + w]) == 0.0
     assert laplacian_corr(flat, flat) == 0.0
 
 
@@ -96,11 +100,12 @@ def test_dark_flat_patch_a_little_brighter_is_not_readable(photo):
     original, box = photo
     x, y, w, h = box
     dark = original.copy()
-    dark[y:y + h, x:x + w] = (original[y:y + h, x:x + w].astype(np.float32) * 0.1).astype(
-        np.uint8)
+    dark[y : y + h, x : x + w] = (original[y : y + h, x : x + w].astype(np.float32) * 0.1).astype(
+        np.uint8
+    )
     public = dark.copy()
-    mean = dark[y:y + h, x:x + w].reshape(-1, 3).mean(axis=0)
-    public[y:y + h, x:x + w] = np.clip(mean + 3, 0, 255).astype(np.uint8)
+    mean = dark[y : y + h, x : x + w].reshape(-1, 3).mean(axis=0)
+    public[y : y + h, x : x + w] = np.clip(mean + 3, 0, 255).astype(np.uint8)
     ok, p, c = is_readable(public, dark, box)
     assert p >= PSNR_MIN_DB, p  # the PSNR test alone would call it readable
     assert not ok and c < CORR_MIN, (p, c)
@@ -119,13 +124,19 @@ def test_box_is_clipped_to_the_frame(photo):
 
 
 def test_zone_share_union_and_whole_frame():
-    zones = [{"x": 0, "y": 0, "w": 50, "h": 100, "class": "face"},
-             {"x": 25, "y": 0, "w": 50, "h": 100, "class": "face"}]  # overlap counted once
+    zones = [
+        {"x": 0, "y": 0, "w": 50, "h": 100, "class": "face"},
+        {"x": 25, "y": 0, "w": 50, "h": 100, "class": "face"},
+    ]  # overlap counted once
     assert zone_share(zones, 100, 100) == (0.75, False)
     assert zone_share([{"x": 0, "y": 0, "w": 100, "h": 100, "class": "face"}], 100, 100) == (
-        1.0, True)
+        1.0,
+        True,
+    )
     assert zone_share([{"x": 10, "y": 10, "w": 5, "h": 5, "class": "full"}], 100, 100) == (
-        1.0, True)
+        1.0,
+        True,
+    )
     assert zone_share([], 100, 100) == (0.0, False)
 
 

@@ -20,9 +20,19 @@ pytestmark = pytest.mark.e2e
 
 
 def test_three_cameras_lose_nothing_when_the_store_is_killed_mid_run(tmp_path: Path) -> None:
-    r = run_load(LoadOptions(seconds=10, cameras=3, fps=10, clip=SAMPLE_CLIP, viewers=1,
-                             faults=[Fault(0.4, "kill_store")], sample_s=1.0,
-                             workdir=tmp_path, quiet=True))
+    r = run_load(
+        LoadOptions(
+            seconds=10,
+            cameras=3,
+            fps=10,
+            clip=SAMPLE_CLIP,
+            viewers=1,
+            faults=[Fault(0.4, "kill_store")],
+            sample_s=1.0,
+            workdir=tmp_path,
+            quiet=True,
+        )
+    )
     assert r["store_exit_codes"][0] == -9 and len(r["store_exit_codes"]) == 2
     assert r["verify"]["intact"], r["verify"]["problems"]
     for cam in r["cameras"]:

@@ -15,8 +15,11 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def scrape_when(port: int, ready, timeout: float = 30) -> dict:
@@ -40,8 +43,9 @@ def test_store_and_camera_metrics_move_during_a_run(tmp_path, procs) -> None:
     procs.start("store", "store", "--home", str(home), "--metrics-port", str(store_port))
     procs.wait_for_log("store", "store ready")
     procs.wait_for_log("store", "store metrics: http://127.0.0.1:")
-    procs.start("camera", "camera", "--home", str(home), "--loop",
-                "--metrics-port", str(camera_port))
+    procs.start(
+        "camera", "camera", "--home", str(home), "--loop", "--metrics-port", str(camera_port)
+    )
 
     archived = ("veilcam_store_frames_archived_total", (("camera", "cam1"),))
     first = scrape_when(store_port, lambda m: m.get(archived, 0) >= 5)
@@ -52,8 +56,10 @@ def test_store_and_camera_metrics_move_during_a_run(tmp_path, procs) -> None:
     assert later[("veilcam_store_epoch_recipients", (("camera", "cam1"),))] == 1  # alice
     assert later[("veilcam_store_archive_bytes", ())] > 0
     assert later[("veilcam_store_disk_free_bytes", ())] > 0
-    assert ("veilcam_store_stage_latency_seconds", (("quantile", "0.5"), ("stage", "verify"))) \
-        in later
+    assert (
+        "veilcam_store_stage_latency_seconds",
+        (("quantile", "0.5"), ("stage", "verify")),
+    ) in later
 
     cam = (("camera", "cam1"),)
     published = ("veilcam_camera_frames_published_total", cam)
@@ -63,10 +69,15 @@ def test_store_and_camera_metrics_move_during_a_run(tmp_path, procs) -> None:
     assert c2[acked] > c1[acked]
     assert c2[("veilcam_camera_frames_captured_total", cam)] >= c2[published]
     assert c2[("veilcam_camera_epoch_recipients", cam)] == 1
-    assert c2[("veilcam_camera_frames_dropped_total", (("camera", "cam1"), ("reason", "spool_full")))] == 0
+    assert (
+        c2[("veilcam_camera_frames_dropped_total", (("camera", "cam1"), ("reason", "spool_full")))]
+        == 0
+    )
     assert ("veilcam_camera_spool_messages", cam) in c2
-    assert ("veilcam_camera_stage_latency_seconds",
-            (("camera", "cam1"), ("quantile", "0.99"), ("stage", "zones"))) in c2
+    assert (
+        "veilcam_camera_stage_latency_seconds",
+        (("camera", "cam1"), ("quantile", "0.99"), ("stage", "zones")),
+    ) in c2
 
 
 def test_metrics_port_in_use_is_logged_and_the_store_runs_on(tmp_path, procs) -> None:

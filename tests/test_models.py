@@ -13,11 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-import camera_node.models as models
-from camera_node.detect import HaarDetector, YuNetDetector, create_face_detector
-from camera_node.detector_unavailable import UnavailableDetector
-from camera_node.models import (
+import veilcam.camera_node.models as models
+from veilcam.camera_node.detect import HaarDetector, YuNetDetector, create_face_detector
+from veilcam.camera_node.detector_unavailable import UnavailableDetector
+from veilcam.camera_node.models import (
     PACKAGED_YUNET,
     YUNET_FILENAME,
     YUNET_SHA256,
@@ -26,11 +25,12 @@ from camera_node.models import (
     find_yunet_model,
     model_cache_dir,
 )
-from camera_node.zones import iou
-from common.config import FacesSection
-from common.errors import VeilcamError
-from common.format import ZoneClass
-from common.secretfiles import sha256_file
+from veilcam.camera_node.zones import iou
+from veilcam.common.config import FacesSection
+from veilcam.common.errors import VeilcamError
+from veilcam.common.format import ZoneClass
+from veilcam.common.secretfiles import sha256_file
+
 from tests.conftest import (
     MEDIA,
     ROOT,
@@ -67,6 +67,7 @@ def test_unreachable_source_is_a_clear_error(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- packaged model
 
+
 def test_the_package_ships_the_pinned_model_and_its_licences() -> None:
     assert PACKAGED_YUNET.stat().st_size == YUNET_SIZE
     assert sha256_file(PACKAGED_YUNET) == YUNET_SHA256
@@ -75,7 +76,7 @@ def test_the_package_ships_the_pinned_model_and_its_licences() -> None:
     assert "Apache License" in (folder / "LICENSE_libfacedetection.train.txt").read_text()
     # declared as package data, so wheels and installs carry it
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    globs = project["tool"]["setuptools"]["package-data"]["camera_node"]
+    globs = project["tool"]["setuptools"]["package-data"]["veilcam.camera_node"]
     rel = PACKAGED_YUNET.relative_to(ROOT / "camera_node")
     assert any(rel.match(g) for g in globs), globs
 
@@ -88,7 +89,8 @@ def _finds_a_photo_face(detector) -> None:
 
 
 def _box(t):
-    from camera_node.detect import Box
+    from veilcam.camera_node.detect import Box
+
     return Box(*t)
 
 
@@ -112,8 +114,8 @@ def no_network(*args, **kwargs):
     raise OSError("no network on this machine")
 socket.socket.connect = socket.create_connection = no_network
 import cv2
-from camera_node.detect import create_face_detector
-from common.config import FacesSection
+from veilcam.camera_node.detect import create_face_detector
+from veilcam.common.config import FacesSection
 detector = create_face_detector(FacesSection())
 faces = detector.detect(cv2.imread(sys.argv[1]))
 print(detector.name, len(faces))
@@ -122,11 +124,20 @@ print(detector.name, len(faces))
 
 def test_fresh_install_without_network_in_a_new_process(tmp_path: Path) -> None:
     photo = require_media(PHOTO)
-    env = {k: v for k, v in os.environ.items()
-           if "proxy" not in k.lower() and k not in ("XDG_CACHE_HOME", "HOME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if "proxy" not in k.lower() and k not in ("XDG_CACHE_HOME", "HOME")
+    }
     env |= {"XDG_CACHE_HOME": str(tmp_path / "empty-cache"), "HOME": str(tmp_path / "home")}
-    r = subprocess.run([sys.executable, "-c", FRESH, str(photo)], capture_output=True,
-                       text=True, timeout=60, cwd=ROOT, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", FRESH, str(photo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     name, count = r.stdout.split()
     assert name == "yunet" and int(count) >= 2, r.stdout + r.stderr
@@ -151,6 +162,7 @@ def test_the_packaged_hash_is_checked_once_per_process(monkeypatch) -> None:
 
 # --------------------------------------------------------------------------- haar on request
 
+
 def test_haar_only_when_configured(caplog) -> None:
     caplog.set_level(logging.WARNING)
     assert isinstance(create_face_detector(FacesSection(backend="haar")), HaarDetector)
@@ -162,6 +174,7 @@ def test_haar_only_when_configured(caplog) -> None:
 
 # --------------------------------------------------------------------------- no usable detector
 
+
 def _assert_covers_everything(detector, caplog, words: str) -> None:
     assert isinstance(detector, UnavailableDetector) and not isinstance(detector, HaarDetector)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -171,11 +184,10 @@ def _assert_covers_everything(detector, caplog, words: str) -> None:
         detector.detect(np.zeros((120, 160, 3), np.uint8))
 
 
-def test_no_usable_detector_means_whole_frames_covered(tmp_path: Path, monkeypatch,
-                                                       caplog) -> None:
+def test_no_usable_detector_means_whole_frames_covered(tmp_path: Path, monkeypatch, caplog) -> None:
     """The camera's own path: config -> scanner -> zone finder -> zones of a frame."""
-    from camera_node.facescan import create_scanner
-    from camera_node.zonefinder import ZoneFinder
+    from veilcam.camera_node.facescan import create_scanner
+    from veilcam.camera_node.zonefinder import ZoneFinder
 
     monkeypatch.setattr(models, "PACKAGED_YUNET", tmp_path / "gone" / YUNET_FILENAME)
     scanner = create_scanner(FacesSection())
@@ -185,8 +197,9 @@ def test_no_usable_detector_means_whole_frames_covered(tmp_path: Path, monkeypat
         finder.submit(np.zeros((120, 160, 3), np.uint8), [], "frame 1")
         [(payload, _, zones)] = list(finder.drain())
         assert payload == "frame 1"
-        assert [(z.x, z.y, z.w, z.h, z.zone_class) for z in zones] == \
-            [(0, 0, 160, 120, ZoneClass.FULL)]
+        assert [(z.x, z.y, z.w, z.h, z.zone_class) for z in zones] == [
+            (0, 0, 160, 120, ZoneClass.FULL)
+        ]
         assert finder.fail_closed["detector_failed"] == 1
     finally:
         finder.close()
@@ -201,18 +214,17 @@ def _corrupt_copy(path: Path) -> Path:
     return path
 
 
-def test_corrupt_packaged_model_covers_whole_frames(tmp_path: Path, monkeypatch,
-                                                    caplog) -> None:
+def test_corrupt_packaged_model_covers_whole_frames(tmp_path: Path, monkeypatch, caplog) -> None:
     monkeypatch.setattr(models, "PACKAGED_YUNET", _corrupt_copy(tmp_path / YUNET_FILENAME))
     assert find_yunet_model() is None  # treated as absent, never loaded
     _assert_covers_everything(create_face_detector(FacesSection()), caplog, "corrupt")
 
 
-def test_missing_packaged_model_covers_whole_frames(tmp_path: Path, monkeypatch,
-                                                    caplog) -> None:
+def test_missing_packaged_model_covers_whole_frames(tmp_path: Path, monkeypatch, caplog) -> None:
     monkeypatch.setattr(models, "PACKAGED_YUNET", tmp_path / "gone" / YUNET_FILENAME)
-    _assert_covers_everything(create_face_detector(FacesSection(backend="yunet")), caplog,
-                              "no usable YuNet model")
+    _assert_covers_everything(
+        create_face_detector(FacesSection(backend="yunet")), caplog, "no usable YuNet model"
+    )
 
 
 @pytest.mark.parametrize("damage", ["flipped_byte", "truncated"])
@@ -230,11 +242,11 @@ def test_broken_cached_model_is_passed_over_for_the_packaged_one(damage: str, ca
 
 def test_opencv_without_yunet_covers_whole_frames(monkeypatch, caplog) -> None:
     monkeypatch.delattr(cv2, "FaceDetectorYN")
-    _assert_covers_everything(create_face_detector(FacesSection()), caplog,
-                              "no cv2.FaceDetectorYN")
+    _assert_covers_everything(create_face_detector(FacesSection()), caplog, "no cv2.FaceDetectorYN")
 
 
 # --------------------------------------------------------------------------- explicit path
+
 
 def test_configured_model_that_is_missing_or_broken_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(VeilcamError, match="not found"):
@@ -260,13 +272,25 @@ def test_camera_with_a_broken_configured_model_exits_2(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- doctor
 
+
 def test_doctor_reports_the_packaged_model_as_ok(tmp_path: Path) -> None:
     home = tmp_path / "home"
     base = free_port_base(4)
-    r = run_cli("init", str(home), "--camera-id", "cam1", "--source", str(SAMPLE_CLIP),
-                "--port-base", str(base), "--web-port", str(base + 3))
+    r = run_cli(
+        "init",
+        str(home),
+        "--camera-id",
+        "cam1",
+        "--source",
+        str(SAMPLE_CLIP),
+        "--port-base",
+        str(base),
+        "--web-port",
+        str(base + 3),
+    )
     assert r.returncode == 0, r.stderr
     r = run_cli("doctor", "--home", str(home), timeout=90)
-    line = next(x for x in r.stdout.splitlines() if x.startswith(("OK model", "WARN model",
-                                                                  "FAIL model")))
+    line = next(
+        x for x in r.stdout.splitlines() if x.startswith(("OK model", "WARN model", "FAIL model"))
+    )
     assert line.startswith(f"OK model: YuNet {PACKAGED_YUNET} (shipped with veilcam"), line

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import pytest
+from veilcam.common.passwords import WeakPasswordError, check_password
 
-from common.passwords import WeakPasswordError, check_password
 
-
-@pytest.mark.parametrize("password", ["correct horse battery", "tangerine-lamp-oxbow-47",
-                                      "Ein Passwort ohne Sonderzeichen", "x7#Kq9!mZ2@vL5$w"])
+@pytest.mark.parametrize(
+    "password",
+    [
+        "correct horse battery",
+        "tangerine-lamp-oxbow-47",
+        "Ein Passwort ohne Sonderzeichen",
+        "x7#Kq9!mZ2@vL5$w",
+    ],
+)
 def test_good_passwords_pass(password: str) -> None:
     check_password(password, user="alice")
 
 
-@pytest.mark.parametrize("password, reason", [
-    ("Tr0ub4dor&3", "too short"),
-    ("aaaaaaaaaaaaaaaaaaaa", "repeated"),
-    ("abcabcabcabcabcabc", "repeated"),
-    ("password1234567890", "well-known"),
-    ("P@ssword!!!!!!!!!!!", "well-known"),
-    ("qwertyuiopasdfghjkl", "keyboard"),
-    ("1234567890123456", "run"),
-    ("alice-alice-alice-1", "mostly 'alice'"),
-    ("x" * 300, "too long"),
-])
+@pytest.mark.parametrize(
+    "password, reason",
+    [
+        ("Tr0ub4dor&3", "too short"),
+        ("aaaaaaaaaaaaaaaaaaaa", "repeated"),
+        ("abcabcabcabcabcabc", "repeated"),
+        ("password1234567890", "well-known"),
+        ("P@ssword!!!!!!!!!!!", "well-known"),
+        ("qwertyuiopasdfghjkl", "keyboard"),
+        ("1234567890123456", "run"),
+        ("alice-alice-alice-1", "mostly 'alice'"),
+        ("x" * 300, "too long"),
+    ],
+)
 def test_weak_passwords_fail_with_reason(password: str, reason: str) -> None:
     with pytest.raises(WeakPasswordError, match=reason):
         check_password(password, user="alice")
@@ -31,25 +40,36 @@ def test_weak_passwords_fail_with_reason(password: str, reason: str) -> None:
 
 # --------------------------------------------------------------------------- issue 17
 
-@pytest.mark.parametrize("password, reason", [
-    ("passwordpassword", "repeated"),
-    ("correcthorsecorrecthorse", "repeated"),
-    ("ababababcdcdcdcdab", "small set"),
-    ("correct horse battery staple", "well-known phrase"),
-    ("adminpassword12345", "well-known passwords"),
-    ("Tr0ub4dor&3", "too short"),  # the 15-character minimum stays
-])
+
+@pytest.mark.parametrize(
+    "password, reason",
+    [
+        ("passwordpassword", "repeated"),
+        ("correcthorsecorrecthorse", "repeated"),
+        ("ababababcdcdcdcdab", "small set"),
+        ("correct horse battery staple", "well-known phrase"),
+        ("adminpassword12345", "well-known passwords"),
+        ("Tr0ub4dor&3", "too short"),  # the 15-character minimum stays
+    ],
+)
 def test_weak_passwords_the_extra_checks_refuse(password: str, reason: str) -> None:
-    from common.passwordinput import check_password_strength
+    from veilcam.common.passwordinput import check_password_strength
 
     with pytest.raises(WeakPasswordError, match=reason):
         check_password_strength(password, user="alice")
 
 
-@pytest.mark.parametrize("password", ["correct horse battery", "tangerine-lamp-oxbow-47",
-                                      "Ein Passwort ohne Sonderzeichen", "x7#Kq9!mZ2@vL5$w"])
+@pytest.mark.parametrize(
+    "password",
+    [
+        "correct horse battery",
+        "tangerine-lamp-oxbow-47",
+        "Ein Passwort ohne Sonderzeichen",
+        "x7#Kq9!mZ2@vL5$w",
+    ],
+)
 def test_good_passwords_pass_the_extra_checks(password: str) -> None:
-    from common.passwordinput import check_password_strength
+    from veilcam.common.passwordinput import check_password_strength
 
     check_password_strength(password, user="alice")
 
@@ -57,10 +77,15 @@ def test_good_passwords_pass_the_extra_checks(password: str) -> None:
 def test_one_trailing_line_ending_is_not_part_of_the_password() -> None:
     import io
 
-    from common.passwordinput import read_password
+    from veilcam.common.passwordinput import read_password
 
-    for line, expected in (("pw from windows\r\n", "pw from windows"), ("pw\n", "pw"),
-                           ("pw\r", "pw"), ("pw", "pw"), ("pw \n", "pw ")):
+    for line, expected in (
+        ("pw from windows\r\n", "pw from windows"),
+        ("pw\n", "pw"),
+        ("pw\r", "pw"),
+        ("pw", "pw"),
+        ("pw \n", "pw "),
+    ):
         assert read_password(True, stream=io.StringIO(line)) == expected
 
 
@@ -68,8 +93,8 @@ def test_a_terminal_gets_no_echo_and_a_new_password_is_asked_twice(monkeypatch) 
     import getpass
     import io
 
-    from common.errors import VeilcamError
-    from common.passwordinput import read_password
+    from veilcam.common.errors import VeilcamError
+    from veilcam.common.passwordinput import read_password
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -85,36 +110,61 @@ def test_a_terminal_gets_no_echo_and_a_new_password_is_asked_twice(monkeypatch) 
 
 
 def test_user_add_refuses_a_repeated_password_and_strips_a_carriage_return(tmp_path) -> None:
-    from common.keystore import open_keystore
+    from veilcam.common.keystore import open_keystore
+
     from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
 
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
-    r = run_cli("user", "add", "carol", "--home", str(home), "--password-stdin",
-                stdin="passwordpassword\n")
+    r = run_cli(
+        "user", "add", "carol", "--home", str(home), "--password-stdin", stdin="passwordpassword\n"
+    )
     assert r.returncode == 2 and "repeated" in r.stderr, r.stderr
-    r = run_cli("user", "add", "carol", "--home", str(home), "--password-stdin",
-                stdin=PASSWORD + "\r\n")
+    r = run_cli(
+        "user", "add", "carol", "--home", str(home), "--password-stdin", stdin=PASSWORD + "\r\n"
+    )
     assert r.returncode == 0, r.stderr
     assert open_keystore(home / "users" / "carol" / "keystore.json", PASSWORD).name == "carol"
 
 
 def test_user_passwd_reseals_the_keystore(tmp_path) -> None:
-    from common.errors import KeystoreError
-    from common.keystore import open_keystore, parse_keystore
+    from veilcam.common.errors import KeystoreError
+    from veilcam.common.keystore import open_keystore, parse_keystore
+
     from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
 
     home = make_home(tmp_path, SAMPLE_CLIP)  # alice, with PASSWORD
     path = home / "users" / "alice" / "keystore.json"
     before = parse_keystore(path.read_text())
     new = "tangerine-lamp-oxbow-47"
-    r = run_cli("user", "passwd", "alice", "--home", str(home), "--password-stdin",
-                stdin=f"not her password\n{new}\n")
+    r = run_cli(
+        "user",
+        "passwd",
+        "alice",
+        "--home",
+        str(home),
+        "--password-stdin",
+        stdin=f"not her password\n{new}\n",
+    )
     assert r.returncode == 2 and "wrong password" in r.stderr
-    r = run_cli("user", "passwd", "alice", "--home", str(home), "--password-stdin",
-                stdin=f"{PASSWORD}\npasswordpassword\n")
+    r = run_cli(
+        "user",
+        "passwd",
+        "alice",
+        "--home",
+        str(home),
+        "--password-stdin",
+        stdin=f"{PASSWORD}\npasswordpassword\n",
+    )
     assert r.returncode == 2 and "repeated" in r.stderr
-    r = run_cli("user", "passwd", "alice", "--home", str(home), "--password-stdin",
-                stdin=f"{PASSWORD}\r\n{new}\r\n")
+    r = run_cli(
+        "user",
+        "passwd",
+        "alice",
+        "--home",
+        str(home),
+        "--password-stdin",
+        stdin=f"{PASSWORD}\r\n{new}\r\n",
+    )
     assert r.returncode == 0, r.stderr
     assert "OLD password" in r.stderr  # the store's account is not changed: said, not hidden
     after = parse_keystore(path.read_text())
@@ -132,6 +182,7 @@ def test_register_refuses_a_weak_password_before_reaching_the_store(tmp_path) ->
     from tests.conftest import SAMPLE_CLIP, make_home, run_cli
 
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
-    r = run_cli("register", "dana", "--home", str(home), "--password-stdin",
-                stdin="passwordpassword\n")
+    r = run_cli(
+        "register", "dana", "--home", str(home), "--password-stdin", stdin="passwordpassword\n"
+    )
     assert r.returncode == 2 and "repeated" in r.stderr and "Traceback" not in r.stderr

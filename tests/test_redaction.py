@@ -7,12 +7,12 @@ import math
 import cv2
 import numpy as np
 import pytest
+from veilcam.camera_node.detect import Box
+from veilcam.camera_node.redact import make_redactor
+from veilcam.camera_node.zones import FaceHold, clip_zone, resolve_static_zones
+from veilcam.common.config import RedactionSection, StaticZoneSection
+from veilcam.common.format import ZoneClass
 
-from camera_node.detect import Box
-from camera_node.redact import make_redactor
-from camera_node.zones import FaceHold, clip_zone, resolve_static_zones
-from common.config import RedactionSection, StaticZoneSection
-from common.format import ZoneClass
 from tests.conftest import MEDIA
 from tests.factory import textured
 
@@ -66,19 +66,20 @@ def test_new_detection_replaces_held_box() -> None:
 
 
 def test_zones_are_clipped_to_the_frame() -> None:
-    assert clip_zone(-10.5, -3, 50, 20, ZoneClass.FACE, 30, 30) == \
-        clip_zone(0, 0, 39.5, 17, ZoneClass.FACE, 30, 30)
+    assert clip_zone(-10.5, -3, 50, 20, ZoneClass.FACE, 30, 30) == clip_zone(
+        0, 0, 39.5, 17, ZoneClass.FACE, 30, 30
+    )
     zone = clip_zone(20.2, 25.7, 30, 30, ZoneClass.FACE, 40, 40)
     assert (zone.x, zone.y, zone.w, zone.h) == (20, 25, 20, 15)
     assert clip_zone(50, 50, 10, 10, ZoneClass.FACE, 40, 40) is None
 
 
 def test_fractional_static_zone_resolves_to_pixels() -> None:
-    cfg = StaticZoneSection.model_validate({"rect": [0.5, 0.25, 0.5, 0.5], "units": "fraction",
-                                            "class": "plate"})
+    cfg = StaticZoneSection.model_validate(
+        {"rect": [0.5, 0.25, 0.5, 0.5], "units": "fraction", "class": "plate"}
+    )
     (zone,) = resolve_static_zones([cfg], 640, 360)
-    assert (zone.x, zone.y, zone.w, zone.h, zone.zone_class) == (320, 90, 320, 180,
-                                                                 ZoneClass.PLATE)
+    assert (zone.x, zone.y, zone.w, zone.h, zone.zone_class) == (320, 90, 320, 180, ZoneClass.PLATE)
 
 
 # --------------------------------------------------------------------------- fusing frames
@@ -88,10 +89,10 @@ def test_fractional_static_zone_resolves_to_pixels() -> None:
 # block grid falls on other face pixels in every frame, so the average holds more detail than
 # any one frame. The default style must not give anything away that way.
 
-FACE_PX = 32        # face size in the frame: a typical small face of a security camera
+FACE_PX = 32  # face size in the frame: a typical small face of a security camera
 FRAMES = 60
-JITTER = 4          # the face moves up to this many pixels per axis from its rest position
-ZONE_MARGIN = 10    # the zone grows the face box by this much (>= 2 * JITTER: always covered)
+JITTER = 4  # the face moves up to this many pixels per axis from its rest position
+ZONE_MARGIN = 10  # the zone grows the face box by this much (>= 2 * JITTER: always covered)
 FACE_PHOTO = MEDIA / "faces_annotated" / "2008_001009.jpg"
 FACE_BOX = (125, 214, 90, 91)  # left, top, width, height (training.xml)
 
@@ -99,8 +100,10 @@ FACE_BOX = (125, 214, 90, 91)  # left, top, width, height (training.xml)
 def laplacian_corr(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of the Laplacians of two patches (bench/leakmetric.py's detail
     measure); 0 when either is flat."""
-    la, lb = (cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_BGR2GRAY).astype(np.float64),
-                            cv2.CV_64F).ravel() for x in (a, b))
+    la, lb = (
+        cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_BGR2GRAY).astype(np.float64), cv2.CV_64F).ravel()
+        for x in (a, b)
+    )
     la, lb = la - la.mean(), lb - lb.mean()
     den = math.sqrt(float(la @ la) * float(lb @ lb))
     return 0.0 if den <= 1e-9 else float(la @ lb) / den
@@ -119,7 +122,7 @@ def face_patch() -> tuple[np.ndarray, int]:
         patch = cv2.normalize(field, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
         return patch, pad
     x, y, w, h = FACE_BOX
-    crop = photo[y - h // 2:y + h + h // 2, x - w // 2:x + w + w // 2]
+    crop = photo[y - h // 2 : y + h + h // 2, x - w // 2 : x + w + w // 2]
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA), pad
 
 
@@ -134,25 +137,27 @@ def fuse_moving_face(style: str, seed: int = 1) -> tuple[float, float, float]:
     the fused average.
     """
     patch, off = face_patch()
-    face = patch[off:off + FACE_PX, off:off + FACE_PX]
+    face = patch[off : off + FACE_PX, off : off + FACE_PX]
     redact = make_redactor(style)
     rng = np.random.default_rng(seed)
     rest = 3 * FACE_PX
     pos = rest + off + rng.integers(-JITTER, JITTER + 1, (FRAMES + 2, 2))  # face x, y per frame
-    zones = [(x - ZONE_MARGIN, y - ZONE_MARGIN, FACE_PX + 2 * ZONE_MARGIN,
-              FACE_PX + 2 * ZONE_MARGIN) for x, y in np.vstack([pos[:1], pos[:-1]])]
+    zones = [
+        (x - ZONE_MARGIN, y - ZONE_MARGIN, FACE_PX + 2 * ZONE_MARGIN, FACE_PX + 2 * ZONE_MARGIN)
+        for x, y in np.vstack([pos[:1], pos[:-1]])
+    ]
     fused = np.zeros(face.shape, np.float64)
     singles = []
     for i in range(1, FRAMES + 1):
         frame = np.full((rest * 2 + patch.shape[0], rest * 2 + patch.shape[1], 3), 120, np.uint8)
         fx, fy = pos[i]
-        frame[fy - off:fy - off + patch.shape[0], fx - off:fx - off + patch.shape[1]] = patch
+        frame[fy - off : fy - off + patch.shape[0], fx - off : fx - off + patch.shape[1]] = patch
         zx, zy, zw, zh = zones[i]
         assert zx <= fx and zy <= fy and fx + FACE_PX <= zx + zw and fy + FACE_PX <= zy + zh
-        redact(frame[zy:zy + zh, zx:zx + zw])
+        redact(frame[zy : zy + zh, zx : zx + zw])
         # the attacker: where the face was, from the next frame's public zone rectangle
         ax, ay = zones[i + 1][0] + ZONE_MARGIN, zones[i + 1][1] + ZONE_MARGIN
-        seen = frame[ay:ay + FACE_PX, ax:ax + FACE_PX]
+        seen = frame[ay : ay + FACE_PX, ax : ax + FACE_PX]
         singles.append(laplacian_corr(seen, face))
         fused += seen
     fused_img = np.clip(fused / FRAMES + 0.5, 0, 255).astype(np.uint8)
@@ -176,7 +181,9 @@ def test_pixelation_does_gain_from_fusing_frames() -> None:
 
 def test_fusion_harness_uses_a_real_face_when_there_is_one() -> None:
     if not FACE_PHOTO.is_file():
-        pytest.skip(f"{FACE_PHOTO} is absent (real media lives in ../shared); the fusion tests "
-                    "above used a synthetic texture")
+        pytest.skip(
+            f"{FACE_PHOTO} is absent (real media lives in ../shared); the fusion tests "
+            "above used a synthetic texture"
+        )
     patch, off = face_patch()
     assert patch.shape == (2 * FACE_PX, 2 * FACE_PX, 3) and patch.std() > 20

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from camera_node.sources import FrameSource, describe_source
+from veilcam.camera_node.sources import FrameSource, describe_source
+
 from tests.conftest import SAMPLE_CLIP
 
 

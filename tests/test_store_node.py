@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import zmq
+from veilcam.camera_node.protect import Epoch
+from veilcam.common.format import Ack, AckStatus, FrameMessage
+from veilcam.common.home import Home
+from veilcam.common.signing import TrustedCameras, load_signing_key
+from veilcam.common.transport import curve_pair, make_client
 
-from camera_node.protect import Epoch
-from common.format import Ack, AckStatus, FrameMessage
-from common.home import Home
-from common.signing import TrustedCameras, load_signing_key
-from common.transport import curve_pair, make_client
 from tests.conftest import SAMPLE_CLIP, make_home
 from tests.factory import Camera
 
@@ -98,6 +98,7 @@ def test_store_rejects_bad_frames_and_keeps_running(store) -> None:
 
     # a validly signed frame with an old sequence number but other content: replay
     from tests.factory import textured
+
     cam.seq, cam.prev, cam.epoch = 0, bytes(32), Epoch.new()
     ack = _send(dealer, cam.frame(image=textured(seed=9)).to_parts())
     assert ack.status == AckStatus.REJECTED and "replayed or reordered" in ack.reason
@@ -112,13 +113,15 @@ def test_store_rejects_bad_frames_and_keeps_running(store) -> None:
 
 
 def test_full_disk_stops_accepting_with_a_clear_error_and_loses_nothing_acknowledged(
-        tmp_path, procs) -> None:
+    tmp_path, procs
+) -> None:
     """The store's files may not grow past 1.5 MB (RLIMIT_FSIZE, as on a full disk)."""
     import resource
     import signal as sig
     import subprocess
 
     from tests.conftest import ROOT, run_cli, veilcam_cmd
+
     home = make_home(tmp_path, SAMPLE_CLIP)
 
     def limit() -> None:
@@ -126,15 +129,21 @@ def test_full_disk_stops_accepting_with_a_clear_error_and_loses_nothing_acknowle
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))
 
     log = open(tmp_path / "store.log", "w")
-    store = subprocess.Popen(veilcam_cmd("store", "--home", str(home)), stdout=log,
-                             stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=limit)
+    store = subprocess.Popen(
+        veilcam_cmd("store", "--home", str(home)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        preexec_fn=limit,
+    )
     try:
         procs.tmp = tmp_path
         procs.wait_for_log("store", "store ready")
         cfg = home / "config" / "camera.toml"
         cfg.write_text(cfg.read_text().replace("[store]\n", "[store]\ndrain_timeout_s = 4\n", 1))
-        camera = run_cli("camera", "--home", str(home), "--max-frames", "120", "--no-pace",
-                         timeout=120)
+        camera = run_cli(
+            "camera", "--home", str(home), "--max-frames", "120", "--no-pace", timeout=120
+        )
         assert camera.returncode == 3, camera.stderr  # not everything could be acknowledged
         assert store.poll() is None, "the store must keep running"
     finally:
@@ -151,7 +160,8 @@ def test_full_disk_stops_accepting_with_a_clear_error_and_loses_nothing_acknowle
 
 
 def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_one(
-        tmp_path, procs) -> None:
+    tmp_path, procs
+) -> None:
     """Disk full: frame #3 does not fit, the smaller #4 would. The store must not archive #4
     (then #3 could never be: a replay) but wait, unacknowledged, until #3 is written."""
     import resource
@@ -160,6 +170,7 @@ def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_o
 
     from tests.conftest import ROOT, run_cli, veilcam_cmd
     from tests.factory import textured
+
     home = make_home(tmp_path, SAMPLE_CLIP)
     limit = 700_000  # three 200 kB frames fit in the segment file, a fourth does not
 
@@ -168,15 +179,21 @@ def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_o
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
     log = open(tmp_path / "store.log", "w")
-    store = subprocess.Popen(veilcam_cmd("store", "--home", str(home)), stdout=log,
-                             stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=limited)
+    store = subprocess.Popen(
+        veilcam_cmd("store", "--home", str(home)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        preexec_fn=limited,
+    )
     h = Home(home)
     dealer = zmq.Context.instance().socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     try:
         procs.wait_for_log("store", "store ready")
-        make_client(dealer, curve_pair(h.transport_key("camera", "cam1")),
-                    h.store_identity().transport_key)
+        make_client(
+            dealer, curve_pair(h.transport_key("camera", "cam1")), h.store_identity().transport_key
+        )
         dealer.connect(h.store_config().store.ingest_bind)
         cam = Camera("cam1")
         cam.key = load_signing_key(h.camera_key_path("cam1"))
@@ -188,8 +205,9 @@ def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_o
         for frame in (big[3], small):  # #3 fails (file too large); #4 must wait for it
             dealer.send_multipart(frame.to_parts())
             assert not dealer.poll(1500), "a frame was acknowledged on a full disk"
-        resource.prlimit(store.pid, resource.RLIMIT_FSIZE,
-                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # space is back
+        resource.prlimit(
+            store.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        )  # space is back
         assert _send(dealer, big[3].to_parts()).status == AckStatus.STORED  # resent in order
         assert _send(dealer, small.to_parts()).status == AckStatus.STORED
     finally:
@@ -199,9 +217,14 @@ def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_o
     text = (tmp_path / "store.log").read_text()
     assert "cannot write to the archive" in text and "Traceback" not in text
     import sqlite3
+
     db = sqlite3.connect(h.archive_dir() / "index.sqlite3")
-    in_file_order = [seq for (seq,) in db.execute(
-        "SELECT seq FROM frames WHERE camera='cam1' ORDER BY segment_id, offset")]
+    in_file_order = [
+        seq
+        for (seq,) in db.execute(
+            "SELECT seq FROM frames WHERE camera='cam1' ORDER BY segment_id, offset"
+        )
+    ]
     db.close()
     assert in_file_order == [0, 1, 2, 3, 4]
     # verify finds no gap and nothing reordered (the factory's frames carry 2023 capture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from veilcam.common.home import Home
 
-from common.home import Home
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home
 
 
@@ -22,8 +22,12 @@ def _get(url: str, cookie: str = "") -> tuple[int, bytes, dict]:
 
 
 def _post(url: str, doc: dict) -> tuple[int, dict, dict]:
-    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(doc).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
@@ -36,7 +40,7 @@ def _first_mjpeg_part(url: str) -> bytes:
         assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
         assert resp.readline().strip() == b"--veilcamframe"
         headers = {}
-        while (line := resp.readline().strip()):
+        while line := resp.readline().strip():
             key, value = line.decode().split(":", 1)
             headers[key.lower()] = value.strip()
         return resp.read(int(headers["content-length"]))
@@ -90,25 +94,26 @@ def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
         previous = latest.get("seq")
         time.sleep(0.5)
     public = cv2.imdecode(np.frombuffer(_get(base + "/snapshot/cam1.jpg")[1], np.uint8), 1)
-    unlocked = cv2.imdecode(np.frombuffer(_get(base + "/snapshot/cam1.jpg", cookie)[1],
-                                          np.uint8), 1)
+    unlocked = cv2.imdecode(
+        np.frombuffer(_get(base + "/snapshot/cam1.jpg", cookie)[1], np.uint8), 1
+    )
     assert latest["zones"] >= 1
     diff = np.abs(public.astype(int) - unlocked.astype(int)).mean(axis=2)
     assert diff.max() > 60  # zones differ...
     assert np.median(diff) < 3  # ...the rest is the same picture
     assert PASSWORD not in procs.log("viewer")
     # playback from the archive, unlocked for this session
-    played = cv2.imdecode(np.frombuffer(_first_mjpeg_part(base + "/stream/cam1.mjpg?from=start"),
-                                        np.uint8), 1)
+    played = cv2.imdecode(
+        np.frombuffer(_first_mjpeg_part(base + "/stream/cam1.mjpg?from=start"), np.uint8), 1
+    )
     assert played.shape == (360, 640, 3)
 
 
 def test_unlocked_sessions_expire_when_idle_and_at_their_maximum_age() -> None:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    from common.keywrap import Identity
-    from viewer.unlock import Unlocker
-    from viewer.web import Sessions
+    from veilcam.common.keywrap import Identity
+    from veilcam.viewer.unlock import Unlocker
+    from veilcam.viewer.web import Sessions
 
     def unlocker() -> Unlocker:
         return Unlocker(Identity("alice", X25519PrivateKey.generate()), lambda cam, epoch: None)
@@ -144,8 +149,9 @@ def _wait_status(base: str, ok, timeout: float = 30) -> dict:
     raise AssertionError(f"status never satisfied the condition: {cam}")
 
 
-def test_renewed_camera_certificate_and_revoked_user_in_a_running_viewer(tmp_path: Path,
-                                                                         procs) -> None:
+def test_renewed_camera_certificate_and_revoked_user_in_a_running_viewer(
+    tmp_path: Path, procs
+) -> None:
     """Issue 17: a running web viewer reloads certificates as the store does (renewing a
     camera certificate does not leave it on VERIFICATION FAILED), and a revoked user who
     unlocks is told so, in the API and on the command line, instead of a bare success."""
@@ -165,8 +171,20 @@ def test_renewed_camera_certificate_and_revoked_user_in_a_running_viewer(tmp_pat
     assert "cam1" in doc["no_grant"] and "revoked" in doc["warning"], doc
     cookie = _post(base + "/api/unlock", {"user": "alice", "password": PASSWORD})
     assert cookie[0] == 200 and cookie[1]["no_grant"] == {} and "warning" not in cookie[1]
-    r = run_cli("view", "--home", str(home), "--headless", "--out", str(tmp_path / "bob"),
-                "--frames", "3", "--user", "bob", "--password-stdin", stdin=PASSWORD + "\n")
+    r = run_cli(
+        "view",
+        "--home",
+        str(home),
+        "--headless",
+        "--out",
+        str(tmp_path / "bob"),
+        "--frames",
+        "3",
+        "--user",
+        "bob",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
     assert r.returncode == 0, r.stderr
     assert "unlocked as bob, but access to camera cam1 was revoked" in r.stderr, r.stderr
 

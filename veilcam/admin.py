@@ -8,15 +8,15 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from common.errors import VeilcamError
-from common.format import ZoneClass
-from common.grants import sign_grant, write_grant
-from common.home import Home, issue_identity
-from common.keystore import create_keystore, parse_keystore
-from common.keywrap import key_id_of
-from common.passwordinput import check_password_strength
-from common.pki import build_crl, load_cert, save_crl
-from store_node.accounts import AccountStore
+from veilcam.common.errors import VeilcamError
+from veilcam.common.format import ZoneClass
+from veilcam.common.grants import sign_grant, write_grant
+from veilcam.common.home import Home, issue_identity
+from veilcam.common.keystore import create_keystore, parse_keystore
+from veilcam.common.keywrap import key_id_of
+from veilcam.common.passwordinput import check_password_strength
+from veilcam.common.pki import build_crl, load_cert, save_crl
+from veilcam.store_node.accounts import AccountStore
 
 
 def add_user(home: Home, name: str, password: str) -> Path:
@@ -32,9 +32,14 @@ def add_user(home: Home, name: str, password: str) -> Path:
         accounts.close()
     ca_key = home.ca_key()
     for camera in [c.name for c in home.node_identities("camera")]:
-        write_grant(home.grants_dir, name, camera,
-                    sign_grant(ca_key, name, camera, ZoneClass.grantable(), ks.public_raw,
-                               ks.pq_public_raw))
+        write_grant(
+            home.grants_dir,
+            name,
+            camera,
+            sign_grant(
+                ca_key, name, camera, ZoneClass.grantable(), ks.public_raw, ks.pq_public_raw
+            ),
+        )
     return home.keystore_path(name)
 
 
@@ -63,55 +68,71 @@ def user_public_keys(home: Home, name: str, key_id: str | None = None) -> tuple[
                 f"{home.accounts_path}. Create the user here ('veilcam user add'), or have "
                 "them run 'veilcam register' and grant from a home holding the store's "
                 "accounts/ folder (with --key-id, the id register printed), or copy their "
-                "users/NAME/keystore.json here (its private keys are sealed)")
+                "users/NAME/keystore.json here (its private keys are sealed)"
+            )
     public = base64.b64decode(doc["public_key"])
     actual = key_id_of(public).hex()
     if key_id is not None and key_id.lower().replace(":", "") != actual:
-        raise VeilcamError(f"user {name!r} on the store has key id {actual}, not {key_id}: "
-                           "do not grant (someone else may have registered this name)")
+        raise VeilcamError(
+            f"user {name!r} on the store has key id {actual}, not {key_id}: "
+            "do not grant (someone else may have registered this name)"
+        )
     if key_id is None and not home.keystore_path(name).exists():
-        raise VeilcamError(f"user {name!r} is known only from the store's directory: confirm "
-                           f"their key with --key-id (the user sees it when registering; the "
-                           f"store says {actual})")
+        raise VeilcamError(
+            f"user {name!r} is known only from the store's directory: confirm "
+            f"their key with --key-id (the user sees it when registering; the "
+            f"store says {actual})"
+        )
     return public, base64.b64decode(doc["pq_public_key"])
 
 
-def grant(home: Home, name: str, camera: str, classes: list[ZoneClass],
-          key_id: str | None = None) -> Path:
+def grant(
+    home: Home, name: str, camera: str, classes: list[ZoneClass], key_id: str | None = None
+) -> Path:
     _check_known_camera(home, camera)
     public, pq_public = user_public_keys(home, name, key_id)
-    return write_grant(home.grants_dir, name, camera,
-                       sign_grant(home.ca_key(), name, camera, classes, public, pq_public))
+    return write_grant(
+        home.grants_dir,
+        name,
+        camera,
+        sign_grant(home.ca_key(), name, camera, classes, public, pq_public),
+    )
 
 
 def _check_known_camera(home: Home, camera: str) -> None:
     """A grant for a camera the deployment has no certificate for opens nothing (a typo like
     'doorr' used to succeed silently)."""
-    from common.format import FormatError, validate_camera_id
+    from veilcam.common.format import FormatError, validate_camera_id
 
     try:
         validate_camera_id(camera)
     except FormatError as exc:
         raise VeilcamError(str(exc)) from None
     if not home.cert_path("camera", camera).is_file():
-        known = sorted(p.name[len("camera-"):-len(".crt")]
-                       for p in home.certs_dir.glob("camera-*.crt"))
-        raise VeilcamError(f"camera {camera!r} is not part of this deployment (no "
-                           f"{home.cert_path('camera', camera)}); known cameras: "
-                           f"{', '.join(known) or 'none'} ('veilcam cert issue camera:NAME' "
-                           "adds one)")
+        known = sorted(
+            p.name[len("camera-") : -len(".crt")] for p in home.certs_dir.glob("camera-*.crt")
+        )
+        raise VeilcamError(
+            f"camera {camera!r} is not part of this deployment (no "
+            f"{home.cert_path('camera', camera)}); known cameras: "
+            f"{', '.join(known) or 'none'} ('veilcam cert issue camera:NAME' "
+            "adds one)"
+        )
 
 
 def revoke(home: Home, name: str, camera: str) -> Path:
     public, pq_public = _any_public_keys(home, name)
-    return write_grant(home.grants_dir, name, camera,
-                       sign_grant(home.ca_key(), name, camera, [], public, pq_public,
-                                  revoked=True))
+    return write_grant(
+        home.grants_dir,
+        name,
+        camera,
+        sign_grant(home.ca_key(), name, camera, [], public, pq_public, revoked=True),
+    )
 
 
 def _any_public_keys(home: Home, name: str) -> tuple[bytes, bytes]:
     """For a revocation, any known key will do: a revocation grants nothing."""
-    from common.grants import grant_path
+    from veilcam.common.grants import grant_path
 
     path = grant_path(home.grants_dir, name, "")
     for existing in sorted(home.grants_dir.glob(f"{name}@*.grant.json")) or [path]:
@@ -130,7 +151,7 @@ def reseal_keystore(doc: dict, old_password: str, new_password: str) -> dict:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from common.keystore import KdfParams, _aad, _b64, derive_secrets, keystore_kdf, unseal
+    from veilcam.common.keystore import KdfParams, _aad, _b64, derive_secrets, keystore_kdf, unseal
 
     identity = unseal(doc, derive_secrets(old_password, keystore_kdf(doc)).sealing_key)
     if new_password == old_password:
@@ -138,9 +159,14 @@ def reseal_keystore(doc: dict, old_password: str, new_password: str) -> dict:
     check_password_strength(new_password, doc["user"])
     if identity.pq_private_key is None:
         raise VeilcamError("the keystore has no post-quantum key: cannot re-seal it")
-    secret = identity.private_key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-        serialization.NoEncryption()) + identity.pq_private_key.private_bytes_raw()
+    secret = (
+        identity.private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        + identity.pq_private_key.private_bytes_raw()
+    )
     kdf = KdfParams(os.urandom(16))
     new = {k: v for k, v in doc.items() if k not in ("nonce", "ciphertext")}
     new["kdf"] = kdf.to_json()
@@ -157,7 +183,7 @@ def change_password(home: Home, name: str, old_password: str, new_password: str)
     the store has no query for it yet (docs/GUIDE.md, 'Users')."""
     import json as _json
 
-    from common.secretfiles import write_secret
+    from veilcam.common.secretfiles import write_secret
 
     path = home.keystore_path(name)
     if not path.exists():
@@ -171,16 +197,20 @@ def change_password(home: Home, name: str, old_password: str, new_password: str)
 def check_node_name(role: str, name: str) -> None:
     """A node name follows the camera-id rules (it is a camera id, a certificate CN and part
     of file names): 1-64 of [A-Za-z0-9_.-], starting with a letter or digit."""
-    from common.format import CAMERA_ID_RE
+    from veilcam.common.format import CAMERA_ID_RE
 
     if not isinstance(name, str) or not CAMERA_ID_RE.fullmatch(name):
-        raise VeilcamError(f"invalid {role} name {name!r}: 1-64 characters of letters, digits, "
-                           "'_', '.', '-', starting with a letter or digit")
+        raise VeilcamError(
+            f"invalid {role} name {name!r}: 1-64 characters of letters, digits, "
+            "'_', '.', '-', starting with a letter or digit"
+        )
 
 
 def _write_crl(home: Home, revoked: set[int], superseded: dict[int, dt.datetime]) -> None:
-    save_crl(home.crl_path, build_crl(home.ca_key(), load_cert(home.ca_cert_path),
-                                      sorted(revoked), superseded))
+    save_crl(
+        home.crl_path,
+        build_crl(home.ca_key(), load_cert(home.ca_cert_path), sorted(revoked), superseded),
+    )
 
 
 def reissue_identity(home: Home, role: str, name: str, days: float = 365) -> Path:

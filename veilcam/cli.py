@@ -14,23 +14,25 @@ import os
 import sys
 from pathlib import Path
 
-from common.errors import VeilcamError
+from veilcam.common.errors import VeilcamError
 
 log = logging.getLogger("veilcam")
 
 EXIT_USAGE = 2
 
 
-def _read_password(args: argparse.Namespace, prompt: str = "Password: ",
-                   confirm: bool = False) -> str:
+def _read_password(
+    args: argparse.Namespace, prompt: str = "Password: ", confirm: bool = False
+) -> str:
     """One password: without echo on a terminal (twice with ``confirm``), else one line of
     standard input without its line ending (common.passwordinput)."""
-    from common.passwordinput import read_password
+    from veilcam.common.passwordinput import read_password
 
     return read_password(args.password_stdin, prompt=prompt, confirm=confirm)
 
 
 # argparse types: a bad value is refused up front with what is wrong (exit 2, no traceback)
+
 
 def _count(text: str) -> int:
     try:
@@ -61,6 +63,7 @@ def _port_in(low: int, high: int):
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be {low}..{high}, not {value}")
         return value
+
     return port
 
 
@@ -74,28 +77,31 @@ def _output_file(text: str) -> str:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot create the folder {folder}: "
-                                         f"{exc.strerror or exc}") from None
+        raise argparse.ArgumentTypeError(
+            f"cannot create the folder {folder}: {exc.strerror or exc}"
+        ) from None
     return text
 
 
 # --------------------------------------------------------------------------- commands
 
+
 def cmd_init(args: argparse.Namespace) -> int:
-    from common.home import init_home
-    from sample_videos import DEMO_CLIP
+    from veilcam.common.home import init_home
+    from veilcam.sample_videos import DEMO_CLIP
 
     source = args.source if args.source is not None else str(DEMO_CLIP)
-    home = init_home(Path(args.home), args.camera_id, source, args.port_base, args.web_port,
-                     args.loop)
+    home = init_home(
+        Path(args.home), args.camera_id, source, args.port_base, args.web_port, args.loop
+    )
     print(f"created veilcam home {home.root} (camera {args.camera_id}, source {source})")
     print(f"next: veilcam user add NAME --home {home.root} --password-stdin")
     return 0
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from common.home import open_home
     from veilcam.admin import add_user
+    from veilcam.common.home import open_home
 
     home = open_home(args.home)
     password = _read_password(args, f"New password for {args.name}: ", confirm=True)
@@ -105,157 +111,197 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
-    from common.home import check_user_name, open_home
     from veilcam.admin import change_password
+    from veilcam.common.home import check_user_name, open_home
 
     home = open_home(args.home)
     check_user_name(args.name)
     old = _read_password(args, f"Current password of {args.name}: ")
     new = _read_password(args, f"New password for {args.name}: ", confirm=True)
     path = change_password(home, args.name, old, new)
-    print(f"re-sealed {path} under the new password (same keys: grants and archived footage "
-          "stay open to the user)")
-    print(f"note: the store's account of {args.name} still opens with the OLD password (the "
-          "store has no password-change query yet), so log-ins from viewers (browser page, "
-          "--user) keep using the old one; see docs/GUIDE.md, 'Users'", file=sys.stderr)
+    print(
+        f"re-sealed {path} under the new password (same keys: grants and archived footage "
+        "stay open to the user)"
+    )
+    print(
+        f"note: the store's account of {args.name} still opens with the OLD password (the "
+        "store has no password-change query yet), so log-ins from viewers (browser page, "
+        "--user) keep using the old one; see docs/GUIDE.md, 'Users'",
+        file=sys.stderr,
+    )
     return 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from common.home import open_home
-    from common.passwordinput import check_password_strength
-    from viewer.login import register
+    from veilcam.common.home import open_home
+    from veilcam.common.passwordinput import check_password_strength
+    from veilcam.viewer.login import register
 
     home = open_home(args.home)
     password = _read_password(args, f"New password for {args.name}: ", confirm=True)
     check_password_strength(password, args.name)  # as 'user add': WeakPasswordError says why
     ks = register(home, args.name, password)
-    from common.keywrap import key_id_of
+    from veilcam.common.keywrap import key_id_of
 
     key_id = key_id_of(ks.public_raw).hex()
-    print(f"registered {args.name} on the store; your key id is {key_id}\n"
-          f"give it to the admin, who grants access with 'veilcam grant {args.name} "
-          f"--camera CAMERA --key-id {key_id} --home HOME'")
+    print(
+        f"registered {args.name} on the store; your key id is {key_id}\n"
+        f"give it to the admin, who grants access with 'veilcam grant {args.name} "
+        f"--camera CAMERA --key-id {key_id} --home HOME'"
+    )
     return 0
 
 
 def cmd_grant(args: argparse.Namespace) -> int:
-    from common.format import ZoneClass
-    from common.home import open_home
     from veilcam.admin import grant
+    from veilcam.common.format import ZoneClass
+    from veilcam.common.home import open_home
 
     home = open_home(args.home)
     try:
-        classes = [ZoneClass.from_label(c) for c in args.zones.split(",")] \
-            if args.zones is not None \
+        classes = (
+            [ZoneClass.from_label(c) for c in args.zones.split(",")]
+            if args.zones is not None
             else ZoneClass.grantable()
+        )
     except ValueError as exc:
         raise VeilcamError(f"--zones: {exc}") from None
     path = grant(home, args.name, args.camera, classes, args.key_id)
-    print(f"granted {args.name} {', '.join(c.label for c in classes)} on camera {args.camera} "
-          f"({path}); the camera starts a new key epoch when it sees the change")
+    print(
+        f"granted {args.name} {', '.join(c.label for c in classes)} on camera {args.camera} "
+        f"({path}); the camera starts a new key epoch when it sees the change"
+    )
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from common.home import open_home
     from veilcam.admin import revoke
+    from veilcam.common.home import open_home
 
     home = open_home(args.home)
     revoke(home, args.name, args.camera)
-    print(f"revoked {args.name} on camera {args.camera}: nothing from the camera's next key "
-          "epoch on will open for them")
+    print(
+        f"revoked {args.name} on camera {args.camera}: nothing from the camera's next key "
+        "epoch on will open for them"
+    )
     return 0
 
 
 def cmd_cert(args: argparse.Namespace) -> int:
-    from common.home import open_home
     from veilcam.admin import check_node_name, reissue_identity, revoke_node
+    from veilcam.common.home import open_home
 
     home = open_home(args.home)
     role, _, name = args.node.partition(":")
     if role not in ("camera", "store", "viewer") or not name:
-        raise VeilcamError(f"name the node as ROLE:NAME (camera:door, viewer:viewer), "
-                           f"not {args.node!r}")
+        raise VeilcamError(
+            f"name the node as ROLE:NAME (camera:door, viewer:viewer), not {args.node!r}"
+        )
     check_node_name(role, name)
     if args.cert_command == "issue" and not 0 < args.days <= 36500:
         raise VeilcamError(f"--days must be more than 0 and at most 36500, not {args.days:g}")
     if args.cert_command == "revoke":
         serial = revoke_node(home, role, name)
-        print(f"revoked the certificate of {role}:{name} (serial {serial:x}); nodes reload "
-              "the revocation list within seconds")
+        print(
+            f"revoked the certificate of {role}:{name} (serial {serial:x}); nodes reload "
+            "the revocation list within seconds"
+        )
     else:
         replaced = home.cert_path(role, name).exists()
         path = reissue_identity(home, role, name, args.days)
-        print(f"issued {path} (valid {args.days:g} days) with new keys for {role}:{name}"
-              + ("; the certificate it replaces is valid only for what it signed before now"
-                 if replaced else ""))
+        print(
+            f"issued {path} (valid {args.days:g} days) with new keys for {role}:{name}"
+            + (
+                "; the certificate it replaces is valid only for what it signed before now"
+                if replaced
+                else ""
+            )
+        )
     return 0
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    from common.home import open_home
-    from common.lifecycle import StopFlag
-    from store_node.node import StoreNode
+    from veilcam.common.home import open_home
+    from veilcam.common.lifecycle import StopFlag
+    from veilcam.store_node.node import StoreNode
 
     stop = StopFlag().install()
     return StoreNode(open_home(args.home), stop, args.stats_out, args.metrics_port).run()
 
 
 def cmd_camera(args: argparse.Namespace) -> int:
-    from camera_node.node import CameraNode
-    from common.config import CameraConfig, load_config
-    from common.home import open_home
-    from common.lifecycle import StopFlag
+    from veilcam.camera_node.node import CameraNode
+    from veilcam.common.config import CameraConfig, load_config
+    from veilcam.common.home import open_home
+    from veilcam.common.lifecycle import StopFlag
 
     home = open_home(args.home)
     cfg = load_config(Path(args.config), CameraConfig) if args.config else home.camera_config()
     if args.no_pace:
         cfg = cfg.model_copy(update={"camera": cfg.camera.model_copy(update={"pace": False})})
     stop = StopFlag().install()
-    node = CameraNode(home, cfg, source_override=args.source,
-                      loop_override=True if args.loop else None, max_frames=args.max_frames,
-                      stop=stop, stats_out=args.stats_out, metrics_port=args.metrics_port)
+    node = CameraNode(
+        home,
+        cfg,
+        source_override=args.source,
+        loop_override=True if args.loop else None,
+        max_frames=args.max_frames,
+        stop=stop,
+        stats_out=args.stats_out,
+        metrics_port=args.metrics_port,
+    )
     return node.run()
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from common.home import open_home
-    from common.keystore import open_keystore
-    from common.lifecycle import StopFlag
+    from veilcam.common.home import open_home
+    from veilcam.common.keystore import open_keystore
+    from veilcam.common.lifecycle import StopFlag
 
     home = open_home(args.home)
     stop = StopFlag().install()
     if args.headless:
-        from viewer.headless import run_headless
+        from veilcam.viewer.headless import run_headless
 
         identity = None
         if args.keystore:
             identity = open_keystore(Path(args.keystore), _read_password(args))
         elif args.user:
-            from viewer.login import login
+            from veilcam.viewer.login import login
 
             identity = login(home, args.user, _read_password(args))
         if not args.out:
             raise VeilcamError("--headless needs --out DIR")
         if args.camera:
-            from common.format import validate_camera_id
+            from veilcam.common.format import validate_camera_id
 
             validate_camera_id(args.camera)
         cameras = [args.camera] if args.camera else None
         from_us = None
         if args.from_:
-            from viewer.playback import parse_time
+            from veilcam.viewer.playback import parse_time
 
             from_us = parse_time(args.from_)
             if cameras is None and len(home.trusted_cameras().camera_ids) == 1:
                 cameras = home.trusted_cameras().camera_ids
-        return run_headless(home, Path(args.out), args.frames, identity, cameras, args.timeout,
-                            stop, from_us, args.max_age, write_images=not args.no_images)
+        return run_headless(
+            home,
+            Path(args.out),
+            args.frames,
+            identity,
+            cameras,
+            args.timeout,
+            stop,
+            from_us,
+            args.max_age,
+            write_images=not args.no_images,
+        )
     if args.user:
-        raise VeilcamError("in the browser viewer, unlock from the page (the password never "
-                           "goes through the command line); --user is for --headless")
-    from viewer.web import run_web
+        raise VeilcamError(
+            "in the browser viewer, unlock from the page (the password never "
+            "goes through the command line); --user is for --headless"
+        )
+    from veilcam.viewer.web import run_web
 
     return run_web(home, host=args.host, port=args.port, stop=stop, max_age_s=args.max_age)
 
@@ -266,9 +312,9 @@ EXIT_SELF_CERTIFIED = 3
 def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0 intact under a trusted CA, 1 problems, 2 cannot run, 3 self-certified (an
     evidence bundle checked without --trust: it verifies only against the CA it carries)."""
-    from common.home import Home
-    from common.pki import ca_fingerprint, load_cert
-    from store_node.audit import audit_archive, format_report
+    from veilcam.common.home import Home
+    from veilcam.common.pki import ca_fingerprint, load_cert
+    from veilcam.store_node.audit import audit_archive, format_report
 
     target = Path(args.target).expanduser().resolve()
     is_bundle = (target / "manifest.json").exists()
@@ -287,23 +333,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
         home = Home(target)
         archive = target / "archive" if is_bundle else home.archive_dir()
     else:
-        raise VeilcamError(f"{target} is not a veilcam home; to verify a bare archive give "
-                           "the home whose certificates to trust with --trust HOME")
+        raise VeilcamError(
+            f"{target} is not a veilcam home; to verify a bare archive give "
+            "the home whose certificates to trust with --trust HOME"
+        )
     if not home.ca_cert_path.exists():
-        raise VeilcamError(f"{home.root} has no deployment CA certificate "
-                           f"({home.ca_cert_path})")
+        raise VeilcamError(f"{home.root} has no deployment CA certificate ({home.ca_cert_path})")
     self_certified = is_bundle and not args.trust
     ca_sha = ca_fingerprint(load_cert(home.ca_cert_path))
     trust = home.trusted_cameras(history=True)
-    from common.progress import Progress
+    from veilcam.common.progress import Progress
 
     with Progress("verify", unit="bytes") as bar:  # a bar on a terminal, else a line per 10 s
-        report = audit_archive(archive, trust, lambda done, total, records: bar.update(
-            done, total, f"{records} records"))
+        report = audit_archive(
+            archive,
+            trust,
+            lambda done, total, records: bar.update(done, total, f"{records} records"),
+        )
     bundle_problems: list[str] = []
     video_note = ""
     if is_bundle:  # an evidence bundle: its files must match too
-        from viewer.export import check_bundle_files, video_coverage_note
+        from veilcam.viewer.export import check_bundle_files, video_coverage_note
 
         bundle_problems = check_bundle_files(target)
         video_note = video_coverage_note(target)
@@ -314,17 +364,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
         verdict, code = "SELF_CERTIFIED", EXIT_SELF_CERTIFIED
     else:
         verdict, code = "INTACT", 0
-    anchor = ("the CA carried by the bundle itself (no --trust)" if self_certified else
-              f"the CA of {home.root}" + (" (--trust)" if args.trust else
-                                          " (the home verified; no --trust)"))
+    anchor = (
+        "the CA carried by the bundle itself (no --trust)"
+        if self_certified
+        else f"the CA of {home.root}"
+        + (" (--trust)" if args.trust else " (the home verified; no --trust)")
+    )
     if args.json:
         doc = report.to_dict()
-        doc.update(intact=intact, verdict=verdict, self_certified=self_certified,
-                   trust_anchor={"ca_sha256": ca_sha, "source": anchor,
-                                 "home": str(home.root)})
+        doc.update(
+            intact=intact,
+            verdict=verdict,
+            self_certified=self_certified,
+            trust_anchor={"ca_sha256": ca_sha, "source": anchor, "home": str(home.root)},
+        )
         if is_bundle:
-            doc.update(bundle_problems=bundle_problems, ca_sha256=ca_sha,
-                       video_covered_by_signatures=False, video_note=video_note)
+            doc.update(
+                bundle_problems=bundle_problems,
+                ca_sha256=ca_sha,
+                video_covered_by_signatures=False,
+                video_note=video_note,
+            )
         print(json.dumps(doc, indent=2))
         return code
     print(format_report(report, verdict=False))
@@ -336,44 +396,52 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if verdict == "NOT_INTACT":
         print(f"NOT INTACT: {len(report.problems) + len(bundle_problems)} problem(s)")
     elif verdict == "SELF_CERTIFIED":
-        print(f"SELF-CERTIFIED: every record verifies, but only against the CA the bundle "
-              f"carries itself (SHA-256 {ca_sha}), which anyone can make with 'veilcam init'. "
-              "Compare that fingerprint with the deployment's CA certificate, or verify with "
-              "--trust HOME (exit 3)")
+        print(
+            f"SELF-CERTIFIED: every record verifies, but only against the CA the bundle "
+            f"carries itself (SHA-256 {ca_sha}), which anyone can make with 'veilcam init'. "
+            "Compare that fingerprint with the deployment's CA certificate, or verify with "
+            "--trust HOME (exit 3)"
+        )
     else:
         what = "evidence bundle records" if is_bundle else "every record"
-        print(f"INTACT: {what} verified under the CA {ca_sha[:16]}..., chains complete"
-              + ("; the video is not covered by the signatures (see above)" if is_bundle else ""))
+        print(
+            f"INTACT: {what} verified under the CA {ca_sha[:16]}..., chains complete"
+            + ("; the video is not covered by the signatures (see above)" if is_bundle else "")
+        )
     return code
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from common.home import open_home
-    from viewer.export import export
-    from viewer.login import login
-    from viewer.playback import parse_time
-    from viewer.private import make_private, private_umask
+    from veilcam.common.home import open_home
+    from veilcam.viewer.export import export
+    from veilcam.viewer.login import login
+    from veilcam.viewer.playback import parse_time
+    from veilcam.viewer.private import make_private, private_umask
 
     home = open_home(args.home)
     identity = login(home, args.user, _read_password(args)) if args.user else None
     out = Path(args.out)
     if identity:  # unlocked: the MP4 shows what the zones hide; owner-only (0600/0700)
         with private_umask():
-            manifest = export(home, args.camera, parse_time(args.from_), parse_time(args.to),
-                              out, identity)
+            manifest = export(
+                home, args.camera, parse_time(args.from_), parse_time(args.to), out, identity
+            )
         make_private(out)
         make_private(out.with_name(out.name + ".bundle"))
     else:
-        manifest = export(home, args.camera, parse_time(args.from_), parse_time(args.to), out,
-                          identity)
-    print(f"wrote {args.out} ({manifest['frames']} frames, "
-          f"{'unlocked for ' + identity.name if identity else 'redacted'}) and "
-          f"{args.out}.bundle/ (verify it anywhere with 'veilcam verify {args.out}.bundle')")
+        manifest = export(
+            home, args.camera, parse_time(args.from_), parse_time(args.to), out, identity
+        )
+    print(
+        f"wrote {args.out} ({manifest['frames']} frames, "
+        f"{'unlocked for ' + identity.name if identity else 'redacted'}) and "
+        f"{args.out}.bundle/ (verify it anywhere with 'veilcam verify {args.out}.bundle')"
+    )
     return 0
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
-    from camera_node.models import YUNET_URL, fetch_yunet
+    from veilcam.camera_node.models import YUNET_URL, fetch_yunet
 
     path = fetch_yunet(args.url or YUNET_URL)
     print(f"YuNet face model ready at {path} (sha256 checked)")
@@ -387,7 +455,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config_docs(args: argparse.Namespace) -> int:
-    from common.configdocs import render_config_docs
+    from veilcam.common.configdocs import render_config_docs
 
     text = render_config_docs()
     if args.out:
@@ -405,24 +473,37 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="veilcam", description="Privacy-preserving security "
-                                "camera: redacted public stream, encrypted signed zones.")
+    p = argparse.ArgumentParser(
+        prog="veilcam",
+        description="Privacy-preserving security "
+        "camera: redacted public stream, encrypted signed zones.",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("init", help="create a deployment home (configs, identities, archive)")
     s.add_argument("home", help="the folder to create (must not hold a deployment yet)")
-    s.add_argument("--camera-id", default="cam1",
-                   help="id of the first camera: 1-64 letters, digits, '_', '.', '-' "
-                   "(default: cam1)")
+    s.add_argument(
+        "--camera-id",
+        default="cam1",
+        help="id of the first camera: 1-64 letters, digits, '_', '.', '-' (default: cam1)",
+    )
     s.add_argument("--source", help="camera source (default: the bundled sample clip)")
     s.add_argument("--loop", action="store_true", help="loop a file source")
-    s.add_argument("--port-base", type=_port_base, default=7700,
-                   help="store ports: ingest, relay, query = base, base+1, base+2 "
-                   "(default: 7700)")
-    s.add_argument("--web-port", type=_port, default=7780,
-                   help="port of the browser viewer page on 127.0.0.1 (default: 7780)")
+    s.add_argument(
+        "--port-base",
+        type=_port_base,
+        default=7700,
+        help="store ports: ingest, relay, query = base, base+1, base+2 (default: 7700)",
+    )
+    s.add_argument(
+        "--web-port",
+        type=_port,
+        default=7780,
+        help="port of the browser viewer page on 127.0.0.1 (default: 7780)",
+    )
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("user", help="manage users")
@@ -430,17 +511,26 @@ def build_parser() -> argparse.ArgumentParser:
     u = usub.add_parser("add", help="create a user and grant every camera")
     u.add_argument("name", help="the user's name")
     u.add_argument("--home", required=True, help=HELP_HOME)
-    u.add_argument("--password-stdin", action="store_true",
-                   help="read the new password from standard input (one line; on a terminal: "
-                   "asked twice, not echoed)")
+    u.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the new password from standard input (one line; on a terminal: "
+        "asked twice, not echoed)",
+    )
     u.set_defaults(func=cmd_user_add)
-    u = usub.add_parser("passwd", help="change a user's password (re-seals their keystore in "
-                        "this home; the store's account keeps the old one, see docs/GUIDE.md)")
+    u = usub.add_parser(
+        "passwd",
+        help="change a user's password (re-seals their keystore in "
+        "this home; the store's account keeps the old one, see docs/GUIDE.md)",
+    )
     u.add_argument("name", help="the user's name")
     u.add_argument("--home", required=True, help=HELP_HOME)
-    u.add_argument("--password-stdin", action="store_true",
-                   help="read the current password, then the new one, from standard input "
-                   "(one per line; on a terminal: asked without echo, the new one twice)")
+    u.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the current password, then the new one, from standard input "
+        "(one per line; on a terminal: asked without echo, the new one twice)",
+    )
     u.set_defaults(func=cmd_user_passwd)
 
     s = sub.add_parser("register", help="register a user on the store (password from stdin)")
@@ -452,10 +542,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("grant", help="let a user unlock zone classes of a camera (admin)")
     s.add_argument("name")
     s.add_argument("--camera", required=True)
-    s.add_argument("--zones", help="comma-separated zone classes: faces,plates,people,static "
-                   "(default: all)")
-    s.add_argument("--key-id", help="the user's key id as 'veilcam register' showed it to "
-                   "them (needed when their keystore is not in this home)")
+    s.add_argument(
+        "--zones", help="comma-separated zone classes: faces,plates,people,static (default: all)"
+    )
+    s.add_argument(
+        "--key-id",
+        help="the user's key id as 'veilcam register' showed it to "
+        "them (needed when their keystore is not in this home)",
+    )
     s.add_argument("--home", required=True)
     s.set_defaults(func=cmd_grant)
 
@@ -479,10 +573,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("store", help="run the store node")
     s.add_argument("--home", required=True, help=HELP_HOME)
-    s.add_argument("--stats-out", type=_output_file,
-                   help="at exit, write counters and per-stage timings (JSON)")
-    s.add_argument("--metrics-port", type=_port_or_off, metavar="PORT",
-                   help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)")
+    s.add_argument(
+        "--stats-out",
+        type=_output_file,
+        help="at exit, write counters and per-stage timings (JSON)",
+    )
+    s.add_argument(
+        "--metrics-port",
+        type=_port_or_off,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)",
+    )
     s.set_defaults(func=cmd_store)
 
     s = sub.add_parser("camera", help="run the camera node")
@@ -491,20 +592,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", help="device index, video file or rtsp/http URL")
     s.add_argument("--loop", action="store_true", help="loop a file source")
     s.add_argument("--max-frames", type=_count, help="stop after publishing N frames")
-    s.add_argument("--no-pace", action="store_true",
-                   help="read a file as fast as possible instead of at its frame rate")
-    s.add_argument("--stats-out", type=_output_file,
-                   help="at exit, write counters and per-stage timings (JSON)")
-    s.add_argument("--metrics-port", type=_port_or_off, metavar="PORT",
-                   help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)")
+    s.add_argument(
+        "--no-pace",
+        action="store_true",
+        help="read a file as fast as possible instead of at its frame rate",
+    )
+    s.add_argument(
+        "--stats-out",
+        type=_output_file,
+        help="at exit, write counters and per-stage timings (JSON)",
+    )
+    s.add_argument(
+        "--metrics-port",
+        type=_port_or_off,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)",
+    )
     s.set_defaults(func=cmd_camera)
 
     s = sub.add_parser("view", help="run a viewer (browser page or headless)")
     s.add_argument("--home", required=True, help=HELP_HOME)
     s.add_argument("--user", help="unlock as this user (headless)")
     s.add_argument("--password-stdin", action="store_true", help=HELP_PASSWORD_STDIN)
-    s.add_argument("--keystore", help="unlock offline with this keystore file instead of "
-                   "logging in to the store")
+    s.add_argument(
+        "--keystore",
+        help="unlock offline with this keystore file instead of logging in to the store",
+    )
     mode = s.add_mutually_exclusive_group()
     mode.add_argument("--web", action="store_true", help="serve the browser page (default)")
     mode.add_argument("--headless", action="store_true", help="write frames to --out")
@@ -512,49 +625,83 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=_port, help="port of the browser page")
     s.add_argument("--out", help="headless: output folder")
     s.add_argument("--frames", type=_count, default=30, help="headless: frames to write")
-    s.add_argument("--no-images", action="store_true", help="headless: write only "
-                   "frames.jsonl (every frame is still verified and unlocked), no PNGs")
+    s.add_argument(
+        "--no-images",
+        action="store_true",
+        help="headless: write only "
+        "frames.jsonl (every frame is still verified and unlocked), no PNGs",
+    )
     s.add_argument("--camera", help="only this camera")
-    s.add_argument("--from", dest="from_", metavar="TIME", help="play the archive from TIME "
-                   "(ISO 8601, unix seconds, or 'start') instead of the live stream")
-    s.add_argument("--timeout", type=_seconds, default=120.0,
-                   help="headless: give up after this many seconds")
-    s.add_argument("--max-age", type=_seconds, default=2.0, metavar="S",
-                   help="live: a frame captured more than S seconds ago (plus the clock "
-                   "difference with the store, measured at start) is marked STALE, not live "
-                   "(default: 2)")
+    s.add_argument(
+        "--from",
+        dest="from_",
+        metavar="TIME",
+        help="play the archive from TIME "
+        "(ISO 8601, unix seconds, or 'start') instead of the live stream",
+    )
+    s.add_argument(
+        "--timeout", type=_seconds, default=120.0, help="headless: give up after this many seconds"
+    )
+    s.add_argument(
+        "--max-age",
+        type=_seconds,
+        default=2.0,
+        metavar="S",
+        help="live: a frame captured more than S seconds ago (plus the clock "
+        "difference with the store, measured at start) is marked STALE, not live "
+        "(default: 2)",
+    )
     s.set_defaults(func=cmd_view)
 
     s = sub.add_parser(
-        "verify", help="check every archived message (exit 0 only if intact)",
+        "verify",
+        help="check every archived message (exit 0 only if intact)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Re-verify an archive, a home's archive or an evidence bundle.",
         epilog="exit codes:\n"
-               "  0  intact, under the CA of --trust HOME (or of the home verified)\n"
-               "  1  problems (each listed with its kind and position)\n"
-               "  2  cannot run (not a home, no CA certificate, bad arguments)\n"
-               "  3  self-certified: an evidence bundle verified without --trust; its records\n"
-               "     verify only against the CA it carries itself, whose SHA-256 is printed\n"
-               "     (compare it with the deployment's, or give --trust HOME)\n"
-               "The video of a bundle is derived from the verified frames and is NOT covered\n"
-               "by the signatures.")
+        "  0  intact, under the CA of --trust HOME (or of the home verified)\n"
+        "  1  problems (each listed with its kind and position)\n"
+        "  2  cannot run (not a home, no CA certificate, bad arguments)\n"
+        "  3  self-certified: an evidence bundle verified without --trust; its records\n"
+        "     verify only against the CA it carries itself, whose SHA-256 is printed\n"
+        "     (compare it with the deployment's, or give --trust HOME)\n"
+        "The video of a bundle is derived from the verified frames and is NOT covered\n"
+        "by the signatures.",
+    )
     s.add_argument("target", metavar="HOME_OR_ARCHIVE")
-    s.add_argument("--trust", metavar="HOME", help="the home whose CA, revocation list and "
-                   "camera certificates to trust (only those: the target's own certificates "
-                   "are ignored); needed for a bare archive and for evidence handed to you")
+    s.add_argument(
+        "--trust",
+        metavar="HOME",
+        help="the home whose CA, revocation list and "
+        "camera certificates to trust (only those: the target's own certificates "
+        "are ignored); needed for a bare archive and for evidence handed to you",
+    )
     s.add_argument("--json", action="store_true", help="machine-readable report")
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("export", help="a time range as MP4 + an evidence bundle")
     s.add_argument("--home", required=True, help=HELP_HOME)
     s.add_argument("--camera", required=True, help="the camera id")
-    s.add_argument("--from", dest="from_", required=True, metavar="T1",
-                   help="start: ISO 8601 (UTC unless it says otherwise) or unix seconds")
-    s.add_argument("--to", required=True, metavar="T2",
-                   help="end: ISO 8601 (UTC unless it says otherwise) or unix seconds")
-    s.add_argument("--out", required=True, metavar="FILE.mp4",
-                   help="the MP4 to write; the bundle goes to FILE.mp4.bundle/ (unlocked "
-                   "exports are owner-only)")
+    s.add_argument(
+        "--from",
+        dest="from_",
+        required=True,
+        metavar="T1",
+        help="start: ISO 8601 (UTC unless it says otherwise) or unix seconds",
+    )
+    s.add_argument(
+        "--to",
+        required=True,
+        metavar="T2",
+        help="end: ISO 8601 (UTC unless it says otherwise) or unix seconds",
+    )
+    s.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.mp4",
+        help="the MP4 to write; the bundle goes to FILE.mp4.bundle/ (unlocked "
+        "exports are owner-only)",
+    )
     s.add_argument("--user", help="unlock as this user (log-in on the store)")
     s.add_argument("--password-stdin", action="store_true", help=HELP_PASSWORD_STDIN)
     s.set_defaults(func=cmd_export)
@@ -567,23 +714,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="run store, camera (sample clip) and browser viewer")
     s.add_argument("--home", default="veilcam-demo", help="demo deployment folder")
-    s.add_argument("--port-base", type=_port_base, default=7700,
-                   help="store ports: ingest, relay, query = base, base+1, base+2 "
-                   "(default: 7700)")
-    s.add_argument("--web-port", type=_port, default=7780,
-                   help="port of the browser viewer page (default: 7780)")
+    s.add_argument(
+        "--port-base",
+        type=_port_base,
+        default=7700,
+        help="store ports: ingest, relay, query = base, base+1, base+2 (default: 7700)",
+    )
+    s.add_argument(
+        "--web-port",
+        type=_port,
+        default=7780,
+        help="port of the browser viewer page (default: 7780)",
+    )
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("config-docs", help="print the config reference (Markdown)")
     s.add_argument("--out", help="write to this file")
     s.set_defaults(func=cmd_config_docs)
 
-    s = sub.add_parser("doctor", help="check a deployment; says how to fix what is wrong "
-                       "(exit 1 if any check FAILs)")
+    s = sub.add_parser(
+        "doctor",
+        help="check a deployment; says how to fix what is wrong (exit 1 if any check FAILs)",
+    )
     s.add_argument("--home", required=True, help=HELP_HOME)
     s.add_argument("--json", action="store_true", help="machine-readable report")
-    s.add_argument("--timeout", type=_seconds, default=3.0, metavar="S",
-                   help="seconds to wait for the store at each endpoint")
+    s.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3.0,
+        metavar="S",
+        help="seconds to wait for the store at each endpoint",
+    )
     s.set_defaults(func=cmd_doctor)
     _verbose_after_command(p)
     _default_help(p)
@@ -591,8 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 HELP_HOME = "the deployment folder (a veilcam home: config/, identities/, ...)"
-HELP_PASSWORD_STDIN = ("read the password from standard input (one line; on a terminal it is "
-                       "asked without echo)")
+HELP_PASSWORD_STDIN = (
+    "read the password from standard input (one line; on a terminal it is asked without echo)"
+)
 # help for flags defined without one, by destination (every flag of every command has help)
 DEFAULT_HELP = {
     "home": HELP_HOME,
@@ -602,7 +764,7 @@ DEFAULT_HELP = {
     "node": "the node as ROLE:NAME (camera:door, viewer:laptop, store:store)",
     "days": "how many days the certificate is valid (default: 365)",
     "target": "a home, a bare archive folder (with --trust) or an evidence bundle "
-              "(FILE.mp4.bundle)",
+    "(FILE.mp4.bundle)",
 }
 
 
@@ -621,15 +783,19 @@ def _verbose_after_command(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for subparser in action.choices.values():
-                subparser.add_argument("-v", "--verbose", action="store_true",
-                                       default=argparse.SUPPRESS,
-                                       help="log more detail (DEBUG)")
+                subparser.add_argument(
+                    "-v",
+                    "--verbose",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help="log more detail (DEBUG)",
+                )
                 _verbose_after_command(subparser)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from common.lifecycle import setup_logging
+    from veilcam.common.lifecycle import setup_logging
 
     setup_logging(args.verbose)
     try:

@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from common.home import Home, init_home
-from common.lifecycle import StopFlag
-from common.secretfiles import write_secret
-from sample_videos import DEMO_CLIP
 from veilcam.admin import add_user
+from veilcam.common.home import Home, init_home
+from veilcam.common.lifecycle import StopFlag
+from veilcam.common.secretfiles import write_secret
+from veilcam.sample_videos import DEMO_CLIP
 
 log = logging.getLogger("veilcam.demo")
 
@@ -42,8 +42,8 @@ def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -
     store_metrics, camera_metrics = port_base + 90, port_base + 91
     commands = {
         "store": base + ["store", "--home", str(home.root), "--metrics-port", str(store_metrics)],
-        "camera": base + ["camera", "--home", str(home.root), "--loop",
-                          "--metrics-port", str(camera_metrics)],
+        "camera": base
+        + ["camera", "--home", str(home.root), "--loop", "--metrics-port", str(camera_metrics)],
         "viewer": base + ["view", "--home", str(home.root), "--web"],
     }
     procs: dict[str, subprocess.Popen] = {}
@@ -55,19 +55,23 @@ def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -
             # first (so its last frames are acknowledged), then the viewer and the store
             procs[name] = subprocess.Popen(cmd, start_new_session=True)
             time.sleep(0.3)
-        print(f"\n  veilcam demo is running\n"
-              f"  open    http://{web.web_host}:{web.web_port}/\n"
-              f"  user    {DEMO_USER}\n"
-              f"  password {password}\n"
-              f"  home    {home.root}\n"
-              f"  metrics http://127.0.0.1:{store_metrics}/metrics (store), "
-              f"http://127.0.0.1:{camera_metrics}/metrics (camera)\n"
-              f"  Ctrl-C stops everything.\n", flush=True)
+        print(
+            f"\n  veilcam demo is running\n"
+            f"  open    http://{web.web_host}:{web.web_port}/\n"
+            f"  user    {DEMO_USER}\n"
+            f"  password {password}\n"
+            f"  home    {home.root}\n"
+            f"  metrics http://127.0.0.1:{store_metrics}/metrics (store), "
+            f"http://127.0.0.1:{camera_metrics}/metrics (camera)\n"
+            f"  Ctrl-C stops everything.\n",
+            flush=True,
+        )
         while not stop.wait(0.5):
             for name, proc in procs.items():
                 if proc.poll() is not None:
-                    log.error("%s process exited with code %s; stopping the demo", name,
-                              proc.returncode)
+                    log.error(
+                        "%s process exited with code %s; stopping the demo", name, proc.returncode
+                    )
                     stop.set(f"{name} exited")
                     exit_code = 1
     finally:

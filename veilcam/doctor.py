@@ -48,11 +48,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from zmq.utils.monitor import recv_monitor_message
 
-from common.config import CameraConfig, StoreConfig, ViewerConfig, load_config
-from common.errors import VeilcamError, VerificationError
-from common.home import Home
-from common.pki import CertificateAuthority, load_cert
-from common.transport import curve_pair, make_client
+from veilcam.common.config import CameraConfig, StoreConfig, ViewerConfig, load_config
+from veilcam.common.errors import VeilcamError, VerificationError
+from veilcam.common.home import Home
+from veilcam.common.pki import CertificateAuthority, load_cert
+from veilcam.common.transport import curve_pair, make_client
 
 log = logging.getLogger("veilcam.doctor")
 
@@ -87,11 +87,12 @@ def _days(delta: dt.timedelta) -> str:
 
 # --------------------------------------------------------------------------- network probes
 
+
 def _split_tcp(endpoint: str) -> tuple[str, int] | None:
     """(host, port) of a tcp:// endpoint; None for ipc:// and inproc://."""
     if not endpoint.startswith("tcp://"):
         return None
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
     if ";" in host:  # tcp://source;destination: the destination counts
         host = host.split(";")[-1]
     return host.strip("[]"), int(port)
@@ -120,8 +121,9 @@ class Probe:
     detail: str = ""
 
 
-def probe_curve(endpoint: str, keys: tuple[bytes, bytes], server_key: bytes, sock_type: int,
-                timeout_s: float) -> Probe:
+def probe_curve(
+    endpoint: str, keys: tuple[bytes, bytes], server_key: bytes, sock_type: int, timeout_s: float
+) -> Probe:
     """Connect a CURVE client socket and watch its monitor until the handshake settles."""
     host_port = _split_tcp(endpoint)
     if host_port is not None:
@@ -155,8 +157,10 @@ def probe_curve(endpoint: str, keys: tuple[bytes, bytes], server_key: bytes, soc
                 return Probe("ok")
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 return Probe("refused_key")
-            elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                           zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            elif event in (
+                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+            ):
                 return Probe("wrong_server", "handshake failed")
             elif event == zmq.EVENT_DISCONNECTED and connected:
                 closed_early = True
@@ -181,6 +185,7 @@ def _ephemeral_keys() -> tuple[bytes, bytes]:
 
 # --------------------------------------------------------------------------- clock
 
+
 class ClockUnknown(VeilcamError):
     """The store's clock could not be read; ``fix`` says what to do."""
 
@@ -189,8 +194,9 @@ class ClockUnknown(VeilcamError):
         self.fix = fix
 
 
-def measure_skew(link, timeout_s: float = 3.0,
-                 now: Callable[[], float] = time.time) -> tuple[float, float]:
+def measure_skew(
+    link, timeout_s: float = 3.0, now: Callable[[], float] = time.time
+) -> tuple[float, float]:
     """(store clock - this machine's clock, ± margin) in seconds, from the store's ``TIME``
     query over ``link`` (a viewer.login.StoreLink). The doctor judges it; the viewer adds it to
     the age a live frame may have (viewer/web.py, viewer/headless.py)."""
@@ -199,24 +205,30 @@ def measure_skew(link, timeout_s: float = 3.0,
         reply = link.request([b"TIME"], timeout_s=timeout_s)
         t1 = now()
     except VeilcamError as exc:
-        raise ClockUnknown(str(exc), "run doctor again; look at the store's log if it keeps "
-                           "failing") from None
+        raise ClockUnknown(
+            str(exc), "run doctor again; look at the store's log if it keeps failing"
+        ) from None
     if reply[0] != b"OK" or len(reply) < 2:
-        raise ClockUnknown("the store does not tell its time (a veilcam store older than "
-                           "'veilcam doctor')", "upgrade veilcam on the store")
+        raise ClockUnknown(
+            "the store does not tell its time (a veilcam store older than 'veilcam doctor')",
+            "upgrade veilcam on the store",
+        )
     try:
         store_s = int(reply[1]) / 1e6
     except ValueError:
-        raise ClockUnknown("the store's answer is not a time",
-                           "upgrade veilcam on the store") from None
+        raise ClockUnknown(
+            "the store's answer is not a time", "upgrade veilcam on the store"
+        ) from None
     return store_s - (t0 + t1) / 2, (t1 - t0) / 2
 
 
 # --------------------------------------------------------------------------- the doctor
 
+
 class Doctor:
-    def __init__(self, root: Path, timeout_s: float = 3.0,
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, root: Path, timeout_s: float = 3.0, now: Callable[[], float] = time.time
+    ) -> None:
         self.home = Home(Path(root).expanduser().resolve())
         self.timeout_s = timeout_s
         self.now = now
@@ -240,15 +252,22 @@ class Doctor:
         """How to get new keys and a certificate for a node, on this machine or elsewhere."""
         cmd = f"veilcam cert issue {role}:{name}"
         days_flag = f" --days {days:g}" if days else ""
-        then = (" (every camera and viewer then needs the new identities/certs/store-store.crt)"
-                if role == "store" else "")
+        then = (
+            " (every camera and viewer then needs the new identities/certs/store-store.crt)"
+            if role == "store"
+            else ""
+        )
         if self.home.ca_key_path.exists():  # this is the admin machine
-            return (f"run '{cmd} --home {self.cmd_home}{days_flag}' and restart the {role} (if "
-                    f"it runs on another machine, copy identities/certs/{role}-{name}.crt and "
-                    f"identities/{role}/{name}.*.pem there){then}")
-        return (f"on the admin machine (where identities/ca/ca.key.pem is) run '{cmd} --home "
-                f"HOME{days_flag}', then copy identities/certs/{role}-{name}.crt and "
-                f"identities/{role}/{name}.*.pem from there to this machine{then}")
+            return (
+                f"run '{cmd} --home {self.cmd_home}{days_flag}' and restart the {role} (if "
+                f"it runs on another machine, copy identities/certs/{role}-{name}.crt and "
+                f"identities/{role}/{name}.*.pem there){then}"
+            )
+        return (
+            f"on the admin machine (where identities/ca/ca.key.pem is) run '{cmd} --home "
+            f"HOME{days_flag}', then copy identities/certs/{role}-{name}.crt and "
+            f"identities/{role}/{name}.*.pem from there to this machine{then}"
+        )
 
     def rel(self, path: Path) -> str:
         try:
@@ -259,18 +278,30 @@ class Doctor:
     def run(self) -> list[Result]:
         if not self.check_home():
             return self.results
-        checks = [self.check_configs, self.check_layout, self.check_permissions,
-                  self.check_unneeded_keys, self.check_source, self.check_model, self.check_certificates, self.check_ports,
-                  self.check_archive, self.check_store_links, self.check_clock]
+        checks = [
+            self.check_configs,
+            self.check_layout,
+            self.check_permissions,
+            self.check_unneeded_keys,
+            self.check_source,
+            self.check_model,
+            self.check_certificates,
+            self.check_ports,
+            self.check_archive,
+            self.check_store_links,
+            self.check_clock,
+        ]
         for check in checks:
             try:
                 check()
             except Exception as exc:  # a doctor reports; it must not die on what it examines
                 log.debug("check %s raised", check.__name__, exc_info=True)
-                self.add(FAIL, check.__name__.removeprefix("check_"),
-                         f"the check itself failed: {type(exc).__name__}: {exc}",
-                         "run again with -v for details and report it as a bug of "
-                         "'veilcam doctor'")
+                self.add(
+                    FAIL,
+                    check.__name__.removeprefix("check_"),
+                    f"the check itself failed: {type(exc).__name__}: {exc}",
+                    "run again with -v for details and report it as a bug of 'veilcam doctor'",
+                )
         for link in self.links.values():
             link.close()
         self.links.clear()
@@ -280,16 +311,24 @@ class Doctor:
     def check_home(self) -> bool:
         root = self.home.root
         if not self.home.config_dir.is_dir():
-            self.add(FAIL, "home", f"{root} is not a veilcam home (no config/ folder)",
-                     f"create one with 'veilcam init {_q(root)}', or give --home the folder "
-                     "that holds config/ and identities/")
+            self.add(
+                FAIL,
+                "home",
+                f"{root} is not a veilcam home (no config/ folder)",
+                f"create one with 'veilcam init {_q(root)}', or give --home the folder "
+                "that holds config/ and identities/",
+            )
             return False
         self.roles = [r for r in ROLES if (self.home.config_dir / f"{r}.toml").exists()]
         if not self.roles:
-            self.add(FAIL, "home", f"{root}/config holds none of camera.toml, store.toml, "
-                     "viewer.toml: nothing to run here",
-                     f"copy the config file of the node this machine runs from the admin "
-                     f"machine ({GUIDE}, 'What goes where')")
+            self.add(
+                FAIL,
+                "home",
+                f"{root}/config holds none of camera.toml, store.toml, "
+                "viewer.toml: nothing to run here",
+                f"copy the config file of the node this machine runs from the admin "
+                f"machine ({GUIDE}, 'What goes where')",
+            )
             return False
         return True
 
@@ -301,10 +340,14 @@ class Doctor:
                 self.cfg[role] = load_config(path, models[role])
             except VeilcamError as exc:
                 message = str(exc).replace(f"{path}: ", "")
-                self.add(FAIL, f"config/{role}.toml", f"{message} (the {role} node will not "
-                         f"start; the {role} checks below are skipped)",
-                         f"edit {path}: every key and its allowed values are in "
-                         "docs/CONFIG.md (or 'veilcam config-docs')")
+                self.add(
+                    FAIL,
+                    f"config/{role}.toml",
+                    f"{message} (the {role} node will not "
+                    f"start; the {role} checks below are skipped)",
+                    f"edit {path}: every key and its allowed values are in "
+                    "docs/CONFIG.md (or 'veilcam config-docs')",
+                )
                 continue
             self.add(OK, f"config/{role}.toml", "valid")
 
@@ -324,8 +367,10 @@ class Doctor:
         out = []
         if "camera" in self.cfg:
             cam = self.cfg["camera"].camera.id
-            out += [("camera", cam, self.home.signing_key_path("camera", cam)),
-                    ("camera", cam, self.home.transport_key_path("camera", cam))]
+            out += [
+                ("camera", cam, self.home.signing_key_path("camera", cam)),
+                ("camera", cam, self.home.transport_key_path("camera", cam)),
+            ]
         if "store" in self.cfg:
             out.append(("store", "store", self.home.transport_key_path("store", "store")))
         if "viewer" in self.cfg:
@@ -339,9 +384,11 @@ class Doctor:
         for role, name, path in self._key_paths():
             if not path.is_file():
                 missing.append(self.rel(path))
-                fix = (f"copy identities/{role}/{name}.*.pem (with identities/certs/"
-                       f"{role}-{name}.crt) from where they were issued, or "
-                       + self.reissue(role, name))
+                fix = (
+                    f"copy identities/{role}/{name}.*.pem (with identities/certs/"
+                    f"{role}-{name}.crt) from where they were issued, or "
+                    + self.reissue(role, name)
+                )
                 if fix not in fixes:
                     fixes.append(fix)
         if missing:
@@ -354,34 +401,51 @@ class Doctor:
         if "camera" not in self.cfg:
             return
         source = self.cfg["camera"].camera.source.strip()
-        fix = (f"set camera.source in {self.home.camera_config_path} to a device index ('0'), "
-               "an existing video file or an rtsp:// URL (or pass --source to 'veilcam "
-               "camera')")
+        fix = (
+            f"set camera.source in {self.home.camera_config_path} to a device index ('0'), "
+            "an existing video file or an rtsp:// URL (or pass --source to 'veilcam "
+            "camera')"
+        )
         if "://" in source:
             shown = source.split("://", 1)[0] + "://" + source.split("://", 1)[1].split("@")[-1]
-            self.add(OK, "source", f"stream {shown} (not opened by doctor; the camera "
-                     "reconnects while it is down)")
+            self.add(
+                OK,
+                "source",
+                f"stream {shown} (not opened by doctor; the camera reconnects while it is down)",
+            )
         elif source.isdigit():
             device = Path(f"/dev/video{source}")
             if sys.platform.startswith("linux") and not device.exists():
-                self.add(WARN, "source", f"device {source}: {device} does not exist (camera "
-                         "not plugged in, or no permission to see it)",
-                         f"plug the camera in and check 'ls -l /dev/video*' (the camera's user "
-                         f"needs the 'video' group), or {fix[0].lower() + fix[1:]}")
+                self.add(
+                    WARN,
+                    "source",
+                    f"device {source}: {device} does not exist (camera "
+                    "not plugged in, or no permission to see it)",
+                    f"plug the camera in and check 'ls -l /dev/video*' (the camera's user "
+                    f"needs the 'video' group), or {fix[0].lower() + fix[1:]}",
+                )
             else:
                 self.add(OK, "source", f"device {source}")
         elif self.home.resolve(source).is_file():
             self.add(OK, "source", f"video file {self.home.resolve(source)}")
         else:
-            self.add(FAIL, "source", f"video file {self.home.resolve(source)} not found: the "
-                     "camera will not start", fix)
+            self.add(
+                FAIL,
+                "source",
+                f"video file {self.home.resolve(source)} not found: the camera will not start",
+                fix,
+            )
 
     # -------------------------------------------------------------- permissions
     def _secret_files(self) -> list[Path]:
         root = self.home.root
         found: list[Path] = []
-        for pattern in ("identities/*/*.key.pem", "identities/store/account-secret",
-                        "users/*/keystore.json", "demo-password.txt"):
+        for pattern in (
+            "identities/*/*.key.pem",
+            "identities/store/account-secret",
+            "users/*/keystore.json",
+            "demo-password.txt",
+        ):
             found += [p for p in sorted(root.glob(pattern)) if p.is_file()]
         return found
 
@@ -394,13 +458,21 @@ class Doctor:
                 loose.append((path, mode))
         if loose:
             listed = ", ".join(f"{self.rel(p)} ({m:04o})" for p, m in loose)
-            self.add(FAIL, "permissions", f"secret file(s) readable by others: {listed}",
-                     "chmod 600 " + " ".join(_q(p) for p, _ in loose)
-                     + " (and consider the keys exposed if others could log in here: "
-                     "issue new ones with 'veilcam cert issue ROLE:NAME')")
+            self.add(
+                FAIL,
+                "permissions",
+                f"secret file(s) readable by others: {listed}",
+                "chmod 600 "
+                + " ".join(_q(p) for p, _ in loose)
+                + " (and consider the keys exposed if others could log in here: "
+                "issue new ones with 'veilcam cert issue ROLE:NAME')",
+            )
             return
-        self.add(OK, "permissions", f"{len(secrets)} secret file(s), each readable by its "
-                 "owner only (0600)")
+        self.add(
+            OK,
+            "permissions",
+            f"{len(secrets)} secret file(s), each readable by its owner only (0600)",
+        )
 
     # -------------------------------------------------------------- keys held without need
     def check_unneeded_keys(self) -> None:
@@ -421,26 +493,38 @@ class Doctor:
         findings, fixes = [], []
         if home.ca_key_path.exists():
             if "store" in self.roles:
-                findings.append(f"the CA key {self.rel(home.ca_key_path)} is beside the store: "
-                                "whoever takes this machine can add recipients and cameras")
-                fixes.append(f"keep identities/ca/ca.key.pem on a separate admin machine and "
-                             f"delete it here ({GUIDE}, 'The pieces'); on a single machine "
-                             "this is the accepted risk of the one-home setup")
+                findings.append(
+                    f"the CA key {self.rel(home.ca_key_path)} is beside the store: "
+                    "whoever takes this machine can add recipients and cameras"
+                )
+                fixes.append(
+                    f"keep identities/ca/ca.key.pem on a separate admin machine and "
+                    f"delete it here ({GUIDE}, 'The pieces'); on a single machine "
+                    "this is the accepted risk of the one-home setup"
+                )
             else:
-                findings.append(f"the CA key {self.rel(home.ca_key_path)} is on a machine that "
-                                f"runs only {runs}, which never uses it")
-                fixes.append(f"move identities/ca/ca.key.pem to the admin machine and delete it "
-                             f"here ({GUIDE}, 'What goes where')")
+                findings.append(
+                    f"the CA key {self.rel(home.ca_key_path)} is on a machine that "
+                    f"runs only {runs}, which never uses it"
+                )
+                fixes.append(
+                    f"move identities/ca/ca.key.pem to the admin machine and delete it "
+                    f"here ({GUIDE}, 'What goes where')"
+                )
         extra = []
         for role in ROLES:
             for path in sorted((home.root / "identities" / role).glob("*.key.pem")):
                 if path.resolve() not in needed:
                     extra.append(path)
         if extra:
-            findings.append(f"private key(s) no local node loads (this machine runs {runs}): "
-                            + ", ".join(self.rel(p) for p in extra))
-            fixes.append("delete them here (each belongs only on its own node's machine: "
-                         f"{GUIDE}, 'What goes where'): rm " + " ".join(_q(p) for p in extra))
+            findings.append(
+                f"private key(s) no local node loads (this machine runs {runs}): "
+                + ", ".join(self.rel(p) for p in extra)
+            )
+            fixes.append(
+                "delete them here (each belongs only on its own node's machine: "
+                f"{GUIDE}, 'What goes where'): rm " + " ".join(_q(p) for p in extra)
+            )
         if findings:
             self.add(WARN, "keys", "; ".join(findings), "; ".join(fixes))
         else:
@@ -452,7 +536,7 @@ class Doctor:
             return
         import cv2
 
-        from camera_node.models import (
+        from veilcam.camera_node.models import (
             YUNET_FILENAME,
             YUNET_SHA256,
             find_yunet_model,
@@ -465,69 +549,114 @@ class Doctor:
         faces = self.cfg["camera"].faces
         cfg_path = self.home.camera_config_path
         if not faces.enabled:
-            self.add(WARN, "model", "faces.enabled = false: faces are neither detected nor "
-                     "redacted (only static zones are)",
-                     f"set enabled = true under [faces] in {cfg_path} unless no face can "
-                     "ever be in view")
+            self.add(
+                WARN,
+                "model",
+                "faces.enabled = false: faces are neither detected nor "
+                "redacted (only static zones are)",
+                f"set enabled = true under [faces] in {cfg_path} unless no face can "
+                "ever be in view",
+            )
             return
         if faces.backend == "haar":
-            self.add(WARN, "model", "faces.backend = 'haar': OpenCV's cascades miss more "
-                     "faces than YuNet, whose model ships with veilcam",
-                     f"set backend = \"auto\" under [faces] in {cfg_path}")
+            self.add(
+                WARN,
+                "model",
+                "faces.backend = 'haar': OpenCV's cascades miss more "
+                "faces than YuNet, whose model ships with veilcam",
+                f'set backend = "auto" under [faces] in {cfg_path}',
+            )
             return
         try:
             path = find_yunet_model(faces.model)
         except VeilcamError as exc:
-            self.add(FAIL, "model", f"{exc}: the camera will not start",
-                     f"correct the path, or remove faces.model from {cfg_path} (the model "
-                     "shipped with veilcam is used)")
+            self.add(
+                FAIL,
+                "model",
+                f"{exc}: the camera will not start",
+                f"correct the path, or remove faces.model from {cfg_path} (the model "
+                "shipped with veilcam is used)",
+            )
             return
         if not hasattr(cv2, "FaceDetectorYN"):
-            self.add(FAIL, "model", f"this OpenCV build ({cv2.__version__}) has no "
-                     "cv2.FaceDetectorYN: the camera has no face detector and covers whole "
-                     "frames", "pip install 'opencv-python-headless>=4.8,<5'")
+            self.add(
+                FAIL,
+                "model",
+                f"this OpenCV build ({cv2.__version__}) has no "
+                "cv2.FaceDetectorYN: the camera has no face detector and covers whole "
+                "frames",
+                "pip install 'opencv-python-headless>=4.8,<5'",
+            )
             return
         cache = model_cache_dir()
         if path is None:
-            self.add(FAIL, "model", f"{packaged_yunet_problem()}, and the cache {cache} has "
-                     "no model: the camera has no face detector and covers whole frames",
-                     "reinstall veilcam (pip install --force-reinstall), or run 'veilcam "
-                     "models fetch' as the user the camera runs as (it downloads YuNet into "
-                     "the cache and checks the pinned sha256)")
+            self.add(
+                FAIL,
+                "model",
+                f"{packaged_yunet_problem()}, and the cache {cache} has "
+                "no model: the camera has no face detector and covers whole frames",
+                "reinstall veilcam (pip install --force-reinstall), or run 'veilcam "
+                "models fetch' as the user the camera runs as (it downloads YuNet into "
+                "the cache and checks the pinned sha256)",
+            )
             return
         cached = cache / YUNET_FILENAME
         if not faces.model and cached.is_file() and cached != path:
-            self.add(WARN, "model", f"the cached model {cached} does not match the pinned "
-                     "sha256 (corrupt or replaced): passed over, the camera uses "
-                     f"{path}", f"run 'veilcam models fetch' (it replaces the file after "
-                     f"checking the hash), or delete {cached}")
+            self.add(
+                WARN,
+                "model",
+                f"the cached model {cached} does not match the pinned "
+                "sha256 (corrupt or replaced): passed over, the camera uses "
+                f"{path}",
+                f"run 'veilcam models fetch' (it replaces the file after "
+                f"checking the hash), or delete {cached}",
+            )
         digest = model_digest(path)
         origin = model_origin(path, faces.model)
         if digest == YUNET_SHA256:
-            where = {"package": "shipped with veilcam", "cache": "from the model cache",
-                     "faces.model": "faces.model"}[origin]
-            self.add(OK, "model", f"YuNet {path} ({where}; sha256 matches the pinned "
-                     f"{YUNET_SHA256[:12]}...)")
+            where = {
+                "package": "shipped with veilcam",
+                "cache": "from the model cache",
+                "faces.model": "faces.model",
+            }[origin]
+            self.add(
+                OK,
+                "model",
+                f"YuNet {path} ({where}; sha256 matches the pinned {YUNET_SHA256[:12]}...)",
+            )
         elif faces.model:
             try:
                 cv2.FaceDetectorYN.create(str(path), "", (320, 320))
             except cv2.error as exc:
-                self.add(FAIL, "model", f"{path} (faces.model) does not load as a YuNet model "
-                         f"({str(exc).strip().splitlines()[-1]}): the camera will not start",
-                         f"remove faces.model from {cfg_path} (the model shipped with "
-                         "veilcam is used), or correct the path")
+                self.add(
+                    FAIL,
+                    "model",
+                    f"{path} (faces.model) does not load as a YuNet model "
+                    f"({str(exc).strip().splitlines()[-1]}): the camera will not start",
+                    f"remove faces.model from {cfg_path} (the model shipped with "
+                    "veilcam is used), or correct the path",
+                )
                 return
-            self.add(WARN, "model", f"{path} (faces.model) is not the pinned YuNet 2023mar "
-                     f"(sha256 {digest[:12]}..., expected {YUNET_SHA256[:12]}...)",
-                     f"if that is not deliberate, remove faces.model from {cfg_path} (the "
-                     "model shipped with veilcam is used)")
+            self.add(
+                WARN,
+                "model",
+                f"{path} (faces.model) is not the pinned YuNet 2023mar "
+                f"(sha256 {digest[:12]}..., expected {YUNET_SHA256[:12]}...)",
+                f"if that is not deliberate, remove faces.model from {cfg_path} (the "
+                "model shipped with veilcam is used)",
+            )
         else:
-            self.add(FAIL, "model", f"the cached model {path} does not match the pinned "
-                     f"sha256 (got {digest[:12]}..., expected {YUNET_SHA256[:12]}...): "
-                     "corrupt or replaced; the camera covers whole frames until it is "
-                     "replaced", f"run 'veilcam models fetch' (it replaces the file after "
-                     f"checking the hash), or delete {path} to use the model shipped with "
-                     "veilcam")
+            self.add(
+                FAIL,
+                "model",
+                f"the cached model {path} does not match the pinned "
+                f"sha256 (got {digest[:12]}..., expected {YUNET_SHA256[:12]}...): "
+                "corrupt or replaced; the camera covers whole frames until it is "
+                "replaced",
+                f"run 'veilcam models fetch' (it replaces the file after "
+                f"checking the hash), or delete {path} to use the model shipped with "
+                "veilcam",
+            )
 
     # -------------------------------------------------------------- certificates
     def check_certificates(self) -> None:
@@ -536,42 +665,65 @@ class Doctor:
             ca_cert = load_cert(home.ca_cert_path)
             ca = CertificateAuthority(ca_cert)
         except VeilcamError as exc:
-            self.add(FAIL, "cert/ca", f"{exc}: no node can verify any other",
-                     f"copy identities/ca/ca.crt from the admin machine ({GUIDE}, "
-                     "'What goes where')")
+            self.add(
+                FAIL,
+                "cert/ca",
+                f"{exc}: no node can verify any other",
+                f"copy identities/ca/ca.crt from the admin machine ({GUIDE}, 'What goes where')",
+            )
             return
         left = ca_cert.not_valid_after_utc - now
         if now < ca_cert.not_valid_before_utc or left.total_seconds() <= 0:
-            self.add(FAIL, "cert/ca", f"the deployment CA is valid only from "
-                     f"{ca_cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
-                     f"{ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; now is "
-                     f"{now:%Y-%m-%d %H:%M} UTC",
-                     "check this machine's clock ('timedatectl status'); a CA past its end "
-                     "cannot be renewed in place: create a new deployment with 'veilcam init'")
+            self.add(
+                FAIL,
+                "cert/ca",
+                f"the deployment CA is valid only from "
+                f"{ca_cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
+                f"{ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; now is "
+                f"{now:%Y-%m-%d %H:%M} UTC",
+                "check this machine's clock ('timedatectl status'); a CA past its end "
+                "cannot be renewed in place: create a new deployment with 'veilcam init'",
+            )
         elif left < dt.timedelta(days=CERT_WARN_DAYS):
-            self.add(WARN, "cert/ca", f"the deployment CA expires in {_days(left)}",
-                     "a CA cannot be renewed in place: create a new deployment with 'veilcam "
-                     "init' and move the nodes to it before then")
+            self.add(
+                WARN,
+                "cert/ca",
+                f"the deployment CA expires in {_days(left)}",
+                "a CA cannot be renewed in place: create a new deployment with 'veilcam "
+                "init' and move the nodes to it before then",
+            )
         else:
-            self.add(OK, "cert/ca", f"valid until {ca_cert.not_valid_after_utc:%Y-%m-%d} "
-                     f"({_days(left)})")
+            self.add(
+                OK, "cert/ca", f"valid until {ca_cert.not_valid_after_utc:%Y-%m-%d} ({_days(left)})"
+            )
         self.ca = ca
         # the revocation list
         if not home.crl_path.exists():
-            self.add(WARN, "crl", f"{self.rel(home.crl_path)} is missing: revoked "
-                     "certificates are accepted here", "copy identities/ca/crl.pem from the "
-                     "admin machine (it changes at every 'veilcam cert revoke')")
+            self.add(
+                WARN,
+                "crl",
+                f"{self.rel(home.crl_path)} is missing: revoked certificates are accepted here",
+                "copy identities/ca/crl.pem from the "
+                "admin machine (it changes at every 'veilcam cert revoke')",
+            )
         else:
             try:
                 ca.load_crl(home.crl_path)
             except VeilcamError as exc:
                 self.ca = None  # the nodes cannot load their trust either (Home.ca raises)
                 self.trust_problem = "crl"
-                self.add(FAIL, "crl", f"{exc}: the nodes cannot load their trust",
-                         "copy identities/ca/crl.pem from the admin machine again")
+                self.add(
+                    FAIL,
+                    "crl",
+                    f"{exc}: the nodes cannot load their trust",
+                    "copy identities/ca/crl.pem from the admin machine again",
+                )
             else:
-                self.add(OK, "crl", f"signed by the deployment CA, {len(ca.revoked)} revoked "
-                         "certificate(s)")
+                self.add(
+                    OK,
+                    "crl",
+                    f"signed by the deployment CA, {len(ca.revoked)} revoked certificate(s)",
+                )
         # node certificates
         own = self._own_identities()
         store_here = "store" in self.cfg
@@ -580,22 +732,43 @@ class Doctor:
         for path in present:
             role, _, name = path.stem.partition("-")
             seen.add((role, name))
-            self._check_node_cert(ca, path, role, name, now,
-                                  needed=(role, name) in own or store_here,
-                                  mine=(role, name) in own)
+            self._check_node_cert(
+                ca,
+                path,
+                role,
+                name,
+                now,
+                needed=(role, name) in own or store_here,
+                mine=(role, name) in own,
+            )
         for role, name in own:
             if (role, name) not in seen:
-                self.add(FAIL, f"cert/{role}:{name}", f"{self.rel(home.cert_path(role, name))}"
-                         " is missing", "copy it from the admin machine; if it is lost there "
-                         "too, " + self.reissue(role, name))
+                self.add(
+                    FAIL,
+                    f"cert/{role}:{name}",
+                    f"{self.rel(home.cert_path(role, name))} is missing",
+                    "copy it from the admin machine; if it is lost there "
+                    "too, " + self.reissue(role, name),
+                )
 
-    def _check_node_cert(self, ca: CertificateAuthority, path: Path, role: str, name: str,
-                         now: dt.datetime, needed: bool, mine: bool) -> None:
+    def _check_node_cert(
+        self,
+        ca: CertificateAuthority,
+        path: Path,
+        role: str,
+        name: str,
+        now: dt.datetime,
+        needed: bool,
+        mine: bool,
+    ) -> None:
         check = f"cert/{role}:{name}"
         reissue = self.reissue(role, name)
         bad = FAIL if needed else WARN
-        retire = "" if needed else (f"; if the {role} is retired, move {self.rel(path)} to "
-                                    "identities/certs/archive/")
+        retire = (
+            ""
+            if needed
+            else (f"; if the {role} is retired, move {self.rel(path)} to identities/certs/archive/")
+        )
         try:
             cert = load_cert(path)
             ident = ca.describe(cert)
@@ -603,9 +776,13 @@ class Doctor:
             self.add(bad, check, str(exc), reissue + retire)
             return
         if role not in ROLES or (ident.role, ident.name) != (role, name):
-            self.add(bad, check, f"{self.rel(path)} holds the certificate of "
-                     f"{ident.role}:{ident.name}, not {role}:{name}",
-                     f"put the right file in place ({role}-{name}.crt) or {reissue}" + retire)
+            self.add(
+                bad,
+                check,
+                f"{self.rel(path)} holds the certificate of "
+                f"{ident.role}:{ident.name}, not {role}:{name}",
+                f"put the right file in place ({role}-{name}.crt) or {reissue}" + retire,
+            )
             return
         try:
             ca.verify_node(cert, role, at=now)
@@ -618,8 +795,10 @@ class Doctor:
                 return
             fix = reissue
             if exc.reason == "certificate_not_yet_valid":
-                fix = ("check this machine's clock ('timedatectl status'; enable NTP with "
-                       "'timedatectl set-ntp true'), or " + reissue)
+                fix = (
+                    "check this machine's clock ('timedatectl status'; enable NTP with "
+                    "'timedatectl set-ntp true'), or " + reissue
+                )
             self.add(bad, check, str(exc), fix + retire)
             return
         left = cert.not_valid_after_utc - now
@@ -627,33 +806,57 @@ class Doctor:
         if mine:
             problem, matched = self._key_mismatch(role, name, ident)
             if problem:
-                self.add(FAIL, check, problem, f"copy identities/{role}/{name}.key.pem and "
-                         f"{name}.transport.key.pem from the machine where the certificate "
-                         f"was issued, together with it, or {reissue}")
+                self.add(
+                    FAIL,
+                    check,
+                    problem,
+                    f"copy identities/{role}/{name}.key.pem and "
+                    f"{name}.transport.key.pem from the machine where the certificate "
+                    f"was issued, together with it, or {reissue}",
+                )
                 return
         if left < dt.timedelta(days=CERT_WARN_DAYS):
-            self.add(WARN, check, f"expires in {_days(left)} "
-                     f"({cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)",
-                     self.reissue(role, name, days=365))
+            self.add(
+                WARN,
+                check,
+                f"expires in {_days(left)} ({cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)",
+                self.reissue(role, name, days=365),
+            )
             return
-        self.add(OK, check, f"valid until {cert.not_valid_after_utc:%Y-%m-%d} ({_days(left)})"
-                 + (", matches the local keys" if matched else ""))
+        self.add(
+            OK,
+            check,
+            f"valid until {cert.not_valid_after_utc:%Y-%m-%d} ({_days(left)})"
+            + (", matches the local keys" if matched else ""),
+        )
 
     def _key_mismatch(self, role: str, name: str, ident) -> tuple[str, int]:
         """For a local node: do its private keys belong to its certificate? Returns the
         problem (or "") and how many keys were compared."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        from common.pki import load_private_key
+        from veilcam.common.pki import load_private_key
 
         raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
         checks = []
         if role == "camera" or role == "viewer" or (role == "store" and "store" in self.cfg):
-            checks.append((self.home.transport_key_path(role, name), X25519PrivateKey,
-                           ident.transport_key, "transport (CurveZMQ)"))
+            checks.append(
+                (
+                    self.home.transport_key_path(role, name),
+                    X25519PrivateKey,
+                    ident.transport_key,
+                    "transport (CurveZMQ)",
+                )
+            )
         if role == "camera":
-            checks.append((self.home.signing_key_path(role, name), Ed25519PrivateKey,
-                           ident.signing_key.public_bytes(*raw), "signing"))
+            checks.append(
+                (
+                    self.home.signing_key_path(role, name),
+                    Ed25519PrivateKey,
+                    ident.signing_key.public_bytes(*raw),
+                    "signing",
+                )
+            )
         compared = 0
         for path, kind, expected, what in checks:
             if not path.is_file():
@@ -663,8 +866,11 @@ class Doctor:
             except VeilcamError as exc:
                 return str(exc), compared
             if key.public_key().public_bytes(*raw) != expected:
-                return (f"the {what} key {self.rel(path)} does not belong to this certificate "
-                        "(keys and certificate from different 'cert issue' runs)", compared)
+                return (
+                    f"the {what} key {self.rel(path)} does not belong to this certificate "
+                    "(keys and certificate from different 'cert issue' runs)",
+                    compared,
+                )
             compared += 1
         return "", compared
 
@@ -674,8 +880,11 @@ class Doctor:
         if "store" in self.cfg:
             store = self.cfg["store"]
             c = store.store
-            sockets += [("ingest", c.ingest_bind, zmq.DEALER), ("relay", c.relay_bind, zmq.SUB),
-                        ("query", c.query_bind, zmq.DEALER)]
+            sockets += [
+                ("ingest", c.ingest_bind, zmq.DEALER),
+                ("relay", c.relay_bind, zmq.SUB),
+                ("query", c.query_bind, zmq.DEALER),
+            ]
         for name, endpoint, sock_type in sockets:
             self._check_zmq_port(name, endpoint, sock_type)
         for role in ("store", "camera"):
@@ -711,38 +920,62 @@ class Doctor:
             return
         if error.errno == errno.EADDRINUSE:
             if self._store_key() is None:
-                self.add(FAIL, check, f"{endpoint} is in use, by whom cannot be told: the "
-                         "store certificate does not verify here",
-                         f"fix {self.trust_problem} above, then run doctor again")
+                self.add(
+                    FAIL,
+                    check,
+                    f"{endpoint} is in use, by whom cannot be told: the "
+                    "store certificate does not verify here",
+                    f"fix {self.trust_problem} above, then run doctor again",
+                )
                 return
-            probe = probe_curve(_connect_address(endpoint), _ephemeral_keys(), self._store_key(),
-                                sock_type, self.timeout_s)
+            probe = probe_curve(
+                _connect_address(endpoint),
+                _ephemeral_keys(),
+                self._store_key(),
+                sock_type,
+                self.timeout_s,
+            )
             if probe.outcome in ("ok", "refused_key"):
-                self.add(OK, check, f"{endpoint} is in use by this deployment's running store "
-                         "(it proved the store key in a CurveZMQ handshake)")
+                self.add(
+                    OK,
+                    check,
+                    f"{endpoint} is in use by this deployment's running store "
+                    "(it proved the store key in a CurveZMQ handshake)",
+                )
             else:
-                holder = ("a ZeroMQ server without this deployment's store key (another "
-                          "veilcam store?)" if probe.outcome == "wrong_server" else
-                          "another program (it does not answer like a veilcam store)")
-                self.add(FAIL, check, f"{endpoint} is in use by {holder}: the store cannot "
-                         "start",
-                         f"find it with 'ss -ltnp \"sport = :{port}\"' and stop it, or change "
-                         f"{key} in {cfg_path} (and the matching endpoint in the camera and "
-                         "viewer configs)")
+                holder = (
+                    "a ZeroMQ server without this deployment's store key (another veilcam store?)"
+                    if probe.outcome == "wrong_server"
+                    else "another program (it does not answer like a veilcam store)"
+                )
+                self.add(
+                    FAIL,
+                    check,
+                    f"{endpoint} is in use by {holder}: the store cannot start",
+                    f"find it with 'ss -ltnp \"sport = :{port}\"' and stop it, or change "
+                    f"{key} in {cfg_path} (and the matching endpoint in the camera and "
+                    "viewer configs)",
+                )
             return
-        if error.errno in (errno.EADDRNOTAVAIL, errno.EINVAL) or isinstance(error,
-                                                                           socket.gaierror):
-            self.add(FAIL, check, f"{host!r} in {endpoint} is not an address of this machine "
-                     f"({error.strerror or error})",
-                     f"set {key} in {cfg_path} to an address of this machine, or "
-                     f"tcp://*:{port} for every interface")
+        if error.errno in (errno.EADDRNOTAVAIL, errno.EINVAL) or isinstance(error, socket.gaierror):
+            self.add(
+                FAIL,
+                check,
+                f"{host!r} in {endpoint} is not an address of this machine "
+                f"({error.strerror or error})",
+                f"set {key} in {cfg_path} to an address of this machine, or "
+                f"tcp://*:{port} for every interface",
+            )
             return
         if error.errno == errno.EACCES:
-            self.add(FAIL, check, f"port {port} needs privileges to bind ({error.strerror})",
-                     f"use a port above 1023 in {key} in {cfg_path}")
+            self.add(
+                FAIL,
+                check,
+                f"port {port} needs privileges to bind ({error.strerror})",
+                f"use a port above 1023 in {key} in {cfg_path}",
+            )
             return
-        self.add(FAIL, check, f"cannot bind {endpoint}: {error}",
-                 f"check {key} in {cfg_path}")
+        self.add(FAIL, check, f"cannot bind {endpoint}: {error}", f"check {key} in {cfg_path}")
 
     def _check_metrics_port(self, role: str, host: str, port: int) -> None:
         check = f"port/{role}-metrics"
@@ -764,9 +997,14 @@ class Doctor:
             if f"veilcam_{role}_" in body:
                 self.add(OK, check, f"{url} is served by the running {role}")
                 return
-        self.add(WARN, check, f"{host}:{port} cannot be bound ({error.strerror or error}): the "
-                 f"{role} runs on without metrics", f"change port under [metrics] in {cfg_path} "
-                 f"(or pass --metrics-port), or stop what holds port {port}")
+        self.add(
+            WARN,
+            check,
+            f"{host}:{port} cannot be bound ({error.strerror or error}): the "
+            f"{role} runs on without metrics",
+            f"change port under [metrics] in {cfg_path} "
+            f"(or pass --metrics-port), or stop what holds port {port}",
+        )
 
     # -------------------------------------------------------------- archive
     def check_archive(self) -> None:
@@ -780,24 +1018,36 @@ class Doctor:
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if path.exists() and not path.is_dir():
-            self.add(FAIL, "archive", f"{path} is not a folder",
-                     f"set archive.path in {self.home.store_config_path} to a folder")
+            self.add(
+                FAIL,
+                "archive",
+                f"{path} is not a folder",
+                f"set archive.path in {self.home.store_config_path} to a folder",
+            )
             return
         if not os.access(existing, os.W_OK | os.X_OK):
-            self.add(FAIL, "archive", f"{existing} is not writable by this user: the store "
-                     "cannot archive", "make it writable by the user the store runs as (e.g. "
-                     f"'sudo chown -R veilcam: {_q(existing)}'), or set archive.path in "
-                     f"{self.home.store_config_path}")
+            self.add(
+                FAIL,
+                "archive",
+                f"{existing} is not writable by this user: the store cannot archive",
+                "make it writable by the user the store runs as (e.g. "
+                f"'sudo chown -R veilcam: {_q(existing)}'), or set archive.path in "
+                f"{self.home.store_config_path}",
+            )
             return
         usage = shutil.disk_usage(existing)
         free_mb = usage.free / 2**20
         floor = cfg.retention.min_free_mb
         if free_mb < floor:
-            self.add(WARN, "archive", f"{free_mb:.0f} MiB free on the archive's disk, under "
-                     f"retention.min_free_mb = {floor:g}: the store deletes the oldest segments",
-                     f"free disk space, move archive.path to a larger disk, or set "
-                     f"[retention] max_age_days / max_gb_per_camera in "
-                     f"{self.home.store_config_path}")
+            self.add(
+                WARN,
+                "archive",
+                f"{free_mb:.0f} MiB free on the archive's disk, under "
+                f"retention.min_free_mb = {floor:g}: the store deletes the oldest segments",
+                f"free disk space, move archive.path to a larger disk, or set "
+                f"[retention] max_age_days / max_gb_per_camera in "
+                f"{self.home.store_config_path}",
+            )
             return
         self.add(OK, "archive", f"{path} writable, {free_mb / 1024:.1f} GiB free")
 
@@ -817,23 +1067,32 @@ class Doctor:
                 self._check_link(role)
 
     def _check_link(self, role: str) -> None:
-        from viewer.login import StoreLink
+        from veilcam.viewer.login import StoreLink
 
         check = f"store/{role}"
         cfg = self.cfg[role]
         cfg_path = self.home.config_dir / f"{role}.toml"
         if role == "camera":
             name = cfg.camera.id
-            endpoints = [("store.ingest", cfg.store.ingest, zmq.DEALER),
-                         ("store.query", cfg.store.query, zmq.DEALER)]
+            endpoints = [
+                ("store.ingest", cfg.store.ingest, zmq.DEALER),
+                ("store.query", cfg.store.query, zmq.DEALER),
+            ]
         else:
             name = cfg.viewer.identity
-            endpoints = [("viewer.relay", cfg.viewer.relay, zmq.SUB),
-                         ("viewer.query", cfg.viewer.query, zmq.DEALER)]
+            endpoints = [
+                ("viewer.relay", cfg.viewer.relay, zmq.SUB),
+                ("viewer.query", cfg.viewer.query, zmq.DEALER),
+            ]
         store_key = self._store_key()
         if store_key is None:
-            self.add(FAIL, check, "not tried: the store certificate does not verify here, so "
-                     "its key cannot be pinned", f"fix {self.trust_problem} above first")
+            self.add(
+                FAIL,
+                check,
+                "not tried: the store certificate does not verify here, so "
+                "its key cannot be pinned",
+                f"fix {self.trust_problem} above first",
+            )
             return
         try:
             keys = curve_pair(self.home.transport_key(role, name))
@@ -853,65 +1112,95 @@ class Doctor:
             if role == "camera":
                 reply = link.request([b"GRANTS", name.encode()], timeout_s=self.timeout_s)
                 if reply[0] != b"OK":
-                    raise VeilcamError(reply[1].decode(errors="replace") if len(reply) > 1
-                                       else "refused")
+                    raise VeilcamError(
+                        reply[1].decode(errors="replace") if len(reply) > 1 else "refused"
+                    )
                 answer = f"{len(reply) - 1} grant(s) for camera {name}"
             else:
                 link.request([b"TIME"], timeout_s=self.timeout_s)
                 answer = "query answered"
         except VeilcamError as exc:
             link.close()
-            self.add(FAIL, check, f"{query_endpoint} ({endpoints[1][0]}): handshake "
-                     f"succeeded but the query failed: {exc}",
-                     "look at the store's log; restart it if it is stuck")
+            self.add(
+                FAIL,
+                check,
+                f"{query_endpoint} ({endpoints[1][0]}): handshake "
+                f"succeeded but the query failed: {exc}",
+                "look at the store's log; restart it if it is stuck",
+            )
             return
         self.links.setdefault(role, link)
         if self.links[role] is not link:
             link.close()
-        self.add(OK, check, f"{', '.join(e for _, e, _ in endpoints)}: CurveZMQ handshake as "
-                 f"{role}:{name} accepted by the store; {answer}")
+        self.add(
+            OK,
+            check,
+            f"{', '.join(e for _, e, _ in endpoints)}: CurveZMQ handshake as "
+            f"{role}:{name} accepted by the store; {answer}",
+        )
 
-    def _explain(self, probe: Probe, role: str, name: str, key: str, endpoint: str,
-                 cfg_path: Path) -> tuple[str, str, str]:
+    def _explain(
+        self, probe: Probe, role: str, name: str, key: str, endpoint: str, cfg_path: Path
+    ) -> tuple[str, str, str]:
         where = f"{endpoint} ({key} in {self.rel(cfg_path)})"
         host_port = _split_tcp(endpoint)
         port = host_port[1] if host_port else "?"
         store_home = self.cmd_home if "store" in self.cfg else "HOME"
-        start = (f"start the store ('veilcam store --home {store_home}' or 'systemctl start "
-                 f"veilcam-store'), or set {key} in {cfg_path} to the store's address")
+        start = (
+            f"start the store ('veilcam store --home {store_home}' or 'systemctl start "
+            f"veilcam-store'), or set {key} in {cfg_path} to the store's address"
+        )
         if probe.outcome == "refused":
-            return (FAIL, f"nothing listens at {where}: connection refused (the store is not "
-                    "running, or the address is wrong)", start)
+            return (
+                FAIL,
+                f"nothing listens at {where}: connection refused (the store is not "
+                "running, or the address is wrong)",
+                start,
+            )
         if probe.outcome == "timeout":
-            return (FAIL, f"no answer from {where} within {self.timeout_s:g} s (host down, or "
-                    "a firewall drops the connection)",
-                    f"{start}; open TCP port {port} from this machine to the store "
-                    f"({GUIDE}, 'Ports')")
+            return (
+                FAIL,
+                f"no answer from {where} within {self.timeout_s:g} s (host down, or "
+                "a firewall drops the connection)",
+                f"{start}; open TCP port {port} from this machine to the store ({GUIDE}, 'Ports')",
+            )
         if probe.outcome == "silent":
-            return (FAIL, f"something listens at {where} but does not speak CurveZMQ like the "
-                    f"store (no handshake within {self.timeout_s:g} s)",
-                    f"point {key} in {cfg_path} at the store's port (check the store's "
-                    "store.*_bind), or stop the program holding that port")
+            return (
+                FAIL,
+                f"something listens at {where} but does not speak CurveZMQ like the "
+                f"store (no handshake within {self.timeout_s:g} s)",
+                f"point {key} in {cfg_path} at the store's port (check the store's "
+                "store.*_bind), or stop the program holding that port",
+            )
         if probe.outcome == "refused_key":
             if self._revoked_here(role, name):
-                return (FAIL, f"the store at {where} refused this {role}'s key: its "
-                        f"certificate {role}-{name}.crt is revoked (on the CRL)",
-                        "a revoked certificate cannot be made valid again, and copying it "
-                        f"anywhere does not help: {self.reissue(role, name)}, and copy the "
-                        f"new identities/certs/{role}-{name}.crt to the store")
-            return (FAIL, f"the store at {where} refused this {role}'s key: its certificate "
-                    f"{role}-{name}.crt is unknown, expired or revoked on the store machine",
-                    f"if it was revoked (the store's CRL may be newer than this machine's), "
-                    f"{self.reissue(role, name)}; otherwise copy identities/certs/"
-                    f"{role}-{name}.crt (as issued with these keys) to the store's home (the "
-                    "store reloads certificates within a second); check doctor on the store "
-                    "machine")
+                return (
+                    FAIL,
+                    f"the store at {where} refused this {role}'s key: its "
+                    f"certificate {role}-{name}.crt is revoked (on the CRL)",
+                    "a revoked certificate cannot be made valid again, and copying it "
+                    f"anywhere does not help: {self.reissue(role, name)}, and copy the "
+                    f"new identities/certs/{role}-{name}.crt to the store",
+                )
+            return (
+                FAIL,
+                f"the store at {where} refused this {role}'s key: its certificate "
+                f"{role}-{name}.crt is unknown, expired or revoked on the store machine",
+                f"if it was revoked (the store's CRL may be newer than this machine's), "
+                f"{self.reissue(role, name)}; otherwise copy identities/certs/"
+                f"{role}-{name}.crt (as issued with these keys) to the store's home (the "
+                "store reloads certificates within a second); check doctor on the store "
+                "machine",
+            )
         if probe.outcome == "wrong_server":
-            return (FAIL, f"what answers at {where} does not hold the key of this home's store "
-                    f"certificate ({probe.detail}): another deployment, an older store "
-                    "certificate, or not a veilcam store",
-                    "copy identities/certs/store-store.crt and identities/ca/ca.crt from the "
-                    f"store's deployment, or fix {key} in {cfg_path}")
+            return (
+                FAIL,
+                f"what answers at {where} does not hold the key of this home's store "
+                f"certificate ({probe.detail}): another deployment, an older store "
+                "certificate, or not a veilcam store",
+                "copy identities/certs/store-store.crt and identities/ca/ca.crt from the "
+                f"store's deployment, or fix {key} in {cfg_path}",
+            )
         return (FAIL, f"{where}: {probe.detail or probe.outcome}", f"correct {key} in {cfg_path}")
 
     def _revoked_here(self, role: str, name: str) -> bool:
@@ -930,11 +1219,19 @@ class Doctor:
     def check_clock(self) -> None:
         if not self.links:
             if "camera" in self.cfg or "viewer" in self.cfg:
-                self.add(WARN, "clock", "not measured: no store link answered",
-                         "fix the store/* checks above, then run doctor again")
+                self.add(
+                    WARN,
+                    "clock",
+                    "not measured: no store link answered",
+                    "fix the store/* checks above, then run doctor again",
+                )
             elif "store" in self.cfg:
-                self.add(OK, "clock", "this machine runs the store (its clock is the "
-                         "reference); run doctor on the camera and viewer machines")
+                self.add(
+                    OK,
+                    "clock",
+                    "this machine runs the store (its clock is the "
+                    "reference); run doctor on the camera and viewer machines",
+                )
             return
         role, link = next(iter(self.links.items()))
         self.judge_clock(link, role)
@@ -945,21 +1242,31 @@ class Doctor:
         except ClockUnknown as exc:
             self.add(WARN, "clock", f"not measured: {exc}", exc.fix)
             return
-        said = (f"this machine's clock is {abs(skew):.1f} s "
-                f"{'behind' if skew > 0 else 'ahead of'} the store's (±{margin:.2f} s)")
-        fix = ("synchronise the clocks of this machine and the store with NTP ('timedatectl "
-               "set-ntp true'; 'timedatectl status' shows 'System clock synchronized: yes')")
+        said = (
+            f"this machine's clock is {abs(skew):.1f} s "
+            f"{'behind' if skew > 0 else 'ahead of'} the store's (±{margin:.2f} s)"
+        )
+        fix = (
+            "synchronise the clocks of this machine and the store with NTP ('timedatectl "
+            "set-ntp true'; 'timedatectl status' shows 'System clock synchronized: yes')"
+        )
         if abs(skew) > SKEW_FAIL_S:
-            self.add(FAIL, "clock", f"{said}: certificate validity and capture times are "
-                     "judged by these clocks", fix)
+            self.add(
+                FAIL,
+                "clock",
+                f"{said}: certificate validity and capture times are judged by these clocks",
+                fix,
+            )
         elif abs(skew) > SKEW_WARN_S:
-            self.add(WARN, "clock", f"{said}: capture times in the archive drift from the "
-                     "store's", fix)
+            self.add(
+                WARN, "clock", f"{said}: capture times in the archive drift from the store's", fix
+            )
         else:
             self.add(OK, "clock", f"within {abs(skew):.1f} s of the store's (±{margin:.2f} s)")
 
 
 # --------------------------------------------------------------------------- output
+
 
 def format_text(results: list[Result]) -> str:
     lines = []
@@ -977,8 +1284,17 @@ def run_doctor(root: Path, as_json: bool = False, timeout_s: float = 3.0) -> int
     results = doctor.run()
     failed = any(r.status == FAIL for r in results)
     if as_json:
-        print(json.dumps({"home": str(doctor.home.root), "roles": doctor.roles,
-                          "ok": not failed, "checks": [asdict(r) for r in results]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "home": str(doctor.home.root),
+                    "roles": doctor.roles,
+                    "ok": not failed,
+                    "checks": [asdict(r) for r in results],
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_text(results))
     sys.stdout.flush()

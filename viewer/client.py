@@ -11,13 +11,18 @@ import logging
 from dataclasses import dataclass
 
 import zmq
-
-from common.errors import FormatError, TransportError, VeilcamError, VerificationError
-from common.format import EnvelopeBody, FrameMessage, GapNotice, KeyEnvelope, message_from_parts
-from common.home import Home
-from common.signing import ChainTracker
-from common.transport import HandshakeWatch, curve_pair, make_client, recv_capped
-from viewer.login import StoreLink
+from veilcam.common.errors import FormatError, TransportError, VeilcamError, VerificationError
+from veilcam.common.format import (
+    EnvelopeBody,
+    FrameMessage,
+    GapNotice,
+    KeyEnvelope,
+    message_from_parts,
+)
+from veilcam.common.home import Home
+from veilcam.common.signing import ChainTracker
+from veilcam.common.transport import HandshakeWatch, curve_pair, make_client, recv_capped
+from veilcam.viewer.login import StoreLink
 
 log = logging.getLogger("veilcam.viewer")
 
@@ -44,13 +49,18 @@ class RelayClient:
         ctx = zmq.Context.instance()
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
-        make_client(self.sub, curve_pair(home.transport_key("viewer", cfg.identity)),
-                    home.store_identity().transport_key)
+        make_client(
+            self.sub,
+            curve_pair(home.transport_key("viewer", cfg.identity)),
+            home.store_identity().transport_key,
+        )
         self.watch = HandshakeWatch(self.sub, "store", relay)
         self.sub.setsockopt(zmq.RCVHWM, 200)
         self.sub.setsockopt(zmq.MAXMSGSIZE, 256 * 2**20)
         for camera in cameras or [""]:
-            self.sub.setsockopt(zmq.SUBSCRIBE, camera.encode("ascii") + (b"\x00" if camera else b""))
+            self.sub.setsockopt(
+                zmq.SUBSCRIBE, camera.encode("ascii") + (b"\x00" if camera else b"")
+            )
         self.sub.connect(relay)
         self.query_endpoint = query
         self.query = self._new_query_socket()
@@ -72,8 +82,9 @@ class RelayClient:
         if key in self.envelopes:
             return self.envelopes[key]
         try:
-            reply = self.query.request([b"ENVELOPE", camera_id.encode("ascii"), epoch_id],
-                                       QUERY_TIMEOUT_S)
+            reply = self.query.request(
+                [b"ENVELOPE", camera_id.encode("ascii"), epoch_id], QUERY_TIMEOUT_S
+            )
         except TransportError:
             raise
         except VeilcamError as exc:
@@ -105,8 +116,11 @@ class RelayClient:
             got = recv_capped(self.sub, RELAY_MAX_PARTS, RELAY_MAX_BYTES)
             if got.oversized:
                 self.rejected += 1
-                log.warning("dropped an oversized message from the relay (%d parts, %d bytes)",
-                            got.parts, got.size)
+                log.warning(
+                    "dropped an oversized message from the relay (%d parts, %d bytes)",
+                    got.parts,
+                    got.size,
+                )
                 continue
             parts = [f.bytes for f in got.frames]
             try:

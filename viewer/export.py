@@ -19,25 +19,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
-
-from common.errors import VeilcamError
-from common.format import KIND_ENVELOPE, KIND_FRAME
-from common.home import Home
-from common.keywrap import Identity
-from common.pki import ca_fingerprint, load_cert
-from common.progress import Progress
-from common.secretfiles import sha256_file, write_atomic
-from store_node.segments import encode_record, segment_header
-from viewer.playback import ArchiveReader
-from viewer.render import render
-from viewer.unlock import Unlocker
+from veilcam.common.errors import VeilcamError
+from veilcam.common.format import KIND_ENVELOPE, KIND_FRAME
+from veilcam.common.home import Home
+from veilcam.common.keywrap import Identity
+from veilcam.common.pki import ca_fingerprint, load_cert
+from veilcam.common.progress import Progress
+from veilcam.common.secretfiles import sha256_file, write_atomic
+from veilcam.store_node.segments import encode_record, segment_header
+from veilcam.viewer.playback import ArchiveReader
+from veilcam.viewer.render import render
+from veilcam.viewer.unlock import Unlocker
 
 log = logging.getLogger("veilcam.export")
 
 
-def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
-           identity: Identity | None = None,
-           on_progress: Callable[[int, int], None] | None = None) -> dict:
+def export(
+    home: Home,
+    camera: str,
+    from_us: int,
+    to_us: int,
+    out: Path,
+    identity: Identity | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Write ``out`` (MP4) and ``out.bundle/``; returns the manifest. ``on_progress(done,
     total)`` is called after each frame (the browser viewer's export button shows it)."""
     out = Path(out)
@@ -65,8 +70,12 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
                     break
                 if not got.verified:
                     problems += 1
-                    log.warning("frame #%d does not verify (%s): left out of the video, kept in "
-                                "the bundle for the record", h.seq, got.problem)
+                    log.warning(
+                        "frame #%d does not verify (%s): left out of the video, kept in "
+                        "the bundle for the record",
+                        h.seq,
+                        got.problem,
+                    )
                 if h.epoch_id not in epochs:
                     epochs.append(h.epoch_id)
                     env_parts = reader.envelope_parts(camera, h.epoch_id)
@@ -78,8 +87,9 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
                 shown = render(got.msg, unlocker)
                 if writer is None:
                     fps = 30.0
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                             (h.width, h.height))
+                    writer = cv2.VideoWriter(
+                        str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (h.width, h.height)
+                    )
                     if not writer.isOpened():
                         raise VeilcamError(f"cannot write the video {out}")
                 writer.write(shown.image)
@@ -107,12 +117,19 @@ def export(home: Home, camera: str, from_us: int, to_us: int, out: Path,
     shutil.copy2(home.ca_cert_path, ids / "ca" / "ca.crt")
     if home.crl_path.exists():
         shutil.copy2(home.crl_path, ids / "ca" / "crl.pem")
-    shutil.copytree(home.certs_dir, ids / "certs",
-                    ignore=lambda d, names: [n for n in names if n.startswith(("store-", "viewer-"))])
+    shutil.copytree(
+        home.certs_dir,
+        ids / "certs",
+        ignore=lambda d, names: [n for n in names if n.startswith(("store-", "viewer-"))],
+    )
     write_atomic(bundle / "config" / "store.toml", b'[archive]\npath = "archive"\n')
     manifest = {
-        "format": "veilcam-evidence-bundle-v1", "camera": camera,
-        "from_us": first_us, "to_us": last_us, "frames": frames, "epochs": len(epochs),
+        "format": "veilcam-evidence-bundle-v1",
+        "camera": camera,
+        "from_us": first_us,
+        "to_us": last_us,
+        "frames": frames,
+        "epochs": len(epochs),
         "frames_failing_verification": problems,
         "unlocked_for": identity.name if identity else None,
         "video": {"file": out.name, "sha256": sha256_file(out)},
@@ -133,10 +150,12 @@ def video_coverage_note(bundle: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         name, who = "the MP4", None
     kind = f"unlocked for {who}" if isinstance(who, str) else "redacted"
-    return (f"{name} ({kind}) is derived from the verified frames but is NOT covered by their "
-            "signatures: only its SHA-256 in the unsigned manifest.json ties it to them, and "
-            "whoever edits the MP4 can edit that too. The signed evidence is the frames in "
-            "the bundle's segment")
+    return (
+        f"{name} ({kind}) is derived from the verified frames but is NOT covered by their "
+        "signatures: only its SHA-256 in the unsigned manifest.json ties it to them, and "
+        "whoever edits the MP4 can edit that too. The signed evidence is the frames in "
+        "the bundle's segment"
+    )
 
 
 def check_bundle_files(bundle: Path) -> list[str]:

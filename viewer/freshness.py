@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from common.errors import VeilcamError
+from veilcam.common.errors import VeilcamError
 
 log = logging.getLogger("veilcam.viewer")
 
@@ -20,19 +20,22 @@ DEFAULT_MAX_AGE_S = 2.0
 
 
 class Freshness:
-    def __init__(self, max_age_s: float = DEFAULT_MAX_AGE_S, skew_s: float = 0.0,
-                 margin_s: float = 0.0) -> None:
+    def __init__(
+        self, max_age_s: float = DEFAULT_MAX_AGE_S, skew_s: float = 0.0, margin_s: float = 0.0
+    ) -> None:
         self.max_age_s = max_age_s
         self.skew_s = skew_s
         self.allowed_s = max_age_s + abs(skew_s) + margin_s
 
     @classmethod
-    def measured(cls, home, max_age_s: float = DEFAULT_MAX_AGE_S,
-                 timeout_s: float = 2.0) -> Freshness:
+    def measured(
+        cls, home, max_age_s: float = DEFAULT_MAX_AGE_S, timeout_s: float = 2.0
+    ) -> Freshness:
         """Allow the clock difference with the store of ``home``'s viewer.toml, measured over
         a link of its own (a late answer must not reach another query's socket)."""
+        from veilcam.viewer.login import StoreLink
+
         from veilcam.doctor import measure_skew
-        from viewer.login import StoreLink
 
         try:
             link = StoreLink(home, home.viewer_config().viewer.query)
@@ -41,13 +44,21 @@ class Freshness:
             finally:
                 link.close()
         except VeilcamError as exc:  # ClockUnknown, or no link at all
-            log.warning("clock difference with the store not measured (%s): live frames older "
-                        "than %.1f s are marked stale", exc, max_age_s)
+            log.warning(
+                "clock difference with the store not measured (%s): live frames older "
+                "than %.1f s are marked stale",
+                exc,
+                max_age_s,
+            )
             return cls(max_age_s)
         fresh = cls(max_age_s, skew, margin)
-        log.info("this machine's clock is %.2f s %s the store's: live frames older than %.1f s "
-                 "are marked stale", abs(skew), "behind" if skew > 0 else "ahead of",
-                 fresh.allowed_s)
+        log.info(
+            "this machine's clock is %.2f s %s the store's: live frames older than %.1f s "
+            "are marked stale",
+            abs(skew),
+            "behind" if skew > 0 else "ahead of",
+            fresh.allowed_s,
+        )
         return fresh
 
     def judge(self, capture_time_us: int, now: float | None = None) -> dict:

@@ -11,18 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-
-from common.errors import VeilcamError
-from common.home import Home
-from common.keywrap import Identity
-from common.lifecycle import StopFlag
-from viewer.client import ReceivedFrame, RelayClient
-from viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
-from viewer.playback import ArchiveReader
-from viewer.private import private_umask
-from viewer.render import describe, render
-from viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, TrustReloader
-from viewer.unlock import Unlocker, no_grant_reason
+from veilcam.common.errors import VeilcamError
+from veilcam.common.home import Home
+from veilcam.common.keywrap import Identity
+from veilcam.common.lifecycle import StopFlag
+from veilcam.viewer.client import ReceivedFrame, RelayClient
+from veilcam.viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
+from veilcam.viewer.playback import ArchiveReader
+from veilcam.viewer.private import private_umask
+from veilcam.viewer.render import describe, render
+from veilcam.viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, TrustReloader
+from veilcam.viewer.unlock import Unlocker, no_grant_reason
 
 log = logging.getLogger("veilcam.viewer")
 
@@ -49,18 +48,26 @@ class FailureLog:
         last = self._last_log.get(reason)
         if last is None:
             self._last_log[reason] = now
-            log.warning("frame %s#%d failed verification: %s", got.msg.camera_id,
-                        got.msg.header.seq, got.problem)
+            log.warning(
+                "frame %s#%d failed verification: %s",
+                got.msg.camera_id,
+                got.msg.header.seq,
+                got.problem,
+            )
             return
         self._unlogged[reason] += 1
         if now - last >= REPEAT_LOG_S:
             self.flush(reason, now)
 
     def flush(self, reason: str | None = None, now: float | None = None) -> None:
-        for r in ([reason] if reason else list(self._unlogged)):
+        for r in [reason] if reason else list(self._unlogged):
             if self._unlogged[r]:
-                log.warning("%d more frame(s) failed verification (%s) in the last %.0f s",
-                            self._unlogged[r], r, (now or self.clock()) - self._last_log[r])
+                log.warning(
+                    "%d more frame(s) failed verification (%s) in the last %.0f s",
+                    self._unlogged[r],
+                    r,
+                    (now or self.clock()) - self._last_log[r],
+                )
                 self._unlogged[r] = 0
                 self._last_log[r] = now or self.clock()
 
@@ -73,14 +80,24 @@ class FailureLog:
         reasons = ", ".join(f"{n} x {r}" for r, n in self.by_reason.most_common())
         first = self.example[self.by_reason.most_common(1)[0][0]]
         hint = "; " + OUTDATED_TRUST_HINT if set(self.by_reason) & OUTDATED_TRUST_REASONS else ""
-        return (f"{self.total} frame(s) arrived from the store but failed verification "
-                f"({reasons}; e.g. {first}){hint}")
+        return (
+            f"{self.total} frame(s) arrived from the store but failed verification "
+            f"({reasons}; e.g. {first}){hint}"
+        )
 
 
-def run_headless(home: Home, out_dir: Path, n_frames: int, identity: Identity | None = None,
-                 cameras: list[str] | None = None, timeout_s: float = 120.0,
-                 stop: StopFlag | None = None, from_us: int | None = None,
-                 max_age_s: float = DEFAULT_MAX_AGE_S, write_images: bool = True) -> int:
+def run_headless(
+    home: Home,
+    out_dir: Path,
+    n_frames: int,
+    identity: Identity | None = None,
+    cameras: list[str] | None = None,
+    timeout_s: float = 120.0,
+    stop: StopFlag | None = None,
+    from_us: int | None = None,
+    max_age_s: float = DEFAULT_MAX_AGE_S,
+    write_images: bool = True,
+) -> int:
     """Write the first ``n_frames`` verified frames, live or (``from_us``) from the archive
     (``write_images`` False: every frame is still verified, decoded and unlocked, but only
     its frames.jsonl line is written: a PNG per 1080p frame costs more CPU than the camera);
@@ -90,13 +107,32 @@ def run_headless(home: Home, out_dir: Path, n_frames: int, identity: Identity | 
     clock) and whether it is ``stale`` (older than ``max_age_s`` plus the clock difference with
     the store): a store relaying old frames is visible. Everything written is owner-only."""
     with private_umask():  # unlocked PNGs show what the zones hide: 0600, in a 0700 folder
-        return _run(home, out_dir, n_frames, identity, cameras, timeout_s, stop, from_us,
-                    max_age_s, write_images)
+        return _run(
+            home,
+            out_dir,
+            n_frames,
+            identity,
+            cameras,
+            timeout_s,
+            stop,
+            from_us,
+            max_age_s,
+            write_images,
+        )
 
 
-def _run(home: Home, out_dir: Path, n_frames: int, identity: Identity | None,
-         cameras: list[str] | None, timeout_s: float, stop: StopFlag | None,
-         from_us: int | None, max_age_s: float, write_images: bool) -> int:
+def _run(
+    home: Home,
+    out_dir: Path,
+    n_frames: int,
+    identity: Identity | None,
+    cameras: list[str] | None,
+    timeout_s: float,
+    stop: StopFlag | None,
+    from_us: int | None,
+    max_age_s: float,
+    write_images: bool,
+) -> int:
     cfg = home.viewer_config().viewer
     stop = stop or StopFlag()
     freshness: Freshness | None = None
@@ -129,11 +165,15 @@ def _run(home: Home, out_dir: Path, n_frames: int, identity: Identity | None,
     written = stale = 0
     failures = FailureLog()
     warned_no_grant: set[str] = set()
-    log.info("headless viewer: waiting for %d frame(s) from %s (%s)", n_frames, where,
-             f"unlocked as {identity.name}" if identity else "public")
+    log.info(
+        "headless viewer: waiting for %d frame(s) from %s (%s)",
+        n_frames,
+        where,
+        f"unlocked as {identity.name}" if identity else "public",
+    )
     try:
         with open(out_dir / "frames.jsonl", "a", encoding="utf-8") as jsonl:
-            for got in ([] if n_frames <= 0 else source):
+            for got in [] if n_frames <= 0 else source:
                 if stop.is_set():
                     break
                 if not got.verified:
@@ -152,35 +192,58 @@ def _run(home: Home, out_dir: Path, n_frames: int, identity: Identity | None,
                     if line["stale"]:
                         stale += 1
                         if stale == 1:
-                            log.warning("frame %s#%d is %.1f s old (captured %s): the store "
-                                        "relays old frames, or a clock is wrong; marked stale",
-                                        got.msg.camera_id, got.msg.header.seq, line["age_s"],
-                                        time.strftime("%Y-%m-%d %H:%M:%S",
-                                                      time.localtime(line["capture_time_us"]
-                                                                     / 1e6)))
+                            log.warning(
+                                "frame %s#%d is %.1f s old (captured %s): the store "
+                                "relays old frames, or a clock is wrong; marked stale",
+                                got.msg.camera_id,
+                                got.msg.header.seq,
+                                line["age_s"],
+                                time.strftime(
+                                    "%Y-%m-%d %H:%M:%S",
+                                    time.localtime(line["capture_time_us"] / 1e6),
+                                ),
+                            )
                 jsonl.write(json.dumps(line) + "\n")
                 jsonl.flush()
                 camera = got.msg.camera_id
                 if unlocker and camera in unlocker.no_grant and camera not in warned_no_grant:
                     warned_no_grant.add(camera)
-                    log.warning("unlocked as %s, but %s", unlocker.user,
-                                no_grant_reason(home, unlocker.user, camera))
+                    log.warning(
+                        "unlocked as %s, but %s",
+                        unlocker.user,
+                        no_grant_reason(home, unlocker.user, camera),
+                    )
                 written += 1
                 if written >= n_frames:
                     break
     finally:
         failures.flush()
         close()
-    log.info("headless viewer: wrote %d frame(s) to %s%s", written, out_dir,
-             f" ({stale} stale)" if stale else "")
+    log.info(
+        "headless viewer: wrote %d frame(s) to %s%s",
+        written,
+        out_dir,
+        f" ({stale} stale)" if stale else "",
+    )
     if written < n_frames and not stop.is_set():
         if from_us is not None:
             log.error("only %d of %d frame(s) in the archive from that time", written, n_frames)
         elif failures.total:
-            log.error("only %d of %d frame(s) verified within %.0f s: %s", written, n_frames,
-                      timeout_s, failures.cause())
+            log.error(
+                "only %d of %d frame(s) verified within %.0f s: %s",
+                written,
+                n_frames,
+                timeout_s,
+                failures.cause(),
+            )
         else:
-            log.error("only %d of %d frame(s) arrived within %.0f s; is the store at %s running "
-                      "and a camera sending?", written, n_frames, timeout_s, cfg.relay)
+            log.error(
+                "only %d of %d frame(s) arrived within %.0f s; is the store at %s running "
+                "and a camera sending?",
+                written,
+                n_frames,
+                timeout_s,
+                cfg.relay,
+            )
         return 1
     return 0

@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import zmq
-
-from common.errors import KeystoreError, VeilcamError
-from common.home import Home, check_user_name
-from common.keystore import (
+from veilcam.common.errors import KeystoreError, VeilcamError
+from veilcam.common.home import Home, check_user_name
+from veilcam.common.keystore import (
     SCRYPT_N,
     SCRYPT_P,
     SCRYPT_R,
@@ -28,9 +27,9 @@ from common.keystore import (
     parse_keystore,
     unseal,
 )
-from common.keywrap import Identity
-from common.secretfiles import write_secret
-from common.transport import HandshakeWatch, curve_pair, make_client
+from veilcam.common.keywrap import Identity
+from veilcam.common.secretfiles import write_secret
+from veilcam.common.transport import HandshakeWatch, curve_pair, make_client
 
 LOGIN_FAILED = "wrong user name or password"
 
@@ -38,8 +37,13 @@ LOGIN_FAILED = "wrong user name or password"
 class StoreLink:
     """A CURVE client socket to one of the store's endpoints, checked on every handshake."""
 
-    def __init__(self, home: Home, endpoint: str, sock_type: int = zmq.DEALER,
-                 keys: tuple[bytes, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        home: Home,
+        endpoint: str,
+        sock_type: int = zmq.DEALER,
+        keys: tuple[bytes, bytes] | None = None,
+    ) -> None:
         """``keys``: this node's CURVE pair (default: the viewer's, from viewer.toml)."""
         ca = home.ca()
         if keys is None:
@@ -70,7 +74,9 @@ def _error(reply: list[bytes]) -> str:
 
 
 SALT_CACHE = "login-kdf.json"  # in the viewer home's state folder, 0600
-MAX_SCRYPT_MEMORY = 8 * SCRYPT_N * SCRYPT_R * 128  # scrypt needs n·r·128 bytes: 8x the default, at most
+MAX_SCRYPT_MEMORY = (
+    8 * SCRYPT_N * SCRYPT_R * 128
+)  # scrypt needs n·r·128 bytes: 8x the default, at most
 
 
 def check_kdf_floor(kdf: KdfParams, where: str = "the store") -> KdfParams:
@@ -78,13 +84,17 @@ def check_kdf_floor(kdf: KdfParams, where: str = "the store") -> KdfParams:
     password goes into them: the store chooses what it answers to SALT, and a cheap KDF makes
     the login secret it then receives cheap to guess from."""
     if kdf.n < SCRYPT_N or kdf.r < SCRYPT_R or kdf.p < SCRYPT_P or len(kdf.salt) < 16:
-        raise KeystoreError(f"{where} asks for scrypt parameters below the minimum (n={kdf.n}, "
-                            f"r={kdf.r}, p={kdf.p}, {len(kdf.salt)}-byte salt; at least "
-                            f"n={SCRYPT_N}, r={SCRYPT_R}, p={SCRYPT_P}, 16 bytes): refusing to "
-                            "log in (a store that weakens the KDF is not to be trusted)")
+        raise KeystoreError(
+            f"{where} asks for scrypt parameters below the minimum (n={kdf.n}, "
+            f"r={kdf.r}, p={kdf.p}, {len(kdf.salt)}-byte salt; at least "
+            f"n={SCRYPT_N}, r={SCRYPT_R}, p={SCRYPT_P}, 16 bytes): refusing to "
+            "log in (a store that weakens the KDF is not to be trusted)"
+        )
     if kdf.n * kdf.r * 128 > MAX_SCRYPT_MEMORY or kdf.p > 4:
-        raise KeystoreError(f"{where} asks for an unreasonable scrypt cost (n={kdf.n}, "
-                            f"r={kdf.r}, p={kdf.p}): refusing to log in")
+        raise KeystoreError(
+            f"{where} asks for an unreasonable scrypt cost (n={kdf.n}, "
+            f"r={kdf.r}, p={kdf.p}): refusing to log in"
+        )
     return kdf
 
 
@@ -98,8 +108,10 @@ def _cached_kdfs(home: Home) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise KeystoreError(f"the login salt cache {_cache_path(home)} is unreadable ({exc}); "
-                            "remove it only if you trust the store") from None
+        raise KeystoreError(
+            f"the login salt cache {_cache_path(home)} is unreadable ({exc}); "
+            "remove it only if you trust the store"
+        ) from None
     return doc if isinstance(doc, dict) else {}
 
 
@@ -124,8 +136,9 @@ def expected_kdf(home: Home, user: str) -> tuple[KdfParams | None, str]:
         try:
             return KdfParams.from_json(cached), f"the first log-in ({_cache_path(home)})"
         except (KeystoreError, KeyError, TypeError, ValueError):
-            raise KeystoreError(f"the login salt cache {_cache_path(home)} has a bad entry for "
-                                f"{user!r}") from None
+            raise KeystoreError(
+                f"the login salt cache {_cache_path(home)} has a bad entry for {user!r}"
+            ) from None
     return None, ""
 
 
@@ -148,10 +161,12 @@ def login(home: Home, user: str, password: str) -> Identity:
             raise KeystoreError("the store's answer to SALT is malformed") from None
         check_kdf_floor(kdf)
         if expected is not None and kdf != expected:
-            raise KeystoreError(f"the store answers KDF parameters or a salt for {user!r} that "
-                                f"differ from {source}: refusing to send a login secret "
-                                "derived from them (a store choosing the salt can make "
-                                "guessing the password cheaper)")
+            raise KeystoreError(
+                f"the store answers KDF parameters or a salt for {user!r} that "
+                f"differ from {source}: refusing to send a login secret "
+                "derived from them (a store choosing the salt can make "
+                "guessing the password cheaper)"
+            )
         secrets = derive_secrets(password, kdf)
         reply = link.request([b"LOGIN", user.encode(), secrets.login_secret])
     finally:
@@ -172,8 +187,9 @@ def register(home: Home, user: str, password: str) -> NewKeystore:
     ks = new_keystore(user, password)  # checks the password policy first
     link = StoreLink(home, home.viewer_config().viewer.query)
     try:
-        reply = link.request([b"REGISTER", user.encode(), ks.login_secret,
-                              json.dumps(ks.doc).encode()])
+        reply = link.request(
+            [b"REGISTER", user.encode(), ks.login_secret, json.dumps(ks.doc).encode()]
+        )
     finally:
         link.close()
     if reply[0] != b"OK":

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
-from common.errors import FormatError, VeilcamError, VerificationError
-from common.format import EnvelopeBody, FrameMessage, KeyEnvelope, unpack_parts
-from common.home import Home
-from common.signing import ChainTracker
-from viewer.client import ReceivedFrame
-from viewer.login import StoreLink
+from veilcam.common.errors import FormatError, VeilcamError, VerificationError
+from veilcam.common.format import EnvelopeBody, FrameMessage, KeyEnvelope, unpack_parts
+from veilcam.common.home import Home
+from veilcam.common.signing import ChainTracker
+from veilcam.viewer.client import ReceivedFrame
+from veilcam.viewer.login import StoreLink
 
 BATCH = 32
 
@@ -37,8 +37,10 @@ def parse_time(text: str) -> int:
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise VeilcamError(f"cannot read the time {text!r}: use ISO 8601 "
-                           "(2026-11-27T03:00:00), unix seconds, or 'start'") from None
+        raise VeilcamError(
+            f"cannot read the time {text!r}: use ISO 8601 "
+            "(2026-11-27T03:00:00), unix seconds, or 'start'"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     if when.timestamp() < 0:
@@ -64,11 +66,20 @@ class ArchiveReader:
 
     def coverage(self, from_us: int, to_us: int, buckets: int) -> list[int]:
         """Frames archived in each of ``buckets`` equal slices of [from_us, to_us)."""
-        reply = self.link.request([b"COVERAGE", self.camera_id.encode(), str(from_us).encode(),
-                                   str(to_us).encode(), str(buckets).encode()])
+        reply = self.link.request(
+            [
+                b"COVERAGE",
+                self.camera_id.encode(),
+                str(from_us).encode(),
+                str(to_us).encode(),
+                str(buckets).encode(),
+            ]
+        )
         if reply[0] != b"OK" or len(reply) != 2:
-            raise VeilcamError("the store refused the timeline query: "
-                               f"{reply[1].decode(errors='replace') if len(reply) > 1 else ''}")
+            raise VeilcamError(
+                "the store refused the timeline query: "
+                f"{reply[1].decode(errors='replace') if len(reply) > 1 else ''}"
+            )
         try:
             counts = [int(v) for v in reply[1].decode("ascii").split(",")]
         except ValueError:
@@ -106,12 +117,20 @@ class ArchiveReader:
     def frames(self) -> Iterator[ReceivedFrame]:
         after = -1
         while True:
-            reply = self.link.request([b"RANGE", self.camera_id.encode(),
-                                       str(self.from_us).encode(), str(after).encode(),
-                                       str(BATCH).encode()])
+            reply = self.link.request(
+                [
+                    b"RANGE",
+                    self.camera_id.encode(),
+                    str(self.from_us).encode(),
+                    str(after).encode(),
+                    str(BATCH).encode(),
+                ]
+            )
             if reply[0] != b"OK":
-                raise VeilcamError(f"the store refused the playback: "
-                                   f"{reply[1].decode(errors='replace') if len(reply) > 1 else ''}")
+                raise VeilcamError(
+                    f"the store refused the playback: "
+                    f"{reply[1].decode(errors='replace') if len(reply) > 1 else ''}"
+                )
             if len(reply) == 1:
                 return
             asked_after = after
@@ -119,10 +138,14 @@ class ArchiveReader:
                 try:
                     msg = FrameMessage.from_body_parts(unpack_parts(packed)[1])
                 except FormatError as exc:
-                    raise VeilcamError(f"the store sent a malformed archived frame: {exc}") from None
+                    raise VeilcamError(
+                        f"the store sent a malformed archived frame: {exc}"
+                    ) from None
                 if msg.header.seq <= asked_after:  # a store answering the same again: a loop
-                    raise VeilcamError(f"the store sent frame #{msg.header.seq} when asked for "
-                                       f"frames after #{asked_after}")
+                    raise VeilcamError(
+                        f"the store sent frame #{msg.header.seq} when asked for "
+                        f"frames after #{asked_after}"
+                    )
                 after = msg.header.seq
                 try:
                     self.trust.verify_frame(msg, at_capture_time=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from common.format import FrameMessage
-from common.imagecodec import decode_image
-from viewer.unlock import Unlocker
+from veilcam.common.format import FrameMessage
+from veilcam.common.imagecodec import decode_image
+from veilcam.viewer.unlock import Unlocker
 
 
 @dataclass
@@ -32,10 +31,18 @@ def render(msg: FrameMessage, unlocker: Unlocker | None) -> Shown:
 def describe(msg: FrameMessage, verified: bool, shown: Shown | None, problem: str = "") -> dict:
     h = msg.header
     zone_unlocked = shown.zone_unlocked if shown else [False] * len(h.zones)
-    return {"seq": h.seq, "camera": msg.camera_id, "capture_time_us": h.capture_time_us,
-            "epoch": h.epoch_id.hex(), "verified": verified,
-            "unlocked": bool(shown and shown.unlocked),
-            "width": h.width, "height": h.height,
-            "zones": [{"x": z.x, "y": z.y, "w": z.w, "h": z.h, "class": z.zone_class.label,
-                       "unlocked": ok} for z, ok in zip(h.zones, zone_unlocked, strict=True)],
-            **({"problem": problem} if problem else {})}
+    return {
+        "seq": h.seq,
+        "camera": msg.camera_id,
+        "capture_time_us": h.capture_time_us,
+        "epoch": h.epoch_id.hex(),
+        "verified": verified,
+        "unlocked": bool(shown and shown.unlocked),
+        "width": h.width,
+        "height": h.height,
+        "zones": [
+            {"x": z.x, "y": z.y, "w": z.w, "h": z.h, "class": z.zone_class.label, "unlocked": ok}
+            for z, ok in zip(h.zones, zone_unlocked, strict=True)
+        ],
+        **({"problem": problem} if problem else {}),
+    }

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import time
 
-from common.errors import VeilcamError
-from common.home import Home
-from store_node.node import IDENTITY_CHECK_S
+from veilcam.common.errors import VeilcamError
+from veilcam.common.home import Home
+from veilcam.store_node.node import IDENTITY_CHECK_S
 
 log = logging.getLogger("veilcam.viewer")
 
@@ -47,15 +47,18 @@ class TrustReloader:
         self.stamp = stamp
         self.client.trust = trust
         self.reloads += 1
-        log.info("certificates or CRL changed: reloaded, %d trusted camera(s)",
-                 len(trust.camera_ids))
+        log.info(
+            "certificates or CRL changed: reloaded, %d trusted camera(s)", len(trust.camera_ids)
+        )
         return True
 
 
 # verification failures that mean "this viewer trusts another key for that camera than the
 # one signing now": most often an outdated certificate or CRL here, not a bad store
 OUTDATED_TRUST_REASONS = frozenset({"bad_signature", "unknown_camera", "certificate_expired"})
-OUTDATED_TRUST_HINT = ("the likely cause is an outdated camera certificate or CRL on this "
-                       "machine: copy identities/certs/ (with archive/) and identities/ca/crl.pem "
-                       "from the admin machine (docs/GUIDE.md, 'Certificates'); the viewer "
-                       "reloads them within a second")
+OUTDATED_TRUST_HINT = (
+    "the likely cause is an outdated camera certificate or CRL on this "
+    "machine: copy identities/certs/ (with archive/) and identities/ca/crl.pem "
+    "from the admin machine (docs/GUIDE.md, 'Certificates'); the viewer "
+    "reloads them within a second"
+)

@@ -12,12 +12,11 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-
-from common.errors import FormatError, NotARecipientError
-from common.format import EnvelopeBody, FrameMessage, ZoneClass
-from common.imagecodec import decode_image
-from common.keywrap import Identity
-from common.zonecrypt import decrypt_zone
+from veilcam.common.errors import FormatError, NotARecipientError
+from veilcam.common.format import EnvelopeBody, FrameMessage, ZoneClass
+from veilcam.common.imagecodec import decode_image
+from veilcam.common.keywrap import Identity
+from veilcam.common.zonecrypt import decrypt_zone
 
 log = logging.getLogger("veilcam.unlock")
 
@@ -54,7 +53,9 @@ class Unlocker:
             return {}  # forgotten: the session ended
         body = self.lookup(camera_id, epoch_id)
         if body is None:
-            self.last_problem = f"no key envelope yet for camera {camera_id} epoch {epoch_id.hex()[:8]}"
+            self.last_problem = (
+                f"no key envelope yet for camera {camera_id} epoch {epoch_id.hex()[:8]}"
+            )
             return {}  # not cached: it may arrive later
         try:
             keys = self.identity.unwrap_envelope(body)
@@ -64,8 +65,10 @@ class Unlocker:
             if self.last_problem != str(exc):
                 log.warning("%s", exc)
             self.last_problem = str(exc)
-            self.no_grant[camera_id] = (f"no current grant for camera {camera_id} (revoked, "
-                                        "or never granted): its zones stay redacted")
+            self.no_grant[camera_id] = (
+                f"no current grant for camera {camera_id} (revoked, "
+                "or never granted): its zones stay redacted"
+            )
             keys = {}
         self._keys[cache_key] = keys
         return keys
@@ -86,11 +89,16 @@ class Unlocker:
             try:
                 pixels = decode_image(payload, zone.codec, zone.w, zone.h)
             except FormatError as exc:
-                log.error("frame %s#%d zone[%d] does not decode after decryption (%s)",
-                          msg.camera_id, msg.header.seq, i, exc)
+                log.error(
+                    "frame %s#%d zone[%d] does not decode after decryption (%s)",
+                    msg.camera_id,
+                    msg.header.seq,
+                    i,
+                    exc,
+                )
                 done.append(False)
                 continue
-            image[zone.y:zone.y + zone.h, zone.x:zone.x + zone.w] = pixels
+            image[zone.y : zone.y + zone.h, zone.x : zone.x + zone.w] = pixels
             done.append(True)
         return done
 
@@ -98,15 +106,19 @@ class Unlocker:
 def no_grant_reason(home, user: str, camera_id: str) -> str:
     """Why ``user`` opens nothing of ``camera_id`` now, for the message shown to them: the
     grant file when this home has it (the admin's or a single-machine home), else a guess."""
-    from common.grants import grant_path
+    from veilcam.common.grants import grant_path
 
     path = grant_path(home.grants_dir, user, camera_id)
     try:
         doc = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
-        return (f"no current grant for camera {camera_id} (revoked, or never granted): its "
-                "zones stay redacted")
+        return (
+            f"no current grant for camera {camera_id} (revoked, or never granted): its "
+            "zones stay redacted"
+        )
     if doc.get("revoked"):
         return f"access to camera {camera_id} was revoked: its zones stay redacted"
-    return (f"no grant for camera {camera_id} in its current key epoch (granted since? the "
-            "camera starts a new epoch within seconds): its zones stay redacted")
+    return (
+        f"no grant for camera {camera_id} in its current key epoch (granted since? the "
+        "camera starts a new epoch within seconds): its zones stay redacted"
+    )

@@ -28,19 +28,18 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import cv2
-
-from common.errors import KeystoreError, TransportError, VeilcamError
-from common.home import Home, check_user_name
-from common.lifecycle import StopFlag
-from viewer.client import ReceivedFrame, RelayClient
-from viewer.export import export
-from viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
-from viewer.login import LOGIN_FAILED, login
-from viewer.playback import ArchiveReader, parse_time
-from viewer.private import make_private, private_dir, private_umask
-from viewer.render import describe, render
-from viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, TrustReloader
-from viewer.unlock import Unlocker, no_grant_reason
+from veilcam.common.errors import KeystoreError, TransportError, VeilcamError
+from veilcam.common.home import Home, check_user_name
+from veilcam.common.lifecycle import StopFlag
+from veilcam.viewer.client import ReceivedFrame, RelayClient
+from veilcam.viewer.export import export
+from veilcam.viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
+from veilcam.viewer.login import LOGIN_FAILED, login
+from veilcam.viewer.playback import ArchiveReader, parse_time
+from veilcam.viewer.private import make_private, private_dir, private_umask
+from veilcam.viewer.render import describe, render
+from veilcam.viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, TrustReloader
+from veilcam.viewer.unlock import Unlocker, no_grant_reason
 
 log = logging.getLogger("veilcam.web")
 
@@ -103,8 +102,13 @@ class FrameHub:
 
     def wait_newer(self, camera_id: str, counter: int, timeout: float) -> Latest | None:
         with self.cond:
-            self.cond.wait_for(lambda: self.stop.is_set() or (
-                camera_id in self.latest and self.latest[camera_id].counter > counter), timeout)
+            self.cond.wait_for(
+                lambda: (
+                    self.stop.is_set()
+                    or (camera_id in self.latest and self.latest[camera_id].counter > counter)
+                ),
+                timeout,
+            )
             latest = self.latest.get(camera_id)
             return latest if latest and latest.counter > counter else None
 
@@ -162,9 +166,12 @@ class Sessions:
 
     def owns(self, token: str | None, owner: str) -> bool:
         """Whether ``token`` is the live session ``owner`` (a token) names."""
-        return (bool(token) and bool(owner)
-                and secrets.compare_digest(token.encode(), owner.encode())
-                and self.get(token) is not None)
+        return (
+            bool(token)
+            and bool(owner)
+            and secrets.compare_digest(token.encode(), owner.encode())
+            and self.get(token) is not None
+        )
 
     def drop(self, token: str | None) -> None:
         with self._lock:
@@ -174,6 +181,7 @@ class Sessions:
 
     def start_sweeper(self, stop: StopFlag, every_s: float = 30.0) -> threading.Thread:
         """A timer that ends expired sessions even when no request comes."""
+
         def run() -> None:
             while not stop.wait(every_s):
                 self.sweep()
@@ -198,11 +206,18 @@ class ExportJob:
     manifest: dict = field(default_factory=dict)
 
     def as_json(self) -> dict:
-        return {"id": self.job_id, "camera": self.camera, "state": self.state, "done": self.done,
-                "total": self.total, "error": self.error, "file": str(self.video),
-                "bundle": str(self.video) + ".bundle" if self.state == "done" else "",
-                "frames": self.manifest.get("frames", 0),
-                "unlocked_for": self.manifest.get("unlocked_for")}
+        return {
+            "id": self.job_id,
+            "camera": self.camera,
+            "state": self.state,
+            "done": self.done,
+            "total": self.total,
+            "error": self.error,
+            "file": str(self.video),
+            "bundle": str(self.video) + ".bundle" if self.state == "done" else "",
+            "frames": self.manifest.get("frames", 0),
+            "unlocked_for": self.manifest.get("unlocked_for"),
+        }
 
 
 class Exports:
@@ -217,8 +232,7 @@ class Exports:
         self._one_at_a_time = threading.Lock()
         self._zip_lock = threading.Lock()
 
-    def start(self, camera: str, from_us: int, to_us: int, identity,
-              owner: str = "") -> ExportJob:
+    def start(self, camera: str, from_us: int, to_us: int, identity, owner: str = "") -> ExportJob:
         stamp = dt.datetime.fromtimestamp(from_us / 1e6, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         private_dir(self.folder)  # owner-only: unlocked exports show what the zones hide
         base = f"{camera}-{stamp}-{(to_us - from_us) // 1_000_000}s"
@@ -234,8 +248,12 @@ class Exports:
                 for old in finished[: len(self.jobs) - self.MAX_KEPT + 1]:
                     del self.jobs[old.job_id]
             self.jobs[job.job_id] = job
-        threading.Thread(target=self._run, args=(job, from_us, to_us, identity),
-                         name=f"export-{camera}", daemon=True).start()
+        threading.Thread(
+            target=self._run,
+            args=(job, from_us, to_us, identity),
+            name=f"export-{camera}",
+            daemon=True,
+        ).start()
         return job
 
     def _run(self, job: ExportJob, from_us: int, to_us: int, identity) -> None:
@@ -244,14 +262,16 @@ class Exports:
 
         with self._one_at_a_time, private_umask():
             try:
-                job.manifest = export(self.home, job.camera, from_us, to_us, job.video,
-                                      identity, progress)
+                job.manifest = export(
+                    self.home, job.camera, from_us, to_us, job.video, identity, progress
+                )
                 make_private(job.video)
                 make_private(job.video.with_name(job.video.name + ".bundle"))
                 job.done = job.total = job.manifest["frames"]
                 job.state = "done"
-                log.info("exported %d frame(s) of %s to %s (+ .bundle)", job.done, job.camera,
-                         job.video)
+                log.info(
+                    "exported %d frame(s) of %s to %s (+ .bundle)", job.done, job.camera, job.video
+                )
             except (VeilcamError, OSError) as exc:
                 job.error, job.state = str(exc), "failed"
                 log.warning("export of %s failed: %s", job.camera, exc)
@@ -283,9 +303,16 @@ class Exports:
 class ViewerServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], home: Home, hub: FrameHub, jpeg_quality: int,
-                 export_dir: Path, session_idle_s: float = 15 * 60,
-                 session_max_s: float = 12 * 3600):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        home: Home,
+        hub: FrameHub,
+        jpeg_quality: int,
+        export_dir: Path,
+        session_idle_s: float = 15 * 60,
+        session_max_s: float = 12 * 3600,
+    ):
         super().__init__(address, Handler)
         self.home, self.hub, self.jpeg_quality = home, hub, jpeg_quality
         self.sessions = Sessions(session_idle_s, session_max_s)
@@ -329,8 +356,10 @@ class Handler(BaseHTTPRequestHandler):
         """Refuse requests addressed to another host name (DNS rebinding: a web page that
         resolves its own name to 127.0.0.1 must not reach the stream or the unlock form)."""
         port = self.server.server_address[1]
-        allowed = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]",
-                                           self.server.server_address[0])}
+        allowed = {
+            f"{h}:{port}"
+            for h in ("127.0.0.1", "localhost", "[::1]", self.server.server_address[0])
+        }
         if self.headers.get("Host", "") in allowed:
             return True
         self._json(403, {"error": "unexpected Host header"})
@@ -357,24 +386,24 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/api/status":
             self._status()
         elif path.startswith("/api/timeline/"):
-            self._timeline(path[len("/api/timeline/"):])
+            self._timeline(path[len("/api/timeline/") :])
         elif path.startswith("/api/export/"):
-            job = self._own_job(path[len("/api/export/"):])
+            job = self._own_job(path[len("/api/export/") :])
             if job is None:
                 self._json(404, {"error": "no such export"})
             else:
                 self._json(200, job.as_json())
         elif path.startswith("/exports/"):
-            self._download(path[len("/exports/"):])
+            self._download(path[len("/exports/") :])
         elif path.startswith("/stream/") and path.endswith(".mjpg"):
             query = parse_qs(self.path.split("?", 1)[1]) if "?" in self.path else {}
-            camera = path[len("/stream/"):-len(".mjpg")]
+            camera = path[len("/stream/") : -len(".mjpg")]
             if query.get("from"):
                 self._playback(camera, query["from"][0])
             else:
                 self._stream(camera)
         elif path.startswith("/snapshot/") and path.endswith(".jpg"):
-            self._snapshot(path[len("/snapshot/"):-len(".jpg")])
+            self._snapshot(path[len("/snapshot/") : -len(".jpg")])
         else:
             self._json(404, {"error": "not found"})
 
@@ -404,8 +433,11 @@ class Handler(BaseHTTPRequestHandler):
             self._start_export(doc)
         elif self.path == "/api/lock":
             self.server.sessions.drop(self._session_token())
-            self._json(200, {"unlocked": False},
-                       {"Set-Cookie": f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict"})
+            self._json(
+                200,
+                {"unlocked": False},
+                {"Set-Cookie": f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict"},
+            )
         else:
             self._json(404, {"error": "not found"})
 
@@ -423,13 +455,13 @@ class Handler(BaseHTTPRequestHandler):
         no_grant = self._no_grant(unlocker)
         doc = {"unlocked": True, "user": identity.name, "no_grant": no_grant}
         if no_grant:
-            doc["warning"] = (f"unlocked as {identity.name}, but " + "; ".join(no_grant.values()))
-            log.warning("user %s unlocked the viewer, but %s", identity.name,
-                        "; ".join(no_grant.values()))
+            doc["warning"] = f"unlocked as {identity.name}, but " + "; ".join(no_grant.values())
+            log.warning(
+                "user %s unlocked the viewer, but %s", identity.name, "; ".join(no_grant.values())
+            )
         else:
             log.info("user %s unlocked the viewer", identity.name)
-        self._json(200, doc,
-                   {"Set-Cookie": f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"})
+        self._json(200, doc, {"Set-Cookie": f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"})
 
     def _no_grant(self, unlocker: Unlocker) -> dict[str, str]:
         """Cameras whose current epoch this user cannot open (revoked or never granted),
@@ -476,9 +508,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         finally:
             reader.close()
-        self._json(200, {"camera": camera, "frames": frames, "first_us": first_us,
-                         "last_us": last_us, "bucket_us": -(-(end_us - first_us) // buckets),
-                         "buckets": counts})
+        self._json(
+            200,
+            {
+                "camera": camera,
+                "frames": frames,
+                "first_us": first_us,
+                "last_us": last_us,
+                "bucket_us": -(-(end_us - first_us) // buckets),
+                "buckets": counts,
+            },
+        )
 
     def _start_export(self, doc: dict) -> None:
         camera = str(doc.get("camera", ""))
@@ -486,7 +526,10 @@ class Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": f"unknown camera {camera!r}"})
             return
         try:
-            from_us, to_us = parse_time(str(doc.get("from", ""))), parse_time(str(doc.get("to", "")))
+            from_us, to_us = (
+                parse_time(str(doc.get("from", ""))),
+                parse_time(str(doc.get("to", ""))),
+            )
         except VeilcamError as exc:
             self._json(400, {"error": str(exc)})
             return
@@ -494,19 +537,28 @@ class Handler(BaseHTTPRequestHandler):
             self._json(400, {"error": "the end of the export must be after its start"})
             return
         session = self._unlocker()
-        job = self.server.exports.start(camera, from_us, to_us,
-                                        session.identity if session else None,
-                                        self._session_token() or "")
-        log.info("export %s of %s started (%s)", job.job_id, camera,
-                 f"unlocked for {session.user}" if session else "redacted")
+        job = self.server.exports.start(
+            camera,
+            from_us,
+            to_us,
+            session.identity if session else None,
+            self._session_token() or "",
+        )
+        log.info(
+            "export %s of %s started (%s)",
+            job.job_id,
+            camera,
+            f"unlocked for {session.user}" if session else "redacted",
+        )
         self._json(202, job.as_json())
 
     def _own_job(self, job_id: str) -> ExportJob | None:
         """The export, if this request may see it: an unlocked export belongs to the session
         that started it (and ends with it: Lock or expiry); a redacted one to anyone here."""
         job = self.server.exports.get(job_id)
-        if job is None or (job.owner and not self.server.sessions.owns(self._session_token(),
-                                                                        job.owner)):
+        if job is None or (
+            job.owner and not self.server.sessions.owns(self._session_token(), job.owner)
+        ):
             return None
         return job
 
@@ -543,15 +595,22 @@ class Handler(BaseHTTPRequestHandler):
             latest = hub.latest.get(camera)
             entry = {"camera": camera, "live": False}
             if latest:
-                d = describe(latest.received.msg, latest.received.verified, None,
-                             latest.received.problem)
+                d = describe(
+                    latest.received.msg, latest.received.verified, None, latest.received.problem
+                )
                 # a validly signed frame is not a live one: judge its capture time too
-                entry.update(live=time.time() - latest.at < 5, seq=d["seq"],
-                             verified=d["verified"], zones=len(d["zones"]),
-                             width=d["width"], height=d["height"], problem=d.get("problem", ""),
-                             capture_time_us=d["capture_time_us"],
-                             max_age_s=round(hub.freshness.allowed_s, 3),
-                             **hub.freshness.judge(d["capture_time_us"]))
+                entry.update(
+                    live=time.time() - latest.at < 5,
+                    seq=d["seq"],
+                    verified=d["verified"],
+                    zones=len(d["zones"]),
+                    width=d["width"],
+                    height=d["height"],
+                    problem=d.get("problem", ""),
+                    capture_time_us=d["capture_time_us"],
+                    max_age_s=round(hub.freshness.allowed_s, 3),
+                    **hub.freshness.judge(d["capture_time_us"]),
+                )
                 if entry["problem"].split(":", 1)[0] in OUTDATED_TRUST_REASONS:
                     entry["hint"] = OUTDATED_TRUST_HINT
                 if unlocker:
@@ -559,8 +618,11 @@ class Handler(BaseHTTPRequestHandler):
                     entry["unlockable"] = bool(keys)
                     entry["unlock_problem"] = (
                         no_grant_reason(self.server.home, unlocker.user, camera)
-                        if camera in unlocker.no_grant and not keys else
-                        "" if keys else unlocker.last_problem)
+                        if camera in unlocker.no_grant and not keys
+                        else ""
+                        if keys
+                        else unlocker.last_problem
+                    )
             cameras.append(entry)
         self._json(200, {"user": unlocker.user if unlocker else None, "cameras": cameras})
 
@@ -569,8 +631,9 @@ class Handler(BaseHTTPRequestHandler):
         if unlocker is None:
             return msg.public_image  # the camera's own, signed bytes
         shown = render(msg, unlocker)
-        ok, buf = cv2.imencode(".jpg", shown.image,
-                               [cv2.IMWRITE_JPEG_QUALITY, self.server.jpeg_quality])
+        ok, buf = cv2.imencode(
+            ".jpg", shown.image, [cv2.IMWRITE_JPEG_QUALITY, self.server.jpeg_quality]
+        )
         return buf.tobytes() if ok else msg.public_image
 
     def _snapshot(self, camera: str) -> None:
@@ -581,8 +644,12 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, self._frame_jpeg(latest, self._unlocker()), "image/jpeg")
 
     def _write_part(self, jpeg: bytes) -> None:
-        self.wfile.write(b"--veilcamframe\r\nContent-Type: image/jpeg\r\n"
-                         + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
+        self.wfile.write(
+            b"--veilcamframe\r\nContent-Type: image/jpeg\r\n"
+            + f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
+            + jpeg
+            + b"\r\n"
+        )
         self.wfile.flush()
 
     def _start_multipart(self) -> bool:
@@ -628,8 +695,9 @@ class Handler(BaseHTTPRequestHandler):
                 if unlocker is not None and self.server.sessions.get(token) is None:
                     unlocker = None  # locked or expired meanwhile: public from now on
                 shown = render(got.msg, unlocker)
-                ok, buf = cv2.imencode(".jpg", shown.image,
-                                       [cv2.IMWRITE_JPEG_QUALITY, self.server.jpeg_quality])
+                ok, buf = cv2.imencode(
+                    ".jpg", shown.image, [cv2.IMWRITE_JPEG_QUALITY, self.server.jpeg_quality]
+                )
                 if ok:
                     self._write_part(buf.tobytes())
         except (BrokenPipeError, ConnectionResetError):
@@ -663,29 +731,42 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-def run_web(home: Home, host: str | None = None, port: int | None = None,
-            stop: StopFlag | None = None, max_age_s: float = DEFAULT_MAX_AGE_S) -> int:
+def run_web(
+    home: Home,
+    host: str | None = None,
+    port: int | None = None,
+    stop: StopFlag | None = None,
+    max_age_s: float = DEFAULT_MAX_AGE_S,
+) -> int:
     with private_umask():  # exports and zips: owner-only, whatever the caller's umask
         return _run_web(home, host, port, stop, max_age_s)
 
 
-def _run_web(home: Home, host: str | None, port: int | None, stop: StopFlag | None,
-             max_age_s: float) -> int:
+def _run_web(
+    home: Home, host: str | None, port: int | None, stop: StopFlag | None, max_age_s: float
+) -> int:
     cfg = home.viewer_config().viewer
     host = host or cfg.web_host
     port = cfg.web_port if port is None else port
     stop = stop or StopFlag()
     hub = FrameHub(home, stop, max_age_s)
     try:
-        server = ViewerServer((host, port), home, hub, cfg.jpeg_quality,
-                              home.resolve(cfg.export_dir), cfg.session_idle_minutes * 60,
-                              cfg.session_max_hours * 3600)
+        server = ViewerServer(
+            (host, port),
+            home,
+            hub,
+            cfg.jpeg_quality,
+            home.resolve(cfg.export_dir),
+            cfg.session_idle_minutes * 60,
+            cfg.session_max_hours * 3600,
+        )
     except OSError as exc:
         log.error("cannot listen on http://%s:%d (%s); choose another --port", host, port, exc)
         return 2
     hub.thread.start()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="http", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
+    )
     thread.start()
     log.info("viewer ready: http://%s:%d/ (relay %s)", host, server.server_address[1], cfg.relay)
     try:

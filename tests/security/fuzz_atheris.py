@@ -33,8 +33,10 @@ def main() -> None:
     with atheris.instrument_imports(include=["common", "store_node", "tests.security"]):
         from tests.security import fuzzlib
     if len(sys.argv) < 2 or sys.argv[1] not in fuzzlib.TARGETS:
-        sys.exit(f"usage: {sys.argv[0]} TARGET [libFuzzer options] [corpus folders]\n"
-                 f"targets: {', '.join(sorted(fuzzlib.TARGETS))}")
+        sys.exit(
+            f"usage: {sys.argv[0]} TARGET [libFuzzer options] [corpus folders]\n"
+            f"targets: {', '.join(sorted(fuzzlib.TARGETS))}"
+        )
     target = fuzzlib.TARGETS[sys.argv.pop(1)]
 
     def one_input(data: bytes) -> None:

@@ -37,9 +37,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import strategies as st
-
-from common.errors import ArchiveError, FormatError, VerificationError
-from common.format import (
+from veilcam.common.errors import ArchiveError, FormatError, VerificationError
+from veilcam.common.format import (
     ACK_MAGIC,
     ACK_STRUCT,
     Ack,
@@ -51,10 +50,16 @@ from common.format import (
     pack_parts,
     unpack_parts,
 )
-from common.grants import SignedGrant, verify_grant
-from common.pki import CertificateAuthority, load_cert
-from common.signing import TrustedCameras
-from store_node.segments import Record, ScanProblem, read_record, read_segment_header, scan_segment
+from veilcam.common.grants import SignedGrant, verify_grant
+from veilcam.common.pki import CertificateAuthority, load_cert
+from veilcam.common.signing import TrustedCameras
+from veilcam.store_node.segments import (
+    Record,
+    ScanProblem,
+    read_record,
+    read_segment_header,
+    scan_segment,
+)
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 KEYS = CORPUS / "keys"
@@ -75,12 +80,13 @@ def decode_parts(data: bytes) -> list[bytes]:
             parts.append(data[pos:])
             break
         (n,) = struct.unpack_from(">I", data, pos)
-        parts.append(data[pos + 4:pos + 4 + n])
+        parts.append(data[pos + 4 : pos + 4 + n])
         pos += 4 + n
     return parts
 
 
 # ----------------------------------------------------------------------------- corpus
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -95,8 +101,11 @@ class Entry:
 
 def entries(target: str) -> list[Entry]:
     folder = CORPUS / target
-    return [Entry(p, p.read_bytes()) for p in sorted(folder.iterdir()) if p.is_file()
-            and not p.name.startswith(".")]
+    return [
+        Entry(p, p.read_bytes())
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".")
+    ]
 
 
 @cache
@@ -113,8 +122,12 @@ def ca() -> CertificateAuthority:
 @cache
 def valid_messages() -> frozenset[tuple[bytes, ...]]:
     """Every signed message of the corpus that verifies, as its exact parts."""
-    return frozenset(tuple(decode_parts(e.data)) for t in ("frame", "envelope", "gap")
-                     for e in entries(t) if e.expect == "ok")
+    return frozenset(
+        tuple(decode_parts(e.data))
+        for t in ("frame", "envelope", "gap")
+        for e in entries(t)
+        if e.expect == "ok"
+    )
 
 
 @cache
@@ -125,6 +138,7 @@ def valid_grants() -> frozenset[SignedGrant]:
 # ----------------------------------------------------------------------------- targets
 # Each returns "ok" (parsed and verified), "bad" (refused by the parser) or "tampered"/
 # "forged" (parsed, refused by the verifier): the same words as the corpus file names.
+
 
 def target_message(data: bytes) -> str:
     """Frames, key envelopes and gap notices as the store and the viewer receive them."""
@@ -297,6 +311,7 @@ def seeds(target: str) -> list[bytes]:
 
 # ----------------------------------------------------------------------------- guards
 
+
 class ParserHang(BaseException):
     """Raised by the alarm in ``bounded``; a BaseException so no parser handler swallows it."""
 
@@ -304,8 +319,10 @@ class ParserHang(BaseException):
 @contextmanager
 def bounded(seconds: float):
     """Fail instead of hanging: a parser that has not returned after ``seconds`` is a bug."""
+
     def on_alarm(_signum, _frame):
         raise ParserHang(f"parser still running after {seconds} s")
+
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -331,8 +348,9 @@ def run_target(target: Callable[..., str], data: bytes, *args, hang_s: float = 1
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak <= allocation_budget(len(data)), \
+    assert peak <= allocation_budget(len(data)), (
         f"parser allocated {peak} bytes for a {len(data)}-byte input"
+    )
     return outcome
 
 
@@ -344,11 +362,48 @@ def run_target(target: Callable[..., str], data: bytes, *args, hang_s: float = 1
 # length fields; mutated bodies with the CRC fixed, so the body parser is reached) and
 # grants (JSON fields replaced by any JSON value, removed, added).
 
-INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 256, 257,
-               1024, 1025, 4096, 4097, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 64 * 2**20,
-               64 * 2**20 + 1, 256 * 2**20, 256 * 2**20 + 1, 2**63 - 1, 2**63, 2**64 - 1)
-TOPICS = (b"cam1\x00F", b"cam1\x00K", b"cam1\x00G", b"cam2\x00F", b"\x00F", b"cam1\x00",
-          b"cam1\x00Z", b"", b"cam1\x00FF", b"bad id!\x00F", b"\xff\x00K")
+INTERESTING = (
+    0,
+    1,
+    2,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    0x7FFF,
+    0x8000,
+    0xFFFF,
+    0x10000,
+    256,
+    257,
+    1024,
+    1025,
+    4096,
+    4097,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFF,
+    64 * 2**20,
+    64 * 2**20 + 1,
+    256 * 2**20,
+    256 * 2**20 + 1,
+    2**63 - 1,
+    2**63,
+    2**64 - 1,
+)
+TOPICS = (
+    b"cam1\x00F",
+    b"cam1\x00K",
+    b"cam1\x00G",
+    b"cam2\x00F",
+    b"\x00F",
+    b"cam1\x00",
+    b"cam1\x00Z",
+    b"",
+    b"cam1\x00FF",
+    b"bad id!\x00F",
+    b"\xff\x00K",
+)
 
 
 def _pos(draw, data: bytearray, end_ok: bool = False) -> int:
@@ -373,7 +428,7 @@ def _op_set_int(draw, data, donors):
         return data
     pos = draw(st.integers(0, len(data) - width))
     value = draw(st.sampled_from(INTERESTING + (len(data), len(data) + 1, len(data) - pos)))
-    data[pos:pos + width] = (value % (1 << (8 * width))).to_bytes(width, "big")
+    data[pos : pos + width] = (value % (1 << (8 * width))).to_bytes(width, "big")
     return data
 
 
@@ -386,11 +441,11 @@ def _op_delete(draw, data, donors):
     if not data:
         return data
     pos = _pos(draw, data)
-    return data[:pos] + data[pos + draw(st.integers(1, 16)):]
+    return data[:pos] + data[pos + draw(st.integers(1, 16)) :]
 
 
 def _op_truncate(draw, data, donors):
-    return data[:_pos(draw, data, end_ok=True)]
+    return data[: _pos(draw, data, end_ok=True)]
 
 
 def _op_extend(draw, data, donors):
@@ -399,20 +454,31 @@ def _op_extend(draw, data, donors):
 
 def _op_splice(draw, data, donors):
     donor = draw(st.sampled_from(donors)) if donors else bytes(data)
-    return data[:_pos(draw, data, end_ok=True)] + donor[draw(st.integers(0, len(donor))):]
+    return data[: _pos(draw, data, end_ok=True)] + donor[draw(st.integers(0, len(donor))) :]
 
 
 def _op_duplicate(draw, data, donors):
     if not data:
         return data
     start = _pos(draw, data)
-    chunk = data[start:start + draw(st.integers(1, 64))]
+    chunk = data[start : start + draw(st.integers(1, 64))]
     pos = _pos(draw, data, end_ok=True)
     return data[:pos] + chunk + data[pos:]
 
 
-BYTE_OPS = (_op_flip, _op_flip, _op_set_byte, _op_set_int, _op_set_int, _op_insert, _op_delete,
-            _op_truncate, _op_extend, _op_splice, _op_duplicate)
+BYTE_OPS = (
+    _op_flip,
+    _op_flip,
+    _op_set_byte,
+    _op_set_int,
+    _op_set_int,
+    _op_insert,
+    _op_delete,
+    _op_truncate,
+    _op_extend,
+    _op_splice,
+    _op_duplicate,
+)
 
 
 @st.composite
@@ -428,8 +494,22 @@ def mutated_parts(draw, seed: bytes, donors: Sequence[bytes]) -> bytes:
     parts = decode_parts(seed)
     donor_parts = [p for d in donors for p in decode_parts(d)]
     for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(("bytes", "bytes", "bytes", "bytes", "drop", "dup", "insert",
-                                   "swap", "donor", "topic")))
+        op = draw(
+            st.sampled_from(
+                (
+                    "bytes",
+                    "bytes",
+                    "bytes",
+                    "bytes",
+                    "drop",
+                    "dup",
+                    "insert",
+                    "swap",
+                    "donor",
+                    "topic",
+                )
+            )
+        )
         if op == "topic" or not parts:
             topic = draw(st.sampled_from(TOPICS))
             parts = [topic, *parts[1:]] if parts else [topic]
@@ -475,22 +555,27 @@ def mutated_segment(draw, seed: bytes, donors: Sequence[bytes]) -> bytes:
     data = bytearray(seed)
     if op == "length":
         value = draw(st.sampled_from(INTERESTING + (len(data), n + 1, max(0, n - 1))))
-        data[offset:offset + 4] = (value % 2**32).to_bytes(4, "big")
+        data[offset : offset + 4] = (value % 2**32).to_bytes(4, "big")
     elif op == "crc":
-        data[offset + 4:offset + 8] = draw(st.binary(min_size=4, max_size=4))
+        data[offset + 4 : offset + 8] = draw(st.binary(min_size=4, max_size=4))
     else:  # a forger who fixes length and CRC: the body parser itself must hold
-        body = draw(mutated_bytes(bytes(data[offset + 8:offset + 8 + n])))
-        data[offset:offset + 8 + n] = struct.pack(">II", len(body), zlib.crc32(body)) + body
+        body = draw(mutated_bytes(bytes(data[offset + 8 : offset + 8 + n])))
+        data[offset : offset + 8 + n] = struct.pack(">II", len(body), zlib.crc32(body)) + body
     return bytes(data)
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats()
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
     | st.sampled_from((10**100, -1, 2**64, "", "cam1", "bad id!", "face", "full", "00" * 32))
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=3),
-    max_leaves=8)
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 @st.composite
@@ -515,8 +600,14 @@ def mutated_grant(draw, seed: bytes, donors: Sequence[bytes]) -> bytes:
     return json.dumps(doc, allow_nan=True).encode()
 
 
-MUTATORS = {"frame": mutated_parts, "envelope": mutated_parts, "gap": mutated_parts,
-            "ack": mutated_parts, "segment": mutated_segment, "grant": mutated_grant}
+MUTATORS = {
+    "frame": mutated_parts,
+    "envelope": mutated_parts,
+    "gap": mutated_parts,
+    "ack": mutated_parts,
+    "segment": mutated_segment,
+    "grant": mutated_grant,
+}
 
 
 def inputs(target: str) -> st.SearchStrategy[bytes]:

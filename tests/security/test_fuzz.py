@@ -18,22 +18,29 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from veilcam.common.errors import ArchiveError
+from veilcam.store_node.archive import Archive
+from veilcam.store_node.audit import audit_archive
+from veilcam.store_node.segments import MAX_RECORD_BYTES, ScanProblem, scan_segment, segment_header
 
-from common.errors import ArchiveError
-from store_node.archive import Archive
-from store_node.audit import audit_archive
-from store_node.segments import MAX_RECORD_BYTES, ScanProblem, scan_segment, segment_header
 from tests.security import fuzzlib
 from tests.security.fuzzlib import CORPUS, TARGETS, entries, inputs, run_target
 
-FUZZ = settings(max_examples=fuzzlib.fuzz_examples(), deadline=timedelta(seconds=2),
-                suppress_health_check=list(HealthCheck), print_blob=True)
+FUZZ = settings(
+    max_examples=fuzzlib.fuzz_examples(),
+    deadline=timedelta(seconds=2),
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
 CORPUS_FOLDERS = sorted(p.name for p in CORPUS.iterdir() if p.is_dir() and p.name != "keys")
 
 
 def _corpus_files() -> list:
-    return [pytest.param(folder, e, id=f"{folder}/{e.path.name}")
-            for folder in CORPUS_FOLDERS for e in entries(folder)]
+    return [
+        pytest.param(folder, e, id=f"{folder}/{e.path.name}")
+        for folder in CORPUS_FOLDERS
+        for e in entries(folder)
+    ]
 
 
 @pytest.mark.parametrize("folder, entry", _corpus_files())
@@ -63,8 +70,9 @@ def test_fuzzed_input_is_rejected_cleanly(target: str, data) -> None:
 def test_fuzzed_index_offsets_read_records_or_refuse_cleanly(data) -> None:
     """``read_record`` with any (offset, length) an index could hold."""
     seed = data.draw(st.sampled_from(fuzzlib.seeds("segment")))
-    probes = data.draw(st.lists(st.tuples(st.integers(-2**40, 2**40),
-                                          st.integers(-2**40, 2**40)), max_size=8))
+    probes = data.draw(
+        st.lists(st.tuples(st.integers(-(2**40), 2**40), st.integers(-(2**40), 2**40)), max_size=8)
+    )
     run_target(fuzzlib.target_segment, seed, probes)
 
 
@@ -106,8 +114,12 @@ def test_record_length_claiming_gigabytes_allocates_nothing(tmp_path: Path, clai
 def test_length_fields_in_messages_are_checked_before_use() -> None:
     """Frame, envelope and record length fields claiming 64 MiB..4 GiB (corpus entries named
     so) are refused with at most a megabyte allocated."""
-    claims = [e for folder in CORPUS_FOLDERS for e in entries(folder)
-              if any(s in e.path.name for s in ("4gib", "64mib", "65535", "4097", "1025"))]
+    claims = [
+        e
+        for folder in CORPUS_FOLDERS
+        for e in entries(folder)
+        if any(s in e.path.name for s in ("4gib", "64mib", "65535", "4097", "1025"))
+    ]
     assert len(claims) >= 8
     for entry in claims:
         folder = entry.path.parent.name

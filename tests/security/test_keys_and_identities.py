@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 import zmq
+from veilcam.camera_node.protect import Epoch, sign_gap_notice
+from veilcam.common.format import Ack, AckStatus
+from veilcam.common.home import Home
+from veilcam.common.keystore import create_keystore
+from veilcam.common.signing import TrustedCameras, load_signing_key
+from veilcam.common.transport import curve_pair, make_client
 
-from camera_node.protect import Epoch, sign_gap_notice
-from common.format import Ack, AckStatus
-from common.home import Home
-from common.keystore import create_keystore
-from common.signing import TrustedCameras, load_signing_key
-from common.transport import curve_pair, make_client
 from tests.conftest import PASSWORD, SAMPLE_CLIP, Procs, make_home, run_cli
 from tests.factory import Camera
 from tests.security.tamperlib import frame_now
@@ -54,8 +54,10 @@ def one_error(r: subprocess.CompletedProcess, *needles: str, code: int = 2) -> s
 def parallel(jobs: dict[str, tuple]) -> dict[str, subprocess.CompletedProcess]:
     """Run CLI invocations side by side: {name: (args, stdin)}."""
     with ThreadPoolExecutor(3) as pool:
-        futures = {k: pool.submit(run_cli, *args, stdin=stdin, timeout=90)
-                   for k, (args, stdin) in jobs.items()}
+        futures = {
+            k: pool.submit(run_cli, *args, stdin=stdin, timeout=90)
+            for k, (args, stdin) in jobs.items()
+        }
         return {k: f.result() for k, f in futures.items()}
 
 
@@ -70,12 +72,12 @@ def point_at(home: Path, other: Home, camera: bool = True, viewer: bool = True) 
     for name, key, value in targets:
         path = home / "config" / f"{name}.toml"
         lines = path.read_text().splitlines()
-        lines = [f'{key} = "{value}"' if line.startswith(f"{key} = ") else line
-                 for line in lines]
+        lines = [f'{key} = "{value}"' if line.startswith(f"{key} = ") else line for line in lines]
         path.write_text("\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- one deployment
+
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
@@ -96,16 +98,44 @@ def deployment(tmp_path_factory):
 
 def test_wrong_password_at_a_running_store_is_one_clear_error(deployment) -> None:
     home, tmp = str(deployment["home"].root), deployment["tmp"]
-    view = ("view", "--home", home, "--headless", "--out", str(tmp / "out"), "--frames", "1",
-            "--timeout", "20", "--password-stdin")
-    results = parallel({
-        "view-wrong-password": ((*view, "--user", "alice"), "not the password at all\n"),
-        "view-unknown-user": ((*view, "--user", "nobody"), PASSWORD + "\n"),
-        "export-wrong-password": (("export", "--home", home, "--camera", "cam1", "--from",
-                                   "start", "--to", "2100-01-01", "--out", str(tmp / "x.mp4"),
-                                   "--user", "alice", "--password-stdin"),
-                                  "not the password at all\n"),
-    })
+    view = (
+        "view",
+        "--home",
+        home,
+        "--headless",
+        "--out",
+        str(tmp / "out"),
+        "--frames",
+        "1",
+        "--timeout",
+        "20",
+        "--password-stdin",
+    )
+    results = parallel(
+        {
+            "view-wrong-password": ((*view, "--user", "alice"), "not the password at all\n"),
+            "view-unknown-user": ((*view, "--user", "nobody"), PASSWORD + "\n"),
+            "export-wrong-password": (
+                (
+                    "export",
+                    "--home",
+                    home,
+                    "--camera",
+                    "cam1",
+                    "--from",
+                    "start",
+                    "--to",
+                    "2100-01-01",
+                    "--out",
+                    str(tmp / "x.mp4"),
+                    "--user",
+                    "alice",
+                    "--password-stdin",
+                ),
+                "not the password at all\n",
+            ),
+        }
+    )
     for name, r in results.items():
         one_error(r, "wrong user name or password")
         assert PASSWORD not in r.stderr + r.stdout, name
@@ -117,13 +147,15 @@ def test_a_stranger_key_is_refused_on_the_query_socket(deployment) -> None:
     grants, archive) refuses a CURVE key without a certificate at the handshake, too."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from zmq.utils.monitor import recv_monitor_message
+
     home: Home = deployment["home"]
     ctx = zmq.Context()  # its own: a failed handshake here must not touch the shared one
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     make_client(sock, curve_pair(X25519PrivateKey.generate()), home.store_identity().transport_key)
-    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                      | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    monitor = sock.get_monitor_socket(
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    )
     try:
         sock.connect(home.store_config().store.query_bind)
         sock.send_multipart([b"SALT", b"alice"])
@@ -143,8 +175,10 @@ def test_a_trusted_camera_cannot_speak_for_another(deployment) -> None:
     ctx = zmq.Context()  # its own, destroyed at the end
     store_key = home.store_identity().transport_key
     socks = {}
-    for name, endpoint in (("ingest", home.store_config().store.ingest_bind),
-                           ("query", home.store_config().store.query_bind)):
+    for name, endpoint in (
+        ("ingest", home.store_config().store.ingest_bind),
+        ("query", home.store_config().store.query_bind),
+    ):
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         make_client(sock, curve_pair(home.transport_key("camera", "cam2")), store_key)
@@ -161,21 +195,30 @@ def test_a_trusted_camera_cannot_speak_for_another(deployment) -> None:
         cam1.key = load_signing_key(home.camera_key_path("cam1"))  # stolen, say
         cam1.trust = TrustedCameras({"cam1": cam1.key.public_key()})
         cam1.epoch = Epoch.new()
-        for parts in (cam1.envelope().to_parts(), frame_now(cam1).to_parts(),
-                      sign_gap_notice(cam1.key, "cam1", 1, 2).to_parts()):
+        for parts in (
+            cam1.envelope().to_parts(),
+            frame_now(cam1).to_parts(),
+            sign_gap_notice(cam1.key, "cam1", 1, 2).to_parts(),
+        ):
             ack = Ack.from_parts(ask(socks["ingest"], parts))
             assert ack.status == AckStatus.REJECTED, ack
             assert "camera:cam2 sent a message in the name of camera 'cam1'" in ack.reason
         cam2 = Camera("cam2")
         cam2.key = load_signing_key(home.camera_key_path("cam2"))
         cam2.epoch = Epoch.new()
-        assert Ack.from_parts(ask(socks["ingest"], cam2.envelope().to_parts())).status == \
-            AckStatus.STORED
-        assert Ack.from_parts(ask(socks["ingest"], frame_now(cam2).to_parts())).status == \
-            AckStatus.STORED
+        assert (
+            Ack.from_parts(ask(socks["ingest"], cam2.envelope().to_parts())).status
+            == AckStatus.STORED
+        )
+        assert (
+            Ack.from_parts(ask(socks["ingest"], frame_now(cam2).to_parts())).status
+            == AckStatus.STORED
+        )
         # grants (who may unlock what) are served to their own camera only
-        assert ask(socks["query"], [b"GRANTS", b"cam1"]) == \
-            [b"ERR", b"grants are served to their camera only"]
+        assert ask(socks["query"], [b"GRANTS", b"cam1"]) == [
+            b"ERR",
+            b"grants are served to their camera only",
+        ]
         assert ask(socks["query"], [b"GRANTS", b"cam2"])[0] == b"OK"
     finally:
         for sock in socks.values():
@@ -187,8 +230,7 @@ def test_a_trusted_camera_cannot_speak_for_another(deployment) -> None:
     assert stats["accepted"]["frame"] == 1
 
 
-def test_camera_and_register_refuse_a_store_of_another_deployment(tmp_path: Path,
-                                                                   procs) -> None:
+def test_camera_and_register_refuse_a_store_of_another_deployment(tmp_path: Path, procs) -> None:
     """Their store is up; ours is pointed at it. Nothing of ours reaches it: the handshake
     fails on the store key pinned from our own store certificate."""
     theirs = Home(make_home(tmp_path / "theirs", SAMPLE_CLIP, users=()))
@@ -196,13 +238,31 @@ def test_camera_and_register_refuse_a_store_of_another_deployment(tmp_path: Path
     procs.start("theirs", "store", "--home", str(theirs.root))
     procs.wait_for_log("theirs", "store ready")
     point_at(ours, theirs)
-    results = parallel({
-        "camera": (("camera", "--home", str(ours), "--max-frames", "2", "--no-pace"), None),
-        "register": (("register", "zoe", "--home", str(ours), "--password-stdin"),
-                     PASSWORD + "\n"),
-        "login": (("view", "--home", str(ours), "--headless", "--out", str(tmp_path / "o"),
-                   "--user", "alice", "--password-stdin", "--timeout", "20"), PASSWORD + "\n"),
-    })
+    results = parallel(
+        {
+            "camera": (("camera", "--home", str(ours), "--max-frames", "2", "--no-pace"), None),
+            "register": (
+                ("register", "zoe", "--home", str(ours), "--password-stdin"),
+                PASSWORD + "\n",
+            ),
+            "login": (
+                (
+                    "view",
+                    "--home",
+                    str(ours),
+                    "--headless",
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--user",
+                    "alice",
+                    "--password-stdin",
+                    "--timeout",
+                    "20",
+                ),
+                PASSWORD + "\n",
+            ),
+        }
+    )
     for r in results.values():
         one_error(r, NOT_THE_STORE)
     log = procs.log("theirs")
@@ -212,6 +272,7 @@ def test_camera_and_register_refuse_a_store_of_another_deployment(tmp_path: Path
 
 
 # ----------------------------------------------------------------------------- keystore files
+
 
 def _keystore_rows(tmp: Path, home: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
     good = home / "users" / "alice" / "keystore.json"
@@ -232,14 +293,21 @@ def _keystore_rows(tmp: Path, home: Path) -> dict[str, tuple[Path, tuple[str, ..
     rows["a-folder"] = (tmp / "a-folder.json", ("unreadable",))
     file("empty", b"", "is missing or has a bad field")
     file("binary-garbage", bytes(range(256)) * 4, "unreadable")
-    file("a-grant-document", (home / "grants" / "alice@cam1.grant.json").read_bytes(),
-         "not a version-1 veilcam keystore")
-    file("a-pem-private-key", (home / "identities" / "camera" / "cam1.key.pem").read_bytes(),
-         "is missing or has a bad field")
+    file(
+        "a-grant-document",
+        (home / "grants" / "alice@cam1.grant.json").read_bytes(),
+        "not a version-1 veilcam keystore",
+    )
+    file(
+        "a-pem-private-key",
+        (home / "identities" / "camera" / "cam1.key.pem").read_bytes(),
+        "is missing or has a bad field",
+    )
     file("truncated", good.read_bytes()[:200], "is missing or has a bad field")
     file("user-renamed", edited(user="mallory"), "wrong password for user 'mallory'")
-    file("ciphertext-flipped", edited(ciphertext=doc["ciphertext"][:-6] + "AAAAA="),
-         "wrong password")
+    file(
+        "ciphertext-flipped", edited(ciphertext=doc["ciphertext"][:-6] + "AAAAA="), "wrong password"
+    )
     file("public-key-swapped", edited(public_key=doc["pq_public_key"][:44]), "wrong password")
     file("kdf-cost-2^30", edited(kdf={**doc["kdf"], "n": 2**30}), "out-of-range scrypt")
     file("kdf-unknown", edited(kdf={**doc["kdf"], "name": "md5"}), "unsupported KDF")
@@ -255,18 +323,47 @@ def keystore_results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("keystores")
     home = make_home(tmp, SAMPLE_CLIP)
     rows = _keystore_rows(tmp, home)
-    jobs = {name: (("view", "--home", str(home), "--headless", "--out", str(tmp / f"out-{name}"),
-                    "--frames", "1", "--timeout", "5", "--keystore", str(path),
-                    "--password-stdin"), PASSWORD + "\n")
-            for name, (path, _) in rows.items()}
+    jobs = {
+        name: (
+            (
+                "view",
+                "--home",
+                str(home),
+                "--headless",
+                "--out",
+                str(tmp / f"out-{name}"),
+                "--frames",
+                "1",
+                "--timeout",
+                "5",
+                "--keystore",
+                str(path),
+                "--password-stdin",
+            ),
+            PASSWORD + "\n",
+        )
+        for name, (path, _) in rows.items()
+    }
     results = parallel(jobs)
     return {name: (results[name], rows[name][1], tmp / f"out-{name}") for name in rows}
 
 
-KEYSTORE_ROWS = ["missing", "a-folder", "empty", "binary-garbage", "a-grant-document",
-                 "a-pem-private-key", "truncated", "user-renamed", "ciphertext-flipped",
-                 "public-key-swapped", "kdf-cost-2^30", "kdf-unknown", "cipher-unknown",
-                 "another-users-keystore"]
+KEYSTORE_ROWS = [
+    "missing",
+    "a-folder",
+    "empty",
+    "binary-garbage",
+    "a-grant-document",
+    "a-pem-private-key",
+    "truncated",
+    "user-renamed",
+    "ciphertext-flipped",
+    "public-key-swapped",
+    "kdf-cost-2^30",
+    "kdf-unknown",
+    "cipher-unknown",
+    "another-users-keystore",
+]
 
 
 @pytest.mark.parametrize("name", KEYSTORE_ROWS)
@@ -278,10 +375,21 @@ def test_wrong_keystore_file_is_one_clear_error(keystore_results, name: str) -> 
 
 # ----------------------------------------------------------------------------- certificates
 
+
 def test_revoked_certificates_are_refused_at_the_handshake(tmp_path: Path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
-    view = ("view", "--home", str(home), "--headless", "--out", str(tmp_path / "o"),
-            "--frames", "1", "--timeout", "20")
+    view = (
+        "view",
+        "--home",
+        str(home),
+        "--headless",
+        "--out",
+        str(tmp_path / "o"),
+        "--frames",
+        "1",
+        "--timeout",
+        "20",
+    )
     camera = ("camera", "--home", str(home), "--max-frames", "2", "--no-pace")
     for node in ("camera:cam1", "viewer:viewer"):
         assert run_cli("cert", "revoke", node, "--home", str(home)).returncode == 0
@@ -300,12 +408,26 @@ def test_revoked_certificates_are_refused_at_the_handshake(tmp_path: Path, procs
 
 def test_expired_certificates_are_refused_at_the_handshake(tmp_path: Path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
-    view = ("view", "--home", str(home), "--headless", "--out", str(tmp_path / "o"),
-            "--frames", "1", "--timeout", "20")
+    view = (
+        "view",
+        "--home",
+        str(home),
+        "--headless",
+        "--out",
+        str(tmp_path / "o"),
+        "--frames",
+        "1",
+        "--timeout",
+        "20",
+    )
     camera = ("camera", "--home", str(home), "--max-frames", "2", "--no-pace")
     short = str(2 / 86400)  # two seconds
-    issued = parallel({node: (("cert", "issue", node, "--home", str(home), "--days", short),
-                              None) for node in ("camera:cam1", "viewer:viewer")})
+    issued = parallel(
+        {
+            node: (("cert", "issue", node, "--home", str(home), "--days", short), None)
+            for node in ("camera:cam1", "viewer:viewer")
+        }
+    )
     assert all(r.returncode == 0 for r in issued.values()), issued
     time.sleep(2.5)
     procs.start("store", "store", "--home", str(home))
@@ -317,8 +439,10 @@ def test_expired_certificates_are_refused_at_the_handshake(tmp_path: Path, procs
     # an expired *store* certificate (keys renewed for the clients, not for the store)
     for node in ("camera:cam1", "viewer:viewer"):
         assert run_cli("cert", "issue", node, "--home", str(home)).returncode == 0
-    assert run_cli("cert", "issue", "store:store", "--home", str(home), "--days",
-                   short).returncode == 0
+    assert (
+        run_cli("cert", "issue", "store:store", "--home", str(home), "--days", short).returncode
+        == 0
+    )
     time.sleep(2.5)
     results = parallel({"camera": (camera, None), "viewer": (view, None)})
     for r in results.values():

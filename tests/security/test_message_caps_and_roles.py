@@ -106,12 +106,16 @@ def test_a_camera_cannot_run_viewer_queries(store: Store) -> None:
     cam = store.socket("camera", "cam1", store.home.viewer_config().viewer.query)
     try:
         epoch = store.cam.epoch.epoch_id
-        for query in ([b"RANGE", b"cam1", b"0", b"-1", b"10"], [b"RANGE", b"other", b"0",
-                                                                 b"-1", b"10"],
-                      [b"ENVELOPE", b"cam1", epoch], [b"SPAN", b"cam1"],
-                      [b"COVERAGE", b"cam1", b"0", b"10", b"1"], [b"SALT", b"alice"],
-                      [b"REGISTER", b"mallory", bytes(32), b"{}"],
-                      [b"LOGIN", b"alice", bytes(32)]):
+        for query in (
+            [b"RANGE", b"cam1", b"0", b"-1", b"10"],
+            [b"RANGE", b"other", b"0", b"-1", b"10"],
+            [b"ENVELOPE", b"cam1", epoch],
+            [b"SPAN", b"cam1"],
+            [b"COVERAGE", b"cam1", b"0", b"10", b"1"],
+            [b"SALT", b"alice"],
+            [b"REGISTER", b"mallory", bytes(32), b"{}"],
+            [b"LOGIN", b"alice", bytes(32)],
+        ):
             reply = _ask(cam, query)
             assert reply[0] == b"ERR" and b"not allowed for a camera" in reply[1], (query, reply)
         assert _ask(cam, [b"GRANTS", b"cam1"])[0] == b"OK"  # what a camera asks still works
@@ -125,8 +129,9 @@ def test_a_camera_cannot_run_viewer_queries(store: Store) -> None:
     assert "refused RANGE query from camera:cam1" in store.procs.log("store")
 
 
-def test_the_viewer_drops_an_oversized_relayed_message_without_copying_it(tmp_path: Path,
-                                                                          monkeypatch) -> None:
+def test_the_viewer_drops_an_oversized_relayed_message_without_copying_it(
+    tmp_path: Path, monkeypatch
+) -> None:
     """A malicious store (holding the store's key) publishes 300 parts of 1 MiB."""
     # the viewer's sockets on a context of their own, destroyed at the end: 300 MiB left
     # in flight on the shared one kept later in-process viewers from ever subscribing

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from veilcam.common.format import EnvelopeBody
+from veilcam.common.home import Home
+from veilcam.common.keystore import derive_secrets, keystore_kdf, open_keystore, parse_keystore
+from veilcam.store_node.archive import Archive
 
-from common.format import EnvelopeBody
-from common.home import Home
-from common.keystore import derive_secrets, keystore_kdf, open_keystore, parse_keystore
-from store_node.archive import Archive
 from tests.conftest import SAMPLE_CLIP, Procs, make_home, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -89,8 +89,13 @@ class ProcScanner(threading.Thread):
 
 def encodings(secret: bytes) -> list[bytes]:
     """The forms a leaked secret would take in a file or a log line."""
-    return [secret, secret.hex().encode(), secret.hex().upper().encode(),
-            base64.b64encode(secret), base64.urlsafe_b64encode(secret).rstrip(b"=")]
+    return [
+        secret,
+        secret.hex().encode(),
+        secret.hex().upper().encode(),
+        base64.b64encode(secret),
+        base64.urlsafe_b64encode(secret).rstrip(b"="),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -104,41 +109,107 @@ def run(tmp_path_factory):
     outputs: dict[str, str] = {}
     procs = Procs(tmp)
     try:
-        r = run_cli("-v", "user", "add", "dana", "--home", str(home.root), "--password-stdin",
-                    stdin=pw_dana + "\n")
+        r = run_cli(
+            "-v",
+            "user",
+            "add",
+            "dana",
+            "--home",
+            str(home.root),
+            "--password-stdin",
+            stdin=pw_dana + "\n",
+        )
         assert r.returncode == 0, r.stderr
         outputs["user add"] = r.stdout + r.stderr
         procs.start("store", "-v", "store", "--home", str(home.root))
         procs.wait_for_log("store", "store ready")
-        r = run_cli("-v", "register", "erin", "--home", str(home.root), "--password-stdin",
-                    stdin=pw_erin + "\n")
+        r = run_cli(
+            "-v",
+            "register",
+            "erin",
+            "--home",
+            str(home.root),
+            "--password-stdin",
+            stdin=pw_erin + "\n",
+        )
         assert r.returncode == 0, r.stderr
         outputs["register"] = r.stdout + r.stderr
-        viewer = procs.start("viewer", "-v", "view", "--home", str(home.root), "--headless",
-                             "--out", str(tmp / "out-dana"), "--frames", "8", "--timeout",
-                             "60", "--user", "dana", "--password-stdin", stdin=pw_dana + "\n")
+        viewer = procs.start(
+            "viewer",
+            "-v",
+            "view",
+            "--home",
+            str(home.root),
+            "--headless",
+            "--out",
+            str(tmp / "out-dana"),
+            "--frames",
+            "8",
+            "--timeout",
+            "60",
+            "--user",
+            "dana",
+            "--password-stdin",
+            stdin=pw_dana + "\n",
+        )
         procs.wait_for_log("viewer", "waiting for")
         camera = procs.start("camera", "-v", "camera", "--home", str(home.root), "--loop")
         assert viewer.wait(timeout=90) == 0, procs.log("viewer")[-2000:]
         camera.terminate()
         camera.wait(timeout=20)
-        r = run_cli("-v", "view", "--home", str(home.root), "--headless", "--out",
-                    str(tmp / "out-erin"), "--frames", "2", "--from", "start", "--camera",
-                    "cam1", "--keystore", str(home.keystore_path("erin")), "--password-stdin",
-                    stdin=pw_erin + "\n")
+        r = run_cli(
+            "-v",
+            "view",
+            "--home",
+            str(home.root),
+            "--headless",
+            "--out",
+            str(tmp / "out-erin"),
+            "--frames",
+            "2",
+            "--from",
+            "start",
+            "--camera",
+            "cam1",
+            "--keystore",
+            str(home.keystore_path("erin")),
+            "--password-stdin",
+            stdin=pw_erin + "\n",
+        )
         assert r.returncode == 0, r.stderr
         outputs["view --keystore"] = r.stdout + r.stderr
-        r = run_cli("-v", "export", "--home", str(home.root), "--camera", "cam1", "--from",
-                    "start", "--to", "2100-01-01", "--out", str(tmp / "evidence.mp4"),
-                    "--user", "dana", "--password-stdin", stdin=pw_dana + "\n", timeout=120)
+        r = run_cli(
+            "-v",
+            "export",
+            "--home",
+            str(home.root),
+            "--camera",
+            "cam1",
+            "--from",
+            "start",
+            "--to",
+            "2100-01-01",
+            "--out",
+            str(tmp / "evidence.mp4"),
+            "--user",
+            "dana",
+            "--password-stdin",
+            stdin=pw_dana + "\n",
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
         outputs["export"] = r.stdout + r.stderr
     finally:
         procs.stop_all()
         scanner.stop()
-    yield {"home": home, "tmp": tmp, "passwords": {"dana": pw_dana, "erin": pw_erin},
-           "outputs": outputs, "logs": {p.name: p.read_text() for p in tmp.glob("*.log")},
-           "scanner": scanner}
+    yield {
+        "home": home,
+        "tmp": tmp,
+        "passwords": {"dana": pw_dana, "erin": pw_erin},
+        "outputs": outputs,
+        "logs": {p.name: p.read_text() for p in tmp.glob("*.log")},
+        "scanner": scanner,
+    }
 
 
 def _secrets_of(run) -> dict[str, bytes]:
@@ -156,8 +227,10 @@ def _secrets_of(run) -> dict[str, bytes]:
         identity = open_keystore(home.keystore_path(user), password)
         identities.append(identity)
         found[f"{user} X25519 private key"] = identity.private_key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-            serialization.NoEncryption())
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
         found[f"{user} ML-KEM seed"] = identity.pq_private_key.private_bytes_raw()
     archive = Archive(home.archive_dir())
     try:
@@ -175,8 +248,12 @@ def _secrets_of(run) -> dict[str, bytes]:
 def _everything_written(run) -> dict[str, bytes]:
     texts = {f"log {k}": v.encode() for k, v in run["logs"].items()}
     texts.update({f"output of {k}": v.encode() for k, v in run["outputs"].items()})
-    for root in (run["home"].root, run["tmp"] / "out-dana", run["tmp"] / "out-erin",
-                 run["tmp"] / "evidence.mp4.bundle"):
+    for root in (
+        run["home"].root,
+        run["tmp"] / "out-dana",
+        run["tmp"] / "out-erin",
+        run["tmp"] / "evidence.mp4.bundle",
+    ):
         for path in root.rglob("*"):
             if path.is_file():
                 texts[str(path)] = path.read_bytes()
@@ -188,8 +265,14 @@ def test_no_secret_in_any_log_output_or_file(run) -> None:
     written = _everything_written(run)
     # the run did write what is scanned: state, spool, cache, archive, accounts, outputs
     names = "\n".join(written)
-    for expected in ("state/camera-cam1.json", "state/grants-cam1.json", "archive/index.sqlite3",
-                     "accounts/accounts.sqlite3", "out-dana/frames.jsonl", "manifest.json"):
+    for expected in (
+        "state/camera-cam1.json",
+        "state/grants-cam1.json",
+        "archive/index.sqlite3",
+        "accounts/accounts.sqlite3",
+        "out-dana/frames.jsonl",
+        "manifest.json",
+    ):
         assert expected in names, expected
     assert "DEBUG" in run["logs"]["store.log"]  # the nodes ran at their most talkative
     for what, secret in _secrets_of(run).items():
@@ -206,9 +289,13 @@ def test_no_password_in_any_process_argv_or_environment(run) -> None:
 
 def test_every_file_holding_a_secret_is_owner_only(run) -> None:
     home = run["home"].root
-    secret_files = [*home.glob("identities/*/*.key.pem"), home / "identities/store/account-secret",
-                    *home.glob("users/*/keystore.json"), *home.glob("accounts/accounts.sqlite3*"),
-                    *home.glob("identities/ca/ca.key.pem")]
+    secret_files = [
+        *home.glob("identities/*/*.key.pem"),
+        home / "identities/store/account-secret",
+        *home.glob("users/*/keystore.json"),
+        *home.glob("accounts/accounts.sqlite3*"),
+        *home.glob("identities/ca/ca.key.pem"),
+    ]
     assert len(secret_files) >= 9, secret_files
     for path in secret_files:
         assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import zmq
+from veilcam.camera_node.protect import sign_gap_notice
+from veilcam.common.format import Ack, AckStatus, FrameMessage
+from veilcam.common.home import Home
+from veilcam.common.transport import curve_pair, make_client
 from zmq.utils.monitor import recv_monitor_message
 
-from camera_node.protect import sign_gap_notice
-from common.format import Ack, AckStatus, FrameMessage
-from common.home import Home
-from common.transport import curve_pair, make_client
 from tests.conftest import SAMPLE_CLIP, Procs, make_home
 from tests.factory import Camera
 from tests.security.tamperlib import frame_now
@@ -56,8 +56,11 @@ class Store:
         sock.setsockopt(zmq.LINGER, 0)
         for option, value in options.items():
             sock.setsockopt(getattr(zmq, option), value)
-        make_client(sock, curve_pair(self.home.transport_key(role, name)),
-                    self.home.store_identity().transport_key)
+        make_client(
+            sock,
+            curve_pair(self.home.transport_key(role, name)),
+            self.home.store_identity().transport_key,
+        )
         if endpoint:
             sock.connect(endpoint)
         return sock
@@ -73,8 +76,9 @@ class Store:
         self.dealer.send_multipart(msg.to_parts())
         deadline = time.monotonic() + 60
         while True:
-            assert self.dealer.poll(max(1, int((deadline - time.monotonic()) * 1000))), \
+            assert self.dealer.poll(max(1, int((deadline - time.monotonic()) * 1000))), (
                 "the store stopped answering"
+            )
             ack = Ack.from_parts(self.dealer.recv_multipart())
             if ack.kind == b"F" and ack.seq == msg.header.seq:
                 assert ack.status == AckStatus.STORED, ack
@@ -147,18 +151,18 @@ def _bad_messages(cam: Camera, good: FrameMessage) -> list[list[bytes]]:
     stranger = Camera("cam1")
     env = cam.envelope().to_parts()
     return [
-        forged,                                                        # bad_signature
-        [p[0], p[1], p[2], big_image, *p[4:]],                         # malformed: image length
-        [p[0], b"VCFH" + os.urandom(200), p[2], big_image],            # malformed
-        [b"\xff" * 16, os.urandom(512 * 1024)],                        # malformed: no topic
-        [p[0], p[1], p[2], p[3], p[4]],                                # malformed: zone missing
-        stranger.frame().to_parts(),                                   # bad_signature (320x240)
-        Camera("ghost").frame().to_parts(),                            # wrong_camera_identity
-        [env[0], env[1], bytes(64)],                                   # bad_signature envelope
-        [env[0], env[1][:-3], env[2]],                                 # malformed envelope
-        sign_gap_notice(stranger.key, "cam1", 1, 3).to_parts(),        # bad_signature gap
-        [b"cam1\x00F"] + [b""] * 2000,                                 # malformed: 2000 parts
-        p,                                                             # replay of an old frame
+        forged,  # bad_signature
+        [p[0], p[1], p[2], big_image, *p[4:]],  # malformed: image length
+        [p[0], b"VCFH" + os.urandom(200), p[2], big_image],  # malformed
+        [b"\xff" * 16, os.urandom(512 * 1024)],  # malformed: no topic
+        [p[0], p[1], p[2], p[3], p[4]],  # malformed: zone missing
+        stranger.frame().to_parts(),  # bad_signature (320x240)
+        Camera("ghost").frame().to_parts(),  # wrong_camera_identity
+        [env[0], env[1], bytes(64)],  # bad_signature envelope
+        [env[0], env[1][:-3], env[2]],  # malformed envelope
+        sign_gap_notice(stranger.key, "cam1", 1, 3).to_parts(),  # bad_signature gap
+        [b"cam1\x00F"] + [b""] * 2000,  # malformed: 2000 parts
+        p,  # replay of an old frame
     ]
 
 

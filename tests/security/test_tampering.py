@@ -23,12 +23,14 @@ from pathlib import Path
 
 import pytest
 import zmq
+from veilcam.camera_node.protect import Epoch
+from veilcam.common.format import Ack, AckStatus, FrameMessage, pack_parts
+from veilcam.common.home import Home
+from veilcam.common.signing import TrustedCameras, load_signing_key
+from veilcam.common.transport import curve_pair, make_client
+from veilcam.viewer.client import RelayClient
+from veilcam.viewer.playback import ArchiveReader
 
-from camera_node.protect import Epoch
-from common.format import Ack, AckStatus, FrameMessage, pack_parts
-from common.home import Home
-from common.signing import TrustedCameras, load_signing_key
-from common.transport import curve_pair, make_client
 from tests.conftest import SAMPLE_CLIP, Procs, free_port_base, make_home, run_cli
 from tests.factory import Camera
 from tests.security.tamperlib import (
@@ -39,8 +41,6 @@ from tests.security.tamperlib import (
     scrape_rejects,
     wait_rejects_change,
 )
-from viewer.client import RelayClient
-from viewer.playback import ArchiveReader
 
 pytestmark = pytest.mark.e2e
 
@@ -61,32 +61,39 @@ def _side(cam: Camera) -> Side:
 
 # ============================================================================ (a) the store
 
+
 class StoreRun:
     def __init__(self, tmp: Path) -> None:
         self.home = Home(make_home(tmp, SAMPLE_CLIP, users=()))
         self.metrics_port = free_port_base(1)
         self.stats = tmp / "store-stats.json"
         self.procs = Procs(tmp)
-        self.procs.start("store", "store", "--home", str(self.home.root), "--metrics-port",
-                         str(self.metrics_port), "--stats-out", str(self.stats))
+        self.procs.start(
+            "store",
+            "store",
+            "--home",
+            str(self.home.root),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--stats-out",
+            str(self.stats),
+        )
         self.procs.wait_for_log("store", "store ready")
         self.procs.wait_for_log("store", "store metrics: http://127.0.0.1:")
         ctx = self.ctx = zmq.Context()  # its own: nothing here may hold up the shared one
         store_key = self.home.store_identity().transport_key
         self.dealer = ctx.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
-        make_client(self.dealer, curve_pair(self.home.transport_key("camera", "cam1")),
-                    store_key)
+        make_client(self.dealer, curve_pair(self.home.transport_key("camera", "cam1")), store_key)
         self.dealer.connect(self.home.store_config().store.ingest_bind)
         self.relay = ctx.socket(zmq.SUB)
         self.relay.setsockopt(zmq.LINGER, 0)
         self.relay.setsockopt(zmq.SUBSCRIBE, b"")
-        make_client(self.relay, curve_pair(self.home.transport_key("viewer", "viewer")),
-                    store_key)
+        make_client(self.relay, curve_pair(self.home.transport_key("viewer", "viewer")), store_key)
         self.relay.connect(self.home.store_config().store.relay_bind)
         self.side = _side(_camera_of(self.home))
-        self.expected: Counter = Counter()   # rejections the rows caused, by reason
-        self.accepted: list[int] = []        # frame seqs the store stored
+        self.expected: Counter = Counter()  # rejections the rows caused, by reason
+        self.accepted: list[int] = []  # frame seqs the store stored
         self.relayed: list[int] = []
 
     def send(self, parts: list[bytes]) -> Ack:
@@ -165,6 +172,7 @@ def test_store_rejects_replayed_reordered_and_forked_frames(store: StoreRun) -> 
 
 
 # ============================================================================ (b) the viewer
+
 
 class MaliciousStore:
     """Binds the home's relay and query endpoints with the store's own CURVE key (what a
@@ -278,24 +286,31 @@ def test_viewer_rejects_replayed_reordered_and_forked_frames(viewer: ViewerRun) 
     assert rejected == 1 and shown[0].problem.startswith("chain_break:"), shown
 
 
-@pytest.mark.parametrize("reply", [
-    pytest.param(lambda env, other: [b"OK", env.body_bytes[:-1] + b"\x01", env.signature],
-                 id="tampered-body"),
-    pytest.param(lambda env, other: [b"OK", env.body_bytes, bytes(64)], id="zeroed-signature"),
-    pytest.param(lambda env, other: [b"OK", *other.body_parts()],
-                 id="another-epochs-valid-envelope"),
-    pytest.param(lambda env, other: [b"OK"], id="no-body"),
-    pytest.param(lambda env, other: [b"OK", b"\xff" * 200, b"x" * 64], id="garbage"),
-    pytest.param(lambda env, other: [b"ERR", b"no key envelope for that epoch"], id="refusal"),
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(
+            lambda env, other: [b"OK", env.body_bytes[:-1] + b"\x01", env.signature],
+            id="tampered-body",
+        ),
+        pytest.param(lambda env, other: [b"OK", env.body_bytes, bytes(64)], id="zeroed-signature"),
+        pytest.param(
+            lambda env, other: [b"OK", *other.body_parts()], id="another-epochs-valid-envelope"
+        ),
+        pytest.param(lambda env, other: [b"OK"], id="no-body"),
+        pytest.param(lambda env, other: [b"OK", b"\xff" * 200, b"x" * 64], id="garbage"),
+        pytest.param(lambda env, other: [b"ERR", b"no key envelope for that epoch"], id="refusal"),
+    ],
+)
 def test_viewer_refuses_envelopes_a_malicious_store_answers(viewer: ViewerRun, reply) -> None:
     """Unlocking needs the epoch's envelope; when the viewer asks the store for it (ENVELOPE),
     a forged, swapped or broken answer gives no keys, and nothing is cached."""
     cam = viewer.side.cam
     env, other = (Epoch.new().envelope(cam.key, "cam1", 0, cam.grants()) for _ in range(2))
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(
-        viewer.client.envelope("cam1", env.body.epoch_id)))
+    thread = threading.Thread(
+        target=lambda: result.append(viewer.client.envelope("cam1", env.body.epoch_id))
+    )
     thread.start()
     request = viewer.store.answer(reply(env, other))
     thread.join(timeout=60)
@@ -306,7 +321,8 @@ def test_viewer_refuses_envelopes_a_malicious_store_answers(viewer: ViewerRun, r
 
 def _play(viewer: ViewerRun, answers: list[list[bytes]]) -> tuple[list, list]:
     """Archive playback (``ArchiveReader.frames``) against the malicious store's answers."""
-    from common.errors import VeilcamError
+    from veilcam.common.errors import VeilcamError
+
     reader = ArchiveReader(viewer.home, "cam1", 0)
     out: list = []
     errors: list = []
@@ -340,7 +356,7 @@ def test_playback_refuses_frames_a_malicious_store_serves(viewer: ViewerRun) -> 
     bad_sig[2] = bytes(64)
     far = viewer.side.frame()
     hdr = bytearray(far.header_bytes)
-    hdr[15 + 4:23 + 4] = (2**62).to_bytes(8, "big")  # capture_time_us (docs/FORMAT.md)
+    hdr[15 + 4 : 23 + 4] = (2**62).to_bytes(8, "big")  # capture_time_us (docs/FORMAT.md)
     far_parts = [far.to_parts()[0], bytes(hdr), cam.key.sign(bytes(hdr)), *far.body_parts()[2:]]
     last = viewer.side.frame().to_parts()
     batch = [b"OK", *(pack_parts(b"F", p[1:]) for p in (first, bad_sig, far_parts, last))]
@@ -362,13 +378,19 @@ def _every_byte_flipped(side: Side) -> list[list[bytes]]:
         positions = range(len(p[index])) if index in (1, 2) else {0, len(p[index]) - 1}
         for pos in positions:
             flipped = list(p)
-            flipped[index] = p[index][:pos] + bytes([p[index][pos] ^ 0x20]) + p[index][pos + 1:]
+            flipped[index] = p[index][:pos] + bytes([p[index][pos] ^ 0x20]) + p[index][pos + 1 :]
             out.append(flipped)
     return out
 
 
-FLIP_REASONS = {"malformed", "bad_signature", "image_hash_mismatch", "zone_hash_mismatch",
-                "wrong_camera_identity", "unknown_camera"}
+FLIP_REASONS = {
+    "malformed",
+    "bad_signature",
+    "image_hash_mismatch",
+    "zone_hash_mismatch",
+    "wrong_camera_identity",
+    "unknown_camera",
+}
 
 
 def test_store_rejects_every_single_byte_flip(store: StoreRun) -> None:
@@ -393,7 +415,7 @@ def test_store_rejects_every_single_byte_flip(store: StoreRun) -> None:
 def test_viewer_rejects_every_single_byte_flip(viewer: ViewerRun) -> None:
     flips = _every_byte_flipped(viewer.side)
     for i in range(0, len(flips), 50):  # in batches: the viewer's receive queue holds 200
-        batch = flips[i:i + 50]
+        batch = flips[i : i + 50]
         sentinel = viewer.side.frame()
         rejected = viewer.client.rejected
         for parts in batch:

@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from veilcam.camera_node.protect import EncodeSettings, Epoch, protect_frame, sign_gap_notice
+from veilcam.camera_node.redact import make_redactor
+from veilcam.common.format import KIND_ENVELOPE, KIND_FRAME, KIND_GAP, FrameMessage
+from veilcam.common.home import Home
+from veilcam.common.secretfiles import sha256_file
+from veilcam.common.signing import load_signing_key
+from veilcam.store_node.archive import Archive
+from veilcam.store_node.segments import encode_record, segment_header
 
-from camera_node.protect import EncodeSettings, Epoch, protect_frame, sign_gap_notice
-from camera_node.redact import make_redactor
-from common.format import KIND_ENVELOPE, KIND_FRAME, KIND_GAP, FrameMessage
-from common.home import Home
-from common.secretfiles import sha256_file
-from common.signing import load_signing_key
-from store_node.archive import Archive
-from store_node.segments import encode_record, segment_header
 from tests.conftest import SAMPLE_CLIP, make_home, run_cli
 from tests.factory import Camera, textured
 from tests.security.make_corpus import H, W, small_zones
@@ -42,11 +42,18 @@ def _camera(home: Home, camera_id: str = "cam1") -> Camera:
 
 
 def _frame(cam: Camera, at_us: int | None = None) -> FrameMessage:
-    msg = protect_frame(textured(W, H, seed=cam.seq % 5), small_zones(),
-                        camera_id=cam.camera_id, seq=cam.seq,
-                        capture_time_us=at_us or time.time_ns() // 1000, epoch=cam.epoch,
-                        prev_digest=cam.prev, redactor=make_redactor("pixelate"),
-                        settings=EncodeSettings(), signing_key=cam.key)
+    msg = protect_frame(
+        textured(W, H, seed=cam.seq % 5),
+        small_zones(),
+        camera_id=cam.camera_id,
+        seq=cam.seq,
+        capture_time_us=at_us or time.time_ns() // 1000,
+        epoch=cam.epoch,
+        prev_digest=cam.prev,
+        redactor=make_redactor("pixelate"),
+        settings=EncodeSettings(),
+        signing_key=cam.key,
+    )
     cam.seq += 1
     cam.prev = msg.digest
     return msg
@@ -67,18 +74,25 @@ def _lay_out_bundle(home: Home, bundle: Path, frames: int = 5) -> Path:
     segment.parent.mkdir(parents=True)
     segment.write_bytes(segment_header("cam1") + b"".join(records))
     (bundle / "identities").mkdir()
-    shutil.copytree(home.ca_dir, bundle / "identities" / "ca",
-                    ignore=lambda d, names: [n for n in names if "key" in n])
+    shutil.copytree(
+        home.ca_dir,
+        bundle / "identities" / "ca",
+        ignore=lambda d, names: [n for n in names if "key" in n],
+    )
     shutil.copytree(home.certs_dir, bundle / "identities" / "certs")
     (bundle / "config").mkdir()
     (bundle / "config" / "store.toml").write_text('[archive]\npath = "archive"\n')
     video = bundle.with_name(bundle.name.removesuffix(".bundle"))
     video.write_bytes(b"an MP4 " * 100)
-    manifest = {"format": "veilcam-evidence-bundle-v1", "camera": "cam1", "frames": frames,
-                "unlocked_for": None, "video": {"file": video.name, "sha256": sha256_file(video)},
-                "segment": {"file": str(segment.relative_to(bundle)),
-                            "sha256": sha256_file(segment)},
-                "ca_sha256": _fingerprint(home)}
+    manifest = {
+        "format": "veilcam-evidence-bundle-v1",
+        "camera": "cam1",
+        "frames": frames,
+        "unlocked_for": None,
+        "video": {"file": video.name, "sha256": sha256_file(video)},
+        "segment": {"file": str(segment.relative_to(bundle)), "sha256": sha256_file(segment)},
+        "ca_sha256": _fingerprint(home),
+    }
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     return video
 
@@ -94,12 +108,16 @@ def homes(tmp_path_factory):
 
 
 def _verdicts(stdout: str) -> list[str]:
-    return [line for line in stdout.splitlines()
-            if line.startswith(("INTACT", "NOT INTACT", "SELF-CERTIFIED"))]
+    return [
+        line
+        for line in stdout.splitlines()
+        if line.startswith(("INTACT", "NOT INTACT", "SELF-CERTIFIED"))
+    ]
 
 
 def test_forged_bundle_fails_against_the_trusted_home_and_is_self_certified_alone(
-        homes, tmp_path: Path) -> None:
+    homes, tmp_path: Path
+) -> None:
     victim, forger = homes
     forged = tmp_path / "forged.mp4.bundle"
     _lay_out_bundle(forger, forged)
@@ -132,7 +150,8 @@ def test_forged_bundle_fails_against_the_trusted_home_and_is_self_certified_alon
 
 
 def test_swapped_video_is_not_called_covered_and_the_verdict_comes_last(
-        homes, tmp_path: Path) -> None:
+    homes, tmp_path: Path
+) -> None:
     victim, _ = homes
     bundle = tmp_path / "evidence.mp4.bundle"
     video = _lay_out_bundle(victim, bundle)
@@ -146,8 +165,7 @@ def test_swapped_video_is_not_called_covered_and_the_verdict_comes_last(
     assert "NOT covered by their signatures" in r.stdout
     assert "signed under the CA" not in r.stdout
     assert _verdicts(r.stdout) == [r.stdout.splitlines()[-1]]
-    doc = json.loads(run_cli("verify", str(bundle), "--trust", str(victim.root),
-                             "--json").stdout)
+    doc = json.loads(run_cli("verify", str(bundle), "--trust", str(victim.root), "--json").stdout)
     assert doc["video_covered_by_signatures"] is False
     # an MP4 that does not match the manifest: one verdict, NOT INTACT, printed last
     video.write_bytes(b"yet another film " * 100)
@@ -158,8 +176,7 @@ def test_swapped_video_is_not_called_covered_and_the_verdict_comes_last(
     assert any("does not match the manifest" in line for line in lines[:-1])
 
 
-def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path: Path
-                                                                  ) -> None:
+def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path: Path) -> None:
     """Camera A's frames #3..#5 deleted; B's genuine notice for #2..#6 copied into A's folder
     (and B's envelope, which could stand in for a missing one of A)."""
     victim, _ = homes
@@ -180,9 +197,12 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
     archive.close()
     seg_a = next((home.archive_dir() / "segments" / "cam1").glob("*.vseg"))
     seg_b = next((home.archive_dir() / "segments" / "cam2").glob("*.vseg"))
-    from store_node.segments import scan_segment
-    b_records = {rec.kind: seg_b.read_bytes()[rec.offset:rec.offset + rec.length]
-                 for rec in scan_segment(seg_b)}
+    from veilcam.store_node.segments import scan_segment
+
+    b_records = {
+        rec.kind: seg_b.read_bytes()[rec.offset : rec.offset + rec.length]
+        for rec in scan_segment(seg_b)
+    }
     with open(seg_a, "ab") as fh:  # copied in, as the review did
         fh.write(b_records[KIND_GAP])
     (home.archive_dir() / "index.sqlite3").unlink()  # the index would tell on its own
@@ -196,18 +216,20 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
     # nothing here either: the frame after a declared gap starts where the notice ends
     shutil.rmtree(home.archive_dir() / "segments" / "cam2")
     data = seg_a.read_bytes()
-    seg_a.write_bytes(data[:len(data) - len(b_records[KIND_GAP])]
-                      + encode_record(KIND_GAP, sign_gap_notice(a.key, "cam1", 3, 6)
-                                      .body_parts()))
+    seg_a.write_bytes(
+        data[: len(data) - len(b_records[KIND_GAP])]
+        + encode_record(KIND_GAP, sign_gap_notice(a.key, "cam1", 3, 6).body_parts())
+    )
     r = run_cli("verify", str(home.root), "--json")
     doc = json.loads(r.stdout)
     assert r.returncode == 1, r.stdout
     assert [p["kind"] for p in doc["problems"]] == ["gap"]
     assert "reaches past frame #6" in doc["problems"][0]["detail"]
     # and A's exact notice #3..#5 is a declared gap, as before
-    seg_a.write_bytes(data[:len(data) - len(b_records[KIND_GAP])]
-                      + encode_record(KIND_GAP, sign_gap_notice(a.key, "cam1", 3, 5)
-                                      .body_parts()))
+    seg_a.write_bytes(
+        data[: len(data) - len(b_records[KIND_GAP])]
+        + encode_record(KIND_GAP, sign_gap_notice(a.key, "cam1", 3, 5).body_parts())
+    )
     r = run_cli("verify", str(home.root), "--json")
     assert r.returncode == 0, r.stdout
     assert [n["kind"] for n in json.loads(r.stdout)["notes"]] == ["declared_gap"]
@@ -260,8 +282,18 @@ def test_reissued_certificate_ends_the_old_keys_validity(homes, tmp_path: Path) 
     assert r.returncode == 0, r.stdout
 
 
-@pytest.mark.parametrize("name", ["camera:../x", "camera:-door", "camera:a b", "viewer:" + "v" * 65,
-                                  "camera:door\n", "store:st/ore", "camera:.hidden"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "camera:../x",
+        "camera:-door",
+        "camera:a b",
+        "viewer:" + "v" * 65,
+        "camera:door\n",
+        "store:st/ore",
+        "camera:.hidden",
+    ],
+)
 def test_cert_issue_refuses_a_bad_node_name(homes, name: str) -> None:
     victim, _ = homes
     r = run_cli("cert", "issue", name, "--home", str(victim.root))

@@ -20,12 +20,12 @@ import threading
 import numpy as np
 import pytest
 import zmq
+from veilcam.common.errors import FormatError, KeystoreError
+from veilcam.common.format import ImageCodec
+from veilcam.common.home import Home
+from veilcam.common.imagecodec import decode_image, encode_image
+from veilcam.common.transport import curve_pair
 
-from common.errors import FormatError, KeystoreError
-from common.format import ImageCodec
-from common.home import Home
-from common.imagecodec import decode_image, encode_image
-from common.transport import curve_pair
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home
 
 
@@ -39,7 +39,8 @@ class FakeStore:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.curve_server = True
         self.sock.curve_publickey, self.sock.curve_secretkey = curve_pair(
-            home.transport_key("store", "store"))
+            home.transport_key("store", "store")
+        )
         self.sock.bind(home.viewer_config().viewer.query)
         self.keystore_json = keystore_json
         self.salt_answer: dict = json.loads(keystore_json)["kdf"]
@@ -101,15 +102,18 @@ def _weak(kdf: dict, **changes) -> dict:
 
 
 def test_a_store_cannot_lower_the_kdf_cost(deployment) -> None:
-    from viewer.login import login
+    from veilcam.viewer.login import login
 
     home, remote, store = deployment
     genuine = dict(store.salt_answer)
     one_salt = base64.b64encode(b"\x00" * 16).decode()
     try:
-        for answer in (_weak(genuine, n=2**14, r=1, p=1, salt=one_salt), _weak(genuine, n=2**14),
-                       _weak(genuine, r=1), _weak(genuine, salt=base64.b64encode(b"s" * 8)
-                                                   .decode())):
+        for answer in (
+            _weak(genuine, n=2**14, r=1, p=1, salt=one_salt),
+            _weak(genuine, n=2**14),
+            _weak(genuine, r=1),
+            _weak(genuine, salt=base64.b64encode(b"s" * 8).decode()),
+        ):
             store.salt_answer = answer
             for where in (home, remote):
                 store.requests.clear()
@@ -121,7 +125,7 @@ def test_a_store_cannot_lower_the_kdf_cost(deployment) -> None:
 
 
 def test_the_local_keystores_parameters_win(deployment) -> None:
-    from viewer.login import login
+    from veilcam.viewer.login import login
 
     home, _, store = deployment
     genuine = dict(store.salt_answer)
@@ -137,7 +141,7 @@ def test_the_local_keystores_parameters_win(deployment) -> None:
 
 
 def test_a_salt_other_than_the_first_log_ins_is_refused(deployment) -> None:
-    from viewer.login import SALT_CACHE, login
+    from veilcam.viewer.login import SALT_CACHE, login
 
     _, remote, store = deployment
     cache = remote.state_dir / SALT_CACHE
@@ -169,24 +173,27 @@ def _tiny_png_claiming(width: int, height: int) -> bytes:
 def _jpeg_claiming(width: int, height: int) -> bytes:
     data = bytearray(encode_image(np.zeros((8, 8, 3), np.uint8), ImageCodec.JPEG))
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 7] = height.to_bytes(2, "big")
-    data[sof + 7:sof + 9] = width.to_bytes(2, "big")
+    data[sof + 5 : sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7 : sof + 9] = width.to_bytes(2, "big")
     return bytes(data)
 
 
 def test_images_are_checked_against_their_signed_size_before_decoding(monkeypatch) -> None:
     import cv2
-
-    import common.imagecodec as codec
+    import veilcam.common.imagecodec as codec
 
     decoded: list[int] = []
     real = cv2.imdecode
-    monkeypatch.setattr(codec.cv2, "imdecode",
-                        lambda buf, flags: decoded.append(len(buf)) or real(buf, flags))
-    for data, kind in ((_tiny_png_claiming(60000, 60000), ImageCodec.PNG),
-                       (_jpeg_claiming(60000, 60000), ImageCodec.JPEG),
-                       (_jpeg_claiming(9, 8), ImageCodec.JPEG), (b"\xff\xd8\xff\xda", ImageCodec.JPEG),
-                       (b"not an image", ImageCodec.PNG)):
+    monkeypatch.setattr(
+        codec.cv2, "imdecode", lambda buf, flags: decoded.append(len(buf)) or real(buf, flags)
+    )
+    for data, kind in (
+        (_tiny_png_claiming(60000, 60000), ImageCodec.PNG),
+        (_jpeg_claiming(60000, 60000), ImageCodec.JPEG),
+        (_jpeg_claiming(9, 8), ImageCodec.JPEG),
+        (b"\xff\xd8\xff\xda", ImageCodec.JPEG),
+        (b"not an image", ImageCodec.PNG),
+    ):
         with pytest.raises(FormatError, match="not decoded"):
             decode_image(data, kind, 8, 8)
     assert decoded == []  # nothing reached the decoder
@@ -199,16 +206,25 @@ def test_images_are_checked_against_their_signed_size_before_decoding(monkeypatc
 def test_render_and_export_refuse_a_public_image_of_another_size() -> None:
     """Through the viewer's render (the browser, headless and export paths): a signed frame
     whose public JPEG is 8x8 but whose signed header says 320x240 is refused undecoded."""
-    from camera_node.protect import EncodeSettings, protect_frame
-    from camera_node.redact import make_redactor
+    from veilcam.camera_node.protect import EncodeSettings, protect_frame
+    from veilcam.camera_node.redact import make_redactor
+    from veilcam.viewer.render import render
+
     from tests.factory import Camera, textured
-    from viewer.render import render
 
     cam = Camera()
-    msg = protect_frame(textured(), [], camera_id="cam1", seq=0,
-                        capture_time_us=1_700_000_000_000_000, epoch=cam.epoch,
-                        prev_digest=bytes(32), redactor=make_redactor("pixelate"),
-                        settings=EncodeSettings(), signing_key=cam.key)
+    msg = protect_frame(
+        textured(),
+        [],
+        camera_id="cam1",
+        seq=0,
+        capture_time_us=1_700_000_000_000_000,
+        epoch=cam.epoch,
+        prev_digest=bytes(32),
+        redactor=make_redactor("pixelate"),
+        settings=EncodeSettings(),
+        signing_key=cam.key,
+    )
     assert render(msg, None).image.shape == (240, 320, 3)
     fake = dataclasses.replace(msg, public_image=_jpeg_claiming(30000, 30000))
     with pytest.raises(FormatError, match="not decoded"):

@@ -17,26 +17,34 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from veilcam.camera_node.protect import EncodeSettings, protect_frame
+from veilcam.camera_node.redact import make_redactor
+from veilcam.camera_node.zones import Zone
+from veilcam.common.format import ZoneClass
+from veilcam.common.home import Home
+from veilcam.common.keywrap import Identity
+from veilcam.common.lifecycle import StopFlag
+from veilcam.viewer.client import ReceivedFrame
+from veilcam.viewer.freshness import Freshness
+from veilcam.viewer.unlock import Unlocker
 
-from camera_node.protect import EncodeSettings, protect_frame
-from camera_node.redact import make_redactor
-from camera_node.zones import Zone
-from common.format import ZoneClass
-from common.home import Home
-from common.keywrap import Identity
-from common.lifecycle import StopFlag
 from tests.conftest import ROOT, SAMPLE_CLIP, make_home
 from tests.factory import Camera, textured
-from viewer.client import ReceivedFrame
-from viewer.freshness import Freshness
-from viewer.unlock import Unlocker
 
 
 def _frame(cam: Camera, capture_time_us: int):
-    msg = protect_frame(textured(), [Zone(40, 30, 64, 80, ZoneClass.FACE)],
-                        camera_id=cam.camera_id, seq=cam.seq, capture_time_us=capture_time_us,
-                        epoch=cam.epoch, prev_digest=cam.prev, redactor=make_redactor("pixelate"),
-                        settings=EncodeSettings(), signing_key=cam.key)
+    msg = protect_frame(
+        textured(),
+        [Zone(40, 30, 64, 80, ZoneClass.FACE)],
+        camera_id=cam.camera_id,
+        seq=cam.seq,
+        capture_time_us=capture_time_us,
+        epoch=cam.epoch,
+        prev_digest=cam.prev,
+        redactor=make_redactor("pixelate"),
+        settings=EncodeSettings(),
+        signing_key=cam.key,
+    )
     cam.seq += 1
     cam.prev = msg.digest
     return msg
@@ -59,20 +67,20 @@ class _FakeHub:
         return None
 
     def show(self, msg) -> None:
-        from viewer.web import Latest
+        from veilcam.viewer.web import Latest
 
-        self.latest[msg.camera_id] = Latest(ReceivedFrame(msg, True), len(self.latest) + 1,
-                                            time.time())
+        self.latest[msg.camera_id] = Latest(
+            ReceivedFrame(msg, True), len(self.latest) + 1, time.time()
+        )
 
 
 @pytest.fixture
 def server(tmp_path: Path):
-    from viewer.web import ViewerServer
+    from veilcam.viewer.web import ViewerServer
 
     hub = _FakeHub()
     srv = ViewerServer(("127.0.0.1", 0), Home(tmp_path / "home"), hub, 80, tmp_path / "exports")
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     hub.stop.set("test over")
@@ -84,8 +92,9 @@ def _url(srv, path: str) -> str:
     return f"http://127.0.0.1:{srv.server_address[1]}{path}"
 
 
-def _request(srv, path: str, method: str = "GET", cookie: str = "",
-             body: dict | None = None) -> tuple[int, bytes, dict]:
+def _request(
+    srv, path: str, method: str = "GET", cookie: str = "", body: dict | None = None
+) -> tuple[int, bytes, dict]:
     headers = {"Cookie": cookie} if cookie else {}
     data = None
     if body is not None:
@@ -100,6 +109,7 @@ def _request(srv, path: str, method: str = "GET", cookie: str = "",
 
 
 # --------------------------------------------------------------------------- 12.3 freshness
+
 
 def test_freshness_allows_the_measured_clock_difference() -> None:
     now = 1_800_000_000.0
@@ -152,17 +162,21 @@ class _FakeRelay:
 
 
 def test_headless_live_lines_say_age_and_stale_and_files_are_owner_only(
-        tmp_path: Path, monkeypatch) -> None:
-    from viewer import headless
+    tmp_path: Path, monkeypatch
+) -> None:
+    from veilcam.viewer import headless
 
     home = Home(make_home(tmp_path, SAMPLE_CLIP, users=()))
     cam = Camera("cam1")
     now_us = time.time_ns() // 1000
-    _FakeRelay.frames = [ReceivedFrame(_frame(cam, now_us - 3600_000_000), True),
-                         ReceivedFrame(_frame(cam, now_us), True)]
+    _FakeRelay.frames = [
+        ReceivedFrame(_frame(cam, now_us - 3600_000_000), True),
+        ReceivedFrame(_frame(cam, now_us), True),
+    ]
     monkeypatch.setattr(headless, "RelayClient", _FakeRelay)
-    monkeypatch.setattr(headless.Freshness, "measured", classmethod(
-        lambda cls, home, max_age_s: cls(max_age_s)))  # no store to ask the time
+    monkeypatch.setattr(
+        headless.Freshness, "measured", classmethod(lambda cls, home, max_age_s: cls(max_age_s))
+    )  # no store to ask the time
     out = tmp_path / "out"
     assert headless.run_headless(home, out, 2, timeout_s=5) == 0
     old, new = (json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines())
@@ -175,20 +189,26 @@ def test_headless_live_lines_say_age_and_stale_and_files_are_owner_only(
 
 # --------------------------------------------------------------------------- 17: failures
 
+
 def test_repeated_verification_failures_are_logged_once_and_blamed_right(
-        tmp_path: Path, monkeypatch, caplog) -> None:
-    from viewer import headless
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    from veilcam.viewer import headless
 
     home = Home(make_home(tmp_path, SAMPLE_CLIP, users=()))
     cam = Camera("cam1")
     now_us = time.time_ns() // 1000
-    bad = [ReceivedFrame(_frame(cam, now_us), False,
-                         "bad_signature: frame cam1#1: signature does not verify")
-           for _ in range(450)]
+    bad = [
+        ReceivedFrame(
+            _frame(cam, now_us), False, "bad_signature: frame cam1#1: signature does not verify"
+        )
+        for _ in range(450)
+    ]
     _FakeRelay.frames = bad
     monkeypatch.setattr(headless, "RelayClient", _FakeRelay)
-    monkeypatch.setattr(headless.Freshness, "measured", classmethod(
-        lambda cls, home, max_age_s: cls(max_age_s)))
+    monkeypatch.setattr(
+        headless.Freshness, "measured", classmethod(lambda cls, home, max_age_s: cls(max_age_s))
+    )
     caplog.set_level(logging.INFO, logger="veilcam.viewer")
     assert headless.run_headless(home, tmp_path / "out", 3, timeout_s=1.5) == 1
     lines = [r.getMessage() for r in caplog.records if "failed verification" in r.getMessage()]
@@ -201,10 +221,11 @@ def test_repeated_verification_failures_are_logged_once_and_blamed_right(
 
 # --------------------------------------------------------------------------- 12.6 exports
 
+
 def test_exports_are_owner_only_and_belong_to_their_session(server, monkeypatch) -> None:
     import os
 
-    from viewer import web
+    from veilcam.viewer import web
 
     def fake_export(home, camera, from_us, to_us, out, identity, progress):
         old = os.umask(0o022)  # as a careless library would
@@ -220,8 +241,13 @@ def test_exports_are_owner_only_and_belong_to_their_session(server, monkeypatch)
     folder.mkdir(mode=0o755)
     token = server.sessions.create(_unlocker())
     cookie = f"veilcam_session={token}"
-    code, body, _ = _request(server, "/api/export", "POST", cookie,
-                             {"camera": "cam1", "from": "1700000000", "to": "1700000010"})
+    code, body, _ = _request(
+        server,
+        "/api/export",
+        "POST",
+        cookie,
+        {"camera": "cam1", "from": "1700000000", "to": "1700000010"},
+    )
     assert code == 202, body
     job = json.loads(body)["id"]
     for _ in range(100):
@@ -250,8 +276,9 @@ def test_exports_are_owner_only_and_belong_to_their_session(server, monkeypatch)
 
 # --------------------------------------------------------------------------- 12.7 sessions
 
+
 def test_expired_sessions_are_swept_with_their_keys() -> None:
-    from viewer.web import Sessions
+    from veilcam.viewer.web import Sessions
 
     sessions = Sessions(idle_s=0.2, max_s=60)
     unlocker = _unlocker()
@@ -276,6 +303,7 @@ def test_expired_sessions_are_swept_with_their_keys() -> None:
 
 # --------------------------------------------------------------------------- 12.11 no HTML
 
+
 def test_the_page_builds_no_html_from_data() -> None:
     js = (ROOT / "viewer" / "static" / "app.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
@@ -283,6 +311,7 @@ def test_the_page_builds_no_html_from_data() -> None:
 
 
 # --------------------------------------------------------------------------- 17: HEAD, help
+
 
 def test_head_answers_like_get_without_a_body(server) -> None:
     code, body, headers = _request(server, "/", "HEAD")
@@ -314,13 +343,15 @@ def test_every_flag_of_every_command_has_help() -> None:
 
 
 def test_a_camera_failing_verification_points_at_outdated_certificates(server) -> None:
-    from viewer.web import Latest
+    from veilcam.viewer.web import Latest
 
     cam = Camera("cam1")
     msg = _frame(cam, time.time_ns() // 1000)
-    server.hub.latest["cam1"] = Latest(ReceivedFrame(msg, False, "bad_signature: frame "
-                                                     "cam1#0: signature does not verify"),
-                                       1, time.time())
+    server.hub.latest["cam1"] = Latest(
+        ReceivedFrame(msg, False, "bad_signature: frame cam1#0: signature does not verify"),
+        1,
+        time.time(),
+    )
     (entry,) = json.loads(_request(server, "/api/status")[1])["cameras"]
     assert entry["verified"] is False and entry["problem"].startswith("bad_signature")
     assert "outdated camera certificate or CRL" in entry["hint"]

@@ -12,7 +12,7 @@ and licence of each image.
 
 Usage::
 
-    python sample_videos/build_sample.py [OUTPUT.mp4] [--annotations BOXES.csv]
+    python sample_videos/tools/build_sample.py [OUTPUT.mp4] [--annotations BOXES.csv]
 
 ``OUTPUT.mp4`` defaults to ``people.mp4`` beside this script.  With
 ``--annotations`` a CSV of the ground-truth face boxes (one row per face per
@@ -41,7 +41,7 @@ N_FRAMES = FPS * DURATION_S  # 600
 SEED = 20240601
 NOISE_SIGMA = 3.0  # mild Gaussian sensor noise, in 8-bit grey levels
 FOURCC = "mp4v"
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "people.mp4"
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "people.mp4"
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Default and example configuration files that `veilcam init` writes into a home."""
