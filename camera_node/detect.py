@@ -123,10 +123,14 @@ class HaarDetector:
         small, scale = _downscale(frame, self.detect_width)
         gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
         width = gray.shape[1]
-        args = dict(scaleFactor=1.15, minNeighbors=4, minSize=(20, 20))
-        found = list(self._frontal.detectMultiScale(gray, **args))
-        found += list(self._profile.detectMultiScale(gray, **args))
-        for x, y, w, h in self._profile.detectMultiScale(cv2.flip(gray, 1), **args):
+
+        def detect(cascade: cv2.CascadeClassifier, image: np.ndarray) -> list:
+            return list(
+                cascade.detectMultiScale(image, scaleFactor=1.15, minNeighbors=4, minSize=(20, 20))
+            )
+
+        found = detect(self._frontal, gray) + detect(self._profile, gray)
+        for x, y, w, h in detect(self._profile, cv2.flip(gray, 1)):
             found.append((width - x - w, y, w, h))
         return [Box(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in found]
 

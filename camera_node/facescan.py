@@ -347,6 +347,8 @@ class FaceScanner:
         faces whose centre lies in a cell that was not (used on this frame only)."""
         scanned: set[tuple[int, int]] = set()
         transient: list[Box] = []
+        fine, ref_thumb = self.fine, self._ref_thumb
+        assert fine is not None and ref_thumb is not None  # only called with both in place
         t = THUMB_PER_CELL
         started = time.perf_counter()
         for row in range(grid.rows):
@@ -362,7 +364,7 @@ class FaceScanner:
                 win = self._window(grid, span)
                 crop = image[win.y : win.y + win.h, win.x : win.x + win.w]
                 t0 = time.perf_counter()
-                found = self.fine.detect_native(crop)
+                found = fine.detect_native(crop)
                 took_us = (time.perf_counter() - t0) * 1e6
                 kpx = crop.shape[0] * crop.shape[1] / 1000
                 self._us_per_kpx = 0.7 * self._us_per_kpx + 0.3 * took_us / max(kpx, 1.0)
@@ -370,7 +372,7 @@ class FaceScanner:
                 for rc in run:
                     cell = self._cells[rc[0]][rc[1]]
                     cell.boxes, cell.scanned_at = [], now
-                    self._ref_thumb[row * t : (row + 1) * t, rc[1] * t : (rc[1] + 1) * t] = thumb[
+                    ref_thumb[row * t : (row + 1) * t, rc[1] * t : (rc[1] + 1) * t] = thumb[
                         row * t : (row + 1) * t, rc[1] * t : (rc[1] + 1) * t
                     ]
                 scanned |= run

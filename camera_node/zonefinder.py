@@ -173,6 +173,7 @@ class ZoneFinder(Generic[P]):
         if self._last_reason:
             log.info("face detector recovered after %s", self._last_reason)
             self._last_reason = ""
+        assert job.zones is not None  # no reason to cover the whole frame: the zones came
         return job.payload, job.image, job.static + job.zones
 
     def _count_fail_closed(self, reason: str, error: Exception | None) -> None:

@@ -86,6 +86,7 @@ class Recipient:
         suite: KemSuite = KemSuite.X25519_HKDF_SHA256_AES256GCM,
     ) -> SealedKey:
         info = wrap_info(camera_id, epoch_id, zone_class, self.key_id)
+        public: X25519PublicKey | hpke.MLKEM768X25519PublicKey
         if suite == KemSuite.X25519_HKDF_SHA256_AES256GCM:
             public = self.public_key
         elif self.pq_public_key is None:

@@ -25,10 +25,10 @@ def counter(
     name: str, doc: str, value: float | Mapping[str, float] = 0, label: str = ""
 ) -> CounterMetricFamily:
     """A counter, plain (``value`` a number) or by one label (``value`` a mapping)."""
-    if not label:
+    if not isinstance(value, Mapping):
         return CounterMetricFamily(name, doc, value=value)
     family = CounterMetricFamily(name, doc, labels=[label])
-    for key, count in sorted(dict(value).items()):
+    for key, count in sorted(value.items()):
         family.add_metric([str(key)], count)
     return family
 
@@ -36,10 +36,10 @@ def counter(
 def gauge(
     name: str, doc: str, value: float | Mapping[str, float] = 0, label: str = ""
 ) -> GaugeMetricFamily:
-    if not label:
+    if not isinstance(value, Mapping):
         return GaugeMetricFamily(name, doc, value=value)
     family = GaugeMetricFamily(name, doc, labels=[label])
-    for key, level in sorted(dict(value).items()):
+    for key, level in sorted(value.items()):
         family.add_metric([str(key)], level)
     return family
 

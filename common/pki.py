@@ -230,9 +230,10 @@ class CertificateAuthority:
         self, ca_cert: x509.Certificate, crl: x509.CertificateRevocationList | None = None
     ) -> None:
         self.cert = ca_cert
-        self._ca_key = ca_cert.public_key()
-        if not isinstance(self._ca_key, Ed25519PublicKey):
+        ca_key = ca_cert.public_key()
+        if not isinstance(ca_key, Ed25519PublicKey):
             raise IdentityError("the CA certificate does not hold an Ed25519 key")
+        self._ca_key: Ed25519PublicKey = ca_key
         self.revoked: frozenset[int] = frozenset()  # every serial on the CRL
         self.superseded: dict[int, dt.datetime] = {}  # of those, replaced by a re-issue: when
         if crl is not None:
@@ -320,7 +321,10 @@ class CertificateAuthority:
 
         key = cert.public_key()
         try:
-            transport = cert.extensions.get_extension_for_oid(TRANSPORT_KEY_OID).value.value
+            extension = cert.extensions.get_extension_for_oid(TRANSPORT_KEY_OID).value
+            transport = (
+                extension.value if isinstance(extension, x509.UnrecognizedExtension) else b""
+            )
         except x509.ExtensionNotFound:
             raise VerificationError("bad_certificate", "certificate has no transport key") from None
         if not isinstance(key, Ed25519PublicKey) or len(transport) != 32:

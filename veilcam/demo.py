@@ -76,16 +76,16 @@ def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -
                     exit_code = 1
     finally:
         for name in ("camera", "viewer", "store"):
-            proc = procs.get(name)
-            if proc is None:
+            running = procs.get(name)
+            if running is None:
                 continue
-            if proc.poll() is None:
-                proc.terminate()
+            if running.poll() is None:
+                running.terminate()
             try:
-                proc.wait(timeout=10)
+                running.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 log.error("%s did not stop within 10 s; killing it", name)
-                proc.kill()
-                proc.wait()
+                running.kill()
+                running.wait()
         log.info("demo stopped: %s", stop.reason)
     return exit_code
