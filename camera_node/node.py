@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +30,14 @@ from veilcam.common.home import Home
 from veilcam.common.imagecodec import ZONE_CODECS
 from veilcam.common.keywrap import Grant
 from veilcam.common.lifecycle import StopFlag
-from veilcam.common.metrics import counter, gauge, serve_metrics, stage_latency, with_labels
+from veilcam.common.metrics import (
+    MetricsServer,
+    counter,
+    gauge,
+    serve_metrics,
+    stage_latency,
+    with_labels,
+)
 from veilcam.common.secretfiles import write_atomic
 from veilcam.common.signing import load_signing_key
 from veilcam.common.stagetimer import StageTimes
@@ -38,6 +47,23 @@ log = logging.getLogger("veilcam.camera")
 
 STATS_EVERY_S = 10.0
 SIGNAL_DRAIN_S = 3.0
+
+
+class RunOutcome(enum.Enum):
+    """How a camera run ended (the CLI maps it to the process exit code)."""
+
+    COMPLETE = "every message acknowledged"
+    UNACKNOWLEDGED = "messages left unacknowledged by the store"
+    REJECTED = "the store refused messages"
+
+
+@dataclass
+class _Links:
+    """What a run talks through: owned by run(), closed when it ends."""
+
+    publisher: Publisher
+    grantsync: GrantSync
+    metrics: MetricsServer | None
 
 
 @dataclass
@@ -60,7 +86,9 @@ class CameraNode:
         stop: StopFlag | None = None,
         stats_out: str | None = None,
         metrics_port: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock  # monotonic seconds: key rotation and stats intervals
         self.stats_out = stats_out
         self.metrics_port = cfg.metrics.port if metrics_port is None else metrics_port
         self.recipients = 0
@@ -80,6 +108,7 @@ class CameraNode:
         self.stats = CameraStats()
         self.times = StageTimes()
         self.epoch: Epoch | None = None
+        self.epoch_started = 0.0  # clock() when the current epoch began
         self.submitted = 0
 
     def _setup(
@@ -127,7 +156,7 @@ class CameraNode:
         self.chain = ChainStateFile(home.state_dir / f"camera-{self.camera_id}.json")
 
     def _start_epoch(self, publisher: Publisher, grants: list[Grant]) -> None:
-        self.epoch = Epoch.new()
+        self.epoch, self.epoch_started = Epoch.new(), self.clock()
         if self.suite == KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM:
             for g in grants:
                 if g.recipient.pq_public_key is None:
@@ -156,8 +185,38 @@ class CameraNode:
                 self.camera_id,
             )
 
-    def run(self) -> int:
-        """Run until the source ends, max_frames, or a stop signal. Returns the exit code."""
+    def run(self, on_ready: Callable[[dict[str, str]], None] | None = None) -> RunOutcome:
+        """Run until the source ends, max_frames, or a stop signal; the CLI turns the outcome
+        into an exit code. ``on_ready`` is called once the first key envelope is sent
+        (``--ready-file``)."""
+        links = self._open_links()
+        try:
+            self._log_start()
+            if not links.grantsync.fetch_now(timeout_s=3.0):
+                log.warning(
+                    "store at %s did not answer for grants; using the %d cached grant(s)",
+                    self.cfg.store.query,
+                    len(links.grantsync.grants()),
+                )
+            self._start_epoch(links.publisher, links.grantsync.grants())
+            if on_ready is not None:
+                on_ready(
+                    {
+                        "camera": self.camera_id,
+                        "ingest": self.cfg.store.ingest,
+                        "metrics": links.metrics.address if links.metrics else "",
+                    }
+                )
+            self._capture_loop(links)
+            # frames already captured are evidence: publish them (covered whole if late)
+            for done, image, zones in self.finder.drain():
+                self._publish(links, done, image, zones)
+            return self._drain(links.publisher)
+        finally:
+            self._close(links)
+
+    def _open_links(self) -> _Links:
+        """The sockets and threads of a run: publisher, grant sync and metrics endpoint."""
         ctx = zmq.Context.instance()
         link = self.cfg.store
         publisher = Publisher(
@@ -186,105 +245,99 @@ class CameraNode:
             f"camera {self.camera_id}",
             lambda: self.metric_families(publisher),
         )
-        detector_name = self.detector.name if self.detector else "off"
+        return _Links(publisher, grantsync, metrics)
+
+    def _log_start(self) -> None:
         log.info(
             "camera %s: source %s (%s), %.1f fps, faces: %s, store %s",
             self.camera_id,
             self.source.target,
             self.source.kind,
             self.source.fps,
-            detector_name,
+            self.detector.name if self.detector else "off",
             self.cfg.store.ingest,
         )
+
+    def _capture_loop(self, links: _Links) -> None:
+        """Capture and submit each frame; publish each one as soon as its zones are known."""
         static_cache: dict[tuple[int, int], list[Zone]] = {}
-        last_stats = time.monotonic()
-        try:
-            if not grantsync.fetch_now(timeout_s=3.0):
-                log.warning(
-                    "store at %s did not answer for grants; using the %d cached grant(s)",
-                    link.query,
-                    len(grantsync.grants()),
-                )
-            self._start_epoch(publisher, grantsync.grants())
-            frames = self.source.frames()
-            while True:
-                t0 = time.perf_counter()
-                captured = next(frames, None)
-                if captured is None:
-                    self.stop.set("end of source")
-                    break
-                self.times.add("capture", time.perf_counter() - t0 - captured.waited_s)
-                if self.stop.is_set():
-                    break
-                self.stats.captured += 1
-                publisher.poll()
-                if not publisher.has_room:
-                    self.stats.dropped_backpressure += 1
-                    continue
-                image = captured.image
-                size = (image.shape[1], image.shape[0])
-                if size not in static_cache:
-                    static_cache[size] = resolve_static_zones(self.cfg.zones, *size)
-                with self.times.measure("zones"):
-                    self.finder.submit(image, static_cache[size], captured)
-                self.submitted += 1
-                # publish as soon as the detector is done, but be back for the next capture
-                wait_until = (
-                    time.monotonic()
-                    + 0.3 / self.source.fps
-                    - (time.perf_counter() - t0 - captured.waited_s)
-                )
-                for done, image, zones in self.finder.ready(wait_until):
-                    self._publish(publisher, grantsync, done, image, zones)
-                if self.max_frames is not None and self.submitted >= self.max_frames:
-                    self.stop.set(f"reached --max-frames {self.max_frames}")
-                    break
-                if time.monotonic() - last_stats >= STATS_EVERY_S:
-                    last_stats = time.monotonic()
-                    self._log_stats(publisher)
-            # frames already captured are evidence: publish them (covered whole if late)
-            for done, image, zones in self.finder.drain():
-                self._publish(publisher, grantsync, done, image, zones)
-            drain_s = self.cfg.store.drain_timeout_s
-            if self.stop.reason.startswith("signal"):
-                drain_s = min(drain_s, SIGNAL_DRAIN_S)  # asked to stop: don't hang on a dead store
-            if not publisher.drain(drain_s):
-                log.error(
-                    "%d message(s) not acknowledged by the store at %s within %.0f s",
-                    len(publisher.pending),
-                    self.cfg.store.ingest,
-                    drain_s,
-                )
-                return 3
-            return 0 if publisher.rejected == 0 else 4
-        finally:
-            self.chain.close_clean()
-            self._log_stats(publisher)
-            if self.stats_out:
-                self._write_stats(publisher)
-            if metrics:
-                metrics.close()
-            publisher.close()
-            grantsync.close()
-            self.finder.close()
-            self.source.close()
-            self.lock.release()
-            log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
+        last_stats = self.clock()
+        frames = self.source.frames()
+        while True:
+            t0 = time.perf_counter()
+            captured = next(frames, None)
+            if captured is None:
+                self.stop.set("end of source")
+                return
+            self.times.add("capture", time.perf_counter() - t0 - captured.waited_s)
+            if self.stop.is_set():
+                return
+            self.stats.captured += 1
+            links.publisher.poll()
+            if not links.publisher.has_room:
+                self.stats.dropped_backpressure += 1
+                continue
+            image = captured.image
+            size = (image.shape[1], image.shape[0])
+            if size not in static_cache:
+                static_cache[size] = resolve_static_zones(self.cfg.zones, *size)
+            with self.times.measure("zones"):
+                self.finder.submit(image, static_cache[size], captured)
+            self.submitted += 1
+            # publish as soon as the detector is done, but be back for the next capture
+            capture_work_s = time.perf_counter() - t0 - captured.waited_s
+            wait_until = self.clock() + 0.3 / self.source.fps - capture_work_s
+            for done, ready_image, zones in self.finder.ready(wait_until):
+                self._publish(links, done, ready_image, zones)
+            if self.max_frames is not None and self.submitted >= self.max_frames:
+                self.stop.set(f"reached --max-frames {self.max_frames}")
+                return
+            if self.clock() - last_stats >= STATS_EVERY_S:
+                last_stats = self.clock()
+                self._log_stats(links.publisher)
+
+    def _drain(self, publisher: Publisher) -> RunOutcome:
+        """Wait for the store to acknowledge what was sent; say how the run ended."""
+        drain_s = self.cfg.store.drain_timeout_s
+        if self.stop.reason.startswith("signal"):
+            drain_s = min(drain_s, SIGNAL_DRAIN_S)  # asked to stop: don't hang on a dead store
+        if not publisher.drain(drain_s):
+            log.error(
+                "%d message(s) not acknowledged by the store at %s within %.0f s",
+                len(publisher.pending),
+                self.cfg.store.ingest,
+                drain_s,
+            )
+            return RunOutcome.UNACKNOWLEDGED
+        return RunOutcome.COMPLETE if publisher.rejected == 0 else RunOutcome.REJECTED
+
+    def _close(self, links: _Links) -> None:
+        self.chain.close_clean()
+        self._log_stats(links.publisher)
+        if self.stats_out:
+            self._write_stats(links.publisher)
+        if links.metrics:
+            links.metrics.close()
+        links.publisher.close()
+        links.grantsync.close()
+        self.finder.close()
+        self.source.close()
+        self.lock.release()
+        log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
 
     def _publish(
-        self,
-        publisher: Publisher,
-        grantsync: GrantSync,
-        captured: CapturedFrame,
-        image: np.ndarray,
-        zones: list[Zone],
+        self, links: _Links, captured: CapturedFrame, image: np.ndarray, zones: list[Zone]
     ) -> None:
         """Protect, sign and send one frame whose zones are known (in capture order)."""
+        publisher, grantsync = links.publisher, links.grantsync
         if grantsync.poll():
             log.info("grants changed: starting a new key epoch")
             self._start_epoch(publisher, grantsync.grants())
-        elif time.monotonic() - self.epoch.started_monotonic >= self.cfg.keys.rotate_seconds:
+        elif (
+            self.epoch is None or self.clock() - self.epoch_started >= self.cfg.keys.rotate_seconds
+        ):
             self._start_epoch(publisher, grantsync.grants())
+        assert self.epoch is not None
         seq = self.chain.next_seq
         msg = protect_frame(
             image,
@@ -344,6 +397,7 @@ class CameraNode:
             "detector_skipped": self.finder.skipped,
             "scan": self._scan_stats(),
         }
+        assert self.stats_out is not None
         write_atomic(Path(self.stats_out), json.dumps(doc, indent=2).encode())
 
     def metric_families(self, publisher: Publisher) -> list:

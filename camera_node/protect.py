@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -45,7 +45,6 @@ class Epoch:
 
     epoch_id: bytes
     class_keys: dict[ZoneClass, bytes]
-    started_monotonic: float = field(default_factory=time.monotonic)
 
     @classmethod
     def new(cls) -> Epoch:
