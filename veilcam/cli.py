@@ -12,9 +12,14 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from veilcam.common.errors import VeilcamError
+
+if TYPE_CHECKING:
+    from veilcam.common.home import Home
 
 log = logging.getLogger("veilcam")
 
@@ -72,6 +77,23 @@ _port_or_off = _port_in(0, 65535)
 _port_base = _port_in(1, 65533)  # three consecutive ports
 
 
+def _ready_writer(path: str | None) -> Callable[[dict[str, str]], None] | None:
+    """The node's ``on_ready`` for ``--ready-file PATH``: once the node is bound and serving,
+    PATH holds one JSON object, its pid and endpoints, written atomically (a reader sees the
+    whole file or none). Scripts and the test harness wait for it instead of reading logs."""
+    if not path:
+        return None
+    target = Path(path)
+
+    def write(info: dict[str, str]) -> None:
+        from veilcam.common.secretfiles import write_atomic
+
+        doc = {"pid": os.getpid(), **info}
+        write_atomic(target, (json.dumps(doc, sort_keys=True) + "\n").encode())
+
+    return write
+
+
 def _output_file(text: str) -> str:
     folder = Path(text).expanduser().absolute().parent
     try:
@@ -111,25 +133,129 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
-    from veilcam.admin import change_password
+    """Re-seal the user's keystore under a new password and change the store's account with
+    it: both, or neither (a store account left on the old password keeps opening for it).
+    The account is changed in this home's accounts database when the home holds the
+    store's, else through the store's PASSWD query; ``--local-only`` re-seals the keystore
+    here and leaves the store alone."""
+    from veilcam.admin import reseal_keystore
     from veilcam.common.home import check_user_name, open_home
+    from veilcam.common.keystore import parse_keystore
 
     home = open_home(args.home)
-    check_user_name(args.name)
-    old = _read_password(args, f"Current password of {args.name}: ")
-    new = _read_password(args, f"New password for {args.name}: ", confirm=True)
-    path = change_password(home, args.name, old, new)
-    print(
-        f"re-sealed {path} under the new password (same keys: grants and archived footage "
-        "stay open to the user)"
+    name = check_user_name(args.name)
+    path = home.keystore_path(name)
+    where = _passwd_target(home, args.local_only)
+    if not path.exists() and where in ("", "local"):
+        raise VeilcamError(
+            f"no keystore of user {name!r} in {home.root} ({path})"
+            + ("" if where else ", and no store to change the password on (no viewer.toml)")
+        )
+    old = _read_password(args, f"Current password of {name}: ")
+    new = _read_password(args, f"New password for {name}: ", confirm=True)
+    if path.exists():
+        doc = parse_keystore(path.read_text("utf-8"), f"keystore {path}")
+    else:
+        doc = _store_keystore(home, name, old, where)
+    new_doc = reseal_keystore(doc, old, new)  # checks the old password and the new one's
+    if where in ("database", "store"):
+        _change_store_password(home, name, old, new, doc, new_doc, where)
+    if path.exists():
+        from veilcam.common.secretfiles import write_secret
+
+        write_secret(path, (json.dumps(new_doc, indent=2) + "\n").encode("utf-8"))
+        print(
+            f"re-sealed {path} under the new password (same keys: grants and archived "
+            "footage stay open to the user)"
+        )
+    if where in ("local", ""):
+        why = "--local-only" if where else "this home has no viewer.toml to reach it with"
+        print(
+            f"note: the store's account of {name} still opens with the OLD password ({why}): "
+            "log-ins through the store keep using it, and log-ins from this home refuse the "
+            "store's copy now (its salt differs from the keystore here); use the keystore "
+            "offline (--keystore) or change the password where the store is reachable",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _passwd_target(home, local_only: bool) -> str:
+    """Where ``user passwd`` changes the store's account: "database" (this home holds the
+    store's accounts), "store" (through the PASSWD query, as this home's viewer), "local"
+    (--local-only) or "" (nowhere to)."""
+    if local_only:
+        return "local"
+    if home.accounts_path.exists():
+        return "database"
+    if home.viewer_config_path.exists():
+        return "store"
+    return ""
+
+
+def _store_keystore(home, name: str, password: str, where: str) -> dict:
+    """The user's keystore from the store's accounts (no local copy in this home)."""
+    if where == "database":
+        from veilcam.store_node.accounts import AccountStore
+
+        doc = AccountStore.keystore_in(home, name)
+        if doc is None:
+            raise VeilcamError(f"no user {name!r} in the accounts of {home.root}")
+        return doc
+    from veilcam.viewer.login import fetch_keystore
+
+    return fetch_keystore(home, name, password).doc
+
+
+def _change_store_password(
+    home, name: str, old: str, new: str, doc: dict, new_doc: dict, where: str
+) -> None:
+    """The store's half of ``user passwd``; nothing is changed here if it fails."""
+    from veilcam.common.keystore import derive_secrets, keystore_kdf
+    from veilcam.viewer.login import change_password_on_store, remember_kdf
+
+    unchanged = (
+        "nothing was changed (the keystore here and the store's account change together); "
+        "with --local-only only the keystore here is re-sealed"
     )
+    if where == "database":
+        from veilcam.store_node.accounts import AccountStore
+
+        with AccountStore.open_in(home) as accounts:
+            changed = accounts.change_password(
+                name,
+                derive_secrets(old, keystore_kdf(doc)).login_secret,
+                derive_secrets(new, keystore_kdf(new_doc)).login_secret,
+                json.dumps(new_doc),
+            )
+        if not changed:
+            raise VeilcamError(
+                f"the store's account of {name!r} ({home.accounts_path}) does not open with "
+                f"the current password (no such account, or one sealed under another "
+                f"password): {unchanged}"
+            )
+        remember_kdf(home, name, keystore_kdf(new_doc))
+        print(f"changed the store's account of {name} in {home.accounts_path}")
+        return
+    from veilcam.common.errors import KeystoreError
+
+    endpoint = home.viewer_config().viewer.query
+    try:
+        change_password_on_store(home, name, old, new, new_doc)
+    except KeystoreError as exc:
+        raise VeilcamError(f"{exc}: {unchanged}") from None
+    except VeilcamError as exc:
+        raise VeilcamError(
+            f"the store at {endpoint} could not be reached ({exc}): {unchanged}; run "
+            "again when the store is up"
+        ) from None
+    print(f"changed the store's account of {name} (store at {endpoint})")
     print(
-        f"note: the store's account of {args.name} still opens with the OLD password (the "
-        "store has no password-change query yet), so log-ins from viewers (browser page, "
-        "--user) keep using the old one; see docs/GUIDE.md, 'Users'",
+        "note: other viewer homes where the user logged in through the store without a "
+        f"keystore of their own pinned the old salt: remove the {name!r} entry from their "
+        "state/login-kdf.json (log-ins there refuse the new salt until then)",
         file=sys.stderr,
     )
-    return 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -226,7 +352,12 @@ def cmd_store(args: argparse.Namespace) -> int:
     from veilcam.store_node.node import StoreNode
 
     stop = StopFlag().install()
-    return StoreNode(open_home(args.home), stop, args.stats_out, args.metrics_port).run()
+    node = StoreNode(open_home(args.home), stop, args.stats_out, args.metrics_port)
+    return node.run(_ready_writer(args.ready_file))
+
+
+# how a camera run ended -> exit code (the camera parser's epilog says the same)
+CAMERA_EXIT_CODES = {"COMPLETE": 0, "UNACKNOWLEDGED": 3, "REJECTED": 4}
 
 
 def cmd_camera(args: argparse.Namespace) -> int:
@@ -250,7 +381,8 @@ def cmd_camera(args: argparse.Namespace) -> int:
         stats_out=args.stats_out,
         metrics_port=args.metrics_port,
     )
-    return node.run()
+    outcome = node.run(_ready_writer(args.ready_file))
+    return CAMERA_EXIT_CODES[outcome.name]
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -295,6 +427,7 @@ def cmd_view(args: argparse.Namespace) -> int:
             from_us,
             args.max_age,
             write_images=not args.no_images,
+            on_ready=_ready_writer(args.ready_file),
         )
     if args.user:
         raise VeilcamError(
@@ -303,18 +436,22 @@ def cmd_view(args: argparse.Namespace) -> int:
         )
     from veilcam.viewer.web import run_web
 
-    return run_web(home, host=args.host, port=args.port, stop=stop, max_age_s=args.max_age)
+    return run_web(
+        home,
+        host=args.host,
+        port=args.port,
+        stop=stop,
+        max_age_s=args.max_age,
+        on_ready=_ready_writer(args.ready_file),
+    )
 
 
 EXIT_SELF_CERTIFIED = 3
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    """Exit 0 intact under a trusted CA, 1 problems, 2 cannot run, 3 self-certified (an
-    evidence bundle checked without --trust: it verifies only against the CA it carries)."""
+def _verify_target(args: argparse.Namespace) -> tuple[Home, Path, bool]:
+    """The home whose CA to trust, the archive folder to audit, and whether it's a bundle."""
     from veilcam.common.home import Home
-    from veilcam.common.pki import ca_fingerprint, load_cert
-    from veilcam.store_node.audit import audit_archive, format_report
 
     target = Path(args.target).expanduser().resolve()
     is_bundle = (target / "manifest.json").exists()
@@ -339,11 +476,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     if not home.ca_cert_path.exists():
         raise VeilcamError(f"{home.root} has no deployment CA certificate ({home.ca_cert_path})")
+    return home, archive, is_bundle
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 intact under a trusted CA, 1 problems, 2 cannot run, 3 self-certified (an
+    evidence bundle checked without --trust: it verifies only against the CA it carries)."""
+    from veilcam.common.pki import ca_fingerprint, load_cert
+    from veilcam.common.progress import Progress
+    from veilcam.store_node.audit import audit_archive, format_report
+
+    home, archive, is_bundle = _verify_target(args)
+    target = Path(args.target).expanduser().resolve()
     self_certified = is_bundle and not args.trust
     ca_sha = ca_fingerprint(load_cert(home.ca_cert_path))
     trust = home.trusted_cameras(history=True)
-    from veilcam.common.progress import Progress
-
     with Progress("verify", unit="bytes") as bar:  # a bar on a terminal, else a line per 10 s
         report = audit_archive(
             archive,
@@ -393,22 +540,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"trust anchor: {anchor}, CA certificate SHA-256 (DER) {ca_sha}")
     if video_note:
         print(f"video: {video_note}")
+    problems = len(report.problems) + len(bundle_problems)
+    print(_verify_verdict_line(verdict, ca_sha, is_bundle, problems))
+    return code
+
+
+def _verify_verdict_line(verdict: str, ca_sha: str, is_bundle: bool, problems: int) -> str:
+    """The one verdict, printed last, covering the records and the bundle's files."""
     if verdict == "NOT_INTACT":
-        print(f"NOT INTACT: {len(report.problems) + len(bundle_problems)} problem(s)")
-    elif verdict == "SELF_CERTIFIED":
-        print(
+        return f"NOT INTACT: {problems} problem(s)"
+    if verdict == "SELF_CERTIFIED":
+        return (
             f"SELF-CERTIFIED: every record verifies, but only against the CA the bundle "
             f"carries itself (SHA-256 {ca_sha}), which anyone can make with 'veilcam init'. "
             "Compare that fingerprint with the deployment's CA certificate, or verify with "
             "--trust HOME (exit 3)"
         )
-    else:
-        what = "evidence bundle records" if is_bundle else "every record"
-        print(
-            f"INTACT: {what} verified under the CA {ca_sha[:16]}..., chains complete"
-            + ("; the video is not covered by the signatures (see above)" if is_bundle else "")
-        )
-    return code
+    what = "evidence bundle records" if is_bundle else "every record"
+    return f"INTACT: {what} verified under the CA {ca_sha[:16]}..., chains complete" + (
+        "; the video is not covered by the signatures (see above)" if is_bundle else ""
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -520,11 +671,16 @@ def build_parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_user_add)
     u = usub.add_parser(
         "passwd",
-        help="change a user's password (re-seals their keystore in "
-        "this home; the store's account keeps the old one, see docs/GUIDE.md)",
+        help="change a user's password: re-seals their keystore in this home and changes "
+        "their account on the store (both or neither)",
     )
     u.add_argument("name", help="the user's name")
     u.add_argument("--home", required=True, help=HELP_HOME)
+    u.add_argument(
+        "--local-only",
+        action="store_true",
+        help="re-seal the keystore in this home only; the store's account keeps the old password",
+    )
     u.add_argument(
         "--password-stdin",
         action="store_true",
@@ -584,9 +740,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)",
     )
+    _ready_file_option(s, "once its sockets are bound: pid, ingest, relay, query, metrics")
     s.set_defaults(func=cmd_store)
 
-    s = sub.add_parser("camera", help="run the camera node")
+    s = sub.add_parser(
+        "camera",
+        help="run the camera node",
+        description="Run the camera node until its source ends, --max-frames, or Ctrl-C.",
+        epilog="exit codes: 0 every message acknowledged by the store; 3 messages left "
+        "unacknowledged (they stay in the spool and are sent on the next run); 4 the store "
+        "refused messages (see the log); 1/2 errors.",
+    )
     s.add_argument("--home", required=True, help=HELP_HOME)
     s.add_argument("--config", help="camera config (default: HOME/config/camera.toml)")
     s.add_argument("--source", help="device index, video file or rtsp/http URL")
@@ -608,6 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)",
     )
+    _ready_file_option(s, "once it has sent its first key envelope: pid, camera, ingest, metrics")
     s.set_defaults(func=cmd_camera)
 
     s = sub.add_parser("view", help="run a viewer (browser page or headless)")
@@ -651,6 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
         "difference with the store, measured at start) is marked STALE, not live "
         "(default: 2)",
     )
+    _ready_file_option(s, "once the page listens (url, relay) or headless waits for frames")
     s.set_defaults(func=cmd_view)
 
     s = sub.add_parser(
@@ -749,6 +915,15 @@ def build_parser() -> argparse.ArgumentParser:
     _verbose_after_command(p)
     _default_help(p)
     return p
+
+
+def _ready_file_option(parser: argparse.ArgumentParser, when: str) -> None:
+    parser.add_argument(
+        "--ready-file",
+        type=_output_file,
+        metavar="PATH",
+        help=f"write PATH (JSON, atomically) {when}; for scripts that wait for the node",
+    )
 
 
 HELP_HOME = "the deployment folder (a veilcam home: config/, identities/, ...)"

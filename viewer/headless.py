@@ -7,8 +7,10 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 from veilcam.common.errors import VeilcamError
@@ -97,6 +99,7 @@ def run_headless(
     from_us: int | None = None,
     max_age_s: float = DEFAULT_MAX_AGE_S,
     write_images: bool = True,
+    on_ready: Callable[[dict[str, str]], None] | None = None,
 ) -> int:
     """Write the first ``n_frames`` verified frames, live or (``from_us``) from the archive
     (``write_images`` False: every frame is still verified, decoded and unlocked, but only
@@ -105,7 +108,8 @@ def run_headless(
 
     Live, each JSON line says the frame's ``age_s`` (seconds since capture, by this machine's
     clock) and whether it is ``stale`` (older than ``max_age_s`` plus the clock difference with
-    the store): a store relaying old frames is visible. Everything written is owner-only."""
+    the store): a store relaying old frames is visible. Everything written is owner-only.
+    ``on_ready`` is called once it waits for frames (``--ready-file``)."""
     with private_umask():  # unlocked PNGs show what the zones hide: 0600, in a 0700 folder
         return _run(
             home,
@@ -118,7 +122,106 @@ def run_headless(
             from_us,
             max_age_s,
             write_images,
+            on_ready,
         )
+
+
+@dataclass
+class _Source:
+    """Where the frames come from: the live relay or the archive from a time."""
+
+    frames: Iterator[ReceivedFrame]
+    envelope: Callable
+    close: Callable[[], None]
+    where: str
+    freshness: Freshness | None  # live only: playback is old by definition
+
+
+def _open_source(
+    home: Home,
+    cameras: list[str] | None,
+    timeout_s: float,
+    stop: StopFlag,
+    from_us: int | None,
+    max_age_s: float,
+) -> _Source:
+    if from_us is not None:
+        if not cameras or len(cameras) != 1:
+            raise VeilcamError("playback (--from) needs exactly one --camera")
+        reader = ArchiveReader(home, cameras[0], from_us)
+        where = f"the archive of {cameras[0]} from {from_us / 1e6:.3f}"
+        return _Source(reader.frames(), reader.envelope, reader.close, where, None)
+    client = RelayClient(home, cameras)
+    reloader = TrustReloader(home, client)
+    freshness = Freshness.measured(home, max_age_s)
+    deadline = time.monotonic() + timeout_s
+
+    def live() -> Iterator[ReceivedFrame]:
+        while not stop.is_set():
+            if time.monotonic() > deadline:
+                return
+            reloader.poll()  # renewed or revoked certificates, as the store does
+            got = client.receive(timeout_ms=200)
+            if got is not None:
+                yield got
+
+    relay = home.viewer_config().viewer.relay
+    return _Source(live(), client.envelope, client.close, relay, freshness)
+
+
+@dataclass
+class _FrameWriter:
+    """Renders each verified frame to OUT/SEQ.png and describes every frame in frames.jsonl."""
+
+    home: Home
+    out_dir: Path
+    unlocker: Unlocker | None
+    freshness: Freshness | None
+    write_images: bool
+    written: int = 0
+    stale: int = 0
+    failures: FailureLog = field(default_factory=FailureLog)
+    warned_no_grant: set[str] = field(default_factory=set)
+
+    def take(self, got: ReceivedFrame, jsonl: TextIO) -> None:
+        if not got.verified:
+            self.failures.add(got)
+            jsonl.write(json.dumps(describe(got.msg, False, None, got.problem)) + "\n")
+            return
+        shown = render(got.msg, self.unlocker)
+        if self.write_images:
+            path = self.out_dir / f"{got.msg.header.seq}.png"
+            if not cv2.imwrite(str(path), shown.image):
+                raise VeilcamError(f"cannot write {path}")
+            os.chmod(path, 0o600)
+        line = describe(got.msg, True, shown)
+        if self.freshness is not None:
+            line.update(self.freshness.judge(got.msg.header.capture_time_us))
+            if line["stale"]:
+                self._count_stale(got, line)
+        jsonl.write(json.dumps(line) + "\n")
+        jsonl.flush()
+        self._warn_no_grant(got.msg.camera_id)
+        self.written += 1
+
+    def _count_stale(self, got: ReceivedFrame, line: dict) -> None:
+        self.stale += 1
+        if self.stale == 1:
+            log.warning(
+                "frame %s#%d is %.1f s old (captured %s): the store "
+                "relays old frames, or a clock is wrong; marked stale",
+                got.msg.camera_id,
+                got.msg.header.seq,
+                line["age_s"],
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line["capture_time_us"] / 1e6)),
+            )
+
+    def _warn_no_grant(self, camera: str) -> None:
+        unlocker = self.unlocker
+        if unlocker and camera in unlocker.no_grant and camera not in self.warned_no_grant:
+            self.warned_no_grant.add(camera)
+            reason = no_grant_reason(self.home, unlocker.user, camera)
+            log.warning("unlocked as %s, but %s", unlocker.user, reason)
 
 
 def _run(
@@ -132,93 +235,34 @@ def _run(
     from_us: int | None,
     max_age_s: float,
     write_images: bool,
+    on_ready: Callable[[dict[str, str]], None] | None = None,
 ) -> int:
-    cfg = home.viewer_config().viewer
     stop = stop or StopFlag()
-    freshness: Freshness | None = None
-    if from_us is not None:
-        if not cameras or len(cameras) != 1:
-            raise VeilcamError("playback (--from) needs exactly one --camera")
-        reader = ArchiveReader(home, cameras[0], from_us)
-        source, lookup, close = reader.frames(), reader.envelope, reader.close
-        where = f"the archive of {cameras[0]} from {from_us / 1e6:.3f}"
-    else:
-        client = RelayClient(home, cameras)
-        reloader = TrustReloader(home, client)
-        freshness = Freshness.measured(home, max_age_s)
-        deadline = time.monotonic() + timeout_s
-
-        def live() -> Iterator[ReceivedFrame]:
-            while not stop.is_set():
-                if time.monotonic() > deadline:
-                    return
-                reloader.poll()  # renewed or revoked certificates, as the store does
-                got = client.receive(timeout_ms=200)
-                if got is not None:
-                    yield got
-
-        source, lookup, close = live(), client.envelope, client.close
-        where = cfg.relay
+    source = _open_source(home, cameras, timeout_s, stop, from_us, max_age_s)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    unlocker = Unlocker(identity, lookup) if identity else None
-    written = stale = 0
-    failures = FailureLog()
-    warned_no_grant: set[str] = set()
+    unlocker = Unlocker(identity, source.envelope) if identity else None
+    writer = _FrameWriter(home, out_dir, unlocker, source.freshness, write_images)
     log.info(
         "headless viewer: waiting for %d frame(s) from %s (%s)",
         n_frames,
-        where,
+        source.where,
         f"unlocked as {identity.name}" if identity else "public",
     )
+    if on_ready is not None:
+        on_ready({"source": source.where})
     try:
         with open(out_dir / "frames.jsonl", "a", encoding="utf-8") as jsonl:
-            for got in [] if n_frames <= 0 else source:
+            for got in [] if n_frames <= 0 else source.frames:
                 if stop.is_set():
                     break
-                if not got.verified:
-                    failures.add(got)
-                    jsonl.write(json.dumps(describe(got.msg, False, None, got.problem)) + "\n")
-                    continue
-                shown = render(got.msg, unlocker)
-                if write_images:
-                    path = out_dir / f"{got.msg.header.seq}.png"
-                    if not cv2.imwrite(str(path), shown.image):
-                        raise VeilcamError(f"cannot write {path}")
-                    os.chmod(path, 0o600)
-                line = describe(got.msg, True, shown)
-                if freshness is not None:  # live only: playback is old by definition
-                    line.update(freshness.judge(got.msg.header.capture_time_us))
-                    if line["stale"]:
-                        stale += 1
-                        if stale == 1:
-                            log.warning(
-                                "frame %s#%d is %.1f s old (captured %s): the store "
-                                "relays old frames, or a clock is wrong; marked stale",
-                                got.msg.camera_id,
-                                got.msg.header.seq,
-                                line["age_s"],
-                                time.strftime(
-                                    "%Y-%m-%d %H:%M:%S",
-                                    time.localtime(line["capture_time_us"] / 1e6),
-                                ),
-                            )
-                jsonl.write(json.dumps(line) + "\n")
-                jsonl.flush()
-                camera = got.msg.camera_id
-                if unlocker and camera in unlocker.no_grant and camera not in warned_no_grant:
-                    warned_no_grant.add(camera)
-                    log.warning(
-                        "unlocked as %s, but %s",
-                        unlocker.user,
-                        no_grant_reason(home, unlocker.user, camera),
-                    )
-                written += 1
-                if written >= n_frames:
+                writer.take(got, jsonl)
+                if writer.written >= n_frames:
                     break
     finally:
-        failures.flush()
-        close()
+        writer.failures.flush()
+        source.close()
+    written, stale = writer.written, writer.stale
     log.info(
         "headless viewer: wrote %d frame(s) to %s%s",
         written,
@@ -226,24 +270,36 @@ def _run(
         f" ({stale} stale)" if stale else "",
     )
     if written < n_frames and not stop.is_set():
-        if from_us is not None:
-            log.error("only %d of %d frame(s) in the archive from that time", written, n_frames)
-        elif failures.total:
-            log.error(
-                "only %d of %d frame(s) verified within %.0f s: %s",
-                written,
-                n_frames,
-                timeout_s,
-                failures.cause(),
-            )
-        else:
-            log.error(
-                "only %d of %d frame(s) arrived within %.0f s; is the store at %s running "
-                "and a camera sending?",
-                written,
-                n_frames,
-                timeout_s,
-                cfg.relay,
-            )
+        _report_shortfall(written, n_frames, from_us, writer.failures, timeout_s, source.where)
         return 1
     return 0
+
+
+def _report_shortfall(
+    written: int,
+    n_frames: int,
+    from_us: int | None,
+    failures: FailureLog,
+    timeout_s: float,
+    relay: str,
+) -> None:
+    """Say why fewer frames came than asked, naming the real cause."""
+    if from_us is not None:
+        log.error("only %d of %d frame(s) in the archive from that time", written, n_frames)
+    elif failures.total:
+        log.error(
+            "only %d of %d frame(s) verified within %.0f s: %s",
+            written,
+            n_frames,
+            timeout_s,
+            failures.cause(),
+        )
+    else:
+        log.error(
+            "only %d of %d frame(s) arrived within %.0f s; is the store at %s running "
+            "and a camera sending?",
+            written,
+            n_frames,
+            timeout_s,
+            relay,
+        )

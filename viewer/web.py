@@ -21,6 +21,7 @@ import shutil
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +45,12 @@ from veilcam.viewer.unlock import Unlocker, no_grant_reason
 log = logging.getLogger("veilcam.web")
 
 STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {  # URL path -> (file in STATIC_DIR, content type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript"),
+    "/app.css": ("app.css", "text/css"),
+}
 COOKIE = "veilcam_session"
 
 
@@ -377,35 +384,39 @@ class Handler(BaseHTTPRequestHandler):
         if not self._host_ok():
             return
         path = self.path.split("?", 1)[0]
-        if path in ("/", "/index.html"):
-            self._send(200, (STATIC_DIR / "index.html").read_bytes(), "text/html; charset=utf-8")
-        elif path == "/app.js":
-            self._send(200, (STATIC_DIR / "app.js").read_bytes(), "text/javascript")
-        elif path == "/app.css":
-            self._send(200, (STATIC_DIR / "app.css").read_bytes(), "text/css")
+        if path in STATIC_FILES:
+            name, content_type = STATIC_FILES[path]
+            self._send(200, (STATIC_DIR / name).read_bytes(), content_type)
         elif path == "/api/status":
             self._status()
-        elif path.startswith("/api/timeline/"):
-            self._timeline(path[len("/api/timeline/") :])
-        elif path.startswith("/api/export/"):
-            job = self._own_job(path[len("/api/export/") :])
-            if job is None:
-                self._json(404, {"error": "no such export"})
-            else:
-                self._json(200, job.as_json())
-        elif path.startswith("/exports/"):
-            self._download(path[len("/exports/") :])
         elif path.startswith("/stream/") and path.endswith(".mjpg"):
-            query = parse_qs(self.path.split("?", 1)[1]) if "?" in self.path else {}
-            camera = path[len("/stream/") : -len(".mjpg")]
-            if query.get("from"):
-                self._playback(camera, query["from"][0])
-            else:
-                self._stream(camera)
+            self._stream_or_playback(path[len("/stream/") : -len(".mjpg")])
         elif path.startswith("/snapshot/") and path.endswith(".jpg"):
             self._snapshot(path[len("/snapshot/") : -len(".jpg")])
         else:
+            for prefix, handler in (
+                ("/api/timeline/", self._timeline),
+                ("/api/export/", self._export_status),
+                ("/exports/", self._download),
+            ):
+                if path.startswith(prefix):
+                    handler(path[len(prefix) :])
+                    return
             self._json(404, {"error": "not found"})
+
+    def _export_status(self, job_id: str) -> None:
+        job = self._own_job(job_id)
+        if job is None:
+            self._json(404, {"error": "no such export"})
+        else:
+            self._json(200, job.as_json())
+
+    def _stream_or_playback(self, camera: str) -> None:
+        query = parse_qs(self.path.split("?", 1)[1]) if "?" in self.path else {}
+        if query.get("from"):
+            self._playback(camera, query["from"][0])
+        else:
+            self._stream(camera)
 
     def do_POST(self) -> None:  # noqa: N802
         if not self._host_ok():
@@ -737,13 +748,21 @@ def run_web(
     port: int | None = None,
     stop: StopFlag | None = None,
     max_age_s: float = DEFAULT_MAX_AGE_S,
+    on_ready: Callable[[dict[str, str]], None] | None = None,
 ) -> int:
+    """Serve the browser page until ``stop``; ``on_ready`` gets its address once it listens
+    (``--ready-file``)."""
     with private_umask():  # exports and zips: owner-only, whatever the caller's umask
-        return _run_web(home, host, port, stop, max_age_s)
+        return _run_web(home, host, port, stop, max_age_s, on_ready)
 
 
 def _run_web(
-    home: Home, host: str | None, port: int | None, stop: StopFlag | None, max_age_s: float
+    home: Home,
+    host: str | None,
+    port: int | None,
+    stop: StopFlag | None,
+    max_age_s: float,
+    on_ready: Callable[[dict[str, str]], None] | None = None,
 ) -> int:
     cfg = home.viewer_config().viewer
     host = host or cfg.web_host
@@ -769,6 +788,8 @@ def _run_web(
     )
     thread.start()
     log.info("viewer ready: http://%s:%d/ (relay %s)", host, server.server_address[1], cfg.relay)
+    if on_ready is not None:
+        on_ready({"url": f"http://{host}:{server.server_address[1]}/", "relay": cfg.relay})
     try:
         while not stop.wait(0.5):
             pass
