@@ -35,14 +35,12 @@ from pathlib import Path
 import zmq
 from veilcam.common.errors import FormatError
 from veilcam.common.format import (
-    KIND_ENVELOPE,
     KIND_FRAME,
-    KIND_GAP,
     Ack,
+    AckKey,
     AckStatus,
-    FrameMessage,
-    GapNotice,
-    KeyEnvelope,
+    Message,
+    decode_message_body,
     pack_parts,
     unpack_parts,
 )
@@ -50,8 +48,6 @@ from veilcam.common.secretfiles import write_atomic
 from veilcam.common.transport import HandshakeWatch, make_client
 
 log = logging.getLogger("veilcam.publisher")
-
-Key = tuple[bytes, int | bytes]
 
 
 @dataclass
@@ -84,7 +80,7 @@ class Publisher:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.memory_window, self.spool_max_bytes = memory_window, spool_max_bytes
         self.drop_policy, self.resend_after_s = drop_policy, resend_after_s
-        self.pending: OrderedDict[Key, _Pending] = OrderedDict()
+        self.pending: OrderedDict[AckKey, _Pending] = OrderedDict()
         self.pending_bytes = 0
         self.in_memory = 0
         self.acked = self.rejected = self.resent = self.dropped_spool_full = 0
@@ -94,25 +90,22 @@ class Publisher:
         self._ever_connected = False
         self._order = 0  # running number of spool file names: the sending order
         self.recovered = self._load_spool()
-        self.sock: zmq.Socket | None = None
-        self.watch: HandshakeWatch | None = None
         self._open_socket()
 
     def _load_spool(self) -> int:
         """Take up what a previous run left unacknowledged in the spool, oldest first."""
-        kinds = {KIND_FRAME: FrameMessage, KIND_ENVELOPE: KeyEnvelope, KIND_GAP: GapNotice}
         for path in sorted(self.spool_dir.glob("*.msg")):
             try:
                 self._order = max(self._order, int(path.name.split("-", 1)[0]) + 1)
                 kind, body = unpack_parts(path.read_bytes())
-                msg = kinds[kind].from_body_parts(body)
-            except (OSError, ValueError, KeyError, FormatError) as exc:
+                msg = decode_message_body(kind, body)
+            except (OSError, ValueError, FormatError) as exc:
                 log.error(
                     "spooled message %s is unreadable (%s); moving it aside as .bad", path, exc
                 )
                 path.replace(path.with_suffix(".bad"))
                 continue
-            key = _key_of(msg)
+            key = msg.ack_key
             if key in self.pending:
                 path.unlink()
                 continue
@@ -127,18 +120,19 @@ class Publisher:
             )
         return len(self.pending)
 
-    def _open_socket(self) -> None:
+    def _reconnect(self) -> None:
         """A fresh connection, on which everything pending goes again from the oldest.
 
         libzmq's own reconnection is off (``RECONNECT_IVL`` -1): after a reconnection it could
         carry newer messages before this code learned that older ones died with the old
         connection, and the store would then refuse those as out of order. Reconnecting here
         makes "everything pending is unsent" true before anything can go out again."""
-        failures = 0
-        if self.sock is not None:
-            failures = 0 if self.watch.succeeded else self.watch.failures
-            self.watch.close()
-            self.sock.close(linger=0)
+        failures = 0 if self.watch.succeeded else self.watch.failures
+        self.watch.close()
+        self.sock.close(linger=0)
+        self._open_socket(failures)
+
+    def _open_socket(self, failures: int = 0) -> None:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -162,8 +156,8 @@ class Publisher:
         return len(self.pending) - self.in_memory
 
     # ------------------------------------------------------------------ sending
-    def send(self, msg: FrameMessage | KeyEnvelope | GapNotice) -> None:
-        key = _key_of(msg)
+    def send(self, msg: Message) -> None:
+        key = msg.ack_key
         what = key[1].hex() if isinstance(key[1], bytes) else f"{key[1]:020d}"
         name = f"{self._order:012d}-{key[0].decode()}-{what}.msg"
         self._order += 1
@@ -193,7 +187,9 @@ class Publisher:
                 if old_key is None:
                     break
                 self._forget(old_key)
-                dropped.append(old_key[1])
+                seq = old_key[1]
+                assert isinstance(seq, int)  # a frame's key
+                dropped.append(seq)
                 self.dropped_spool_full += 1
                 if self.dropped_spool_full in (1, 10, 100) or self.dropped_spool_full % 1000 == 0:
                     log.error(
@@ -206,8 +202,9 @@ class Publisher:
         if dropped and self.on_frames_dropped is not None:
             self.on_frames_dropped(dropped)
 
-    def _spool(self, key: Key, entry: _Pending) -> None:
+    def _spool(self, key: AckKey, entry: _Pending) -> None:
         """Move a pending message's bytes from memory to its spool file."""
+        assert entry.parts is not None  # in memory until now
         entry.path = self.spool_dir / entry.name
         write_atomic(entry.path, pack_parts(key[0], entry.parts[1:]))
         entry.parts = None
@@ -215,6 +212,7 @@ class Publisher:
     def _parts(self, entry: _Pending) -> list[bytes] | None:
         if entry.parts is not None:
             return entry.parts
+        assert entry.path is not None  # spooled
         try:
             _, body = unpack_parts(entry.path.read_bytes())
         except (OSError, FormatError) as exc:
@@ -246,7 +244,7 @@ class Publisher:
         self._progress_at = time.monotonic()
         self._pump()
 
-    def _forget(self, key: Key) -> _Pending | None:
+    def _forget(self, key: AckKey) -> _Pending | None:
         entry = self.pending.pop(key, None)
         if entry is None:
             return None
@@ -274,9 +272,9 @@ class Publisher:
                     len(self.pending),
                 )
                 self.resent += len(self.pending)
-            self._open_socket()
+            self._reconnect()
         elif not self.watch.succeeded and now - self._opened_at > self.RETRY_CONNECT_S:
-            self._open_socket()  # the store is not (yet) there: try again
+            self._reconnect()  # the store is not (yet) there: try again
         elif self.watch.succeeded:
             self._ever_connected = True
         while self.sock.poll(timeout_ms, zmq.POLLIN):
@@ -287,13 +285,12 @@ class Publisher:
             except FormatError as exc:
                 log.warning("ignoring malformed acknowledgement from the store: %s", exc)
                 continue
-            key = (ack.kind, ack.epoch_id if ack.kind == KIND_ENVELOPE else ack.seq)
-            if self._forget(key) is None:
+            if self._forget(ack.key) is None:
                 continue
             self._progress_at = time.monotonic()
             if ack.status == AckStatus.REJECTED:
                 self.rejected += 1
-                log.error("store rejected %s: %s", _describe(ack), ack.reason)
+                log.error("store rejected %s: %s", ack.describe(), ack.reason)
             else:
                 self.acked += 1
                 self.acked_frames += ack.kind == KIND_FRAME
@@ -330,23 +327,6 @@ class Publisher:
                 self.spool_dir,
             )
         return len(self.pending)
-
-
-def _key_of(msg: FrameMessage | KeyEnvelope | GapNotice) -> Key:
-    """The key an acknowledgement names a message by."""
-    if isinstance(msg, FrameMessage):
-        return (KIND_FRAME, msg.header.seq)
-    if isinstance(msg, GapNotice):
-        return (KIND_GAP, msg.first_seq)
-    return (KIND_ENVELOPE, msg.body.epoch_id)
-
-
-def _describe(ack: Ack) -> str:
-    if ack.kind == KIND_FRAME:
-        return f"frame {ack.camera_id}#{ack.seq}"
-    if ack.kind == KIND_GAP:
-        return f"gap notice {ack.camera_id}#{ack.seq}"
-    return f"key envelope {ack.camera_id}/{ack.epoch_id.hex()[:8]}"
 
 
 def spool_dir_for(state_dir: Path, camera_id: str) -> Path:

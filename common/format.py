@@ -8,6 +8,10 @@ NUL byte, and one kind letter) so that subscribers can filter per camera; the re
 are what gets signed, archived and verified. ``from_parts`` validates every length and field
 and raises ``FormatError``; it never trusts a field for anything but locating the others.
 Authenticity is checked separately (``common.signing``) over the raw header bytes.
+
+Each message class carries its ``kind`` letter and names itself by its ``ack_key`` (what an
+acknowledgement refers to); ``decode_message`` (topic-led parts) and ``decode_message_body``
+(kind and body parts, as archived or spooled) are the one place that picks the class.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import ClassVar, TypeAlias, TypeVar
 
 from veilcam.common.errors import FormatError
 
@@ -30,6 +35,10 @@ KIND_FRAME = b"F"
 KIND_ENVELOPE = b"K"
 KIND_GAP = b"G"
 GAP_MAGIC = b"VCGN"
+
+# How an acknowledgement names a message: (kind, seq) for frames and gap notices (their first
+# seq), (kind, epoch id) for key envelopes. A message's ``ack_key`` and ``Ack.key`` agree.
+AckKey: TypeAlias = tuple[bytes, int | bytes]
 
 SIGNATURE_LEN = 64
 DIGEST_LEN = 32
@@ -168,7 +177,10 @@ class _Reader:
             raise FormatError(f"{self.what} has {len(self.data) - self.pos} trailing bytes")
 
 
-def _enum(enum_cls: type[IntEnum], value: int, what: str) -> IntEnum:
+_E = TypeVar("_E", bound=IntEnum)
+
+
+def _enum(enum_cls: type[_E], value: int, what: str) -> _E:
     try:
         return enum_cls(value)
     except ValueError:
@@ -332,6 +344,9 @@ class FrameMessage:
     them, never over a re-encoding.
     """
 
+    kind: ClassVar[bytes] = KIND_FRAME
+    label: ClassVar[str] = "frame"
+
     header: FrameHeader
     header_bytes: bytes
     signature: bytes
@@ -345,6 +360,11 @@ class FrameMessage:
     @property
     def digest(self) -> bytes:
         return frame_digest(self.header_bytes)
+
+    @property
+    def ack_key(self) -> AckKey:
+        """What an acknowledgement names this frame by: its kind and sequence number."""
+        return (KIND_FRAME, self.header.seq)
 
     def body_parts(self) -> list[bytes]:
         """The parts that are archived verbatim (everything but the topic)."""
@@ -461,6 +481,9 @@ class EnvelopeBody:
 class KeyEnvelope:
     """A signed key envelope: one epoch's content keys, sealed once per recipient and class."""
 
+    kind: ClassVar[bytes] = KIND_ENVELOPE
+    label: ClassVar[str] = "key envelope"
+
     body: EnvelopeBody
     body_bytes: bytes
     signature: bytes
@@ -468,6 +491,11 @@ class KeyEnvelope:
     @property
     def camera_id(self) -> str:
         return self.body.camera_id
+
+    @property
+    def ack_key(self) -> AckKey:
+        """What an acknowledgement names this envelope by: its kind and epoch id."""
+        return (KIND_ENVELOPE, self.body.epoch_id)
 
     def body_parts(self) -> list[bytes]:
         return [self.body_bytes, self.signature]
@@ -510,6 +538,9 @@ class GapNotice:
     """A camera's signed statement that it dropped frames ``first_seq..last_seq`` itself, so
     ``veilcam verify`` reports them as declared, not as tampering."""
 
+    kind: ClassVar[bytes] = KIND_GAP
+    label: ClassVar[str] = "gap notice"
+
     camera_id: str
     first_seq: int
     last_seq: int
@@ -525,6 +556,11 @@ class GapNotice:
             + _camera_id_bytes(self.camera_id)
             + struct.pack(">QQBQ", self.first_seq, self.last_seq, self.reason, self.created_us)
         )
+
+    @property
+    def ack_key(self) -> AckKey:
+        """What an acknowledgement names this notice by: its kind and first dropped seq."""
+        return (KIND_GAP, self.first_seq)
 
     def body_parts(self) -> list[bytes]:
         return [self.body_bytes, self.signature]
@@ -564,18 +600,38 @@ class GapNotice:
         return notice
 
 
-def message_from_parts(parts: list[bytes]) -> FrameMessage | KeyEnvelope | GapNotice:
-    """Parse a topic-led multipart message into a frame, a key envelope or a gap notice."""
+# --------------------------------------------------------------------------- message kinds
+
+Message: TypeAlias = FrameMessage | KeyEnvelope | GapNotice
+
+# The message class of each kind letter (topic suffix, archive and spool record kind).
+MESSAGE_CLASSES: dict[bytes, type[FrameMessage] | type[KeyEnvelope] | type[GapNotice]] = {
+    cls.kind: cls for cls in (FrameMessage, KeyEnvelope, GapNotice)
+}
+
+
+def decode_message(parts: list[bytes]) -> Message:
+    """Parse a topic-led multipart message into a frame, a key envelope or a gap notice, by
+    the kind letter that ends its topic (``camera_id NUL kind``)."""
     if not parts:
         raise FormatError("empty message")
     topic = bytes(parts[0])
-    if topic.endswith(b"\x00" + KIND_FRAME):
-        return FrameMessage.from_parts(parts)
-    if topic.endswith(b"\x00" + KIND_ENVELOPE):
-        return KeyEnvelope.from_parts(parts)
-    if topic.endswith(b"\x00" + KIND_GAP):
-        return GapNotice.from_parts(parts)
-    raise FormatError(f"unknown message topic {topic[:80]!r}")
+    cls = MESSAGE_CLASSES.get(topic[-1:]) if topic[-2:-1] == b"\x00" else None
+    if cls is None:
+        raise FormatError(f"unknown message topic {topic[:80]!r}")
+    return cls.from_parts(parts)
+
+
+message_from_parts = decode_message  # the older name, still used by some callers
+
+
+def decode_message_body(kind: bytes, parts: list[bytes]) -> Message:
+    """Parse a message's body parts (no topic), as an archive record or a spool file holds
+    them with their kind letter."""
+    cls = MESSAGE_CLASSES.get(bytes(kind))
+    if cls is None:
+        raise FormatError(f"unknown message kind {bytes(kind)[:8]!r}")
+    return cls.from_body_parts(parts)
 
 
 # --------------------------------------------------------------------------- acknowledgements
@@ -601,6 +657,26 @@ class Ack:
     reason: str = ""
     epoch_id: bytes = b""
 
+    @classmethod
+    def for_message(cls, msg: Message, status: AckStatus, reason: str = "") -> Ack:
+        """The acknowledgement of ``msg``, naming it by its ``ack_key``."""
+        kind, name = msg.ack_key
+        if isinstance(name, bytes):  # a key envelope: named by epoch id, seq field 0
+            return cls(status, kind, 0, msg.camera_id, reason, name)
+        return cls(status, kind, name, msg.camera_id, reason)
+
+    @property
+    def key(self) -> AckKey:
+        """The ``ack_key`` of the message this acknowledges."""
+        return (self.kind, self.epoch_id if self.kind == KIND_ENVELOPE else self.seq)
+
+    def describe(self) -> str:
+        """The acknowledged message for a log line: "frame cam1#12", "key envelope cam1/ab12cd34"."""
+        label = MESSAGE_CLASSES[self.kind].label
+        if self.kind == KIND_ENVELOPE:
+            return f"{label} {self.camera_id}/{self.epoch_id.hex()[:8]}"
+        return f"{label} {self.camera_id}#{self.seq}"
+
     def to_parts(self) -> list[bytes]:
         return [
             ACK_STRUCT.pack(ACK_MAGIC, self.status, self.kind, self.seq),
@@ -614,7 +690,7 @@ class Ack:
         if len(parts) != 4 or len(parts[0]) != ACK_STRUCT.size:
             raise FormatError("malformed acknowledgement")
         magic, status, kind, seq = ACK_STRUCT.unpack(bytes(parts[0]))
-        if magic != ACK_MAGIC or kind not in (KIND_FRAME, KIND_ENVELOPE, KIND_GAP):
+        if magic != ACK_MAGIC or kind not in MESSAGE_CLASSES:
             raise FormatError("malformed acknowledgement (bad magic or kind)")
         return cls(
             _enum(AckStatus, status, "ack status"),
@@ -647,7 +723,7 @@ def unpack_parts(body: bytes) -> tuple[bytes, list[bytes]]:
     if len(body) < 3:
         raise FormatError("record body shorter than its kind and part count")
     kind = body[:1]
-    if kind not in (KIND_FRAME, KIND_ENVELOPE, KIND_GAP):
+    if kind not in MESSAGE_CLASSES:
         raise FormatError(f"unknown record kind {kind!r}")
     (count,) = struct.unpack(">H", body[1:3])
     if count > MAX_PARTS:

@@ -3,13 +3,18 @@
 Verification order matters (verify before you trust): the signature is checked over the raw
 header bytes first; only then are the hashes it covers compared with the public image and the
 zone ciphertexts. Nothing in a header is acted on before both pass.
+
+The hash-chain rules (what follows what in a camera's sequence) are here once, in
+``ChainTracker``: the store applies them to live frames, ``veilcam verify`` to archived ones.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -17,6 +22,48 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from veilcam.common.errors import VerificationError
 from veilcam.common.format import ZERO_DIGEST, FrameMessage, GapNotice, KeyEnvelope, sha256
 from veilcam.common.pki import NodeIdentity, load_private_key
+
+
+class RejectReason(StrEnum):
+    """Why a message (or a query, a log-in) is refused: the ``reason`` of a VerificationError
+    and the label of the store's ``veilcam_store_messages_rejected_total{reason}`` counter.
+    The values are what metrics, logs, ``veilcam verify`` reports and docs show: never change
+    one."""
+
+    # the message itself (common.format, common.signing)
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_TIMESTAMP = "bad_timestamp"
+    IMAGE_HASH_MISMATCH = "image_hash_mismatch"
+    ZONE_HASH_MISMATCH = "zone_hash_mismatch"
+    REPLAY = "replay"
+    CHAIN_BREAK = "chain_break"
+    # the camera's certificate (common.pki, TrustedCameras)
+    UNKNOWN_CAMERA = "unknown_camera"
+    UNTRUSTED_CERTIFICATE = "untrusted_certificate"
+    BAD_CERTIFICATE = "bad_certificate"
+    CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
+    CERTIFICATE_EXPIRED = "certificate_expired"
+    CERTIFICATE_REVOKED = "certificate_revoked"
+    WRONG_ROLE = "wrong_role"
+    # the store's own refusals (store_node.node)
+    WRONG_CAMERA_IDENTITY = "wrong_camera_identity"
+    STORAGE_ERROR = "storage_error"
+    OVERSIZED_MESSAGE = "oversized_message"
+    QUERY_WRONG_ROLE = "query_wrong_role"
+    LOGIN_RATE_LIMITED = "login_rate_limited"
+    LOGIN_FAILED = "login_failed"
+
+
+class ChainLink(StrEnum):
+    """How a frame relates to the last one accepted from its camera (``ChainTracker``)."""
+
+    FIRST = "first"  # nothing known yet for this camera
+    NEXT = "next"  # seq is last+1 and prev_digest links to it
+    GAP = "gap"  # seq jumped ahead: frames missing in between (declared or lost)
+    CHAIN_START = "chain_start"  # a new chain (zero prev digest) at a higher seq
+    REPLAY = "replay"  # seq not above the last: replayed, duplicated or reordered
+    CHAIN_BREAK = "chain_break"  # seq is last+1 but prev_digest links elsewhere (a fork)
 
 
 def generate_signing_key() -> Ed25519PrivateKey:
@@ -48,7 +95,7 @@ def _time_of(us: int, what: str) -> dt.datetime:
         return dt.datetime.fromtimestamp(us / 1e6, dt.UTC)
     except (OverflowError, ValueError, OSError):
         raise VerificationError(
-            "bad_timestamp", f"{what}: time {us} µs since the epoch is out of range"
+            RejectReason.BAD_TIMESTAMP, f"{what}: time {us} µs since the epoch is out of range"
         ) from None
 
 
@@ -59,7 +106,7 @@ class TrustedCameras:
 
     def __init__(
         self,
-        keys: dict[str, Ed25519PublicKey | list[CameraKey]],
+        keys: Mapping[str, Ed25519PublicKey | list[CameraKey]],
         refused: dict[str, VerificationError] | None = None,
     ) -> None:
         self._keys = {
@@ -89,7 +136,7 @@ class TrustedCameras:
             if camera_id in self._refused:
                 raise self._refused[camera_id]
             raise VerificationError(
-                "unknown_camera",
+                RejectReason.UNKNOWN_CAMERA,
                 f"camera {camera_id!r} is not a trusted camera (no valid, unrevoked certificate)",
             )
         at = at or dt.datetime.now(dt.UTC)
@@ -98,7 +145,7 @@ class TrustedCameras:
             last = max((e.not_after for e in entries if e.not_after), default=None)
             when = f" (the latest expired on {last:%Y-%m-%d %H:%M} UTC)" if last else ""
             raise VerificationError(
-                "certificate_expired",
+                RejectReason.CERTIFICATE_EXPIRED,
                 f"no certificate of camera "
                 f"{camera_id!r} was valid at {at:%Y-%m-%d %H:%M:%S} UTC" + when,
             )
@@ -116,7 +163,7 @@ class TrustedCameras:
                 return
             except InvalidSignature:
                 continue
-        raise VerificationError("bad_signature", f"{what}: signature does not verify")
+        raise VerificationError(RejectReason.BAD_SIGNATURE, f"{what}: signature does not verify")
 
     def verify_frame(self, msg: FrameMessage, at_capture_time: bool = False) -> None:
         """Signature over the raw header, then the hashes it binds. Raises VerificationError.
@@ -127,12 +174,13 @@ class TrustedCameras:
         self._check(msg.camera_id, msg.signature, msg.header_bytes, what, at)
         if not hmac.compare_digest(sha256(msg.public_image), msg.header.image_sha256):
             raise VerificationError(
-                "image_hash_mismatch", f"{what}: public image does not match its signed hash"
+                RejectReason.IMAGE_HASH_MISMATCH,
+                f"{what}: public image does not match its signed hash",
             )
         for i, (zone, ct) in enumerate(zip(msg.header.zones, msg.zone_ciphertexts, strict=True)):
             if not hmac.compare_digest(sha256(ct), zone.ciphertext_sha256):
                 raise VerificationError(
-                    "zone_hash_mismatch",
+                    RejectReason.ZONE_HASH_MISMATCH,
                     f"{what}: zone[{i}] ciphertext does not match its signed hash",
                 )
 
@@ -170,13 +218,11 @@ class ChainState:
 class ChainTracker:
     """Follows each camera's hash chain and sequence numbers across accepted frames.
 
-    ``check`` classifies a verified frame against the last accepted one:
-    - ``"next"``: seq is last+1 and prev_digest links to it;
-    - ``"gap"``: seq jumped ahead (frames missing in between; declared or lost in transit);
-    - ``"chain_start"``: the camera declared a new chain (zero prev digest) at a higher seq;
-    - ``"first"``: nothing known yet for this camera.
-    It raises VerificationError for a replayed or reordered frame (seq not increasing) and for
-    a fork (seq is last+1 but prev_digest links elsewhere). ``accept`` records the frame.
+    ``classify`` says how a (verified) frame relates to the last accepted one of its camera,
+    as a ``ChainLink``; ``check`` does the same but raises VerificationError for a replayed
+    or reordered frame (seq not increasing) and for a fork (seq is last+1 but prev_digest
+    links elsewhere), which a live store refuses. ``accept`` records the frame as the last
+    one. The rules are checked in this order: replay, chain start, next or fork, gap.
     """
 
     def __init__(self) -> None:
@@ -188,28 +234,38 @@ class ChainTracker:
     def set(self, camera_id: str, seq: int, digest: bytes) -> None:
         self._state[camera_id] = ChainState(seq, digest)
 
-    def check(self, msg: FrameMessage) -> str:
+    def classify(self, msg: FrameMessage) -> ChainLink:
         last = self._state.get(msg.camera_id)
         h = msg.header
         if last is None:
-            return "first"
+            return ChainLink.FIRST
         if h.seq <= last.seq:
-            raise VerificationError(
-                "replay",
-                f"frame {msg.camera_id}#{h.seq} is not newer than "
-                f"the last accepted #{last.seq} (replayed or reordered)",
-            )
+            return ChainLink.REPLAY
         if h.prev_digest == ZERO_DIGEST:
-            return "chain_start"
+            return ChainLink.CHAIN_START
         if h.seq == last.seq + 1:
             if not hmac.compare_digest(h.prev_digest, last.digest):
-                raise VerificationError(
-                    "chain_break",
-                    f"frame {msg.camera_id}#{h.seq} does not "
-                    f"link to #{last.seq} (hash chain broken)",
-                )
-            return "next"
-        return "gap"
+                return ChainLink.CHAIN_BREAK
+            return ChainLink.NEXT
+        return ChainLink.GAP
+
+    def check(self, msg: FrameMessage) -> ChainLink:
+        link = self.classify(msg)
+        if link is ChainLink.REPLAY:
+            last = self._state[msg.camera_id]
+            raise VerificationError(
+                RejectReason.REPLAY,
+                f"frame {msg.camera_id}#{msg.header.seq} is not newer than "
+                f"the last accepted #{last.seq} (replayed or reordered)",
+            )
+        if link is ChainLink.CHAIN_BREAK:
+            last = self._state[msg.camera_id]
+            raise VerificationError(
+                RejectReason.CHAIN_BREAK,
+                f"frame {msg.camera_id}#{msg.header.seq} does not "
+                f"link to #{last.seq} (hash chain broken)",
+            )
+        return link
 
     def accept(self, msg: FrameMessage) -> None:
         self._state[msg.camera_id] = ChainState(msg.header.seq, msg.digest)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from veilcam.common.errors import VeilcamError
-from veilcam.common.home import check_user_name
+from veilcam.common.home import Home, check_user_name
 from veilcam.common.keystore import KdfParams, keystore_kdf, parse_keystore
 
 VERIFIER_N, VERIFIER_R, VERIFIER_P = 2**14, 8, 1
@@ -56,6 +56,32 @@ class AccountStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> AccountStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @classmethod
+    def open_in(cls, home: Home) -> AccountStore:
+        """The account directory of the store whose home is ``home`` (created if missing)."""
+        return cls(home.accounts_path, home.account_secret())
+
+    @classmethod
+    def add_account(cls, home: Home, name: str, login_secret: bytes, keystore_json: str) -> None:
+        """Register ``name`` in ``home``'s account directory, as the REGISTER query does."""
+        with cls.open_in(home) as accounts:
+            accounts.register(name, login_secret, keystore_json)
+
+    @classmethod
+    def keystore_in(cls, home: Home, name: str) -> dict | None:
+        """``name``'s sealed keystore from ``home``'s account directory; None without such an
+        account, or without a directory (none is created)."""
+        if not home.accounts_path.exists():
+            return None
+        with cls.open_in(home) as accounts:
+            return accounts.keystore(name)
 
     def register(self, name: str, login_secret: bytes, keystore_json: str) -> None:
         check_user_name(name)

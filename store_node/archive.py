@@ -18,26 +18,24 @@ import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from veilcam.common.errors import ArchiveError, FormatError
 from veilcam.common.format import (
-    KIND_ENVELOPE,
-    KIND_FRAME,
-    KIND_GAP,
-    EnvelopeBody,
-    FrameHeader,
     FrameMessage,
     GapNotice,
     KeyEnvelope,
-    frame_digest,
+    Message,
+    decode_message_body,
 )
-from veilcam.store_node.segments import (
+from veilcam.common.segments import (
     Record,
     ScanProblem,
     encode_record,
     list_segments,
     read_record,
     scan_segment,
+    segment_file_name,
     segment_header,
 )
 
@@ -62,7 +60,7 @@ CREATE TABLE IF NOT EXISTS envelopes (
 class _OpenSegment:
     segment_id: int
     path: Path
-    fh: object
+    fh: BinaryIO
     size: int
     dirty: bool = False
 
@@ -102,9 +100,11 @@ class Archive:
         ).fetchone()
         if row:
             return row[0]
-        return self.db.execute(
+        rowid = self.db.execute(
             "INSERT INTO segments (camera, name) VALUES (?, ?)", (camera_id, name)
         ).lastrowid
+        assert rowid is not None  # an INSERT sets it
+        return rowid
 
     def recover(self) -> None:
         """Index records the index does not know yet; truncate torn tails of last segments."""
@@ -143,7 +143,7 @@ class Archive:
                             )
                         break
                     try:
-                        self._index_record(camera_id, seg_id, item)
+                        msg = decode_message_body(item.kind, item.parts)
                     except FormatError as exc:
                         log.error(
                             "%s: record at offset %d does not parse (%s); not indexed",
@@ -152,14 +152,17 @@ class Archive:
                             exc,
                         )
                         break
+                    self._index_record(camera_id, seg_id, item, msg)
                     added += 1
                 if added:
                     log.info("%s: indexed %d record(s) written before the last stop", path, added)
         self.db.execute("COMMIT")
 
-    def _index_record(self, camera_id: str, seg_id: int, rec: Record) -> None:
-        if rec.kind == KIND_FRAME:
-            header = FrameHeader.from_bytes(rec.parts[0])
+    def _index_record(self, camera_id: str, seg_id: int, rec: Record, msg: Message) -> None:
+        """Index the record ``rec`` holding ``msg``. Gap notices are not indexed: ``veilcam
+        verify`` reads them from the segments."""
+        if isinstance(msg, FrameMessage):
+            header = msg.header
             self.db.execute(
                 "INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?)",
                 (
@@ -167,14 +170,14 @@ class Archive:
                     header.seq,
                     header.capture_time_us,
                     header.epoch_id,
-                    frame_digest(rec.parts[0]),
+                    msg.digest,
                     seg_id,
                     rec.offset,
                     rec.length,
                 ),
             )
-        elif rec.kind == KIND_ENVELOPE:
-            body = EnvelopeBody.from_bytes(rec.parts[0])
+        elif isinstance(msg, KeyEnvelope):
+            body = msg.body
             self.db.execute(
                 "INSERT OR IGNORE INTO envelopes VALUES (?,?,?,?,?,?,?)",
                 (
@@ -206,7 +209,7 @@ class Archive:
             path = existing[-1]
         else:
             number = int(existing[-1].stem) + 1 if existing else 1
-            path = camera_dir / f"{number:08d}.vseg"
+            path = camera_dir / segment_file_name(number)
             with open(path, "xb") as fh:
                 fh.write(segment_header(camera_id))
                 fh.flush()
@@ -236,9 +239,10 @@ class Archive:
         if row is None:
             return
         kind, parts = read_record(self._path(row[0]), row[1], row[2])
+        env = decode_message_body(kind, parts)
         data = encode_record(kind, parts)
         seg.fh.write(data)
-        self._index_record(camera_id, seg.segment_id, Record(seg.size, len(data), kind, parts))
+        self._index_record(camera_id, seg.segment_id, Record(seg.size, len(data), kind, parts), env)
         seg.size += len(data)
         seg.dirty = True
 
@@ -253,7 +257,8 @@ class Archive:
             self.db.execute("BEGIN")
             self._in_txn = True
 
-    def _append(self, camera_id: str, kind: bytes, parts: list[bytes]) -> Record:
+    def _append(self, msg: Message) -> Record:
+        camera_id, kind, parts = msg.camera_id, msg.kind, msg.body_parts()
         data = encode_record(kind, parts)
         try:
             seg = self._segment_for(camera_id, len(data))
@@ -266,7 +271,7 @@ class Archive:
             raise ArchiveError(f"cannot write to the archive at {self.root}: {exc}") from None
         rec = Record(offset, len(data), kind, parts)
         try:
-            self._index_record(camera_id, seg.segment_id, rec)
+            self._index_record(camera_id, seg.segment_id, rec, msg)
         except sqlite3.Error as exc:
             self._undo_partial_write(camera_id)
             raise ArchiveError(f"cannot write to the archive index: {exc}") from None
@@ -300,15 +305,19 @@ class Archive:
                 exc,
             )
 
+    def append(self, msg: Message) -> None:
+        """Write a verified message to its camera's segment as a record of its kind, and
+        index it; durable (and acknowledgeable) only after ``commit``."""
+        self._append(msg)
+
     def append_frame(self, msg: FrameMessage) -> None:
-        self._append(msg.camera_id, KIND_FRAME, msg.body_parts())
+        self.append(msg)
 
     def append_envelope(self, env: KeyEnvelope) -> None:
-        self._append(env.camera_id, KIND_ENVELOPE, env.body_parts())
+        self.append(env)
 
     def append_gap(self, notice: GapNotice) -> None:
-        """Archived as it came (not indexed): ``veilcam verify`` reads it from the segment."""
-        self._append(notice.camera_id, KIND_GAP, notice.body_parts())
+        self.append(notice)
 
     def commit(self) -> None:
         """Make every append so far durable: fsync the segments, then commit the index."""

@@ -21,23 +21,15 @@ its spool overflowed; the notices must be this camera's and end where the gap en
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from veilcam.common.errors import ArchiveError, FormatError, VerificationError
-from veilcam.common.format import (
-    KIND_FRAME,
-    KIND_GAP,
-    ZERO_DIGEST,
-    FrameMessage,
-    GapNotice,
-    KeyEnvelope,
-)
-from veilcam.common.signing import TrustedCameras
-from veilcam.store_node.segments import ScanProblem, list_segments, scan_segment
+from veilcam.common.format import FrameMessage, GapNotice, KeyEnvelope, decode_message_body
+from veilcam.common.segments import ScanProblem, list_segments, scan_segment
+from veilcam.common.signing import ChainLink, ChainTracker, TrustedCameras
 
 log = logging.getLogger("veilcam.verify")
 
@@ -141,15 +133,14 @@ def audit_archive(
 
 
 def _ranges(seqs: list[int]) -> str:
-    out, start, prev = [], None, None
-    for s in sorted(seqs) + [None]:
-        if start is None:
-            start = prev = s
-        elif s is not None and s == prev + 1:
-            prev = s
+    """``#1..#3, #7`` for 1, 2, 3, 7 (the first ten runs)."""
+    runs: list[list[int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
         else:
-            out.append(f"#{start}" if start == prev else f"#{start}..#{prev}")
-            start = prev = s
+            runs.append([seq, seq])
+    out = [f"#{lo}" if lo == hi else f"#{lo}..#{hi}" for lo, hi in runs]
     return ", ".join(out[:10]) + (" ..." if len(out) > 10 else "")
 
 
@@ -213,200 +204,217 @@ def _audit_camera(
     seen: dict[str, set[int]],
     tally: _Tally,
 ) -> CameraReport:
-    cam = CameraReport(camera_dir.name)
-    seen_seqs = seen.setdefault(camera_dir.name, set())
-    last_seq: int | None = None
-    last_digest = ZERO_DIGEST
-    epochs_used: dict[bytes, tuple[str, int, int]] = {}
-    declared: list[tuple[int, int, str]] = []
-    gaps: list[tuple[Path, int, int, int, int]] = []
-    envelopes: set[bytes] = set()
-
-    def problem(seg: Path, offset: int, seq: int | None, kind: str, detail: str) -> None:
-        report.problems.append(Finding(cam.camera, seg.name, offset, seq, kind, detail))
-
+    audit = _CameraAudit(camera_dir.name, trust, report, seen.setdefault(camera_dir.name, set()))
     for seg in list_segments(camera_dir):
         try:
             items = list(scan_segment(seg))
         except ArchiveError as exc:
-            problem(seg, 0, None, "corrupt_record", str(exc))
+            audit.problem(seg.name, 0, None, "corrupt_record", str(exc))
             continue
         log.debug("checking %s/%s: %d record(s)", camera_dir.name, seg.name, len(items))
         for item in items:
             tally.record(seg, item.offset)
             if isinstance(item, ScanProblem):
                 kind = "truncated_segment" if item.kind == "truncated" else "corrupt_record"
-                problem(seg, item.offset, None, kind, item.detail)
+                audit.problem(seg.name, item.offset, None, kind, item.detail)
                 continue
             try:
-                if item.kind == KIND_FRAME:
-                    msg = FrameMessage.from_body_parts(item.parts)
-                elif item.kind == KIND_GAP:
-                    notice = GapNotice.from_body_parts(item.parts)
-                else:
-                    env = KeyEnvelope.from_body_parts(item.parts)
+                msg = decode_message_body(item.kind, item.parts)
             except FormatError as exc:
-                problem(seg, item.offset, None, "malformed", str(exc))
+                audit.problem(seg.name, item.offset, None, "malformed", str(exc))
                 continue
-            if item.kind == KIND_GAP:
-                if notice.camera_id != cam.camera:  # it would hide frames of this camera
-                    problem(
-                        seg,
-                        item.offset,
-                        notice.first_seq,
-                        "wrong_camera",
-                        f"gap notice of camera {notice.camera_id!r} "
-                        f"(#{notice.first_seq}..#{notice.last_seq}) in the folder of "
-                        f"{cam.camera!r}: not counted",
-                    )
-                    continue
-                try:
-                    trust.verify_gap(notice, at_creation_time=True)
-                except VerificationError as exc:
-                    problem(seg, item.offset, notice.first_seq, exc.reason, str(exc))
-                    continue
-                declared.append((notice.first_seq, notice.last_seq, notice.reason.name.lower()))
-                continue
-            if item.kind != KIND_FRAME:
-                if env.camera_id != cam.camera:
-                    problem(
-                        seg,
-                        item.offset,
-                        None,
-                        "wrong_camera",
-                        f"key envelope of camera {env.camera_id!r} (epoch "
-                        f"{env.body.epoch_id.hex()[:8]}) in the folder of {cam.camera!r}: "
-                        "not counted",
-                    )
-                    continue
-                try:
-                    trust.verify_envelope(env, at_creation_time=True)
-                except VerificationError as exc:
-                    problem(seg, item.offset, None, exc.reason, str(exc))
-                    continue
-                cam.envelopes += 1
-                envelopes.add(env.body.epoch_id)
-                continue
-            h = msg.header
-            if msg.camera_id != cam.camera:
-                problem(
-                    seg,
-                    item.offset,
-                    h.seq,
-                    "wrong_camera",
-                    f"frame of camera {msg.camera_id!r} in the folder of {cam.camera!r}",
-                )
-                continue
-            try:
-                trust.verify_frame(msg, at_capture_time=True)
-            except VerificationError as exc:
-                problem(seg, item.offset, h.seq, exc.reason, str(exc))
-                seen_seqs.add(h.seq)  # present, if bad: reported once, as what it is
-                if last_seq is not None and h.seq == last_seq + 1:
-                    # keep following the chain past it, so one bad frame is one finding
-                    last_seq, last_digest = h.seq, msg.digest
-                continue
-            if last_seq is not None and h.seq <= last_seq:
-                problem(
-                    seg,
-                    item.offset,
-                    h.seq,
-                    "reordered",
-                    f"frame #{h.seq} follows #{last_seq} (duplicate, swapped or inserted)",
-                )
-                continue
-            if h.prev_digest == ZERO_DIGEST:
-                if last_seq is not None:
-                    cam.chain_starts += 1
-                    report.notes.append(
-                        Finding(
-                            cam.camera,
-                            seg.name,
-                            item.offset,
-                            h.seq,
-                            "chain_start",
-                            "camera declared a new chain",
-                        )
-                    )
-            elif last_seq is not None and h.seq == last_seq + 1:
-                if not hmac.compare_digest(h.prev_digest, last_digest):
-                    problem(
-                        seg,
-                        item.offset,
-                        h.seq,
-                        "chain_break",
-                        f"frame #{h.seq} does not link to #{last_seq}",
-                    )
-            elif last_seq is not None:
-                gaps.append((seg, item.offset, h.seq, last_seq + 1, h.seq - 1))
-            last_seq, last_digest = h.seq, msg.digest
-            seen_seqs.add(h.seq)
-            cam.frames += 1
-            cam.first_seq = h.seq if cam.first_seq is None else cam.first_seq
-            cam.last_seq = h.seq
-            cam.first_time_us = cam.first_time_us or h.capture_time_us
-            cam.last_time_us = h.capture_time_us
-            epochs_used.setdefault(h.epoch_id, (seg.name, item.offset, h.seq))
-    for seg, offset, seq, first, last in gaps:
-        missing = set(range(first, last + 1))
-        for lo, hi, _ in declared:
-            missing -= set(range(lo, hi + 1))
-        # A declared gap is tied to its place in the chain: the frame after it (#seq) must
-        # start where the camera's notices end. The camera drops its oldest unacknowledged
-        # frames, so some of a notice's first frames may have reached the store before they
-        # were dropped, but never frames after the gap: a notice that reaches past the frame
-        # that follows the gap is not about this gap.
-        overhang = [(lo, hi) for lo, hi, _ in declared if lo <= last < hi]
-        if not missing and overhang:
-            lo, hi = overhang[0]
-            problem(
+            if isinstance(msg, FrameMessage):
+                audit.frame(seg.name, item.offset, msg)
+            elif isinstance(msg, GapNotice):
+                audit.gap_notice(seg.name, item.offset, msg)
+            else:
+                audit.envelope(seg.name, item.offset, msg)
+    audit.judge_gaps()
+    audit.check_envelopes()
+    return audit.cam
+
+
+class _CameraAudit:
+    """What one camera's records, read in order, say: counts, findings, its hash chain
+    (followed with the store's own ``ChainTracker``), the gaps in it and the gaps it declared."""
+
+    def __init__(
+        self, camera: str, trust: TrustedCameras, report: AuditReport, seen_seqs: set[int]
+    ) -> None:
+        self.cam = CameraReport(camera)
+        self.trust, self.report, self.seen_seqs = trust, report, seen_seqs
+        self.chain = ChainTracker()
+        self.epochs_used: dict[bytes, tuple[str, int, int]] = {}  # epoch -> first frame's place
+        self.envelopes: set[bytes] = set()
+        self.declared: list[tuple[int, int, str]] = []  # (first, last, reason) of gap notices
+        self.gaps: list[tuple[str, int, int, int, int]] = []  # (segment, offset, seq, first, last)
+
+    def problem(self, seg: str, offset: int, seq: int | None, kind: str, detail: str) -> None:
+        self.report.problems.append(Finding(self.cam.camera, seg, offset, seq, kind, detail))
+
+    def gap_notice(self, seg: str, offset: int, notice: GapNotice) -> None:
+        if notice.camera_id != self.cam.camera:  # it would hide frames of this camera
+            self.problem(
                 seg,
                 offset,
-                seq,
-                "gap",
-                f"frames #{first}..#{last} are missing; the gap "
-                f"notice #{lo}..#{hi} covering them reaches past frame #{seq}, which is "
-                "archived: it does not declare this gap",
+                notice.first_seq,
+                "wrong_camera",
+                f"gap notice of camera {notice.camera_id!r} "
+                f"(#{notice.first_seq}..#{notice.last_seq}) in the folder of "
+                f"{self.cam.camera!r}: not counted",
             )
-            continue
-        if missing:
-            problem(
+            return
+        try:
+            self.trust.verify_gap(notice, at_creation_time=True)
+        except VerificationError as exc:
+            self.problem(seg, offset, notice.first_seq, exc.reason, str(exc))
+            return
+        self.declared.append((notice.first_seq, notice.last_seq, notice.reason.name.lower()))
+
+    def envelope(self, seg: str, offset: int, env: KeyEnvelope) -> None:
+        if env.camera_id != self.cam.camera:
+            self.problem(
                 seg,
                 offset,
-                seq,
-                "gap",
-                f"frames #{first}..#{last} are missing"
-                + (
-                    f" ({last - first + 1 - len(missing)} of them declared dropped by the camera)"
-                    if len(missing) < last - first + 1
-                    else ""
-                ),
+                None,
+                "wrong_camera",
+                f"key envelope of camera {env.camera_id!r} (epoch "
+                f"{env.body.epoch_id.hex()[:8]}) in the folder of {self.cam.camera!r}: "
+                "not counted",
             )
-        else:
-            report.notes.append(
+            return
+        try:
+            self.trust.verify_envelope(env, at_creation_time=True)
+        except VerificationError as exc:
+            self.problem(seg, offset, None, exc.reason, str(exc))
+            return
+        self.cam.envelopes += 1
+        self.envelopes.add(env.body.epoch_id)
+
+    def frame(self, seg: str, offset: int, msg: FrameMessage) -> None:
+        h = msg.header
+        if msg.camera_id != self.cam.camera:
+            self.problem(
+                seg,
+                offset,
+                h.seq,
+                "wrong_camera",
+                f"frame of camera {msg.camera_id!r} in the folder of {self.cam.camera!r}",
+            )
+            return
+        last = self.chain.last(msg.camera_id)
+        last_seq = -1 if last is None else last.seq  # -1: no frame before this one
+        try:
+            self.trust.verify_frame(msg, at_capture_time=True)
+        except VerificationError as exc:
+            self.problem(seg, offset, h.seq, exc.reason, str(exc))
+            self.seen_seqs.add(h.seq)  # present, if bad: reported once, as what it is
+            if last is not None and h.seq == last_seq + 1:
+                # keep following the chain past it, so one bad frame is one finding
+                self.chain.accept(msg)
+            return
+        link = self.chain.classify(msg)
+        if link is ChainLink.REPLAY:
+            self.problem(
+                seg,
+                offset,
+                h.seq,
+                "reordered",
+                f"frame #{h.seq} follows #{last_seq} (duplicate, swapped or inserted)",
+            )
+            return
+        if link is ChainLink.CHAIN_START:
+            self.cam.chain_starts += 1
+            self.report.notes.append(
                 Finding(
-                    cam.camera,
-                    seg.name,
+                    self.cam.camera,
+                    seg,
+                    offset,
+                    h.seq,
+                    ChainLink.CHAIN_START,
+                    "camera declared a new chain",
+                )
+            )
+        elif link is ChainLink.CHAIN_BREAK:  # reported, and followed on: one finding each
+            self.problem(
+                seg,
+                offset,
+                h.seq,
+                ChainLink.CHAIN_BREAK,
+                f"frame #{h.seq} does not link to #{last_seq}",
+            )
+        elif link is ChainLink.GAP:
+            self.gaps.append((seg, offset, h.seq, last_seq + 1, h.seq - 1))
+        self.chain.accept(msg)
+        self._count(seg, offset, msg)
+
+    def _count(self, seg: str, offset: int, msg: FrameMessage) -> None:
+        h, cam = msg.header, self.cam
+        self.seen_seqs.add(h.seq)
+        cam.frames += 1
+        cam.first_seq = h.seq if cam.first_seq is None else cam.first_seq
+        cam.last_seq = h.seq
+        cam.first_time_us = cam.first_time_us or h.capture_time_us
+        cam.last_time_us = h.capture_time_us
+        self.epochs_used.setdefault(h.epoch_id, (seg, offset, h.seq))
+
+    def judge_gaps(self) -> None:
+        """Each gap in the chain is a problem unless signed gap notices declare all of it."""
+        for seg, offset, seq, first, last in self.gaps:
+            missing = set(range(first, last + 1))
+            for lo, hi, _ in self.declared:
+                missing -= set(range(lo, hi + 1))
+            # A declared gap is tied to its place in the chain: the frame after it (#seq) must
+            # start where the camera's notices end. The camera drops its oldest unacknowledged
+            # frames, so some of a notice's first frames may have reached the store before they
+            # were dropped, but never frames after the gap: a notice that reaches past the frame
+            # that follows the gap is not about this gap.
+            overhang = [(lo, hi) for lo, hi, _ in self.declared if lo <= last < hi]
+            if not missing and overhang:
+                lo, hi = overhang[0]
+                self.problem(
+                    seg,
                     offset,
                     seq,
-                    "declared_gap",
-                    f"frames #{first}..#{last} were dropped by the camera "
-                    "itself (signed gap notice)",
+                    ChainLink.GAP,
+                    f"frames #{first}..#{last} are missing; the gap "
+                    f"notice #{lo}..#{hi} covering them reaches past frame #{seq}, which is "
+                    "archived: it does not declare this gap",
                 )
-            )
-    for epoch, (seg_name, offset, seq) in epochs_used.items():
-        if epoch not in envelopes:
-            report.problems.append(
-                Finding(
-                    cam.camera,
-                    seg_name,
+            elif missing:
+                declared = last - first + 1 - len(missing)
+                self.problem(
+                    seg,
+                    offset,
+                    seq,
+                    ChainLink.GAP,
+                    f"frames #{first}..#{last} are missing"
+                    + (f" ({declared} of them declared dropped by the camera)" if declared else ""),
+                )
+            else:
+                self.report.notes.append(
+                    Finding(
+                        self.cam.camera,
+                        seg,
+                        offset,
+                        seq,
+                        "declared_gap",
+                        f"frames #{first}..#{last} were dropped by the camera "
+                        "itself (signed gap notice)",
+                    )
+                )
+
+    def check_envelopes(self) -> None:
+        """Every epoch a frame was encrypted in needs its key envelope in the archive."""
+        for epoch, (seg, offset, seq) in self.epochs_used.items():
+            if epoch not in self.envelopes:
+                self.problem(
+                    seg,
                     offset,
                     seq,
                     "missing_envelope",
                     f"no key envelope for epoch {epoch.hex()[:8]}",
                 )
-            )
-    return cam
 
 
 def format_report(report: AuditReport, verdict: bool = True) -> str:
@@ -415,7 +423,7 @@ def format_report(report: AuditReport, verdict: bool = True) -> str:
     lines = [f"archive {report.archive}"]
     for cam in report.cameras:
         span = ""
-        if cam.first_time_us is not None:
+        if cam.first_time_us is not None and cam.last_time_us is not None:
             span = f", {(cam.last_time_us - cam.first_time_us) / 1e6:.1f} s of video"
         lines.append(
             f"  camera {cam.camera}: {cam.frames} frame(s) #{cam.first_seq}..#"

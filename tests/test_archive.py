@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 from veilcam.common.format import KIND_ENVELOPE, KIND_FRAME
-from veilcam.store_node.archive import Archive
-from veilcam.store_node.audit import audit_archive
-from veilcam.store_node.segments import (
+from veilcam.common.segments import (
     RECORD_HEAD,
     encode_record,
     list_segments,
     scan_segment,
     segment_header,
 )
+from veilcam.store_node.archive import Archive
+from veilcam.store_node.audit import audit_archive
 
 from tests.factory import Camera
 
@@ -183,7 +183,7 @@ def test_segments_roll_over_at_size_limit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", [KIND_FRAME, KIND_ENVELOPE])
 def test_record_codec_round_trip(kind: bytes) -> None:
-    from veilcam.store_node.segments import decode_body
+    from veilcam.common.segments import decode_body
 
     parts = [b"a", b"", b"xyz" * 100]
     rec = encode_record(kind, parts)

@@ -21,7 +21,7 @@ from veilcam.common.format import (
     ZoneClass,
 )
 from veilcam.common.imagecodec import decode_image
-from veilcam.common.signing import ChainTracker
+from veilcam.common.signing import ChainLink, ChainTracker, RejectReason
 from veilcam.common.zonecrypt import BLOCK_LEN, counter_block, decrypt_zone, encrypt_zone
 
 from tests.factory import Camera, textured
@@ -186,6 +186,24 @@ def test_replayed_and_reordered_frames_rejected_by_chain() -> None:
         chain.check(frames[1])
     assert err.value.reason == "replay"
     assert chain.check(frames[3]) == "gap"
+
+
+def test_chain_links_are_classified_in_the_order_replay_start_next_or_fork_gap() -> None:
+    cam = Camera()
+    frames = [cam.frame() for _ in range(3)]
+    chain = ChainTracker()
+    assert chain.classify(frames[0]) is ChainLink.FIRST
+    chain.accept(frames[0])
+    assert chain.classify(frames[0]) is ChainLink.REPLAY  # classify never raises
+    assert chain.classify(frames[2]) is ChainLink.GAP
+    cam.prev = bytes(32)  # the camera restarts without state: a new chain, at a higher seq
+    restart = cam.frame()
+    assert chain.classify(restart) is ChainLink.CHAIN_START
+    fork = Camera()
+    fork.key, fork.camera_id, fork.seq, fork.prev = cam.key, cam.camera_id, 1, bytes(31) + b"\x01"
+    assert chain.classify(fork.frame()) is ChainLink.CHAIN_BREAK
+    # the values are the strings logs, metrics labels and reports always showed
+    assert ChainLink.CHAIN_START == "chain_start" and RejectReason.CHAIN_BREAK == "chain_break"
 
 
 def test_fork_with_same_seq_successor_breaks_chain() -> None:

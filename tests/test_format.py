@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from veilcam.camera_node.protect import sign_gap_notice
 from veilcam.common.errors import FormatError
 from veilcam.common.format import (
     Ack,
@@ -12,6 +13,8 @@ from veilcam.common.format import (
     FrameHeader,
     FrameMessage,
     KeyEnvelope,
+    decode_message,
+    decode_message_body,
     message_from_parts,
 )
 
@@ -38,6 +41,32 @@ def test_envelope_round_trip() -> None:
 def test_ack_round_trip() -> None:
     ack = Ack(AckStatus.REJECTED, b"F", 42, "cam1", "bad_signature")
     assert Ack.from_parts(ack.to_parts()) == ack
+
+
+def test_each_kind_decodes_to_its_class_and_acks_name_it_by_its_ack_key() -> None:
+    cam = Camera()
+    env, frame = cam.envelope(), cam.frame()
+    notice = sign_gap_notice(cam.key, "cam1", 3, 5)
+    assert frame.ack_key == (b"F", frame.header.seq)
+    assert env.ack_key == (b"K", env.body.epoch_id)
+    assert notice.ack_key == (b"G", 3)
+    for msg in (frame, env, notice):
+        parts = msg.to_parts()
+        assert parts[0] == b"cam1\x00" + msg.kind
+        assert type(decode_message(parts)) is type(msg)
+        assert decode_message(parts).ack_key == msg.ack_key
+        assert decode_message_body(msg.kind, msg.body_parts()).ack_key == msg.ack_key
+        ack = Ack.from_parts(Ack.for_message(msg, AckStatus.REJECTED, "why").to_parts())
+        assert ack.key == msg.ack_key and ack.reason == "why"
+    assert Ack.for_message(env, AckStatus.STORED).seq == 0
+    assert Ack.for_message(frame, AckStatus.STORED).describe() == "frame cam1#0"
+    assert Ack.for_message(notice, AckStatus.STORED).describe() == "gap notice cam1#3"
+    assert (
+        Ack.for_message(env, AckStatus.STORED).describe()
+        == f"key envelope cam1/{env.body.epoch_id.hex()[:8]}"
+    )
+    with pytest.raises(FormatError, match="unknown message kind"):
+        decode_message_body(b"Z", frame.body_parts())
 
 
 @pytest.mark.parametrize(

@@ -25,11 +25,7 @@ def add_user(home: Home, name: str, password: str) -> Path:
         raise VeilcamError(f"user {name!r} already exists in {home.root}")
     check_password_strength(password, name)  # WeakPasswordError says what to change
     ks = create_keystore(home.keystore_path(name), name, password)
-    accounts = AccountStore(home.accounts_path, home.account_secret())
-    try:
-        accounts.register(name, ks.login_secret, json.dumps(ks.doc))
-    finally:
-        accounts.close()
+    AccountStore.add_account(home, name, ks.login_secret, json.dumps(ks.doc))
     ca_key = home.ca_key()
     for camera in [c.name for c in home.node_identities("camera")]:
         write_grant(
@@ -51,16 +47,11 @@ def user_public_keys(home: Home, name: str, key_id: str | None = None) -> tuple[
     registered the name first, or by the store itself: it is used only if ``key_id`` (which
     'veilcam register' shows the user) matches it.
     """
+    doc: dict | None
     if home.keystore_path(name).exists():
         doc = parse_keystore(home.keystore_path(name).read_text())
     else:
-        doc = None
-        if home.accounts_path.exists():
-            accounts = AccountStore(home.accounts_path, home.account_secret())
-            try:
-                doc = accounts.keystore(name)
-            finally:
-                accounts.close()
+        doc = AccountStore.keystore_in(home, name)
         if doc is None:
             raise VeilcamError(
                 f"no user {name!r} in {home.root}: a grant needs the user's public keys, and "
@@ -181,8 +172,6 @@ def change_password(home: Home, name: str, old_password: str, new_password: str)
     """Re-seal ``name``'s keystore in this home under a new password (same keys, so every
     grant and every archived epoch stays open to them). The store's account is not changed:
     the store has no query for it yet (docs/GUIDE.md, 'Users')."""
-    import json as _json
-
     from veilcam.common.secretfiles import write_secret
 
     path = home.keystore_path(name)
@@ -190,7 +179,7 @@ def change_password(home: Home, name: str, old_password: str, new_password: str)
         raise VeilcamError(f"no keystore of user {name!r} in {home.root} ({path})")
     doc = parse_keystore(path.read_text("utf-8"), f"keystore {path}")
     new = reseal_keystore(doc, old_password, new_password)
-    write_secret(path, (_json.dumps(new, indent=2) + "\n").encode("utf-8"))
+    write_secret(path, (json.dumps(new, indent=2) + "\n").encode("utf-8"))
     return path
 
 

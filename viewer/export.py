@@ -16,22 +16,70 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import cv2
+import numpy as np
 from veilcam.common.errors import VeilcamError
-from veilcam.common.format import KIND_ENVELOPE, KIND_FRAME
+from veilcam.common.format import KeyEnvelope
 from veilcam.common.home import Home
 from veilcam.common.keywrap import Identity
 from veilcam.common.pki import ca_fingerprint, load_cert
 from veilcam.common.progress import Progress
 from veilcam.common.secretfiles import sha256_file, write_atomic
-from veilcam.store_node.segments import encode_record, segment_header
+from veilcam.common.segments import encode_record, segment_file_name, segment_header
 from veilcam.viewer.playback import ArchiveReader
 from veilcam.viewer.render import render
 from veilcam.viewer.unlock import Unlocker
 
 log = logging.getLogger("veilcam.export")
+
+BUNDLE_FORMAT = "veilcam-evidence-bundle-v1"
+
+
+class ExportState(StrEnum):
+    """Where an export started from the browser viewer stands (the ``state`` of
+    ``GET /api/export/ID``, which the page's script compares with these strings)."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass
+class _Written:
+    """What went into the video and the bundle's segment."""
+
+    frames: int = 0  # in the video (verified)
+    epochs: list[bytes] = field(default_factory=list)
+    problems: int = 0  # frames that did not verify: in the segment, not in the video
+    first_us: int | None = None
+    last_us: int | None = None
+
+
+class _Video:
+    """The MP4, opened at the first frame shown, at that frame's size."""
+
+    FPS = 30.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: cv2.VideoWriter | None = None
+
+    def add(self, image: np.ndarray, width: int, height: int) -> None:
+        if self.writer is None:
+            self.writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.FPS, (width, height)
+            )
+            if not self.writer.isOpened():
+                raise VeilcamError(f"cannot write the video {self.path}")
+        self.writer.write(image)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
 
 
 def export(
@@ -54,64 +102,97 @@ def export(
     reader = ArchiveReader(home, camera, from_us)
     unlocker = Unlocker(identity, reader.envelope) if identity else None
     total = reader.count_between(from_us, to_us)
-    segment = bundle / "archive" / "segments" / camera / "00000001.vseg"
+    segment = bundle / "archive" / "segments" / camera / segment_file_name(1)
     segment.parent.mkdir(parents=True)
-    writer = None
-    frames, epochs, problems = 0, [], 0
-    first_us = last_us = None
+    video = _Video(out)
     bar = Progress("export", total, "frames")  # on a terminal; else a log line per 10 s
+
+    def progress(frames: int) -> None:
+        bar.update(frames)
+        if on_progress is not None:
+            on_progress(frames, total)
+
     complete = False
     try:
-        with open(segment, "wb") as seg:
-            seg.write(segment_header(camera))
-            for got in reader.frames():
-                h = got.msg.header
-                if h.capture_time_us > to_us:
-                    break
-                if not got.verified:
-                    problems += 1
-                    log.warning(
-                        "frame #%d does not verify (%s): left out of the video, kept in "
-                        "the bundle for the record",
-                        h.seq,
-                        got.problem,
-                    )
-                if h.epoch_id not in epochs:
-                    epochs.append(h.epoch_id)
-                    env_parts = reader.envelope_parts(camera, h.epoch_id)
-                    if env_parts is not None:
-                        seg.write(encode_record(KIND_ENVELOPE, env_parts))
-                seg.write(encode_record(KIND_FRAME, got.msg.body_parts()))
-                if not got.verified:
-                    continue
-                shown = render(got.msg, unlocker)
-                if writer is None:
-                    fps = 30.0
-                    writer = cv2.VideoWriter(
-                        str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (h.width, h.height)
-                    )
-                    if not writer.isOpened():
-                        raise VeilcamError(f"cannot write the video {out}")
-                writer.write(shown.image)
-                frames += 1
-                first_us = first_us if first_us is not None else h.capture_time_us
-                last_us = h.capture_time_us
-                bar.update(frames)
-                if on_progress is not None:
-                    on_progress(frames, total)
+        written = _write_range(reader, camera, to_us, segment, video, unlocker, progress)
         complete = True
     finally:
         reader.close()
-        if writer is not None:
-            writer.release()
+        video.close()
         bar.close()
         if not complete:  # leave nothing half-written that would block a retry
             shutil.rmtree(bundle, ignore_errors=True)
             out.unlink(missing_ok=True)
-    if frames == 0:
+    if written.frames == 0:
         shutil.rmtree(bundle, ignore_errors=True)
         out.unlink(missing_ok=True)
         raise VeilcamError(f"no frames of camera {camera!r} between those times in the archive")
+    _copy_identities(home, bundle)
+    write_atomic(bundle / "config" / "store.toml", b'[archive]\npath = "archive"\n')
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "camera": camera,
+        "from_us": written.first_us,
+        "to_us": written.last_us,
+        "frames": written.frames,
+        "epochs": len(written.epochs),
+        "frames_failing_verification": written.problems,
+        "unlocked_for": identity.name if identity else None,
+        "video": {"file": out.name, "sha256": sha256_file(out)},
+        "segment": {"file": str(segment.relative_to(bundle)), "sha256": sha256_file(segment)},
+        "ca_sha256": ca_fingerprint(load_cert(bundle / "identities" / "ca" / "ca.crt")),  # DER
+        "exported_at_us": time.time_ns() // 1000,
+    }
+    write_atomic(bundle / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+def _write_range(
+    reader: ArchiveReader,
+    camera: str,
+    to_us: int,
+    segment: Path,
+    video: _Video,
+    unlocker: Unlocker | None,
+    progress: Callable[[int], None],
+) -> _Written:
+    """Every frame the reader gives up to ``to_us`` into the segment, byte for byte as
+    archived (after the key envelope of its epoch, the first time it is met); the verified
+    ones also into the video."""
+    written = _Written()
+    with open(segment, "wb") as seg:
+        seg.write(segment_header(camera))
+        for got in reader.frames():
+            h = got.msg.header
+            if h.capture_time_us > to_us:
+                break
+            if h.epoch_id not in written.epochs:
+                written.epochs.append(h.epoch_id)
+                env_parts = reader.envelope_parts(camera, h.epoch_id)
+                if env_parts is not None:
+                    seg.write(encode_record(KeyEnvelope.kind, env_parts))
+            seg.write(encode_record(got.msg.kind, got.msg.body_parts()))
+            if not got.verified:
+                written.problems += 1
+                log.warning(
+                    "frame #%d does not verify (%s): left out of the video, kept in "
+                    "the bundle for the record",
+                    h.seq,
+                    got.problem,
+                )
+                continue
+            video.add(render(got.msg, unlocker).image, h.width, h.height)
+            written.frames += 1
+            written.first_us = (
+                written.first_us if written.first_us is not None else h.capture_time_us
+            )
+            written.last_us = h.capture_time_us
+            progress(written.frames)
+    return written
+
+
+def _copy_identities(home: Home, bundle: Path) -> None:
+    """The CA certificate, the CRL and the camera certificates (no store's or viewer's)."""
     ids = bundle / "identities"
     (ids / "ca").mkdir(parents=True)
     shutil.copy2(home.ca_cert_path, ids / "ca" / "ca.crt")
@@ -122,23 +203,6 @@ def export(
         ids / "certs",
         ignore=lambda d, names: [n for n in names if n.startswith(("store-", "viewer-"))],
     )
-    write_atomic(bundle / "config" / "store.toml", b'[archive]\npath = "archive"\n')
-    manifest = {
-        "format": "veilcam-evidence-bundle-v1",
-        "camera": camera,
-        "from_us": first_us,
-        "to_us": last_us,
-        "frames": frames,
-        "epochs": len(epochs),
-        "frames_failing_verification": problems,
-        "unlocked_for": identity.name if identity else None,
-        "video": {"file": out.name, "sha256": sha256_file(out)},
-        "segment": {"file": str(segment.relative_to(bundle)), "sha256": sha256_file(segment)},
-        "ca_sha256": ca_fingerprint(load_cert(ids / "ca" / "ca.crt")),  # of the DER
-        "exported_at_us": time.time_ns() // 1000,
-    }
-    write_atomic(bundle / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
-    return manifest
 
 
 def video_coverage_note(bundle: Path) -> str:

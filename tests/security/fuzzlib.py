@@ -52,14 +52,14 @@ from veilcam.common.format import (
 )
 from veilcam.common.grants import SignedGrant, verify_grant
 from veilcam.common.pki import CertificateAuthority, load_cert
-from veilcam.common.signing import TrustedCameras
-from veilcam.store_node.segments import (
+from veilcam.common.segments import (
     Record,
     ScanProblem,
     read_record,
     read_segment_header,
     scan_segment,
 )
+from veilcam.common.signing import TrustedCameras
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 KEYS = CORPUS / "keys"

@@ -34,7 +34,7 @@ from veilcam.common.format import (
 from veilcam.common.grants import sign_grant
 from veilcam.common.keywrap import Grant, Recipient
 from veilcam.common.pki import create_ca
-from veilcam.store_node.segments import encode_record, segment_header
+from veilcam.common.segments import encode_record, segment_header
 
 from tests.factory import Camera, textured
 from tests.security.fuzzlib import CAMERA_ID, CORPUS, KEYS, encode_parts

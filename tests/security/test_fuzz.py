@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from veilcam.common.errors import ArchiveError
+from veilcam.common.segments import MAX_RECORD_BYTES, ScanProblem, scan_segment, segment_header
 from veilcam.store_node.archive import Archive
 from veilcam.store_node.audit import audit_archive
-from veilcam.store_node.segments import MAX_RECORD_BYTES, ScanProblem, scan_segment, segment_header
 
 from tests.security import fuzzlib
 from tests.security.fuzzlib import CORPUS, TARGETS, entries, inputs, run_target

@@ -25,9 +25,9 @@ from veilcam.camera_node.redact import make_redactor
 from veilcam.common.format import KIND_ENVELOPE, KIND_FRAME, KIND_GAP, FrameMessage
 from veilcam.common.home import Home
 from veilcam.common.secretfiles import sha256_file
+from veilcam.common.segments import encode_record, segment_header
 from veilcam.common.signing import load_signing_key
 from veilcam.store_node.archive import Archive
-from veilcam.store_node.segments import encode_record, segment_header
 
 from tests.conftest import SAMPLE_CLIP, make_home, run_cli
 from tests.factory import Camera, textured
@@ -197,7 +197,7 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
     archive.close()
     seg_a = next((home.archive_dir() / "segments" / "cam1").glob("*.vseg"))
     seg_b = next((home.archive_dir() / "segments" / "cam2").glob("*.vseg"))
-    from veilcam.store_node.segments import scan_segment
+    from veilcam.common.segments import scan_segment
 
     b_records = {
         rec.kind: seg_b.read_bytes()[rec.offset : rec.offset + rec.length]

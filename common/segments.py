@@ -1,13 +1,18 @@
-"""Append-only segment files: the archive's on-disk record format (docs/FORMAT.md, "Archive").
+"""Segment files: the archive's on-disk record format (docs/FORMAT.md, "Archive on disk").
 
     segment = "VSEG" | version u8 | camera_id_len u8 | camera_id
               | record*
     record  = body_len u32 | crc32(body) u32 | body
-    body    = kind u8 ('F' frame, 'K' key envelope) | part_count u16 | (part_len u32 | part)*
+    body    = kind u8 ('F' frame, 'K' key envelope, 'G' gap notice)
+              | part_count u16 | (part_len u32 | part)*
 
 A record holds a verified message's body parts exactly as received (header, signature, image,
-zone ciphertexts; or envelope body and signature), so the archive can be re-verified byte for
-byte. The CRC finds torn writes and bit rot; authenticity comes from the signatures.
+zone ciphertexts; or envelope body and signature; or gap notice body and signature), so the
+archive can be re-verified byte for byte. The CRC finds torn writes and bit rot; authenticity
+comes from the signatures.
+
+The format is shared: the store writes segments (store_node.archive: appending, rotation,
+retention), ``veilcam verify`` reads them, and the viewer's evidence export writes one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from veilcam.common.errors import ArchiveError, FormatError
 from veilcam.common.format import pack_parts, unpack_parts, validate_camera_id
@@ -26,6 +32,11 @@ SEGMENT_MAGIC = b"VSEG"
 SEGMENT_VERSION = 1
 RECORD_HEAD = struct.Struct(">II")
 MAX_RECORD_BYTES = 256 * 2**20
+
+
+def segment_file_name(number: int) -> str:
+    """The name of a camera's ``number``-th segment file (1, 2, ...): ``00000001.vseg``."""
+    return f"{number:08d}.vseg"
 
 
 def segment_header(camera_id: str) -> bytes:
@@ -56,7 +67,7 @@ class ScanProblem:
     detail: str
 
 
-def read_segment_header(fh, path: Path) -> tuple[str, int]:
+def read_segment_header(fh: BinaryIO, path: Path) -> tuple[str, int]:
     head = fh.read(6)
     if len(head) < 6 or head[:4] != SEGMENT_MAGIC:
         raise ArchiveError(f"{path} is not a veilcam segment (bad magic)")
