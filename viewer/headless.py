@@ -22,7 +22,7 @@ from veilcam.viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
 from veilcam.viewer.playback import ArchiveReader
 from veilcam.viewer.private import private_umask
 from veilcam.viewer.render import describe, render
-from veilcam.viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, TrustReloader
+from veilcam.viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, watch_trust
 from veilcam.viewer.unlock import Unlocker, no_grant_reason
 
 log = logging.getLogger("veilcam.viewer")
@@ -152,7 +152,7 @@ def _open_source(
         where = f"the archive of {cameras[0]} from {from_us / 1e6:.3f}"
         return _Source(reader.frames(), reader.envelope, reader.close, where, None)
     client = RelayClient(home, cameras)
-    reloader = TrustReloader(home, client)
+    reloader = watch_trust(home, client)
     freshness = Freshness.measured(home, max_age_s)
     deadline = time.monotonic() + timeout_s
 

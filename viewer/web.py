@@ -33,13 +33,13 @@ from veilcam.common.errors import KeystoreError, TransportError, VeilcamError
 from veilcam.common.home import Home, check_user_name
 from veilcam.common.lifecycle import StopFlag
 from veilcam.viewer.client import ReceivedFrame, RelayClient
-from veilcam.viewer.export import export
+from veilcam.viewer.export import ExportState, export
 from veilcam.viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
 from veilcam.viewer.login import LOGIN_FAILED, login
 from veilcam.viewer.playback import ArchiveReader, parse_time
 from veilcam.viewer.private import make_private, private_dir, private_umask
 from veilcam.viewer.render import describe, render
-from veilcam.viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, TrustReloader
+from veilcam.viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, watch_trust
 from veilcam.viewer.unlock import Unlocker, no_grant_reason
 
 log = logging.getLogger("veilcam.web")
@@ -74,7 +74,7 @@ class FrameHub:
         self.counter = 0
         self.max_age_s = max_age_s
         self.freshness = Freshness(max_age_s)  # until the store's clock is measured
-        self.reloader = TrustReloader(home, self.client)
+        self.reloader = watch_trust(home, self.client)
         self.thread = threading.Thread(target=self._run, name="relay", daemon=True)
 
     def _run(self) -> None:
@@ -206,7 +206,7 @@ class ExportJob:
     camera: str
     video: Path
     owner: str = ""  # the session token that started an unlocked export ("" for redacted)
-    state: str = "running"  # running | done | failed
+    state: ExportState = ExportState.RUNNING
     done: int = 0
     total: int = 0
     error: str = ""
@@ -221,7 +221,7 @@ class ExportJob:
             "total": self.total,
             "error": self.error,
             "file": str(self.video),
-            "bundle": str(self.video) + ".bundle" if self.state == "done" else "",
+            "bundle": str(self.video) + ".bundle" if self.state == ExportState.DONE else "",
             "frames": self.manifest.get("frames", 0),
             "unlocked_for": self.manifest.get("unlocked_for"),
         }
@@ -251,7 +251,7 @@ class Exports:
         job = ExportJob(secrets.token_urlsafe(12), camera, video, owner if identity else "")
         with self._lock:
             if len(self.jobs) >= self.MAX_KEPT:
-                finished = [j for j in self.jobs.values() if j.state != "running"]
+                finished = [j for j in self.jobs.values() if j.state != ExportState.RUNNING]
                 for old in finished[: len(self.jobs) - self.MAX_KEPT + 1]:
                     del self.jobs[old.job_id]
             self.jobs[job.job_id] = job
@@ -275,12 +275,12 @@ class Exports:
                 make_private(job.video)
                 make_private(job.video.with_name(job.video.name + ".bundle"))
                 job.done = job.total = job.manifest["frames"]
-                job.state = "done"
+                job.state = ExportState.DONE
                 log.info(
                     "exported %d frame(s) of %s to %s (+ .bundle)", job.done, job.camera, job.video
                 )
             except (VeilcamError, OSError) as exc:
-                job.error, job.state = str(exc), "failed"
+                job.error, job.state = str(exc), ExportState.FAILED
                 log.warning("export of %s failed: %s", job.camera, exc)
 
     def get(self, job_id: str) -> ExportJob | None:
@@ -577,7 +577,7 @@ class Handler(BaseHTTPRequestHandler):
         """/exports/JOB/video.mp4 or /exports/JOB/bundle.zip of a finished export."""
         job_id, _, what = rest.partition("/")
         job = self._own_job(job_id)
-        if job is None or job.state != "done" or what not in ("video.mp4", "bundle.zip"):
+        if job is None or job.state != ExportState.DONE or what not in ("video.mp4", "bundle.zip"):
             self._json(404, {"error": "no such finished export"})
             return
         if what == "video.mp4":
