@@ -2,6 +2,8 @@
 
 The store serves grant documents; the camera trusts only those signed by the deployment CA
 (common.grants.GrantBook), so a compromised store can withhold but not add a recipient.
+Requests and answers are built and parsed by ``common.query``; the socket stays this
+module's own, non-blocking (the camera's loop polls it between frames).
 The last good set is cached in the camera's state folder, so a camera that starts while the
 store is down still seals its first epoch to the right people.
 """
@@ -16,6 +18,14 @@ from pathlib import Path
 import zmq
 from veilcam.common.grants import GrantBook
 from veilcam.common.keywrap import Grant
+from veilcam.common.query import (
+    Command,
+    ErrorReply,
+    GrantsReply,
+    GrantsRequest,
+    QueryError,
+    decode_reply,
+)
 from veilcam.common.secretfiles import write_atomic
 from veilcam.common.transport import HandshakeWatch, make_client
 
@@ -56,7 +66,7 @@ class GrantSync:
         self.watch.check()  # a refused handshake is a clear error...
         try:  # ...and never a send that blocks forever: after a failed handshake libzmq may
             # drop the connection for good, and a DEALER without one blocks (ignoring SIGTERM)
-            self.sock.send_multipart([b"GRANTS", self.book.camera_id.encode()], zmq.NOBLOCK)
+            self.sock.send_multipart(GrantsRequest(self.book.camera_id).to_frames(), zmq.NOBLOCK)
         except zmq.Again:
             log.debug("no connection to the store's query socket to ask for grants")
         self._asked_at = time.monotonic()
@@ -86,15 +96,19 @@ class GrantSync:
             self._ask()
         return changed
 
-    def _take(self, reply: list[bytes]) -> bool:
+    def _take(self, frames: list[bytes]) -> bool:
         self._waiting = False
-        if not reply or reply[0] != b"OK":
-            log.warning(
-                "store refused the grant list: %s",
-                reply[1].decode(errors="replace") if len(reply) > 1 else "?",
-            )
+        try:
+            reply = decode_reply(Command.GRANTS, frames)
+        except QueryError as exc:
+            log.warning("store sent a malformed grant list: %s", exc)
             return False
-        changed = self.book.update(reply[1:])
+        if isinstance(reply, ErrorReply):
+            log.warning("store refused the grant list: %s", reply.reason)
+            return False
+        if not isinstance(reply, GrantsReply):  # decode_reply answers GRANTS with one
+            return False
+        changed = self.book.update(reply.documents)
         documents = self.book.documents()
         if documents != self._cached:
             write_atomic(self.cache_path, json.dumps([d.decode() for d in documents]).encode())

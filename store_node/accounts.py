@@ -129,6 +129,44 @@ class AccountStore:
         row = self.db.execute("SELECT keystore FROM accounts WHERE name=?", (name,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def change_password(
+        self, name: str, old_login_secret: bytes, new_login_secret: bytes, keystore_json: str
+    ) -> bool:
+        """Replace ``name``'s login verifier and keystore, if ``old_login_secret`` is right
+        (False otherwise, after the same work as a log-in). The new keystore must be the
+        user's and hold the same public keys: a password change re-seals the keys, it never
+        swaps them (grants name the keys). Raises VeilcamError for a keystore that is not."""
+        doc = parse_keystore(keystore_json, f"new keystore of {name!r}")
+        if doc["user"] != name:
+            raise VeilcamError("the keystore belongs to another user name")
+        if len(new_login_secret) != 32:
+            raise VeilcamError("login secret must be 32 bytes")
+        with self._lock:
+            row = self.db.execute(
+                "SELECT verifier, verifier_salt, keystore FROM accounts WHERE name=?", (name,)
+            ).fetchone()
+            if row is None:
+                hmac.compare_digest(_verifier(old_login_secret, b"decoy salt 16 b."), self._decoy)
+                return False
+            if not hmac.compare_digest(_verifier(old_login_secret, bytes(row[1])), bytes(row[0])):
+                return False
+            old = json.loads(row[2])
+            if (doc["public_key"], doc["pq_public_key"]) != (
+                old["public_key"],
+                old["pq_public_key"],
+            ):
+                raise VeilcamError(
+                    "the new keystore holds other keys than the account's: a password change "
+                    "re-seals the same keys (register a new user for new keys)"
+                )
+            salt = os.urandom(16)
+            changed = self.db.execute(
+                "UPDATE accounts SET verifier=?, verifier_salt=?, keystore=? "
+                "WHERE name=? AND verifier=?",
+                (_verifier(new_login_secret, salt), salt, keystore_json, name, bytes(row[0])),
+            ).rowcount
+        return changed == 1
+
 
 @dataclass
 class _Failures:
@@ -177,3 +215,55 @@ class LoginLimiter:
         s.count += 1
         if s.count > self.SOURCE_MAX_FAILURES:
             s.locked_until = now + self.SOURCE_WINDOW_S
+
+
+class LoginRefused(VeilcamError):
+    """A log-in or password change refused; ``reason`` is the counter it goes to
+    (``login_failed``, ``login_rate_limited``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AccountGate:
+    """What the store's LOGIN and PASSWD queries do with an account: check the login secret
+    under the same rate limit (``LoginLimiter``: per user and per source address), then
+    answer the keystore or change the password. A wrong secret and an unknown user are
+    refused alike."""
+
+    def __init__(self, accounts: AccountStore, limiter: LoginLimiter | None = None) -> None:
+        self.accounts = accounts
+        self.limiter = limiter or LoginLimiter()
+
+    def _check_rate(self, name: str, source: str) -> None:
+        wait = self.limiter.retry_after(name, source)
+        if wait > 0:
+            raise LoginRefused(
+                "login_rate_limited", f"too many failed log-ins; try again in {wait:.0f} s"
+            )
+
+    def login(self, name: str, login_secret: bytes, source: str) -> str:
+        """The sealed keystore (JSON); LoginRefused if refused."""
+        self._check_rate(name, source)
+        keystore = self.accounts.check_login(name, login_secret)
+        self.limiter.record(name, source, keystore is not None)
+        if keystore is None:
+            raise LoginRefused("login_failed", LOGIN_FAILED)
+        return keystore
+
+    def change_password(
+        self,
+        name: str,
+        old_login_secret: bytes,
+        new_login_secret: bytes,
+        keystore_json: str,
+        source: str,
+    ) -> None:
+        """Replace the verifier and keystore; LoginRefused for a wrong old secret (counted as
+        a failed log-in), VeilcamError for a keystore that is not this account's."""
+        self._check_rate(name, source)
+        ok = self.accounts.change_password(name, old_login_secret, new_login_secret, keystore_json)
+        self.limiter.record(name, source, ok)
+        if not ok:
+            raise LoginRefused("login_failed", LOGIN_FAILED)

@@ -25,7 +25,6 @@ from veilcam.common.errors import (
     ArchiveError,
     FormatError,
     IdentityError,
-    VeilcamError,
     VerificationError,
 )
 from veilcam.common.format import (
@@ -39,12 +38,12 @@ from veilcam.common.format import (
     GapNotice,
     KeyEnvelope,
     message_from_parts,
-    pack_parts,
 )
-from veilcam.common.home import Home, check_user_name
+from veilcam.common.home import Home
 from veilcam.common.lifecycle import StopFlag
 from veilcam.common.metrics import counter, gauge, serve_metrics, stage_latency
 from veilcam.common.secretfiles import write_atomic
+from veilcam.common.query import MAX_FIELD_BYTES, MAX_REQUEST_BYTES, MAX_REQUEST_FRAMES
 from veilcam.common.signing import ChainTracker, TrustedCameras
 from veilcam.common.stagetimer import StageTimes
 from veilcam.common.transport import (
@@ -55,14 +54,12 @@ from veilcam.common.transport import (
     recv_capped,
     z85_public,
 )
-from veilcam.store_node.accounts import LOGIN_FAILED, AccountStore, LoginLimiter
+from veilcam.store_node.accounts import AccountGate, AccountStore, LoginLimiter
 from veilcam.store_node.archive import Archive
 
+from veilcam.store_node.queries import StoreQueries
 log = logging.getLogger("veilcam.store")
 
-QUERY_ENVELOPE = b"ENVELOPE"
-MAX_RANGE_FRAMES = 64
-MAX_COVERAGE_BUCKETS = 2000
 STATS_EVERY_S = 30.0
 HOLE_WAIT_S = 30.0  # later frames wait this long for one the store could not write
 INGEST_HWM = 20  # messages read ahead per camera: the rest waits in its queue and spool
@@ -72,21 +69,9 @@ IDENTITY_CHECK_S = 1.0
 # above them is received part by part and dropped, counted as rejected "oversized_message".
 INGEST_MAX_PARTS = 1 + 4 + 256  # routing id, topic, header, signature, image, 256 zones
 INGEST_MAX_BYTES = 256 * 2**20
-QUERY_MAX_PARTS = 8  # routing id + the longest query (REGISTER: 4 parts)
-QUERY_MAX_BYTES = 256 * 2**10
-QUERY_MAX_PART = 64 * 2**10  # MAXMSGSIZE of the query socket (a keystore is ~3 KB)
-# which role may ask what on the query socket (the ZAP User-Id is "role:name")
-QUERY_ROLES = {
-    b"ENVELOPE": {"viewer"},
-    b"RANGE": {"viewer"},
-    b"SPAN": {"viewer"},
-    b"COVERAGE": {"viewer"},
-    b"SALT": {"viewer"},
-    b"REGISTER": {"viewer"},
-    b"LOGIN": {"viewer"},
-    b"GRANTS": {"camera"},
-    b"TIME": {"camera", "viewer"},
-}
+QUERY_MAX_PARTS = 1 + MAX_REQUEST_FRAMES  # routing id + a request (common/query.py)
+QUERY_MAX_BYTES = MAX_REQUEST_BYTES
+QUERY_MAX_PART = MAX_FIELD_BYTES  # MAXMSGSIZE of the query socket (a keystore is ~3 KB)
 
 
 class StoreNode:
@@ -116,6 +101,13 @@ class StoreNode:
         self.stop = stop or StopFlag()
         self.rejects: Counter[str] = Counter()
         self.accepted = Counter()
+        self.queries = StoreQueries(
+            home,
+            self.archive,
+            self.accounts,
+            AccountGate(self.accounts, self.limiter),
+            self.rejects,
+        )
         # for the metrics endpoint: frames per camera, messages relayed, recipients of each
         # camera's current epoch (read by the scrape thread; written here only)
         self.frames_by_camera: Counter[str] = Counter()
@@ -333,88 +325,9 @@ class StoreNode:
     def handle_query(
         self, identity: bytes, parts: list[bytes], peer: str = "", address: str = ""
     ) -> None:
-        """Answer one query. ``peer`` is the ZAP User-Id ("role:name"), ``address`` the IP."""
-        command = parts[0] if parts else b""
-        role = peer.partition(":")[0]
-        try:
-            if peer and command in QUERY_ROLES and role not in QUERY_ROLES[command]:
-                self.rejects["query_wrong_role"] += 1
-                log.warning(
-                    "refused %s query from %s: not allowed for a %s",
-                    command.decode(),
-                    peer,
-                    role or "peer without a certified role",
-                )
-                reply = [
-                    b"ERR",
-                    f"{command.decode()} is not allowed for a {role} certificate".encode(),
-                ]
-            elif command == QUERY_ENVELOPE and len(parts) == 3:
-                body = self.archive.envelope_parts(parts[1].decode("ascii"), parts[2])
-                reply = [b"OK", *body] if body else [b"ERR", b"no key envelope for that epoch"]
-            elif command == b"RANGE" and len(parts) == 5:
-                # RANGE camera from_us after_seq(-1: none) limit -> OK | packed frame*
-                camera = parts[1].decode("ascii")
-                from_us, after, limit = (int(p.decode()) for p in parts[2:5])
-                frames = self.archive.frames_from(
-                    camera,
-                    from_us,
-                    after if after >= 0 else None,
-                    max(1, min(limit, MAX_RANGE_FRAMES)),
-                )
-                reply = [b"OK", *(pack_parts(KIND_FRAME, f) for f in frames)]
-            elif command == b"SPAN" and len(parts) == 2:
-                span = self.archive.time_range(parts[1].decode("ascii"))
-                reply = (
-                    [b"OK", *(str(v).encode() for v in span)]
-                    if span
-                    else [b"ERR", b"no frames of that camera in the archive"]
-                )
-            elif command == b"COVERAGE" and len(parts) == 5:
-                # COVERAGE camera from_us to_us buckets -> OK counts (comma-separated)
-                camera = parts[1].decode("ascii")
-                from_us, to_us, buckets = (int(p.decode()) for p in parts[2:5])
-                if not (0 <= from_us < to_us < 2**63 and 1 <= buckets <= MAX_COVERAGE_BUCKETS):
-                    reply = [b"ERR", b"bad coverage range or bucket count"]
-                else:
-                    counts = self.archive.coverage(camera, from_us, to_us, buckets)
-                    reply = [b"OK", ",".join(map(str, counts)).encode()]
-            elif command == b"GRANTS" and len(parts) == 2:
-                camera = parts[1].decode("ascii")
-                if peer and peer != f"camera:{camera}":
-                    reply = [b"ERR", b"grants are served to their camera only"]
-                else:
-                    reply = [
-                        b"OK",
-                        *[
-                            p.read_bytes()
-                            for p in sorted(self.home.grants_dir.glob(f"*@{camera}.grant.json"))
-                        ],
-                    ]
-            elif command == b"SALT" and len(parts) == 2:
-                reply = [b"OK", json.dumps(self.accounts.kdf_for(parts[1].decode())).encode()]
-            elif command == b"REGISTER" and len(parts) == 4:
-                name = check_user_name(parts[1].decode())
-                self.accounts.register(name, parts[2], parts[3].decode())
-                log.info("registered user %s", name)
-                reply = [b"OK"]
-            elif command == b"LOGIN" and len(parts) == 3:
-                reply = self._login(parts[1].decode(), parts[2], address or peer)
-            elif command == b"TIME" and len(parts) == 1:  # for 'veilcam doctor' (clock skew)
-                reply = [b"OK", str(time.time_ns() // 1000).encode()]
-            else:
-                reply = [b"ERR", b"unknown query"]
-        except (
-            UnicodeDecodeError,
-            ValueError,
-            ArchiveError,
-            VeilcamError,
-            OSError,
-            sqlite3.Error,
-            OverflowError,
-        ) as exc:  # OverflowError: a number SQLite can't hold
-            reply = [b"ERR", str(exc).encode()]
-        self.query.send_multipart([identity, *reply])
+        """Answer one query (``StoreQueries``). ``peer`` is the ZAP User-Id ("role:name"),
+        ``address`` the IP."""
+        self.query.send_multipart([identity, *self.queries.answer(parts, peer, address)])
 
     def _oversized(self, socket: str, got) -> None:
         """A message above the whole-message caps: already dropped part by part; counted
@@ -439,20 +352,6 @@ class StoreNode:
                 else f"{QUERY_MAX_PARTS} parts / {QUERY_MAX_BYTES >> 10} KiB",
                 n,
             )
-
-    def _login(self, name: str, login_secret: bytes, source: str) -> list[bytes]:
-        wait = self.limiter.retry_after(name, source)
-        if wait > 0:
-            self.rejects["login_rate_limited"] += 1
-            return [b"ERR", f"too many failed log-ins; try again in {wait:.0f} s".encode()]
-        keystore = self.accounts.check_login(name, login_secret)
-        self.limiter.record(name, source, keystore is not None)
-        if keystore is None:
-            self.rejects["login_failed"] += 1
-            log.warning("failed log-in for user %r from %s", name, source or "?")
-            return [b"ERR", LOGIN_FAILED.encode()]
-        log.info("user %s logged in from %s", name, source or "?")
-        return [b"OK", keystore.encode()]
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -536,8 +435,8 @@ class StoreNode:
                         self.handle_query(
                             frames[0].bytes,
                             [f.bytes for f in frames[1:]],
-                            frames[-1].get("User-Id"),
-                            frames[-1].get("Peer-Address"),
+                            str(frames[-1].get("User-Id")),
+                            str(frames[-1].get("Peer-Address")),
                         )
                 self.flush()
                 now = time.monotonic()

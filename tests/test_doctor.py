@@ -74,6 +74,7 @@ EVERY_CHECK = {
     "store/viewer",
     "clock",
 }
+    "trust",
 
 
 def test_a_good_deployment_passes(tmp_path: Path, procs) -> None:
@@ -395,3 +396,105 @@ def test_a_revoked_viewer_is_told_to_get_new_keys_not_to_copy_its_certificate(
     assert status == "FAIL" and "revoked" in finding, checks["store/viewer"]
     assert "veilcam cert issue viewer:viewer" in fix
     assert "does not help" in fix and not fix.startswith("copy identities/certs/viewer")
+
+
+# --------------------------------------------------------------------------- trust (TRUST query)
+
+
+def _renew_camera_certificate(home: Path) -> None:
+    """``veilcam cert issue camera:cam1`` on ``home`` (the admin home), a second later than
+    the certificate it replaces (certificate times have whole seconds)."""
+    from tests.conftest import run_cli
+
+    time.sleep(1.1)
+    r = run_cli("cert", "issue", "camera:cam1", "--home", str(home))
+    assert r.returncode == 0, r.stderr
+
+
+def _viewer_machine(home: Path, tmp_path: Path) -> Path:
+    """A viewer machine unpacked from ``home`` before a change there: its certificates and
+    CRL, no CA key, only viewer.toml."""
+    import shutil
+
+    viewer = tmp_path / "viewer-machine"
+    shutil.copytree(home, viewer, ignore=shutil.ignore_patterns("accounts", "archive"))
+    (viewer / "identities" / "ca" / "ca.key.pem").unlink()
+    for name in ("camera.toml", "store.toml"):
+        (viewer / "config" / name).unlink()
+    return viewer
+
+
+def _trust_of(home: Path, peer: str):
+    """The store's TRUST answer for ``home``, from its handler in this process."""
+    from veilcam.common.query import TrustRequest
+    from veilcam.store_node.accounts import AccountStore
+    from veilcam.store_node.archive import Archive
+    from veilcam.store_node.queries import Caller, StoreQueries
+
+    h = Home(home)
+    scratch = home.parent / f"store-of-{home.name}"  # the handler reads only certificates
+    archive = Archive(scratch / "archive", 2**20)
+    accounts = AccountStore(scratch / "accounts.sqlite3", bytes(32))
+    try:
+        return StoreQueries(h, archive, accounts).trust(TrustRequest(), Caller(peer))
+    finally:
+        accounts.close()
+        archive.close()
+
+
+def test_a_certificate_or_crl_that_differs_from_the_stores_is_named_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    """Issue 17: a viewer holding an out-of-date camera certificate had doctor say all OK."""
+    from veilcam.doctor import Doctor
+
+    home = make_home(tmp_path, SAMPLE_CLIP, users=())
+    viewer = _viewer_machine(home, tmp_path)
+    _renew_camera_certificate(home)
+    # the viewer machine against the store (which has the renewal): out of date here
+    d = Doctor(viewer)
+    d.cfg, d.ca = {"viewer": Home(viewer).viewer_config()}, Home(viewer).ca()
+    found = {r.check: r for r in d.compare_trust(_trust_of(home, "viewer:viewer"), "viewer")}
+    assert set(found) == {"trust/camera:cam1", "trust/crl"}, found
+    cam = found["trust/camera:cam1"]
+    assert cam.status == "FAIL" and "differs from the store's, which was issued later" in (
+        cam.finding
+    )
+    assert "copy identities/certs/camera-cam1.crt" in cam.fix and "from the admin home" in cam.fix
+    assert (
+        found["trust/crl"].status == "WARN"
+        and "older than the store's" in found["trust/crl"].finding
+    )
+    # the other way round: a store that missed the renewal and the new CRL
+    d = Doctor(home)
+    d.cfg, d.ca = {"viewer": Home(home).viewer_config()}, Home(home).ca()
+    found = {r.check: r for r in d.compare_trust(_trust_of(viewer, "viewer:viewer"), "viewer")}
+    assert found["trust/camera:cam1"].status == "FAIL"
+    assert "to the store's home" in found["trust/camera:cam1"].fix
+    crl = found["trust/crl"]
+    assert crl.status == "FAIL" and "still accepts certificates revoked here" in crl.finding
+    # the same files: nothing to say
+    d = Doctor(viewer)
+    d.cfg, d.ca = {"viewer": Home(viewer).viewer_config()}, Home(viewer).ca()
+    assert d.compare_trust(_trust_of(viewer, "viewer:viewer"), "viewer") == []
+
+
+@pytest.mark.e2e
+def test_doctor_on_a_viewer_machine_compares_its_certificates_with_the_running_store(
+    tmp_path: Path, procs
+) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP, users=())
+    viewer = _viewer_machine(home, tmp_path)
+    _renew_camera_certificate(home)
+    start_store(procs, home)
+    code, checks, _ = doctor(viewer)
+    assert code == 1 and checks["store/viewer"][0] == "OK", checks
+    status, finding, fix = checks["trust/camera:cam1"]
+    assert status == "FAIL" and "camera cam1's certificate here" in finding
+    assert "identities/certs/camera-cam1.crt" in fix
+    assert checks["trust/crl"][0] == "WARN"
+    # copied as the fix says: all OK
+    for rel in ("identities/certs/camera-cam1.crt", "identities/ca/crl.pem"):
+        (viewer / rel).write_bytes((home / rel).read_bytes())
+    code, checks, _ = doctor(viewer)
+    assert checks["trust"][0] == "OK" and not [c for c in checks if c.startswith("trust/")]

@@ -21,6 +21,9 @@ Which checks run depends on what this machine runs, judged from the config files
 - ``archive``: the store's archive folder is writable; free space against retention.
 - ``store/camera``, ``store/viewer``: a real CurveZMQ handshake with this node's own key to
   each configured store endpoint, and a query.
+- ``trust``: this home's CA, CRL and certificates against the store's (``TRUST`` query); a
+  mismatch is ``trust/<role>:<name>``, ``trust/crl`` or ``trust/ca``, with which side is newer
+  and what to copy where.
 - ``clock``: this machine's clock against the store's (``TIME`` query): WARN above 2 s, FAIL
   above 30 s (certificate validity and capture times depend on it).
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -44,14 +48,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import zmq
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from zmq.utils.monitor import recv_monitor_message
 
 from veilcam.common.config import CameraConfig, StoreConfig, ViewerConfig, load_config
-from veilcam.common.errors import VeilcamError, VerificationError
+from veilcam.common.errors import IdentityError, VeilcamError, VerificationError
 from veilcam.common.home import Home
 from veilcam.common.pki import CertificateAuthority, load_cert
+from veilcam.common.query import QueryRefused, TrustReply
+from veilcam.common.queryclient import (
+    ClockUnknown,
+    StoreLink,
+    StoreQueryClient,
+    measure_skew,
+)
 from veilcam.common.transport import curve_pair, make_client
 
 log = logging.getLogger("veilcam.doctor")
@@ -186,40 +198,8 @@ def _ephemeral_keys() -> tuple[bytes, bytes]:
 # --------------------------------------------------------------------------- clock
 
 
-class ClockUnknown(VeilcamError):
-    """The store's clock could not be read; ``fix`` says what to do."""
-
-    def __init__(self, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.fix = fix
-
-
-def measure_skew(
-    link, timeout_s: float = 3.0, now: Callable[[], float] = time.time
-) -> tuple[float, float]:
-    """(store clock - this machine's clock, ± margin) in seconds, from the store's ``TIME``
-    query over ``link`` (a viewer.login.StoreLink). The doctor judges it; the viewer adds it to
-    the age a live frame may have (viewer/web.py, viewer/headless.py)."""
-    try:
-        t0 = now()
-        reply = link.request([b"TIME"], timeout_s=timeout_s)
-        t1 = now()
-    except VeilcamError as exc:
-        raise ClockUnknown(
-            str(exc), "run doctor again; look at the store's log if it keeps failing"
-        ) from None
-    if reply[0] != b"OK" or len(reply) < 2:
-        raise ClockUnknown(
-            "the store does not tell its time (a veilcam store older than 'veilcam doctor')",
-            "upgrade veilcam on the store",
-        )
-    try:
-        store_s = int(reply[1]) / 1e6
-    except ValueError:
-        raise ClockUnknown(
-            "the store's answer is not a time", "upgrade veilcam on the store"
-        ) from None
-    return store_s - (t0 + t1) / 2, (t1 - t0) / 2
+# ClockUnknown and measure_skew live in common.queryclient (the viewer measures the same);
+# imported above and re-exported from here.
 
 
 # --------------------------------------------------------------------------- the doctor
@@ -238,7 +218,8 @@ class Doctor:
         self.ca: CertificateAuthority | None = None
         self.trust_problem = "cert/ca"  # the check to fix first when self.ca is None
         self.store_key: bytes | None = None
-        self.links: dict[str, object] = {}  # role -> StoreLink that answered (for the clock)
+        # role -> client whose link answered (for the clock and trust checks)
+        self.links: dict[str, StoreQueryClient] = {}
 
     # -------------------------------------------------------------- plumbing
     def add(self, status: str, check: str, finding: str, fix: str = "") -> None:
@@ -289,6 +270,7 @@ class Doctor:
             self.check_ports,
             self.check_archive,
             self.check_store_links,
+            self.check_trust,
             self.check_clock,
         ]
         for check in checks:
@@ -1067,8 +1049,6 @@ class Doctor:
                 self._check_link(role)
 
     def _check_link(self, role: str) -> None:
-        from veilcam.viewer.login import StoreLink
-
         check = f"store/{role}"
         cfg = self.cfg[role]
         cfg_path = self.home.config_dir / f"{role}.toml"
@@ -1107,19 +1087,15 @@ class Doctor:
                 return
         # a real query, through the same client code the nodes use
         query_endpoint = endpoints[1][1]
-        link = StoreLink(self.home, query_endpoint, keys=keys)
+        link = StoreQueryClient(StoreLink(self.home, query_endpoint, keys=keys), self.timeout_s)
         try:
             if role == "camera":
-                reply = link.request([b"GRANTS", name.encode()], timeout_s=self.timeout_s)
-                if reply[0] != b"OK":
-                    raise VeilcamError(
-                        reply[1].decode(errors="replace") if len(reply) > 1 else "refused"
-                    )
-                answer = f"{len(reply) - 1} grant(s) for camera {name}"
+                grants = link.grants(name).documents
+                answer = f"{len(grants)} grant(s) for camera {name}"
             else:
-                link.request([b"TIME"], timeout_s=self.timeout_s)
+                link.time()
                 answer = "query answered"
-        except VeilcamError as exc:
+        except VeilcamError as exc:  # QueryRefused: its reason; QueryError: what is malformed
             link.close()
             self.add(
                 FAIL,
@@ -1214,6 +1190,221 @@ class Doctor:
         except (VeilcamError, OSError, ValueError):
             return False
         return False
+
+    # -------------------------------------------------------------- trust
+    def check_trust(self) -> None:
+        """This home's CA, CRL and certificates against the store's (TRUST query): a
+        viewer holding an out-of-date camera certificate fails every frame of that camera,
+        a store with an older CRL still accepts what was revoked here."""
+        if not self.links:
+            if "camera" in self.cfg or "viewer" in self.cfg:
+                self.add(
+                    WARN,
+                    "trust",
+                    "certificates not compared with the store's: no store link answered",
+                    "fix the store/* checks above, then run doctor again",
+                )
+            elif "store" in self.cfg:
+                self.add(
+                    OK,
+                    "trust",
+                    "this machine runs the store (its certificates are the reference); run "
+                    "doctor on the camera and viewer machines",
+                )
+            return
+        findings: dict[str, Result] = {}
+        compared = 0
+        for role, client in self.links.items():
+            try:
+                reply = client.trust(self.timeout_s)
+            except QueryRefused as exc:
+                older = exc.unknown_command
+                self.add(
+                    WARN,
+                    "trust",
+                    "certificates not compared with the store's: "
+                    + ("the store does not answer TRUST (older veilcam)" if older else exc.reason),
+                    "upgrade veilcam on the store" if older else "look at the store's log",
+                )
+                return
+            except VeilcamError as exc:
+                self.add(
+                    WARN,
+                    "trust",
+                    f"certificates not compared with the store's: {exc}",
+                    "run doctor again; look at the store's log if it keeps failing",
+                )
+                return
+            for result in self.compare_trust(reply, role):
+                findings.setdefault(result.check, result)
+            compared += len(reply.certificates)
+        if not findings:
+            self.add(
+                OK,
+                "trust",
+                f"the CA, the CRL and {compared} certificate(s) here are the store's",
+            )
+        self.results.extend(findings.values())
+
+    def _local_certs(self) -> dict[tuple[str, str], tuple[str, int]]:
+        """(role, name) -> (SHA-256 of the DER, not-before µs) of this home's readable
+        certificates (unreadable ones are the cert/* checks' finding)."""
+        out = {}
+        for path in sorted(self.home.certs_dir.glob("*-*.crt")):
+            role, _, name = path.stem.partition("-")
+            try:
+                cert = load_cert(path)
+            except IdentityError:
+                continue
+            der = cert.public_bytes(serialization.Encoding.DER)
+            out[(role, name)] = (
+                hashlib.sha256(der).hexdigest(),
+                int(cert.not_valid_before_utc.timestamp() * 1_000_000),
+            )
+        return out
+
+    def _admin_copy(self, files: str, store_newer: bool | None) -> str:
+        """How to bring ``files`` (paths in a home) to where they are missing: here when
+        the store's are newer, to the store when this home's are, both when unknown."""
+        if store_newer is None:
+            return (
+                f"copy the admin home's {files} (where identities/ca/ca.key.pem is) to this "
+                "machine and to the store's home (nodes reload certificates and the CRL)"
+            )
+        if store_newer:
+            if self.home.ca_key_path.exists():
+                return (
+                    f"this is the admin home, yet the store holds newer {files}: copy them "
+                    "from the store's home here, or re-issue (veilcam cert issue)"
+                )
+            return (
+                f"copy {files} from the admin home (where identities/ca/ca.key.pem is) to "
+                f"{self.cmd_home} (running nodes reload certificates and the CRL)"
+            )
+        return (
+            f"copy {files} from the admin home to the store's home (the store reloads "
+            "certificates and the CRL within a second)"
+        )
+
+    def compare_trust(self, reply: TrustReply, role: str) -> list[Result]:
+        """Mismatches between this home and the store's TRUST answer (given as ``role``:
+        the store answers a camera its own certificate and the store's, a viewer every
+        camera's and its own)."""
+        out: list[Result] = []
+        cfg = self.cfg[role]
+        if isinstance(cfg, CameraConfig):
+            own = (role, cfg.camera.id)
+        elif isinstance(cfg, ViewerConfig):
+            own = (role, cfg.viewer.identity)
+        else:
+            own = (role, "")
+        if self.ca is not None:
+            local_ca = hashlib.sha256(self.ca.cert.public_bytes(serialization.Encoding.DER))
+            if local_ca.hexdigest() != reply.ca_sha256:
+                out.append(
+                    Result(
+                        FAIL,
+                        "trust/ca",
+                        "the store's CA certificate differs from identities/ca/ca.crt here: "
+                        "another deployment's store, or this home's CA was replaced",
+                        self._admin_copy("identities/ca/ca.crt", True),
+                    )
+                )
+        out.extend(self._compare_crl(reply))
+        local = self._local_certs()
+        theirs = {(c.role, c.name): c for c in reply.certificates}
+        for key, cert in theirs.items():
+            here = local.get(key)
+            path = f"identities/certs/{key[0]}-{key[1]}.crt"
+            who = f"{key[0]} {key[1]}"
+            if here is None:
+                if key[0] == "camera" and role == "viewer":
+                    out.append(
+                        Result(
+                            WARN,
+                            f"trust/{key[0]}:{key[1]}",
+                            f"the store trusts {who} but this home has no certificate for "
+                            "it: its frames cannot be verified here",
+                            self._admin_copy(path, True),
+                        )
+                    )
+                continue
+            if here[0] == cert.sha256:
+                continue
+            # certificate times have whole seconds: two issued in one second are a tie
+            store_newer = None if cert.not_before_us == here[1] else cert.not_before_us > here[1]
+            out.append(
+                Result(
+                    FAIL if key[0] == "camera" else WARN,
+                    f"trust/{key[0]}:{key[1]}",
+                    f"{who}'s certificate here ({path}) differs from the store's, which "
+                    + {
+                        True: "was issued later",
+                        False: "is older than this one",
+                        None: "was issued in the same second",
+                    }[store_newer]
+                    + (
+                        ": frames of this camera fail verification on one side"
+                        if key[0] == "camera"
+                        else ""
+                    ),
+                    self._admin_copy(f"{path} and identities/ca/crl.pem", store_newer),
+                )
+            )
+        wanted = [k for k in local if k[0] == "camera" and (role == "viewer" or k == own)]
+        for key in wanted:
+            if key not in theirs:
+                path = f"identities/certs/{key[0]}-{key[1]}.crt"
+                out.append(
+                    Result(
+                        WARN if key != own else FAIL,
+                        f"trust/{key[0]}:{key[1]}",
+                        f"the store has no certificate of {key[0]} {key[1]}: it refuses "
+                        "that camera's frames",
+                        self._admin_copy(path, False),
+                    )
+                )
+        return out
+
+    def _compare_crl(self, reply: TrustReply) -> list[Result]:
+        theirs = reply.crl
+        here = None
+        if self.home.crl_path.exists():
+            try:
+                crl = x509.load_pem_x509_crl(self.home.crl_path.read_bytes())
+            except ValueError:
+                return []  # the crl check says so
+            here = (
+                hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest(),
+                int(crl.last_update_utc.timestamp() * 1_000_000),
+            )
+        if here is None and theirs is None:
+            return []
+        if here is not None and theirs is not None and here[0] == theirs.sha256:
+            return []
+        if theirs is not None and (here is None or theirs.last_update_us >= here[1]):
+            when = dt.datetime.fromtimestamp(theirs.last_update_us / 1e6, dt.UTC)
+            return [
+                Result(
+                    WARN,
+                    "trust/crl",
+                    "this home's revocation list (identities/ca/crl.pem) is "
+                    + ("missing" if here is None else "older than the store's")
+                    + f" (the store's is of {when:%Y-%m-%d %H:%M} UTC): certificates revoked or "
+                    "re-issued since are still trusted here",
+                    self._admin_copy("identities/ca/crl.pem", True),
+                )
+            ]
+        return [
+            Result(
+                FAIL,
+                "trust/crl",
+                "the store's revocation list is "
+                + ("missing" if theirs is None else "older than this home's")
+                + ": the store still accepts certificates revoked here",
+                self._admin_copy("identities/ca/crl.pem", False),
+            )
+        ]
 
     # -------------------------------------------------------------- clock
     def check_clock(self) -> None:

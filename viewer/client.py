@@ -20,9 +20,10 @@ from veilcam.common.format import (
     message_from_parts,
 )
 from veilcam.common.home import Home
+from veilcam.common.query import QueryRefused
+from veilcam.common.queryclient import StoreQueryClient
 from veilcam.common.signing import ChainTracker
 from veilcam.common.transport import HandshakeWatch, curve_pair, make_client, recv_capped
-from veilcam.viewer.login import StoreLink
 
 log = logging.getLogger("veilcam.viewer")
 
@@ -68,8 +69,8 @@ class RelayClient:
         self.chain = ChainTracker()
         self.rejected = 0
 
-    def _new_query_socket(self) -> StoreLink:
-        return StoreLink(self.home, self.query_endpoint)
+    def _new_query_socket(self) -> StoreQueryClient:
+        return StoreQueryClient.connect(self.home, self.query_endpoint, timeout_s=QUERY_TIMEOUT_S)
 
     def close(self) -> None:
         self.watch.close()
@@ -82,20 +83,21 @@ class RelayClient:
         if key in self.envelopes:
             return self.envelopes[key]
         try:
-            reply = self.query.request(
-                [b"ENVELOPE", camera_id.encode("ascii"), epoch_id], QUERY_TIMEOUT_S
-            )
+            parts = self.query.envelope(camera_id, epoch_id).body_parts
         except TransportError:
             raise
+        except QueryRefused:
+            return None
+        except FormatError as exc:  # QueryError: a malformed answer
+            log.error("store returned a bad key envelope for %s: %s", camera_id, exc)
+            return None
         except VeilcamError as exc:
             log.warning("%s", exc)
             self.query.close()  # a late reply must not be taken for the next question
             self.query = self._new_query_socket()
             return None
-        if reply[0] != b"OK":
-            return None
         try:
-            env = KeyEnvelope.from_body_parts(reply[1:])
+            env = KeyEnvelope.from_body_parts(parts)
             self.trust.verify_envelope(env)
         except (FormatError, VerificationError) as exc:
             log.error("store returned a bad key envelope for %s: %s", camera_id, exc)

@@ -33,9 +33,7 @@ class Freshness:
     ) -> Freshness:
         """Allow the clock difference with the store of ``home``'s viewer.toml, measured over
         a link of its own (a late answer must not reach another query's socket)."""
-        from veilcam.viewer.login import StoreLink
-
-        from veilcam.doctor import measure_skew
+        from veilcam.common.queryclient import StoreLink, measure_skew
 
         try:
             link = StoreLink(home, home.viewer_config().viewer.query)

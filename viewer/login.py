@@ -1,4 +1,5 @@
-"""Talking to the store as a viewer: an authenticated CurveZMQ link, log-in and registration.
+"""Talking to the store as a viewer: log-in, registration and password change (through
+``common.queryclient``; ``StoreLink`` is re-exported from there).
 
 Log-in, done right (the seed's flow without its flaw): the client asks the store for the KDF
 salt of the user's keystore, runs scrypt locally, sends only the *login secret*, and gets back
@@ -9,10 +10,9 @@ sealing key never leave this process (common.keystore).
 from __future__ import annotations
 
 import json
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import zmq
 from veilcam.common.errors import KeystoreError, VeilcamError
 from veilcam.common.home import Home, check_user_name
 from veilcam.common.keystore import (
@@ -28,49 +28,15 @@ from veilcam.common.keystore import (
     unseal,
 )
 from veilcam.common.keywrap import Identity
+from veilcam.common.query import QueryError, QueryRefused
+from veilcam.common.queryclient import StoreLink, StoreQueryClient  # noqa: F401 (StoreLink: re-export)
 from veilcam.common.secretfiles import write_secret
-from veilcam.common.transport import HandshakeWatch, curve_pair, make_client
 
 LOGIN_FAILED = "wrong user name or password"
 
 
-class StoreLink:
-    """A CURVE client socket to one of the store's endpoints, checked on every handshake."""
-
-    def __init__(
-        self,
-        home: Home,
-        endpoint: str,
-        sock_type: int = zmq.DEALER,
-        keys: tuple[bytes, bytes] | None = None,
-    ) -> None:
-        """``keys``: this node's CURVE pair (default: the viewer's, from viewer.toml)."""
-        ca = home.ca()
-        if keys is None:
-            keys = curve_pair(home.transport_key("viewer", home.viewer_config().viewer.identity))
-        self.endpoint = endpoint
-        self.sock = zmq.Context.instance().socket(sock_type)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        make_client(self.sock, keys, home.store_identity(ca).transport_key)
-        self.watch = HandshakeWatch(self.sock, "store", endpoint)
-        self.sock.connect(endpoint)
-
-    def request(self, parts: list[bytes], timeout_s: float = 10.0) -> list[bytes]:
-        self.sock.send_multipart(parts)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.watch.check()
-            if self.sock.poll(100):
-                return self.sock.recv_multipart()
-        raise VeilcamError(f"the store at {self.endpoint} did not answer within {timeout_s:.0f} s")
-
-    def close(self) -> None:
-        self.watch.close()
-        self.sock.close(linger=0)
-
-
-def _error(reply: list[bytes]) -> str:
-    return reply[1].decode(errors="replace") if len(reply) > 1 else "no reason given"
+def _error(exc: QueryRefused) -> str:
+    return exc.reason or "no reason given"
 
 
 SALT_CACHE = "login-kdf.json"  # in the viewer home's state folder, 0600
@@ -142,42 +108,73 @@ def expected_kdf(home: Home, user: str) -> tuple[KdfParams | None, str]:
     return None, ""
 
 
+@dataclass(frozen=True)
+class FetchedKeystore:
+    """A user's sealed keystore as the store returned it, with what opened it."""
+
+    doc: dict
+    kdf: KdfParams
+    login_secret: bytes
+    sealing_key: bytes
+
+
+def _salt(client: StoreQueryClient, home: Home, user: str) -> KdfParams:
+    """The store's SALT answer for ``user``, checked before any password goes into it: at
+    least the default cost, and the same parameters and salt as the local keystore or,
+    without one, as the first successful log-in from this home (``state/login-kdf.json``)."""
+    expected, source = expected_kdf(home, user)
+    try:
+        kdf = client.salt(user).kdf
+    except QueryRefused as exc:
+        raise KeystoreError(_error(exc)) from None
+    except QueryError:
+        raise KeystoreError("the store's answer to SALT is malformed") from None
+    check_kdf_floor(kdf)
+    if expected is not None and kdf != expected:
+        raise KeystoreError(
+            f"the store answers KDF parameters or a salt for {user!r} that "
+            f"differ from {source}: refusing to send a login secret "
+            "derived from them (a store choosing the salt can make "
+            "guessing the password cheaper)"
+        )
+    return kdf
+
+
+def fetch_keystore(
+    home: Home, user: str, password: str, client: StoreQueryClient | None = None
+) -> FetchedKeystore:
+    """Log in against the store (SALT, then LOGIN with the login secret) and return the
+    sealed keystore it answers, checked to be this user's (not yet opened)."""
+    check_user_name(user)
+    own = client is None
+    client = client or StoreQueryClient.connect(home)
+    try:
+        kdf = _salt(client, home, user)
+        secrets = derive_secrets(password, kdf)
+        try:
+            keystore_json = client.login(user, secrets.login_secret).keystore_json
+        except QueryRefused as exc:
+            raise KeystoreError(_error(exc)) from None
+        except QueryError as exc:
+            raise KeystoreError(f"the store's answer to LOGIN is malformed: {exc}") from None
+    finally:
+        if own:
+            client.close()
+    doc = parse_keystore(keystore_json, f"keystore of {user!r} from the store")
+    if doc["user"] != user or keystore_kdf(doc) != kdf:
+        raise KeystoreError("the store returned a keystore that is not this user's")
+    return FetchedKeystore(doc, kdf, secrets.login_secret, secrets.sealing_key)
+
+
 def login(home: Home, user: str, password: str) -> Identity:
     """Log in against the store and open the returned keystore locally.
 
     The store's KDF answer is checked before the password is used: at least the default
     cost, and the same parameters and salt as the local keystore or, without one, as the
     first successful log-in from this home (pinned in ``state/login-kdf.json``)."""
-    check_user_name(user)
-    expected, source = expected_kdf(home, user)
-    link = StoreLink(home, home.viewer_config().viewer.query)
-    try:
-        reply = link.request([b"SALT", user.encode()])
-        if reply[0] != b"OK":
-            raise KeystoreError(_error(reply))
-        try:
-            kdf = KdfParams.from_json(json.loads(reply[1]))
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise KeystoreError("the store's answer to SALT is malformed") from None
-        check_kdf_floor(kdf)
-        if expected is not None and kdf != expected:
-            raise KeystoreError(
-                f"the store answers KDF parameters or a salt for {user!r} that "
-                f"differ from {source}: refusing to send a login secret "
-                "derived from them (a store choosing the salt can make "
-                "guessing the password cheaper)"
-            )
-        secrets = derive_secrets(password, kdf)
-        reply = link.request([b"LOGIN", user.encode(), secrets.login_secret])
-    finally:
-        link.close()
-    if reply[0] != b"OK":
-        raise KeystoreError(_error(reply))
-    doc = parse_keystore(reply[1].decode(), f"keystore of {user!r} from the store")
-    if doc["user"] != user or keystore_kdf(doc) != kdf:
-        raise KeystoreError("the store returned a keystore that is not this user's")
-    identity = unseal(doc, secrets.sealing_key)
-    remember_kdf(home, user, kdf)  # only once the password opened the keystore
+    fetched = fetch_keystore(home, user, password)
+    identity = unseal(fetched.doc, fetched.sealing_key)
+    remember_kdf(home, user, fetched.kdf)  # only once the password opened the keystore
     return identity
 
 
@@ -185,16 +182,38 @@ def register(home: Home, user: str, password: str) -> NewKeystore:
     """Create the user's keys here, register the account on the store, keep a local copy."""
     check_user_name(user)
     ks = new_keystore(user, password)  # checks the password policy first
-    link = StoreLink(home, home.viewer_config().viewer.query)
+    client = StoreQueryClient.connect(home)
     try:
-        reply = link.request(
-            [b"REGISTER", user.encode(), ks.login_secret, json.dumps(ks.doc).encode()]
-        )
+        client.register(user, ks.login_secret, json.dumps(ks.doc))
+    except QueryRefused as exc:
+        raise VeilcamError(f"registration refused: {_error(exc)}") from None
     finally:
-        link.close()
-    if reply[0] != b"OK":
-        raise VeilcamError(f"registration refused: {_error(reply)}")
+        client.close()
     if not home.keystore_path(user).exists():
         write_secret(home.keystore_path(user), ks.to_bytes())
     remember_kdf(home, user, keystore_kdf(ks.doc))
     return ks
+
+
+def change_password_on_store(
+    home: Home, user: str, old_password: str, new_password: str, new_doc: dict
+) -> None:
+    """Change ``user``'s password on the store (PASSWD): authenticated by the login secret
+    of ``old_password`` (after the same SALT checks as a log-in), it replaces the store's
+    login verifier with the one of ``new_password`` and its keystore with ``new_doc`` (the
+    same keys re-sealed under ``new_password``). On success the new salt is pinned for
+    log-ins from this home. Raises KeystoreError if the store refuses, VeilcamError (or
+    TransportError) if it does not answer."""
+    check_user_name(user)
+    new_kdf = keystore_kdf(new_doc)
+    client = StoreQueryClient.connect(home)
+    try:
+        old_secret = derive_secrets(old_password, _salt(client, home, user)).login_secret
+        new_secret = derive_secrets(new_password, new_kdf).login_secret
+        try:
+            client.passwd(user, old_secret, new_secret, json.dumps(new_doc))
+        except QueryRefused as exc:
+            raise KeystoreError(f"the store refused the password change: {_error(exc)}") from None
+    finally:
+        client.close()
+    remember_kdf(home, user, new_kdf)

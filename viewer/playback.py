@@ -1,6 +1,6 @@
 """Playing a camera's archive from a chosen time, through the store's query socket.
 
-Frames come from the store in batches (``RANGE``) and are verified here like live ones, each
+Frames come from the store in batches (``RANGE``, through ``common.queryclient``) and are verified here like live ones, each
 against the camera certificate valid at its capture time, with the hash chain followed; key
 envelopes are fetched (``ENVELOPE``) and verified the same way, so an unlocked playback opens
 exactly what the user was granted then.
@@ -12,11 +12,12 @@ import datetime as dt
 from collections.abc import Iterator
 
 from veilcam.common.errors import FormatError, VeilcamError, VerificationError
-from veilcam.common.format import EnvelopeBody, FrameMessage, KeyEnvelope, unpack_parts
+from veilcam.common.format import EnvelopeBody, FrameMessage, KeyEnvelope
 from veilcam.common.home import Home
+from veilcam.common.query import QueryError, QueryRefused
+from veilcam.common.queryclient import StoreQueryClient
 from veilcam.common.signing import ChainTracker
 from veilcam.viewer.client import ReceivedFrame
-from veilcam.viewer.login import StoreLink
 
 BATCH = 32
 
@@ -50,7 +51,7 @@ def parse_time(text: str) -> int:
 
 class ArchiveReader:
     def __init__(self, home: Home, camera_id: str, from_us: int) -> None:
-        self.link = StoreLink(home, home.viewer_config().viewer.query)
+        self.client = StoreQueryClient.connect(home)
         self.trust = home.trusted_cameras(history=True)
         self.camera_id, self.from_us = camera_id, from_us
         self.chain = ChainTracker()
@@ -58,31 +59,22 @@ class ArchiveReader:
         self._envelope_parts: dict[tuple[str, bytes], list[bytes]] = {}
 
     def close(self) -> None:
-        self.link.close()
+        self.client.close()
 
     def span(self) -> tuple[int, int, int] | None:
-        reply = self.link.request([b"SPAN", self.camera_id.encode()])
-        return tuple(int(v) for v in reply[1:4]) if reply[0] == b"OK" else None
+        try:
+            reply = self.client.span(self.camera_id)
+        except (QueryRefused, QueryError):
+            return None
+        return reply.first_us, reply.last_us, reply.frames
 
     def coverage(self, from_us: int, to_us: int, buckets: int) -> list[int]:
         """Frames archived in each of ``buckets`` equal slices of [from_us, to_us)."""
-        reply = self.link.request(
-            [
-                b"COVERAGE",
-                self.camera_id.encode(),
-                str(from_us).encode(),
-                str(to_us).encode(),
-                str(buckets).encode(),
-            ]
-        )
-        if reply[0] != b"OK" or len(reply) != 2:
-            raise VeilcamError(
-                "the store refused the timeline query: "
-                f"{reply[1].decode(errors='replace') if len(reply) > 1 else ''}"
-            )
         try:
-            counts = [int(v) for v in reply[1].decode("ascii").split(",")]
-        except ValueError:
+            counts = self.client.coverage(self.camera_id, from_us, to_us, buckets).counts
+        except QueryRefused as exc:
+            raise VeilcamError(f"the store refused the timeline query: {exc.reason}") from None
+        except QueryError:
             raise VeilcamError("the store sent a malformed timeline") from None
         if len(counts) != buckets:
             raise VeilcamError("the store sent a timeline of the wrong length")
@@ -95,17 +87,16 @@ class ArchiveReader:
     def envelope(self, camera_id: str, epoch_id: bytes) -> EnvelopeBody | None:
         key = (camera_id, epoch_id)
         if key not in self._envelopes:
-            reply = self.link.request([b"ENVELOPE", camera_id.encode(), epoch_id])
             body = None
-            if reply[0] == b"OK":
-                try:
-                    env = KeyEnvelope.from_body_parts(reply[1:])
-                    self.trust.verify_envelope(env, at_creation_time=True)
-                    if (env.camera_id, env.body.epoch_id) == key:
-                        body = env.body
-                        self._envelope_parts[key] = reply[1:]
-                except (FormatError, VerificationError):
-                    body = None
+            try:
+                parts = self.client.envelope(camera_id, epoch_id).body_parts
+                env = KeyEnvelope.from_body_parts(parts)
+                self.trust.verify_envelope(env, at_creation_time=True)
+                if (env.camera_id, env.body.epoch_id) == key:
+                    body = env.body
+                    self._envelope_parts[key] = parts
+            except (QueryRefused, FormatError, VerificationError):  # QueryError: a FormatError
+                body = None
             self._envelopes[key] = body
         return self._envelopes[key]
 
@@ -114,29 +105,28 @@ class ArchiveReader:
         self.envelope(camera_id, epoch_id)
         return self._envelope_parts.get((camera_id, epoch_id))
 
+    def _batch(self, after: int) -> list[list[bytes]]:
+        """The next frames (body parts each) after frame ``after`` (-1: from from_us)."""
+        try:
+            reply = self.client.range(
+                self.camera_id, self.from_us, None if after < 0 else after, BATCH
+            )
+        except QueryRefused as exc:
+            raise VeilcamError(f"the store refused the playback: {exc.reason}") from None
+        except QueryError as exc:
+            raise VeilcamError(f"the store sent a malformed archived frame: {exc}") from None
+        return reply.frames
+
     def frames(self) -> Iterator[ReceivedFrame]:
         after = -1
         while True:
-            reply = self.link.request(
-                [
-                    b"RANGE",
-                    self.camera_id.encode(),
-                    str(self.from_us).encode(),
-                    str(after).encode(),
-                    str(BATCH).encode(),
-                ]
-            )
-            if reply[0] != b"OK":
-                raise VeilcamError(
-                    f"the store refused the playback: "
-                    f"{reply[1].decode(errors='replace') if len(reply) > 1 else ''}"
-                )
-            if len(reply) == 1:
+            batch = self._batch(after)
+            if not batch:
                 return
             asked_after = after
-            for packed in reply[1:]:
+            for parts in batch:
                 try:
-                    msg = FrameMessage.from_body_parts(unpack_parts(packed)[1])
+                    msg = FrameMessage.from_body_parts(parts)
                 except FormatError as exc:
                     raise VeilcamError(
                         f"the store sent a malformed archived frame: {exc}"
