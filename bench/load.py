@@ -72,7 +72,6 @@ from bench.harness import (  # noqa: E402
     rss_split_mb,
     use_yunet,
     veilcam,
-    veilcam_cmd,
 )
 
 USER, PASSWORD = "alice", "load test pass phrase 42"
@@ -182,9 +181,10 @@ class Deployment:
 
     @property
     def archive(self) -> Path:
+        from veilcam.common import deployment
         from veilcam.common.home import Home
 
-        return Home(self.home).archive_dir()
+        return deployment.archive_dir(Home(self.home))
 
     def _name(self, base: str) -> str:
         n = self._started.get(base, 0) + 1
@@ -194,31 +194,29 @@ class Deployment:
     def start_store(self) -> float:
         """Start the store; seconds until it is ready."""
         name = self._name("store")
-        self.store = self.nodes.start(
+        self.store = self.nodes.start_veilcam(
             name,
             "store",
-            veilcam_cmd(
-                "store", "--home", str(self.home), "--stats-out", str(self.root / f"{name}.json")
-            ),
+            *("store", "--home", str(self.home), "--stats-out", str(self.root / f"{name}.json")),
             preexec_fn=self.store_preexec,
+            timeout=90,
         )
-        return self.nodes.wait_for_log(self.store, "store ready", timeout=90)
+        return time.monotonic() - self.store.started
 
     def start_camera(self, cam: str) -> Node:
         nice = self.camera_nice
-        return self.nodes.start(
+        return self.nodes.start_veilcam(
             cam,
             "camera",
-            veilcam_cmd(
-                "camera",
-                "--home",
-                str(self.home),
-                "--config",
-                str(self.camera_config(cam)),
-                "--stats-out",
-                str(self.root / f"{cam}.json"),
-            ),
+            "camera",
+            "--home",
+            str(self.home),
+            "--config",
+            str(self.camera_config(cam)),
+            "--stats-out",
+            str(self.root / f"{cam}.json"),
             preexec_fn=(lambda: os.nice(nice)) if nice else None,
+            timeout=None,  # started together; _start_nodes waits for their ready files
         )
 
     def start_viewer(self, index: int) -> float:
@@ -226,32 +224,32 @@ class Deployment:
         camera = self.camera_ids[(index - 1) % len(self.camera_ids)]
         name = self._name(f"viewer{index}")
         out = self.root / "views" / name
-        node = self.nodes.start(
+        node = self.nodes.start_veilcam(
             name,
             "viewer",
-            veilcam_cmd(
-                "view",
-                "--home",
-                str(self.home),
-                "--headless",
-                "--user",
-                USER,
-                "--password-stdin",
-                "--out",
-                str(out),
-                "--frames",
-                str(10**9),
-                "--timeout",
-                str(10**7),
-                "--camera",
-                camera,
-            ),
+            "view",
+            "--home",
+            str(self.home),
+            "--headless",
+            "--user",
+            USER,
+            "--password-stdin",
+            "--out",
+            str(out),
+            "--frames",
+            str(10**9),
+            "--timeout",
+            str(10**7),
+            "--camera",
+            camera,
             stdin=PASSWORD + "\n",
+            timeout=None,
         )
         node.out_dir, node.camera = out, camera
         node.started_wall = time.time()
         self.viewer_nodes[index] = node
-        return self.nodes.wait_for_log(node, "headless viewer: waiting for", timeout=60)
+        self.nodes.wait_ready(node, timeout=60)
+        return time.monotonic() - node.started
 
 
 def index_progress(archive: Path) -> dict[str, dict]:
@@ -484,7 +482,7 @@ def _start_nodes(dep: Deployment, viewers: int, clock: _Clock) -> list[Node]:
         cams.append(dep.start_camera(cam))
         time.sleep(0.2)
     for node in cams:
-        dep.nodes.wait_for_log(node, "new content-key epoch", timeout=60)
+        dep.nodes.wait_ready(node, timeout=60)
     return cams
 
 

@@ -103,6 +103,7 @@ def run_viewer(home_dir: str, out: str, seconds: float) -> None:
 
 def crypto_cost_per_frame(home_dir: Path, frames: int = 200) -> dict[str, float]:
     """CPU ms per frame of the crypto path, on the frames this run archived."""
+    from veilcam.common import deployment
     from veilcam.common.format import FrameMessage, KeyEnvelope
     from veilcam.common.home import Home
     from veilcam.common.keystore import open_keystore
@@ -110,9 +111,9 @@ def crypto_cost_per_frame(home_dir: Path, frames: int = 200) -> dict[str, float]
     from veilcam.store_node.archive import Archive
 
     home = Home(home_dir)
-    trust = home.trusted_cameras()
+    trust = deployment.trusted_cameras(home)
     alice = open_keystore(home.keystore_path("alice"), PASSWORD)
-    archive = Archive(home.archive_dir())
+    archive = Archive(deployment.archive_dir(home))
     seqs = [
         s
         for (s,) in archive.db.execute(

@@ -23,6 +23,7 @@ from veilcam.camera_node.runlock import CameraLock
 from veilcam.camera_node.sources import CapturedFrame, FrameSource
 from veilcam.camera_node.zonefinder import ZoneFinder
 from veilcam.camera_node.zones import Zone, resolve_static_zones
+from veilcam.common import deployment
 from veilcam.common.config import CameraConfig
 from veilcam.common.format import KemSuite
 from veilcam.common.grants import GrantBook
@@ -116,9 +117,9 @@ class CameraNode:
     ) -> None:
         """Keys, source, detector and chain state (under the camera lock)."""
         self.signing_key = load_signing_key(home.camera_key_path(self.camera_id))
-        self.ca = home.ca()
-        self.transport_keys = curve_pair(home.transport_key("camera", self.camera_id))
-        self.store_key = home.store_identity(self.ca).transport_key
+        self.ca = deployment.load_ca(home)
+        self.transport_keys = curve_pair(deployment.transport_key(home, "camera", self.camera_id))
+        self.store_key = deployment.store_identity(home, self.ca).transport_key
         self.suite = (
             KemSuite.MLKEM768X25519_HKDF_SHA256_AES256GCM
             if cfg.keys.post_quantum

@@ -86,11 +86,12 @@ def load_ca(home: Home) -> CertificateAuthority:
 def node_identities(
     home: Home,
     role: str,
-    ca: CertificateAuthority,
+    ca: CertificateAuthority | None = None,
     refused: dict[str, VerificationError] | None = None,
 ) -> list[NodeIdentity]:
     """Every certificate of ``role`` that verifies now; the others are logged, skipped,
     and put in ``refused`` (by name) when given."""
+    ca = ca or load_ca(home)
     found = []
     for path in sorted(home.certs_dir.glob(f"{role}-*.crt")):
         name = path.stem[len(role) + 1 :]

@@ -8,14 +8,16 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from veilcam.common import deployment
 from veilcam.common.errors import VeilcamError
 from veilcam.common.format import ZoneClass
 from veilcam.common.grants import sign_grant, write_grant
-from veilcam.common.home import Home, issue_identity
+from veilcam.common.home import Home
 from veilcam.common.keystore import create_keystore, parse_keystore
 from veilcam.common.keywrap import key_id_of
 from veilcam.common.passwordinput import check_password_strength
 from veilcam.common.pki import build_crl, load_cert, save_crl
+from veilcam.common.provision import issue_identity
 from veilcam.store_node.accounts import AccountStore
 
 
@@ -26,8 +28,8 @@ def add_user(home: Home, name: str, password: str) -> Path:
     check_password_strength(password, name)  # WeakPasswordError says what to change
     ks = create_keystore(home.keystore_path(name), name, password)
     AccountStore.add_account(home, name, ks.login_secret, json.dumps(ks.doc))
-    ca_key = home.ca_key()
-    for camera in [c.name for c in home.node_identities("camera")]:
+    ca_key = deployment.ca_key(home)
+    for camera in [c.name for c in deployment.node_identities(home, "camera")]:
         write_grant(
             home.grants_dir,
             name,
@@ -86,7 +88,7 @@ def grant(
         home.grants_dir,
         name,
         camera,
-        sign_grant(home.ca_key(), name, camera, classes, public, pq_public),
+        sign_grant(deployment.ca_key(home), name, camera, classes, public, pq_public),
     )
 
 
@@ -117,7 +119,7 @@ def revoke(home: Home, name: str, camera: str) -> Path:
         home.grants_dir,
         name,
         camera,
-        sign_grant(home.ca_key(), name, camera, [], public, pq_public, revoked=True),
+        sign_grant(deployment.ca_key(home), name, camera, [], public, pq_public, revoked=True),
     )
 
 
@@ -198,7 +200,9 @@ def check_node_name(role: str, name: str) -> None:
 def _write_crl(home: Home, revoked: set[int], superseded: dict[int, dt.datetime]) -> None:
     save_crl(
         home.crl_path,
-        build_crl(home.ca_key(), load_cert(home.ca_cert_path), sorted(revoked), superseded),
+        build_crl(
+            deployment.ca_key(home), load_cert(home.ca_cert_path), sorted(revoked), superseded
+        ),
     )
 
 
@@ -208,10 +212,10 @@ def reissue_identity(home: Home, role: str, name: str, days: float = 365) -> Pat
     ``superseded`` with this time as invalidity date, so ``veilcam verify`` accepts the old
     key only for frames captured before the re-issue."""
     check_node_name(role, name)
-    home.ca_key()  # fail before anything changes if the admin key is not here
+    deployment.ca_key(home)  # fail before anything changes if the admin key is not here
     old = home.cert_path(role, name)
     old_serial = load_cert(old).serial_number if old.exists() else None
-    ca = home.ca()
+    ca = deployment.load_ca(home)
     path = issue_identity(home, role, name, days)
     if old_serial is not None:
         superseded = dict(ca.superseded)
@@ -228,7 +232,7 @@ def revoke_node(home: Home, role: str, name: str) -> int:
     before); keeps the other entries, with their re-issue dates. Returns its serial."""
     check_node_name(role, name)
     cert = load_cert(home.cert_path(role, name))
-    ca = home.ca()
+    ca = deployment.load_ca(home)
     superseded = {s: at for s, at in ca.superseded.items() if s != cert.serial_number}
     _write_crl(home, set(ca.revoked) | {cert.serial_number}, superseded)
     return cert.serial_number

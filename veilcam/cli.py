@@ -109,7 +109,7 @@ def _output_file(text: str) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from veilcam.common.home import init_home
+    from veilcam.common.provision import init_home
     from veilcam.sample_videos import DEMO_CLIP
 
     source = args.source if args.source is not None else str(DEMO_CLIP)
@@ -211,6 +211,7 @@ def _change_store_password(
     home, name: str, old: str, new: str, doc: dict, new_doc: dict, where: str
 ) -> None:
     """The store's half of ``user passwd``; nothing is changed here if it fails."""
+    from veilcam.common import deployment
     from veilcam.common.keystore import derive_secrets, keystore_kdf
     from veilcam.viewer.login import change_password_on_store, remember_kdf
 
@@ -239,7 +240,7 @@ def _change_store_password(
         return
     from veilcam.common.errors import KeystoreError
 
-    endpoint = home.viewer_config().viewer.query
+    endpoint = deployment.viewer_config(home).viewer.query
     try:
         change_password_on_store(home, name, old, new, new_doc)
     except KeystoreError as exc:
@@ -362,12 +363,17 @@ CAMERA_EXIT_CODES = {"COMPLETE": 0, "UNACKNOWLEDGED": 3, "REJECTED": 4}
 
 def cmd_camera(args: argparse.Namespace) -> int:
     from veilcam.camera_node.node import CameraNode
+    from veilcam.common import deployment
     from veilcam.common.config import CameraConfig, load_config
     from veilcam.common.home import open_home
     from veilcam.common.lifecycle import StopFlag
 
     home = open_home(args.home)
-    cfg = load_config(Path(args.config), CameraConfig) if args.config else home.camera_config()
+    cfg = (
+        load_config(Path(args.config), CameraConfig)
+        if args.config
+        else deployment.camera_config(home)
+    )
     if args.no_pace:
         cfg = cfg.model_copy(update={"camera": cfg.camera.model_copy(update={"pace": False})})
     stop = StopFlag().install()
@@ -386,6 +392,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    from veilcam.common import deployment
     from veilcam.common.home import open_home
     from veilcam.common.keystore import open_keystore
     from veilcam.common.lifecycle import StopFlag
@@ -414,8 +421,8 @@ def cmd_view(args: argparse.Namespace) -> int:
             from veilcam.viewer.playback import parse_time
 
             from_us = parse_time(args.from_)
-            if cameras is None and len(home.trusted_cameras().camera_ids) == 1:
-                cameras = home.trusted_cameras().camera_ids
+            if cameras is None and len(deployment.trusted_cameras(home).camera_ids) == 1:
+                cameras = deployment.trusted_cameras(home).camera_ids
         return run_headless(
             home,
             Path(args.out),
@@ -451,6 +458,7 @@ EXIT_SELF_CERTIFIED = 3
 
 def _verify_target(args: argparse.Namespace) -> tuple[Home, Path, bool]:
     """The home whose CA to trust, the archive folder to audit, and whether it's a bundle."""
+    from veilcam.common import deployment
     from veilcam.common.home import Home
 
     target = Path(args.target).expanduser().resolve()
@@ -461,14 +469,14 @@ def _verify_target(args: argparse.Namespace) -> tuple[Home, Path, bool]:
         if is_bundle:
             archive = target / "archive"
         elif (target / "config").is_dir():
-            archive = Home(target).archive_dir()
+            archive = deployment.archive_dir(Home(target))
         else:
             archive = target
         if not (home.config_dir.is_dir() or home.ca_cert_path.exists()):
             raise VeilcamError(f"--trust {home.root} is not a veilcam home")
     elif (target / "config").is_dir():
         home = Home(target)
-        archive = target / "archive" if is_bundle else home.archive_dir()
+        archive = target / "archive" if is_bundle else deployment.archive_dir(home)
     else:
         raise VeilcamError(
             f"{target} is not a veilcam home; to verify a bare archive give "
@@ -482,6 +490,7 @@ def _verify_target(args: argparse.Namespace) -> tuple[Home, Path, bool]:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0 intact under a trusted CA, 1 problems, 2 cannot run, 3 self-certified (an
     evidence bundle checked without --trust: it verifies only against the CA it carries)."""
+    from veilcam.common import deployment
     from veilcam.common.pki import ca_fingerprint, load_cert
     from veilcam.common.progress import Progress
     from veilcam.store_node.audit import audit_archive, format_report
@@ -490,7 +499,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     target = Path(args.target).expanduser().resolve()
     self_certified = is_bundle and not args.trust
     ca_sha = ca_fingerprint(load_cert(home.ca_cert_path))
-    trust = home.trusted_cameras(history=True)
+    trust = deployment.trusted_cameras(home, history=True)
     with Progress("verify", unit="bytes") as bar:  # a bar on a terminal, else a line per 10 s
         report = audit_archive(
             archive,

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 from veilcam.admin import add_user
-from veilcam.common.home import Home, init_home
+from veilcam.common import deployment
+from veilcam.common.home import Home
 from veilcam.common.lifecycle import StopFlag
+from veilcam.common.provision import init_home
 from veilcam.common.secretfiles import write_secret
 from veilcam.sample_videos import DEMO_CLIP
 
@@ -37,7 +39,7 @@ def prepare_demo_home(root: Path, port_base: int, web_port: int) -> tuple[Home, 
 
 def run_demo(root: Path, port_base: int, web_port: int, verbose: bool = False) -> int:
     home, password = prepare_demo_home(root, port_base, web_port)
-    web = home.viewer_config().viewer
+    web = deployment.viewer_config(home).viewer
     base = [sys.executable, "-m", "veilcam"] + (["--verbose"] if verbose else [])
     store_metrics, camera_metrics = port_base + 90, port_base + 91
     commands = {

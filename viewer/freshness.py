@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
+from veilcam.common import deployment
 from veilcam.common.errors import VeilcamError
 
 log = logging.getLogger("veilcam.viewer")
@@ -36,7 +37,7 @@ class Freshness:
         from veilcam.common.queryclient import StoreLink, measure_skew
 
         try:
-            link = StoreLink(home, home.viewer_config().viewer.query)
+            link = StoreLink(home, deployment.viewer_config(home).viewer.query)
             try:
                 skew, margin = measure_skew(link, timeout_s)
             finally:

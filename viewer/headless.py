@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 import cv2
+from veilcam.common import deployment
 from veilcam.common.errors import VeilcamError
 from veilcam.common.home import Home
 from veilcam.common.keywrap import Identity
@@ -165,7 +166,7 @@ def _open_source(
             if got is not None:
                 yield got
 
-    relay = home.viewer_config().viewer.relay
+    relay = deployment.viewer_config(home).viewer.relay
     return _Source(live(), client.envelope, client.close, relay, freshness)
 
 

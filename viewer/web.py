@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import cv2
+from veilcam.common import deployment
 from veilcam.common.errors import KeystoreError, TransportError, VeilcamError
 from veilcam.common.home import Home, check_user_name
 from veilcam.common.lifecycle import StopFlag
@@ -764,7 +765,7 @@ def _run_web(
     max_age_s: float,
     on_ready: Callable[[dict[str, str]], None] | None = None,
 ) -> int:
-    cfg = home.viewer_config().viewer
+    cfg = deployment.viewer_config(home).viewer
     host = host or cfg.web_host
     port = cfg.web_port if port is None else port
     stop = stop or StopFlag()
