@@ -166,7 +166,8 @@ def test_user_passwd_reseals_the_keystore(tmp_path) -> None:
         stdin=f"{PASSWORD}\r\n{new}\r\n",
     )
     assert r.returncode == 0, r.stderr
-    assert "OLD password" in r.stderr  # the store's account is not changed: said, not hidden
+    # this home holds the store's accounts: the account changes with the keystore, and says so
+    assert "changed the store's account of alice" in r.stdout, r.stdout
     after = parse_keystore(path.read_text())
     assert after["public_key"] == before["public_key"]  # same keys: grants stay valid
     assert after["kdf"]["salt"] != before["kdf"]["salt"]
@@ -174,6 +175,15 @@ def test_user_passwd_reseals_the_keystore(tmp_path) -> None:
     with pytest.raises(KeystoreError):
         open_keystore(path, PASSWORD)
     assert path.stat().st_mode & 0o077 == 0
+    from veilcam.common.home import Home
+    from veilcam.common.keystore import derive_secrets, keystore_kdf
+    from veilcam.store_node.accounts import AccountStore
+
+    with AccountStore.open_in(Home(home)) as accounts:
+        new_secret = derive_secrets(new, keystore_kdf(after)).login_secret
+        assert accounts.check_login("alice", new_secret) is not None
+        old_secret = derive_secrets(PASSWORD, keystore_kdf(before)).login_secret
+        assert accounts.check_login("alice", old_secret) is None
 
 
 def test_register_refuses_a_weak_password_before_reaching_the_store(tmp_path) -> None:

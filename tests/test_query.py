@@ -393,3 +393,9 @@ def test_user_passwd_changes_the_password_on_a_running_store(tmp_path: Path, pro
     )  # fmt: skip
     assert r.returncode == 2 and "nothing was changed" in r.stderr, r.stderr
     assert "could not be reached" in r.stderr
+    # --local-only re-seals the keystore here and says the store keeps the old password
+    r = run_cli(
+        "user", "passwd", "alice", "--home", str(viewer), "--password-stdin", "--local-only",
+        stdin=f"{new}\nyet another new pass phrase\n",
+    )  # fmt: skip
+    assert r.returncode == 0 and "OLD password" in r.stderr, r.stderr
