@@ -42,8 +42,8 @@ from veilcam.common.format import (
 from veilcam.common.home import Home
 from veilcam.common.lifecycle import StopFlag
 from veilcam.common.metrics import counter, gauge, serve_metrics, stage_latency
-from veilcam.common.secretfiles import write_atomic
 from veilcam.common.query import MAX_FIELD_BYTES, MAX_REQUEST_BYTES, MAX_REQUEST_FRAMES
+from veilcam.common.secretfiles import write_atomic
 from veilcam.common.signing import ChainTracker, TrustedCameras
 from veilcam.common.stagetimer import StageTimes
 from veilcam.common.transport import (
@@ -56,8 +56,8 @@ from veilcam.common.transport import (
 )
 from veilcam.store_node.accounts import AccountGate, AccountStore, LoginLimiter
 from veilcam.store_node.archive import Archive
-
 from veilcam.store_node.queries import StoreQueries
+
 log = logging.getLogger("veilcam.store")
 
 STATS_EVERY_S = 30.0
@@ -100,7 +100,6 @@ class StoreNode:
             self.chain.set(camera, seq, digest)
         self.stop = stop or StopFlag()
         self.rejects: Counter[str] = Counter()
-        self.accepted = Counter()
         self.queries = StoreQueries(
             home,
             self.archive,
@@ -108,6 +107,7 @@ class StoreNode:
             AccountGate(self.accounts, self.limiter),
             self.rejects,
         )
+        self.accepted = Counter()
         # for the metrics endpoint: frames per camera, messages relayed, recipients of each
         # camera's current epoch (read by the scrape thread; written here only)
         self.frames_by_camera: Counter[str] = Counter()

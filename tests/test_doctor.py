@@ -72,9 +72,9 @@ EVERY_CHECK = {
     "archive",
     "store/camera",
     "store/viewer",
+    "trust",
     "clock",
 }
-    "trust",
 
 
 def test_a_good_deployment_passes(tmp_path: Path, procs) -> None:
