@@ -1,14 +1,21 @@
 """Helpers shared by the benchmarks that run real nodes: clips, ports, the CLI, node processes
-and their CPU and memory as /proc reports them."""
+and their CPU and memory as /proc reports them.
+
+The process part (``NodeSet``, ``Node``, ``veilcam``, ``free_port_base``) is also the tests'
+harness (tests/conftest.py): start a veilcam command, wait for its ``--ready-file``, stop it
+with SIGINT then SIGKILL, read its output."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -117,10 +124,18 @@ def veilcam_cmd(*args: str) -> list[str]:
 
 
 def veilcam(
-    *args: str, stdin: str | None = None, check: bool = True
+    *args: str, stdin: str | None = None, check: bool = True, timeout: float | None = 600
 ) -> subprocess.CompletedProcess:
+    """Run one veilcam command to its end (at most ``timeout`` seconds) and collect its
+    output."""
     return subprocess.run(
-        veilcam_cmd(*args), input=stdin, text=True, capture_output=True, cwd=ROOT, check=check
+        veilcam_cmd(*args),
+        input=stdin,
+        text=True,
+        capture_output=True,
+        cwd=ROOT,
+        check=check,
+        timeout=timeout,
     )
 
 
@@ -135,10 +150,15 @@ def use_yunet(camera_toml: str) -> str:
 
 
 class Node:
-    """One node process: its log, and its CPU time as last seen (kept after it exits)."""
+    """One node process: its log, its ready file, and its CPU time as last seen (kept after
+    it exits)."""
 
-    def __init__(self, name: str, role: str, proc: subprocess.Popen, log: Path) -> None:
+    def __init__(
+        self, name: str, role: str, proc: subprocess.Popen, log: Path, ready: Path | None = None
+    ) -> None:
         self.name, self.role, self.proc, self.log_path = name, role, proc, log
+        self.ready_path = ready
+        self.ready_info: dict | None = None  # the ready file's JSON, once read
         self.started = time.monotonic()
         self.ended: float | None = None
         self.cpu_last = 0.0
@@ -162,6 +182,7 @@ class Node:
         return self.cpu_last
 
     def log(self) -> str:
+        """Everything the process wrote so far (stdout and stderr)."""
         return self.log_path.read_text(errors="replace")
 
     def poll(self) -> bool:
@@ -186,6 +207,7 @@ class Node:
             if time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(self.proc.args, timeout)
             time.sleep(0.05)
+        assert self.exit_code is not None
         return self.exit_code
 
     def signal(self, sig: int) -> None:
@@ -193,9 +215,23 @@ class Node:
             self.read_cpu()
             self.proc.send_signal(sig)
 
+    def stop(self, timeout: float = 15) -> int:
+        """SIGINT (what Ctrl-C sends; the nodes stop cleanly on it), then SIGKILL if it has
+        not exited within ``timeout`` seconds. Returns the exit code."""
+        if self.alive:
+            self.signal(signal.SIGCONT)  # a paused node cannot act on SIGINT
+            self.signal(signal.SIGINT)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.wait(5)
+
 
 class NodeSet:
-    """Starts node processes with their logs in one folder and stops them at the end."""
+    """Starts veilcam processes with their logs (and ready files) in one folder, waits for
+    them to be ready, and stops them at the end: the one process harness of bench/ and
+    tests/."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = Path(log_dir)
@@ -203,8 +239,15 @@ class NodeSet:
         self.nodes: list[Node] = []
 
     def start(
-        self, name: str, role: str, cmd: list[str], stdin: str | None = None, preexec_fn=None
+        self,
+        name: str,
+        role: str,
+        cmd: list[str],
+        stdin: str | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+        ready: Path | None = None,
     ) -> Node:
+        """Start ``cmd`` with stdout and stderr in LOG_DIR/NAME.log; does not wait."""
         log = self.log_dir / f"{name}.log"
         fh = open(log, "w")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -220,17 +263,64 @@ class NodeSet:
         )
         fh.close()
         if stdin is not None:
+            assert proc.stdin is not None
             proc.stdin.write(stdin)
             proc.stdin.close()
-        node = Node(name, role, proc, log)
+        node = Node(name, role, proc, log, ready)
         self.nodes.append(node)
         return node
+
+    def start_veilcam(
+        self,
+        name: str,
+        role: str,
+        *args: str,
+        stdin: str | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+        timeout: float | None = 30,
+    ) -> Node:
+        """``veilcam ARGS --ready-file LOG_DIR/NAME.ready.json`` (store, camera, view); waits
+        up to ``timeout`` seconds for the ready file (None: does not wait, see wait_ready)."""
+        ready = self.log_dir / f"{name}.ready.json"
+        ready.unlink(missing_ok=True)
+        cmd = veilcam_cmd(*args, "--ready-file", str(ready))
+        node = self.start(name, role, cmd, stdin=stdin, preexec_fn=preexec_fn, ready=ready)
+        if timeout is not None:
+            self.wait_ready(node, timeout)
+        return node
+
+    def wait_ready(self, node: Node, timeout: float = 30) -> dict:
+        """The node's ready file (its pid and endpoints) once written; raises if the process
+        exits first or time runs out."""
+        if node.ready_info is not None:
+            return node.ready_info
+        if node.ready_path is None:
+            raise ValueError(f"{node.name} was not started with a ready file")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                info = json.loads(node.ready_path.read_text())
+            except FileNotFoundError:
+                info = None
+            if info is not None and info.get("pid") == node.pid:
+                node.ready_info = info
+                return info
+            if node.poll():
+                raise RuntimeError(
+                    f"{node.name} exited ({node.exit_code}) before it was ready:\n"
+                    f"{node.log()[-3000:]}"
+                )
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"{node.name} was not ready within {timeout:.0f} s:\n{node.log()[-3000:]}"
+        )
 
     def alive(self, role: str | None = None) -> list[Node]:
         return [n for n in self.nodes if n.alive and (role is None or n.role == role)]
 
     def wait_for_log(self, node: Node, text: str, timeout: float = 30) -> float:
-        """Seconds until ``node`` logged ``text``; raises if it exits or time runs out."""
+        """Seconds until ``node`` logged ``text`` (an event to observe, not readiness: use
+        the ready file for that); raises if it exits or time runs out."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if text in node.log():
@@ -246,15 +336,16 @@ class NodeSet:
         )
 
     def stop_all(self, timeout: float = 15) -> None:
-        import signal
-
+        """SIGINT to every live node, then SIGKILL to those still running after
+        ``timeout`` seconds."""
         for node in self.nodes:
             if node.alive:
-                node.signal(signal.SIGCONT)  # a paused node cannot act on SIGTERM
-                node.signal(signal.SIGTERM)
+                node.signal(signal.SIGCONT)  # a paused node cannot act on SIGINT
+                node.signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
         for node in self.nodes:
             try:
-                node.wait(timeout)
+                node.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 node.signal(signal.SIGKILL)
                 node.wait(5)

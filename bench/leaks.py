@@ -346,31 +346,29 @@ def run_pipeline(
     watcher = ArrivalWatcher(live_dir)
     camera_timeout = 90 + 1.0 * expected
     try:
-        store = nodes.start(
+        store = nodes.start_veilcam(
             "store",
             "store",
-            veilcam_cmd("store", "--home", str(home), "--stats-out", str(tmp / "store.json")),
+            *("store", "--home", str(home), "--stats-out", str(tmp / "store.json")),
+            timeout=60,
         )
-        nodes.wait_for_log(store, "store ready", timeout=60)
         watcher.start()
-        live = nodes.start(
+        live = nodes.start_veilcam(
             "live",
             "viewer",
-            veilcam_cmd(
-                "view",
-                "--home",
-                str(home),
-                "--headless",
-                "--out",
-                str(live_dir),
-                "--no-images",
-                "--frames",
-                str(expected),
-                "--timeout",
-                str(int(camera_timeout + 60)),
-            ),
+            "view",
+            "--home",
+            str(home),
+            "--headless",
+            "--out",
+            str(live_dir),
+            "--no-images",
+            "--frames",
+            str(expected),
+            "--timeout",
+            str(int(camera_timeout + 60)),
+            timeout=60,
         )
-        nodes.wait_for_log(live, "headless viewer: waiting for", timeout=60)
         time.sleep(0.5)  # let the subscription reach the store's relay
         cam_cmd = ["camera", "--home", str(home), "--stats-out", str(tmp / "camera.json")]
         if expected < info.source_frames:

@@ -33,7 +33,6 @@ from bench.harness import (  # noqa: E402
     make_clip,
     use_yunet,
     veilcam,
-    veilcam_cmd,
 )
 
 PASSWORD = "web stream pass phrase 42"
@@ -123,16 +122,14 @@ def main() -> int:
     )
     nodes = NodeSet(tmp / "logs")
     try:
-        store = nodes.start("store", "store", veilcam_cmd("store", "--home", str(home)))
-        nodes.wait_for_log(store, "store ready")
-        viewer = nodes.start("viewer", "viewer", veilcam_cmd("view", "--home", str(home), "--web"))
-        nodes.wait_for_log(viewer, "viewer ready")
-        camera = nodes.start(
+        nodes.start_veilcam("store", "store", "store", "--home", str(home))
+        viewer = nodes.start_veilcam("viewer", "viewer", "view", "--home", str(home), "--web")
+        nodes.start_veilcam(
             "camera",
             "camera",
-            veilcam_cmd("camera", "--home", str(home), "--metrics-port", str(metrics_port)),
+            *("camera", "--home", str(home), "--metrics-port", str(metrics_port)),
+            timeout=60,
         )
-        nodes.wait_for_log(camera, "new content-key epoch", timeout=60)
         time.sleep(2)
         url = f"http://127.0.0.1:{web_port}/stream/cam1.mjpg"
         public = window(nodes, viewer, metrics_port, url, args.seconds)

@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -354,7 +355,9 @@ class StoreNode:
             )
 
     # ------------------------------------------------------------------ main loop
-    def run(self) -> int:
+    def run(self, on_ready: Callable[[dict[str, str]], None] | None = None) -> int:
+        """Serve until the stop flag is set. ``on_ready`` gets the bound endpoints once the
+        sockets are bound (``--ready-file``)."""
         ctx = zmq.Context.instance()
         auth = CurveAuthenticator(ctx, self.allowlist)
         auth.start()
@@ -405,6 +408,10 @@ class StoreNode:
             self.archive.root,
             len(self.trust.camera_ids),
         )
+        if on_ready is not None:
+            bound = {"ingest": self.ingest, "relay": self.relay, "query": self.query}
+            ready = {k: sock.getsockopt_string(zmq.LAST_ENDPOINT) for k, sock in bound.items()}
+            on_ready(ready | {"metrics": metrics.address if metrics else ""})
         last_stats = last_identity_check = time.monotonic()
         last_retention = 0.0
         tick_ms = max(1, int(self.cfg.archive.fsync_max_delay_ms / 2))

@@ -44,8 +44,7 @@ def run(tmp_path_factory):
     home = Home(home_dir)
     procs = Procs(tmp)
     try:
-        procs.start("store", "store", "--home", str(home_dir))
-        procs.wait_for_log("store", "store ready")
+        procs.start_ready("store", "store", "--home", str(home_dir))
         assert (
             run_cli(
                 "register",
@@ -70,7 +69,7 @@ def run(tmp_path_factory):
             "cam1",
             sign_grant(rogue_key, "mallory", "cam1", ZoneClass.grantable(), mallory.public_raw),
         )
-        carol_view = procs.start(
+        carol_view = procs.start_ready(
             "carol",
             "view",
             "--home",
@@ -87,7 +86,6 @@ def run(tmp_path_factory):
             "--password-stdin",
             stdin=PASSWORD + "\n",
         )
-        procs.wait_for_log("carol", "waiting for")
         camera = procs.start("camera", "camera", "--home", str(home_dir), "--loop")
         assert carol_view.wait(timeout=60) == 0, procs.log("carol")
         r = run_cli("revoke", "alice", "--camera", "cam1", "--home", str(home_dir))

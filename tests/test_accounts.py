@@ -1,4 +1,5 @@
-"""Accounts on the store, through the real store process: register, log in, refuse, rate-limit."""
+"""Accounts on the store, through the real store process (e2e): register, log in, refuse,
+rate-limit."""
 
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
 @pytest.fixture
 def store(tmp_path: Path, procs) -> Home:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(home))
     return Home(home)
 
 
@@ -32,6 +32,7 @@ def _register(home: Home, name: str, password: str):
     )
 
 
+@pytest.mark.e2e
 def test_register_then_log_in_through_the_store(store: Home) -> None:
     r = _register(store, "dana", "a fairly long pass phrase")
     assert r.returncode == 0, r.stderr
@@ -41,6 +42,7 @@ def test_register_then_log_in_through_the_store(store: Home) -> None:
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+@pytest.mark.e2e
 def test_weak_password_refused_with_what_is_wrong(store: Home) -> None:
     for password, reason in (
         ("short one", "too short"),
@@ -50,6 +52,7 @@ def test_weak_password_refused_with_what_is_wrong(store: Home) -> None:
         assert r.returncode == 2 and reason in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.e2e
 def test_wrong_password_and_unknown_user_get_the_same_answer(store: Home) -> None:
     with pytest.raises(KeystoreError) as wrong:
         login(store, "alice", "not the right password")
@@ -58,6 +61,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(store: Home) -> Non
     assert str(wrong.value) == str(unknown.value) == "wrong user name or password"
 
 
+@pytest.mark.e2e
 def test_failed_log_ins_are_rate_limited_per_user(store: Home) -> None:
     for _ in range(LoginLimiter.USER_FREE_FAILURES):
         with pytest.raises(KeystoreError, match="wrong user name or password"):
@@ -79,6 +83,7 @@ def test_rate_limit_per_source_across_user_names() -> None:
     assert limiter.retry_after("someone-else", "10.0.0.9") == 0
 
 
+@pytest.mark.e2e
 def test_store_files_open_nothing_without_the_password(store: Home) -> None:
     """Everything the store keeps about a user (verifier, sealed keystore) opens nothing."""
     db = sqlite3.connect(store.accounts_path)

@@ -1,16 +1,20 @@
-"""The command line: clear one-line errors with exit code 2, never a traceback."""
+"""The command line: clear one-line errors with exit code 2, never a traceback. The commands
+run in this process (``cli``); the two that need a store to answer or a process to end run
+as processes (e2e)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
+import pytest
+
+from tests.conftest import PASSWORD, SAMPLE_CLIP, cli, make_home, run_cli
 
 
 def test_wrong_password_for_offline_keystore_fails_clearly(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
     out = tmp_path / "out"
-    r = run_cli(
+    r = cli(
         "view",
         "--home",
         str(home),
@@ -29,6 +33,7 @@ def test_wrong_password_for_offline_keystore_fails_clearly(tmp_path: Path) -> No
     assert not out.exists()
 
 
+@pytest.mark.e2e  # a process that waits out the store's 10 s answer time
 def test_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
     r = run_cli(
@@ -51,31 +56,31 @@ def test_bad_config_names_file_key_and_reason(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
     cfg = home / "config" / "camera.toml"
     cfg.write_text(cfg.read_text().replace('style = "solid"', 'style = "smear"'))
-    r = run_cli("camera", "--home", str(home), "--max-frames", "1")
+    r = cli("camera", "--home", str(home), "--max-frames", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{cfg}: key 'redaction.style'" in r.stderr
 
 
 def test_missing_home_is_a_clear_error(tmp_path: Path) -> None:
-    r = run_cli("store", "--home", str(tmp_path / "nowhere"))
+    r = cli("store", "--home", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "is not a veilcam home" in r.stderr
 
 
 def test_missing_video_file_is_a_clear_error(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    r = run_cli("camera", "--home", str(home), "--source", str(tmp_path / "nope.mp4"))
+    r = cli("camera", "--home", str(home), "--source", str(tmp_path / "nope.mp4"))
     assert r.returncode == 2 and "video file" in r.stderr and "not found" in r.stderr
 
 
 def test_init_refuses_an_existing_home(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    r = run_cli("init", str(home))
+    r = cli("init", str(home))
     assert r.returncode == 2 and "already holds a veilcam deployment" in r.stderr
 
 
 def test_password_is_never_an_argument(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    r = run_cli("user", "add", "carol", "--home", str(home))
+    r = cli("user", "add", "carol", "--home", str(home))
     assert r.returncode == 2 and "--password-stdin" in r.stderr
 
 
@@ -91,17 +96,17 @@ def test_secret_files_are_owner_only(tmp_path: Path) -> None:
 
 
 def test_verify_of_a_non_archive_is_a_clear_error(tmp_path: Path) -> None:
-    r = run_cli("verify", str(tmp_path))
+    r = cli("verify", str(tmp_path))
     assert r.returncode == 2 and "not a veilcam home" in r.stderr
 
 
+@pytest.mark.e2e
 def test_camera_ends_at_the_end_of_a_file_and_says_why(tmp_path: Path, procs) -> None:
     from tests.conftest import MEDIA, require_media
 
     clip = require_media(MEDIA / "intel" / "asl_gestures" / "yes.mkv")
     home = make_home(tmp_path, clip)
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(home))
     r = run_cli("camera", "--home", str(home), "--no-pace", timeout=120)
     assert r.returncode == 0, r.stderr
     assert "camera cam1 stopped: end of source" in r.stderr
@@ -132,7 +137,7 @@ def test_bad_times_and_durations_are_clear_errors(tmp_path: Path) -> None:
         ],
         ["cert", "issue", "camera:cam1", "--home", str(home), "--days", "-1"],
     ):
-        r = run_cli(*args)
+        r = cli(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("veilcam: error:")
 
@@ -174,9 +179,9 @@ def test_output_cut_short_by_the_reader_is_not_a_traceback(monkeypatch) -> None:
 def test_grant_for_a_camera_the_deployment_does_not_know_is_refused(tmp_path: Path) -> None:
     """'grant --camera doorr' (a typo) used to write a grant that opens nothing, silently."""
     home = make_home(tmp_path, SAMPLE_CLIP)
-    r = run_cli("grant", "alice", "--camera", "doorr", "--home", str(home))
+    r = cli("grant", "alice", "--camera", "doorr", "--home", str(home))
     assert r.returncode == 2
     assert "camera 'doorr' is not part of this deployment" in r.stderr
     assert "known cameras: cam1" in r.stderr and "Traceback" not in r.stderr
     assert not list((home / "grants").glob("alice@doorr*"))
-    assert run_cli("grant", "alice", "--camera", "cam1", "--home", str(home)).returncode == 0
+    assert cli("grant", "alice", "--camera", "cam1", "--home", str(home)).returncode == 0

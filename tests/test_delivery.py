@@ -23,10 +23,8 @@ def test_store_outage_loses_nothing(tmp_path: Path, procs, how: str) -> None:
     cfg = home / "config" / "camera.toml"
     # a small memory window, so the outage is held in the on-disk spool
     cfg.write_text(cfg.read_text().replace("[store]\n", "[store]\nmax_in_flight = 20\n", 1))
-    store = procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
-    camera = procs.start("camera", "camera", "--home", str(home), "--max-frames", str(FRAMES))
-    procs.wait_for_log("camera", "new content-key epoch")
+    store = procs.start_ready("store", "store", "--home", str(home))
+    camera = procs.start_ready("camera", "camera", "--home", str(home), "--max-frames", str(FRAMES))
     time.sleep(2.0)
     store.send_signal(getattr(signal, how))
     store.wait(timeout=15)
@@ -52,17 +50,14 @@ def test_store_killed_repeatedly_during_writes_keeps_every_acknowledged_frame(
 ) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml=NO_ROTATION)
     frames = 300
-    store = procs.start("store0", "store", "--home", str(home))
-    procs.wait_for_log("store0", "store ready")
-    camera = procs.start("camera", "camera", "--home", str(home), "--max-frames", str(frames))
-    procs.wait_for_log("camera", "new content-key epoch")
+    store = procs.start_ready("store0", "store", "--home", str(home))
+    camera = procs.start_ready("camera", "camera", "--home", str(home), "--max-frames", str(frames))
     for i in range(1, 4):  # bounded: three crashes in the middle of the stream
         time.sleep(1.5)
         store.send_signal(signal.SIGKILL)
         store.wait(timeout=10)
         time.sleep(0.3)
-        store = procs.start(f"store{i}", "store", "--home", str(home))
-        procs.wait_for_log(f"store{i}", "store ready")
+        store = procs.start_ready(f"store{i}", "store", "--home", str(home))
     assert camera.wait(timeout=120) == 0, procs.log("camera")
     assert (
         f"{frames} published, {frames} acknowledged (+1 key envelopes/gap notices), "
@@ -82,10 +77,8 @@ def test_spool_overflow_drops_oldest_and_declares_the_gap(tmp_path: Path, procs)
             "[store]\n", '[store]\nmax_in_flight = 5\nspool_max_mb = 1\ndrop_policy = "oldest"\n', 1
         )
     )
-    store = procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
-    camera = procs.start("camera", "camera", "--home", str(home), "--max-frames", "150")
-    procs.wait_for_log("camera", "new content-key epoch")
+    store = procs.start_ready("store", "store", "--home", str(home))
+    camera = procs.start_ready("camera", "camera", "--home", str(home), "--max-frames", "150")
     time.sleep(1.0)
     store.send_signal(signal.SIGTERM)
     store.wait(timeout=15)
@@ -116,8 +109,7 @@ def test_camera_restarted_during_an_outage_sends_its_spool_first(tmp_path: Path,
     spool = home / "state" / "spool-cam1"
     assert len(list(spool.glob("*.msg"))) == 41
 
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(home))
     second = procs.start(
         "camera2", "camera", "--home", str(home), "--max-frames", "25", "--no-pace"
     )
@@ -140,8 +132,7 @@ def test_second_camera_process_on_one_home_is_refused(tmp_path: Path, procs) -> 
     """A systemd unit plus a manual run would publish the same frame numbers: the second
     process stops at once (exit 2) with a message naming the running one."""
     home = make_home(tmp_path, SAMPLE_CLIP)
-    first = procs.start("camera", "camera", "--home", str(home), "--loop")
-    procs.wait_for_log("camera", "new content-key epoch", timeout=60)
+    first = procs.start_ready("camera", "camera", "--home", str(home), "--loop", timeout=60)
     second = run_cli("camera", "--home", str(home), "--max-frames", "5")
     assert second.returncode == 2, second.stderr
     assert f"camera cam1 is already running from this home (pid {first.pid}" in second.stderr

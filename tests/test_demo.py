@@ -1,27 +1,26 @@
-"""`veilcam demo`: three processes up, page live, Ctrl-C stops them all, archive intact."""
+"""`veilcam demo`: three processes up, page live, Ctrl-C stops them all, archive intact (e2e;
+ready when the page's status query shows frames)."""
 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port_base, run_cli, veilcam_cmd
+import pytest
+
+from tests.conftest import free_port_base, run_cli
+
+pytestmark = pytest.mark.e2e
 
 
-def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path, procs) -> None:
     base = free_port_base(4)
     web = base + 3
     home = tmp_path / "demo"
-    log = open(tmp_path / "demo.log", "w")
-    proc = subprocess.Popen(
-        veilcam_cmd("demo", "--home", str(home), "--port-base", str(base), "--web-port", str(web)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
+    procs.start(
+        "demo", "demo", "--home", str(home), "--port-base", str(base), "--web-port", str(web)
     )
     try:
         deadline = time.monotonic() + 60
@@ -35,16 +34,15 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             except OSError:
                 pass
             time.sleep(0.3)
-        text = (tmp_path / "demo.log").read_text()
+        text = procs.log("demo")
         assert "user    demo" in text and f"http://127.0.0.1:{web}/" in text
         password = text.split("password ", 1)[1].split()[0]
         assert (home / "demo-password.txt").read_text().strip() == password
         cam = status["cameras"][0]
         assert cam["camera"] == "demo-cam" and cam["verified"] and cam["live"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)
-    text = (tmp_path / "demo.log").read_text()
+        code = procs.stop("demo", timeout=30)  # Ctrl-C: SIGINT (SIGKILL only after 30 s)
+    text = procs.log("demo")
     assert code == 0, text
     for line in (
         "camera demo-cam stopped: signal SIGTERM",

@@ -1,5 +1,8 @@
 """`veilcam doctor`: a good deployment passes; each kind of broken one names the failing check
-and how to fix it, with exit code 1 and no traceback. Also the progress helper and -v."""
+and how to fix it, with exit code 1 and no traceback. Also the progress helper and -v.
+
+The doctor runs in this process (``cli``); the tests that need a running store start it as a
+process and are marked e2e."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pytest
 from veilcam.common.home import Home
 from veilcam.common.progress import Progress
 
-from tests.conftest import SAMPLE_CLIP, make_home, run_cli
+from tests.conftest import SAMPLE_CLIP, cli, make_home
 
 LINE = re.compile(r"^(OK|WARN|FAIL) (\S+): (.+)$")
 
@@ -23,7 +26,7 @@ LINE = re.compile(r"^(OK|WARN|FAIL) (\S+): (.+)$")
 def doctor(home: Path, *extra: str) -> tuple[int, dict[str, tuple[str, str, str]], str]:
     """Run the doctor (text output); returns exit code, {check: (status, finding, fix)} and
     stderr. Checks that every line has the documented shape and every WARN/FAIL a fix."""
-    r = run_cli("doctor", "--home", str(home), *extra, timeout=90)
+    r = cli("doctor", "--home", str(home), *extra)
     assert "Traceback" not in r.stderr, r.stderr
     lines = r.stdout.splitlines()
     assert lines and lines[-1].startswith("doctor: "), r.stdout
@@ -48,8 +51,7 @@ def failed(checks: dict[str, tuple[str, str, str]]) -> set[str]:
 
 
 def start_store(procs, home: Path) -> None:
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(home))
 
 
 EVERY_CHECK = {
@@ -77,6 +79,7 @@ EVERY_CHECK = {
 }
 
 
+@pytest.mark.e2e
 def test_a_good_deployment_passes(tmp_path: Path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
     start_store(procs, home)
@@ -94,7 +97,7 @@ def test_a_good_deployment_passes(tmp_path: Path, procs) -> None:
     assert "running store" in checks["port/ingest"][1]
     assert "accepted by the store" in checks["store/viewer"][1]
     # machine-readable: the same verdicts
-    r = run_cli("doctor", "--home", str(home), "--json", timeout=60)
+    r = cli("doctor", "--home", str(home), "--json")
     doc = json.loads(r.stdout)
     assert r.returncode == 0 and doc["ok"] and doc["roles"] == ["camera", "store", "viewer"]
     assert {c["check"]: c["status"] for c in doc["checks"]} == {
@@ -117,7 +120,7 @@ def _missing_cert(home: Path, _tmp: Path) -> None:
 
 
 def _expired_cert(home: Path, _tmp: Path) -> None:
-    r = run_cli("cert", "issue", "viewer:viewer", "--home", str(home), "--days", "0.00002")
+    r = cli("cert", "issue", "viewer:viewer", "--home", str(home), "--days", "0.00002")
     assert r.returncode == 0, r.stderr
     time.sleep(2)  # 0.00002 days = 1.7 s
 
@@ -150,7 +153,8 @@ BROKEN = [
 
 
 @pytest.mark.parametrize(
-    "case,breaker,store_up,must_fail,words", BROKEN, ids=[b[0] for b in BROKEN]
+    "case,breaker,store_up,must_fail,words",
+    [pytest.param(*b, id=b[0], marks=[pytest.mark.e2e] if b[2] else []) for b in BROKEN],
 )
 def test_a_broken_deployment_names_the_check_and_the_fix(
     tmp_path: Path, procs, case, breaker, store_up, must_fail, words
@@ -212,7 +216,7 @@ def test_a_certificate_near_its_end_and_a_revoked_one(tmp_path: Path) -> None:
         ["cert", "issue", "viewer:laptop"],
         ["cert", "revoke", "viewer:laptop"],
     ):
-        r = run_cli(*args, "--home", str(home))
+        r = cli(*args, "--home", str(home))
         assert r.returncode == 0, r.stderr
     _, checks, _ = doctor(home, "--timeout", "0.5")
     status, finding, fix = checks["cert/camera:cam1"]
@@ -257,6 +261,7 @@ def test_clock_skew_thresholds(tmp_path: Path, offset, status) -> None:
         assert "timedatectl" in result.fix
 
 
+@pytest.mark.e2e
 def test_store_answers_the_time_query(tmp_path: Path, procs) -> None:
     from veilcam.viewer.login import StoreLink
 
@@ -338,7 +343,7 @@ def _home_with_archive(tmp_path: Path) -> Path:
 
 def test_verbose_before_or_after_the_command(tmp_path: Path) -> None:
     home = _home_with_archive(tmp_path)
-    quiet = run_cli("verify", str(home))
+    quiet = cli("verify", str(home))
     assert quiet.returncode == 0 and "INTACT" in quiet.stdout, quiet.stdout + quiet.stderr
     assert "DEBUG" not in quiet.stderr
     for args in (
@@ -346,12 +351,12 @@ def test_verbose_before_or_after_the_command(tmp_path: Path) -> None:
         ["verify", str(home), "--verbose"],
         ["--verbose", "verify", "-v", str(home)],
     ):
-        r = run_cli(*args)
+        r = cli(*args)
         assert r.returncode == 0 and "INTACT" in r.stdout, r.stderr
         assert "DEBUG" in r.stderr and "checking cam1/" in r.stderr, (args, r.stderr)
-    r = run_cli("doctor", "--home", str(home), "-v", "--timeout", "0.5")
+    r = cli("doctor", "--home", str(home), "-v", "--timeout", "0.5")
     assert "DEBUG" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("verify", str(home), "--json")  # progress never goes to stdout
+    r = cli("verify", str(home), "--json")  # progress never goes to stdout
     assert json.loads(r.stdout)["intact"]
 
 
@@ -383,11 +388,12 @@ def test_the_ca_key_beside_a_store_is_a_warning(tmp_path: Path) -> None:
     assert "identities/camera/cam1.key.pem" in finding
 
 
+@pytest.mark.e2e
 def test_a_revoked_viewer_is_told_to_get_new_keys_not_to_copy_its_certificate(
     tmp_path: Path, procs
 ) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
-    r = run_cli("cert", "revoke", "viewer:viewer", "--home", str(home))
+    r = cli("cert", "revoke", "viewer:viewer", "--home", str(home))
     assert r.returncode == 0, r.stderr
     start_store(procs, home)
     code, checks, _ = doctor(home)

@@ -63,15 +63,14 @@ def run(tmp_path_factory):
     home = make_home(tmp, SAMPLE_CLIP, extra_camera_toml=STATIC_ZONE)
     procs = Procs(tmp)
     try:
-        procs.start("store", "store", "--home", str(home))
-        procs.wait_for_log("store", "store ready")
+        procs.start_ready("store", "store", "--home", str(home))
         # bob registers on the store but gets no grant: not a recipient of any envelope
         reg = run_cli(
             "register", "bob", "--home", str(home), "--password-stdin", stdin=PASSWORD + "\n"
         )
         assert reg.returncode == 0, reg.stderr
         viewers = {
-            "public": procs.start(
+            "public": procs.start_ready(
                 "public",
                 "view",
                 "--home",
@@ -83,8 +82,9 @@ def run(tmp_path_factory):
                 str(VIEWED),
                 "--timeout",
                 "90",
+                timeout=None,
             ),
-            "alice": procs.start(
+            "alice": procs.start_ready(
                 "alice",
                 "view",
                 "--home",
@@ -100,8 +100,9 @@ def run(tmp_path_factory):
                 "alice",
                 "--password-stdin",
                 stdin=PASSWORD + "\n",
+                timeout=None,
             ),
-            "bob": procs.start(
+            "bob": procs.start_ready(
                 "bob",
                 "view",
                 "--home",
@@ -117,10 +118,11 @@ def run(tmp_path_factory):
                 "bob",
                 "--password-stdin",
                 stdin=PASSWORD + "\n",
+                timeout=None,
             ),
         }
         for name in viewers:
-            procs.wait_for_log(name, "waiting for")
+            procs.ready(name)
         import time
 
         time.sleep(1.0)  # let the subscriptions reach the store's PUB socket

@@ -28,10 +28,8 @@ def _wait_log(procs, name: str, text: str, timeout: float = 20) -> None:
 
 def test_frames_from_a_revoked_camera_certificate_are_rejected(tmp_path: Path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP)
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
-    procs.start("camera", "camera", "--home", str(home), "--loop")
-    _wait_log(procs, "camera", "new content-key epoch")
+    procs.start_ready("store", "store", "--home", str(home))
+    procs.start_ready("camera", "camera", "--home", str(home), "--loop")
     time.sleep(1.0)
     r = run_cli("cert", "revoke", "camera:cam1", "--home", str(home))
     assert r.returncode == 0, r.stderr
@@ -45,10 +43,8 @@ def test_frames_after_the_camera_certificate_expired_are_rejected(tmp_path: Path
     # valid for 30 s: long enough to start up on a loaded machine, short enough to wait out
     r = run_cli("cert", "issue", "camera:cam1", "--home", str(home), "--days", str(30 / 86400))
     assert r.returncode == 0, r.stderr
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
-    procs.start("camera", "camera", "--home", str(home), "--loop")
-    _wait_log(procs, "camera", "new content-key epoch")
+    procs.start_ready("store", "store", "--home", str(home))
+    procs.start_ready("camera", "camera", "--home", str(home), "--loop")
     _wait_log(procs, "camera", "store rejected frame", timeout=90)
     assert "expired" in procs.log("camera")
     assert "certificate_expired" in procs.log("store")
@@ -57,8 +53,7 @@ def test_frames_after_the_camera_certificate_expired_are_rejected(tmp_path: Path
 def test_viewer_refuses_a_store_of_another_deployment(tmp_path: Path, procs) -> None:
     ours = make_home(tmp_path / "ours", SAMPLE_CLIP)
     theirs = make_home(tmp_path / "theirs", SAMPLE_CLIP)
-    procs.start("store", "store", "--home", str(theirs))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(theirs))
     viewer_toml = ours / "config" / "viewer.toml"
     their_cfg = Home(theirs).viewer_config().viewer
     text = viewer_toml.read_text()
@@ -87,8 +82,7 @@ def test_viewer_refuses_a_store_of_another_deployment(tmp_path: Path, procs) -> 
 
 def test_peers_without_certified_keys_cannot_publish_or_subscribe(tmp_path: Path, procs) -> None:
     home = Home(make_home(tmp_path, SAMPLE_CLIP))
-    procs.start("store", "store", "--home", str(home.root))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(home.root))
     store_cfg = home.store_config().store
     store_key = home.store_identity().transport_key
     ctx = zmq.Context.instance()

@@ -1,13 +1,17 @@
-"""The Prometheus endpoints of store and camera, scraped during a real run: counters move."""
+"""The Prometheus endpoints of store and camera, scraped during a real run (node processes,
+e2e): counters move."""
 
 from __future__ import annotations
 
 import time
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SAMPLE_CLIP, free_port_base, make_home
+
+pytestmark = pytest.mark.e2e
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -40,9 +44,8 @@ def test_store_and_camera_metrics_move_during_a_run(tmp_path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=("alice",))
     store_port = free_port_base(2)
     camera_port = store_port + 1
-    procs.start("store", "store", "--home", str(home), "--metrics-port", str(store_port))
-    procs.wait_for_log("store", "store ready")
-    procs.wait_for_log("store", "store metrics: http://127.0.0.1:")
+    procs.start_ready("store", "store", "--home", str(home), "--metrics-port", str(store_port))
+    assert procs.ready("store")["metrics"] == f"http://127.0.0.1:{store_port}/metrics"
     procs.start(
         "camera", "camera", "--home", str(home), "--loop", "--metrics-port", str(camera_port)
     )
@@ -88,8 +91,8 @@ def test_metrics_port_in_use_is_logged_and_the_store_runs_on(tmp_path, procs) ->
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        procs.start("store", "store", "--home", str(home), "--metrics-port", str(port))
-        procs.wait_for_log("store", "store ready")
+        procs.start_ready("store", "store", "--home", str(home), "--metrics-port", str(port))
+        assert procs.ready("store")["metrics"] == ""  # running on, without metrics
         log = procs.log("store")
         assert f"cannot serve store metrics on 127.0.0.1:{port}" in log
         assert "Traceback" not in log

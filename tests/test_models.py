@@ -36,10 +36,10 @@ from tests.conftest import (
     ROOT,
     SAMPLE_CLIP,
     YUNET,
+    cli,
     free_port_base,
     make_home,
     require_media,
-    run_cli,
 )
 
 PHOTO = MEDIA / "faces_annotated" / "2008_001009.jpg"
@@ -122,6 +122,7 @@ print(detector.name, len(faces))
 """
 
 
+@pytest.mark.e2e
 def test_fresh_install_without_network_in_a_new_process(tmp_path: Path) -> None:
     photo = require_media(PHOTO)
     env = {
@@ -265,7 +266,7 @@ def test_camera_with_a_broken_configured_model_exits_2(tmp_path: Path) -> None:
     lines = [x for x in cfg.read_text().splitlines() if not x.startswith("model = ")]
     text = "\n".join(lines).replace("[faces]\n", f'[faces]\nmodel = "{garbage}"\n')
     cfg.write_text(text + "\n")
-    r = run_cli("camera", "--home", str(home), "--max-frames", "1")
+    r = cli("camera", "--home", str(home), "--max-frames", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "faces.model" in r.stderr and str(garbage) in r.stderr
 
@@ -276,7 +277,7 @@ def test_camera_with_a_broken_configured_model_exits_2(tmp_path: Path) -> None:
 def test_doctor_reports_the_packaged_model_as_ok(tmp_path: Path) -> None:
     home = tmp_path / "home"
     base = free_port_base(4)
-    r = run_cli(
+    r = cli(
         "init",
         str(home),
         "--camera-id",
@@ -289,7 +290,7 @@ def test_doctor_reports_the_packaged_model_as_ok(tmp_path: Path) -> None:
         str(base + 3),
     )
     assert r.returncode == 0, r.stderr
-    r = run_cli("doctor", "--home", str(home), timeout=90)
+    r = cli("doctor", "--home", str(home))
     line = next(
         x for x in r.stdout.splitlines() if x.startswith(("OK model", "WARN model", "FAIL model"))
     )

@@ -112,14 +112,14 @@ def test_a_terminal_gets_no_echo_and_a_new_password_is_asked_twice(monkeypatch) 
 def test_user_add_refuses_a_repeated_password_and_strips_a_carriage_return(tmp_path) -> None:
     from veilcam.common.keystore import open_keystore
 
-    from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
+    from tests.conftest import PASSWORD, SAMPLE_CLIP, cli, make_home
 
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
-    r = run_cli(
+    r = cli(
         "user", "add", "carol", "--home", str(home), "--password-stdin", stdin="passwordpassword\n"
     )
     assert r.returncode == 2 and "repeated" in r.stderr, r.stderr
-    r = run_cli(
+    r = cli(
         "user", "add", "carol", "--home", str(home), "--password-stdin", stdin=PASSWORD + "\r\n"
     )
     assert r.returncode == 0, r.stderr
@@ -130,13 +130,13 @@ def test_user_passwd_reseals_the_keystore(tmp_path) -> None:
     from veilcam.common.errors import KeystoreError
     from veilcam.common.keystore import open_keystore, parse_keystore
 
-    from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
+    from tests.conftest import PASSWORD, SAMPLE_CLIP, cli, make_home
 
     home = make_home(tmp_path, SAMPLE_CLIP)  # alice, with PASSWORD
     path = home / "users" / "alice" / "keystore.json"
     before = parse_keystore(path.read_text())
     new = "tangerine-lamp-oxbow-47"
-    r = run_cli(
+    r = cli(
         "user",
         "passwd",
         "alice",
@@ -146,7 +146,7 @@ def test_user_passwd_reseals_the_keystore(tmp_path) -> None:
         stdin=f"not her password\n{new}\n",
     )
     assert r.returncode == 2 and "wrong password" in r.stderr
-    r = run_cli(
+    r = cli(
         "user",
         "passwd",
         "alice",
@@ -156,7 +156,7 @@ def test_user_passwd_reseals_the_keystore(tmp_path) -> None:
         stdin=f"{PASSWORD}\npasswordpassword\n",
     )
     assert r.returncode == 2 and "repeated" in r.stderr
-    r = run_cli(
+    r = cli(
         "user",
         "passwd",
         "alice",
@@ -189,10 +189,8 @@ def test_user_passwd_reseals_the_keystore(tmp_path) -> None:
 def test_register_refuses_a_weak_password_before_reaching_the_store(tmp_path) -> None:
     """'register' applies the same strength checks as 'user add' (no store is running here:
     the refusal comes first)."""
-    from tests.conftest import SAMPLE_CLIP, make_home, run_cli
+    from tests.conftest import SAMPLE_CLIP, cli, make_home
 
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
-    r = run_cli(
-        "register", "dana", "--home", str(home), "--password-stdin", stdin="passwordpassword\n"
-    )
+    r = cli("register", "dana", "--home", str(home), "--password-stdin", stdin="passwordpassword\n")
     assert r.returncode == 2 and "repeated" in r.stderr and "Traceback" not in r.stderr

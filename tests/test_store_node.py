@@ -1,4 +1,5 @@
-"""The running store process: rejects forged, unknown and replayed frames, and keeps running."""
+"""The running store process (e2e): rejects forged, unknown and replayed frames, and keeps
+running."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from veilcam.common.transport import curve_pair, make_client
 from tests.conftest import SAMPLE_CLIP, make_home
 from tests.factory import Camera
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def store(tmp_path: Path, procs):
     home = make_home(tmp_path, SAMPLE_CLIP)
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(home))
     h = Home(home)
     ctx = zmq.Context.instance()
     store_key = h.store_identity().transport_key
@@ -103,8 +105,7 @@ def test_store_rejects_bad_frames_and_keeps_running(store) -> None:
     ack = _send(dealer, cam.frame(image=textured(seed=9)).to_parts())
     assert ack.status == AckStatus.REJECTED and "replayed or reordered" in ack.reason
 
-    store["procs"].procs[0][1].terminate()
-    store["procs"].procs[0][1].wait(timeout=10)
+    store["procs"].stop("store", timeout=10)
     log = store["procs"].log("store")
     assert "2 frame(s) and 1 key envelope(s) archived" in log
     assert "bad_signature=2" in log and "wrong_camera_identity=1" in log and "replay=1" in log
@@ -118,9 +119,8 @@ def test_full_disk_stops_accepting_with_a_clear_error_and_loses_nothing_acknowle
     """The store's files may not grow past 1.5 MB (RLIMIT_FSIZE, as on a full disk)."""
     import resource
     import signal as sig
-    import subprocess
 
-    from tests.conftest import ROOT, run_cli, veilcam_cmd
+    from tests.conftest import run_cli
 
     home = make_home(tmp_path, SAMPLE_CLIP)
 
@@ -128,17 +128,8 @@ def test_full_disk_stops_accepting_with_a_clear_error_and_loses_nothing_acknowle
         sig.signal(sig.SIGXFSZ, sig.SIG_IGN)  # get EFBIG instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))
 
-    log = open(tmp_path / "store.log", "w")
-    store = subprocess.Popen(
-        veilcam_cmd("store", "--home", str(home)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        preexec_fn=limit,
-    )
+    store = procs.start_ready("store", "store", "--home", str(home), preexec_fn=limit)
     try:
-        procs.tmp = tmp_path
-        procs.wait_for_log("store", "store ready")
         cfg = home / "config" / "camera.toml"
         cfg.write_text(cfg.read_text().replace("[store]\n", "[store]\ndrain_timeout_s = 4\n", 1))
         camera = run_cli(
@@ -147,9 +138,8 @@ def test_full_disk_stops_accepting_with_a_clear_error_and_loses_nothing_acknowle
         assert camera.returncode == 3, camera.stderr  # not everything could be acknowledged
         assert store.poll() is None, "the store must keep running"
     finally:
-        store.terminate()
-        store.wait(timeout=15)
-    text = (tmp_path / "store.log").read_text()
+        procs.stop("store")
+    text = procs.log("store")
     assert "cannot write to the archive" in text and "Traceback" not in text
     acked = int(camera.stderr.rsplit(" acknowledged", 1)[0].rsplit(" ", 1)[1])
     verify = run_cli("verify", str(home), "--json")
@@ -166,9 +156,8 @@ def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_o
     (then #3 could never be: a replay) but wait, unacknowledged, until #3 is written."""
     import resource
     import signal as sig
-    import subprocess
 
-    from tests.conftest import ROOT, run_cli, veilcam_cmd
+    from tests.conftest import run_cli
     from tests.factory import textured
 
     home = make_home(tmp_path, SAMPLE_CLIP)
@@ -178,19 +167,11 @@ def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_o
         sig.signal(sig.SIGXFSZ, sig.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-    log = open(tmp_path / "store.log", "w")
-    store = subprocess.Popen(
-        veilcam_cmd("store", "--home", str(home)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        preexec_fn=limited,
-    )
+    store = procs.start_ready("store", "store", "--home", str(home), preexec_fn=limited)
     h = Home(home)
     dealer = zmq.Context.instance().socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     try:
-        procs.wait_for_log("store", "store ready")
         make_client(
             dealer, curve_pair(h.transport_key("camera", "cam1")), h.store_identity().transport_key
         )
@@ -212,9 +193,8 @@ def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_o
         assert _send(dealer, small.to_parts()).status == AckStatus.STORED
     finally:
         dealer.close()
-        store.terminate()
-        store.wait(timeout=15)
-    text = (tmp_path / "store.log").read_text()
+        procs.stop("store")
+    text = procs.log("store")
     assert "cannot write to the archive" in text and "Traceback" not in text
     import sqlite3
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from veilcam.common.home import Home
 
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home
@@ -46,6 +47,7 @@ def _first_mjpeg_part(url: str) -> bytes:
         return resp.read(int(headers["content-length"]))
 
 
+@pytest.mark.e2e
 def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
     # a generous lag bound: this test compares frames, not the fail-closed path
     home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml="")
@@ -149,6 +151,7 @@ def _wait_status(base: str, ok, timeout: float = 30) -> dict:
     raise AssertionError(f"status never satisfied the condition: {cam}")
 
 
+@pytest.mark.e2e
 def test_renewed_camera_certificate_and_revoked_user_in_a_running_viewer(
     tmp_path: Path, procs
 ) -> None:
@@ -196,8 +199,7 @@ def test_renewed_camera_certificate_and_revoked_user_in_a_running_viewer(
     procs.wait_for_log("store", "identities loaded", timeout=10)
     time.sleep(1.5)  # the store re-reads certificates within a second
     last = _status_of(base)["seq"]
-    procs.start("camera2", "camera", "--home", str(home), "--loop")
-    procs.wait_for_log("camera2", "new content-key epoch", timeout=60)
+    procs.start_ready("camera2", "camera", "--home", str(home), "--loop", timeout=60)
     cam = _wait_status(base, lambda c: c.get("seq", 0) > last + 10, timeout=30)
     assert cam["verified"], cam  # not VERIFICATION FAILED until a restart
     assert "certificates or CRL changed: reloaded" in procs.log("viewer")

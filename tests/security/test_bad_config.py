@@ -2,10 +2,11 @@
 config files and bad command-line values. Every row must exit non-zero with exactly one error
 line that names the problem, and no Python traceback.
 
-The rows run as separate processes, a few at a time (a module fixture), each on its own copy
-of one deployment home; each row is then its own test. Unit-level config validation
-(file, key and reason in the message) is in tests/test_config.py; a few CLI errors are in
-tests/test_cli.py (missing home, missing video file, wrong redaction style, bad times).
+The rows run as separate processes (so the module is e2e), a few at a time (a module
+fixture), each on its own copy of one deployment home; each row is then its own test.
+Unit-level config validation (file, key and reason in the message) is in tests/test_config.py;
+a few CLI errors are in tests/test_cli.py (missing home, missing video file, wrong redaction
+style, bad times), run in-process in the fast tier.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home, run_cli
+
+pytestmark = pytest.mark.e2e
 
 
 @dataclass(frozen=True)

@@ -88,9 +88,8 @@ def deployment(tmp_path_factory):
     assert r.returncode == 0, r.stderr
     procs = Procs(tmp)
     stats = tmp / "store-stats.json"
-    procs.start("store", "store", "--home", str(home.root), "--stats-out", str(stats))
     try:
-        procs.wait_for_log("store", "store ready")
+        procs.start_ready("store", "store", "--home", str(home.root), "--stats-out", str(stats))
         yield {"home": home, "tmp": tmp, "procs": procs, "stats": stats}
     finally:
         procs.stop_all()
@@ -235,8 +234,7 @@ def test_camera_and_register_refuse_a_store_of_another_deployment(tmp_path: Path
     fails on the store key pinned from our own store certificate."""
     theirs = Home(make_home(tmp_path / "theirs", SAMPLE_CLIP, users=()))
     ours = make_home(tmp_path / "ours", SAMPLE_CLIP)
-    procs.start("theirs", "store", "--home", str(theirs.root))
-    procs.wait_for_log("theirs", "store ready")
+    procs.start_ready("theirs", "store", "--home", str(theirs.root))
     point_at(ours, theirs)
     results = parallel(
         {
@@ -393,8 +391,7 @@ def test_revoked_certificates_are_refused_at_the_handshake(tmp_path: Path, procs
     camera = ("camera", "--home", str(home), "--max-frames", "2", "--no-pace")
     for node in ("camera:cam1", "viewer:viewer"):
         assert run_cli("cert", "revoke", node, "--home", str(home)).returncode == 0
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(home))
     assert "2 revoked certificate(s)" in procs.log("store")
     results = parallel({"camera": (camera, None), "viewer": (view, None)})
     one_error(results["camera"], REFUSED_BY_STORE)
@@ -430,8 +427,7 @@ def test_expired_certificates_are_refused_at_the_handshake(tmp_path: Path, procs
     )
     assert all(r.returncode == 0 for r in issued.values()), issued
     time.sleep(2.5)
-    procs.start("store", "store", "--home", str(home))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(home))
     assert "0 camera(s), 0 viewer(s)" in procs.log("store")  # both expired: not admitted
     results = parallel({"camera": (camera, None), "viewer": (view, None)})
     one_error(results["camera"], REFUSED_BY_STORE)

@@ -121,8 +121,7 @@ def run(tmp_path_factory):
         )
         assert r.returncode == 0, r.stderr
         outputs["user add"] = r.stdout + r.stderr
-        procs.start("store", "-v", "store", "--home", str(home.root))
-        procs.wait_for_log("store", "store ready")
+        procs.start_ready("store", "-v", "store", "--home", str(home.root))
         r = run_cli(
             "-v",
             "register",
@@ -134,7 +133,7 @@ def run(tmp_path_factory):
         )
         assert r.returncode == 0, r.stderr
         outputs["register"] = r.stdout + r.stderr
-        viewer = procs.start(
+        viewer = procs.start_ready(
             "viewer",
             "-v",
             "view",
@@ -152,7 +151,6 @@ def run(tmp_path_factory):
             "--password-stdin",
             stdin=pw_dana + "\n",
         )
-        procs.wait_for_log("viewer", "waiting for")
         camera = procs.start("camera", "-v", "camera", "--home", str(home.root), "--loop")
         assert viewer.wait(timeout=90) == 0, procs.log("viewer")[-2000:]
         camera.terminate()

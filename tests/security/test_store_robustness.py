@@ -40,8 +40,7 @@ class Store:
     def __init__(self, tmp: Path) -> None:
         self.home = Home(make_home(tmp, SAMPLE_CLIP, users=()))
         self.procs = Procs(tmp)
-        self.proc = self.procs.start("store", "store", "--home", str(self.home.root))
-        self.procs.wait_for_log("store", "store ready")
+        self.proc = self.procs.start_ready("store", "store", "--home", str(self.home.root))
         self.cam = _camera_of(self.home)
         # a context of its own: an oversized message or a dropped connection here must not
         # hold up the shared context that later in-process tests use

@@ -68,7 +68,7 @@ class StoreRun:
         self.metrics_port = free_port_base(1)
         self.stats = tmp / "store-stats.json"
         self.procs = Procs(tmp)
-        self.procs.start(
+        self.procs.start_ready(
             "store",
             "store",
             "--home",
@@ -78,8 +78,8 @@ class StoreRun:
             "--stats-out",
             str(self.stats),
         )
-        self.procs.wait_for_log("store", "store ready")
-        self.procs.wait_for_log("store", "store metrics: http://127.0.0.1:")
+        metrics = self.procs.ready("store")["metrics"]
+        assert metrics == f"http://127.0.0.1:{self.metrics_port}/metrics", metrics
         ctx = self.ctx = zmq.Context()  # its own: nothing here may hold up the shared one
         store_key = self.home.store_identity().transport_key
         self.dealer = ctx.socket(zmq.DEALER)

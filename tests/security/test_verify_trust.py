@@ -1,6 +1,6 @@
 """Issue 12, archive and evidence part: each test performs the review's attack through
-``veilcam verify`` / ``veilcam cert`` (the CLI, as a process) and passes only because it now
-fails.
+``veilcam verify`` / ``veilcam cert`` (the CLI's main, in this process) and passes only
+because it now fails.
 
 1. A forged evidence bundle (a home of the forger's own, frames signed with its camera key,
    laid out as a bundle) verified INTACT: ``--trust`` was ignored for any target with config/.
@@ -29,7 +29,7 @@ from veilcam.common.segments import encode_record, segment_header
 from veilcam.common.signing import load_signing_key
 from veilcam.store_node.archive import Archive
 
-from tests.conftest import SAMPLE_CLIP, make_home, run_cli
+from tests.conftest import SAMPLE_CLIP, cli, make_home
 from tests.factory import Camera, textured
 from tests.security.make_corpus import H, W, small_zones
 
@@ -102,7 +102,7 @@ def homes(tmp_path_factory):
     """The deployment (victim) and a forger's own 'veilcam init' with the same camera id."""
     victim = Home(make_home(tmp_path_factory.mktemp("victim"), SAMPLE_CLIP, users=()))
     forger = tmp_path_factory.mktemp("forger") / "home"
-    r = run_cli("init", str(forger), "--camera-id", "cam1", "--source", str(SAMPLE_CLIP))
+    r = cli("init", str(forger), "--camera-id", "cam1", "--source", str(SAMPLE_CLIP))
     assert r.returncode == 0, r.stderr
     return victim, Home(forger)
 
@@ -122,30 +122,30 @@ def test_forged_bundle_fails_against_the_trusted_home_and_is_self_certified_alon
     forged = tmp_path / "forged.mp4.bundle"
     _lay_out_bundle(forger, forged)
     # with --trust: the trust anchors are the victim's only; the forger's frames fail
-    r = run_cli("verify", str(forged), "--trust", str(victim.root))
+    r = cli("verify", str(forged), "--trust", str(victim.root))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "bad_signature" in r.stdout and _verdicts(r.stdout) == [r.stdout.splitlines()[-1]]
     assert r.stdout.splitlines()[-1].startswith("NOT INTACT")
     assert _fingerprint(victim) in r.stdout and _fingerprint(forger) not in r.stdout
-    doc = json.loads(run_cli("verify", str(forged), "--trust", str(victim.root), "--json").stdout)
+    doc = json.loads(cli("verify", str(forged), "--trust", str(victim.root), "--json").stdout)
     assert doc["verdict"] == "NOT_INTACT" and not doc["intact"]
     assert doc["trust_anchor"]["ca_sha256"] == _fingerprint(victim)
     # without --trust: a distinct verdict and exit code, naming the CA it carries
-    r = run_cli("verify", str(forged))
+    r = cli("verify", str(forged))
     assert r.returncode == 3, r.stdout + r.stderr
     last = r.stdout.splitlines()[-1]
     assert last.startswith("SELF-CERTIFIED") and _fingerprint(forger) in last
     assert "INTACT:" not in r.stdout
-    doc = json.loads(run_cli("verify", str(forged), "--json").stdout)
+    doc = json.loads(cli("verify", str(forged), "--json").stdout)
     assert doc["verdict"] == "SELF_CERTIFIED" and doc["self_certified"]
     assert doc["trust_anchor"]["ca_sha256"] == _fingerprint(forger)
     # the control: a genuine bundle verifies against the home that trusts it
     genuine = tmp_path / "genuine.mp4.bundle"
     _lay_out_bundle(victim, genuine)
-    r = run_cli("verify", str(genuine), "--trust", str(victim.root))
+    r = cli("verify", str(genuine), "--trust", str(victim.root))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[-1].startswith("INTACT")
-    help_text = run_cli("verify", "--help").stdout
+    help_text = cli("verify", "--help").stdout
     assert "3  self-certified" in help_text
 
 
@@ -160,16 +160,16 @@ def test_swapped_video_is_not_called_covered_and_the_verdict_comes_last(
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["video"]["sha256"] = sha256_file(video)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    r = run_cli("verify", str(bundle), "--trust", str(victim.root))
+    r = cli("verify", str(bundle), "--trust", str(victim.root))
     assert r.returncode == 0, r.stdout
     assert "NOT covered by their signatures" in r.stdout
     assert "signed under the CA" not in r.stdout
     assert _verdicts(r.stdout) == [r.stdout.splitlines()[-1]]
-    doc = json.loads(run_cli("verify", str(bundle), "--trust", str(victim.root), "--json").stdout)
+    doc = json.loads(cli("verify", str(bundle), "--trust", str(victim.root), "--json").stdout)
     assert doc["video_covered_by_signatures"] is False
     # an MP4 that does not match the manifest: one verdict, NOT INTACT, printed last
     video.write_bytes(b"yet another film " * 100)
-    r = run_cli("verify", str(bundle), "--trust", str(victim.root))
+    r = cli("verify", str(bundle), "--trust", str(victim.root))
     assert r.returncode == 1
     lines = r.stdout.splitlines()
     assert _verdicts(r.stdout) == [lines[-1]] and lines[-1].startswith("NOT INTACT")
@@ -182,7 +182,7 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
     victim, _ = homes
     home = Home(tmp_path / "home")
     shutil.copytree(victim.root, home.root)
-    r = run_cli("cert", "issue", "camera:cam2", "--home", str(home.root))
+    r = cli("cert", "issue", "camera:cam2", "--home", str(home.root))
     assert r.returncode == 0, r.stderr
     a, b = _camera(home, "cam1"), _camera(home, "cam2")
     archive = Archive(home.archive_dir())
@@ -206,7 +206,7 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
     with open(seg_a, "ab") as fh:  # copied in, as the review did
         fh.write(b_records[KIND_GAP])
     (home.archive_dir() / "index.sqlite3").unlink()  # the index would tell on its own
-    r = run_cli("verify", str(home.root), "--json")
+    r = cli("verify", str(home.root), "--json")
     doc = json.loads(r.stdout)
     kinds = {(p["camera"], p["kind"]) for p in doc["problems"]}
     assert r.returncode == 1 and not doc["intact"], r.stdout
@@ -220,7 +220,7 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
         data[: len(data) - len(b_records[KIND_GAP])]
         + encode_record(KIND_GAP, sign_gap_notice(a.key, "cam1", 3, 6).body_parts())
     )
-    r = run_cli("verify", str(home.root), "--json")
+    r = cli("verify", str(home.root), "--json")
     doc = json.loads(r.stdout)
     assert r.returncode == 1, r.stdout
     assert [p["kind"] for p in doc["problems"]] == ["gap"]
@@ -230,7 +230,7 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
         data[: len(data) - len(b_records[KIND_GAP])]
         + encode_record(KIND_GAP, sign_gap_notice(a.key, "cam1", 3, 5).body_parts())
     )
-    r = run_cli("verify", str(home.root), "--json")
+    r = cli("verify", str(home.root), "--json")
     assert r.returncode == 0, r.stdout
     assert [n["kind"] for n in json.loads(r.stdout)["notes"]] == ["declared_gap"]
 
@@ -247,7 +247,7 @@ def test_reissued_certificate_ends_the_old_keys_validity(homes, tmp_path: Path) 
     for i in range(3):
         archive.append_frame(_frame(cam, now - 3_000_000 + i))
     archive.commit()
-    r = run_cli("cert", "issue", "camera:cam1", "--home", str(home.root))
+    r = cli("cert", "issue", "camera:cam1", "--home", str(home.root))
     assert r.returncode == 0, r.stderr
     assert "valid only for what it signed before now" in r.stdout
     later = time.time_ns() // 1000 + 10_000_000  # after the re-issue (and its 2 s grace)
@@ -255,7 +255,7 @@ def test_reissued_certificate_ends_the_old_keys_validity(homes, tmp_path: Path) 
     archive.append_frame(_frame(cam, later))
     archive.commit()
     archive.close()
-    r = run_cli("verify", str(home.root), "--json")
+    r = cli("verify", str(home.root), "--json")
     doc = json.loads(r.stdout)
     assert r.returncode == 1, r.stdout
     assert [(p["kind"], p["seq"]) for p in doc["problems"]] == [("bad_signature", 3)]
@@ -273,12 +273,12 @@ def test_reissued_certificate_ends_the_old_keys_validity(homes, tmp_path: Path) 
     archive.append_frame(_frame(cam, later))
     archive.commit()
     archive.close()
-    r = run_cli("verify", str(home.root))
+    r = cli("verify", str(home.root))
     assert r.returncode == 0, r.stdout
     # a later 'cert revoke' of another node keeps the re-issue date (not a full revocation)
-    assert run_cli("cert", "issue", "viewer:second", "--home", str(home.root)).returncode == 0
-    assert run_cli("cert", "revoke", "viewer:second", "--home", str(home.root)).returncode == 0
-    r = run_cli("verify", str(home.root))
+    assert cli("cert", "issue", "viewer:second", "--home", str(home.root)).returncode == 0
+    assert cli("cert", "revoke", "viewer:second", "--home", str(home.root)).returncode == 0
+    r = cli("verify", str(home.root))
     assert r.returncode == 0, r.stdout
 
 
@@ -296,7 +296,7 @@ def test_reissued_certificate_ends_the_old_keys_validity(homes, tmp_path: Path) 
 )
 def test_cert_issue_refuses_a_bad_node_name(homes, name: str) -> None:
     victim, _ = homes
-    r = run_cli("cert", "issue", name, "--home", str(victim.root))
+    r = cli("cert", "issue", name, "--home", str(victim.root))
     assert r.returncode == 2, r.stdout
     assert r.stderr.startswith("veilcam: error: invalid ") and "Traceback" not in r.stderr
     assert not (victim.root / "identities" / "x.crt").exists()
