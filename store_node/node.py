@@ -22,30 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import zmq
-from veilcam.common.errors import (
-    ArchiveError,
-    FormatError,
-    IdentityError,
-    VerificationError,
-)
-from veilcam.common.format import (
-    KIND_ENVELOPE,
-    KIND_FRAME,
-    KIND_GAP,
-    ZERO_DIGEST,
-    Ack,
-    AckStatus,
-    FrameMessage,
-    GapNotice,
-    KeyEnvelope,
-    message_from_parts,
-)
+from veilcam.common import deployment
+from veilcam.common.deployment import Trust, TrustWatcher
+from veilcam.common.errors import ArchiveError, IdentityError, VeilcamError
+from veilcam.common.format import Ack
 from veilcam.common.home import Home
 from veilcam.common.lifecycle import StopFlag
 from veilcam.common.metrics import counter, gauge, serve_metrics, stage_latency
 from veilcam.common.query import MAX_FIELD_BYTES, MAX_REQUEST_BYTES, MAX_REQUEST_FRAMES
 from veilcam.common.secretfiles import write_atomic
-from veilcam.common.signing import ChainTracker, TrustedCameras
+from veilcam.common.signing import RejectReason
 from veilcam.common.stagetimer import StageTimes
 from veilcam.common.transport import (
     Allowlist,
@@ -57,15 +43,14 @@ from veilcam.common.transport import (
 )
 from veilcam.store_node.accounts import AccountGate, AccountStore, LoginLimiter
 from veilcam.store_node.archive import Archive
+from veilcam.store_node.ingest import Ingest, IngestOutcome
 from veilcam.store_node.queries import StoreQueries
 
 log = logging.getLogger("veilcam.store")
 
 STATS_EVERY_S = 30.0
-HOLE_WAIT_S = 30.0  # later frames wait this long for one the store could not write
 INGEST_HWM = 20  # messages read ahead per camera: the rest waits in its queue and spool
 RELAY_HWM = 100  # frames queued per live viewer (bench/load.py: 1000 kept 130 MB each)
-IDENTITY_CHECK_S = 1.0
 # Whole-message caps (ZeroMQ's MAXMSGSIZE limits each part, not their number): a message
 # above them is received part by part and dropped, counted as rejected "oversized_message".
 INGEST_MAX_PARTS = 1 + 4 + 256  # routing id, topic, header, signature, image, 256 zones
@@ -75,32 +60,40 @@ QUERY_MAX_BYTES = MAX_REQUEST_BYTES
 QUERY_MAX_PART = MAX_FIELD_BYTES  # MAXMSGSIZE of the query socket (a keystore is ~3 KB)
 
 
+class StoreBindError(VeilcamError):
+    """The store's sockets cannot be bound (another store on these ports, a bad address)."""
+
+
 class StoreNode:
+    """The store's loop: owns the sockets, the commit timing and the periodic work (retention,
+    certificate reload, stats). Decisions live in ``Ingest`` (what to archive, answer and
+    relay) and ``StoreQueries`` (what to answer), which take and return values."""
+
     def __init__(
         self,
         home: Home,
         stop: StopFlag | None = None,
         stats_out: str | None = None,
         metrics_port: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.home = home
         self.stats_out = stats_out
+        self.clock = clock
         self.times = StageTimes()
-        self.cfg = home.store_config()
+        self.cfg = deployment.store_config(home)
         self.allowlist = Allowlist()
-        self._identity_stamp: tuple = ()
-        self.trust: TrustedCameras = TrustedCameras({})
-        self.reload_identities()
-        self.accounts = AccountStore(home.accounts_path, home.account_secret())
+        self.watcher = TrustWatcher(home, on_change=self._apply_trust, clock=clock)
+        self.accounts = AccountStore(home.accounts_path, deployment.account_secret(home))
         self.limiter = LoginLimiter()
         self.archive = Archive(
-            home.resolve(self.cfg.archive.path), self.cfg.archive.segment_max_bytes
+            deployment.archive_dir(home, self.cfg), self.cfg.archive.segment_max_bytes
         )
-        self.chain = ChainTracker()
-        for camera, (seq, digest) in self.archive.last_frames().items():
-            self.chain.set(camera, seq, digest)
         self.stop = stop or StopFlag()
         self.rejects: Counter[str] = Counter()
+        self.ingest_logic = Ingest(
+            self.archive, self.watcher.current.cameras, self.rejects, self.times, clock
+        )
         self.queries = StoreQueries(
             home,
             self.archive,
@@ -108,196 +101,54 @@ class StoreNode:
             AccountGate(self.accounts, self.limiter),
             self.rejects,
         )
-        self.accepted = Counter()
-        # for the metrics endpoint: frames per camera, messages relayed, recipients of each
-        # camera's current epoch (read by the scrape thread; written here only)
-        self.frames_by_camera: Counter[str] = Counter()
+        self._apply_trust(self.watcher.current)
         self.relayed = 0
-        self.epoch_recipients: dict[str, int] = {}
         self.metrics_port = metrics_port
         self._pending_acks: list[tuple[bytes, Ack]] = []
         self._oversized_by_socket: Counter[str] = Counter()
-        self._holes: dict[str, list] = {}  # camera -> [seq not written, last time it came]
         self._oldest_pending = 0.0
 
+    @property
+    def trust(self):
+        return self.watcher.current.cameras
+
     # ------------------------------------------------------------------ identities
-    def reload_identities(self) -> None:
-        """(Re)build trusted cameras and the ZAP allowlists from certificates that verify."""
-        stamp = self.home.identity_stamp()
-        if stamp == self._identity_stamp:
-            return
-        self._identity_stamp = stamp
-        ca = self.home.ca()
-        self.trust = self.home.trusted_cameras(ca)
-        cameras = self.home.node_identities("camera", ca)
-        viewers = self.home.node_identities("viewer", ca)
+    def _apply_trust(self, trust: Trust) -> None:
+        """Trusted cameras and the ZAP allowlists from the certificates that verify now."""
+        cameras = deployment.node_identities(self.home, "camera", trust.ca)
+        viewers = deployment.node_identities(self.home, "viewer", trust.ca)
         by_key = lambda ids: {z85_public(i.transport_key): i.label for i in ids}  # noqa: E731
         self.allowlist.set("ingest", by_key(cameras))
         self.allowlist.set("relay", by_key(viewers))
         self.allowlist.set("query", by_key(cameras + viewers))
+        if hasattr(self, "ingest_logic"):
+            self.ingest_logic.trust = trust.cameras
         log.info(
             "identities loaded: %d camera(s), %d viewer(s), %d revoked certificate(s)",
             len(cameras),
             len(viewers),
-            len(ca.revoked),
+            len(trust.ca.revoked),
         )
 
     # ------------------------------------------------------------------ ingest
     def handle_ingest(self, identity: bytes, parts: list[bytes], peer: str = "") -> None:
-        try:
-            msg = message_from_parts(parts)
-        except FormatError as exc:
-            self._reject(identity, None, "malformed", str(exc))
-            return
-        if peer and peer != f"camera:{msg.camera_id}":
-            self._reject(
-                identity,
-                msg,
-                "wrong_camera_identity",
-                f"{peer} sent a message in the name of camera {msg.camera_id!r}",
-            )
-            return
-        try:
-            if isinstance(msg, FrameMessage):
-                self._ingest_frame(identity, msg, parts)
-            elif isinstance(msg, KeyEnvelope):
-                self._ingest_envelope(identity, msg, parts)
-            else:
-                self.trust.verify_gap(msg)
-                self.archive.append_gap(msg)
-                hole = self._holes.get(msg.camera_id)
-                if hole and msg.first_seq <= hole[0] <= msg.last_seq:
-                    del self._holes[msg.camera_id]  # the camera dropped it: declared
-                self.accepted["gap_notice"] += 1
-                log.warning(
-                    "camera %s declares frames #%d..#%d dropped (%s)",
-                    msg.camera_id,
-                    msg.first_seq,
-                    msg.last_seq,
-                    msg.reason.name.lower(),
-                )
-                self._ack(identity, Ack(AckStatus.STORED, KIND_GAP, msg.first_seq, msg.camera_id))
-        except VerificationError as exc:
-            self._reject(identity, msg, exc.reason, str(exc))
-        except ArchiveError as exc:
-            # not acknowledged, so the camera keeps it and sends it again later
-            if isinstance(msg, FrameMessage):
-                hole = self._holes.setdefault(msg.camera_id, [msg.header.seq, 0.0])
-                if msg.header.seq <= hole[0]:
-                    hole[:] = [msg.header.seq, time.monotonic()]
-            self.rejects["storage_error"] += 1
-            if (
-                self.rejects["storage_error"] in (1, 10, 100)
-                or self.rejects["storage_error"] % 1000 == 0
-            ):
-                log.error(
-                    "%s; not acknowledging (the camera keeps and resends it); "
-                    "%d message(s) refused so far",
-                    exc,
-                    self.rejects["storage_error"],
-                )
-
-    def _ingest_frame(self, identity: bytes, msg: FrameMessage, parts: list[bytes]) -> None:
-        with self.times.measure("verify"):
-            self.trust.verify_frame(msg)
-        last = self.chain.last(msg.camera_id)
-        if last is not None and msg.header.seq <= last.seq:
-            if self.archive.frame_digest(msg.camera_id, msg.header.seq) == msg.digest:
-                self._ack(
-                    identity, Ack(AckStatus.DUPLICATE, KIND_FRAME, msg.header.seq, msg.camera_id)
-                )
-                return
-        self._hold_back(msg)
-        link = self.chain.check(msg)  # raises for replay / fork
-        if link == "gap":
-            log.warning(
-                "camera %s: frames %d..%d missing before #%d",
-                msg.camera_id,
-                last.seq + 1,
-                msg.header.seq - 1,
-                msg.header.seq,
-            )
-        elif link == "chain_start" and last is not None:
-            log.info(
-                "camera %s declared a new hash chain at #%d (restart without state)",
-                msg.camera_id,
-                msg.header.seq,
-            )
-        with self.times.measure("append"):
-            self.archive.append_frame(msg)
-        self.chain.accept(msg)
-        if self._holes.get(msg.camera_id, [None])[0] == msg.header.seq:
-            del self._holes[msg.camera_id]
-        self.accepted["frame"] += 1
-        self.frames_by_camera[msg.camera_id] += 1
-        self.relay.send_multipart(parts, copy=False)
-        self.relayed += 1
-        self._ack(identity, Ack(AckStatus.STORED, KIND_FRAME, msg.header.seq, msg.camera_id))
-
-    def _hold_back(self, msg: FrameMessage) -> None:
-        """Refuse (unacknowledged) a frame that would overtake one of its camera that the
-        store could not write (disk full): once a later frame is archived, the earlier one
-        could never be (it would be a replay), and a smaller later frame may well fit where
-        the earlier did not. The camera sends the earlier one again, in order. The wait ends
-        when it is stored, declared dropped (gap notice), or no longer sent: the camera
-        restarted (a new chain, or HOLE_WAIT_S without it)."""
-        hole = self._holes.get(msg.camera_id)
-        if hole is None or msg.header.seq <= hole[0]:
-            return
-        if msg.header.prev_digest != ZERO_DIGEST and time.monotonic() - hole[1] < HOLE_WAIT_S:
-            raise ArchiveError(
-                f"frame {msg.camera_id}#{msg.header.seq} waits for "
-                f"#{hole[0]}, which could not be written yet"
-            )
-        log.error(
-            "camera %s no longer sends frame #%d, which could not be written; going on at #%d",
-            msg.camera_id,
-            hole[0],
-            msg.header.seq,
-        )
-        del self._holes[msg.camera_id]
-
-    def _ingest_envelope(self, identity: bytes, env: KeyEnvelope, parts: list[bytes]) -> None:
-        self.trust.verify_envelope(env)
-        status = AckStatus.DUPLICATE
-        if not self.archive.has_envelope(env.camera_id, env.body.epoch_id):
-            self.archive.append_envelope(env)
-            self.accepted["envelope"] += 1
-            status = AckStatus.STORED
-        self.epoch_recipients[env.camera_id] = len({e.recipient_key_id for e in env.body.entries})
-        self.relay.send_multipart(parts, copy=False)
-        self.relayed += 1
-        self._ack(
-            identity, Ack(status, KIND_ENVELOPE, 0, env.camera_id, epoch_id=env.body.epoch_id)
-        )
-
-    def _ack(self, identity: bytes, ack: Ack) -> None:
-        if not self._pending_acks:
-            self._oldest_pending = time.monotonic()
-        self._pending_acks.append((identity, ack))
-
-    def _reject(
-        self, identity: bytes, msg: FrameMessage | KeyEnvelope | None, reason: str, detail: str
-    ) -> None:
-        self.rejects[reason] += 1
-        log.warning("rejected %s: %s", reason, detail)
-        if isinstance(msg, FrameMessage):
-            ack = Ack(AckStatus.REJECTED, KIND_FRAME, msg.header.seq, msg.camera_id, detail)
-        elif isinstance(msg, KeyEnvelope):
-            ack = Ack(
-                AckStatus.REJECTED, KIND_ENVELOPE, 0, msg.camera_id, detail, msg.body.epoch_id
-            )
-        elif isinstance(msg, GapNotice):
-            ack = Ack(AckStatus.REJECTED, KIND_GAP, msg.first_seq, msg.camera_id, detail)
-        else:
-            return  # nothing to name in an answer
-        self.ingest.send_multipart([identity, *ack.to_parts()])
+        """One message from a camera: decided by ``Ingest``, answered and relayed here."""
+        outcome: IngestOutcome = self.ingest_logic.take(parts, peer)
+        if outcome.reply_now is not None:
+            self.ingest.send_multipart([identity, *outcome.reply_now.to_parts()])
+        if outcome.relay:
+            self.relay.send_multipart(parts, copy=False)
+            self.relayed += 1
+        if outcome.reply_after_commit is not None:
+            if not self._pending_acks:
+                self._oldest_pending = self.clock()
+            self._pending_acks.append((identity, outcome.reply_after_commit))
 
     def flush(self, force: bool = False) -> None:
         """Commit the archive and send the acknowledgements it makes true."""
         if not self._pending_acks:
             return
-        age_ms = (time.monotonic() - self._oldest_pending) * 1000
+        age_ms = (self.clock() - self._oldest_pending) * 1000
         if (
             not force
             and len(self._pending_acks) < self.cfg.archive.fsync_max_records
@@ -333,7 +184,7 @@ class StoreNode:
     def _oversized(self, socket: str, got) -> None:
         """A message above the whole-message caps: already dropped part by part; counted
         and logged (first, 10th, 100th, then every 1000th), never answered."""
-        self.rejects["oversized_message"] += 1
+        self.rejects[RejectReason.OVERSIZED_MESSAGE] += 1
         self._oversized_by_socket[socket] += 1
         n = self._oversized_by_socket[socket]
         if n in (1, 10, 100) or n % 1000 == 0:
@@ -355,13 +206,50 @@ class StoreNode:
             )
 
     # ------------------------------------------------------------------ main loop
-    def run(self, on_ready: Callable[[dict[str, str]], None] | None = None) -> int:
+    def run(self, on_ready: Callable[[dict[str, str]], None] | None = None) -> None:
         """Serve until the stop flag is set. ``on_ready`` gets the bound endpoints once the
-        sockets are bound (``--ready-file``)."""
+        sockets are bound (``--ready-file``). Raises ``StoreBindError`` when the sockets
+        cannot be bound."""
         ctx = zmq.Context.instance()
         auth = CurveAuthenticator(ctx, self.allowlist)
         auth.start()
-        keys = curve_pair(self.home.transport_key("store", "store"))
+        try:
+            self._bind(ctx)
+        except StoreBindError:
+            self.archive.close()
+            auth.stop()
+            raise
+        m = self.cfg.metrics
+        metrics = serve_metrics(
+            m.host,
+            m.port if self.metrics_port is None else self.metrics_port,
+            "store",
+            self.metric_families,
+        )
+        c = self.cfg.store
+        log.info(
+            "store ready: ingest %s, relay %s, query %s, archive %s, %d trusted camera(s)",
+            c.ingest_bind,
+            c.relay_bind,
+            c.query_bind,
+            self.archive.root,
+            len(self.trust.camera_ids),
+        )
+        if on_ready is not None:
+            bound = {"ingest": self.ingest, "relay": self.relay, "query": self.query}
+            ready = {k: sock.getsockopt_string(zmq.LAST_ENDPOINT) for k, sock in bound.items()}
+            on_ready(ready | {"metrics": metrics.address if metrics else ""})
+        try:
+            self._serve()
+        finally:
+            self._shut_down()
+            auth.stop()
+            if metrics:
+                metrics.close()
+            log.info("store stopped: %s", self.stop.reason or "error")
+
+    def _bind(self, ctx: zmq.Context) -> None:
+        keys = curve_pair(deployment.transport_key(self.home, "store", "store"))
         self.ingest = ctx.socket(zmq.ROUTER)
         self.relay = ctx.socket(zmq.PUB)
         self.query = ctx.socket(zmq.ROUTER)
@@ -381,116 +269,87 @@ class StoreNode:
             self.relay.bind(c.relay_bind)
             self.query.bind(c.query_bind)
         except zmq.ZMQError as exc:
-            log.error(
-                "cannot bind the store's sockets (%s); is another store running on "
-                "these ports? (config %s)",
-                exc,
-                self.home.store_config_path,
-            )
-            self.archive.close()
-            auth.stop()
-            return 2
-        m = self.cfg.metrics
-        metrics = serve_metrics(
-            m.host,
-            m.port if self.metrics_port is None else self.metrics_port,
-            "store",
-            self.metric_families,
-        )
+            for sock in (self.ingest, self.relay, self.query):
+                sock.close(linger=0)
+            raise StoreBindError(
+                f"cannot bind the store's sockets ({exc}); is another store running on "
+                f"these ports? (config {self.home.store_config_path})"
+            ) from None
+
+    def _serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.ingest, zmq.POLLIN)
         poller.register(self.query, zmq.POLLIN)
-        log.info(
-            "store ready: ingest %s, relay %s, query %s, archive %s, %d trusted camera(s)",
-            c.ingest_bind,
-            c.relay_bind,
-            c.query_bind,
-            self.archive.root,
-            len(self.trust.camera_ids),
-        )
-        if on_ready is not None:
-            bound = {"ingest": self.ingest, "relay": self.relay, "query": self.query}
-            ready = {k: sock.getsockopt_string(zmq.LAST_ENDPOINT) for k, sock in bound.items()}
-            on_ready(ready | {"metrics": metrics.address if metrics else ""})
-        last_stats = last_identity_check = time.monotonic()
-        last_retention = 0.0
+        last_stats = self.clock()
+        last_retention = -float("inf")
         tick_ms = max(1, int(self.cfg.archive.fsync_max_delay_ms / 2))
-        try:
-            while not self.stop.is_set():
-                events = dict(poller.poll(tick_ms))
-                if self.ingest in events:
-                    for _ in range(256):
-                        try:
-                            got = recv_capped(
-                                self.ingest, INGEST_MAX_PARTS, INGEST_MAX_BYTES, zmq.NOBLOCK
-                            )
-                        except zmq.Again:
-                            break
-                        frames = got.frames
-                        if got.oversized:
-                            self._oversized("ingest", got)
-                            continue
-                        peer = frames[-1].get("User-Id") if len(frames) > 1 else ""
-                        self.handle_ingest(frames[0].bytes, [f.bytes for f in frames[1:]], peer)
-                        self.flush()
-                if self.query in events:
-                    got = recv_capped(self.query, QUERY_MAX_PARTS, QUERY_MAX_BYTES)
-                    frames = got.frames
-                    if got.oversized:
-                        self._oversized("query", got)
-                    elif len(frames) > 1:
-                        self.handle_query(
-                            frames[0].bytes,
-                            [f.bytes for f in frames[1:]],
-                            str(frames[-1].get("User-Id")),
-                            str(frames[-1].get("Peer-Address")),
-                        )
-                self.flush()
-                now = time.monotonic()
-                if now - last_retention >= self.cfg.retention.check_every_s:
-                    last_retention = now
-                    self.apply_retention()
-                if now - last_identity_check >= IDENTITY_CHECK_S:
-                    last_identity_check = now
-                    try:
-                        self.reload_identities()
-                    except (IdentityError, OSError) as exc:
-                        self._identity_stamp = ()  # try again next time
-                        log.error("cannot reload certificates (%s); keeping the ones loaded", exc)
-                if now - last_stats >= STATS_EVERY_S:
-                    last_stats = now
-                    self._log_stats()
-        finally:
-            self.flush(force=True)
+        while not self.stop.is_set():
+            events = dict(poller.poll(tick_ms))
+            if self.ingest in events:
+                self._read_ingest()
+            if self.query in events:
+                self._read_query()
+            self.flush()
+            now = self.clock()
+            if now - last_retention >= self.cfg.retention.check_every_s:
+                last_retention = now
+                self.apply_retention()
             try:
-                self.archive.close()
-            except (OSError, sqlite3.Error) as exc:
-                log.error(
-                    "archive could not be closed cleanly (%s); the next start recovers "
-                    "every whole record",
-                    exc,
-                )
-            self.accounts.close()
-            self._log_stats()
-            if self.stats_out:
-                write_atomic(
-                    Path(self.stats_out),
-                    json.dumps(
-                        {
-                            "accepted": dict(self.accepted),
-                            "rejects": dict(self.rejects),
-                            "stages": self.times.summary(),
-                        },
-                        indent=2,
-                    ).encode(),
-                )
-            for sock in (self.ingest, self.relay, self.query):
-                sock.close(linger=0)
-            auth.stop()
-            if metrics:
-                metrics.close()
-            log.info("store stopped: %s", self.stop.reason or "error")
-        return 0
+                self.watcher.poll()  # renewed or revoked certificates
+            except IdentityError as exc:
+                log.error("cannot reload certificates (%s); keeping the ones loaded", exc)
+            if now - last_stats >= STATS_EVERY_S:
+                last_stats = now
+                self._log_stats()
+
+    def _read_ingest(self) -> None:
+        for _ in range(256):
+            try:
+                got = recv_capped(self.ingest, INGEST_MAX_PARTS, INGEST_MAX_BYTES, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            frames = got.frames
+            if got.oversized:
+                self._oversized("ingest", got)
+                continue
+            peer = frames[-1].get("User-Id") if len(frames) > 1 else ""
+            self.handle_ingest(frames[0].bytes, [f.bytes for f in frames[1:]], peer)
+            self.flush()
+
+    def _read_query(self) -> None:
+        got = recv_capped(self.query, QUERY_MAX_PARTS, QUERY_MAX_BYTES)
+        frames = got.frames
+        if got.oversized:
+            self._oversized("query", got)
+        elif len(frames) > 1:
+            self.handle_query(
+                frames[0].bytes,
+                [f.bytes for f in frames[1:]],
+                str(frames[-1].get("User-Id")),
+                str(frames[-1].get("Peer-Address")),
+            )
+
+    def _shut_down(self) -> None:
+        self.flush(force=True)
+        try:
+            self.archive.close()
+        except (OSError, sqlite3.Error) as exc:
+            log.error(
+                "archive could not be closed cleanly (%s); the next start recovers "
+                "every whole record",
+                exc,
+            )
+        self.accounts.close()
+        self._log_stats()
+        if self.stats_out:
+            doc = {
+                "accepted": dict(self.ingest_logic.accepted),
+                "rejects": dict(self.rejects),
+                "stages": self.times.summary(),
+            }
+            write_atomic(Path(self.stats_out), json.dumps(doc, indent=2).encode())
+        for sock in (self.ingest, self.relay, self.query):
+            sock.close(linger=0)
 
     def apply_retention(self) -> None:
         r = self.cfg.retention
@@ -522,12 +381,13 @@ class StoreNode:
                     used += sum(
                         f.stat().st_size for f in os.scandir(camera_dir.path) if f.is_file()
                     )
-        accepted = dict(self.accepted)
+        ingest = self.ingest_logic
+        accepted = dict(ingest.accepted)
         return [
             counter(
                 "veilcam_store_frames_archived_total",
                 "Frames verified, archived and acknowledged, by camera.",
-                self.frames_by_camera,
+                ingest.frames_by_camera,
                 "camera",
             ),
             counter(
@@ -556,7 +416,7 @@ class StoreNode:
             gauge(
                 "veilcam_store_epoch_recipients",
                 "Recipients of the current key epoch, by camera.",
-                self.epoch_recipients,
+                ingest.epoch_recipients,
                 "camera",
             ),
             gauge(
@@ -577,7 +437,7 @@ class StoreNode:
         rejects = ", ".join(f"{k}={v}" for k, v in sorted(self.rejects.items())) or "none"
         log.info(
             "store: %d frame(s) and %d key envelope(s) archived; rejected: %s",
-            self.accepted["frame"],
-            self.accepted["envelope"],
+            self.ingest_logic.accepted["frame"],
+            self.ingest_logic.accepted["envelope"],
             rejects,
         )
