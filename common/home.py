@@ -131,32 +131,3 @@ def check_user_name(name: str) -> str:
     if not name or len(name) > 64 or not set(name) <= USER_NAME_CHARS or name[0] in ".-":
         raise VeilcamError(f"invalid user name {name!r}: 1-64 letters, digits, '_', '.', '-', '@'")
     return name
-
-
-def _moved_to_deployment(name: str):
-    """Transitional: Home's file-reading methods now live in common/deployment.py."""
-
-    def method(self, *args, **kwargs):
-        from veilcam.common import deployment
-
-        target = {"ca": "load_ca"}.get(name, name)
-        return getattr(deployment, target)(self, *args, **kwargs)
-
-    return method
-
-
-for _name in (
-    "ca",
-    "ca_key",
-    "node_identities",
-    "trusted_cameras",
-    "store_identity",
-    "transport_key",
-    "account_secret",
-    "camera_config",
-    "store_config",
-    "viewer_config",
-    "identity_stamp",
-    "archive_dir",
-):
-    setattr(Home, _name, _moved_to_deployment(_name))

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 import zmq
+from veilcam.common import deployment
 from veilcam.common.errors import VeilcamError
 from veilcam.common.home import Home
 from veilcam.common.query import (
@@ -65,13 +66,17 @@ class StoreLink:
         keys: tuple[bytes, bytes] | None = None,
     ) -> None:
         """``keys``: this node's CURVE pair (default: the viewer's, from viewer.toml)."""
-        ca = home.ca()
+        ca = deployment.load_ca(home)
         if keys is None:
-            keys = curve_pair(home.transport_key("viewer", home.viewer_config().viewer.identity))
+            keys = curve_pair(
+                deployment.transport_key(
+                    home, "viewer", deployment.viewer_config(home).viewer.identity
+                )
+            )
         self.endpoint = endpoint
         self.sock: zmq.Socket = zmq.Context.instance().socket(sock_type)
         self.sock.setsockopt(zmq.LINGER, 0)
-        make_client(self.sock, keys, home.store_identity(ca).transport_key)
+        make_client(self.sock, keys, deployment.store_identity(home, ca).transport_key)
         self.watch = HandshakeWatch(self.sock, "store", endpoint)
         self.sock.connect(endpoint)
 
@@ -115,7 +120,7 @@ class StoreQueryClient:
     ) -> StoreQueryClient:
         """A client on a new link to ``endpoint`` (default: viewer.toml's ``viewer.query``)."""
         if endpoint is None:
-            endpoint = home.viewer_config().viewer.query
+            endpoint = deployment.viewer_config(home).viewer.query
         return cls(StoreLink(home, endpoint, keys=keys), timeout_s)
 
     @property

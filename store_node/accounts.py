@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from veilcam.common import deployment
 from veilcam.common.errors import VeilcamError
 from veilcam.common.home import Home, check_user_name
 from veilcam.common.keystore import KdfParams, keystore_kdf, parse_keystore
@@ -66,7 +67,7 @@ class AccountStore:
     @classmethod
     def open_in(cls, home: Home) -> AccountStore:
         """The account directory of the store whose home is ``home`` (created if missing)."""
-        return cls(home.accounts_path, home.account_secret())
+        return cls(home.accounts_path, deployment.account_secret(home))
 
     @classmethod
     def add_account(cls, home: Home, name: str, login_secret: bytes, keystore_json: str) -> None:

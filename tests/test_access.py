@@ -9,6 +9,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from veilcam.common import deployment
 from veilcam.common.errors import NotARecipientError
 from veilcam.common.format import EnvelopeBody, FrameMessage, ZoneClass
 from veilcam.common.grants import sign_grant, write_grant
@@ -100,7 +101,7 @@ def run(tmp_path_factory):
 
 
 def _epochs(home: Home) -> list[tuple[EnvelopeBody, list[FrameMessage]]]:
-    archive = Archive(home.archive_dir())
+    archive = Archive(deployment.archive_dir(home))
     try:
         rows = archive.db.execute(
             "SELECT epoch FROM envelopes WHERE camera='cam1' ORDER BY first_seq, created_us"

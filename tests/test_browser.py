@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from veilcam.common import deployment
 from veilcam.common.home import Home
 
 from tests.conftest import PASSWORD, ROOT, SAMPLE_CLIP, make_home, run_cli
@@ -98,7 +99,7 @@ def stream_shot(page, name: str) -> bytes:
 
 def test_grid_camera_page_unlock_playback_export(tmp_path: Path, procs, browser) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml=STATIC_ZONE)
-    port = Home(home).viewer_config().viewer.web_port
+    port = deployment.viewer_config(Home(home)).viewer.web_port
     base = f"http://127.0.0.1:{port}"
     camera = procs.start_web_pipeline(home)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from veilcam.common import deployment
 from veilcam.common.home import Home
 from veilcam.common.progress import Progress
 
@@ -185,7 +186,7 @@ def test_a_broken_deployment_names_the_check_and_the_fix(
 
 def test_a_port_held_by_another_program_fails(tmp_path: Path) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
-    endpoint = Home(home).store_config().store.ingest_bind
+    endpoint = deployment.store_config(Home(home)).store.ingest_bind
     host, port = endpoint[len("tcp://") :].rsplit(":", 1)
     with socket.socket() as squatter:
         squatter.bind((host, int(port)))
@@ -268,7 +269,7 @@ def test_store_answers_the_time_query(tmp_path: Path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, users=())
     start_store(procs, home)
     h = Home(home)
-    link = StoreLink(h, h.viewer_config().viewer.query)
+    link = StoreLink(h, deployment.viewer_config(h).viewer.query)
     try:
         before = time.time_ns() // 1000
         reply = link.request([b"TIME"], timeout_s=10)
@@ -319,7 +320,7 @@ def _home_with_archive(tmp_path: Path) -> Path:
     h = Home(home)
     key = load_signing_key(h.camera_key_path("cam1"))
     epoch, prev = Epoch.new(), ZERO_DIGEST
-    archive = Archive(h.archive_dir())
+    archive = Archive(deployment.archive_dir(h))
     archive.append_envelope(epoch.envelope(key, "cam1", 0, []))
     for seq in range(5):
         msg = protect_frame(
@@ -458,7 +459,10 @@ def test_a_certificate_or_crl_that_differs_from_the_stores_is_named_with_the_fix
     _renew_camera_certificate(home)
     # the viewer machine against the store (which has the renewal): out of date here
     d = Doctor(viewer)
-    d.cfg, d.ca = {"viewer": Home(viewer).viewer_config()}, Home(viewer).ca()
+    d.cfg, d.ca = (
+        {"viewer": deployment.viewer_config(Home(viewer))},
+        deployment.load_ca(Home(viewer)),
+    )
     found = {r.check: r for r in d.compare_trust(_trust_of(home, "viewer:viewer"), "viewer")}
     assert set(found) == {"trust/camera:cam1", "trust/crl"}, found
     cam = found["trust/camera:cam1"]
@@ -472,7 +476,7 @@ def test_a_certificate_or_crl_that_differs_from_the_stores_is_named_with_the_fix
     )
     # the other way round: a store that missed the renewal and the new CRL
     d = Doctor(home)
-    d.cfg, d.ca = {"viewer": Home(home).viewer_config()}, Home(home).ca()
+    d.cfg, d.ca = {"viewer": deployment.viewer_config(Home(home))}, deployment.load_ca(Home(home))
     found = {r.check: r for r in d.compare_trust(_trust_of(viewer, "viewer:viewer"), "viewer")}
     assert found["trust/camera:cam1"].status == "FAIL"
     assert "to the store's home" in found["trust/camera:cam1"].fix
@@ -480,7 +484,10 @@ def test_a_certificate_or_crl_that_differs_from_the_stores_is_named_with_the_fix
     assert crl.status == "FAIL" and "still accepts certificates revoked here" in crl.finding
     # the same files: nothing to say
     d = Doctor(viewer)
-    d.cfg, d.ca = {"viewer": Home(viewer).viewer_config()}, Home(viewer).ca()
+    d.cfg, d.ca = (
+        {"viewer": deployment.viewer_config(Home(viewer))},
+        deployment.load_ca(Home(viewer)),
+    )
     assert d.compare_trust(_trust_of(viewer, "viewer:viewer"), "viewer") == []
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import zmq
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from veilcam.common import deployment
 from veilcam.common.errors import VerificationError
 from veilcam.common.format import KemSuite, ZoneClass
 from veilcam.common.home import Home
@@ -55,7 +56,7 @@ def test_viewer_refuses_a_store_of_another_deployment(tmp_path: Path, procs) -> 
     theirs = make_home(tmp_path / "theirs", SAMPLE_CLIP)
     procs.start_ready("store", "store", "--home", str(theirs))
     viewer_toml = ours / "config" / "viewer.toml"
-    their_cfg = Home(theirs).viewer_config().viewer
+    their_cfg = deployment.viewer_config(Home(theirs)).viewer
     text = viewer_toml.read_text()
     for key, value in (("relay", their_cfg.relay), ("query", their_cfg.query)):
         start = text.index(f"{key} = ")
@@ -83,8 +84,8 @@ def test_viewer_refuses_a_store_of_another_deployment(tmp_path: Path, procs) -> 
 def test_peers_without_certified_keys_cannot_publish_or_subscribe(tmp_path: Path, procs) -> None:
     home = Home(make_home(tmp_path, SAMPLE_CLIP))
     procs.start_ready("store", "store", "--home", str(home.root))
-    store_cfg = home.store_config().store
-    store_key = home.store_identity().transport_key
+    store_cfg = deployment.store_config(home).store
+    store_key = deployment.store_identity(home).transport_key
     ctx = zmq.Context.instance()
     stranger = curve_pair(X25519PrivateKey.generate())
     socks = []

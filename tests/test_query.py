@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from veilcam.common import deployment
 from veilcam.common.errors import KeystoreError
 from veilcam.common.format import KIND_GAP, pack_parts
 from veilcam.common.home import Home
@@ -245,8 +246,8 @@ def test_the_client_raises_refusals_and_malformed_answers() -> None:
 def queries(tmp_path: Path):
     """The store's query handlers over a deployment home, without sockets or processes."""
     home = Home(make_home(tmp_path, SAMPLE_CLIP, users=()))
-    archive = Archive(home.resolve(home.store_config().archive.path), 2**20)
-    accounts = AccountStore(home.accounts_path, home.account_secret())
+    archive = Archive(home.resolve(deployment.store_config(home).archive.path), 2**20)
+    accounts = AccountStore(home.accounts_path, deployment.account_secret(home))
     q = StoreQueries(home, archive, accounts, rejects=Counter(), clock=lambda: 42)
     q.gate.limiter = LoginLimiter(clock=lambda: 0.0)
     yield q

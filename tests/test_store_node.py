@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import zmq
 from veilcam.camera_node.protect import Epoch
+from veilcam.common import deployment
 from veilcam.common.format import Ack, AckStatus, FrameMessage
 from veilcam.common.home import Home
 from veilcam.common.signing import TrustedCameras, load_signing_key
@@ -28,16 +29,16 @@ def store(tmp_path: Path, procs):
     procs.start_ready("store", "store", "--home", str(home))
     h = Home(home)
     ctx = zmq.Context.instance()
-    store_key = h.store_identity().transport_key
+    store_key = deployment.store_identity(h).transport_key
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
-    make_client(dealer, curve_pair(h.transport_key("camera", "cam1")), store_key)
-    dealer.connect(h.store_config().store.ingest_bind)
+    make_client(dealer, curve_pair(deployment.transport_key(h, "camera", "cam1")), store_key)
+    dealer.connect(deployment.store_config(h).store.ingest_bind)
     relay = ctx.socket(zmq.SUB)
     relay.setsockopt(zmq.LINGER, 0)
     relay.setsockopt(zmq.SUBSCRIBE, b"")
-    make_client(relay, curve_pair(h.transport_key("viewer", "viewer")), store_key)
-    relay.connect(h.store_config().store.relay_bind)
+    make_client(relay, curve_pair(deployment.transport_key(h, "viewer", "viewer")), store_key)
+    relay.connect(deployment.store_config(h).store.relay_bind)
     time.sleep(0.3)
     cam = Camera("cam1")
     cam.key = load_signing_key(h.camera_key_path("cam1"))
@@ -173,9 +174,11 @@ def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_o
     dealer.setsockopt(zmq.LINGER, 0)
     try:
         make_client(
-            dealer, curve_pair(h.transport_key("camera", "cam1")), h.store_identity().transport_key
+            dealer,
+            curve_pair(deployment.transport_key(h, "camera", "cam1")),
+            deployment.store_identity(h).transport_key,
         )
-        dealer.connect(h.store_config().store.ingest_bind)
+        dealer.connect(deployment.store_config(h).store.ingest_bind)
         cam = Camera("cam1")
         cam.key = load_signing_key(h.camera_key_path("cam1"))
         assert _send(dealer, cam.envelope().to_parts()).status == AckStatus.STORED
@@ -198,7 +201,7 @@ def test_a_frame_the_store_could_not_write_is_not_overtaken_by_a_smaller_later_o
     assert "cannot write to the archive" in text and "Traceback" not in text
     import sqlite3
 
-    db = sqlite3.connect(h.archive_dir() / "index.sqlite3")
+    db = sqlite3.connect(deployment.archive_dir(h) / "index.sqlite3")
     in_file_order = [
         seq
         for (seq,) in db.execute(

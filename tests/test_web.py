@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from veilcam.common import deployment
 from veilcam.common.home import Home
 
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home
@@ -53,7 +54,7 @@ def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
     home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml="")
     cfg = home / "config" / "camera.toml"
     cfg.write_text(cfg.read_text().replace("[faces]\n", "[faces]\nmax_lag_ms = 5000\n", 1))
-    port = Home(home).viewer_config().viewer.web_port
+    port = deployment.viewer_config(Home(home)).viewer.web_port
     base = f"http://127.0.0.1:{port}"
     camera = procs.start_web_pipeline(home)
 
@@ -163,7 +164,7 @@ def test_renewed_camera_certificate_and_revoked_user_in_a_running_viewer(
     home = make_home(tmp_path, SAMPLE_CLIP, users=("alice", "bob"))
     r = run_cli("revoke", "bob", "--camera", "cam1", "--home", str(home))
     assert r.returncode == 0, r.stderr
-    port = Home(home).viewer_config().viewer.web_port
+    port = deployment.viewer_config(Home(home)).viewer.web_port
     base = f"http://127.0.0.1:{port}"
     camera = procs.start_web_pipeline(home)
     cam = _wait_status(base, lambda c: c.get("verified") and c.get("seq", 0) > 10)

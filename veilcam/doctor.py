@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from zmq.utils.monitor import recv_monitor_message
 
+from veilcam.common import deployment
 from veilcam.common.config import CameraConfig, StoreConfig, ViewerConfig, load_config
 from veilcam.common.errors import IdentityError, VeilcamError, VerificationError
 from veilcam.common.home import Home
@@ -1037,7 +1038,7 @@ class Doctor:
     def _store_key(self) -> bytes | None:
         if self.store_key is None and self.ca is not None:
             try:
-                self.store_key = self.home.store_identity(self.ca).transport_key
+                self.store_key = deployment.store_identity(self.home, self.ca).transport_key
             except VeilcamError:
                 self.trust_problem = "cert/store:store"
                 return None
@@ -1075,7 +1076,7 @@ class Doctor:
             )
             return
         try:
-            keys = curve_pair(self.home.transport_key(role, name))
+            keys = curve_pair(deployment.transport_key(self.home, role, name))
         except VeilcamError as exc:
             self.add(FAIL, check, f"not tried: {exc}", "fix layout above first")
             return

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 import zmq
+from veilcam.common import deployment
 from veilcam.common.errors import FormatError, TransportError, VeilcamError, VerificationError
 from veilcam.common.format import (
     EnvelopeBody,
@@ -43,17 +44,17 @@ class ReceivedFrame:
 
 class RelayClient:
     def __init__(self, home: Home, cameras: list[str] | None = None) -> None:
-        cfg = home.viewer_config().viewer
+        cfg = deployment.viewer_config(home).viewer
         relay, query = cfg.relay, cfg.query
         self.home = home
-        self.trust = home.trusted_cameras()
+        self.trust = deployment.trusted_cameras(home)
         ctx = zmq.Context.instance()
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         make_client(
             self.sub,
-            curve_pair(home.transport_key("viewer", cfg.identity)),
-            home.store_identity().transport_key,
+            curve_pair(deployment.transport_key(home, "viewer", cfg.identity)),
+            deployment.store_identity(home).transport_key,
         )
         self.watch = HandshakeWatch(self.sub, "store", relay)
         self.sub.setsockopt(zmq.RCVHWM, 200)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
+from veilcam.common import deployment
 from veilcam.common.errors import FormatError, VeilcamError, VerificationError
 from veilcam.common.format import EnvelopeBody, FrameMessage, KeyEnvelope
 from veilcam.common.home import Home
@@ -52,7 +53,7 @@ def parse_time(text: str) -> int:
 class ArchiveReader:
     def __init__(self, home: Home, camera_id: str, from_us: int) -> None:
         self.client = StoreQueryClient.connect(home)
-        self.trust = home.trusted_cameras(history=True)
+        self.trust = deployment.trusted_cameras(home, history=True)
         self.camera_id, self.from_us = camera_id, from_us
         self.chain = ChainTracker()
         self._envelopes: dict[tuple[str, bytes], EnvelopeBody | None] = {}

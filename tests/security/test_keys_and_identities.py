@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import zmq
 from veilcam.camera_node.protect import Epoch, sign_gap_notice
+from veilcam.common import deployment as loaded
 from veilcam.common.format import Ack, AckStatus
 from veilcam.common.home import Home
 from veilcam.common.keystore import create_keystore
@@ -63,7 +64,7 @@ def parallel(jobs: dict[str, tuple]) -> dict[str, subprocess.CompletedProcess]:
 
 def point_at(home: Path, other: Home, camera: bool = True, viewer: bool = True) -> None:
     """Make ``home``'s camera and viewer talk to the endpoints of ``other``'s store."""
-    store = other.store_config().store
+    store = loaded.store_config(other).store
     targets = []
     if camera:
         targets += [("camera", "ingest", store.ingest_bind), ("camera", "query", store.query_bind)]
@@ -151,12 +152,14 @@ def test_a_stranger_key_is_refused_on_the_query_socket(deployment) -> None:
     ctx = zmq.Context()  # its own: a failed handshake here must not touch the shared one
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    make_client(sock, curve_pair(X25519PrivateKey.generate()), home.store_identity().transport_key)
+    make_client(
+        sock, curve_pair(X25519PrivateKey.generate()), loaded.store_identity(home).transport_key
+    )
     monitor = sock.get_monitor_socket(
         zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
     )
     try:
-        sock.connect(home.store_config().store.query_bind)
+        sock.connect(loaded.store_config(home).store.query_bind)
         sock.send_multipart([b"SALT", b"alice"])
         assert monitor.poll(30000), "no handshake outcome"
         assert recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -172,15 +175,15 @@ def test_a_trusted_camera_cannot_speak_for_another(deployment) -> None:
     refuses whatever it sends in cam1's name, because its CURVE identity is camera:cam2."""
     home: Home = deployment["home"]
     ctx = zmq.Context()  # its own, destroyed at the end
-    store_key = home.store_identity().transport_key
+    store_key = loaded.store_identity(home).transport_key
     socks = {}
     for name, endpoint in (
-        ("ingest", home.store_config().store.ingest_bind),
-        ("query", home.store_config().store.query_bind),
+        ("ingest", loaded.store_config(home).store.ingest_bind),
+        ("query", loaded.store_config(home).store.query_bind),
     ):
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        make_client(sock, curve_pair(home.transport_key("camera", "cam2")), store_key)
+        make_client(sock, curve_pair(loaded.transport_key(home, "camera", "cam2")), store_key)
         sock.connect(endpoint)
         socks[name] = sock
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from veilcam.common import deployment
 
 from tests.security.test_store_robustness import Store, rss_bytes, running_store
 from tests.security.test_tampering import ViewerRun
@@ -57,7 +58,7 @@ def test_a_600_part_query_does_not_grow_the_store(store: Store) -> None:
     """The review's attack, as it was: 600 parts of ~1 MiB on the query socket."""
     assert _ask(store.query, [b"TIME"])[0] == b"OK"
     peak = hwm_bytes(store.proc.pid)
-    attacker = store.socket("viewer", "viewer", store.home.viewer_config().viewer.query)
+    attacker = store.socket("viewer", "viewer", deployment.viewer_config(store.home).viewer.query)
     try:
         part = bytes(MiB - 64)
         attacker.send_multipart([b"SPAN", *([part] * 600)], copy=False)
@@ -103,7 +104,7 @@ def test_an_oversized_multipart_frame_on_ingest_is_dropped_unread(store: Store) 
 
 
 def test_a_camera_cannot_run_viewer_queries(store: Store) -> None:
-    cam = store.socket("camera", "cam1", store.home.viewer_config().viewer.query)
+    cam = store.socket("camera", "cam1", deployment.viewer_config(store.home).viewer.query)
     try:
         epoch = store.cam.epoch.epoch_id
         for query in (

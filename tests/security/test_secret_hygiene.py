@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from veilcam.common import deployment
 from veilcam.common.format import EnvelopeBody
 from veilcam.common.home import Home
 from veilcam.common.keystore import derive_secrets, keystore_kdf, open_keystore, parse_keystore
@@ -230,7 +231,7 @@ def _secrets_of(run) -> dict[str, bytes]:
             serialization.NoEncryption(),
         )
         found[f"{user} ML-KEM seed"] = identity.pq_private_key.private_bytes_raw()
-    archive = Archive(home.archive_dir())
+    archive = Archive(deployment.archive_dir(home))
     try:
         epochs = [e for (e,) in archive.db.execute("SELECT DISTINCT epoch FROM envelopes")]
         for epoch in epochs:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import zmq
 from veilcam.camera_node.protect import sign_gap_notice
+from veilcam.common import deployment
 from veilcam.common.format import Ack, AckStatus, FrameMessage
 from veilcam.common.home import Home
 from veilcam.common.transport import curve_pair, make_client
@@ -45,8 +46,12 @@ class Store:
         # a context of its own: an oversized message or a dropped connection here must not
         # hold up the shared context that later in-process tests use
         self.ctx = zmq.Context()
-        self.dealer = self.socket("camera", "cam1", self.home.store_config().store.ingest_bind)
-        self.query = self.socket("viewer", "viewer", self.home.viewer_config().viewer.query)
+        self.dealer = self.socket(
+            "camera", "cam1", deployment.store_config(self.home).store.ingest_bind
+        )
+        self.query = self.socket(
+            "viewer", "viewer", deployment.viewer_config(self.home).viewer.query
+        )
         assert self.send(self.cam.envelope().to_parts()).status == AckStatus.STORED
 
     def socket(self, role: str, name: str, endpoint: str | None, **options) -> zmq.Socket:
@@ -57,8 +62,8 @@ class Store:
             sock.setsockopt(getattr(zmq, option), value)
         make_client(
             sock,
-            curve_pair(self.home.transport_key(role, name)),
-            self.home.store_identity().transport_key,
+            curve_pair(deployment.transport_key(self.home, role, name)),
+            deployment.store_identity(self.home).transport_key,
         )
         if endpoint:
             sock.connect(endpoint)
@@ -117,7 +122,7 @@ def test_oversized_message_drops_the_connection_and_the_store_stays_up(store: St
     # one connection (no reconnection), so its end is observable; monitored before it connects
     big = store.socket("camera", "cam1", None, RECONNECT_IVL=-1)
     monitor = big.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
-    big.connect(store.home.store_config().store.ingest_bind)
+    big.connect(deployment.store_config(store.home).store.ingest_bind)
     try:
         events: list[int] = []
 
@@ -225,7 +230,7 @@ def test_malformed_query_is_answered_and_the_store_stays_up(store: Store, query)
 
 
 def test_query_above_its_size_limit_is_dropped_and_queries_still_work(store: Store) -> None:
-    big = store.socket("viewer", "viewer", store.home.viewer_config().viewer.query)
+    big = store.socket("viewer", "viewer", deployment.viewer_config(store.home).viewer.query)
     try:
         big.send_multipart([b"SALT", bytes(QUERY_MAXMSGSIZE + 1)])
         assert not big.poll(1500)  # dropped, not answered

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import zmq
 from veilcam.camera_node.protect import Epoch
+from veilcam.common import deployment
 from veilcam.common.format import Ack, AckStatus, FrameMessage, pack_parts
 from veilcam.common.home import Home
 from veilcam.common.signing import TrustedCameras, load_signing_key
@@ -81,16 +82,24 @@ class StoreRun:
         metrics = self.procs.ready("store")["metrics"]
         assert metrics == f"http://127.0.0.1:{self.metrics_port}/metrics", metrics
         ctx = self.ctx = zmq.Context()  # its own: nothing here may hold up the shared one
-        store_key = self.home.store_identity().transport_key
+        store_key = deployment.store_identity(self.home).transport_key
         self.dealer = ctx.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
-        make_client(self.dealer, curve_pair(self.home.transport_key("camera", "cam1")), store_key)
-        self.dealer.connect(self.home.store_config().store.ingest_bind)
+        make_client(
+            self.dealer,
+            curve_pair(deployment.transport_key(self.home, "camera", "cam1")),
+            store_key,
+        )
+        self.dealer.connect(deployment.store_config(self.home).store.ingest_bind)
         self.relay = ctx.socket(zmq.SUB)
         self.relay.setsockopt(zmq.LINGER, 0)
         self.relay.setsockopt(zmq.SUBSCRIBE, b"")
-        make_client(self.relay, curve_pair(self.home.transport_key("viewer", "viewer")), store_key)
-        self.relay.connect(self.home.store_config().store.relay_bind)
+        make_client(
+            self.relay,
+            curve_pair(deployment.transport_key(self.home, "viewer", "viewer")),
+            store_key,
+        )
+        self.relay.connect(deployment.store_config(self.home).store.relay_bind)
         self.side = _side(_camera_of(self.home))
         self.expected: Counter = Counter()  # rejections the rows caused, by reason
         self.accepted: list[int] = []  # frame seqs the store stored
@@ -180,8 +189,8 @@ class MaliciousStore:
 
     def __init__(self, home: Home) -> None:
         self.ctx = zmq.Context()  # no ZAP handler here: any viewer may connect
-        keys = curve_pair(home.transport_key("store", "store"))
-        cfg = home.viewer_config().viewer
+        keys = curve_pair(deployment.transport_key(home, "store", "store"))
+        cfg = deployment.viewer_config(home).viewer
         self.pub = self.ctx.socket(zmq.PUB)
         self.query = self.ctx.socket(zmq.ROUTER)
         for sock in (self.pub, self.query):

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from veilcam.camera_node.protect import EncodeSettings, Epoch, protect_frame, sign_gap_notice
 from veilcam.camera_node.redact import make_redactor
+from veilcam.common import deployment
 from veilcam.common.format import KIND_ENVELOPE, KIND_FRAME, KIND_GAP, FrameMessage
 from veilcam.common.home import Home
 from veilcam.common.secretfiles import sha256_file
@@ -185,7 +186,7 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
     r = cli("cert", "issue", "camera:cam2", "--home", str(home.root))
     assert r.returncode == 0, r.stderr
     a, b = _camera(home, "cam1"), _camera(home, "cam2")
-    archive = Archive(home.archive_dir())
+    archive = Archive(deployment.archive_dir(home))
     archive.append_envelope(a.envelope())
     for _ in range(10):
         msg = _frame(a)
@@ -195,8 +196,8 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
     archive.append_gap(sign_gap_notice(b.key, "cam2", 2, 6))
     archive.commit()
     archive.close()
-    seg_a = next((home.archive_dir() / "segments" / "cam1").glob("*.vseg"))
-    seg_b = next((home.archive_dir() / "segments" / "cam2").glob("*.vseg"))
+    seg_a = next((deployment.archive_dir(home) / "segments" / "cam1").glob("*.vseg"))
+    seg_b = next((deployment.archive_dir(home) / "segments" / "cam2").glob("*.vseg"))
     from veilcam.common.segments import scan_segment
 
     b_records = {
@@ -205,7 +206,7 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
     }
     with open(seg_a, "ab") as fh:  # copied in, as the review did
         fh.write(b_records[KIND_GAP])
-    (home.archive_dir() / "index.sqlite3").unlink()  # the index would tell on its own
+    (deployment.archive_dir(home) / "index.sqlite3").unlink()  # the index would tell on its own
     r = cli("verify", str(home.root), "--json")
     doc = json.loads(r.stdout)
     kinds = {(p["camera"], p["kind"]) for p in doc["problems"]}
@@ -214,7 +215,7 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
     assert not any(n["kind"] == "declared_gap" for n in doc["notes"])
     # A's own notice that reaches past the gap (#3..#6 while #6 is archived) declares
     # nothing here either: the frame after a declared gap starts where the notice ends
-    shutil.rmtree(home.archive_dir() / "segments" / "cam2")
+    shutil.rmtree(deployment.archive_dir(home) / "segments" / "cam2")
     data = seg_a.read_bytes()
     seg_a.write_bytes(
         data[: len(data) - len(b_records[KIND_GAP])]
@@ -241,7 +242,7 @@ def test_reissued_certificate_ends_the_old_keys_validity(homes, tmp_path: Path) 
     shutil.copytree(victim.root, home.root)
     cam = _camera(home)
     old_key = cam.key
-    archive = Archive(home.archive_dir())
+    archive = Archive(deployment.archive_dir(home))
     archive.append_envelope(cam.envelope())
     now = time.time_ns() // 1000
     for i in range(3):
@@ -260,11 +261,11 @@ def test_reissued_certificate_ends_the_old_keys_validity(homes, tmp_path: Path) 
     assert r.returncode == 1, r.stdout
     assert [(p["kind"], p["seq"]) for p in doc["problems"]] == [("bad_signature", 3)]
     # the control: frames before the re-issue by the old key, after it by the new one
-    shutil.rmtree(home.archive_dir())
-    home.archive_dir().mkdir()
+    shutil.rmtree(deployment.archive_dir(home))
+    deployment.archive_dir(home).mkdir()
     cam = _camera(home)  # the new key: its envelope is made now, after the re-issue
     new_key = cam.key
-    archive = Archive(home.archive_dir())
+    archive = Archive(deployment.archive_dir(home))
     archive.append_envelope(cam.envelope())
     cam.key = old_key
     for i in range(3):

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 import pytest
 import zmq
+from veilcam.common import deployment as loaded
 from veilcam.common.errors import FormatError, KeystoreError
 from veilcam.common.format import ImageCodec
 from veilcam.common.home import Home
@@ -39,9 +40,9 @@ class FakeStore:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.curve_server = True
         self.sock.curve_publickey, self.sock.curve_secretkey = curve_pair(
-            home.transport_key("store", "store")
+            loaded.transport_key(home, "store", "store")
         )
-        self.sock.bind(home.viewer_config().viewer.query)
+        self.sock.bind(loaded.viewer_config(home).viewer.query)
         self.keystore_json = keystore_json
         self.salt_answer: dict = json.loads(keystore_json)["kdf"]
         self.requests: list[bytes] = []

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from veilcam.camera_node.protect import EncodeSettings, protect_frame
 from veilcam.camera_node.redact import make_redactor
 from veilcam.camera_node.zones import Zone
+from veilcam.common import deployment
 from veilcam.common.format import ZoneClass
 from veilcam.common.home import Home
 from veilcam.common.keywrap import Identity
@@ -145,7 +146,7 @@ class _FakeRelay:
     frames: list[ReceivedFrame] = []
 
     def __init__(self, home, cameras=None) -> None:
-        self.trust = home.trusted_cameras()
+        self.trust = deployment.trusted_cameras(home)
         self._frames = list(type(self).frames)
 
     def receive(self, timeout_ms: int):
