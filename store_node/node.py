@@ -404,6 +404,17 @@ class StoreNode:
                 "reason",
             ),
             counter(
+                "veilcam_store_login_refusals_total",
+                "Log-ins and password changes refused, by reason (login_failed: wrong user "
+                "name or password; login_rate_limited: too many failures). Kept apart from "
+                "rejected messages: users mistyping is not tampering.",
+                {
+                    r: self.queries.login_refusals.get(r, 0)
+                    for r in ("login_failed", "login_rate_limited")
+                },
+                "reason",
+            ),
+            counter(
                 "veilcam_store_messages_relayed_total",
                 "Verified messages published to live viewers.",
                 self.relayed,

@@ -118,6 +118,9 @@ class StoreQueries:
         self.accounts = accounts
         self.gate = gate or AccountGate(accounts)
         self.rejects: Counter[str] = Counter() if rejects is None else rejects
+        # refused log-ins and password changes: a user mistyping is not tampering, so they
+        # are counted apart from rejected messages (which operators alert on)
+        self.login_refusals: Counter[str] = Counter()
         self.clock = clock
         self.handlers: dict[Command, Handler] = {
             Command.ENVELOPE: self.envelope,
@@ -224,7 +227,7 @@ class StoreQueries:
         return PasswdReply()
 
     def _refused_login(self, exc: LoginRefused, user: str, caller: Caller) -> ErrorReply:
-        self.rejects[exc.reason] += 1
+        self.login_refusals[exc.reason] += 1
         if exc.reason == "login_failed":
             log.warning("failed log-in for user %r from %s", user, caller.source or "?")
         return ErrorReply(str(exc))
