@@ -218,7 +218,7 @@ class CameraNode:
 
     def _open_links(self) -> _Links:
         """The sockets and threads of a run: publisher, grant sync and metrics endpoint."""
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         link = self.cfg.store
         publisher = Publisher(
             ctx,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,8 @@ class Publisher:
         self.in_memory = 0
         self.acked = self.rejected = self.resent = self.dropped_spool_full = 0
         self.acked_frames = 0  # of ``acked``: frames (the rest are key envelopes, gap notices)
-        self.on_frames_dropped = None  # callback(list of dropped frame seqs): declare the gap
+        # called with the seqs of the frames dropped from the spool: declare the gap
+        self.on_frames_dropped: Callable[[list[int]], None] | None = None
         self._progress_at = time.monotonic()
         self._ever_connected = False
         self._order = 0  # running number of spool file names: the sending order
