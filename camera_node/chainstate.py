@@ -4,7 +4,9 @@ Sequence numbers must never repeat for a camera (the store rejects a repeat as a
 after a crash. So the camera *reserves* blocks of numbers: before using numbers up to R it
 durably records R. After a crash it resumes at R, declaring a new chain (zero prev digest,
 since the last digest may be lost); after a clean stop it records the exact last number and
-digest and the next run continues the same chain.
+digest and the next run continues the same chain. With no state file at all (a first run, or
+the state folder lost with a disk), the camera node asks the store where its chain ended
+(``CHAIN`` query) and resumes after it (``resume_after``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class ChainStateFile:
         self.next_seq = 0
         self.prev_digest = ZERO_DIGEST
         self._reserved = 0
-        if self.path.exists():
+        self.restored = self.path.exists()  # False: a first run, or the state folder was lost
+        if self.restored:
             try:
                 doc = json.loads(self.path.read_text("utf-8"))
                 if doc.get("clean"):
@@ -46,6 +49,14 @@ class ChainStateFile:
     def _reserve(self) -> None:
         self._reserved = self.next_seq + RESERVE_BLOCK
         write_atomic(self.path, json.dumps({"clean": False, "reserved": self._reserved}).encode())
+
+    def resume_after(self, last_seq: int) -> None:
+        """Continue after ``last_seq`` (what the store holds, or a clock-based floor), as a
+        new chain: without this camera's own state the last digest is unknown here."""
+        if last_seq + 1 > self.next_seq:
+            self.next_seq = last_seq + 1
+            self.prev_digest = ZERO_DIGEST
+            self._reserve()
 
     def advance(self, seq: int, digest: bytes) -> None:
         """Record that frame ``seq`` with ``digest`` was published."""

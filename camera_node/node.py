@@ -25,6 +25,7 @@ from veilcam.camera_node.zonefinder import ZoneFinder
 from veilcam.camera_node.zones import Zone, resolve_static_zones
 from veilcam.common import deployment
 from veilcam.common.config import CameraConfig
+from veilcam.common.errors import VeilcamError
 from veilcam.common.format import KemSuite
 from veilcam.common.grants import GrantBook
 from veilcam.common.home import Home
@@ -39,6 +40,7 @@ from veilcam.common.metrics import (
     stage_latency,
     with_labels,
 )
+from veilcam.common.queryclient import StoreQueryClient
 from veilcam.common.secretfiles import write_atomic
 from veilcam.common.signing import load_signing_key
 from veilcam.common.stagetimer import StageTimes
@@ -199,6 +201,8 @@ class CameraNode:
                     self.cfg.store.query,
                     len(links.grantsync.grants()),
                 )
+            if not self.chain.restored:
+                self._resume_chain()
             self._start_epoch(links.publisher, links.grantsync.grants())
             if on_ready is not None:
                 on_ready(
@@ -215,6 +219,40 @@ class CameraNode:
             return self._drain(links.publisher)
         finally:
             self._close(links)
+
+    def _resume_chain(self) -> None:
+        """No chain state here (a first run, or the state folder was lost): continue after
+        the last frame the store holds, since it refuses numbers it has seen as replays. If
+        the store cannot say, start above any number a camera could have used by now: the
+        wall clock in milliseconds (frame rates stay far below 1000 per second)."""
+        try:
+            client = StoreQueryClient.connect(
+                self.home, self.cfg.store.query, keys=self.transport_keys, timeout_s=3.0
+            )
+            try:
+                last = client.chain(self.camera_id).last_seq
+            finally:
+                client.close()
+        except VeilcamError as exc:
+            floor = time.time_ns() // 1_000_000
+            log.warning(
+                "no chain state for camera %s and the store did not say where its chain "
+                "ended (%s): starting at #%d (the clock in ms), above any number used before",
+                self.camera_id,
+                exc,
+                floor,
+            )
+            self.chain.resume_after(floor - 1)
+            return
+        if last >= 0:
+            log.info(
+                "no chain state for camera %s: the store holds frames up to #%d; "
+                "a new chain starts at #%d",
+                self.camera_id,
+                last,
+                last + 1,
+            )
+            self.chain.resume_after(last)
 
     def _open_links(self) -> _Links:
         """The sockets and threads of a run: publisher, grant sync and metrics endpoint."""

@@ -25,7 +25,7 @@ from veilcam.common.format import CAMERA_ID_RE, KIND_FRAME, pack_parts, unpack_p
 from veilcam.common.home import check_user_name
 from veilcam.common.keystore import KdfParams
 
-QUERY_PROTOCOL_VERSION = 2  # 1: ENVELOPE .. TIME; 2: PASSWD and TRUST added
+QUERY_PROTOCOL_VERSION = 3  # 1: ENVELOPE .. TIME; 2: PASSWD and TRUST; 3: CHAIN
 
 # Limits of a request (what the store's query socket reads; above them a message is dropped
 # unanswered, or answered ERR when only one field is too long).
@@ -77,6 +77,7 @@ class Command(Enum):
     GRANTS = b"GRANTS"
     TIME = b"TIME"
     TRUST = b"TRUST"
+    CHAIN = b"CHAIN"
 
     @property
     def label(self) -> str:
@@ -103,6 +104,7 @@ ALLOWED_ROLES: dict[Command, frozenset[str]] = {
     Command.GRANTS: frozenset({"camera"}),
     Command.TIME: frozenset({"camera", "viewer"}),
     Command.TRUST: frozenset({"camera", "viewer"}),
+    Command.CHAIN: frozenset({"camera"}),
 }
 
 
@@ -446,6 +448,23 @@ class TrustRequest(Request):
     command: ClassVar[Command] = Command.TRUST
 
 
+@dataclass(frozen=True)
+class ChainRequest(Request):
+    """The last sequence number the store holds for the asking camera: a camera that lost
+    its state folder resumes after it instead of repeating numbers the store would refuse."""
+
+    command: ClassVar[Command] = Command.CHAIN
+    camera_id: str
+
+    def fields(self) -> list[bytes]:
+        return [self.camera_id.encode("ascii")]
+
+    @classmethod
+    def from_fields(cls, fields: list[bytes]) -> ChainRequest:
+        _count(cls.command, "request", fields, 1)
+        return cls(_camera(cls.command, fields[0]))
+
+
 REQUEST_TYPES: dict[Command, type[Request]] = {
     cls.command: cls
     for cls in (
@@ -460,6 +479,7 @@ REQUEST_TYPES: dict[Command, type[Request]] = {
         PasswdRequest,
         TimeRequest,
         TrustRequest,
+        ChainRequest,
     )
 }
 
@@ -664,6 +684,22 @@ class TimeReply(Reply):
 
 
 @dataclass(frozen=True)
+class ChainReply(Reply):
+    command: ClassVar[Command] = Command.CHAIN
+    last_seq: int  # -1: the store holds no frame of that camera
+
+    def fields(self) -> list[bytes]:
+        return [str(self.last_seq).encode("ascii")]
+
+    @classmethod
+    def from_fields(cls, fields: list[bytes]) -> ChainReply:
+        _count(cls.command, "answer", fields, 1)
+        if bytes(fields[0]) == b"-1":
+            return cls(-1)
+        return cls(_int(cls.command, "last sequence number", fields[0], 0, I63 - 1))
+
+
+@dataclass(frozen=True)
 class CertFingerprint:
     """A certificate the store holds: ``identities/certs/<role>-<name>.crt``."""
 
@@ -779,6 +815,7 @@ REPLY_TYPES: dict[Command, type[Reply]] = {
         PasswdReply,
         TimeReply,
         TrustReply,
+        ChainReply,
     )
 }
 

@@ -21,6 +21,8 @@ from veilcam.common import deployment
 from veilcam.common.errors import VeilcamError
 from veilcam.common.home import Home
 from veilcam.common.query import (
+    ChainReply,
+    ChainRequest,
     CoverageReply,
     CoverageRequest,
     EnvelopeReply,
@@ -183,6 +185,9 @@ class StoreQueryClient:
 
     def trust(self, timeout_s: float | None = None) -> TrustReply:
         return self.ask(TrustRequest(), TrustReply, timeout_s)
+
+    def chain(self, camera_id: str, timeout_s: float | None = None) -> ChainReply:
+        return self.ask(ChainRequest(camera_id), ChainReply, timeout_s)
 
 
 # --------------------------------------------------------------------------- clock

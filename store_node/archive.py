@@ -354,6 +354,11 @@ class Archive:
         )
         return {cam: (seq, bytes(digest)) for cam, seq, digest in rows}
 
+    def last_seq(self, camera_id: str) -> int | None:
+        """The highest sequence number archived for ``camera_id`` (None: no frame)."""
+        row = self.db.execute("SELECT MAX(seq) FROM frames WHERE camera=?", (camera_id,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def frame_digest(self, camera_id: str, seq: int) -> bytes | None:
         row = self.db.execute(
             "SELECT digest FROM frames WHERE camera=? AND seq=?", (camera_id, seq)

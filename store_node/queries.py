@@ -31,6 +31,8 @@ from veilcam.common.query import (
     UNKNOWN_QUERY,
     AnyReply,
     CertFingerprint,
+    ChainReply,
+    ChainRequest,
     Command,
     CoverageReply,
     CoverageRequest,
@@ -134,6 +136,7 @@ class StoreQueries:
             Command.PASSWD: self.passwd,
             Command.TIME: self.time,
             Command.TRUST: self.trust,
+            Command.CHAIN: self.chain,
         }
 
     # ------------------------------------------------------------------ dispatch
@@ -197,6 +200,12 @@ class StoreQueries:
             return ErrorReply("grants are served to their camera only")
         paths = sorted(self.home.grants_dir.glob(f"*@{request.camera_id}.grant.json"))
         return GrantsReply([p.read_bytes() for p in paths])
+
+    def chain(self, request: ChainRequest, caller: Caller) -> AnyReply:
+        if caller.peer != f"camera:{request.camera_id}":
+            return ErrorReply("a camera's chain position is served to that camera only")
+        last = self.archive.last_seq(request.camera_id)
+        return ChainReply(-1 if last is None else last)
 
     # ------------------------------------------------------------------ accounts
     def salt(self, request: SaltRequest, caller: Caller) -> AnyReply:

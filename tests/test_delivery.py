@@ -150,3 +150,45 @@ def test_camera_lock_is_per_camera_and_freed_on_release(tmp_path: Path) -> None:
     CameraLock(tmp_path / "camera-cam2.lock", "cam2").release()  # other cameras are free
     first.release()
     CameraLock(tmp_path / "camera-cam1.lock", "cam1").release()  # and it is free again
+
+
+def test_camera_that_lost_its_state_resumes_after_the_stores_last_frame(
+    tmp_path: Path, procs
+) -> None:
+    """The state folder lost (a replaced disk): the camera asks the store where its chain
+    ended and starts a new chain after it, instead of sending numbers the store refuses as
+    replays. With the store away too, it starts above any number used (the clock in ms)."""
+    home = make_home(tmp_path, SAMPLE_CLIP, extra_camera_toml=NO_ROTATION)
+    procs.start_ready("store", "store", "--home", str(home))
+    first = procs.start("camera1", "camera", "--home", str(home), "--max-frames", "20", "--no-pace")
+    assert first.wait(timeout=60) == 0, procs.log("camera1")
+    (home / "state" / "camera-cam1.json").unlink()  # what a lost state folder leaves
+    second = procs.start(
+        "camera2", "camera", "--home", str(home), "--max-frames", "15", "--no-pace"
+    )
+    assert second.wait(timeout=60) == 0, procs.log("camera2")
+    log = procs.log("camera2")
+    assert "the store holds frames up to #19; a new chain starts at #20" in log, log
+    assert "15 published, 15 acknowledged" in log and " 0 messages rejected" in log, log
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"], report["problems"]
+    cam = report["cameras"][0]
+    assert (cam["frames"], cam["first_seq"], cam["last_seq"]) == (35, 0, 34)
+
+    # lost again, and the store is down: numbered from the clock, kept in the spool
+    procs.stop("store")
+    (home / "state" / "camera-cam1.json").unlink()
+    cfg = home / "config" / "camera.toml"
+    cfg.write_text(cfg.read_text().replace("[store]\n", "[store]\ndrain_timeout_s = 1\n", 1))
+    before_ms = time.time_ns() // 1_000_000
+    third = procs.start("camera3", "camera", "--home", str(home), "--max-frames", "10", "--no-pace")
+    assert third.wait(timeout=60) == 3, procs.log("camera3")  # nothing acknowledged yet
+    assert "(the clock in ms), above any number used before" in procs.log("camera3")
+    procs.start_ready("store2", "store", "--home", str(home))
+    fourth = procs.start("camera4", "camera", "--home", str(home), "--max-frames", "5", "--no-pace")
+    assert fourth.wait(timeout=60) == 0, procs.log("camera4")
+    assert " 0 messages rejected" in procs.log("camera4")
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"], report["problems"]
+    cam = report["cameras"][0]
+    assert cam["frames"] == 50 and cam["last_seq"] >= before_ms

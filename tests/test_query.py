@@ -22,6 +22,8 @@ from veilcam.common.query import (
     MAX_FIELD_BYTES,
     MAX_REQUEST_FRAMES,
     CertFingerprint,
+    ChainReply,
+    ChainRequest,
     Command,
     CoverageReply,
     CoverageRequest,
@@ -75,6 +77,7 @@ REQUESTS = [
     PasswdRequest("alice", SECRET, SECRET[::-1], '{"a": "keystore"}'),
     TimeRequest(),
     TrustRequest(),
+    ChainRequest("cam1"),
 ]
 
 REPLIES = [
@@ -99,6 +102,8 @@ REPLIES = [
         ],
     ),
     TrustReply("a" * 64, None, []),
+    ChainReply(-1),
+    ChainReply(2**63 - 1),
 ]
 
 
@@ -309,6 +314,20 @@ def test_handlers_take_requests_and_return_replies(queries: StoreQueries) -> Non
     cam = queries.handlers[Command.TRUST](TrustRequest(), Caller("camera:cam1"))
     assert {c.label for c in cam.certificates} == {"camera:cam1", "store:store"}
     assert TrustReply.from_fields(trust.to_frames()[1:]) == trust
+
+
+def test_a_camera_is_told_where_its_own_chain_ended_and_no_other(queries: StoreQueries) -> None:
+    """CHAIN: a camera that lost its state resumes after the store's last frame of it."""
+    from tests.factory import Camera
+
+    assert _ask(queries, [b"CHAIN", b"cam1"], "camera:cam1") == [b"OK", b"-1"]
+    cam = Camera("cam1")
+    for _ in range(3):
+        queries.archive.append(cam.frame())
+    assert _ask(queries, [b"CHAIN", b"cam1"], "camera:cam1") == [b"OK", b"2"]
+    assert _ask(queries, [b"CHAIN", b"cam1"], "camera:cam2")[0] == b"ERR"
+    refused = _ask(queries, [b"CHAIN", b"cam1"], "viewer:viewer")
+    assert refused == [b"ERR", b"CHAIN is not allowed for a viewer certificate"]
 
 
 def _register(q: StoreQueries, user: str, password: str):
