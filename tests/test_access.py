@@ -187,3 +187,31 @@ def test_no_content_key_on_the_store_disk(run) -> None:
     assert len(disk) > 100_000
     for key in keys:
         assert key not in disk and key.hex().encode() not in disk
+
+
+def test_export_for_a_revoked_user_says_redacted_not_unlocked(run) -> None:
+    """A user exporting footage of a period they hold no grant for gets a redacted video, and
+    the command says so (it used to print "unlocked for alice")."""
+    epochs = [(body, frames) for body, frames in _epochs(run["home"]) if frames]
+    first_frames, last_frames = epochs[0][1], epochs[-1][1]
+    home, tmp = str(run["home"].root), run["tmp"]
+
+    def export(name: str, frames: list[FrameMessage]) -> str:
+        from_s = frames[0].header.capture_time_us / 1e6
+        to_s = frames[-1].header.capture_time_us / 1e6
+        r = run_cli(
+            *("export", "--home", home, "--camera", "cam1", "--user", "alice"),
+            *("--from", f"{from_s:.6f}", "--to", f"{to_s:.6f}", "--out", str(tmp / name)),
+            "--password-stdin",
+            stdin=PASSWORD + "\n",
+        )
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    after = export("after-revocation.mp4", last_frames)
+    assert "REDACTED: alice holds no grant for camera cam1 in that period" in after, after
+    assert "unlocked for" not in after
+    manifest = json.loads((tmp / "after-revocation.mp4.bundle" / "manifest.json").read_text())
+    assert manifest["zones"] > 0 and manifest["zones_unlocked"] == 0
+    before = export("before-revocation.mp4", [f for f in first_frames if f.header.zones])
+    assert "unlocked for alice: all " in before, before

@@ -594,11 +594,27 @@ def cmd_export(args: argparse.Namespace) -> int:
             home, args.camera, parse_time(args.from_), parse_time(args.to), out, identity
         )
     print(
-        f"wrote {args.out} ({manifest['frames']} frames, "
-        f"{'unlocked for ' + identity.name if identity else 'redacted'}) and "
+        f"wrote {args.out} ({manifest['frames']} frames, {_export_view(manifest)}) and "
         f"{args.out}.bundle/ (verify it anywhere with 'veilcam verify {args.out}.bundle')"
     )
     return 0
+
+
+def _export_view(manifest: dict) -> str:
+    """What the exported video shows, said plainly: a user with no grant for that camera and
+    period (revoked, or never granted) gets a redacted video, not an "unlocked" one."""
+    user = manifest.get("unlocked_for")
+    if not user:
+        return "redacted"
+    zones, opened = manifest.get("zones", 0), manifest.get("zones_unlocked", 0)
+    if zones and opened == 0:
+        return (
+            f"REDACTED: {user} holds no grant for camera {manifest['camera']} in that period "
+            "(revoked, or never granted), so no zone could be unlocked"
+        )
+    if opened < zones:
+        return f"unlocked for {user}: {opened} of {zones} zones (the others outside their grant)"
+    return f"unlocked for {user}: all {zones} zones"
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:

@@ -57,6 +57,8 @@ class _Written:
     problems: int = 0  # frames that did not verify: in the segment, not in the video
     first_us: int | None = None
     last_us: int | None = None
+    zones: int = 0  # zones in the video's frames
+    zones_unlocked: int = 0  # of those, shown unlocked (0 for a redacted export)
 
 
 class _Video:
@@ -138,6 +140,8 @@ def export(
         "epochs": len(written.epochs),
         "frames_failing_verification": written.problems,
         "unlocked_for": identity.name if identity else None,
+        "zones": written.zones,
+        "zones_unlocked": written.zones_unlocked,
         "video": {"file": out.name, "sha256": sha256_file(out)},
         "segment": {"file": str(segment.relative_to(bundle)), "sha256": sha256_file(segment)},
         "ca_sha256": ca_fingerprint(load_cert(bundle / "identities" / "ca" / "ca.crt")),  # DER
@@ -181,7 +185,10 @@ def _write_range(
                     got.problem,
                 )
                 continue
-            video.add(render(got.msg, unlocker).image, h.width, h.height)
+            shown = render(got.msg, unlocker)
+            video.add(shown.image, h.width, h.height)
+            written.zones += len(shown.zone_unlocked)
+            written.zones_unlocked += sum(shown.zone_unlocked)
             written.frames += 1
             written.first_us = (
                 written.first_us if written.first_us is not None else h.capture_time_us
