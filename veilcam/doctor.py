@@ -46,6 +46,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import zmq
 from cryptography import x509
@@ -75,6 +76,15 @@ SKEW_WARN_S = 2.0
 SKEW_FAIL_S = 30.0
 ROLES = ("camera", "store", "viewer")
 GUIDE = "docs/GUIDE.md"
+
+
+class LocalConfigs(TypedDict, total=False):
+    """The valid config of each node this machine runs (a role is absent when its config file
+    is missing or invalid)."""
+
+    camera: CameraConfig
+    store: StoreConfig
+    viewer: ViewerConfig
 
 
 @dataclass
@@ -138,49 +148,17 @@ def probe_curve(
     endpoint: str, keys: tuple[bytes, bytes], server_key: bytes, sock_type: int, timeout_s: float
 ) -> Probe:
     """Connect a CURVE client socket and watch its monitor until the handshake settles."""
-    host_port = _split_tcp(endpoint)
-    if host_port is not None:
-        try:
-            socket.getaddrinfo(host_port[0], host_port[1], proto=socket.IPPROTO_TCP)
-        except (socket.gaierror, UnicodeError) as exc:
-            return Probe("bad_endpoint", f"cannot resolve {host_port[0]!r}: {exc}")
-    sock = zmq.Context.instance().socket(sock_type)
-    sock.setsockopt(zmq.LINGER, 0)
-    if sock_type == zmq.SUB:
-        sock.setsockopt(zmq.SUBSCRIBE, b"\0doctor-never-matches")
-    make_client(sock, keys, server_key)
+    unresolvable = _unresolvable(endpoint)
+    if unresolvable is not None:
+        return unresolvable
+    sock = _curve_client(keys, server_key, sock_type)
     monitor = sock.get_monitor_socket(addr=f"inproc://doctor-{os.urandom(6).hex()}")
-    connected, closed_early = False, False
     try:
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
             return Probe("bad_endpoint", str(exc))
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            if not monitor.poll(max(1, int(left * 1000))):
-                break
-            event = recv_monitor_message(monitor)["event"]
-            log.debug("probe %s: %s", endpoint, zmq.Event(event).name)
-            if event == zmq.EVENT_CONNECTED:
-                connected = True
-            elif event == zmq.EVENT_CONNECT_RETRIED and not connected:
-                return Probe("refused", "connection refused")
-            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                return Probe("ok")
-            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                return Probe("refused_key")
-            elif event in (
-                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
-            ):
-                return Probe("wrong_server", "handshake failed")
-            elif event == zmq.EVENT_DISCONNECTED and connected:
-                closed_early = True
-                break
-        if closed_early:
-            return Probe("wrong_server", "the peer closed the connection during the handshake")
-        return Probe("silent" if connected else "timeout")
+        return _watch_handshake(monitor, endpoint, timeout_s)
     finally:
         try:
             sock.disable_monitor()
@@ -188,6 +166,60 @@ def probe_curve(
             pass
         monitor.close(linger=0)
         sock.close(linger=0)
+
+
+def _unresolvable(endpoint: str) -> Probe | None:
+    """A ``bad_endpoint`` probe when a tcp:// endpoint's host name does not resolve."""
+    host_port = _split_tcp(endpoint)
+    if host_port is not None:
+        try:
+            socket.getaddrinfo(host_port[0], host_port[1], proto=socket.IPPROTO_TCP)
+        except (socket.gaierror, UnicodeError) as exc:
+            return Probe("bad_endpoint", f"cannot resolve {host_port[0]!r}: {exc}")
+    return None
+
+
+def _curve_client(keys: tuple[bytes, bytes], server_key: bytes, sock_type: int) -> zmq.Socket:
+    """A CURVE client socket pinned to ``server_key``, not yet connected."""
+    sock: zmq.Socket = zmq.Context.instance().socket(sock_type)
+    sock.setsockopt(zmq.LINGER, 0)
+    if sock_type == zmq.SUB:
+        sock.setsockopt(zmq.SUBSCRIBE, b"\0doctor-never-matches")
+    make_client(sock, keys, server_key)
+    return sock
+
+
+def _watch_handshake(monitor: zmq.Socket, endpoint: str, timeout_s: float) -> Probe:
+    """Read monitor events until one settles the handshake or ``timeout_s`` passes."""
+    connected = False
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        if not monitor.poll(max(1, int(left * 1000))):
+            break
+        event = recv_monitor_message(monitor)["event"]
+        log.debug("probe %s: %s", endpoint, zmq.Event(event).name)
+        if event == zmq.EVENT_CONNECTED:
+            connected = True
+            continue
+        settled = _handshake_event(event, connected)
+        if settled is not None:
+            return settled
+    return Probe("silent" if connected else "timeout")
+
+
+def _handshake_event(event: int, connected: bool) -> Probe | None:
+    """What a monitor event (other than CONNECTED) says of the handshake; None: not settled."""
+    if event == zmq.EVENT_CONNECT_RETRIED and not connected:
+        return Probe("refused", "connection refused")
+    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+        return Probe("ok")
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return Probe("refused_key")
+    if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+        return Probe("wrong_server", "handshake failed")
+    if event == zmq.EVENT_DISCONNECTED and connected:
+        return Probe("wrong_server", "the peer closed the connection during the handshake")
+    return None
 
 
 def _ephemeral_keys() -> tuple[bytes, bytes]:
@@ -215,7 +247,7 @@ class Doctor:
         self.now = now
         self.results: list[Result] = []
         self.roles: list[str] = []
-        self.cfg: dict[str, object] = {}  # role -> its valid config
+        self.cfg: LocalConfigs = {}
         self.ca: CertificateAuthority | None = None
         self.trust_problem = "cert/ca"  # the check to fix first when self.ca is None
         self.store_key: bytes | None = None
@@ -316,11 +348,10 @@ class Doctor:
         return True
 
     def check_configs(self) -> None:
-        models = {"camera": CameraConfig, "store": StoreConfig, "viewer": ViewerConfig}
         for role in self.roles:
             path = self.home.config_dir / f"{role}.toml"
             try:
-                self.cfg[role] = load_config(path, models[role])
+                self._load_config(role, path)
             except VeilcamError as exc:
                 message = str(exc).replace(f"{path}: ", "")
                 self.add(
@@ -333,6 +364,15 @@ class Doctor:
                 )
                 continue
             self.add(OK, f"config/{role}.toml", "valid")
+
+    def _load_config(self, role: str, path: Path) -> None:
+        """Validate ``path`` as the config of ``role`` (one of ROLES) and keep it."""
+        if role == "camera":
+            self.cfg["camera"] = load_config(path, CameraConfig)
+        elif role == "store":
+            self.cfg["store"] = load_config(path, StoreConfig)
+        else:
+            self.cfg["viewer"] = load_config(path, ViewerConfig)
 
     def _own_identities(self) -> list[tuple[str, str]]:
         """(role, name) of the node identities this machine's nodes use; the store's
@@ -821,6 +861,7 @@ class Doctor:
         from veilcam.common.pki import load_private_key
 
         raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        checks: list[tuple[Path, type[X25519PrivateKey] | type[Ed25519PrivateKey], bytes, str]]
         checks = []
         if role == "camera" or role == "viewer" or (role == "store" and "store" in self.cfg):
             checks.append(
@@ -902,7 +943,8 @@ class Doctor:
             self.add(OK, check, f"{endpoint} is free (no store is running here now)")
             return
         if error.errno == errno.EADDRINUSE:
-            if self._store_key() is None:
+            store_key = self._store_key()
+            if store_key is None:
                 self.add(
                     FAIL,
                     check,
@@ -914,7 +956,7 @@ class Doctor:
             probe = probe_curve(
                 _connect_address(endpoint),
                 _ephemeral_keys(),
-                self._store_key(),
+                store_key,
                 sock_type,
                 self.timeout_s,
             )
@@ -1051,19 +1093,20 @@ class Doctor:
 
     def _check_link(self, role: str) -> None:
         check = f"store/{role}"
-        cfg = self.cfg[role]
         cfg_path = self.home.config_dir / f"{role}.toml"
         if role == "camera":
-            name = cfg.camera.id
+            camera_cfg = self.cfg["camera"]
+            name = camera_cfg.camera.id
             endpoints = [
-                ("store.ingest", cfg.store.ingest, zmq.DEALER),
-                ("store.query", cfg.store.query, zmq.DEALER),
+                ("store.ingest", camera_cfg.store.ingest, zmq.DEALER),
+                ("store.query", camera_cfg.store.query, zmq.DEALER),
             ]
         else:
-            name = cfg.viewer.identity
+            viewer_cfg = self.cfg["viewer"]
+            name = viewer_cfg.viewer.identity
             endpoints = [
-                ("viewer.relay", cfg.viewer.relay, zmq.SUB),
-                ("viewer.query", cfg.viewer.query, zmq.DEALER),
+                ("viewer.relay", viewer_cfg.viewer.relay, zmq.SUB),
+                ("viewer.query", viewer_cfg.viewer.query, zmq.DEALER),
             ]
         store_key = self._store_key()
         if store_key is None:
@@ -1292,11 +1335,10 @@ class Doctor:
         the store answers a camera its own certificate and the store's, a viewer every
         camera's and its own)."""
         out: list[Result] = []
-        cfg = self.cfg[role]
-        if isinstance(cfg, CameraConfig):
-            own = (role, cfg.camera.id)
-        elif isinstance(cfg, ViewerConfig):
-            own = (role, cfg.viewer.identity)
+        if role == "camera":
+            own = (role, self.cfg["camera"].camera.id)
+        elif role == "viewer":
+            own = (role, self.cfg["viewer"].viewer.identity)
         else:
             own = (role, "")
         if self.ca is not None:
