@@ -210,7 +210,7 @@ class StoreNode:
         """Serve until the stop flag is set. ``on_ready`` gets the bound endpoints once the
         sockets are bound (``--ready-file``). Raises ``StoreBindError`` when the sockets
         cannot be bound."""
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         auth = CurveAuthenticator(ctx, self.allowlist)
         auth.start()
         try:
@@ -312,7 +312,7 @@ class StoreNode:
             if got.oversized:
                 self._oversized("ingest", got)
                 continue
-            peer = frames[-1].get("User-Id") if len(frames) > 1 else ""
+            peer = str(frames[-1].get("User-Id")) if len(frames) > 1 else ""
             self.handle_ingest(frames[0].bytes, [f.bytes for f in frames[1:]], peer)
             self.flush()
 

@@ -48,7 +48,7 @@ class RelayClient:
         relay, query = cfg.relay, cfg.query
         self.home = home
         self.trust = deployment.trusted_cameras(home)
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         make_client(

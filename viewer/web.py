@@ -174,11 +174,10 @@ class Sessions:
 
     def owns(self, token: str | None, owner: str) -> bool:
         """Whether ``token`` is the live session ``owner`` (a token) names."""
+        if not token or not owner:
+            return False
         return (
-            bool(token)
-            and bool(owner)
-            and secrets.compare_digest(token.encode(), owner.encode())
-            and self.get(token) is not None
+            secrets.compare_digest(token.encode(), owner.encode()) and self.get(token) is not None
         )
 
     def drop(self, token: str | None) -> None:
@@ -363,11 +362,10 @@ class Handler(BaseHTTPRequestHandler):
     def _host_ok(self) -> bool:
         """Refuse requests addressed to another host name (DNS rebinding: a web page that
         resolves its own name to 127.0.0.1 must not reach the stream or the unlock form)."""
-        port = self.server.server_address[1]
-        allowed = {
-            f"{h}:{port}"
-            for h in ("127.0.0.1", "localhost", "[::1]", self.server.server_address[0])
-        }
+        bound, port = self.server.server_address[:2]
+        # getsockname() names an AF_INET host with a str; typeshed's address type allows bytes
+        bound_host = bound.decode() if isinstance(bound, (bytes, bytearray)) else bound
+        allowed = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]", bound_host)}
         if self.headers.get("Host", "") in allowed:
             return True
         self._json(403, {"error": "unexpected Host header"})
@@ -605,11 +603,12 @@ class Handler(BaseHTTPRequestHandler):
         cameras = []
         for camera in hub.cameras:
             latest = hub.latest.get(camera)
-            entry = {"camera": camera, "live": False}
+            entry: dict[str, object] = {"camera": camera, "live": False}
             if latest:
                 d = describe(
                     latest.received.msg, latest.received.verified, None, latest.received.problem
                 )
+                problem: str = d.get("problem", "")
                 # a validly signed frame is not a live one: judge its capture time too
                 entry.update(
                     live=time.time() - latest.at < 5,
@@ -618,12 +617,12 @@ class Handler(BaseHTTPRequestHandler):
                     zones=len(d["zones"]),
                     width=d["width"],
                     height=d["height"],
-                    problem=d.get("problem", ""),
+                    problem=problem,
                     capture_time_us=d["capture_time_us"],
                     max_age_s=round(hub.freshness.allowed_s, 3),
                     **hub.freshness.judge(d["capture_time_us"]),
                 )
-                if entry["problem"].split(":", 1)[0] in OUTDATED_TRUST_REASONS:
+                if problem.split(":", 1)[0] in OUTDATED_TRUST_REASONS:
                     entry["hint"] = OUTDATED_TRUST_HINT
                 if unlocker:
                     keys = unlocker.keys_for(camera, latest.received.msg.header.epoch_id)
