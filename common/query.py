@@ -21,11 +21,11 @@ from enum import Enum
 from typing import ClassVar, TypeAlias
 
 from veilcam.common.errors import FormatError, KeystoreError, VeilcamError
-from veilcam.common.format import CAMERA_ID_RE, KIND_FRAME, pack_parts, unpack_parts
+from veilcam.common.format import CAMERA_ID_RE, KEY_ID_LEN, KIND_FRAME, pack_parts, unpack_parts
 from veilcam.common.home import check_user_name
 from veilcam.common.keystore import KdfParams
 
-QUERY_PROTOCOL_VERSION = 3  # 1: ENVELOPE .. TIME; 2: PASSWD and TRUST; 3: CHAIN
+QUERY_PROTOCOL_VERSION = 3  # 1: ENVELOPE .. TIME; 2: PASSWD and TRUST; 3: CHAIN and KEYS
 
 # Limits of a request (what the store's query socket reads; above them a message is dropped
 # unanswered, or answered ERR when only one field is too long).
@@ -78,6 +78,7 @@ class Command(Enum):
     TIME = b"TIME"
     TRUST = b"TRUST"
     CHAIN = b"CHAIN"
+    KEYS = b"KEYS"
 
     @property
     def label(self) -> str:
@@ -105,6 +106,7 @@ ALLOWED_ROLES: dict[Command, frozenset[str]] = {
     Command.TIME: frozenset({"camera", "viewer"}),
     Command.TRUST: frozenset({"camera", "viewer"}),
     Command.CHAIN: frozenset({"camera"}),
+    Command.KEYS: frozenset({"viewer"}),
 }
 
 
@@ -465,6 +467,29 @@ class ChainRequest(Request):
         return cls(_camera(cls.command, fields[0]))
 
 
+@dataclass(frozen=True)
+class KeysRequest(Request):
+    """A registered user's public keys, for an admin granting them on a home without the
+    store's account folder. Answered only when ``key_id`` (which 'veilcam register' shows the
+    user) matches the registered key, so the query tells nothing about who is registered to
+    anyone who does not already know the key id."""
+
+    command: ClassVar[Command] = Command.KEYS
+    user: str
+    key_id: bytes
+
+    def fields(self) -> list[bytes]:
+        return [self.user.encode(), self.key_id]
+
+    @classmethod
+    def from_fields(cls, fields: list[bytes]) -> KeysRequest:
+        c = cls.command
+        _count(c, "request", fields, 2)
+        if len(fields[1]) != KEY_ID_LEN:
+            raise QueryError(f"KEYS: key_id is {len(fields[1])} bytes; it must be {KEY_ID_LEN}")
+        return cls(_user(c, fields[0]), bytes(fields[1]))
+
+
 REQUEST_TYPES: dict[Command, type[Request]] = {
     cls.command: cls
     for cls in (
@@ -480,6 +505,7 @@ REQUEST_TYPES: dict[Command, type[Request]] = {
         TimeRequest,
         TrustRequest,
         ChainRequest,
+        KeysRequest,
     )
 }
 
@@ -700,6 +726,23 @@ class ChainReply(Reply):
 
 
 @dataclass(frozen=True)
+class KeysReply(Reply):
+    command: ClassVar[Command] = Command.KEYS
+    public_key: bytes  # X25519, raw (its key id is what was asked)
+    pq_public_key: bytes  # ML-KEM-768, raw; empty when the user has none
+
+    def fields(self) -> list[bytes]:
+        return [self.public_key, self.pq_public_key]
+
+    @classmethod
+    def from_fields(cls, fields: list[bytes]) -> KeysReply:
+        _count(cls.command, "answer", fields, 2)
+        if len(fields[0]) != 32:
+            raise QueryError(f"KEYS answer: public key is {len(fields[0])} bytes, not 32")
+        return cls(bytes(fields[0]), bytes(fields[1]))
+
+
+@dataclass(frozen=True)
 class CertFingerprint:
     """A certificate the store holds: ``identities/certs/<role>-<name>.crt``."""
 
@@ -816,6 +859,7 @@ REPLY_TYPES: dict[Command, type[Reply]] = {
         TimeReply,
         TrustReply,
         ChainReply,
+        KeysReply,
     )
 }
 

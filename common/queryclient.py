@@ -30,6 +30,8 @@ from veilcam.common.query import (
     ErrorReply,
     GrantsReply,
     GrantsRequest,
+    KeysReply,
+    KeysRequest,
     LoginReply,
     LoginRequest,
     PasswdReply,
@@ -188,6 +190,9 @@ class StoreQueryClient:
 
     def chain(self, camera_id: str, timeout_s: float | None = None) -> ChainReply:
         return self.ask(ChainRequest(camera_id), ChainReply, timeout_s)
+
+    def keys(self, user: str, key_id: bytes) -> KeysReply:
+        return self.ask(KeysRequest(user, key_id), KeysReply)
 
 
 # --------------------------------------------------------------------------- clock

@@ -11,6 +11,8 @@ moves frames between the socket and ``answer``.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import logging
 import sqlite3
 import time
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from veilcam.common.errors import ArchiveError, IdentityError, VeilcamError
 from veilcam.common.home import Home
 from veilcam.common.keystore import KdfParams
+from veilcam.common.keywrap import key_id_of
 from veilcam.common.pki import load_cert
 from veilcam.common.query import (
     MAX_RANGE_FRAMES,
@@ -42,6 +45,8 @@ from veilcam.common.query import (
     ErrorReply,
     GrantsReply,
     GrantsRequest,
+    KeysReply,
+    KeysRequest,
     LoginReply,
     LoginRequest,
     PasswdReply,
@@ -137,6 +142,7 @@ class StoreQueries:
             Command.TIME: self.time,
             Command.TRUST: self.trust,
             Command.CHAIN: self.chain,
+            Command.KEYS: self.keys,
         }
 
     # ------------------------------------------------------------------ dispatch
@@ -208,6 +214,20 @@ class StoreQueries:
         return ChainReply(-1 if last is None else last)
 
     # ------------------------------------------------------------------ accounts
+    def keys(self, request: KeysRequest, caller: Caller) -> AnyReply:
+        """A user's public keys, only for the key id the user was shown: the same refusal
+        for an unknown user and for a wrong key id (no directory of who is registered)."""
+        doc = self.accounts.keystore(request.user)
+        if doc is not None:
+            try:
+                public = base64.b64decode(doc["public_key"], validate=True)
+                pq_public = base64.b64decode(doc.get("pq_public_key") or "", validate=True)
+            except (KeyError, TypeError, ValueError):
+                public, pq_public = b"", b""
+            if len(public) == 32 and hmac.compare_digest(key_id_of(public), request.key_id):
+                return KeysReply(public, pq_public)
+        return ErrorReply(f"no registered user {request.user!r} with that key id")
+
     def salt(self, request: SaltRequest, caller: Caller) -> AnyReply:
         return SaltReply(KdfParams.from_json(self.accounts.kdf_for(request.user)))
 

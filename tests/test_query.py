@@ -6,6 +6,7 @@ the store and the old one does not."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections import Counter
@@ -17,6 +18,7 @@ from veilcam.common.errors import KeystoreError
 from veilcam.common.format import KIND_GAP, pack_parts
 from veilcam.common.home import Home
 from veilcam.common.keystore import KdfParams, derive_secrets, keystore_kdf, new_keystore
+from veilcam.common.keywrap import key_id_of
 from veilcam.common.query import (
     ALLOWED_ROLES,
     MAX_FIELD_BYTES,
@@ -33,6 +35,8 @@ from veilcam.common.query import (
     ErrorReply,
     GrantsReply,
     GrantsRequest,
+    KeysReply,
+    KeysRequest,
     LoginReply,
     LoginRequest,
     PasswdReply,
@@ -78,6 +82,7 @@ REQUESTS = [
     TimeRequest(),
     TrustRequest(),
     ChainRequest("cam1"),
+    KeysRequest("alice", bytes(16)),
 ]
 
 REPLIES = [
@@ -104,6 +109,8 @@ REPLIES = [
     TrustReply("a" * 64, None, []),
     ChainReply(-1),
     ChainReply(2**63 - 1),
+    KeysReply(bytes(32), bytes(1184)),
+    KeysReply(bytes(range(32)), b""),
 ]
 
 
@@ -392,8 +399,7 @@ def test_user_passwd_changes_the_password_on_a_running_store(tmp_path: Path, pro
     root = make_home(tmp_path, SAMPLE_CLIP, users=("alice", "bob"))
     viewer = tmp_path / "viewer-machine"
     shutil.copytree(root, viewer, ignore=shutil.ignore_patterns("accounts", "archive"))
-    procs.start("store", "store", "--home", str(root))
-    procs.wait_for_log("store", "store ready")
+    procs.start_ready("store", "store", "--home", str(root))
     new = "a brand new pass phrase"
     for home, user in ((viewer, "alice"), (root, "bob")):
         r = run_cli(
@@ -420,3 +426,47 @@ def test_user_passwd_changes_the_password_on_a_running_store(tmp_path: Path, pro
         stdin=f"{new}\nyet another new pass phrase\n",
     )  # fmt: skip
     assert r.returncode == 0 and "OLD password" in r.stderr, r.stderr
+
+
+def test_a_users_public_keys_are_given_only_for_the_key_id_they_were_shown(
+    queries: StoreQueries,
+) -> None:
+    """KEYS: an admin home without the store's accounts folder gets a registered user's
+    public keys for a grant, but only by naming the key id the user saw: an unknown user and
+    a wrong id get the same answer, so the store is no directory of who is registered."""
+    ks = _register(queries, "dave", PASSWORD)
+    right = key_id_of(ks.public_raw)
+    reply = _ask(queries, [b"KEYS", b"dave", right])
+    assert reply == [b"OK", ks.public_raw, ks.pq_public_raw]
+    wrong = _ask(queries, [b"KEYS", b"dave", bytes(16)])
+    unknown = _ask(queries, [b"KEYS", b"erin", right])
+    assert wrong[0] == unknown[0] == b"ERR"
+    assert wrong[1].replace(b"dave", b"X") == unknown[1].replace(b"erin", b"X")
+    assert _ask(queries, [b"KEYS", b"dave", right], "camera:cam1")[0] == b"ERR"
+    bad = _ask(queries, [b"KEYS", b"dave", right[:8]])
+    assert bad[0] == b"ERR" and b"key_id is 8 bytes" in bad[1]
+
+
+@pytest.mark.e2e
+def test_grant_on_an_admin_home_without_accounts_takes_the_keys_from_the_store(
+    tmp_path: Path, procs
+) -> None:
+    root = make_home(tmp_path, SAMPLE_CLIP, users=())
+    procs.start_ready("store", "store", "--home", str(root))
+    r = run_cli("register", "dave", "--home", str(root), "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((root / "users" / "dave" / "keystore.json").read_text())
+    key_id = key_id_of(base64.b64decode(doc["public_key"])).hex()
+    admin = tmp_path / "admin"  # the CA key and a viewer identity, no accounts/, no dave
+    shutil.copytree(root, admin, ignore=shutil.ignore_patterns("accounts", "archive", "users"))
+    r = run_cli("grant", "dave", "--camera", "cam1", "--home", str(admin), "--key-id", "ab" * 16)
+    assert r.returncode == 2 and "no user 'dave' registered with key id" in r.stderr, r.stderr
+    r = run_cli("grant", "dave", "--camera", "cam1", "--home", str(admin), "--key-id", key_id)
+    assert r.returncode == 0, r.stderr
+    from veilcam.common.grants import verify_grant
+
+    signed = verify_grant(
+        (admin / "grants" / "dave@cam1.grant.json").read_bytes(),
+        deployment.load_ca(Home(admin)),
+    )
+    assert key_id_of(signed.public_key).hex() == key_id

@@ -54,14 +54,15 @@ def user_public_keys(home: Home, name: str, key_id: str | None = None) -> tuple[
         doc = parse_keystore(home.keystore_path(name).read_text())
     else:
         doc = AccountStore.keystore_in(home, name)
+        if doc is None and key_id is not None:
+            return _public_keys_from_store(home, name, key_id)
         if doc is None:
             raise VeilcamError(
                 f"no user {name!r} in {home.root}: a grant needs the user's public keys, and "
                 f"this home has neither {home.keystore_path(name)} nor an account for them in "
                 f"{home.accounts_path}. Create the user here ('veilcam user add'), or have "
-                "them run 'veilcam register' and grant from a home holding the store's "
-                "accounts/ folder (with --key-id, the id register printed), or copy their "
-                "users/NAME/keystore.json here (its private keys are sealed)"
+                "them run 'veilcam register' and grant with --key-id (the id register "
+                "printed): the keys then come from the store, checked against that id"
             )
     public = base64.b64decode(doc["public_key"])
     actual = key_id_of(public).hex()
@@ -77,6 +78,43 @@ def user_public_keys(home: Home, name: str, key_id: str | None = None) -> tuple[
             f"store says {actual})"
         )
     return public, base64.b64decode(doc["pq_public_key"])
+
+
+def _public_keys_from_store(home: Home, name: str, key_id: str) -> tuple[bytes, bytes]:
+    """Ask the running store (KEYS query, as this home's viewer identity) for the keys ``name``
+    registered, answered only if they match ``key_id``; checked again here."""
+    from veilcam.common.query import QueryRefused
+    from veilcam.common.queryclient import StoreQueryClient
+
+    try:
+        wanted = bytes.fromhex(key_id.lower().replace(":", ""))
+    except ValueError:
+        raise VeilcamError(
+            f"--key-id {key_id!r} is not a key id (hex, as register shows it)"
+        ) from None
+    if len(wanted) != 16:
+        raise VeilcamError(f"--key-id {key_id!r} is {len(wanted)} bytes; a key id is 16")
+    try:
+        client = StoreQueryClient.connect(home, timeout_s=5.0)
+    except (VeilcamError, OSError) as exc:
+        raise VeilcamError(
+            f"user {name!r} is not in this home and the store cannot be asked for their keys "
+            f"({exc}): start the store, or grant from a home holding its accounts/ folder"
+        ) from None
+    try:
+        reply = client.keys(name, wanted)
+    except QueryRefused as exc:
+        raise VeilcamError(
+            f"the store has no user {name!r} registered with key id {key_id}: check the id "
+            "with the user (do not grant: someone else may have registered this name)"
+        ) from None
+    except VeilcamError as exc:
+        raise VeilcamError(f"could not ask the store for {name!r}'s keys: {exc}") from None
+    finally:
+        client.close()
+    if key_id_of(reply.public_key) != wanted:  # never trust the store's word for it
+        raise VeilcamError(f"the store answered a key for {name!r} that is not {key_id}")
+    return reply.public_key, reply.pq_public_key
 
 
 def grant(

@@ -729,8 +729,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--key-id",
-        help="the user's key id as 'veilcam register' showed it to "
-        "them (needed when their keystore is not in this home)",
+        help="the user's key id as 'veilcam register' showed it to them; needed when "
+        "their keystore is not in this home: their public keys then come from the store's "
+        "accounts/ folder if this home holds it, else from the running store (KEYS query), "
+        "and are used only if they match this id",
     )
     s.add_argument("--home", required=True)
     s.set_defaults(func=cmd_grant)
