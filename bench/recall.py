@@ -1,4 +1,4 @@
-"""Zone-recall benchmark (issue 5): does the camera's zone logic leave any face visible?
+"""Zone-recall benchmark: does the camera's zone logic leave any face visible?
 
 Run from the project root: ``python bench/recall.py``. It prints plain-text tables and writes
 the same figures to ``bench/results/recall.json``. Real media come from ``../shared/``; parts

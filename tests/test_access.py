@@ -191,7 +191,7 @@ def test_no_content_key_on_the_store_disk(run) -> None:
 
 def test_export_for_a_revoked_user_says_redacted_not_unlocked(run) -> None:
     """A user exporting footage of a period they hold no grant for gets a redacted video, and
-    the command says so (it used to print "unlocked for alice")."""
+    the command says so, not "unlocked for alice"."""
     epochs = [(body, frames) for body, frames in _epochs(run["home"]) if frames]
     first_frames, last_frames = epochs[0][1], epochs[-1][1]
     home, tmp = str(run["home"].root), run["tmp"]

@@ -1,4 +1,4 @@
-"""Zone encryption, signatures, hash chain and key wrapping: the properties DESIGN.md promises."""
+"""Zone encryption, signatures, hash chain and key wrapping: the properties docs/SECURITY.md lists."""
 
 from __future__ import annotations
 

@@ -361,7 +361,7 @@ def test_verbose_before_or_after_the_command(tmp_path: Path) -> None:
     assert json.loads(r.stdout)["intact"]
 
 
-# --------------------------------------------------------------------------- issue 17
+# --------------------------------------------------------------------------- against the store
 
 
 def test_keys_a_machine_does_not_need_are_named(tmp_path: Path) -> None:
@@ -451,7 +451,7 @@ def _trust_of(home: Path, peer: str):
 def test_a_certificate_or_crl_that_differs_from_the_stores_is_named_with_the_fix(
     tmp_path: Path,
 ) -> None:
-    """Issue 17: a viewer holding an out-of-date camera certificate had doctor say all OK."""
+    """A viewer holding an out-of-date camera certificate: doctor names it (not "all OK")."""
     from veilcam.doctor import Doctor
 
     home = make_home(tmp_path, SAMPLE_CLIP, users=())

@@ -38,7 +38,7 @@ def test_weak_passwords_fail_with_reason(password: str, reason: str) -> None:
         check_password(password, user="alice")
 
 
-# --------------------------------------------------------------------------- issue 17
+# --------------------------------------------------------------------------- passwords
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,7 @@ def _wait_status(base: str, ok, timeout: float = 30) -> dict:
 def test_renewed_camera_certificate_and_revoked_user_in_a_running_viewer(
     tmp_path: Path, procs
 ) -> None:
-    """Issue 17: a running web viewer reloads certificates as the store does (renewing a
+    """A running web viewer reloads certificates as the store does (renewing a
     camera certificate does not leave it on VERIFICATION FAILED), and a revoked user who
     unlocks is told so, in the API and on the command line, instead of a bare success."""
     from tests.conftest import run_cli

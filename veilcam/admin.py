@@ -103,7 +103,7 @@ def _public_keys_from_store(home: Home, name: str, key_id: str) -> tuple[bytes, 
         ) from None
     try:
         reply = client.keys(name, wanted)
-    except QueryRefused as exc:
+    except QueryRefused:
         raise VeilcamError(
             f"the store has no user {name!r} registered with key id {key_id}: check the id "
             "with the user (do not grant: someone else may have registered this name)"
@@ -132,7 +132,7 @@ def grant(
 
 def _check_known_camera(home: Home, camera: str) -> None:
     """A grant for a camera the deployment has no certificate for opens nothing (a typo like
-    'doorr' used to succeed silently)."""
+    'doorr' must not succeed silently)."""
     from veilcam.common.format import FormatError, validate_camera_id
 
     try:

@@ -1,4 +1,4 @@
-"""Bad configuration matrix (issue 7): the real command line (``python -m veilcam``) with broken
+"""Bad configuration matrix: the real command line (``python -m veilcam``) with broken
 config files and bad command-line values. Every row must exit non-zero with exactly one error
 line that names the problem, and no Python traceback.
 

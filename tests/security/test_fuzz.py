@@ -1,4 +1,4 @@
-"""Fuzzing every parser of untrusted bytes, from a saved corpus (issue 7).
+"""Fuzzing every parser of untrusted bytes, from a saved corpus.
 
 Parsers: frames, key envelopes (message and body), gap notices, acknowledgements, record part
 lists (``unpack_parts``), grants (``verify_grant``), archive segments (header, scan,

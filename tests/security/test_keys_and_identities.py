@@ -1,4 +1,4 @@
-"""Wrong keys and identities (issue 7), filling the gaps left by the existing tests:
+"""Wrong keys and identities, filling the gaps left by the existing tests:
 
 - already proven elsewhere: wrong password for an offline keystore
   (tests/test_cli.py::test_wrong_password_for_offline_keystore_fails_clearly); wrong password

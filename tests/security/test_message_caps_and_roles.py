@@ -1,4 +1,5 @@
-"""Issue 12, items 4 and 5, through the store's sockets and the viewer's relay client.
+"""Message-size caps and socket roles, through the store's sockets and the viewer's relay
+client (the attacks below).
 
 4. ZeroMQ's MAXMSGSIZE limits each part of a message, not their number: one viewer query of
    600 parts of ~1 MiB took the store from 66 MiB to 1.26 GiB; the same worked on ingest and
@@ -55,7 +56,7 @@ def _wait_log(store: Store, text: str, count: int = 1, timeout: float = 60) -> N
 
 
 def test_a_600_part_query_does_not_grow_the_store(store: Store) -> None:
-    """The review's attack, as it was: 600 parts of ~1 MiB on the query socket."""
+    """600 parts of ~1 MiB on the query socket: dropped part by part, memory flat."""
     assert _ask(store.query, [b"TIME"])[0] == b"OK"
     peak = hwm_bytes(store.proc.pid)
     attacker = store.socket("viewer", "viewer", deployment.viewer_config(store.home).viewer.query)

@@ -1,4 +1,4 @@
-"""Secret hygiene (issue 7), beyond what is already proven elsewhere:
+"""Secret hygiene, beyond what is already proven elsewhere:
 
 - already: key files and keystores are 0600 and the password is in no file after
   ``user add`` (tests/test_cli.py::test_secret_files_are_owner_only,

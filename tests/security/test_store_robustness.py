@@ -1,4 +1,4 @@
-"""The store process under hostile input (issue 7): a message above its ZeroMQ MAXMSGSIZE, a
+"""The store process under hostile input : a message above its ZeroMQ MAXMSGSIZE, a
 long stream of bad messages, and malformed queries. It must drop what it cannot take, answer
 what it can, stay up, keep accepting good frames, and not grow without bound (VmRSS from
 /proc/PID/status, with generous limits: the point is "not proportional to what was sent")."""
@@ -27,7 +27,7 @@ from tests.security.test_tampering import _camera_of
 pytestmark = pytest.mark.e2e
 
 INGEST_MAXMSGSIZE = 256 * 2**20  # store_node/node.py
-QUERY_MAXMSGSIZE = 64 * 2**10  # per part; whole queries: 8 parts, 256 KiB (issue 12)
+QUERY_MAXMSGSIZE = 64 * 2**10  # per part; whole queries: 8 parts, 256 KiB
 
 
 def rss_bytes(pid: int) -> int:
@@ -234,8 +234,7 @@ def test_query_above_its_size_limit_is_dropped_and_queries_still_work(store: Sto
     try:
         big.send_multipart([b"SALT", bytes(QUERY_MAXMSGSIZE + 1)])
         assert not big.poll(1500)  # dropped, not answered
-        # above the whole-query caps (issue 12): dropped unanswered too (it used to be read
-        # whole and answered)
+        # above the whole-query caps: dropped unanswered too, never read whole
         store.query.send_multipart([b"RANGE"] * 1000)
         assert not store.query.poll(1500)
     finally:

@@ -1,4 +1,4 @@
-"""Tampering matrix (issue 7): every field of the frame header, every byte region, key envelopes,
+"""Tampering matrix: every field of the frame header, every byte region, key envelopes,
 gap notices, truncated and padded multipart messages, replays, reordering and forks are
 rejected, each with the expected reason,
 

@@ -1,6 +1,6 @@
-"""Issue 12, archive and evidence part: each test performs the review's attack through
-``veilcam verify`` / ``veilcam cert`` (the CLI's main, in this process) and passes only
-because it now fails.
+"""Attacks on the archive and on evidence bundles, each performed through ``veilcam verify``
+/ ``veilcam cert`` (the CLI's main, in this process); each test passes only because the
+attack fails. The attacks:
 
 1. A forged evidence bundle (a home of the forger's own, frames signed with its camera key,
    laid out as a bundle) verified INTACT: ``--trust`` was ignored for any target with config/.
@@ -156,7 +156,7 @@ def test_swapped_video_is_not_called_covered_and_the_verdict_comes_last(
     victim, _ = homes
     bundle = tmp_path / "evidence.mp4.bundle"
     video = _lay_out_bundle(victim, bundle)
-    # the review's swap: another MP4, and the unsigned manifest edited to its SHA-256
+    # the swap: another MP4, and the unsigned manifest edited to its SHA-256
     video.write_bytes(b"some other film " * 100)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["video"]["sha256"] = sha256_file(video)
@@ -204,7 +204,7 @@ def test_another_cameras_gap_notice_does_not_hide_deleted_frames(homes, tmp_path
         rec.kind: seg_b.read_bytes()[rec.offset : rec.offset + rec.length]
         for rec in scan_segment(seg_b)
     }
-    with open(seg_a, "ab") as fh:  # copied in, as the review did
+    with open(seg_a, "ab") as fh:  # copied in, as an attacker with the disk would
         fh.write(b_records[KIND_GAP])
     (deployment.archive_dir(home) / "index.sqlite3").unlink()  # the index would tell on its own
     r = cli("verify", str(home.root), "--json")

@@ -1,4 +1,4 @@
-"""Issue 12, items 3 and 6, through the viewer's own code.
+"""A hostile store and hostile images against the viewer's own code (the attacks below).
 
 3. The store chose the log-in's scrypt parameters and salt (viewer/login.py): a store could
    answer SALT with N=2^14, r=1, p=1 and one salt for everyone, and the viewer derived and

@@ -1,4 +1,4 @@
-"""Viewer hardening, in process (issues 12 and 17): live frames judged by their capture time,
+"""Viewer hardening, in process: live frames judged by their capture time,
 owner-only decrypted output and exports tied to their session, expired sessions swept with
 their keys, no HTML built from data, HEAD answered, repeated verification failures logged
 once with the real cause at the end, and every command-line flag documented."""
