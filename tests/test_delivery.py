@@ -103,8 +103,10 @@ def test_camera_restarted_during_an_outage_sends_its_spool_first(tmp_path: Path,
             "[store]\n", "[store]\nmax_in_flight = 10\ndrain_timeout_s = 1\n", 1
         )
     )
+    before_ms = time.time_ns() // 1_000_000
     first = procs.start("camera1", "camera", "--home", str(home), "--max-frames", "40", "--no-pace")
     assert first.wait(timeout=60) == 3, procs.log("camera1")
+    # no chain state and no store to ask where the chain ended: numbered from the clock
     assert "41 unacknowledged message(s) kept in" in procs.log("camera1")  # 40 frames + envelope
     spool = home / "state" / "spool-cam1"
     assert len(list(spool.glob("*.msg"))) == 41
@@ -124,7 +126,8 @@ def test_camera_restarted_during_an_outage_sends_its_spool_first(tmp_path: Path,
     report = json.loads(run_cli("verify", str(home), "--json").stdout)
     assert report["intact"], report["problems"]
     cam = report["cameras"][0]
-    assert (cam["frames"], cam["first_seq"], cam["last_seq"]) == (65, 0, 64)
+    assert cam["frames"] == 65 and cam["first_seq"] >= before_ms
+    assert cam["last_seq"] == cam["first_seq"] + 64
 
 
 @pytest.mark.e2e
