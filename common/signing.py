@@ -163,6 +163,22 @@ class TrustedCameras:
                 return
             except InvalidSignature:
                 continue
+        when = at or dt.datetime.now(dt.UTC)
+        for entry in self._keys.get(camera_id, []):  # a key of this camera, out of its period?
+            if entry.valid_at(when):
+                continue
+            try:
+                entry.key.verify(signature, data)
+            except InvalidSignature:
+                continue
+            ended = f"ended {entry.not_after:%Y-%m-%d %H:%M:%S} UTC" if entry.not_after else ""
+            raise VerificationError(
+                RejectReason.CERTIFICATE_EXPIRED,
+                f"{what}: signed with an earlier key of camera {camera_id!r} whose certificate "
+                f"{ended or 'did not cover that time'} (replaced or expired) before "
+                f"{when:%Y-%m-%d %H:%M:%S} UTC: a camera that kept signing with its old key "
+                "after a renewal (renew with the camera stopped), or a stolen old key",
+            )
         raise VerificationError(RejectReason.BAD_SIGNATURE, f"{what}: signature does not verify")
 
     def verify_frame(self, msg: FrameMessage, at_capture_time: bool = False) -> None:

@@ -60,6 +60,13 @@ QUERY_MAX_BYTES = MAX_REQUEST_BYTES
 QUERY_MAX_PART = MAX_FIELD_BYTES  # MAXMSGSIZE of the query socket (a keystore is ~3 KB)
 
 
+# every reason a message can be refused for, exported at 0 before the first one so that
+# alerts on "rising" have a series to match (log-in refusals are counted apart)
+MESSAGE_REJECT_REASONS = [
+    r for r in RejectReason if r not in (RejectReason.LOGIN_FAILED, RejectReason.LOGIN_RATE_LIMITED)
+]
+
+
 class StoreBindError(VeilcamError):
     """The store's sockets cannot be bound (another store on these ports, a bad address)."""
 
@@ -400,7 +407,7 @@ class StoreNode:
                 "veilcam_store_messages_rejected_total",
                 "Messages refused, by reason (bad signature, replay, malformed, "
                 "storage_error, ...).",
-                self.rejects,
+                {r.value: 0 for r in MESSAGE_REJECT_REASONS} | dict(self.rejects),
                 "reason",
             ),
             counter(

@@ -59,6 +59,8 @@ def test_store_and_camera_metrics_move_during_a_run(tmp_path, procs) -> None:
     assert later[("veilcam_store_epoch_recipients", (("camera", "cam1"),))] == 1  # alice
     assert later[("veilcam_store_archive_bytes", ())] > 0
     assert later[("veilcam_store_disk_free_bytes", ())] > 0
+    for reason in ("bad_signature", "replay", "malformed", "storage_error"):  # at 0, alertable
+        assert later[("veilcam_store_messages_rejected_total", (("reason", reason),))] == 0
     for reason in ("login_failed", "login_rate_limited"):  # alertable before the first
         assert later[("veilcam_store_login_refusals_total", (("reason", reason),))] == 0
     assert (

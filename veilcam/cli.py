@@ -252,9 +252,10 @@ def _change_store_password(
         ) from None
     print(f"changed the store's account of {name} (store at {endpoint})")
     print(
-        "note: other viewer homes where the user logged in through the store without a "
-        f"keystore of their own pinned the old salt: remove the {name!r} entry from their "
-        "state/login-kdf.json (log-ins there refuse the new salt until then)",
+        f"note: other homes holding a copy of {name}'s keystore.json (an admin home, another "
+        "viewer machine) must get the new one, and homes where the user logged in through "
+        f"the store without a keystore pinned the old salt: remove the {name!r} entry from "
+        "their state/login-kdf.json; log-ins there refuse the new salt until then",
         file=sys.stderr,
     )
 
@@ -296,7 +297,9 @@ def cmd_grant(args: argparse.Namespace) -> int:
     path = grant(home, args.name, args.camera, classes, args.key_id)
     print(
         f"granted {args.name} {', '.join(c.label for c in classes)} on camera {args.camera} "
-        f"({path}); the camera starts a new key epoch when it sees the change"
+        f"({path}); the camera starts a new key epoch when it sees the change\n"
+        f"on a split deployment, copy {path.name} into the store home's grants/ folder: "
+        "the store serves it to the camera"
     )
     return 0
 
@@ -306,10 +309,11 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from veilcam.common.home import open_home
 
     home = open_home(args.home)
-    revoke(home, args.name, args.camera)
+    path = revoke(home, args.name, args.camera)
     print(
         f"revoked {args.name} on camera {args.camera}: nothing from the camera's next key "
-        "epoch on will open for them"
+        f"epoch on will open for them\non a split deployment, copy {path.name} into the "
+        "store home's grants/ folder: the camera learns of the revocation from the store"
     )
     return 0
 
@@ -331,7 +335,7 @@ def cmd_cert(args: argparse.Namespace) -> int:
         serial = revoke_node(home, role, name)
         print(
             f"revoked the certificate of {role}:{name} (serial {serial:x}); nodes reload "
-            "the revocation list within seconds"
+            "the revocation list within seconds once identities/ca/crl.pem reaches them"
         )
     else:
         replaced = home.cert_path(role, name).exists()
@@ -339,7 +343,10 @@ def cmd_cert(args: argparse.Namespace) -> int:
         print(
             f"issued {path} (valid {args.days:g} days) with new keys for {role}:{name}"
             + (
-                "; the certificate it replaces is valid only for what it signed before now"
+                "; the certificate it replaces is valid only for what it signed before now "
+                "(stop that node first: what it signs with its old key from now on fails "
+                "verification). Copy identities/certs/ and identities/ca/crl.pem to every "
+                "machine and the new keys to the node (docs/GUIDE.md, 'Certificates')"
                 if replaced
                 else ""
             )
@@ -595,7 +602,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     print(
         f"wrote {args.out} ({manifest['frames']} frames, {_export_view(manifest)}) and "
-        f"{args.out}.bundle/ (verify it anywhere with 'veilcam verify {args.out}.bundle')"
+        f"{args.out}.bundle/ (verify it anywhere with 'veilcam verify {args.out}.bundle "
+        "--trust HOME', HOME holding the deployment's CA certificate)"
     )
     return 0
 

@@ -135,7 +135,9 @@ def _salt(client: StoreQueryClient, home: Home, user: str) -> KdfParams:
             f"the store answers KDF parameters or a salt for {user!r} that "
             f"differ from {source}: refusing to send a login secret "
             "derived from them (a store choosing the salt can make "
-            "guessing the password cheaper)"
+            "guessing the password cheaper). If the password was changed elsewhere "
+            "('veilcam user passwd'), copy the new keystore.json here, or remove the "
+            f"{user!r} entry from state/login-kdf.json when this home has no keystore"
         )
     return kdf
 

@@ -259,7 +259,9 @@ def test_reissued_certificate_ends_the_old_keys_validity(homes, tmp_path: Path) 
     r = cli("verify", str(home.root), "--json")
     doc = json.loads(r.stdout)
     assert r.returncode == 1, r.stdout
-    assert [(p["kind"], p["seq"]) for p in doc["problems"]] == [("bad_signature", 3)]
+    # refused, and named for what it is: the old key, used after its certificate ended
+    assert [(p["kind"], p["seq"]) for p in doc["problems"]] == [("certificate_expired", 3)]
+    assert "signed with an earlier key of camera 'cam1'" in doc["problems"][0]["detail"]
     # the control: frames before the re-issue by the old key, after it by the new one
     shutil.rmtree(deployment.archive_dir(home))
     deployment.archive_dir(home).mkdir()
