@@ -94,6 +94,21 @@ def _ready_writer(path: str | None) -> Callable[[dict[str, str]], None] | None:
     return write
 
 
+def _node_run_options(parser: argparse.ArgumentParser) -> None:
+    """--stats-out and --metrics-port, shared by the store and camera commands."""
+    parser.add_argument(
+        "--stats-out",
+        type=_output_file,
+        help="at exit, write counters and per-stage timings (JSON)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port_or_off,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)",
+    )
+
+
 def _output_file(text: str) -> str:
     folder = Path(text).expanduser().absolute().parent
     try:
@@ -765,17 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("store", help="run the store node")
     s.add_argument("--home", required=True, help=HELP_HOME)
-    s.add_argument(
-        "--stats-out",
-        type=_output_file,
-        help="at exit, write counters and per-stage timings (JSON)",
-    )
-    s.add_argument(
-        "--metrics-port",
-        type=_port_or_off,
-        metavar="PORT",
-        help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)",
-    )
+    _node_run_options(s)
     _ready_file_option(s, "once its sockets are bound: pid, ingest, relay, query, metrics")
     s.set_defaults(func=cmd_store)
 
@@ -797,17 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read a file as fast as possible instead of at its frame rate",
     )
-    s.add_argument(
-        "--stats-out",
-        type=_output_file,
-        help="at exit, write counters and per-stage timings (JSON)",
-    )
-    s.add_argument(
-        "--metrics-port",
-        type=_port_or_off,
-        metavar="PORT",
-        help="serve Prometheus metrics on this port (overrides [metrics] port; 0: off)",
-    )
+    _node_run_options(s)
     _ready_file_option(s, "once it has sent its first key envelope: pid, camera, ingest, metrics")
     s.set_defaults(func=cmd_camera)
 
