@@ -121,19 +121,22 @@ def test_unlocked_sessions_expire_when_idle_and_at_their_maximum_age() -> None:
     def unlocker() -> Unlocker:
         return Unlocker(Identity("alice", X25519PrivateKey.generate()), lambda cam, epoch: None)
 
-    idle = Sessions(idle_s=0.3, max_s=60)
+    now = [1000.0]
+    idle = Sessions(idle_s=300, max_s=3600, clock=lambda: now[0])
     token = idle.create(unlocker())
     for _ in range(4):  # requests keep it alive past the idle limit
-        time.sleep(0.15)
+        now[0] += 150
         assert idle.get(token) is not None
-    time.sleep(0.45)
+    now[0] += 301
     assert idle.get(token) is None  # idle too long: locked, keys dropped
     assert idle.get(token) is None
 
-    aged = Sessions(idle_s=60, max_s=0.4)
+    aged = Sessions(idle_s=300, max_s=600, clock=lambda: now[0])
     token = aged.create(unlocker())
-    assert aged.get(token).user == "alice"
-    time.sleep(0.5)
+    for _ in range(3):
+        now[0] += 200
+        assert aged.get(token).user == "alice"
+    now[0] += 200
     assert aged.get(token) is None  # in use, but past its maximum age
     assert aged.get("not-a-token") is None and aged.get(None) is None
 

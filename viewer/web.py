@@ -133,14 +133,20 @@ class Sessions:
     open stream counts as requests) or ``max_s`` after the unlock, whichever comes first; its
     keys are dropped with it and the streams fall back to the public view."""
 
-    def __init__(self, idle_s: float = 15 * 60, max_s: float = 12 * 3600) -> None:
+    def __init__(
+        self,
+        idle_s: float = 15 * 60,
+        max_s: float = 12 * 3600,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock  # monotonic seconds: idle and maximum session age
         self._by_token: dict[str, Session] = {}
         self._lock = threading.Lock()
         self.idle_s, self.max_s = idle_s, max_s
 
     def create(self, unlocker: Unlocker) -> str:
         token = secrets.token_urlsafe(32)
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             self._by_token[token] = Session(unlocker, now, now)
         return token
@@ -151,7 +157,7 @@ class Sessions:
     def sweep(self) -> int:
         """End every expired session now, dropping its keys (not only when its cookie comes
         back): called on every request and by a timer. Returns how many ended."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             ended = [(t, s) for t, s in self._by_token.items() if self._expired(s, now)]
             for token, _ in ended:
@@ -169,7 +175,7 @@ class Sessions:
             session = self._by_token.get(token)
             if session is None:
                 return None
-            session.used = time.monotonic()
+            session.used = self.clock()
             return session.unlocker
 
     def owns(self, token: str | None, owner: str) -> bool:
