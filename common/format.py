@@ -366,6 +366,16 @@ class FrameMessage:
         """What an acknowledgement names this frame by: its kind and sequence number."""
         return (KIND_FRAME, self.header.seq)
 
+    @property
+    def is_keyframe(self) -> bool:
+        """Whether decoding can start at this frame (every version-1 frame is a still image)."""
+        return True
+
+    @property
+    def gop_seq(self) -> int:
+        """The sequence number of the keyframe this frame's group of pictures starts at."""
+        return self.header.seq
+
     def body_parts(self) -> list[bytes]:
         """The parts that are archived verbatim (everything but the topic)."""
         return [self.header_bytes, self.signature, self.public_image, *self.zone_ciphertexts]
