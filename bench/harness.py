@@ -349,3 +349,60 @@ class NodeSet:
             except subprocess.TimeoutExpired:
                 node.signal(signal.SIGKILL)
                 node.wait(5)
+
+
+def plain_h264_bytes_per_frame(
+    clip: Path,
+    fps: float,
+    frames: int,
+    preset: str = "veryfast",
+    crf: int = 23,
+    max_kbps: int = 6000,
+    keyframe_s: float = 2.0,
+) -> float:
+    """The real alternative for bytes: the same frames of ``clip`` encoded as plain H.264
+    (libx264 through PyAV, the settings the camera's public stream uses: no B-frames,
+    zerolatency, CRF with a VBV cap, a keyframe every ``keyframe_s``), no privacy at all.
+    Mean bytes per frame over ``frames`` frames (the clip is looped as the camera loops it)."""
+    from fractions import Fraction
+
+    import av
+
+    cap = cv2.VideoCapture(str(clip))
+    width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.time_base = Fraction(1, round(fps))
+    codec.framerate = Fraction(round(fps), 1)
+    codec.options = {
+        "preset": preset,
+        "tune": "zerolatency",
+        "crf": str(crf),
+        "bf": "0",
+        "g": str(max(1, round(keyframe_s * fps))),
+        "maxrate": f"{max_kbps}k",
+        "bufsize": f"{2 * max_kbps}k",
+    }
+    total = count = 0
+    while count < frames:
+        ok, image = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = cap.read()
+            if not ok:
+                break
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+        frame.pts = count
+        total += sum(p.size for p in codec.encode(frame))
+        count += 1
+    total += sum(p.size for p in codec.encode(None))
+    cap.release()
+    return total / max(1, count)
+
+
+def archive_bytes(home: Path) -> int:
+    """Bytes of every segment file of a home's archive: public frames, zones, key envelopes,
+    gap notices and signatures, as stored (the index is not counted)."""
+    segments = Path(home) / "archive" / "segments"
+    return sum(p.stat().st_size for p in segments.rglob("*") if p.is_file())

@@ -30,9 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import (  # noqa: E402
     ROOT,
     SIZES,
+    archive_bytes,
     cpu_seconds,
     free_port_base,
     make_clip,
+    plain_h264_bytes_per_frame,
     rss_mb,
     use_yunet,
     veilcam,
@@ -168,7 +170,12 @@ def crypto_cost_per_frame(home_dir: Path, frames: int = 200) -> dict[str, float]
 
 
 def scenario(
-    name: str, size: tuple[int, int], fps: float, seconds: float, jpeg_quality: int | None = None
+    name: str,
+    size: tuple[int, int],
+    fps: float,
+    seconds: float,
+    jpeg_quality: int | None = None,
+    video: str = "jpeg",
 ) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"veilcam-bench-{name}-"))
     clip = make_clip(size, fps, min(seconds, 20), tmp / "clip.mp4")
@@ -188,8 +195,11 @@ def scenario(
     veilcam("user", "add", "alice", "--home", str(home), "--password-stdin", stdin=PASSWORD + "\n")
     cfg = home / "config" / "camera.toml"
     text = use_yunet(cfg.read_text().replace("loop = true", f"loop = true\nfps = {fps}"))
+    encoding = [f'video = "{video}"'] if video != "jpeg" else []  # jpeg: the default
     if jpeg_quality is not None:
-        text += f"\n[encoding]\njpeg_quality = {jpeg_quality}\n"
+        encoding.append(f"jpeg_quality = {jpeg_quality}")
+    if encoding:
+        text += "\n[encoding]\n" + "\n".join(encoding) + "\n"
     cfg.write_text(text)
     py = [sys.executable, "-m", "veilcam"]
     logs = {n: open(tmp / f"{n}.log", "w") for n in ("store", "camera", "viewer")}
@@ -247,6 +257,9 @@ def scenario(
     pipeline_cpu_ms_per_frame = sum(cpu.values()) * 10 / max(fps_in, 1e-9)
     crypto_ms = crypto["encrypt"] + crypto["hash_sign"] + crypto["verify_x2"] + crypto["decrypt"]
     bytes_per_frame = cam["bytes_sent"] / max(1, cam["published"])
+    stored = sto["accepted"].get("frame", 0)
+    archived_per_frame = archive_bytes(home) / max(1, stored)
+    plain = plain_h264_bytes_per_frame(clip, fps, min(stored, 600) or 1)
     return {
         "scenario": name,
         "size": f"{size[0]}x{size[1]}",
@@ -272,6 +285,12 @@ def scenario(
         "rss_mb_max": {k: round(max(v), 1) for k, v in rss.items() if v},
         "bytes_per_frame": round(bytes_per_frame),
         "gb_per_hour": round(bytes_per_frame * fps * 3600 / 1e9, 2),
+        "video": video,
+        "archive_bytes_per_frame": round(archived_per_frame),
+        "archive_gb_per_hour": round(archived_per_frame * fps * 3600 / 1e9, 2),
+        "plain_h264_bytes_per_frame": round(plain),
+        "plain_h264_gb_per_hour": round(plain * fps * 3600 / 1e9, 2),
+        "archive_to_plain_h264": round(archived_per_frame / max(plain, 1), 2),
         "stages": {"camera": cam["stages"], "store": sto["stages"], "viewer": vie["stages"]},
         "crypto_ms_per_frame": {k: round(v, 3) for k, v in crypto.items()},
         "pipeline_cpu_ms_per_frame": round(pipeline_cpu_ms_per_frame, 2),
@@ -309,7 +328,16 @@ def print_table(r: dict) -> None:
             "max RSS MB camera / store / viewer",
             " / ".join(str(r["rss_mb_max"].get(k)) for k in ("camera", "store", "viewer")),
         ),
-        ("bytes per frame, GB per hour", f"{r['bytes_per_frame']}, {r['gb_per_hour']}"),
+        ("bytes per frame sent, GB per hour", f"{r['bytes_per_frame']}, {r['gb_per_hour']}"),
+        (
+            f"archive ({r['video']}): bytes per frame, GB per hour",
+            f"{r['archive_bytes_per_frame']}, {r['archive_gb_per_hour']}",
+        ),
+        (
+            "plain H.264 of the same frames: bytes/frame, GB/h",
+            f"{r['plain_h264_bytes_per_frame']}, {r['plain_h264_gb_per_hour']}",
+        ),
+        ("archive / plain H.264 (no privacy)", f"{r['archive_to_plain_h264']}x"),
         ("pipeline CPU ms per frame", r["pipeline_cpu_ms_per_frame"]),
         (
             "crypto ms per frame (enc/hash+sign/2x verify/dec)",
@@ -341,14 +369,34 @@ def main() -> int:
         type=int,
         help="public-frame JPEG quality (default: the config default, 90)",
     )
+    ap.add_argument(
+        "--video",
+        default="jpeg",
+        help="the camera's [encoding] video: jpeg, h264, or both (h264 then reports its "
+        "archive against the JPEG one of the same run)",
+    )
     args = ap.parse_args()
     results = []
+    modes = ["jpeg", "h264"] if args.video == "both" else [args.video]
     for name in args.sizes.split(","):
-        r = scenario(name, SIZES[name], args.fps, args.seconds, args.jpeg_quality)
-        r["jpeg_quality"] = args.jpeg_quality or 90
-        print_table(r)
-        results.append(r)
+        by_mode = {}
+        for video in modes:
+            r = scenario(name, SIZES[name], args.fps, args.seconds, args.jpeg_quality, video)
+            r["jpeg_quality"] = args.jpeg_quality or 90
+            by_mode[video] = r
+            results.append(r)
+        if len(by_mode) == 2:
+            jpeg, h264 = by_mode["jpeg"], by_mode["h264"]
+            h264["jpeg_archive_to_h264_archive"] = round(
+                jpeg["archive_bytes_per_frame"] / max(1, h264["archive_bytes_per_frame"]), 2
+            )
+        for r in by_mode.values():
+            print_table(r)
+            if "jpeg_archive_to_h264_archive" in r:
+                print(f"  {'JPEG archive / H.264 archive (same clip)':<52} "
+                      f"{r['jpeg_archive_to_h264_archive']}x")  # fmt: skip
     suffix = f"-q{args.jpeg_quality}" if args.jpeg_quality else ""
+    suffix += f"-{args.video}" if args.video != "jpeg" else ""
     out = ROOT / "bench" / "results" / f"pipeline{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
