@@ -1,0 +1,74 @@
+"""Decoding H.264 access units that were verified one by one (format version 2).
+
+Every frame of an H.264 camera carries one access unit (AU) of its public stream and, per zone
+class with zones, one encrypted AU of that class's zone stream (docs/FORMAT.md, version 2). An
+AU can be decoded only after every earlier AU of its stream back to a keyframe. So a decoder
+here is fed strictly in sequence: a frame that is missing (lost, rejected, not yet arrived)
+resets it, and nothing is shown until the next keyframe. The caller reports that as a gap,
+never conceals it with a stale or corrupted picture.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+log = logging.getLogger("veilcam.viewer")
+
+
+class WaitingForKeyframe(Exception):
+    """The stream cannot be decoded at this frame: it starts, or restarts after a gap, at the
+    next keyframe."""
+
+
+@dataclass
+class DecodedPicture:
+    image: np.ndarray  # BGR, height x width x 3
+    seq: int
+
+
+class StreamDecoder:
+    """One H.264 stream of one camera (its public stream, or one class's zone stream)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._codec: av.CodecContext | None = None
+        self._last_seq: int | None = None
+        self.gaps = 0  # times the stream had to wait for a keyframe after a missing AU
+
+    def reset(self) -> None:
+        self._codec = None
+        self._last_seq = None
+
+    def _new_codec(self) -> av.CodecContext:
+        codec = av.CodecContext.create("h264", "r")
+        codec.thread_count = 1  # frame threads would hold back pictures: one AU in, one out
+        return codec
+
+    def decode(self, seq: int, au: bytes, keyframe: bool) -> DecodedPicture:
+        """The picture of frame ``seq``. Raises WaitingForKeyframe if the stream has no
+        decodable history at ``seq`` (first frame seen, or a frame before it is missing)."""
+        if self._codec is not None and self._last_seq is not None and seq != self._last_seq + 1:
+            log.info("%s: frame #%d follows #%d: waiting for a keyframe", self.name, seq,
+                     self._last_seq)  # fmt: skip
+            self.gaps += 1
+            self.reset()
+        if self._codec is None:
+            if not keyframe:
+                raise WaitingForKeyframe(f"{self.name}: waiting for a keyframe")
+            self._codec = self._new_codec()
+        try:
+            frames = self._codec.decode(av.Packet(au))
+        except av.error.FFmpegError as exc:  # verified bytes that still do not decode
+            self.reset()
+            raise WaitingForKeyframe(
+                f"{self.name}: access unit #{seq} does not decode ({exc})"
+            ) from None
+        if not frames:
+            self.reset()
+            raise WaitingForKeyframe(f"{self.name}: access unit #{seq} gave no picture")
+        self._last_seq = seq
+        return DecodedPicture(frames[-1].to_ndarray(format="bgr24"), seq)
