@@ -6,6 +6,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
 
 import cv2
@@ -17,13 +18,13 @@ from veilcam.common.home import Home
 from tests.conftest import PASSWORD, SAMPLE_CLIP, make_home
 
 
-def _get(url: str, cookie: str = "") -> tuple[int, bytes, dict]:
+def _get(url: str, cookie: str = "") -> tuple[int, bytes, Message]:
     req = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        return resp.status, resp.read(), dict(resp.headers)
+        return resp.status, resp.read(), resp.headers  # header names case-insensitive
 
 
-def _post(url: str, doc: dict) -> tuple[int, dict, dict]:
+def _post(url: str, doc: dict) -> tuple[int, dict, Message]:
     req = urllib.request.Request(
         url,
         data=json.dumps(doc).encode(),
@@ -32,9 +33,9 @@ def _post(url: str, doc: dict) -> tuple[int, dict, dict]:
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
+            return resp.status, json.loads(resp.read()), resp.headers
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read()), dict(err.headers)
+        return err.code, json.loads(err.read()), err.headers
 
 
 def _first_mjpeg_part(url: str) -> bytes:
@@ -115,8 +116,8 @@ def test_browser_viewer_streams_and_unlocks(tmp_path: Path, procs) -> None:
 def test_unlocked_sessions_expire_when_idle_and_at_their_maximum_age() -> None:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from veilcam.common.keywrap import Identity
+    from veilcam.viewer.sessions import Sessions
     from veilcam.viewer.unlock import Unlocker
-    from veilcam.viewer.web import Sessions
 
     def unlocker() -> Unlocker:
         return Unlocker(Identity("alice", X25519PrivateKey.generate()), lambda cam, epoch: None)

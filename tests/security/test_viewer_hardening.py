@@ -9,10 +9,10 @@ import argparse
 import json
 import logging
 import stat
-import threading
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -68,7 +68,7 @@ class _FakeHub:
         return None
 
     def show(self, msg) -> None:
-        from veilcam.viewer.web import Latest
+        from veilcam.viewer.framehub import Latest
 
         self.latest[msg.camera_id] = Latest(
             ReceivedFrame(msg, True), len(self.latest) + 1, time.time()
@@ -81,12 +81,10 @@ def server(tmp_path: Path):
 
     hub = _FakeHub()
     srv = ViewerServer(("127.0.0.1", 0), Home(tmp_path / "home"), hub, 80, tmp_path / "exports")
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    srv.start()
     yield srv
     hub.stop.set("test over")
-    srv.shutdown()
-    srv.server_close()
+    srv.close()
 
 
 def _url(srv, path: str) -> str:
@@ -95,7 +93,7 @@ def _url(srv, path: str) -> str:
 
 def _request(
     srv, path: str, method: str = "GET", cookie: str = "", body: dict | None = None
-) -> tuple[int, bytes, dict]:
+) -> tuple[int, bytes, Message]:
     headers = {"Cookie": cookie} if cookie else {}
     data = None
     if body is not None:
@@ -104,9 +102,9 @@ def _request(
     req = urllib.request.Request(_url(srv, path), data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read(), dict(resp.headers)
+            return resp.status, resp.read(), resp.headers  # names case-insensitive
     except urllib.error.HTTPError as err:
-        return err.code, err.read(), dict(err.headers)
+        return err.code, err.read(), err.headers
 
 
 # --------------------------------------------------------------------------- 12.3 freshness
@@ -226,7 +224,7 @@ def test_repeated_verification_failures_are_logged_once_and_blamed_right(
 def test_exports_are_owner_only_and_belong_to_their_session(server, monkeypatch) -> None:
     import os
 
-    from veilcam.viewer import web
+    from veilcam.viewer import webexports
 
     def fake_export(home, camera, from_us, to_us, out, identity, progress):
         old = os.umask(0o022)  # as a careless library would
@@ -237,7 +235,7 @@ def test_exports_are_owner_only_and_belong_to_their_session(server, monkeypatch)
         (bundle / "manifest.json").write_text("{}")
         return {"frames": 1, "unlocked_for": identity.name if identity else None}
 
-    monkeypatch.setattr(web, "export", fake_export)
+    monkeypatch.setattr(webexports, "export", fake_export)
     folder = server.exports.folder
     folder.mkdir(mode=0o755)
     token = server.sessions.create(_unlocker())
@@ -279,7 +277,7 @@ def test_exports_are_owner_only_and_belong_to_their_session(server, monkeypatch)
 
 
 def test_expired_sessions_are_swept_with_their_keys() -> None:
-    from veilcam.viewer.web import Sessions
+    from veilcam.viewer.sessions import Sessions
 
     sessions = Sessions(idle_s=0.2, max_s=60)
     unlocker = _unlocker()
@@ -344,7 +342,7 @@ def test_every_flag_of_every_command_has_help() -> None:
 
 
 def test_a_camera_failing_verification_points_at_outdated_certificates(server) -> None:
-    from veilcam.viewer.web import Latest
+    from veilcam.viewer.framehub import Latest
 
     cam = Camera("cam1")
     msg = _frame(cam, time.time_ns() // 1000)
