@@ -25,7 +25,7 @@ from veilcam.common.format import CAMERA_ID_RE, KEY_ID_LEN, KIND_FRAME, pack_par
 from veilcam.common.home import check_user_name
 from veilcam.common.keystore import KdfParams
 
-QUERY_PROTOCOL_VERSION = 3  # 1: ENVELOPE .. TIME; 2: PASSWD and TRUST; 3: CHAIN and KEYS
+QUERY_PROTOCOL_VERSION = 4  # 1: ENVELOPE .. TIME; 2: PASSWD and TRUST; 3: CHAIN and KEYS; 4: LIVE
 
 # Limits of a request (what the store's query socket reads; above them a message is dropped
 # unanswered, or answered ERR when only one field is too long).
@@ -36,6 +36,7 @@ LOGIN_SECRET_BYTES = 32
 EPOCH_ID_BYTES = 16
 MAX_INT_DIGITS = 19  # every number below 2**63 fits
 MAX_RANGE_FRAMES = 64  # frames in one RANGE answer, whatever the limit asked
+MAX_LIVE_FRAMES = 300  # frames in one LIVE answer (a camera's current group of pictures)
 MAX_COVERAGE_BUCKETS = 2000
 MAX_TRUST_CERTIFICATES = 4096
 I63 = 2**63
@@ -79,6 +80,7 @@ class Command(Enum):
     TRUST = b"TRUST"
     CHAIN = b"CHAIN"
     KEYS = b"KEYS"
+    LIVE = b"LIVE"
 
     @property
     def label(self) -> str:
@@ -107,6 +109,7 @@ ALLOWED_ROLES: dict[Command, frozenset[str]] = {
     Command.TRUST: frozenset({"camera", "viewer"}),
     Command.CHAIN: frozenset({"camera"}),
     Command.KEYS: frozenset({"viewer"}),
+    Command.LIVE: frozenset({"viewer"}),
 }
 
 
@@ -490,6 +493,23 @@ class KeysRequest(Request):
         return cls(_user(c, fields[0]), bytes(fields[1]))
 
 
+@dataclass(frozen=True)
+class LiveRequest(Request):
+    """A camera's current group of pictures (its last keyframe and the archived frames
+    after it): what a viewer joining live decodes first, so a picture shows at once."""
+
+    command: ClassVar[Command] = Command.LIVE
+    camera_id: str
+
+    def fields(self) -> list[bytes]:
+        return [self.camera_id.encode("ascii")]
+
+    @classmethod
+    def from_fields(cls, fields: list[bytes]) -> LiveRequest:
+        _count(cls.command, "request", fields, 1)
+        return cls(_camera(cls.command, fields[0]))
+
+
 REQUEST_TYPES: dict[Command, type[Request]] = {
     cls.command: cls
     for cls in (
@@ -506,6 +526,7 @@ REQUEST_TYPES: dict[Command, type[Request]] = {
         TrustRequest,
         ChainRequest,
         KeysRequest,
+        LiveRequest,
     )
 }
 
@@ -575,6 +596,22 @@ class EnvelopeReply(Reply):
         return cls([bytes(f) for f in fields])
 
 
+def _frames_field(command: Command, fields: list[bytes], limit: int) -> list[list[bytes]]:
+    """Archived frames, one field each: ``pack_parts('F', body parts)``."""
+    if len(fields) > limit:
+        raise QueryError(f"{command.label} answer has {len(fields)} frames; at most {limit}")
+    frames = []
+    for i, packed in enumerate(fields, 1):
+        try:
+            kind, parts = unpack_parts(bytes(packed))
+        except FormatError as exc:
+            raise QueryError(f"{command.label} answer, frame {i}: {exc}") from None
+        if kind != KIND_FRAME:
+            raise QueryError(f"{command.label} answer, frame {i}: a record of kind {kind!r}")
+        frames.append(parts)
+    return frames
+
+
 @dataclass(frozen=True)
 class RangeReply(Reply):
     command: ClassVar[Command] = Command.RANGE
@@ -585,18 +622,20 @@ class RangeReply(Reply):
 
     @classmethod
     def from_fields(cls, fields: list[bytes]) -> RangeReply:
-        if len(fields) > MAX_RANGE_FRAMES:
-            raise QueryError(f"RANGE answer has {len(fields)} frames; at most {MAX_RANGE_FRAMES}")
-        frames = []
-        for i, packed in enumerate(fields, 1):
-            try:
-                kind, parts = unpack_parts(bytes(packed))
-            except FormatError as exc:
-                raise QueryError(f"RANGE answer, frame {i}: {exc}") from None
-            if kind != KIND_FRAME:
-                raise QueryError(f"RANGE answer, frame {i}: a record of kind {kind!r}")
-            frames.append(parts)
-        return cls(frames)
+        return cls(_frames_field(cls.command, fields, MAX_RANGE_FRAMES))
+
+
+@dataclass(frozen=True)
+class LiveReply(Reply):
+    command: ClassVar[Command] = Command.LIVE
+    frames: list[list[bytes]]  # body parts of each frame, from the keyframe, in order
+
+    def fields(self) -> list[bytes]:
+        return [pack_parts(KIND_FRAME, parts) for parts in self.frames]
+
+    @classmethod
+    def from_fields(cls, fields: list[bytes]) -> LiveReply:
+        return cls(_frames_field(cls.command, fields, MAX_LIVE_FRAMES))
 
 
 @dataclass(frozen=True)
@@ -860,6 +899,7 @@ REPLY_TYPES: dict[Command, type[Reply]] = {
         TrustReply,
         ChainReply,
         KeysReply,
+        LiveReply,
     )
 }
 

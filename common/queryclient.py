@@ -3,7 +3,7 @@
 ``StoreLink`` is the socket (a CURVE client pinned to the store's key, with a handshake watch
 and a per-request timeout); ``StoreQueryClient`` builds each request and parses each answer
 with ``common.query``, so callers (viewer log-in and playback, the live client's envelope
-fetch, ``veilcam doctor``, ``veilcam user passwd``) never touch frames. An ``ERR`` answer
+fetch and live join, ``veilcam doctor``, ``veilcam user passwd``) never touch frames. An ``ERR`` answer
 raises :class:`~veilcam.common.query.QueryRefused`, a malformed one
 :class:`~veilcam.common.query.QueryError`, no answer in time a VeilcamError, a refused
 handshake a TransportError. The camera's grant sync keeps its own non-blocking socket and
@@ -32,6 +32,8 @@ from veilcam.common.query import (
     GrantsRequest,
     KeysReply,
     KeysRequest,
+    LiveReply,
+    LiveRequest,
     LoginReply,
     LoginRequest,
     PasswdReply,
@@ -193,6 +195,9 @@ class StoreQueryClient:
 
     def keys(self, user: str, key_id: bytes) -> KeysReply:
         return self.ask(KeysRequest(user, key_id), KeysReply)
+
+    def live(self, camera_id: str, timeout_s: float | None = None) -> LiveReply:
+        return self.ask(LiveRequest(camera_id), LiveReply, timeout_s)
 
 
 # --------------------------------------------------------------------------- clock

@@ -41,19 +41,33 @@ from veilcam.common.segments import (
 
 log = logging.getLogger("veilcam.archive")
 
+# Version of the index schema (``PRAGMA user_version``): 0 is the unversioned first schema,
+# whose ``frames`` table had no ``keyframe`` column; 1 adds it (_migrate).
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY, camera TEXT NOT NULL, name TEXT NOT NULL, UNIQUE(camera, name));
 CREATE TABLE IF NOT EXISTS frames (
     camera TEXT NOT NULL, seq INTEGER NOT NULL, capture_us INTEGER NOT NULL,
     epoch BLOB NOT NULL, digest BLOB NOT NULL, segment_id INTEGER NOT NULL,
-    offset INTEGER NOT NULL, length INTEGER NOT NULL, PRIMARY KEY (camera, seq));
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, keyframe INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (camera, seq));
 CREATE INDEX IF NOT EXISTS frames_time ON frames (camera, capture_us);
 CREATE TABLE IF NOT EXISTS envelopes (
     camera TEXT NOT NULL, epoch BLOB NOT NULL, created_us INTEGER NOT NULL,
     first_seq INTEGER NOT NULL, segment_id INTEGER NOT NULL, offset INTEGER NOT NULL,
     length INTEGER NOT NULL, PRIMARY KEY (camera, epoch, segment_id));
 """
+# after the migration (the column must exist first)
+SCHEMA_INDEXES = """
+CREATE INDEX IF NOT EXISTS frames_keyframe_time ON frames (camera, keyframe, capture_us, seq);
+"""
+
+# A segment past ``segment_max_bytes`` is closed at the next keyframe only, so each segment
+# starts with one and retention drops whole groups of pictures. A stream that sends no
+# keyframe would grow one segment without bound: past this many times the limit, the
+# segment is closed at the next frame whatever it is.
+SEGMENT_CEILING_FACTOR = 4
 
 
 @dataclass
@@ -81,6 +95,8 @@ class Archive:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            self._migrate()
+            self.db.executescript(SCHEMA_INDEXES)
         except sqlite3.DatabaseError as exc:
             raise ArchiveError(
                 f"archive index {self.root / 'index.sqlite3'} is unusable: {exc}; "
@@ -89,6 +105,31 @@ class Archive:
         self._open: dict[str, _OpenSegment] = {}
         self._in_txn = False
         self.recover()
+
+    def _migrate(self) -> None:
+        """Bring an index written by an older veilcam to ``SCHEMA_VERSION``, in one
+        transaction. Version 0 -> 1: the ``keyframe`` column; every frame such an index
+        holds is a version-1 frame, and every version-1 frame is a keyframe (default 1)."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ArchiveError(
+                f"archive index {self.root / 'index.sqlite3'} has schema version {version}; "
+                f"this veilcam knows up to {SCHEMA_VERSION} (upgrade veilcam, or move the "
+                "index away to rebuild it from the segments)"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        self.db.execute("BEGIN")
+        try:
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(frames)")}
+            if "keyframe" not in columns:
+                self.db.execute("ALTER TABLE frames ADD COLUMN keyframe INTEGER NOT NULL DEFAULT 1")
+                log.info("archive index: added the keyframe column (schema version 1)")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # ------------------------------------------------------------------ recovery
     def camera_dir(self, camera_id: str) -> Path:
@@ -164,7 +205,8 @@ class Archive:
         if isinstance(msg, FrameMessage):
             header = msg.header
             self.db.execute(
-                "INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO frames (camera, seq, capture_us, epoch, digest, "
+                "segment_id, offset, length, keyframe) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     camera_id,
                     header.seq,
@@ -174,6 +216,7 @@ class Archive:
                     seg_id,
                     rec.offset,
                     rec.length,
+                    1 if msg.is_keyframe else 0,
                 ),
             )
         elif isinstance(msg, KeyEnvelope):
@@ -192,11 +235,30 @@ class Archive:
             )
 
     # ------------------------------------------------------------------ writing
-    def _segment_for(self, camera_id: str, incoming: int) -> _OpenSegment:
+    def _must_close(self, size: int, incoming: int, keyframe: bool) -> bool:
+        """Whether a segment of ``size`` bytes is closed before a record of ``incoming``
+        bytes: once past ``segment_max_bytes``, at a keyframe (so the next segment starts
+        with one); past ``SEGMENT_CEILING_FACTOR`` times the limit, before any record."""
+        after = size + incoming
+        if after <= self.segment_max_bytes:
+            return False
+        return keyframe or after > SEGMENT_CEILING_FACTOR * self.segment_max_bytes
+
+    def _segment_for(self, camera_id: str, incoming: int, keyframe: bool) -> _OpenSegment:
+        """The segment the next record (``incoming`` bytes; ``keyframe``: a frame decoding
+        can start at) goes to, opening a new one when the rotation rule says so."""
         seg = self._open.get(camera_id)
-        if seg is not None and seg.size + incoming <= self.segment_max_bytes:
+        if seg is not None and not self._must_close(seg.size, incoming, keyframe):
             return seg
         if seg is not None:
+            if not keyframe:
+                log.warning(
+                    "%s: segment %s passed %d times archive.segment_max_bytes with no "
+                    "keyframe; closed mid group of pictures",
+                    camera_id,
+                    seg.path.name,
+                    SEGMENT_CEILING_FACTOR,
+                )
             self._close_segment(seg)
         camera_dir = self.camera_dir(camera_id)
         camera_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +266,7 @@ class Archive:
         if (
             seg is None
             and existing
-            and existing[-1].stat().st_size + incoming <= self.segment_max_bytes
+            and not self._must_close(existing[-1].stat().st_size, incoming, keyframe)
         ):
             path = existing[-1]
         else:
@@ -260,8 +322,9 @@ class Archive:
     def _append(self, msg: Message) -> Record:
         camera_id, kind, parts = msg.camera_id, msg.kind, msg.body_parts()
         data = encode_record(kind, parts)
+        keyframe = isinstance(msg, FrameMessage) and msg.is_keyframe
         try:
-            seg = self._segment_for(camera_id, len(data))
+            seg = self._segment_for(camera_id, len(data), keyframe)
             self._begin()
             offset = seg.size
             seg.fh.write(data)
@@ -403,14 +466,18 @@ class Archive:
     def frames_from(
         self, camera_id: str, from_us: int, after_seq: int | None, limit: int
     ) -> list[list[bytes]]:
-        """Body parts of up to ``limit`` frames captured at or after ``from_us`` (or, to
-        continue a playback, with a sequence number after ``after_seq``), in order."""
+        """Body parts of up to ``limit`` frames in sequence order: to start a playback
+        (``after_seq`` None) from the camera's last keyframe captured at or before
+        ``from_us`` (``playback_start``), to continue one from the frame after ``after_seq``."""
         self._flush_buffers()
         if after_seq is None:
+            start = self.playback_start(camera_id, from_us)
+            if start is None:
+                return []
             rows = self.db.execute(
                 "SELECT segment_id, offset, length FROM frames WHERE "
-                "camera=? AND capture_us>=? ORDER BY seq LIMIT ?",
-                (camera_id, from_us, limit),
+                "camera=? AND seq>=? ORDER BY seq LIMIT ?",
+                (camera_id, start, limit),
             ).fetchall()
         else:
             rows = self.db.execute(
@@ -418,6 +485,42 @@ class Archive:
                 "camera=? AND seq>? ORDER BY seq LIMIT ?",
                 (camera_id, after_seq, limit),
             ).fetchall()
+        return self._read_rows(rows)
+
+    def playback_start(self, camera_id: str, from_us: int) -> int | None:
+        """The sequence number a playback from ``from_us`` starts at: the keyframe with the
+        latest capture time at or before ``from_us`` (decoding can only start at one), else,
+        when none is that old, the first frame captured at or after it; None: no such frame."""
+        row = self.db.execute(
+            "SELECT seq FROM frames WHERE camera=? AND keyframe=1 AND capture_us<=? "
+            "ORDER BY capture_us DESC, seq DESC LIMIT 1",
+            (camera_id, from_us),
+        ).fetchone()
+        if row is None:
+            row = self.db.execute(
+                "SELECT seq FROM frames WHERE camera=? AND capture_us>=? "
+                "ORDER BY capture_us, seq LIMIT 1",
+                (camera_id, from_us),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def current_gop(self, camera_id: str, max_frames: int) -> list[list[bytes]]:
+        """Body parts of the camera's current group of pictures, in sequence order: from its
+        last keyframe to its newest archived frame, what a viewer joining live decodes first.
+        Only the newest ``max_frames`` frames are looked at: without a keyframe among them
+        the answer is empty (the viewer waits for the next keyframe on the relay)."""
+        self._flush_buffers()
+        rows = self.db.execute(
+            "SELECT segment_id, offset, length, keyframe FROM frames WHERE camera=? "
+            "ORDER BY seq DESC LIMIT ?",
+            (camera_id, max_frames),
+        ).fetchall()
+        for i, row in enumerate(rows):
+            if row[3]:
+                return self._read_rows([r[:3] for r in reversed(rows[: i + 1])])
+        return []
+
+    def _read_rows(self, rows: list[tuple[int, int, int]]) -> list[list[bytes]]:
         return [read_record(self._path(seg), off, length)[1] for seg, off, length in rows]
 
     def time_range(self, camera_id: str) -> tuple[int, int, int] | None:

@@ -30,6 +30,7 @@ from veilcam.common.keystore import KdfParams
 from veilcam.common.keywrap import key_id_of
 from veilcam.common.pki import load_cert
 from veilcam.common.query import (
+    MAX_LIVE_FRAMES,
     MAX_RANGE_FRAMES,
     UNKNOWN_QUERY,
     AnyReply,
@@ -47,6 +48,8 @@ from veilcam.common.query import (
     GrantsRequest,
     KeysReply,
     KeysRequest,
+    LiveReply,
+    LiveRequest,
     LoginReply,
     LoginRequest,
     PasswdReply,
@@ -143,6 +146,7 @@ class StoreQueries:
             Command.TRUST: self.trust,
             Command.CHAIN: self.chain,
             Command.KEYS: self.keys,
+            Command.LIVE: self.live,
         }
 
     # ------------------------------------------------------------------ dispatch
@@ -189,6 +193,11 @@ class StoreQueries:
             min(request.limit, MAX_RANGE_FRAMES),
         )
         return RangeReply(frames)
+
+    def live(self, request: LiveRequest, caller: Caller) -> AnyReply:
+        """The camera's current group of pictures, for a viewer joining live (empty: no
+        frame of it, or no keyframe among its newest MAX_LIVE_FRAMES)."""
+        return LiveReply(self.archive.current_gop(request.camera_id, MAX_LIVE_FRAMES))
 
     def span(self, request: SpanRequest, caller: Caller) -> AnyReply:
         span = self.archive.time_range(request.camera_id)

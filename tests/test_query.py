@@ -37,6 +37,8 @@ from veilcam.common.query import (
     GrantsRequest,
     KeysReply,
     KeysRequest,
+    LiveReply,
+    LiveRequest,
     LoginReply,
     LoginRequest,
     PasswdReply,
@@ -83,6 +85,7 @@ REQUESTS = [
     TrustRequest(),
     ChainRequest("cam1"),
     KeysRequest("alice", bytes(16)),
+    LiveRequest("cam1"),
 ]
 
 REPLIES = [
@@ -111,6 +114,8 @@ REPLIES = [
     ChainReply(2**63 - 1),
     KeysReply(bytes(32), bytes(1184)),
     KeysReply(bytes(range(32)), b""),
+    LiveReply([[b"header", bytes(64), b"au"], [b"h2", b"s2", b"au2", b"zone"]]),
+    LiveReply([]),
 ]
 
 
@@ -149,6 +154,8 @@ def test_the_wire_bytes_are_the_documented_ones() -> None:
     ]
     assert RangeReply([[b"a", b"b"]]).to_frames() == [b"OK", pack_parts(b"F", [b"a", b"b"])]
     assert decode_reply(Command.TIME, [b"ERR", b"unknown query"]) == ErrorReply("unknown query")
+    assert LiveRequest("cam1").to_frames() == [b"LIVE", b"cam1"]
+    assert LiveReply([[b"a", b"b"]]).to_frames() == [b"OK", pack_parts(b"F", [b"a", b"b"])]
 
 
 MALFORMED_REQUESTS = {
@@ -179,6 +186,9 @@ MALFORMED_REQUESTS = {
     "secret-short": ([b"LOGIN", b"alice", b""], "login secret is 0 bytes; it must be 32"),
     "keystore-not-utf8": ([b"REGISTER", b"bob", SECRET, b"\xff"], "keystore is not UTF-8"),
     "passwd-new-secret": ([b"PASSWD", b"bob", SECRET, b"x", b"{}"], "new login secret is 1"),
+    "live-no-camera": ([b"LIVE"], "LIVE request has 0 field(s)"),
+    "live-two-cameras": ([b"LIVE", b"cam1", b"cam2"], "LIVE request has 2 field(s)"),
+    "live-camera-glob": ([b"LIVE", b"*"], "invalid camera id"),
 }
 
 
@@ -199,6 +209,9 @@ MALFORMED_REPLIES = {
     "range-garbage": (Command.RANGE, [b"OK", b"\xff" * 9], "RANGE answer, frame 1"),
     "range-gap-record": (Command.RANGE, [b"OK", pack_parts(KIND_GAP, [b"x"])], "kind b'G'"),
     "range-too-many": (Command.RANGE, [b"OK", *[pack_parts(b"F", [])] * 65], "at most 64"),
+    "live-too-many": (Command.LIVE, [b"OK", *[pack_parts(b"F", [])] * 301], "at most 300"),
+    "live-garbage": (Command.LIVE, [b"OK", b"\xff" * 9], "LIVE answer, frame 1"),
+    "live-envelope-record": (Command.LIVE, [b"OK", pack_parts(b"K", [b"x"])], "kind b'K'"),
     "coverage-text": (Command.COVERAGE, [b"OK", b"1,two,3"], "count is not a decimal"),
     "salt-not-json": (Command.SALT, [b"OK", b"{salt"], "kdf is not JSON"),
     "salt-not-scrypt": (Command.SALT, [b"OK", b'{"name": "md5"}'], "not a kdf object"),
@@ -225,6 +238,7 @@ def test_every_command_has_request_reply_and_roles() -> None:
         assert ALLOWED_ROLES[command] <= {"camera", "viewer"}
     assert ALLOWED_ROLES[Command.GRANTS] == {"camera"}
     assert ALLOWED_ROLES[Command.PASSWD] == {"viewer"}
+    assert ALLOWED_ROLES[Command.LIVE] == {"viewer"}
 
 
 class _Fake:
@@ -249,6 +263,9 @@ def test_the_client_raises_refusals_and_malformed_answers() -> None:
         client.span("cam1")
     fake = _Fake(lambda p: [b"OK", b"12"])
     assert StoreQueryClient(fake).time().time_us == 12 and fake.asked == [[b"TIME"]]
+    fake = _Fake(lambda p: [b"OK", pack_parts(b"F", [b"h", b"s", b"i"])])
+    assert StoreQueryClient(fake).live("cam1").frames == [[b"h", b"s", b"i"]]
+    assert fake.asked == [[b"LIVE", b"cam1"]]
 
 
 # --------------------------------------------------------------------------- the store, in-process
@@ -281,6 +298,7 @@ def test_the_store_enforces_the_role_table_before_decoding(queries: StoreQueries
         [b"REGISTER", b"mallory", bytes(32), b"{}"],  # malformed too: the role is checked first
         [b"LOGIN", b"alice", bytes(32)],
         [b"PASSWD", b"alice", bytes(32), bytes(32), b"{}"],
+        [b"LIVE", b"cam1"],
     ]
     for frames in viewer_only:
         reply = _ask(queries, frames, "camera:cam1")

@@ -3,11 +3,20 @@
 The viewer trusts the camera keys of its home, not the store: every frame and envelope is
 verified again here, end to end. Missing envelopes (a viewer that joined mid-epoch) are asked
 of the store's query socket, and verified like the rest.
+
+Joining live: a camera's stream can only be decoded from a keyframe, so for each camera it
+subscribes to by name the client first asks the store for the camera's current group of
+pictures (``LIVE``: its last keyframe and the archived frames after it) and hands those out,
+verified like relayed frames, before the relay's; relayed frames the join already delivered
+(sequence number not above the last one it delivered) are dropped as duplicates. A store too
+old for ``LIVE`` (or one that cannot answer) just means the first picture waits for the
+relay.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 import zmq
@@ -21,7 +30,7 @@ from veilcam.common.format import (
     message_from_parts,
 )
 from veilcam.common.home import Home
-from veilcam.common.query import QueryRefused
+from veilcam.common.query import QueryError, QueryRefused
 from veilcam.common.queryclient import StoreQueryClient
 from veilcam.common.signing import ChainTracker
 from veilcam.common.transport import HandshakeWatch, curve_pair, make_client, recv_capped
@@ -40,10 +49,15 @@ class ReceivedFrame:
     msg: FrameMessage
     verified: bool
     problem: str = ""
+    # decode only, do not show: a frame before the one asked for, which a decoder needs
+    # because decoding starts at a keyframe (archive playback, ArchiveReader.frames)
+    preroll: bool = False
 
 
 class RelayClient:
     def __init__(self, home: Home, cameras: list[str] | None = None) -> None:
+        """Subscribe to ``cameras`` (None: every camera); the current group of pictures of
+        each one named is asked of the store (``LIVE``) at the first ``receive``."""
         cfg = deployment.viewer_config(home).viewer
         relay, query = cfg.relay, cfg.query
         self.home = home
@@ -69,6 +83,11 @@ class RelayClient:
         self.envelopes: dict[tuple[str, bytes], EnvelopeBody] = {}
         self.chain = ChainTracker()
         self.rejected = 0
+        self._to_join: list[str] = list(dict.fromkeys(cameras or []))
+        self._ready: deque[ReceivedFrame] = deque()
+        # camera -> the last sequence number a live join delivered, while the relay has not
+        # passed it: relayed frames up to it are duplicates (or older), dropped unshown
+        self._join_horizon: dict[str, int] = {}
 
     def _new_query_socket(self) -> StoreQueryClient:
         return StoreQueryClient.connect(self.home, self.query_endpoint, timeout_s=QUERY_TIMEOUT_S)
@@ -109,12 +128,65 @@ class RelayClient:
         self.envelopes[key] = env.body
         return env.body
 
+    def join_live(self, camera_id: str) -> int:
+        """Ask the store for ``camera_id``'s current group of pictures (``LIVE``) and queue
+        those frames, verified like relayed ones, ahead of the relay's: what a decoder
+        needs to show the camera at once. Frames up to the last one already handed out for
+        the camera are skipped. Returns how many frames were queued (0 also when the store
+        cannot answer: the picture then waits for the relay's next keyframe).
+
+        Raises TransportError if the store fails authentication."""
+        if camera_id in self._to_join:
+            self._to_join.remove(camera_id)  # joined now, not again at the next receive
+        try:
+            frames = self.query.live(camera_id).frames
+        except TransportError:
+            raise
+        except QueryRefused as exc:
+            level = logging.INFO if exc.unknown_command else logging.WARNING
+            log.log(level, "no live join for %s: the store says %s", camera_id, exc.reason)
+            return 0
+        except QueryError as exc:
+            self.rejected += 1
+            log.error("store returned a bad live join for %s: %s", camera_id, exc)
+            return 0
+        except VeilcamError as exc:
+            log.warning("no live join for %s: %s", camera_id, exc)
+            self.query.close()  # a late reply must not be taken for the next question
+            self.query = self._new_query_socket()
+            return 0
+        last = self.chain.last(camera_id)
+        queued = 0
+        for parts in frames:
+            try:
+                msg = FrameMessage.from_body_parts(parts)
+            except FormatError as exc:
+                self.rejected += 1
+                log.warning("dropped a malformed frame of a live join: %s", exc)
+                continue
+            if msg.camera_id != camera_id:
+                self.rejected += 1
+                log.warning(
+                    "dropped a frame of %s from the live join of %s", msg.camera_id, camera_id
+                )
+                continue
+            if last is not None and msg.header.seq <= last.seq:
+                continue  # handed out already (from the relay)
+            self._ready.append(self._verified(msg))
+            queued += 1
+        delivered = self.chain.last(camera_id)
+        if queued and delivered is not None:
+            self._join_horizon[camera_id] = delivered.seq
+        return queued
+
     def receive(self, timeout_ms: int) -> ReceivedFrame | None:
         """The next frame (verified or not, with the reason); envelopes are absorbed.
 
         Raises TransportError if the store fails authentication."""
         self.watch.check()
-        while self.sub.poll(timeout_ms):
+        while self._to_join:
+            self.join_live(self._to_join[0])
+        while not self._ready and self.sub.poll(timeout_ms):
             timeout_ms = 0
             got = recv_capped(self.sub, RELAY_MAX_PARTS, RELAY_MAX_BYTES)
             if got.oversized:
@@ -125,32 +197,47 @@ class RelayClient:
                     got.size,
                 )
                 continue
-            parts = [f.bytes for f in got.frames]
+            self._take_relayed([f.bytes for f in got.frames])
+        return self._ready.popleft() if self._ready else None
+
+    def _take_relayed(self, parts: list[bytes]) -> None:
+        """Parse and verify one relayed message: a frame is queued, an envelope kept."""
+        try:
+            msg = message_from_parts(parts)
+        except FormatError as exc:
+            self.rejected += 1
+            log.warning("dropped a malformed message from the relay: %s", exc)
+            return
+        if isinstance(msg, GapNotice):  # the store archives these, never relays them
+            self.rejected += 1
+            log.warning("dropped a gap notice from the relay (not a frame)")
+            return
+        if isinstance(msg, KeyEnvelope):
             try:
-                msg = message_from_parts(parts)
-            except FormatError as exc:
-                self.rejected += 1
-                log.warning("dropped a malformed message from the relay: %s", exc)
-                continue
-            if isinstance(msg, GapNotice):  # the store archives these, never relays them
-                self.rejected += 1
-                log.warning("dropped a gap notice from the relay (not a frame)")
-                continue
-            if isinstance(msg, KeyEnvelope):
-                try:
-                    self.trust.verify_envelope(msg)
-                except VerificationError as exc:
-                    self.rejected += 1
-                    log.warning("dropped a key envelope: %s", exc)
-                    continue
-                self.envelopes[(msg.camera_id, msg.body.epoch_id)] = msg.body
-                continue
-            try:
-                self.trust.verify_frame(msg)
-                self.chain.check(msg)
+                self.trust.verify_envelope(msg)
             except VerificationError as exc:
                 self.rejected += 1
-                return ReceivedFrame(msg, False, f"{exc.reason}: {exc}")
-            self.chain.accept(msg)
-            return ReceivedFrame(msg, True)
-        return None
+                log.warning("dropped a key envelope: %s", exc)
+                return
+            self.envelopes[(msg.camera_id, msg.body.epoch_id)] = msg.body
+            return
+        horizon = self._join_horizon.get(msg.camera_id)
+        if horizon is not None:
+            if msg.header.seq <= horizon:
+                log.debug(
+                    "dropped %s#%d: the live join delivered it", msg.camera_id, msg.header.seq
+                )
+                return
+            del self._join_horizon[msg.camera_id]  # the relay has caught up
+        self._ready.append(self._verified(msg))
+
+    def _verified(self, msg: FrameMessage) -> ReceivedFrame:
+        """Verify a frame (signature, hashes, certificate) and follow its camera's chain."""
+        try:
+            self.trust.verify_frame(msg)
+            self.chain.check(msg)
+        except VerificationError as exc:
+            self.rejected += 1
+            return ReceivedFrame(msg, False, f"{exc.reason}: {exc}")
+        self.chain.accept(msg)
+        return ReceivedFrame(msg, True)

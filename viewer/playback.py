@@ -1,9 +1,15 @@
 """Playing a camera's archive from a chosen time, through the store's query socket.
 
-Frames come from the store in batches (``RANGE``, through ``common.queryclient``) and are verified here like live ones, each
-against the camera certificate valid at its capture time, with the hash chain followed; key
-envelopes are fetched (``ENVELOPE``) and verified the same way, so an unlocked playback opens
-exactly what the user was granted then.
+Frames come from the store in batches (``RANGE``, through ``common.queryclient``) and are
+verified here like live ones, each against the camera certificate valid at its capture time,
+with the hash chain followed; key envelopes are fetched (``ENVELOPE``) and verified the same
+way, so an unlocked playback opens exactly what the user was granted then.
+
+Decoding can only start at a keyframe, so the store starts a playback from a time at the
+camera's last keyframe captured at or before it. The frames before the asked time are
+*preroll*: verified and chained like the rest, handed out (flagged) only to a caller that
+decodes (``frames(preroll=True)``). Every version-1 frame is a keyframe, so for those the
+first frame shown is, as before, the first captured at or after the asked time.
 """
 
 from __future__ import annotations
@@ -118,8 +124,13 @@ class ArchiveReader:
             raise VeilcamError(f"the store sent a malformed archived frame: {exc}") from None
         return reply.frames
 
-    def frames(self) -> Iterator[ReceivedFrame]:
+    def frames(self, preroll: bool = False) -> Iterator[ReceivedFrame]:
+        """The camera's archived frames from ``from_us`` on, verified, in order. The store
+        starts at the keyframe at or before ``from_us``; the frames captured before it (up
+        to the first one at or after it) are verified too, and handed out flagged
+        ``preroll`` only when ``preroll`` is True (a decoder needs them, a display not)."""
         after = -1
+        reached = False  # a frame captured at or after from_us has come
         while True:
             batch = self._batch(after)
             if not batch:
@@ -138,11 +149,14 @@ class ArchiveReader:
                         f"frames after #{asked_after}"
                     )
                 after = msg.header.seq
+                reached = reached or msg.header.capture_time_us >= self.from_us
                 try:
                     self.trust.verify_frame(msg, at_capture_time=True)
                     self.chain.check(msg)
                 except VerificationError as exc:
-                    yield ReceivedFrame(msg, False, f"{exc.reason}: {exc}")
-                    continue
-                self.chain.accept(msg)
-                yield ReceivedFrame(msg, True)
+                    got = ReceivedFrame(msg, False, f"{exc.reason}: {exc}", preroll=not reached)
+                else:
+                    self.chain.accept(msg)
+                    got = ReceivedFrame(msg, True, preroll=not reached)
+                if reached or preroll:
+                    yield got
