@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 import av
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
 
 log = logging.getLogger("veilcam.viewer")
 
@@ -35,7 +37,7 @@ class StreamDecoder:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._codec: av.CodecContext | None = None
+        self._codec: VideoCodecContext | None = None
         self._last_seq: int | None = None
         self.gaps = 0  # times the stream had to wait for a keyframe after a missing AU
 
@@ -43,8 +45,8 @@ class StreamDecoder:
         self._codec = None
         self._last_seq = None
 
-    def _new_codec(self) -> av.CodecContext:
-        codec = av.CodecContext.create("h264", "r")
+    def _new_codec(self) -> VideoCodecContext:
+        codec = cast(VideoCodecContext, av.CodecContext.create("h264", "r"))
         codec.thread_count = 1  # frame threads would hold back pictures: one AU in, one out
         return codec
 
