@@ -437,3 +437,25 @@ def test_playback_decodes_from_the_keyframe_and_shows_from_the_time(queries, gop
         (8, True, False),
     ]
     assert play(0, True) == [(s, True, False) for s in range(9)]
+
+
+def test_a_store_without_live_only_delays_the_first_picture(queries) -> None:
+    """A store older than LIVE answers 'unknown query': no frame, nothing counted, and the
+    client does not ask again at every receive."""
+
+    class _OldStore:
+        asked = 0
+
+        def request(self, parts: list[bytes], timeout_s: float = 10.0) -> list[bytes]:
+            _OldStore.asked += 1
+            return [b"ERR", b"unknown query"]
+
+    client = RelayClient(queries.home, ["cam1"])
+    client.query.close()
+    client.query = StoreQueryClient(_OldStore())
+    try:
+        assert client.receive(timeout_ms=0) is None
+        assert client.receive(timeout_ms=0) is None
+        assert _OldStore.asked == 1 and client.rejected == 0
+    finally:
+        client.close()

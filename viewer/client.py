@@ -172,11 +172,11 @@ class RelayClient:
                 continue
             if last is not None and msg.header.seq <= last.seq:
                 continue  # handed out already (from the relay)
-            self._ready.append(self._verified(msg))
+            got = self._verified(msg)
+            self._ready.append(got)
             queued += 1
-        delivered = self.chain.last(camera_id)
-        if queued and delivered is not None:
-            self._join_horizon[camera_id] = delivered.seq
+            if got.verified:  # only a frame the camera signed moves the horizon
+                self._join_horizon[camera_id] = msg.header.seq
         return queued
 
     def receive(self, timeout_ms: int) -> ReceivedFrame | None:
