@@ -16,11 +16,19 @@ import zmq
 from veilcam.camera_node.chainstate import ChainStateFile
 from veilcam.camera_node.facescan import create_scanner
 from veilcam.camera_node.grantsync import GrantSync
-from veilcam.camera_node.protect import EncodeSettings, Epoch, protect_frame, sign_gap_notice
+from veilcam.camera_node.protect import (
+    EncodeSettings,
+    Epoch,
+    VideoEncoders,
+    protect_frame,
+    protect_frame_h264,
+    sign_gap_notice,
+)
 from veilcam.camera_node.publisher import Publisher, spool_dir_for
 from veilcam.camera_node.redact import make_redactor
 from veilcam.camera_node.runlock import CameraLock
 from veilcam.camera_node.sources import CapturedFrame, FrameSource
+from veilcam.camera_node.videoenc import H264Settings
 from veilcam.camera_node.zonefinder import ZoneFinder
 from veilcam.camera_node.zones import Zone, resolve_static_zones
 from veilcam.common import deployment
@@ -155,6 +163,22 @@ class CameraNode:
             cfg.encoding.jpeg_quality,
             ZONE_CODECS[cfg.encoding.zone_codec],
             cfg.encoding.zone_jpeg_quality,
+        )
+        # H.264 mode (format version 2): encoders made at the first frame, for its size
+        enc = cfg.encoding
+        self.video: VideoEncoders | None = (
+            VideoEncoders(
+                H264Settings(
+                    enc.keyframe_s,
+                    enc.h264_crf,
+                    enc.h264_max_kbps,
+                    enc.h264_preset,
+                    enc.zone_crf,
+                ),
+                self.source.fps,
+            )
+            if enc.video == "h264"
+            else None
         )
         self.chain = ChainStateFile(home.state_dir / f"camera-{self.camera_id}.json")
 
@@ -360,6 +384,8 @@ class CameraNode:
         links.publisher.close()
         links.grantsync.close()
         self.finder.close()
+        if self.video is not None:
+            self.video.close()
         self.source.close()
         self.lock.release()
         log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
@@ -378,19 +404,35 @@ class CameraNode:
             self._start_epoch(publisher, grantsync.grants())
         assert self.epoch is not None
         seq = self.chain.next_seq
-        msg = protect_frame(
-            image,
-            zones,
-            camera_id=self.camera_id,
-            seq=seq,
-            capture_time_us=captured.capture_time_us,
-            epoch=self.epoch,
-            prev_digest=self.chain.prev_digest,
-            redactor=self.redactor,
-            settings=self.settings,
-            signing_key=self.signing_key,
-            times=self.times,
-        )
+        if self.video is not None:
+            # a new epoch needs no keyframe: each header names its epoch, the streams go on
+            msg = protect_frame_h264(
+                image,
+                zones,
+                camera_id=self.camera_id,
+                seq=seq,
+                capture_time_us=captured.capture_time_us,
+                epoch=self.epoch,
+                prev_digest=self.chain.prev_digest,
+                redactor=self.redactor,
+                video=self.video,
+                signing_key=self.signing_key,
+                times=self.times,
+            )
+        else:
+            msg = protect_frame(
+                image,
+                zones,
+                camera_id=self.camera_id,
+                seq=seq,
+                capture_time_us=captured.capture_time_us,
+                epoch=self.epoch,
+                prev_digest=self.chain.prev_digest,
+                redactor=self.redactor,
+                settings=self.settings,
+                signing_key=self.signing_key,
+                times=self.times,
+            )
         with self.times.measure("publish"):
             publisher.send(msg)
         self.stats.bytes_sent += sum(len(p) for p in msg.body_parts())

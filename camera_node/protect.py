@@ -1,9 +1,14 @@
 """Turning a captured frame and its zones into a signed frame message.
 
-Per zone: copy the original pixels, encode them, encrypt them (AES-256-CTR under the epoch's
-key for the zone's class); then redact the public frame, encode it, build the header that binds
-everything, and sign it. All crops are taken before any redaction, so overlapping zones each
-carry original pixels.
+JPEG mode (format version 1, ``protect_frame``): per zone, copy the original pixels, encode
+them, encrypt them (AES-256-CTR under the epoch's key for the zone's class); then redact the
+public frame, encode it, build the header that binds everything, and sign it. All crops are
+taken before any redaction, so overlapping zones each carry original pixels.
+
+H.264 mode (format version 2, ``protect_frame_h264``): the original pixels of each zone class
+go into that class's zone stream (camera_node.videoenc) before redaction, each stream AU is
+encrypted under the class key; the redacted frame is encoded as the public stream's AU; the
+header binds both, with the frame's place in its GOP, and is signed the same way.
 """
 
 from __future__ import annotations
@@ -15,10 +20,20 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from veilcam.camera_node.redact import Redactor
+from veilcam.camera_node.videoenc import (
+    H264Settings,
+    PublicEncoder,
+    ZoneStreams,
+    bgr_to_i420,
+    even_size,
+)
 from veilcam.camera_node.zones import Zone
 from veilcam.common.format import (
     EPOCH_ID_LEN,
     FLAG_CHAIN_START,
+    FLAG_KEYFRAME,
+    FORMAT_VERSION_H264,
+    STREAM_FLAG_KEYFRAME,
     ZERO_DIGEST,
     FrameHeader,
     FrameMessage,
@@ -27,14 +42,16 @@ from veilcam.common.format import (
     ImageCodec,
     KemSuite,
     KeyEnvelope,
+    StreamRecord,
     ZoneClass,
     ZoneRecord,
+    ZoneRect,
     sha256,
 )
 from veilcam.common.imagecodec import encode_image
 from veilcam.common.keywrap import Grant, build_envelope
 from veilcam.common.stagetimer import NullTimes, StageTimes
-from veilcam.common.zonecrypt import encrypt_zone, new_content_key
+from veilcam.common.zonecrypt import encrypt_stream_au, encrypt_zone, new_content_key
 
 _NO_TIMES = NullTimes()
 
@@ -175,6 +192,116 @@ def _signed(
     )
     header_bytes = header.to_bytes()
     return FrameMessage(header, header_bytes, signing_key.sign(header_bytes), public, ciphertexts)
+
+
+class VideoEncoders:
+    """A camera's H.264 encoders (public stream and zone streams) and where its GOP began.
+
+    Made for one frame size: a frame of another size (a source that changed resolution)
+    closes them and starts new ones, beginning with a keyframe."""
+
+    def __init__(self, settings: H264Settings, fps: float) -> None:
+        self.settings, self.fps = settings, fps
+        self.public: PublicEncoder | None = None
+        self.zones: ZoneStreams | None = None
+        self.gop_seq = 0
+
+    def for_size(self, width: int, height: int) -> tuple[PublicEncoder, ZoneStreams]:
+        if self.public is None or self.zones is None or self.public.size != (width, height):
+            self.close()
+            interval = self.settings.keyframe_interval(self.fps)
+            self.public = PublicEncoder(width, height, self.fps, interval, self.settings)
+            self.zones = ZoneStreams(width, height, self.fps, self.settings)
+        return self.public, self.zones
+
+    def close(self) -> None:
+        if self.public is not None:
+            self.public.close()
+        if self.zones is not None:
+            self.zones.close()
+        self.public = self.zones = None
+
+
+def _crop_zones(zones: list[Zone], width: int, height: int) -> list[Zone]:
+    """Zones clipped to the even-sized frame H.264 carries (its odd last column or row, if
+    any, is not published at all)."""
+    out = []
+    for z in zones:
+        w, h = min(z.x + z.w, width) - z.x, min(z.y + z.h, height) - z.y
+        if w > 0 and h > 0:
+            out.append(Zone(z.x, z.y, w, h, z.zone_class))
+    return out
+
+
+def protect_frame_h264(
+    frame: np.ndarray,
+    zones: list[Zone],
+    *,
+    camera_id: str,
+    seq: int,
+    capture_time_us: int,
+    epoch: Epoch,
+    prev_digest: bytes,
+    redactor: Redactor,
+    video: VideoEncoders,
+    signing_key: Ed25519PrivateKey,
+    times: StageTimes | None = None,
+) -> FrameMessage:
+    """Version 2: zone streams from the original pixels, then redact ``frame`` (in place),
+    encode the public AU, encrypt the stream AUs, sign. An odd width or height loses its last
+    column or row (H.264 4:2:0 needs even sizes).
+
+    ``times`` (optional) collects per-stage durations: zone_encode, redact, encode, encrypt,
+    sign, as ``protect_frame`` does."""
+    times = times or _NO_TIMES
+    width, height = even_size(frame.shape[1], frame.shape[0])
+    frame = frame[:height, :width]
+    zones = _crop_zones(zones, width, height)
+    public_enc, streams = video.for_size(width, height)
+    keyframe = public_enc.next_is_keyframe
+    with times.measure("zone_encode"):
+        stream_aus = streams.encode(frame, zones, keyframe)
+    with times.measure("redact"):
+        for z in zones:
+            redactor(frame[z.y : z.y + z.h, z.x : z.x + z.w])
+    with times.measure("encode"):
+        public = public_enc.encode_i420(bgr_to_i420(frame))
+    if public.keyframe:
+        video.gop_seq = seq
+    with times.measure("encrypt"):
+        ciphertexts = tuple(
+            encrypt_stream_au(epoch.class_keys[s.zone_class], seq, s.zone_class, s.au)
+            for s in stream_aus
+        )
+    with times.measure("sign"):
+        header = FrameHeader(
+            camera_id=camera_id,
+            seq=seq,
+            capture_time_us=capture_time_us,
+            epoch_id=epoch.epoch_id,
+            prev_digest=prev_digest,
+            image_codec=ImageCodec.H264,
+            width=width,
+            height=height,
+            image_len=len(public.au),
+            image_sha256=sha256(public.au),
+            flags=(FLAG_CHAIN_START if prev_digest == ZERO_DIGEST else 0)
+            | (FLAG_KEYFRAME if public.keyframe else 0),
+            version=FORMAT_VERSION_H264,
+            gop_seq=video.gop_seq,
+            gop_index=public.gop_index,
+            zone_rects=tuple(ZoneRect(z.zone_class, z.x, z.y, z.w, z.h) for z in zones),
+            streams=tuple(
+                StreamRecord(
+                    s.zone_class, STREAM_FLAG_KEYFRAME if s.keyframe else 0, len(ct), sha256(ct)
+                )
+                for s, ct in zip(stream_aus, ciphertexts, strict=True)
+            ),
+        )
+        header_bytes = header.to_bytes()
+        return FrameMessage(
+            header, header_bytes, signing_key.sign(header_bytes), public.au, (), ciphertexts
+        )
 
 
 def sign_gap_notice(

@@ -127,7 +127,53 @@ class StoreLinkSection(Section):
     )
 
 
+X264Preset = Literal[
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+]
+
+
 class EncodingSection(Section):
+    video: Literal["jpeg", "h264"] = Field(
+        "jpeg",
+        description="How frames travel and are archived. 'jpeg' (default): every frame a "
+        "JPEG and one encrypted crop per zone (format version 1). 'h264': the public frame as "
+        "one H.264 access unit per frame (libx264, no B-frames, a keyframe every keyframe_s) "
+        "and one encrypted H.264 stream per zone class (format version 2), about a tenth of "
+        "the bytes; every frame is still signed.",
+    )
+    keyframe_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="H.264: seconds between keyframes (round(keyframe_s * fps) frames). "
+        "Decoding, playback and a new live viewer start at a keyframe; a lost frame hides the "
+        "picture until the next one.",
+    )
+    h264_crf: int = Field(
+        23,
+        ge=0,
+        le=51,
+        description="H.264: quality of the public stream (x264 CRF; lower is better and larger).",
+    )
+    h264_max_kbps: int = Field(
+        6000,
+        ge=0,
+        le=1_000_000,
+        description="H.264: bitrate cap of the public stream in kbit/s (x264 VBV maxrate and "
+        "bufsize); 0: no cap.",
+    )
+    h264_preset: X264Preset = Field(
+        "veryfast",
+        description="H.264: x264 speed preset of the public and zone streams (slower presets "
+        "give fewer bytes for more CPU).",
+    )
+    zone_crf: int = Field(
+        16,
+        ge=0,
+        le=51,
+        description="H.264: quality of the zone streams (x264 CRF); 16 keeps 40 dB PSNR or "
+        "more inside zones after unlocking.",
+    )
     jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of the public frame.")
     zone_codec: Literal["png", "jpeg", "raw"] = Field(
         "jpeg",

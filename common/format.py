@@ -1,4 +1,9 @@
-"""The veilcam wire format, version 1: frames, key envelopes and acknowledgements.
+"""The veilcam wire format, versions 1 and 2: frames, key envelopes and acknowledgements.
+
+Version 1 frames carry a JPEG (or PNG, raw) public image and one encrypted crop per zone;
+version 2 frames (H.264 mode) carry one H.264 access unit of the public stream and one
+encrypted access unit per active zone-class stream. Key envelopes, gap notices and
+acknowledgements are version 1 in both modes.
 
 This is the only module that builds or parses message bytes; nodes go through these value
 objects. The layout is documented byte for byte in docs/FORMAT.md: change both together.
@@ -21,11 +26,13 @@ import re
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from veilcam.common.errors import FormatError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # frames in JPEG mode, key envelopes, gap notices
+FORMAT_VERSION_H264 = 2  # frames in H.264 mode (public and zone streams as access units)
+FRAME_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_H264)  # what readers accept
 
 FRAME_MAGIC = b"VCFH"
 ENVELOPE_MAGIC = b"VCKE"
@@ -61,6 +68,9 @@ MAX_U63 = 2**63 - 1
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no trailing newline
 
 FLAG_CHAIN_START = 0x01  # prev_digest is zero: the camera declares a new hash chain (no history)
+FLAG_KEYFRAME = 0x02  # version 2: the public AU is an IDR, decoding can start here
+STREAM_FLAG_KEYFRAME = 0x01  # version 2 stream record: this stream's AU is an IDR
+MAX_STREAMS = 5  # version 2: one stream per zone class at most
 
 
 class ZoneClass(IntEnum):
@@ -105,6 +115,7 @@ class ImageCodec(IntEnum):
     JPEG = 1
     PNG = 2
     RAW_BGR = 3
+    H264 = 4  # version 2 only: one H.264 access unit, Annex B byte stream
 
 
 class KemSuite(IntEnum):
@@ -201,6 +212,9 @@ def _camera_id_bytes(camera_id: str) -> bytes:
 # --------------------------------------------------------------------------- frames
 
 ZONE_RECORD = struct.Struct(">BBHHHHI32s")  # class, codec, x, y, w, h, ct_len, ct_sha256
+ZONE_RECT_RECORD = struct.Struct(">BHHHH")  # version 2: class, x, y, w, h
+STREAM_RECORD = struct.Struct(">BBI32s")  # version 2: class, flags, au_len, au_sha256
+V2_GOP = struct.Struct(">QI")  # version 2: gop_seq, gop_index
 
 
 @dataclass(frozen=True)
@@ -234,7 +248,51 @@ class ZoneRecord:
 
 
 @dataclass(frozen=True)
+class ZoneRect:
+    """Version 2: one privacy zone as a rectangle of its class's stream. Its pixels are pasted
+    from the decoded picture of that class's stream (whose AU the frame carries encrypted)."""
+
+    zone_class: ZoneClass
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def to_bytes(self) -> bytes:
+        return ZONE_RECT_RECORD.pack(self.zone_class, self.x, self.y, self.w, self.h)
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """Version 2: the AU of one zone-class stream in this frame, as bound by the signature:
+    its class, whether it is an IDR, and the length and SHA-256 of its *encrypted* bytes."""
+
+    zone_class: ZoneClass
+    flags: int
+    au_len: int
+    au_sha256: bytes
+
+    @property
+    def is_keyframe(self) -> bool:
+        return bool(self.flags & STREAM_FLAG_KEYFRAME)
+
+    def to_bytes(self) -> bytes:
+        return STREAM_RECORD.pack(self.zone_class, self.flags, self.au_len, self.au_sha256)
+
+
+def _check_rect(i: int, x: int, y: int, w: int, h: int, width: int, height: int) -> None:
+    if w == 0 or h == 0 or x + w > width or y + h > height:
+        raise FormatError(
+            f"zone[{i}] rectangle {x},{y},{w}x{h} is empty or outside the {width}x{height} frame"
+        )
+
+
+@dataclass(frozen=True)
 class FrameHeader:
+    """The signed header of a frame. ``version`` 1 (JPEG mode) uses ``zones`` (one encrypted
+    crop each); version 2 (H.264 mode) uses ``zone_rects``, ``streams``, ``gop_seq`` and
+    ``gop_index`` and leaves ``zones`` empty."""
+
     camera_id: str
     seq: int
     capture_time_us: int
@@ -247,25 +305,110 @@ class FrameHeader:
     image_sha256: bytes
     zones: tuple[ZoneRecord, ...] = ()
     flags: int = 0
+    version: int = FORMAT_VERSION
+    gop_seq: int = 0
+    gop_index: int = 0
+    zone_rects: tuple[ZoneRect, ...] = ()
+    streams: tuple[StreamRecord, ...] = ()
+
+    @property
+    def is_keyframe(self) -> bool:
+        """Version 2: the KEYFRAME flag; every version-1 frame is a still image."""
+        return self.version == FORMAT_VERSION or bool(self.flags & FLAG_KEYFRAME)
 
     def to_bytes(self) -> bytes:
         if len(self.epoch_id) != EPOCH_ID_LEN or len(self.prev_digest) != DIGEST_LEN:
             raise FormatError("epoch id must be 16 bytes and prev digest 32 bytes")
-        if len(self.zones) > MAX_ZONES:
-            raise FormatError(f"{len(self.zones)} zones in one frame; at most {MAX_ZONES}")
+        if self.version not in FRAME_VERSIONS:
+            raise FormatError(f"frame format version {self.version} is not supported")
+        if len(self.zones) > MAX_ZONES or len(self.zone_rects) > MAX_ZONES:
+            raise FormatError(
+                f"{max(len(self.zones), len(self.zone_rects))} zones in one frame; "
+                f"at most {MAX_ZONES}"
+            )
+        if self.version == FORMAT_VERSION_H264:
+            self.check_v2()
         out = [
             FRAME_MAGIC,
-            bytes([FORMAT_VERSION, self.flags]),
+            bytes([self.version, self.flags]),
             _camera_id_bytes(self.camera_id),
             struct.pack(">QQ", self.seq, self.capture_time_us),
             self.epoch_id,
             self.prev_digest,
             struct.pack(">BHHI", self.image_codec, self.width, self.height, self.image_len),
             self.image_sha256,
-            struct.pack(">H", len(self.zones)),
         ]
-        out.extend(z.to_bytes() for z in self.zones)
+        if self.version == FORMAT_VERSION:
+            out.append(struct.pack(">H", len(self.zones)))
+            out.extend(z.to_bytes() for z in self.zones)
+        else:
+            out.append(V2_GOP.pack(self.gop_seq, self.gop_index))
+            out.append(struct.pack(">H", len(self.zone_rects)))
+            out.extend(z.to_bytes() for z in self.zone_rects)
+            out.append(bytes([len(self.streams)]))
+            out.extend(s.to_bytes() for s in self.streams)
         return b"".join(out)
+
+    def check_v2(self) -> None:
+        """The version-2 rules between fields (docs/FORMAT.md, "Checks"), raising FormatError.
+        Run on parse and before writing, so no camera signs a header a reader refuses."""
+        if self.zones:
+            raise FormatError("a version 2 frame carries zone rectangles, not zone crops")
+        if self.image_codec != ImageCodec.H264:
+            raise FormatError(
+                f"a version 2 frame's public image must be an H.264 access unit "
+                f"(codec {ImageCodec.H264.value}), not {self.image_codec.name}"
+            )
+        if self.width % 2 or self.height % 2:
+            raise FormatError(
+                f"frame size {self.width}x{self.height} is odd: H.264 4:2:0 needs even sizes"
+            )
+        if self.flags & ~(FLAG_CHAIN_START | FLAG_KEYFRAME):
+            raise FormatError(f"unknown frame flags 0x{self.flags:02x}")
+        if not 0 < self.image_len:
+            raise FormatError("the public access unit is empty")
+        keyframe = bool(self.flags & FLAG_KEYFRAME)
+        self._check_gop(keyframe)
+        classes = self._check_streams(keyframe)
+        for i, z in enumerate(self.zone_rects):
+            _check_rect(i, z.x, z.y, z.w, z.h, self.width, self.height)
+            if z.zone_class not in classes:
+                raise FormatError(
+                    f"zone[{i}] is of class {z.zone_class.label}, which has no stream in this frame"
+                )
+
+    def _check_gop(self, keyframe: bool) -> None:
+        """KEYFRAME <=> gop_index == 0 <=> gop_seq == seq, and gop_seq <= seq."""
+        if keyframe != (self.gop_index == 0) or keyframe != (self.gop_seq == self.seq):
+            raise FormatError(
+                f"keyframe flag {int(keyframe)}, gop_index {self.gop_index} and gop_seq "
+                f"#{self.gop_seq} of frame #{self.seq} disagree (a keyframe has gop_index 0 "
+                "and gop_seq equal to its seq, any other frame neither)"
+            )
+        if self.gop_seq > self.seq:
+            raise FormatError(f"gop_seq #{self.gop_seq} is after the frame's seq #{self.seq}")
+
+    def _check_streams(self, keyframe: bool) -> list[ZoneClass]:
+        """Stream records: count, strict class order, flags, lengths, keyframe alignment."""
+        if len(self.streams) > MAX_STREAMS:
+            raise FormatError(f"{len(self.streams)} zone streams; at most {MAX_STREAMS}")
+        classes = [s.zone_class for s in self.streams]
+        if any(b <= a for a, b in zip(classes, classes[1:], strict=False)):
+            raise FormatError("stream records are not in strictly increasing class order")
+        for i, s in enumerate(self.streams):
+            if s.flags & ~STREAM_FLAG_KEYFRAME:
+                raise FormatError(f"stream[{i}] has unknown flags 0x{s.flags:02x}")
+            if not 0 < s.au_len <= MAX_ZONE_BYTES:
+                raise FormatError(
+                    f"stream[{i}] access unit of {s.au_len} bytes is empty or exceeds "
+                    f"{MAX_ZONE_BYTES}"
+                )
+            if keyframe and not s.is_keyframe:
+                raise FormatError(
+                    f"stream[{i}] ({s.zone_class.label}) is no keyframe on a public keyframe "
+                    "(zone streams must be aligned to it)"
+                )
+        return classes
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FrameHeader:
@@ -273,13 +416,14 @@ class FrameHeader:
         if r.take(4, "magic") != FRAME_MAGIC:
             raise FormatError("not a veilcam frame header (bad magic)")
         version = r.u8("version")
-        if version != FORMAT_VERSION:
+        if version not in FRAME_VERSIONS:
             raise FormatError(
                 f"frame format version {version} is not supported "
-                f"(this build reads version {FORMAT_VERSION})"
+                f"(this build reads versions {', '.join(map(str, FRAME_VERSIONS))})"
             )
         flags = r.u8("flags")
-        if flags & ~FLAG_CHAIN_START:
+        known = FLAG_CHAIN_START | (FLAG_KEYFRAME if version == FORMAT_VERSION_H264 else 0)
+        if flags & ~known:
             raise FormatError(f"unknown frame flags 0x{flags:02x}")
         camera_id = r.camera_id()
         seq = _u63(r.u64("seq"), "frame seq")
@@ -293,42 +437,88 @@ class FrameHeader:
         if image_len > MAX_IMAGE_BYTES:
             raise FormatError(f"public image of {image_len} bytes exceeds {MAX_IMAGE_BYTES}")
         image_sha256 = r.take(DIGEST_LEN, "image_sha256")
+        common: dict[str, Any] = dict(
+            camera_id=camera_id,
+            seq=seq,
+            capture_time_us=capture_time_us,
+            epoch_id=epoch_id,
+            prev_digest=prev_digest,
+            image_codec=codec,
+            width=width,
+            height=height,
+            image_len=image_len,
+            image_sha256=image_sha256,
+            flags=flags,
+        )
+        if version == FORMAT_VERSION_H264:
+            if codec != ImageCodec.H264:  # checked again in check_v2; said first here
+                raise FormatError(
+                    f"a version 2 frame's public image must be an H.264 access unit "
+                    f"(codec {ImageCodec.H264.value}), not {codec.name}"
+                )
+            header = cls._v2_rest(r, common)
+        else:
+            if codec == ImageCodec.H264:
+                raise FormatError("an H.264 public image needs a version 2 frame")
+            header = cls._v1_rest(r, common)
+        if (flags & FLAG_CHAIN_START) != (prev_digest == ZERO_DIGEST) * FLAG_CHAIN_START:
+            raise FormatError("chain-start flag and zero prev digest disagree")
+        return header
+
+    @classmethod
+    def _v1_rest(cls, r: _Reader, common: dict[str, Any]) -> FrameHeader:
+        width, height = common["width"], common["height"]
         n_zones = r.u16("zone_count")
         if n_zones > MAX_ZONES:
             raise FormatError(f"{n_zones} zones in one frame; at most {MAX_ZONES}")
         zones = []
         for i in range(n_zones):
-            fields = ZONE_RECORD.unpack(r.take(ZONE_RECORD.size, f"zone[{i}]"))
-            zclass = _enum(ZoneClass, fields[0], f"zone[{i}] class")
-            zcodec = _enum(ImageCodec, fields[1], f"zone[{i}] codec")
-            x, y, w, h, ct_len = fields[2:7]
-            if w == 0 or h == 0 or x + w > width or y + h > height:
-                raise FormatError(
-                    f"zone[{i}] rectangle {x},{y},{w}x{h} is empty or outside "
-                    f"the {width}x{height} frame"
-                )
+            zf = ZONE_RECORD.unpack(r.take(ZONE_RECORD.size, f"zone[{i}]"))
+            zclass = _enum(ZoneClass, zf[0], f"zone[{i}] class")
+            zcodec = _enum(ImageCodec, zf[1], f"zone[{i}] codec")
+            if zcodec == ImageCodec.H264:
+                raise FormatError(f"zone[{i}] codec H.264 is not a version 1 zone codec")
+            x, y, w, h, ct_len = zf[2:7]
+            _check_rect(i, x, y, w, h, width, height)
             if ct_len > MAX_ZONE_BYTES:
                 raise FormatError(
                     f"zone[{i}] ciphertext of {ct_len} bytes exceeds {MAX_ZONE_BYTES}"
                 )
-            zones.append(ZoneRecord(zclass, zcodec, x, y, w, h, ct_len, fields[7]))
+            zones.append(ZoneRecord(zclass, zcodec, x, y, w, h, ct_len, zf[7]))
         r.end()
-        if (flags & FLAG_CHAIN_START) != (prev_digest == ZERO_DIGEST) * FLAG_CHAIN_START:
-            raise FormatError("chain-start flag and zero prev digest disagree")
-        return cls(
-            camera_id,
-            seq,
-            capture_time_us,
-            epoch_id,
-            prev_digest,
-            codec,
-            width,
-            height,
-            image_len,
-            image_sha256,
-            tuple(zones),
-            flags,
+        return cls(**common, zones=tuple(zones))
+
+    @classmethod
+    def _v2_rest(cls, r: _Reader, common: dict[str, Any]) -> FrameHeader:
+        gop_seq = _u63(r.u64("gop_seq"), "gop seq")
+        gop_index = r.u32("gop_index")
+        n_zones = r.u16("zone_count")
+        if n_zones > MAX_ZONES:
+            raise FormatError(f"{n_zones} zones in one frame; at most {MAX_ZONES}")
+        rects = []
+        for i in range(n_zones):
+            zf = ZONE_RECT_RECORD.unpack(r.take(ZONE_RECT_RECORD.size, f"zone[{i}]"))
+            zclass = _enum(ZoneClass, zf[0], f"zone[{i}] class")
+            rects.append(ZoneRect(zclass, *zf[1:]))
+        n_streams = r.u8("stream_count")
+        if n_streams > MAX_STREAMS:
+            raise FormatError(f"{n_streams} zone streams; at most {MAX_STREAMS}")
+        streams = []
+        for i in range(n_streams):
+            sf = STREAM_RECORD.unpack(r.take(STREAM_RECORD.size, f"stream[{i}]"))
+            zclass = _enum(ZoneClass, sf[0], f"stream[{i}] class")
+            streams.append(StreamRecord(zclass, *sf[1:]))
+        r.end()
+        header = cls(
+            **common,
+            version=FORMAT_VERSION_H264,
+            gop_seq=gop_seq,
+            gop_index=gop_index,
+            zone_rects=tuple(rects),
+            streams=tuple(streams),
         )
+        header.check_v2()
+        return header
 
 
 def frame_digest(header_bytes: bytes) -> bytes:
@@ -338,7 +528,8 @@ def frame_digest(header_bytes: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class FrameMessage:
-    """A signed frame: header, Ed25519 signature, public image, one ciphertext per zone.
+    """A signed frame: header, Ed25519 signature, public image, then (version 1) one
+    ciphertext per zone or (version 2) one encrypted access unit per stream record.
 
     ``header_bytes`` are kept exactly as received: the signature and the hash chain are over
     them, never over a re-encoding.
@@ -352,10 +543,15 @@ class FrameMessage:
     signature: bytes
     public_image: bytes
     zone_ciphertexts: tuple[bytes, ...] = field(default=())
+    stream_ciphertexts: tuple[bytes, ...] = field(default=())
 
     @property
     def camera_id(self) -> str:
         return self.header.camera_id
+
+    @property
+    def version(self) -> int:
+        return self.header.version
 
     @property
     def digest(self) -> bytes:
@@ -368,17 +564,32 @@ class FrameMessage:
 
     @property
     def is_keyframe(self) -> bool:
-        """Whether decoding can start at this frame (every version-1 frame is a still image)."""
-        return True
+        """Whether decoding can start at this frame: version 2, the public AU is an IDR (the
+        KEYFRAME flag); every version-1 frame is a still image."""
+        return self.header.is_keyframe
 
     @property
     def gop_seq(self) -> int:
-        """The sequence number of the keyframe this frame's group of pictures starts at."""
-        return self.header.seq
+        """The sequence number of the keyframe this frame's group of pictures starts at
+        (version 1: the frame's own)."""
+        return (
+            self.header.gop_seq if self.header.version == FORMAT_VERSION_H264 else self.header.seq
+        )
+
+    @property
+    def streams(self) -> tuple[StreamRecord, ...]:
+        """Version 2: the zone-class stream records, in the order of ``stream_ciphertexts``."""
+        return self.header.streams
 
     def body_parts(self) -> list[bytes]:
         """The parts that are archived verbatim (everything but the topic)."""
-        return [self.header_bytes, self.signature, self.public_image, *self.zone_ciphertexts]
+        return [
+            self.header_bytes,
+            self.signature,
+            self.public_image,
+            *self.zone_ciphertexts,
+            *self.stream_ciphertexts,
+        ]
 
     def to_parts(self) -> list[bytes]:
         return [topic_for(self.camera_id, KIND_FRAME), *self.body_parts()]
@@ -405,20 +616,36 @@ class FrameMessage:
             raise FormatError(
                 f"frame signature is {len(signature)} bytes; expected {SIGNATURE_LEN}"
             )
-        zone_parts = tuple(bytes(p) for p in parts[3:])
-        if len(zone_parts) != len(header.zones):
+        extra = tuple(bytes(p) for p in parts[3:])
+        if header.version == FORMAT_VERSION_H264:
+            if len(extra) != len(header.streams):
+                raise FormatError(
+                    f"frame header lists {len(header.streams)} zone streams but the message "
+                    f"carries {len(extra)} stream access units"
+                )
+            if len(image) != header.image_len:
+                raise FormatError(
+                    f"public access unit is {len(image)} bytes; header says {header.image_len}"
+                )
+            for i, (stream, au) in enumerate(zip(header.streams, extra, strict=True)):
+                if len(au) != stream.au_len:
+                    raise FormatError(
+                        f"stream[{i}] access unit is {len(au)} bytes; header says {stream.au_len}"
+                    )
+            return cls(header, header_bytes, signature, image, (), extra)
+        if len(extra) != len(header.zones):
             raise FormatError(
                 f"frame header lists {len(header.zones)} zones but the message "
-                f"carries {len(zone_parts)} zone ciphertexts"
+                f"carries {len(extra)} zone ciphertexts"
             )
         if len(image) != header.image_len:
             raise FormatError(f"public image is {len(image)} bytes; header says {header.image_len}")
-        for i, (zone, ct) in enumerate(zip(header.zones, zone_parts, strict=True)):
+        for i, (zone, ct) in enumerate(zip(header.zones, extra, strict=True)):
             if len(ct) != zone.ciphertext_len:
                 raise FormatError(
                     f"zone[{i}] ciphertext is {len(ct)} bytes; header says {zone.ciphertext_len}"
                 )
-        return cls(header, header_bytes, signature, image, zone_parts)
+        return cls(header, header_bytes, signature, image, extra)
 
 
 # --------------------------------------------------------------------------- key envelopes

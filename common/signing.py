@@ -2,7 +2,8 @@
 
 Verification order matters (verify before you trust): the signature is checked over the raw
 header bytes first; only then are the hashes it covers compared with the public image and the
-zone ciphertexts. Nothing in a header is acted on before both pass.
+zone ciphertexts (version 2: the public access unit and every encrypted stream access unit).
+Nothing in a header is acted on before both pass.
 
 The hash-chain rules (what follows what in a camera's sequence) are here once, in
 ``ChainTracker``: the store applies them to live frames, ``veilcam verify`` to archived ones.
@@ -198,6 +199,14 @@ class TrustedCameras:
                 raise VerificationError(
                     RejectReason.ZONE_HASH_MISMATCH,
                     f"{what}: zone[{i}] ciphertext does not match its signed hash",
+                )
+        # version 2: every encrypted stream access unit, as the zone crops of version 1
+        for i, (stream, au) in enumerate(zip(msg.streams, msg.stream_ciphertexts, strict=True)):
+            if not hmac.compare_digest(sha256(au), stream.au_sha256):
+                raise VerificationError(
+                    RejectReason.ZONE_HASH_MISMATCH,
+                    f"{what}: stream[{i}] ({stream.zone_class.label}) access unit does not "
+                    "match its signed hash",
                 )
 
     def verify_gap(self, notice: GapNotice, at_creation_time: bool = False) -> None:

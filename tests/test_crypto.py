@@ -22,7 +22,16 @@ from veilcam.common.format import (
 )
 from veilcam.common.imagecodec import decode_image
 from veilcam.common.signing import ChainLink, ChainTracker, RejectReason
-from veilcam.common.zonecrypt import BLOCK_LEN, counter_block, decrypt_zone, encrypt_zone
+from veilcam.common.zonecrypt import (
+    BLOCK_LEN,
+    MAX_BLOCKS_PER_ZONE,
+    counter_block,
+    decrypt_stream_au,
+    decrypt_zone,
+    encrypt_stream_au,
+    encrypt_zone,
+    stream_counter_block,
+)
 
 from tests.factory import Camera, textured
 
@@ -59,6 +68,43 @@ def test_counter_block_layout_is_seq_zone_counter() -> None:
     )
     with pytest.raises(ValueError):
         counter_block(2**64, 0)
+
+
+def test_stream_counter_block_layout_is_seq_high_bit_class_counter() -> None:
+    assert stream_counter_block(0x0102030405060708, ZoneClass.PERSON) == bytes.fromhex(
+        "01020304050607088000000300000000"
+    )
+    with pytest.raises(ValueError):
+        stream_counter_block(1, 0)
+    with pytest.raises(ValueError):
+        stream_counter_block(2**64, ZoneClass.FACE)
+
+
+def test_stream_and_zone_counter_blocks_never_collide() -> None:
+    """Under one key, the counter ranges of any stream AU (any seq, any class) and of any
+    version-1 zone (any seq, index < 256) are disjoint, even at their largest length: the
+    middle word of a stream block is >= 2^31, a zone's < 256, and the 32-bit block counter
+    below it never carries into it (lengths are capped at 2^32 blocks)."""
+    for seq in (0, 1, 2**32, 2**63 - 1):
+        zone_ranges = [
+            (int.from_bytes(counter_block(seq, i), "big"), MAX_BLOCKS_PER_ZONE) for i in range(256)
+        ]
+        stream_ranges = [
+            (int.from_bytes(stream_counter_block(seq, c), "big"), MAX_BLOCKS_PER_ZONE)
+            for c in ZoneClass
+        ]
+        ranges = sorted(zone_ranges + stream_ranges)
+        for (a, n), (b, _) in zip(ranges, ranges[1:], strict=False):
+            assert a + n <= b, "two counter ranges overlap"
+        # and a range never reaches the next frame's blocks
+        assert ranges[-1][0] + ranges[-1][1] <= int.from_bytes(counter_block(seq + 1, 0), "big")
+    key = Epoch.new().class_keys[ZoneClass.FACE]
+    data = bytes(1000)
+    # same key, same seq: a stream AU's keystream differs from every zone's
+    stream_ks = encrypt_stream_au(key, 7, ZoneClass.FACE, data)
+    assert all(encrypt_zone(key, 7, i, data) != stream_ks for i in range(256))
+    assert decrypt_stream_au(key, 7, ZoneClass.FACE, stream_ks) == data
+    assert decrypt_stream_au(key, 7, ZoneClass.PERSON, stream_ks) != data
 
 
 def test_content_keys_differ_per_epoch_and_class() -> None:

@@ -1,4 +1,4 @@
-"""Wire format v1: round trips, and every malformed message rejected with FormatError."""
+"""Wire format v1 (v2: tests/test_h264.py): round trips, and every malformed message rejected with FormatError."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ def test_each_kind_decodes_to_its_class_and_acks_name_it_by_its_ack_key() -> Non
     [
         (lambda p: p[:3], "needs at least 4"),
         (lambda p: [p[0], b"XXXX" + p[1][4:], *p[2:]], "bad magic"),
-        (lambda p: [p[0], p[1][:4] + b"\x02" + p[1][5:], *p[2:]], "version 2"),
+        (lambda p: [p[0], p[1][:4] + b"\x03" + p[1][5:], *p[2:]], "version 3"),
+        # a version-1 header relabelled version 2 does not parse as one
+        (lambda p: [p[0], p[1][:4] + b"\x02" + p[1][5:], *p[2:]], "image must be an H.264"),
         (lambda p: [p[0], p[1][:-1], *p[2:]], "truncated"),
         (lambda p: [p[0], p[1] + b"\x00", *p[2:]], "trailing"),
         (lambda p: [p[0], p[1], p[2][:-1], *p[3:]], "signature is 63 bytes"),

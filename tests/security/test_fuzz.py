@@ -1,6 +1,6 @@
 """Fuzzing every parser of untrusted bytes, from a saved corpus.
 
-Parsers: frames, key envelopes (message and body), gap notices, acknowledgements, record part
+Parsers: frames (versions 1 and 2), key envelopes (message and body), gap notices, acknowledgements, record part
 lists (``unpack_parts``), grants (``verify_grant``), archive segments (header, scan,
 random-access reads), and on top of those the store's archive recovery and ``veilcam verify``.
 Every input must end in a clean rejection (the project's own error types), within a time
@@ -10,6 +10,7 @@ The targets and mutators live in ``fuzzlib.py``; longer runs: see README.md.
 
 from __future__ import annotations
 
+import functools
 import struct
 import tracemalloc
 from datetime import timedelta
@@ -18,11 +19,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from veilcam.common.errors import ArchiveError
+from veilcam.camera_node.zones import Zone
+from veilcam.common.errors import ArchiveError, FormatError, VerificationError
+from veilcam.common.format import FrameMessage, ZoneClass, message_from_parts
 from veilcam.common.segments import MAX_RECORD_BYTES, ScanProblem, scan_segment, segment_header
+from veilcam.common.signing import TrustedCameras
 from veilcam.store_node.archive import Archive
 from veilcam.store_node.audit import audit_archive
 
+from tests.factory import textured
 from tests.security import fuzzlib
 from tests.security.fuzzlib import CORPUS, TARGETS, entries, inputs, run_target
 
@@ -130,3 +135,64 @@ def test_length_fields_in_messages_are_checked_before_use() -> None:
         finally:
             tracemalloc.stop()
         assert outcome == "bad" and peak < 2**20 + 8 * len(entry.data), entry.path.name
+
+
+def test_corpus_has_version_2_frames() -> None:
+    """Version-2 (H.264) frames seed the frame fuzzer: signed ones (with a key the corpus does
+    not trust, so they are tampered-*) and one malformed one per parse check."""
+    names = [e.path.name for e in entries("frame")]
+    assert sum(n.startswith("tampered-v2-") for n in names) >= 3
+    assert sum(n.startswith("bad-v2-") for n in names) >= 15
+
+
+@functools.cache
+def _v2_camera_messages() -> tuple[TrustedCameras, tuple[tuple[bytes, ...], ...]]:
+    """Small signed version-2 frames and the trust that verifies them (made in-process: the
+    corpus keeps no private key, so its version-2 seeds cannot verify as ok-*)."""
+    from tests.test_h264 import H264Camera
+
+    cam = H264Camera(gop=3)
+    msgs = []
+    for i in range(4):
+        zones = [Zone(4, 4, 10, 12, ZoneClass.FACE)] + (
+            [Zone(30, 10, 12, 16, ZoneClass.PERSON)] if i != 1 else []
+        )
+        msgs.append(tuple(cam.frame(image=textured(48, 32, seed=i), zones=zones)[0].to_parts()))
+    return cam.trust, tuple(msgs)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_version_2_frames_verify_only_unmodified(data) -> None:
+    """Any change to a signed version-2 frame (a flipped bit, a changed length, parts added,
+    dropped or swapped) is refused by the parser or the verifier, never a crash; only the
+    unmodified frames verify."""
+    trust, messages = _v2_camera_messages()
+    parts = list(data.draw(st.sampled_from(messages)))
+    op = data.draw(st.sampled_from(["flip", "truncate", "extend", "drop", "swap", "none"]))
+    i = data.draw(st.integers(0, len(parts) - 1))
+    if op == "flip" and parts[i]:
+        pos = data.draw(st.integers(0, len(parts[i]) - 1))
+        bit = 1 << data.draw(st.integers(0, 7))
+        parts[i] = parts[i][:pos] + bytes([parts[i][pos] ^ bit]) + parts[i][pos + 1 :]
+    elif op == "truncate":
+        parts[i] = parts[i][: data.draw(st.integers(0, max(0, len(parts[i]) - 1)))]
+    elif op == "extend":
+        parts[i] = parts[i] + data.draw(st.binary(min_size=1, max_size=8))
+    elif op == "drop":
+        del parts[i]
+    elif op == "swap":
+        j = data.draw(st.integers(0, len(parts) - 1))
+        parts[i], parts[j] = parts[j], parts[i]
+    with fuzzlib.bounded(10):
+        try:
+            msg = message_from_parts(parts)
+        except FormatError:
+            return
+        assert isinstance(msg, FrameMessage) and msg.to_parts() == parts
+        try:
+            trust.verify_frame(msg)
+        except VerificationError as exc:
+            assert exc.reason
+            return
+    assert tuple(parts) in messages, "a modified version-2 frame passed verification"

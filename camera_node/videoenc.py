@@ -1,0 +1,281 @@
+"""H.264 encoding of the public stream and of the per-class zone streams (format version 2).
+
+libx264 through PyAV. Every stream is tuned for live use: ``tune=zerolatency`` and no
+B-frames, so each input frame comes out at once as exactly one access unit (AU), Annex B,
+with SPS/PPS repeated in-band on every IDR (``repeat-headers=1``) so decoding can start at any
+keyframe. x264 never places a keyframe by itself (``keyint=infinite``, ``scenecut=0``): the
+public encoder forces an IDR every ``keyframe_interval`` frames, and the zone streams force
+theirs on the same frames, so every GOP of every stream starts on the same public keyframe.
+
+Zone streams (``ZoneStreams``): one stream per zone class that has zones. Its picture is the
+full frame, flat grey (Y = U = V = 128) except inside this frame's rectangles of that class,
+which hold the original pixels; x264 codes the flat area for almost nothing. The camera
+encrypts each AU under the class key (common.zonecrypt); a viewer holding it decodes the stream
+and pastes the rectangles. Stream life (docs/FORMAT.md, version 2): a stream starts with an IDR
+on the first frame with a zone of its class; while active every frame carries an AU of it (a
+frame without such zones gives a flat picture, a tiny P-skip AU); at each public keyframe it
+ends if its class had no zone during the whole GOP that just ended, else it goes on with an IDR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+from veilcam.camera_node.zones import Zone
+from veilcam.common.format import ZoneClass
+
+GREY = 128  # Y, U and V of the flat area of a zone stream
+
+
+@dataclass(frozen=True)
+class H264Settings:
+    """What the ``[encoding]`` section says about H.264 (common.config)."""
+
+    keyframe_s: float = 2.0
+    crf: int = 23
+    max_kbps: int = 6000
+    preset: str = "veryfast"
+    zone_crf: int = 16
+    threads: int = 1
+
+    def keyframe_interval(self, fps: float) -> int:
+        """Frames per GOP: ``round(keyframe_s * fps)``, at least 1."""
+        return max(1, round(self.keyframe_s * fps))
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """H.264 4:2:0 needs even sizes: an odd last column or row is cut off."""
+    return width & ~1, height & ~1
+
+
+def bgr_to_i420(image: np.ndarray) -> np.ndarray:
+    """BGR (even size) to planar YUV 4:2:0, BT.601 limited range as FFmpeg decodes it back,
+    as one ``(h * 3 / 2, w)`` array: Y, then U, then V."""
+    return cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+
+
+def i420_to_bgr(i420: np.ndarray) -> np.ndarray:
+    """Inverse of ``bgr_to_i420`` (a decoded picture: ``av.VideoFrame.to_ndarray()`` of a
+    yuv420p frame). Converting back with the same (OpenCV) matrix keeps what the encoder saw:
+    zone pixels come back at 40-50 dB; FFmpeg's own ``to_ndarray(format="bgr24")`` costs
+    1-5 dB more on detailed zones (its chroma upsampling differs)."""
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+
+
+class _Stream:
+    """One libx264 encoder producing one Annex-B AU per frame, IDRs only when forced."""
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fps: float,
+        crf: int,
+        preset: str,
+        threads: int,
+        max_kbps: int = 0,
+    ) -> None:
+        if width % 2 or height % 2 or width <= 0 or height <= 0:
+            raise ValueError(f"H.264 4:2:0 needs an even, non-empty size, not {width}x{height}")
+        self.width, self.height = width, height
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
+        cc = av.CodecContext.create("libx264", "w")
+        cc.width, cc.height, cc.pix_fmt = width, height, "yuv420p"
+        cc.time_base = 1 / rate
+        cc.framerate = rate
+        cc.max_b_frames = 0
+        cc.thread_count = threads
+        options = {
+            "preset": preset,
+            "tune": "zerolatency",
+            "crf": str(crf),
+            "forced-idr": "1",
+            "x264-params": "repeat-headers=1:bframes=0:open-gop=0:scenecut=0:keyint=infinite",
+        }
+        if max_kbps > 0:
+            options["maxrate"] = f"{max_kbps}k"
+            options["bufsize"] = f"{max_kbps}k"
+        cc.options = options
+        cc.open()
+        self._cc = cc
+        self._pts = 0
+
+    def encode(self, i420: np.ndarray, idr: bool) -> tuple[bytes, bool]:
+        """One frame in, its AU out (bytes, whether it is an IDR)."""
+        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        frame.pts = self._pts
+        self._pts += 1
+        if idr:
+            frame.pict_type = av.video.frame.PictureType.I
+        packets = self._cc.encode(frame)
+        # zerolatency, no B-frames, no lookahead: one packet per frame, never held back
+        if len(packets) != 1:
+            raise RuntimeError(f"libx264 gave {len(packets)} packets for one frame; expected 1")
+        packet = packets[0]
+        if idr and not packet.is_keyframe:
+            raise RuntimeError("libx264 did not make the forced IDR a keyframe")
+        return bytes(packet), bool(packet.is_keyframe)
+
+    def close(self) -> None:
+        """Free the encoder now rather than at garbage collection (it holds frame buffers)."""
+        self._cc = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class PublicAU:
+    """The public stream's AU of one frame and its place in the GOP."""
+
+    au: bytes
+    keyframe: bool
+    gop_index: int
+
+
+class PublicEncoder:
+    """The public (redacted) stream: one AU per frame, an IDR every ``keyframe_interval``."""
+
+    def __init__(
+        self, width: int, height: int, fps: float, keyframe_interval: int, settings: H264Settings
+    ) -> None:
+        self.keyframe_interval = max(1, keyframe_interval)
+        self._stream = _Stream(
+            width, height, fps, settings.crf, settings.preset, settings.threads, settings.max_kbps
+        )
+        self._frames = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._stream.width, self._stream.height
+
+    @property
+    def next_is_keyframe(self) -> bool:
+        """Whether the next frame encoded will be a keyframe (the zone streams align on it)."""
+        return self._frames % self.keyframe_interval == 0
+
+    def encode_i420(self, i420: np.ndarray) -> PublicAU:
+        gop_index = self._frames % self.keyframe_interval
+        au, keyframe = self._stream.encode(i420, idr=gop_index == 0)
+        if keyframe != (gop_index == 0):
+            raise RuntimeError(f"libx264 placed a keyframe at GOP index {gop_index} by itself")
+        self._frames += 1
+        return PublicAU(au, keyframe, gop_index)
+
+    def encode(self, image: np.ndarray) -> PublicAU:
+        """Encode one BGR frame of the encoder's size."""
+        return self.encode_i420(bgr_to_i420(image))
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+@dataclass(frozen=True)
+class StreamAU:
+    """One zone-class stream's AU of one frame (plaintext; the camera encrypts it)."""
+
+    zone_class: ZoneClass
+    au: bytes
+    keyframe: bool
+
+
+class _Canvas:
+    """A class stream's picture, reused frame to frame: flat grey, original pixels pasted in
+    this frame's rectangles (each widened to even edges so the 4:2:0 chroma maps exactly)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.i420 = np.full((height * 3 // 2, width), GREY, dtype=np.uint8)
+        self._dirty: list[tuple[int, int, int, int]] = []
+
+    def _planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w, h = self.width, self.height
+        flat = self.i420.reshape(-1)
+        y = flat[: w * h].reshape(h, w)
+        u = flat[w * h : w * h * 5 // 4].reshape(h // 2, w // 2)
+        v = flat[w * h * 5 // 4 :].reshape(h // 2, w // 2)
+        return y, u, v
+
+    def paint(self, image: np.ndarray, zones: list[Zone]) -> np.ndarray:
+        y, u, v = self._planes()
+        for x0, y0, x1, y1 in self._dirty:
+            y[y0:y1, x0:x1] = GREY
+            u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = GREY
+            v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = GREY
+        self._dirty = []
+        for z in zones:
+            x0, y0 = z.x & ~1, z.y & ~1
+            x1 = min(self.width, (z.x + z.w + 1) & ~1)
+            y1 = min(self.height, (z.y + z.h + 1) & ~1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            crop = bgr_to_i420(np.ascontiguousarray(image[y0:y1, x0:x1]))
+            ch, cw = y1 - y0, x1 - x0
+            flat = crop.reshape(-1)
+            y[y0:y1, x0:x1] = flat[: ch * cw].reshape(ch, cw)
+            u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = flat[ch * cw : ch * cw * 5 // 4].reshape(
+                ch // 2, cw // 2
+            )
+            v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = flat[ch * cw * 5 // 4 :].reshape(
+                ch // 2, cw // 2
+            )
+            self._dirty.append((x0, y0, x1, y1))
+        return self.i420
+
+
+class ZoneStreams:
+    """The zone-class streams of one camera (see the module docstring for their life)."""
+
+    def __init__(self, width: int, height: int, fps: float, settings: H264Settings) -> None:
+        if width % 2 or height % 2:
+            raise ValueError(f"H.264 4:2:0 needs an even size, not {width}x{height}")
+        self.width, self.height, self.fps, self.settings = width, height, fps, settings
+        self._active: dict[ZoneClass, tuple[_Stream, _Canvas]] = {}
+        self._seen_in_gop: set[ZoneClass] = set()
+        self.started = 0  # streams started (for tests and stats)
+        self.ended = 0
+
+    @property
+    def active(self) -> list[ZoneClass]:
+        return sorted(self._active)
+
+    def encode(self, image: np.ndarray, zones: list[Zone], public_keyframe: bool) -> list[StreamAU]:
+        """This frame's AUs, one per active class stream, in increasing class order.
+
+        ``image`` holds the *original* pixels (before redaction); ``public_keyframe`` says
+        whether the public AU of this frame is an IDR (every stream then gives an IDR too)."""
+        by_class: dict[ZoneClass, list[Zone]] = {}
+        for z in zones:
+            by_class.setdefault(ZoneClass(z.zone_class), []).append(z)
+        if public_keyframe:
+            for zone_class in list(self._active):
+                if zone_class not in self._seen_in_gop and zone_class not in by_class:
+                    self._active.pop(zone_class)[0].close()
+                    self.ended += 1
+            self._seen_in_gop = set()
+        out = []
+        for zone_class in sorted(set(self._active) | set(by_class)):
+            idr = public_keyframe
+            if zone_class not in self._active:
+                stream = _Stream(
+                    self.width,
+                    self.height,
+                    self.fps,
+                    self.settings.zone_crf,
+                    self.settings.preset,
+                    self.settings.threads,
+                )
+                self._active[zone_class] = (stream, _Canvas(self.width, self.height))
+                self.started += 1
+                idr = True
+            stream, canvas = self._active[zone_class]
+            au, keyframe = stream.encode(canvas.paint(image, by_class.get(zone_class, [])), idr)
+            out.append(StreamAU(zone_class, au, keyframe))
+        self._seen_in_gop |= set(by_class)
+        return out
+
+    def close(self) -> None:
+        for stream, _ in self._active.values():
+            stream.close()
+        self._active.clear()
