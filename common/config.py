@@ -356,7 +356,7 @@ class ArchiveSection(Section):
         256 * 2**20,
         ge=2**16,
         le=2**40,
-        description="A segment file is closed and a new one started past this size.",
+        description="A segment file is closed past this size, at the next keyframe (so segments, and retention, hold whole groups of pictures; every JPEG frame is a keyframe), or past 4x this size whatever comes.",
     )
     fsync_max_records: int = Field(
         30, ge=1, le=10000, description="fsync (and acknowledge) after at most this many records..."
