@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from veilcam.camera_node.protect import EncodeSettings, Epoch, protect_frame
+from veilcam.camera_node.protect import (
+    EncodeSettings,
+    Epoch,
+    VideoEncoders,
+    protect_frame,
+    protect_frame_h264,
+)
 from veilcam.camera_node.redact import make_redactor
+from veilcam.camera_node.videoenc import H264Settings
 from veilcam.camera_node.zones import Zone
 from veilcam.common.format import ZERO_DIGEST, FrameMessage, ZoneClass
 from veilcam.common.keywrap import Grant, Identity, Recipient
@@ -67,3 +74,37 @@ class Camera:
         self.seq += 1
         self.prev = msg.digest
         return msg
+
+
+GOP = 4
+
+
+class H264Camera:
+    """A camera in H.264 mode producing signed version-2 frames in-process."""
+
+    def __init__(self, gop: int = GOP, fps: float = 10.0, **settings) -> None:
+        self.key = generate_signing_key()
+        self.trust = TrustedCameras({"cam1": self.key.public_key()})
+        self.epoch = Epoch.new()
+        self.video = VideoEncoders(H264Settings(keyframe_s=gop / fps, **settings), fps)
+        self.seq, self.prev = 0, ZERO_DIGEST
+        self.redactor = make_redactor("solid")
+
+    def frame(self, image: np.ndarray | None = None, zones: list[Zone] | None = None):
+        image = textured(seed=self.seq) if image is None else image.copy()
+        zones = [Zone(40, 30, 64, 80, ZoneClass.FACE)] if zones is None else zones
+        msg = protect_frame_h264(
+            image,
+            zones,
+            camera_id="cam1",
+            seq=self.seq,
+            capture_time_us=1_700_000_000_000_000 + self.seq * 33_333,
+            epoch=self.epoch,
+            prev_digest=self.prev,
+            redactor=self.redactor,
+            video=self.video,
+            signing_key=self.key,
+        )
+        self.seq += 1
+        self.prev = msg.digest
+        return msg, image

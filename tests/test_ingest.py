@@ -89,3 +89,44 @@ def test_a_frame_that_could_not_be_written_holds_back_later_ones_until_the_clock
     ingest.take(later.to_parts(), "camera:cam1")  # the camera never resent #1: go on
     assert ingest.accepted["frame"] == 2
     archive.close()
+
+
+def test_h264_access_units_tampered_dropped_or_reordered_are_caught(tmp_path: Path) -> None:
+    """Version 2: the store refuses a tampered public or zone-stream access unit and a
+    reordered frame, archives a frame after a dropped one as a gap, and `veilcam verify`'s
+    audit reports the hole."""
+    from veilcam.store_node.audit import audit_archive
+
+    from tests.factory import H264Camera
+
+    cam = H264Camera(gop=4)
+    archive = Archive(tmp_path / "archive", 1 << 20)
+    ingest = Ingest(archive, cam.trust, Counter())
+    assert ingest.take(cam.epoch.envelope(cam.key, "cam1", 0, []).to_parts()).relay
+    frames = [cam.frame()[0] for _ in range(8)]
+    assert frames[0].version == 2 and frames[0].is_keyframe and frames[0].streams
+    for msg in frames[:3]:
+        assert ingest.take(msg.to_parts(), "camera:cam1").reply_after_commit is not None
+    bad_public = frames[3].to_parts()
+    bad_public[3] = bad_public[3][:-1] + bytes([bad_public[3][-1] ^ 1])
+    out = ingest.take(bad_public, "camera:cam1")
+    assert out.reply_now is not None and "public image" in out.reply_now.reason
+    bad_zone = frames[3].to_parts()
+    bad_zone[4] = bytes([bad_zone[4][0] ^ 1]) + bad_zone[4][1:]
+    assert ingest.take(bad_zone, "camera:cam1").reply_now is not None
+    assert ingest.rejects[RejectReason.IMAGE_HASH_MISMATCH] == 1
+    assert ingest.rejects[RejectReason.ZONE_HASH_MISMATCH] == 1
+    # frame #3 never arrives: #4 and on are archived after a gap
+    for msg in frames[4:]:
+        assert ingest.take(msg.to_parts(), "camera:cam1").reply_after_commit is not None
+    reordered = ingest.take(frames[2].to_parts(), "camera:cam1")  # again, out of order
+    assert reordered.reply_after_commit.status == AckStatus.DUPLICATE  # same bytes: no harm
+    forged_order = frames[3].to_parts()  # the missing one, late: older than the newest
+    out = ingest.take(forged_order, "camera:cam1")
+    assert out.reply_now is not None and out.reply_now.status == AckStatus.REJECTED
+    archive.commit()
+    archive.close()
+    report = audit_archive(tmp_path / "archive", cam.trust)
+    kinds = [(p.kind, p.seq) for p in report.problems]
+    assert ("gap", 4) in kinds, kinds
+    assert not report.intact
