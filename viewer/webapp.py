@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from veilcam.common.errors import KeystoreError, VeilcamError
 from veilcam.common.format import FrameMessage
@@ -32,6 +32,7 @@ from veilcam.common.home import Home, check_user_name
 from veilcam.viewer.export import ExportState
 from veilcam.viewer.framehub import FrameHub, Latest
 from veilcam.viewer.login import LOGIN_FAILED, login
+from veilcam.viewer.msestream import MseLive
 from veilcam.viewer.playback import ArchiveReader, parse_time
 from veilcam.viewer.render import describe, render
 from veilcam.viewer.sessions import Sessions
@@ -56,7 +57,8 @@ COOKIE = "veilcam_session"
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self'",
+    # media-src blob: the live H.264 stream plays from a MediaSource (viewer/msestream.py)
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; media-src blob:",
 }
 BOUNDARY = "veilcamframe"
 MULTIPART_HEADERS = {
@@ -173,7 +175,7 @@ class ViewerApp:
         )
         self.app.add_middleware(HostCheck, allowed=hosts)
 
-    def _routes(self) -> list[Route]:
+    def _routes(self) -> list[BaseRoute]:
         get, post = ["GET"], ["POST"]  # GET routes answer HEAD too
         return [
             *(Route(path, self.static, methods=get) for path in STATIC_FILES),
@@ -186,6 +188,9 @@ class ViewerApp:
             Route("/api/unlock", self.unlock, methods=post),
             Route("/api/export", self.start_export, methods=post),
             Route("/api/lock", self.lock, methods=post),
+            WebSocketRoute(
+                "/ws/live/{camera:path}", MseLive(self.hub, self.sessions, COOKIE).endpoint
+            ),
         ]
 
     @contextlib.asynccontextmanager

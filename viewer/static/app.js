@@ -1,13 +1,21 @@
 "use strict";
 // Two views in one page: the grid ("#") and a camera page ("#camera/ID").
-// Video is MJPEG in <img> tags (see viewer/web.py for why). Browsers open at most six HTTP/1.1
-// connections per host, so a grid of more than GRID_MJPEG_MAX cameras refreshes snapshots
-// instead of holding one stream per camera; the camera page always gets the full-rate stream.
+// Live public video of an H.264 camera on the camera page plays through Media Source Extensions:
+// the viewer sends the camera's own verified access units as fragmented MP4 over a WebSocket
+// (viewer/msestream.py), nothing re-encoded. Everything else is MJPEG in <img> tags (see
+// viewer/web.py for why): JPEG cameras, unlocked views (zones composed in the viewer process),
+// archive playback, the grid, and any browser without MSE or the stream's codec.
+// Browsers open at most six HTTP/1.1 connections per host, so a grid of more than
+// GRID_MJPEG_MAX cameras refreshes snapshots instead of holding one stream per camera; the
+// camera page always gets the full-rate stream.
 // Unlocking posts the credentials once; the viewer process answers with an HttpOnly cookie, and
 // keys stay in that process. Data (camera ids, messages from the server) only ever reaches the
 // page as text (textContent, attributes): never as HTML.
 const GRID_MJPEG_MAX = 4;
 const SNAPSHOT_MS = 250;
+const LIVE_JUMP_S = 1.0;     // further behind the newest frame than this: jump to it
+const LIVE_CATCHUP_S = 0.3;  // behind by more than this: play a little faster to catch up
+const KEEP_S = 10;           // seconds of decoded video kept behind the playhead
 
 const grid = document.getElementById("grid");
 const camView = document.getElementById("camera-view");
@@ -19,6 +27,8 @@ let playbackFrom = null;  // null: live; else the ISO time the archive plays fro
 let playbackStarted = 0;  // Date.now() when that playback began
 let timeline = null;      // last /api/timeline answer for the current camera
 let snapshotTimer = null;
+let sessionUser = null;   // the unlocked user (last /api/status), or null
+let player = null;        // the camera page's MSE player (startPlayer), or null
 
 const $ = (id) => document.getElementById(id);
 
@@ -122,11 +132,146 @@ function paintSig(sig, cam) {
 
 // ------------------------------------------------------------------ camera page
 function reloadCameraStream() {
-  const cam = encodeURIComponent(current);
-  const from = playbackFrom ? `&from=${encodeURIComponent(playbackFrom)}` : "";
-  $("cam-stream").src = `/stream/${cam}.mjpg?t=${Date.now()}${from}`;
+  stopPlayer();
+  if (!playbackFrom && !sessionUser && window.MediaSource) startPlayer();
+  else showMjpeg("");
   paintMode(null);
   drawCursor();
+}
+
+function showMjpeg(note) {
+  const cam = encodeURIComponent(current);
+  const from = playbackFrom ? `&from=${encodeURIComponent(playbackFrom)}` : "";
+  $("cam-video").hidden = true;
+  $("cam-stream").hidden = false;
+  $("cam-stream").src = `/stream/${cam}.mjpg?t=${Date.now()}${from}`;
+  $("cam-video-note").textContent = note;
+}
+
+// ------------------------------------------------------------------ live H.264 (MSE)
+// Messages (viewer/msestream.py): {"init": {codec, mime, ...}} then the init segment (binary),
+// then one fragment (binary) per verified frame; {"gap"}/{"waiting"}: no picture until the next
+// keyframe, which comes with a new "init"; {"mjpeg": why}: this view is MJPEG; {"error"}.
+function startPlayer() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws/live/${encodeURIComponent(current)}`);
+  ws.binaryType = "arraybuffer";
+  const p = {ws, source: null, buffer: null, mime: null, queue: [], started: false, fragments: 0};
+  player = p;
+  $("cam-video-note").textContent = "connecting…";
+  ws.onmessage = (ev) => {
+    if (player !== p) return;
+    if (typeof ev.data === "string") control(p, JSON.parse(ev.data));
+    else { p.queue.push(ev.data); pump(p); }
+  };
+  ws.onclose = () => {
+    if (player !== p) return;
+    if (!p.started) { fallBack(p, "no live H.264 stream: showing MJPEG"); return; }
+    // the connection ended while playing (the viewer restarted?): connect again
+    $("cam-video-note").textContent = "reconnecting…";
+    setTimeout(() => { if (player === p) reloadCameraStream(); }, 1000);
+  };
+}
+
+function control(p, doc) {
+  const note = $("cam-video-note");
+  if (doc.init) {
+    if (!MediaSource.isTypeSupported(doc.init.mime)) {
+      fallBack(p, `this browser cannot play ${doc.init.codec} through MSE: showing MJPEG`);
+      return;
+    }
+    p.started = true;
+    if (p.mime !== doc.init.mime) openSource(p, doc.init.mime);
+    note.textContent = "";
+  } else if (doc.gap) {
+    note.textContent = `gap: ${doc.gap}`;
+  } else if (doc.waiting) {
+    note.textContent = doc.waiting;
+  } else if (doc.mjpeg) {
+    fallBack(p, "");  // a JPEG camera or an unlocked view: MJPEG is this view's stream
+  } else if (doc.error) {
+    fallBack(p, doc.error);
+  }
+}
+
+function openSource(p, mime) {
+  // a new MediaSource for this codec; the init segment is the next binary message
+  const video = $("cam-video");
+  const source = new MediaSource();
+  p.source = source;
+  p.buffer = null;
+  p.mime = mime;
+  p.queue = [];  // fragments of a stream with other parameters: never appended
+  video.src = URL.createObjectURL(source);
+  source.addEventListener("sourceopen", () => {
+    URL.revokeObjectURL(video.src);
+    if (player !== p || p.source !== source) return;
+    p.buffer = source.addSourceBuffer(mime);
+    p.buffer.addEventListener("updateend", () => pump(p));
+    pump(p);
+  }, {once: true});
+  video.onerror = () => {
+    if (player === p) fallBack(p, `the video failed (${video.error ? video.error.message : "?"}): showing MJPEG`);
+  };
+  $("cam-stream").hidden = true;
+  $("cam-stream").removeAttribute("src");
+  video.hidden = false;
+  video.dataset.mode = "mse";
+}
+
+function pump(p) {
+  // keep the live edge, trim what is behind, then append the next message
+  const video = $("cam-video");
+  const sb = p.buffer;
+  if (player !== p || !sb || sb.updating) return;
+  const ranges = sb.buffered;
+  if (ranges.length) {
+    const start = ranges.start(ranges.length - 1), end = ranges.end(ranges.length - 1);
+    const lag = end - video.currentTime;
+    if (video.currentTime < start || lag > LIVE_JUMP_S) video.currentTime = Math.max(start, end - 0.1);
+    else video.playbackRate = lag > LIVE_CATCHUP_S ? 1.1 : 1.0;
+    if (video.currentTime - ranges.start(0) > 2 * KEEP_S) {
+      sb.remove(0, video.currentTime - KEEP_S);  // updateend calls pump again
+      return;
+    }
+    if (video.paused) video.play().catch(() => {});
+  }
+  if (!p.queue.length) return;
+  const chunk = p.queue.shift();
+  try {
+    sb.appendBuffer(chunk);
+    if (chunk.byteLength && p.started) video.dataset.fragments = String(++p.fragments);
+  } catch (e) {
+    if (e.name === "QuotaExceededError" && ranges.length && video.currentTime - ranges.start(0) > 1) {
+      p.queue.unshift(chunk);
+      sb.remove(0, video.currentTime - 1);
+    } else {
+      fallBack(p, `the video could not take the stream (${e.name}): showing MJPEG`);
+    }
+  }
+}
+
+function fallBack(p, reason) {
+  if (player !== p) return;
+  stopPlayer();
+  $("cam-video").dataset.mode = "mjpeg";
+  showMjpeg(reason);
+}
+
+function stopPlayer() {
+  const p = player;
+  player = null;
+  if (!p) return;
+  p.ws.onmessage = p.ws.onclose = null;
+  p.ws.close();
+  const video = $("cam-video");
+  video.onerror = null;
+  video.pause();
+  video.removeAttribute("src");
+  video.load();
+  video.hidden = true;
+  delete video.dataset.fragments;
+  $("cam-video-note").textContent = "";
 }
 
 function paintMode(cam) {
@@ -276,6 +421,7 @@ function route() {
   playbackFrom = null;
   timeline = null;
   if (current === null) {
+    stopPlayer();
     $("cam-stream").removeAttribute("src");
     camView.hidden = true;
     grid.hidden = false;
@@ -308,6 +454,11 @@ async function refresh() {
     status = await (await fetch("/api/status", {cache: "no-store"})).json();
   } catch (e) {
     return;
+  }
+  if (status.user !== sessionUser) {
+    // unlocked or locked elsewhere, or the session expired: the camera page changes stream
+    sessionUser = status.user;
+    if (current !== null && !playbackFrom) reloadCameraStream();
   }
   const mode = $("mode");
   mode.textContent = status.user ? `unlocked as ${status.user}` : "public view";
@@ -348,13 +499,18 @@ $("unlock-form").addEventListener("submit", async (ev) => {
   });
   pw.value = "";
   const doc = await resp.json();
-  if (resp.ok) { say(doc.warning || `unlocked as ${doc.user}`, !doc.warning); reloadAll(); }
+  if (resp.ok) {
+    sessionUser = doc.user;
+    say(doc.warning || `unlocked as ${doc.user}`, !doc.warning);
+    reloadAll();
+  }
   else say(doc.error || "unlock failed", false);
   refresh();
 });
 
 $("lock").addEventListener("click", async () => {
   await fetch("/api/lock", {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
+  sessionUser = null;
   say("locked", true);
   // an unlocked export's downloads belong to the session that just ended
   $("exp-video").hidden = $("exp-bundle").hidden = true;
