@@ -47,19 +47,21 @@ PASSWORD = "benchmark pass phrase 42"
 
 
 def run_viewer(home_dir: str, out: str, seconds: float) -> None:
-    """An unlocked viewer that times each step and the latency of every frame."""
+    """An unlocked viewer that times each step and the latency of every frame. Frames go
+    through the viewer's Renderer (JPEG decode and zone decryption for version 1; the public
+    and zone-stream H.264 decoders, in sequence, for version 2): one ``render`` stage."""
     from veilcam.common.home import Home
-    from veilcam.common.imagecodec import decode_image
     from veilcam.common.stagetimer import StageTimes
     from veilcam.viewer.client import RelayClient
     from veilcam.viewer.login import login
+    from veilcam.viewer.render import Renderer
     from veilcam.viewer.unlock import Unlocker
 
     home = Home(Path(home_dir))
     client = RelayClient(home)
-    unlocker = Unlocker(login(home, "alice", PASSWORD), client.envelope)
+    renderer = Renderer(Unlocker(login(home, "alice", PASSWORD), client.envelope))
     times = StageTimes()
-    latencies, captures, received, unlocked, bad = [], [], 0, 0, 0
+    latencies, captures, received, unlocked, bad, gaps = [], [], 0, 0, 0, 0
     Path(out + ".ready").write_text("ready")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -73,11 +75,10 @@ def run_viewer(home_dir: str, out: str, seconds: float) -> None:
             continue
         received += 1
         h = got.msg.header
-        with times.measure("decode"):
-            image = decode_image(got.msg.public_image, h.image_codec, h.width, h.height).copy()
-        with times.measure("decrypt_compose"):
-            done = unlocker.unlock(got.msg, image)
-        unlocked += all(done)  # every zone (if any) decrypted
+        with times.measure("render"):
+            shown = renderer.render(got.msg)
+        gaps += shown.is_gap
+        unlocked += not shown.is_gap and all(shown.zone_unlocked)  # every zone (if any)
         latencies.append(time.time() - h.capture_time_us / 1e6)
         captures.append(h.capture_time_us / 1e6)
     client.close()
@@ -90,6 +91,7 @@ def run_viewer(home_dir: str, out: str, seconds: float) -> None:
             {
                 "received": received,
                 "unlocked": unlocked,
+                "gaps": gaps,  # frames without a picture (waiting for an H.264 keyframe)
                 "failed_verification": bad,
                 "captured_fps": captured_fps,
                 "latency_p50_ms": float(np.percentile(lat, 50)),

@@ -531,11 +531,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     bundle_problems: list[str] = []
     video_note = ""
+    video_covered = False
     if is_bundle:  # an evidence bundle: its files must match too
-        from veilcam.viewer.export import check_bundle_files, video_coverage_note
+        from veilcam.viewer.export import (
+            check_bundle_files,
+            check_video_samples,
+            video_coverage_note,
+        )
 
         bundle_problems = check_bundle_files(target)
         video_note = video_coverage_note(target)
+        samples = check_video_samples(target, trust)  # a redacted H.264 export (a remux)
+        if samples is not None:
+            bundle_problems += [f"video: {p}" for p in samples.problems]
+            video_covered = not samples.problems
+            if video_covered:
+                video_note = samples.note
     intact = report.intact and not bundle_problems
     if not intact:
         verdict, code = "NOT_INTACT", 1
@@ -561,7 +572,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             doc.update(
                 bundle_problems=bundle_problems,
                 ca_sha256=ca_sha,
-                video_covered_by_signatures=False,
+                video_covered_by_signatures=video_covered,
                 video_note=video_note,
             )
         print(json.dumps(doc, indent=2))
@@ -573,11 +584,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if video_note:
         print(f"video: {video_note}")
     problems = len(report.problems) + len(bundle_problems)
-    print(_verify_verdict_line(verdict, ca_sha, is_bundle, problems))
+    print(_verify_verdict_line(verdict, ca_sha, is_bundle, problems, video_covered))
     return code
 
 
-def _verify_verdict_line(verdict: str, ca_sha: str, is_bundle: bool, problems: int) -> str:
+def _verify_verdict_line(
+    verdict: str, ca_sha: str, is_bundle: bool, problems: int, video_covered: bool = False
+) -> str:
     """The one verdict, printed last, covering the records and the bundle's files."""
     if verdict == "NOT_INTACT":
         return f"NOT INTACT: {problems} problem(s)"
@@ -589,6 +602,11 @@ def _verify_verdict_line(verdict: str, ca_sha: str, is_bundle: bool, problems: i
             "--trust HOME (exit 3)"
         )
     what = "evidence bundle records" if is_bundle else "every record"
+    if is_bundle and video_covered:
+        return (
+            f"INTACT: {what} verified under the CA {ca_sha[:16]}..., chains complete; "
+            "every video sample is a signed access unit"
+        )
     return f"INTACT: {what} verified under the CA {ca_sha[:16]}..., chains complete" + (
         "; the video is not covered by the signatures (see above)" if is_bundle else ""
     )

@@ -1,11 +1,19 @@
 """The web viewer's one receiving thread: it takes the relay, verifies every frame (in
-RelayClient) and keeps the latest per camera for the page's streams, snapshots and status."""
+RelayClient) and keeps the latest per camera for the page's streams, snapshots and status.
+
+An H.264 camera's frames decode only in sequence from a keyframe, so the hub also keeps, per
+camera, the verified frames since its last keyframe (the current group of pictures): a stream
+opened now decodes them at once and shows the current picture, and a stream that fell behind
+catches up from them. When it has none for a camera yet (the hub just started), a stream
+that opens asks for a live join (``RelayClient.join_live``, run in this thread: the client
+is not shared between threads)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +26,8 @@ from veilcam.viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
 from veilcam.viewer.trustreload import watch_trust
 
 log = logging.getLogger("veilcam.web")
+
+GOP_MAX = 300  # frames kept per camera (as LIVE answers): a longer GOP waits for its next one
 
 
 @dataclass
@@ -46,6 +56,48 @@ class FrameHub:
         self.reloader = watch_trust(home, self.client)
         self.on_frame: Callable[[], None] | None = None
         self.thread = threading.Thread(target=self._run, name="relay", daemon=True)
+        self._lock = threading.Lock()  # guards gop and the join requests
+        self.gop: dict[str, deque[Latest]] = {}  # verified frames since the last keyframe
+        self._joins: set[str] = set()
+        self.joined: dict[str, int] = {}  # camera -> frames the last live join delivered
+
+    def want(self, camera: str) -> None:
+        """A stream of ``camera`` opens: if no keyframe of it is held yet, ask the store for
+        its current group of pictures (in the hub's thread, at its next turn)."""
+        with self._lock:
+            if not self.gop.get(camera):
+                self._joins.add(camera)
+
+    def frames_after(self, camera: str, counter: int) -> list[Latest]:
+        """The held frames of ``camera``'s current group of pictures received after
+        ``counter`` (all of them for 0), oldest first."""
+        with self._lock:
+            return [f for f in self.gop.get(camera, ()) if f.counter > counter]
+
+    def _keep(self, latest: Latest) -> None:
+        msg = latest.received.msg
+        with self._lock:
+            held = self.gop.get(msg.camera_id)
+            if msg.is_keyframe or held is None:
+                held = self.gop[msg.camera_id] = deque(maxlen=GOP_MAX)
+            if msg.is_keyframe or held:  # from a keyframe on only
+                held.append(latest)
+
+    def take(self, got: ReceivedFrame) -> None:
+        """A frame from the relay (verified or not): the latest of its camera, and kept in
+        its group of pictures if verified; the waiting streams are woken."""
+        self.counter += 1
+        latest = Latest(got, self.counter, time.time())
+        if got.verified:
+            self._keep(latest)
+        self.latest[got.msg.camera_id] = latest
+        self._notify()
+
+    def _join_wanted(self) -> None:
+        with self._lock:
+            cameras, self._joins = sorted(self._joins), set()
+        for camera in cameras:
+            self.joined[camera] = self.client.join_live(camera)
 
     def _notify(self) -> None:
         on_frame = self.on_frame
@@ -60,6 +112,7 @@ class FrameHub:
                 if self.reloader.poll():  # renewed or revoked certificates, as the store does
                     self.cameras = self.client.trust.camera_ids
                 try:
+                    self._join_wanted()
                     got = self.client.receive(timeout_ms=200)
                 except TransportError as exc:
                     log.error("%s", exc)
@@ -70,9 +123,7 @@ class FrameHub:
                 if got.verified:
                     # fetch the epoch's envelope now, in this thread, so sessions find it
                     self.client.envelope(got.msg.camera_id, got.msg.header.epoch_id)
-                self.counter += 1
-                self.latest[got.msg.camera_id] = Latest(got, self.counter, time.time())
-                self._notify()
+                self.take(got)
         finally:
             self.client.close()
             self._notify()

@@ -20,9 +20,9 @@ from veilcam.common.keywrap import Identity
 from veilcam.common.lifecycle import StopFlag
 from veilcam.viewer.client import ReceivedFrame, RelayClient
 from veilcam.viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
-from veilcam.viewer.playback import ArchiveReader
+from veilcam.viewer.playback import ArchiveReader, shown_frames
 from veilcam.viewer.private import private_umask
-from veilcam.viewer.render import describe, render
+from veilcam.viewer.render import Renderer, Shown, describe
 from veilcam.viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, watch_trust
 from veilcam.viewer.unlock import Unlocker, no_grant_reason
 
@@ -129,7 +129,8 @@ def run_headless(
 
 @dataclass
 class _Source:
-    """Where the frames come from: the live relay or the archive from a time."""
+    """Where the frames come from: the live relay or the archive from a time (with the
+    preroll frames a decoder needs, flagged)."""
 
     frames: Iterator[ReceivedFrame]
     envelope: Callable
@@ -151,7 +152,7 @@ def _open_source(
             raise VeilcamError("playback (--from) needs exactly one --camera")
         reader = ArchiveReader(home, cameras[0], from_us)
         where = f"the archive of {cameras[0]} from {from_us / 1e6:.3f}"
-        return _Source(reader.frames(), reader.envelope, reader.close, where, None)
+        return _Source(reader.frames(preroll=True), reader.envelope, reader.close, where, None)
     client = RelayClient(home, cameras)
     reloader = watch_trust(home, client)
     freshness = Freshness.measured(home, max_age_s)
@@ -172,7 +173,11 @@ def _open_source(
 
 @dataclass
 class _FrameWriter:
-    """Renders each verified frame to OUT/SEQ.png and describes every frame in frames.jsonl."""
+    """Renders each verified frame to OUT/SEQ.png and describes every frame in frames.jsonl.
+
+    A frame that gives no picture (an H.264 stream waiting for its next keyframe after a
+    missing frame) gets a JSON line saying ``"gap": "waiting for keyframe"`` and no PNG; it
+    does not count as written."""
 
     home: Home
     out_dir: Path
@@ -181,15 +186,26 @@ class _FrameWriter:
     write_images: bool
     written: int = 0
     stale: int = 0
+    gaps: int = 0
     failures: FailureLog = field(default_factory=FailureLog)
     warned_no_grant: set[str] = field(default_factory=set)
+    renderer: Renderer = field(init=False)
 
-    def take(self, got: ReceivedFrame, jsonl: TextIO) -> None:
-        if not got.verified:
+    def __post_init__(self) -> None:
+        self.renderer = Renderer(self.unlocker)
+
+    def take(self, got: ReceivedFrame, shown: Shown | None, jsonl: TextIO) -> None:
+        if shown is None:
             self.failures.add(got)
             jsonl.write(json.dumps(describe(got.msg, False, None, got.problem)) + "\n")
             return
-        shown = render(got.msg, self.unlocker)
+        if shown.image is None:
+            self.gaps += 1
+            if self.gaps == 1:
+                log.info("%s", shown.detail or shown.gap)
+            jsonl.write(json.dumps(describe(got.msg, True, shown)) + "\n")
+            jsonl.flush()
+            return
         if self.write_images:
             path = self.out_dir / f"{got.msg.header.seq}.png"
             if not cv2.imwrite(str(path), shown.image):
@@ -254,10 +270,11 @@ def _run(
         on_ready({"source": source.where})
     try:
         with open(out_dir / "frames.jsonl", "a", encoding="utf-8") as jsonl:
-            for got in [] if n_frames <= 0 else source.frames:
+            frames = iter(()) if n_frames <= 0 else source.frames
+            for got, shown in shown_frames(frames, writer.renderer):
                 if stop.is_set():
                     break
-                writer.take(got, jsonl)
+                writer.take(got, shown, jsonl)
                 if writer.written >= n_frames:
                     break
     finally:
@@ -265,10 +282,11 @@ def _run(
         source.close()
     written, stale = writer.written, writer.stale
     log.info(
-        "headless viewer: wrote %d frame(s) to %s%s",
+        "headless viewer: wrote %d frame(s) to %s%s%s",
         written,
         out_dir,
         f" ({stale} stale)" if stale else "",
+        f" ({writer.gaps} without a picture: waiting for a keyframe)" if writer.gaps else "",
     )
     if written < n_frames and not stop.is_set():
         _report_shortfall(written, n_frames, from_us, writer.failures, timeout_s, source.where)

@@ -15,7 +15,7 @@ first frame shown is, as before, the first captured at or after the asked time.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from veilcam.common import deployment
 from veilcam.common.errors import FormatError, VeilcamError, VerificationError
@@ -25,6 +25,7 @@ from veilcam.common.query import QueryError, QueryRefused
 from veilcam.common.queryclient import StoreQueryClient
 from veilcam.common.signing import ChainTracker
 from veilcam.viewer.client import ReceivedFrame
+from veilcam.viewer.render import Renderer, Shown
 
 BATCH = 32
 
@@ -160,3 +161,20 @@ class ArchiveReader:
                     got = ReceivedFrame(msg, True, preroll=not reached)
                 if reached or preroll:
                     yield got
+
+
+def shown_frames(
+    frames: Iterable[ReceivedFrame], renderer: Renderer
+) -> Iterator[tuple[ReceivedFrame, Shown | None]]:
+    """Each frame to show, with its picture (None: it did not verify, never rendered).
+
+    Preroll frames (``ArchiveReader.frames(preroll=True)``) go through ``renderer`` only, so
+    that the first frame shown, at the asked time, already decodes."""
+    for got in frames:
+        if not got.verified:
+            if not got.preroll:
+                yield got, None
+            continue
+        shown = renderer.render(got.msg)
+        if not got.preroll:
+            yield got, shown

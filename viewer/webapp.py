@@ -33,14 +33,15 @@ from veilcam.viewer.export import ExportState
 from veilcam.viewer.framehub import FrameHub, Latest
 from veilcam.viewer.login import LOGIN_FAILED, login
 from veilcam.viewer.msestream import MseLive
-from veilcam.viewer.playback import ArchiveReader, parse_time
-from veilcam.viewer.render import describe, render
+from veilcam.viewer.playback import ArchiveReader, parse_time, shown_frames
+from veilcam.viewer.render import GAP_WAITING, Renderer, Shown, describe, render
 from veilcam.viewer.sessions import Sessions
 from veilcam.viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS
 from veilcam.viewer.unlock import Unlocker, no_grant_reason
 from veilcam.viewer.webexports import ExportJob, Exports
 
 if TYPE_CHECKING:
+    import numpy as np
     from veilcam.viewer.client import ReceivedFrame
 
 log = logging.getLogger("veilcam.web")
@@ -167,6 +168,9 @@ class ViewerApp:
         self.home, self.hub, self.jpeg_quality = home, hub, jpeg_quality
         self.sessions, self.exports = sessions, exports
         self.signal = FrameSignal()
+        # camera -> the gap the latest live stream of it reported ("" when it showed a
+        # picture): an H.264 stream waiting for a keyframe shows its last picture, stamped
+        self.gaps: dict[str, str] = {}
         not_found = self._not_found
         self.app = Starlette(
             routes=self._routes(),
@@ -215,16 +219,38 @@ class ViewerApp:
     def _unlocker(self, request: Request) -> Unlocker | None:
         return self.sessions.get(self._token(request))
 
-    def _encode(self, msg: FrameMessage, unlocker: Unlocker | None) -> bytes | None:
-        shown = render(msg, unlocker)
-        ok, buf = cv2.imencode(".jpg", shown.image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+    def _jpeg(self, image: np.ndarray) -> bytes | None:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         return buf.tobytes() if ok else None
 
+    def _encode(self, msg: FrameMessage, unlocker: Unlocker | None) -> bytes | None:
+        """A version-1 frame as JPEG, unlocked for ``unlocker`` (stateless: version 1)."""
+        image = render(msg, unlocker).image
+        return None if image is None else self._jpeg(image)
+
     def _frame_jpeg(self, latest: Latest, unlocker: Unlocker | None) -> bytes:
+        """A version-1 frame as shown: the camera's own JPEG when public."""
         msg = latest.received.msg
         if unlocker is None:
             return msg.public_image  # the camera's own, signed bytes
         return self._encode(msg, unlocker) or msg.public_image
+
+    def _render_jpeg(
+        self, renderer: Renderer, frames: list[Latest], unlocker: Unlocker | None
+    ) -> tuple[bytes | None, str]:
+        """Decode ``frames`` in order (an H.264 stream needs every one) and JPEG-encode the
+        last one's picture: (JPEG, "") or (None, the gap: no picture for the last frame)."""
+        renderer.unlocker = unlocker
+        shown: Shown | None = None
+        for latest in frames:
+            shown = renderer.render(latest.received.msg)
+        if shown is None or shown.image is None:
+            return None, shown.gap if shown is not None else GAP_WAITING
+        return self._jpeg(shown.image), ""
+
+    def _snapshot_v2(self, camera: str, unlocker: Unlocker | None) -> tuple[bytes | None, str]:
+        """The current picture of an H.264 camera: its group of pictures decoded afresh."""
+        return self._render_jpeg(Renderer(), self.hub.frames_after(camera, 0), unlocker)
 
     # ------------------------------------------------------------------ pages and status
     def static(self, request: Request) -> Response:
@@ -257,6 +283,8 @@ class ViewerApp:
             max_age_s=round(hub.freshness.allowed_s, 3),
             **hub.freshness.judge(d["capture_time_us"]),
         )
+        if self.gaps.get(camera):
+            entry["gap"] = self.gaps[camera]  # the stream shows its last picture, no newer
         if problem.split(":", 1)[0] in OUTDATED_TRUST_REASONS:
             entry["hint"] = OUTDATED_TRUST_HINT
         if unlocker:
@@ -276,7 +304,13 @@ class ViewerApp:
         latest = self.hub.latest.get(camera)
         if latest is None or not latest.received.verified:
             return send_json(404, {"error": f"no verified frame from camera {camera!r} yet"})
-        return send(200, self._frame_jpeg(latest, self._unlocker(request)), "image/jpeg")
+        unlocker = self._unlocker(request)
+        if latest.received.msg.version == 1:
+            return send(200, self._frame_jpeg(latest, unlocker), "image/jpeg")
+        jpeg, gap = self._snapshot_v2(camera, unlocker)
+        if jpeg is None:
+            return send_json(503, {"error": f"no picture of camera {camera!r} now: {gap}"})
+        return send(200, jpeg, "image/jpeg")
 
     def timeline(self, request: Request) -> Response:
         """The archive's extent and how many frames fall in each slice of it (0: a gap)."""
@@ -441,21 +475,39 @@ class ViewerApp:
         )
 
     async def _live(self, camera: str, token: str | None) -> AsyncIterator[bytes]:
+        """Version-1 frames: the latest one each time (the camera's own JPEG when public).
+        Version 2 (H.264): every frame of the current group of pictures not yet decoded by
+        this stream goes through its ``Renderer``, then the last picture is JPEG-encoded; a
+        frame without a picture (waiting for a keyframe) sends nothing (the page keeps the
+        last picture and the status says ``gap``)."""
         counter = 0
         hub = self.hub
+        hub.want(camera)  # the current group of pictures, if the hub has none yet
+        renderer = Renderer()
         while not hub.stop.is_set():
             latest = hub.latest.get(camera)
             if latest is None or latest.counter <= counter:
                 await self.signal.wait(1.0)
                 continue
-            counter = latest.counter
-            if not latest.received.verified:
-                continue  # never show what did not verify
             unlocker = self.sessions.get(token)  # an open stream keeps its session alive
-            if unlocker is None:
-                yield mjpeg_part(latest.received.msg.public_image)
-            else:
-                yield mjpeg_part(await run_in_threadpool(self._frame_jpeg, latest, unlocker))
+            if latest.received.msg.version == 1:
+                counter = latest.counter
+                if not latest.received.verified:
+                    continue  # never show what did not verify
+                if unlocker is None:
+                    yield mjpeg_part(latest.received.msg.public_image)
+                else:
+                    yield mjpeg_part(await run_in_threadpool(self._frame_jpeg, latest, unlocker))
+                continue
+            pending = hub.frames_after(camera, counter)  # verified only, from a keyframe on
+            # (frames may have come since ``latest`` was read: never decode one twice)
+            counter = max(latest.counter, pending[-1].counter if pending else 0)
+            if not pending:
+                continue
+            jpeg, gap = await run_in_threadpool(self._render_jpeg, renderer, pending, unlocker)
+            self.gaps[camera] = gap
+            if jpeg is not None:
+                yield mjpeg_part(jpeg)
 
     async def _playback(self, request: Request, camera: str, when: str) -> Response:
         """The archive from ``when``, at the pace it was recorded; unlocked for a session."""
@@ -477,23 +529,33 @@ class ViewerApp:
         self, camera: str, reader: ArchiveReader, token: str | None, unlocker: Unlocker | None
     ) -> AsyncIterator[bytes]:
         # The reader's socket is used by one thread-pool call at a time, never concurrently.
-        frames: Iterator[ReceivedFrame] = reader.frames()
+        # The frames before the asked time (from the keyframe before it) are decoded, not
+        # shown; each frame is rendered as it is read (a gap, waiting for a keyframe, shows
+        # nothing), then paced to the time it was recorded.
+        renderer = Renderer(unlocker)
+        frames: Iterator[tuple[ReceivedFrame, Shown | None]] = shown_frames(
+            reader.frames(preroll=True), renderer
+        )
         started, first_us = time.monotonic(), None
         try:
             while not self.hub.stop.is_set():
-                got = await run_in_threadpool(next, frames, None)
-                if got is None:
+                if renderer.unlocker is not None and self.sessions.get(token) is None:
+                    renderer.unlocker = None  # locked or expired meanwhile: public from now on
+                item = await run_in_threadpool(next, frames, None)
+                if item is None:
                     break
-                if not got.verified:
-                    continue  # never show what did not verify
+                got, shown = item
+                if shown is None or shown.image is None:
+                    continue  # never show what did not verify, nor a broken stream
                 capture_us = got.msg.header.capture_time_us
                 first_us = first_us if first_us is not None else capture_us
                 delay = (capture_us - first_us) / 1e6 - (time.monotonic() - started)
                 if delay > 0:
                     await self._pause(min(delay, 2.0))
-                if unlocker is not None and self.sessions.get(token) is None:
-                    unlocker = None  # locked or expired meanwhile: public from now on
-                jpeg = await run_in_threadpool(self._encode, got.msg, unlocker)
+                if renderer.unlocker is not None and self.sessions.get(token) is None:
+                    renderer.unlocker = None  # locked during the pause: not this picture
+                    continue
+                jpeg = await run_in_threadpool(self._jpeg, shown.image)
                 if jpeg is not None:
                     yield mjpeg_part(jpeg)
         except VeilcamError as exc:
