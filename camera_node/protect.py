@@ -247,8 +247,9 @@ def protect_frame_h264(
     signing_key: Ed25519PrivateKey,
     times: StageTimes | None = None,
 ) -> FrameMessage:
-    """Version 2: zone streams from the original pixels, then redact ``frame`` (in place),
-    encode the public AU, encrypt the stream AUs, sign. An odd width or height loses its last
+    """Version 2: redact ``frame`` (in place; the zones' original pixels kept aside), encode
+    the public AU and the zone streams (original zones in their redacted surroundings), encrypt
+    the stream AUs, sign. An odd width or height loses its last
     column or row (H.264 4:2:0 needs even sizes).
 
     ``times`` (optional) collects per-stage durations: zone_encode, redact, encode, encrypt,
@@ -259,11 +260,12 @@ def protect_frame_h264(
     zones = _crop_zones(zones, width, height)
     public_enc, streams = video.for_size(width, height)
     keyframe = public_enc.next_is_keyframe
-    with times.measure("zone_encode"):
-        stream_aus = streams.encode(frame, zones, keyframe)
+    original = frame.copy() if zones else frame
     with times.measure("redact"):
         for z in zones:
             redactor(frame[z.y : z.y + z.h, z.x : z.x + z.w])
+    with times.measure("zone_encode"):
+        stream_aus = streams.encode(original, zones, keyframe, public=frame)
     with times.measure("encode"):
         public = public_enc.encode_i420(bgr_to_i420(frame))
     if public.keyframe:

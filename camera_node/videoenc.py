@@ -8,8 +8,10 @@ public encoder forces an IDR every ``keyframe_interval`` frames, and the zone st
 theirs on the same frames, so every GOP of every stream starts on the same public keyframe.
 
 Zone streams (``ZoneStreams``): one stream per zone class that has zones. Its picture is the
-full frame, flat grey (Y = U = V = 128) except inside this frame's rectangles of that class,
-which hold the original pixels; x264 codes the flat area for almost nothing. The camera
+full frame in YUV 4:4:4 (High 4:4:4 Predictive profile; common.colorspace), flat grey
+(Y = U = V = 128) except inside this frame's rectangles of that class, which hold the original
+pixels; x264 codes the flat area for almost nothing, and without adaptive quantization the
+zones get the stream's full quality. The camera
 encrypts each AU under the class key (common.zonecrypt); a viewer holding it decodes the stream
 and pastes the rectangles. Stream life (docs/FORMAT.md, version 2): a stream starts with an IDR
 on the first frame with a zone of its class; while active every frame carries an AU of it (a
@@ -23,9 +25,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
-import cv2
 import numpy as np
 from veilcam.camera_node.zones import Zone
+from veilcam.common.colorspace import bgr_to_i420, bgr_to_yuv444
 from veilcam.common.format import ZoneClass
 
 GREY = 128  # Y, U and V of the flat area of a zone stream
@@ -52,20 +54,6 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     return width & ~1, height & ~1
 
 
-def bgr_to_i420(image: np.ndarray) -> np.ndarray:
-    """BGR (even size) to planar YUV 4:2:0, BT.601 limited range as FFmpeg decodes it back,
-    as one ``(h * 3 / 2, w)`` array: Y, then U, then V."""
-    return cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
-
-
-def i420_to_bgr(i420: np.ndarray) -> np.ndarray:
-    """Inverse of ``bgr_to_i420`` (a decoded picture: ``av.VideoFrame.to_ndarray()`` of a
-    yuv420p frame). Converting back with the same (OpenCV) matrix keeps what the encoder saw:
-    zone pixels come back at 40-50 dB; FFmpeg's own ``to_ndarray(format="bgr24")`` costs
-    1-5 dB more on detailed zones (its chroma upsampling differs)."""
-    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
-
-
 class _Stream:
     """One libx264 encoder producing one Annex-B AU per frame, IDRs only when forced."""
 
@@ -78,13 +66,16 @@ class _Stream:
         preset: str,
         threads: int,
         max_kbps: int = 0,
+        pix_fmt: str = "yuv420p",
+        extra_params: str = "",
     ) -> None:
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(f"H.264 4:2:0 needs an even, non-empty size, not {width}x{height}")
         self.width, self.height = width, height
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
         cc = av.CodecContext.create("libx264", "w")
-        cc.width, cc.height, cc.pix_fmt = width, height, "yuv420p"
+        cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
+        self.pix_fmt = pix_fmt
         cc.time_base = 1 / rate
         cc.framerate = rate
         cc.max_b_frames = 0
@@ -94,7 +85,8 @@ class _Stream:
             "tune": "zerolatency",
             "crf": str(crf),
             "forced-idr": "1",
-            "x264-params": "repeat-headers=1:bframes=0:open-gop=0:scenecut=0:keyint=infinite",
+            "x264-params": "repeat-headers=1:bframes=0:open-gop=0:scenecut=0:keyint=infinite"
+            + extra_params,
         }
         if max_kbps > 0:
             options["maxrate"] = f"{max_kbps}k"
@@ -104,9 +96,10 @@ class _Stream:
         self._cc = cc
         self._pts = 0
 
-    def encode(self, i420: np.ndarray, idr: bool) -> tuple[bytes, bool]:
-        """One frame in, its AU out (bytes, whether it is an IDR)."""
-        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+    def encode(self, planes: np.ndarray, idr: bool) -> tuple[bytes, bool]:
+        """One frame in (planar, in the stream's pixel format), its AU out (bytes, whether it
+        is an IDR)."""
+        frame = av.VideoFrame.from_ndarray(planes, format=self.pix_fmt)
         frame.pts = self._pts
         self._pts += 1
         if idr:
@@ -180,48 +173,45 @@ class StreamAU:
     keyframe: bool
 
 
+MACROBLOCK = 16
+
+
 class _Canvas:
-    """A class stream's picture, reused frame to frame: flat grey, original pixels pasted in
-    this frame's rectangles (each widened to even edges so the 4:2:0 chroma maps exactly)."""
+    """A class stream's picture, reused frame to frame: planar YUV 4:4:4, flat grey, with the
+    original pixels of this frame's rectangles of the class. Around each rectangle, out to the
+    16-pixel macroblock grid and one macroblock more, it holds the *redacted public* picture:
+    public pixels, so nothing of another class's zones enters this stream, and the macroblocks
+    a zone touches are whole natural picture, which x264 codes as it codes any video (a small
+    face on a grey field lost 2-6 dB to the edges, measured in tests/test_e2e.py)."""
 
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self.i420 = np.full((height * 3 // 2, width), GREY, dtype=np.uint8)
+        self.planes = np.full((3, height, width), GREY, dtype=np.uint8)
         self._dirty: list[tuple[int, int, int, int]] = []
 
-    def _planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        w, h = self.width, self.height
-        flat = self.i420.reshape(-1)
-        y = flat[: w * h].reshape(h, w)
-        u = flat[w * h : w * h * 5 // 4].reshape(h // 2, w // 2)
-        v = flat[w * h * 5 // 4 :].reshape(h // 2, w // 2)
-        return y, u, v
-
-    def paint(self, image: np.ndarray, zones: list[Zone]) -> np.ndarray:
-        y, u, v = self._planes()
+    def paint(self, original: np.ndarray, public: np.ndarray, zones: list[Zone]) -> np.ndarray:
+        """``original``: the captured frame; ``public``: the same frame redacted."""
         for x0, y0, x1, y1 in self._dirty:
-            y[y0:y1, x0:x1] = GREY
-            u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = GREY
-            v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = GREY
+            self.planes[:, y0:y1, x0:x1] = GREY
         self._dirty = []
-        for z in zones:
-            x0, y0 = z.x & ~1, z.y & ~1
-            x1 = min(self.width, (z.x + z.w + 1) & ~1)
-            y1 = min(self.height, (z.y + z.h + 1) & ~1)
+        mb = MACROBLOCK
+        for z in zones:  # context first: public pixels around each zone
+            x0 = max(0, (z.x // mb - 1) * mb)
+            y0 = max(0, (z.y // mb - 1) * mb)
+            x1 = min(self.width, (-(-(z.x + z.w) // mb) + 1) * mb)
+            y1 = min(self.height, (-(-(z.y + z.h) // mb) + 1) * mb)
             if x1 <= x0 or y1 <= y0:
                 continue
-            crop = bgr_to_i420(np.ascontiguousarray(image[y0:y1, x0:x1]))
-            ch, cw = y1 - y0, x1 - x0
-            flat = crop.reshape(-1)
-            y[y0:y1, x0:x1] = flat[: ch * cw].reshape(ch, cw)
-            u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = flat[ch * cw : ch * cw * 5 // 4].reshape(
-                ch // 2, cw // 2
-            )
-            v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = flat[ch * cw * 5 // 4 :].reshape(
-                ch // 2, cw // 2
-            )
+            self.planes[:, y0:y1, x0:x1] = bgr_to_yuv444(np.ascontiguousarray(public[y0:y1, x0:x1]))
             self._dirty.append((x0, y0, x1, y1))
-        return self.i420
+        for z in zones:  # then the zones themselves, original
+            x0, y0 = max(0, z.x), max(0, z.y)
+            x1, y1 = min(self.width, z.x + z.w), min(self.height, z.y + z.h)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            crop = np.ascontiguousarray(original[y0:y1, x0:x1])
+            self.planes[:, y0:y1, x0:x1] = bgr_to_yuv444(crop)
+        return self.planes
 
 
 class ZoneStreams:
@@ -240,7 +230,16 @@ class ZoneStreams:
     def active(self) -> list[ZoneClass]:
         return sorted(self._active)
 
-    def encode(self, image: np.ndarray, zones: list[Zone], public_keyframe: bool) -> list[StreamAU]:
+    def encode(
+        self,
+        image: np.ndarray,
+        zones: list[Zone],
+        public_keyframe: bool,
+        public: np.ndarray | None = None,
+    ) -> list[StreamAU]:
+        """One AU per active class stream. ``image`` holds the original pixels of the zones,
+        ``public`` the redacted frame (the zones' surroundings; ``image`` when not given, for
+        a frame whose zones are all of one class or callers that only test stream life)."""
         """This frame's AUs, one per active class stream, in increasing class order.
 
         ``image`` holds the *original* pixels (before redaction); ``public_keyframe`` says
@@ -265,12 +264,17 @@ class ZoneStreams:
                     self.settings.zone_crf,
                     self.settings.preset,
                     self.settings.threads,
+                    pix_fmt="yuv444p",  # High 4:4:4: a small face keeps its colour (>= 40 dB)
+                    extra_params=":aq-mode=0",  # no QP taken from the zones for the flat grey
                 )
                 self._active[zone_class] = (stream, _Canvas(self.width, self.height))
                 self.started += 1
                 idr = True
             stream, canvas = self._active[zone_class]
-            au, keyframe = stream.encode(canvas.paint(image, by_class.get(zone_class, [])), idr)
+            picture = canvas.paint(
+                image, image if public is None else public, by_class.get(zone_class, [])
+            )
+            au, keyframe = stream.encode(picture, idr)
             out.append(StreamAU(zone_class, au, keyframe))
         self._seen_in_gop |= set(by_class)
         return out

@@ -388,10 +388,8 @@ def test_h264_camera_store_unlocked_viewer_playback_export_verify(tmp_path: Path
         for z in desc["zones"]:
             sl = np.s_[z["y"] : z["y"] + z["h"], z["x"] : z["x"] + z["w"]]
             zone_psnr.append(psnr(image[sl], original[sl]))
-    # zone_crf 16 gives >= 40 dB on most zones (static ones ~47 dB); small faces (< 35 px)
-    # late in a GOP come back at 37-40 dB: measured here, a camera-side encoder setting
-    assert zone_psnr and np.median(zone_psnr) >= 40, sorted(zone_psnr)[:5]
-    assert min(zone_psnr) >= 35, sorted(zone_psnr)[:5]
+    # every zone, small moving faces late in a GOP included (4:4:4 zone streams at CRF 16)
+    assert zone_psnr and min(zone_psnr) >= 40, sorted(zone_psnr)[:5]
     print(
         f"e2e zone PSNR after unlock: min {min(zone_psnr):.1f} median {np.median(zone_psnr):.1f} dB over {len(zone_psnr)} zones"
     )

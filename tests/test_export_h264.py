@@ -120,7 +120,7 @@ def _samples(path: Path) -> list[bytes]:
 
 
 def _decoded(path: Path) -> list[np.ndarray]:
-    from veilcam.camera_node.videoenc import i420_to_bgr
+    from veilcam.common.colorspace import i420_to_bgr
 
     with av.open(str(path)) as container:
         return [

@@ -34,7 +34,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from veilcam.camera_node.videoenc import bgr_to_i420
+from veilcam.common.colorspace import bgr_to_i420
 from veilcam.common.errors import FormatError, VeilcamError, VerificationError
 from veilcam.common.format import FORMAT_VERSION_H264, FrameMessage, KeyEnvelope
 from veilcam.common.home import Home

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from veilcam.common.format import FORMAT_VERSION_H264, FrameMessage, ZoneClass
 from veilcam.common.imagecodec import decode_image
@@ -58,24 +57,6 @@ def render(msg: FrameMessage, unlocker: Unlocker | None) -> Shown:
     done = unlocker.unlock(msg, image)
     has_keys = bool(unlocker.keys_for(msg.camera_id, h.epoch_id))
     return Shown(image, has_keys and all(done), done)
-
-
-def _i420_region_bgr(pic: DecodedPicture, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    """BGR of the even-aligned region [x0, x1) x [y0, y1) of a decoded picture, converted
-    alone (OpenCV's 4:2:0 conversion is per 2x2 block, so this equals the same region of the
-    whole picture converted, at a fraction of the cost)."""
-    w, h = pic.width, pic.height
-    flat = pic.i420.reshape(-1)
-    y_plane = flat[: w * h].reshape(h, w)
-    u_plane = flat[w * h : w * h * 5 // 4].reshape(h // 2, w // 2)
-    v_plane = flat[w * h * 5 // 4 : w * h * 3 // 2].reshape(h // 2, w // 2)
-    cw, ch = x1 - x0, y1 - y0
-    buf = np.empty((ch * 3 // 2, cw), dtype=np.uint8)
-    out = buf.reshape(-1)
-    out[: cw * ch] = y_plane[y0:y1, x0:x1].reshape(-1)
-    out[cw * ch : cw * ch * 5 // 4] = u_plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2].reshape(-1)
-    out[cw * ch * 5 // 4 :] = v_plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2].reshape(-1)
-    return cv2.cvtColor(buf, cv2.COLOR_YUV2BGR_I420)
 
 
 class Renderer:
@@ -153,12 +134,9 @@ class Renderer:
             for i, z in enumerate(h.zone_rects):
                 if z.zone_class != zone_class:
                     continue
-                x0, y0 = z.x & ~1, z.y & ~1
-                x1, y1 = min(h.width, (z.x + z.w + 1) & ~1), min(h.height, (z.y + z.h + 1) & ~1)
-                region = _i420_region_bgr(zone_picture, x0, y0, x1, y1)
-                image[z.y : z.y + z.h, z.x : z.x + z.w] = region[
-                    z.y - y0 : z.y - y0 + z.h, z.x - x0 : z.x - x0 + z.w
-                ]
+                image[z.y : z.y + z.h, z.x : z.x + z.w] = zone_picture.region_bgr(
+                    z.x, z.y, z.w, z.h
+                )
                 zone_ok[i] = True
         return Shown(image, bool(keys) and all(zone_ok), zone_ok)
 

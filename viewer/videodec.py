@@ -17,7 +17,7 @@ from typing import cast
 import av
 import numpy as np
 from av.video.codeccontext import VideoCodecContext
-from veilcam.camera_node.videoenc import i420_to_bgr
+from veilcam.common.colorspace import i420_to_bgr, yuv444_to_bgr
 
 log = logging.getLogger("veilcam.viewer")
 
@@ -29,28 +29,43 @@ class WaitingForKeyframe(Exception):
 
 @dataclass
 class DecodedPicture:
-    """A decoded picture as planar YUV 4:2:0 (``(h * 3 / 2, w)``: Y, then U, then V), and
-    as BGR on demand, converted with the camera's own matrix (``i420_to_bgr``: FFmpeg's
-    bgr24 conversion costs 1-5 dB inside zones)."""
+    """A decoded picture as its planes (``av.VideoFrame.to_ndarray()``: yuv420p as one
+    ``(h * 3 / 2, w)`` array, yuv444p as ``(3, h, w)``), and as BGR on demand, converted
+    with the camera's own matrix (common.colorspace; FFmpeg's bgr24 conversion costs 1-5 dB
+    inside zones)."""
 
-    i420: np.ndarray
+    planes: np.ndarray
     seq: int
+    pix_fmt: str = "yuv420p"
     _bgr: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def width(self) -> int:
-        return self.i420.shape[1]
+        return int(self.planes.shape[-1])
 
     @property
     def height(self) -> int:
-        return self.i420.shape[0] * 2 // 3
+        if self.pix_fmt == "yuv444p":
+            return int(self.planes.shape[1])
+        return int(self.planes.shape[0]) * 2 // 3
 
     @property
     def image(self) -> np.ndarray:
         """BGR, height x width x 3 (converted once)."""
         if self._bgr is None:
-            self._bgr = i420_to_bgr(self.i420)
+            self._bgr = (
+                yuv444_to_bgr(self.planes)
+                if self.pix_fmt == "yuv444p"
+                else i420_to_bgr(self.planes)
+            )
         return self._bgr
+
+    def region_bgr(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """BGR of the rectangle, converted alone (a zone of a 4:4:4 stream: cheap, and equal
+        to the same region of the whole picture converted)."""
+        if self.pix_fmt == "yuv444p":
+            return yuv444_to_bgr(self.planes[:, y : y + h, x : x + w])
+        return self.image[y : y + h, x : x + w]
 
 
 class StreamDecoder:
@@ -95,6 +110,7 @@ class StreamDecoder:
             raise WaitingForKeyframe(f"{self.name}: access unit #{seq} gave no picture")
         self._last_seq = seq
         frame = frames[-1]
-        if frame.format.name != "yuv420p":  # x264 4:2:0 output is; anything else converted
-            frame = frame.reformat(format="yuv420p")
-        return DecodedPicture(np.ascontiguousarray(frame.to_ndarray()), seq)
+        pix_fmt = frame.format.name
+        if pix_fmt not in ("yuv420p", "yuv444p"):  # the public (4:2:0) and zone (4:4:4) streams
+            frame, pix_fmt = frame.reformat(format="yuv420p"), "yuv420p"
+        return DecodedPicture(np.ascontiguousarray(frame.to_ndarray()), seq, pix_fmt)
