@@ -135,7 +135,7 @@ class _Remux:
 
     def add(self, msg: FrameMessage) -> None:
         h = msg.header
-        if self.container is None:
+        if self.container is None or self.stream is None or self.size is None:
             self.container = av.open(str(self.path), "w", format="mp4")
             # no codec context: an h264 one would open libx264, whose own SPS/PPS (not the
             # camera's) would become the track's avcC record
@@ -176,13 +176,14 @@ class _Encoded:
 
     def add(self, image: np.ndarray, capture_us: int) -> None:
         height, width = image.shape[:2]
-        if self.container is None:
+        if self.container is None or self.stream is None:
             self.container = av.open(str(self.path), "w", format="mp4")
-            self.stream = self.container.add_stream(
+            stream = self.container.add_stream(
                 "libx264", rate=30, options={"crf": str(EXPORT_CRF), "preset": "veryfast"}
             )
-            self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
-            self.stream.codec_context.time_base = MP4_TIME_BASE
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.codec_context.time_base = MP4_TIME_BASE
+            self.stream = stream
             self.size, self.first_us = (width, height), capture_us
         if (width, height) != self.size:
             raise VeilcamError("the camera changed resolution in the range; export it apart")
@@ -192,7 +193,7 @@ class _Encoded:
         self.container.mux(self.stream.encode(frame))
 
     def close(self) -> None:
-        if self.container is not None:
+        if self.container is not None and self.stream is not None:
             self.container.mux(self.stream.encode(None))  # flush
             self.container.close()
             self.container = None
@@ -245,6 +246,9 @@ def export(
         raise VeilcamError(f"no frames of camera {camera!r} between those times in the archive")
     _copy_identities(home, bundle)
     write_atomic(bundle / "config" / "store.toml", b'[archive]\npath = "archive"\n')
+    video_doc = {"file": out.name, "sha256": sha256_file(out)}
+    if written.h264:
+        video_doc["kind"] = VIDEO_REMUX if identity is None else VIDEO_REENCODED
     manifest = {
         "format": BUNDLE_FORMAT,
         "camera": camera,
@@ -256,7 +260,7 @@ def export(
         "unlocked_for": identity.name if identity else None,
         "zones": written.zones,
         "zones_unlocked": written.zones_unlocked,
-        "video": {"file": out.name, "sha256": sha256_file(out)},
+        "video": video_doc,
         **(
             {
                 "preroll_frames": written.preroll,
@@ -269,8 +273,6 @@ def export(
         "ca_sha256": ca_fingerprint(load_cert(bundle / "identities" / "ca" / "ca.crt")),  # DER
         "exported_at_us": time.time_ns() // 1000,
     }
-    if written.h264:
-        manifest["video"]["kind"] = VIDEO_REMUX if identity is None else VIDEO_REENCODED
     write_atomic(bundle / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
 

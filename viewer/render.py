@@ -14,10 +14,17 @@ keyframe") the caller reports the gap: never a corrupted or stale picture as if 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from veilcam.common.format import FORMAT_VERSION_H264, FrameMessage, ZoneClass
+from veilcam.common.format import (
+    FORMAT_VERSION_H264,
+    FrameMessage,
+    ZoneClass,
+    ZoneRecord,
+    ZoneRect,
+)
 from veilcam.common.imagecodec import decode_image
 from veilcam.common.zonecrypt import decrypt_stream_au
 from veilcam.viewer.unlock import Unlocker
@@ -189,7 +196,7 @@ class Renderer:
 def describe(msg: FrameMessage, verified: bool, shown: Shown | None, problem: str = "") -> dict:
     h = msg.header
     v2 = msg.version == FORMAT_VERSION_H264
-    zones = h.zone_rects if v2 else h.zones
+    zones: Sequence[ZoneRect | ZoneRecord] = h.zone_rects if v2 else h.zones
     zone_unlocked = shown.zone_unlocked if shown else [False] * len(zones)
     extra: dict[str, object] = {"keyframe": msg.is_keyframe} if v2 else {}
     if shown is not None and shown.gap:
