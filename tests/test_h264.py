@@ -17,8 +17,8 @@ from veilcam.camera_node.videoenc import (
     PublicEncoder,
     ZoneStreams,
 )
-from veilcam.common.colorspace import i420_to_bgr, yuv444_to_bgr
 from veilcam.camera_node.zones import Zone
+from veilcam.common.colorspace import i420_to_bgr, yuv444_to_bgr
 from veilcam.common.errors import FormatError, VerificationError
 from veilcam.common.format import (
     FLAG_CHAIN_START,
