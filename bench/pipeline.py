@@ -1,6 +1,8 @@
 """Pipeline benchmark: store, camera and one unlocked viewer as separate processes, live.
 
-    python bench/pipeline.py [--seconds 20] [--sizes 720p,1080p] [--fps 30]
+    python bench/pipeline.py [--seconds 20] [--sizes 720p,1080p] [--fps 30] [--video both]
+    VEILCAM_BENCH_ENCODING='h264_preset = "superfast";zone_crf = 18' python bench/pipeline.py ...
+        (extra lines for the camera's [encoding] section, ';'-separated)
 
 For each frame size it builds a clip (the bundled sample, plus ../shared media when present,
 scaled with INTER_LINEAR), starts a fresh deployment on loopback, runs the camera on the clip
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -198,6 +201,7 @@ def scenario(
     cfg = home / "config" / "camera.toml"
     text = use_yunet(cfg.read_text().replace("loop = true", f"loop = true\nfps = {fps}"))
     encoding = [f'video = "{video}"'] if video != "jpeg" else []  # jpeg: the default
+    encoding += [line for line in os.environ.get("VEILCAM_BENCH_ENCODING", "").split(";") if line]
     if jpeg_quality is not None:
         encoding.append(f"jpeg_quality = {jpeg_quality}")
     if encoding:

@@ -174,6 +174,21 @@ class StreamAU:
 
 
 MACROBLOCK = 16
+WHOLE_FRAME_SHARE = 0.15  # zones covering more of the frame: convert it whole, once
+
+
+class _Yuv444Source:
+    """A BGR frame's pixels as planar YUV 4:4:4, region by region: converted whole once when
+    the zones cover much of the frame (one OpenCV call), else crop by crop."""
+
+    def __init__(self, image: np.ndarray, whole: bool) -> None:
+        self.image = image
+        self.planes = bgr_to_yuv444(image) if whole else None
+
+    def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        if self.planes is not None:
+            return self.planes[:, y0:y1, x0:x1]
+        return bgr_to_yuv444(np.ascontiguousarray(self.image[y0:y1, x0:x1]))
 
 
 class _Canvas:
@@ -189,8 +204,11 @@ class _Canvas:
         self.planes = np.full((3, height, width), GREY, dtype=np.uint8)
         self._dirty: list[tuple[int, int, int, int]] = []
 
-    def paint(self, original: np.ndarray, public: np.ndarray, zones: list[Zone]) -> np.ndarray:
-        """``original``: the captured frame; ``public``: the same frame redacted."""
+    def paint(
+        self, original: _Yuv444Source, public: _Yuv444Source, zones: list[Zone]
+    ) -> np.ndarray:
+        """``original``: the captured frame; ``public``: the same frame redacted; both as
+        planar YUV 4:4:4 (converted once per frame for every stream)."""
         for x0, y0, x1, y1 in self._dirty:
             self.planes[:, y0:y1, x0:x1] = GREY
         self._dirty = []
@@ -202,15 +220,14 @@ class _Canvas:
             y1 = min(self.height, (-(-(z.y + z.h) // mb) + 1) * mb)
             if x1 <= x0 or y1 <= y0:
                 continue
-            self.planes[:, y0:y1, x0:x1] = bgr_to_yuv444(np.ascontiguousarray(public[y0:y1, x0:x1]))
+            self.planes[:, y0:y1, x0:x1] = public.region(x0, y0, x1, y1)
             self._dirty.append((x0, y0, x1, y1))
         for z in zones:  # then the zones themselves, original
             x0, y0 = max(0, z.x), max(0, z.y)
             x1, y1 = min(self.width, z.x + z.w), min(self.height, z.y + z.h)
             if x1 <= x0 or y1 <= y0:
                 continue
-            crop = np.ascontiguousarray(original[y0:y1, x0:x1])
-            self.planes[:, y0:y1, x0:x1] = bgr_to_yuv444(crop)
+            self.planes[:, y0:y1, x0:x1] = original.region(x0, y0, x1, y1)
         return self.planes
 
 
@@ -253,6 +270,10 @@ class ZoneStreams:
                     self._active.pop(zone_class)[0].close()
                     self.ended += 1
             self._seen_in_gop = set()
+        covered = sum(z.w * z.h for z in zones) / (self.width * self.height)
+        whole = covered > WHOLE_FRAME_SHARE  # shared by every class stream of this frame
+        original_yuv = _Yuv444Source(image, whole)
+        public_yuv = original_yuv if public is None else _Yuv444Source(public, whole)
         out = []
         for zone_class in sorted(set(self._active) | set(by_class)):
             idr = public_keyframe
@@ -271,9 +292,7 @@ class ZoneStreams:
                 self.started += 1
                 idr = True
             stream, canvas = self._active[zone_class]
-            picture = canvas.paint(
-                image, image if public is None else public, by_class.get(zone_class, [])
-            )
+            picture = canvas.paint(original_yuv, public_yuv, by_class.get(zone_class, []))
             au, keyframe = stream.encode(picture, idr)
             out.append(StreamAU(zone_class, au, keyframe))
         self._seen_in_gop |= set(by_class)
