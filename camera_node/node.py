@@ -174,6 +174,8 @@ class CameraNode:
                     enc.h264_max_kbps,
                     enc.h264_preset,
                     enc.zone_crf,
+                    enc.h264_threads,
+                    enc.zone_preset,
                 ),
                 self.source.fps,
             )

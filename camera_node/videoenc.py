@@ -43,6 +43,7 @@ class H264Settings:
     preset: str = "veryfast"
     zone_crf: int = 16
     threads: int = 1
+    zone_preset: str = "superfast"
 
     def keyframe_interval(self, fps: float) -> int:
         """Frames per GOP: ``round(keyframe_s * fps)``, at least 1."""
@@ -283,7 +284,7 @@ class ZoneStreams:
                     self.height,
                     self.fps,
                     self.settings.zone_crf,
-                    self.settings.preset,
+                    self.settings.zone_preset,
                     self.settings.threads,
                     pix_fmt="yuv444p",  # High 4:4:4: a small face keeps its colour (>= 40 dB)
                     extra_params=":aq-mode=0",  # no QP taken from the zones for the flat grey

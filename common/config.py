@@ -164,8 +164,22 @@ class EncodingSection(Section):
     )
     h264_preset: X264Preset = Field(
         "veryfast",
-        description="H.264: x264 speed preset of the public and zone streams (slower presets "
-        "give fewer bytes for more CPU).",
+        description="H.264: x264 speed preset of the public stream (slower presets give fewer "
+        "bytes for more CPU).",
+    )
+    zone_preset: X264Preset = Field(
+        "superfast",
+        description="H.264: x264 speed preset of the zone streams; they carry every covered "
+        "pixel at zone quality, so on a busy scene they cost more CPU than the public stream: "
+        "superfast holds 720p30 on 2 cores with a viewer beside it for 5 % more bytes than "
+        "veryfast (docs/PERFORMANCE.md).",
+    )
+    h264_threads: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="H.264: encoder threads per stream. 1 on a 2-core camera (the detector "
+        "thread has the other core); more where cores are spare.",
     )
     zone_crf: int = Field(
         16,
