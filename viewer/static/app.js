@@ -124,6 +124,14 @@ function stopGridStreams() {
   cards.forEach((el) => { el.querySelector("img").removeAttribute("src"); });
 }
 
+// a gap in an H.264 stream (a frame missing or rejected) is said, never concealed
+function noteText(cam) {
+  const parts = [];
+  if (cam.gap) parts.push(`GAP: ${cam.gap} (a frame was missing or rejected)`);
+  if (status.user && cam.unlock_problem) parts.push(cam.unlock_problem);
+  return parts.join("; ");
+}
+
 function paintSig(sig, cam) {
   if (!cam.live) { sig.textContent = "no signal"; sig.className = "badge sig waiting"; sig.title = ""; }
   else if (cam.verified) { sig.textContent = "signature verified"; sig.className = "badge sig verified"; sig.title = ""; }
@@ -474,14 +482,14 @@ async function refresh() {
     c.querySelector(".zones").textContent = cam.zones !== undefined ? `${cam.zones} zone(s)` : "";
     c.querySelector(".seq").textContent = cam.seq !== undefined ? `#${cam.seq}` : "";
     c.querySelector(".age").textContent = freshnessText(cam);
-    c.querySelector(".note").textContent = status.user && cam.unlock_problem ? cam.unlock_problem : "";
+    c.querySelector(".note").textContent = noteText(cam);
     if (cam.camera === current) {
       paintSig($("cam-sig"), cam);
       if (!playbackFrom) paintMode(cam);
       $("cam-zones").textContent = cam.zones !== undefined ? `${cam.zones} zone(s)` : "";
       $("cam-seq").textContent = cam.seq !== undefined ? `#${cam.seq}` : "";
       $("cam-age").textContent = playbackFrom ? "" : freshnessText(cam);
-      $("cam-note").textContent = status.user && cam.unlock_problem ? cam.unlock_problem : "";
+      $("cam-note").textContent = noteText(cam);
     }
   }
   if (cards.size !== before && current === null) startGridStreams();
