@@ -106,6 +106,7 @@ class CameraNode:
         self.home, self.cfg = home, cfg
         self.camera_id = cfg.camera.id
         self.lock = CameraLock(home.state_dir / f"camera-{self.camera_id}.lock", self.camera_id)
+        self.stop = stop or StopFlag()  # before the source: a stop ends its waits and retries
         try:
             self._setup(home, cfg, source_override, loop_override)
         except BaseException:
@@ -115,7 +116,6 @@ class CameraNode:
             self.lock.release()
             raise
         self.max_frames = max_frames
-        self.stop = stop or StopFlag()
         self.stats = CameraStats()
         self.times = StageTimes()
         self.epoch: Epoch | None = None
@@ -145,6 +145,11 @@ class CameraNode:
             pace=cfg.camera.pace,
             fps=cfg.camera.fps,
             max_width=cfg.camera.max_width,
+            rtsp_transport=cfg.camera.rtsp_transport,
+            open_timeout_s=cfg.camera.open_timeout_s,
+            read_timeout_s=cfg.camera.read_timeout_s,
+            reconnect_max_s=cfg.camera.reconnect_max_s,
+            should_stop=self.stop.is_set,
         )
         # Two threads do the work: detection and publishing, a core each on a small machine.
         # OpenCV's own worker threads inside each call only make them fight over the cores.
@@ -316,7 +321,7 @@ class CameraNode:
         log.info(
             "camera %s: source %s (%s), %.1f fps, faces: %s, store %s",
             self.camera_id,
-            self.source.target,
+            self.source.display,  # never the URL itself: it may carry the camera's password
             self.source.kind,
             self.source.fps,
             self.detector.name if self.detector else "off",
@@ -474,6 +479,8 @@ class CameraNode:
             "rejected": publisher.rejected,
             "stages": self.times.summary(),
             "dropped_overload": self.source.dropped_overload,
+            "source": self.source.display,
+            "source_reconnects": self.source.reconnects,
             "fail_closed": dict(self.finder.fail_closed),
             "detector": self.detector.name if self.detector else "off",
             "detector_ms": self.finder.detect_ms,
@@ -541,6 +548,16 @@ class CameraNode:
                 s.bytes_sent,
             ),
             counter("veilcam_camera_epochs_total", "Content-key epochs started.", s.epochs),
+            gauge(
+                "veilcam_camera_source_up",
+                "1 while the source delivers frames, 0 while it is lost and being reconnected.",
+                1 if self.source.up else 0,
+            ),
+            counter(
+                "veilcam_camera_source_reconnects_total",
+                "Times the source came back after being lost.",
+                self.source.reconnects,
+            ),
             gauge(
                 "veilcam_camera_epoch_recipients",
                 "Users the current epoch's keys are sealed to.",

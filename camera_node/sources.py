@@ -1,21 +1,32 @@
-"""Frame sources: a device index, a video file (optionally looped, paced), or a stream URL."""
+"""Frame sources: a device index, a video file (optionally looped, paced), or a stream URL.
+
+Webcams, files and non-RTSP URLs are read through OpenCV. RTSP and RTSPS cameras are read
+through PyAV (FFmpeg) with explicit open and read timeouts, so a camera that accepts the
+connection and then says nothing cannot block the camera node, and are reconnected with
+exponential backoff (one log line per state change, not per attempt). A URL is only ever
+shown redacted (:func:`veilcam.common.urls.redact_url`): IP camera URLs carry passwords."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import av
 import cv2
 import numpy as np
 from veilcam.common.errors import VeilcamError
+from veilcam.common.urls import redact_text, redact_url
 
 log = logging.getLogger("veilcam.source")
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+RTSP_SCHEMES = ("rtsp://", "rtsps://")
+BACKOFF_FIRST_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,30 +65,66 @@ class FrameSource:
         max_width: int = 0,
         reconnect_delay_s: float = 1.0,
         live: bool | None = None,
+        rtsp_transport: str = "tcp",
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+        reconnect_max_s: float = 30.0,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.kind, self.target = describe_source(spec)
+        self.display = redact_url(str(self.target))  # what logs, metrics and errors show
         if self.kind == "file" and not Path(str(self.target)).is_file():
             raise VeilcamError(f"video file {self.target} not found")
         self.loop, self.pace, self.max_width = loop, pace, max_width
         self.reconnect_delay_s = reconnect_delay_s
-        self._cap = self._open()
-        native = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
-        self.fps = fps or (native if 1 <= native <= 240 else 30.0)
-        self._stopped = False
-        self.live = self.kind != "file" if live is None else live
+        self._stop_event = threading.Event()
+        self._should_stop = should_stop or (lambda: False)
         self.dropped_overload = 0
         self.captured = 0
+        self.reconnects = 0  # times a live source came back after being lost
+        self.up = True  # a live source is delivering (or about to: just connected)
         self._grabber: threading.Thread | None = None
+        self._cap: cv2.VideoCapture | None = None
+        self._rtsp: RtspReader | None = None
+        if self.kind == "url" and str(self.target).lower().startswith(RTSP_SCHEMES):
+            self._rtsp = RtspReader(
+                self,
+                rtsp_transport,
+                open_timeout_s,
+                read_timeout_s,
+                max(reconnect_max_s, BACKOFF_FIRST_S),
+            )
+            native = self._rtsp.first_open()
+        else:
+            self._cap = self._open()
+            native = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.fps = fps or (native if 1 <= native <= 240 else 30.0)
+        self.live = self.kind != "file" if live is None else live
+
+    @property
+    def _stopped(self) -> bool:
+        return self._stop_event.is_set() or self._should_stop()
 
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(self.target)
         if not cap.isOpened():
             what = {"device": "camera device", "url": "stream", "file": "video file"}[self.kind]
-            raise VeilcamError(f"cannot open {what} {self.target!r}")
+            shown = self.display if self.kind == "url" else self.target
+            raise VeilcamError(f"cannot open {what} {shown!r}")
         return cap
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking at once when stopped; True if stopped."""
+        deadline = time.monotonic() + seconds
+        while not self._stopped:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._stop_event.wait(min(left, 0.2))
+        return True
+
     def stop(self) -> None:
-        self._stopped = True
+        self._stop_event.set()
 
     def _scaled(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
@@ -93,6 +140,7 @@ class FrameSource:
         cond = threading.Condition()
         slot: list[CapturedFrame | None] = [None]
         done = [False]
+        failure: list[VeilcamError] = []
 
         def grab() -> None:
             try:
@@ -102,6 +150,8 @@ class FrameSource:
                             self.dropped_overload += 1
                         slot[0] = frame
                         cond.notify()
+            except VeilcamError as exc:  # told in the consumer's thread
+                failure.append(exc)
             finally:
                 with cond:
                     done[0] = True
@@ -111,9 +161,11 @@ class FrameSource:
         self._grabber.start()
         while True:
             with cond:
-                cond.wait_for(lambda: slot[0] is not None or done[0], timeout=0.5)
+                cond.wait_for(lambda: slot[0] is not None or done[0], timeout=0.2)
                 frame, slot[0] = slot[0], None
                 if frame is None and done[0]:
+                    if failure:
+                        raise failure[0]
                     return
             if frame is not None:
                 yield frame
@@ -121,8 +173,18 @@ class FrameSource:
                 return
 
     def _read_frames(self) -> Iterator[CapturedFrame]:
+        return self._rtsp_frames() if self._rtsp is not None else self._opencv_frames()
+
+    def _rtsp_frames(self) -> Iterator[CapturedFrame]:
+        assert self._rtsp is not None
+        for image in self._rtsp.images():
+            self.captured += 1
+            yield CapturedFrame(self._scaled(image), time.time_ns() // 1000)
+
+    def _opencv_frames(self) -> Iterator[CapturedFrame]:
+        assert self._cap is not None
         period = 1.0 / self.fps
-        next_due = time.monotonic()
+        next_due = lost_at = time.monotonic()
         while not self._stopped:
             ok, image = self._cap.read()
             if not ok or image is None:
@@ -134,18 +196,26 @@ class FrameSource:
                     if not ok:
                         raise VeilcamError(f"video file {self.target} has no readable frames")
                 else:
-                    log.warning(
-                        "source %s stopped delivering frames; reconnecting in %.1f s",
-                        self.target,
-                        self.reconnect_delay_s,
-                    )
+                    if self.up:
+                        log.warning(
+                            "source %s stopped delivering frames; reconnecting every %.1f s",
+                            self.display,
+                            self.reconnect_delay_s,
+                        )
+                        self.up, lost_at = False, time.monotonic()
                     self._cap.release()
-                    time.sleep(self.reconnect_delay_s)
+                    if self.wait(self.reconnect_delay_s):
+                        return
                     try:
                         self._cap = self._open()
                     except VeilcamError as exc:
-                        log.warning("%s", exc)
+                        log.debug("%s", exc)
                     continue
+            if not self.up:
+                self.up, self.reconnects = True, self.reconnects + 1
+                log.info(
+                    "source %s reconnected after %.1f s", self.display, time.monotonic() - lost_at
+                )
             waited = 0.0
             if self.kind == "file" and self.pace:
                 delay = next_due - time.monotonic()
@@ -157,7 +227,195 @@ class FrameSource:
             yield CapturedFrame(self._scaled(image), time.time_ns() // 1000, waited)
 
     def close(self) -> None:
-        self._stopped = True
+        self._stop_event.set()
+        if self._rtsp is not None:
+            # the reader thread owns its container and closes it itself; a read in progress
+            # ends within the read timeout, and the thread is a daemon: no wait here
+            if self._grabber is not None:
+                self._grabber.join(timeout=1)
+            else:
+                self._rtsp.close()
+            return
         if self._grabber is not None:
             self._grabber.join(timeout=5)  # never release the capture under a running read
-        self._cap.release()
+        if self._cap is not None:
+            self._cap.release()
+
+
+class SourceAuthError(VeilcamError):
+    """The camera refused the credentials of its URL (401/403)."""
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line cause for a log line, with any URL in it redacted (FFmpeg names the URL)."""
+    if isinstance(exc, av.error.ExitError):
+        return "timed out"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return redact_text(str(text))
+
+
+class RtspReader:
+    """Decoded frames of an RTSP(S) camera through PyAV, reconnecting with backoff.
+
+    Opening is bounded by ``open_timeout_s`` and each read by ``read_timeout_s`` (PyAV's
+    interrupt callback, plus FFmpeg's own RTSP socket ``timeout``), so a silent camera is a
+    lost source after a few seconds, never a hung process. After a loss the reader retries
+    at 1 s, 2 s, 4 s ... up to ``backoff_max_s``, and the wait ends at once on stop. It logs
+    state changes only: connected, lost (why), a change of why it cannot reconnect, and
+    reconnected (after how long). All of this runs in the capture thread, which owns the
+    container (opens, reads and closes it)."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        transport: str,
+        open_timeout_s: float,
+        read_timeout_s: float,
+        backoff_max_s: float,
+    ) -> None:
+        if transport not in ("tcp", "udp"):
+            raise VeilcamError(f"rtsp transport must be 'tcp' or 'udp', not {transport!r}")
+        self.source, self.url, self.display = source, str(source.target), source.display
+        self.transport = transport
+        self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
+        self.backoff_max_s = backoff_max_s
+        self._container: Any = None
+        self._last_failure = ""
+        self._ever_connected = False
+        self._last_packet = 0.0  # monotonic time of the last packet read
+
+    def _open(self) -> Any:
+        """Open the stream (bounded); raises SourceAuthError or VeilcamError with the cause."""
+        options = {
+            "rtsp_transport": self.transport,
+            # FFmpeg's RTSP socket I/O timeout, in microseconds (was 'stimeout' before FFmpeg 5)
+            "timeout": str(int(self.read_timeout_s * 1_000_000)),
+        }
+        started = time.monotonic()
+        try:
+            container = av.open(
+                self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s)
+            )
+        except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:
+            raise SourceAuthError(
+                f"camera {self.display} refused the credentials ({_reason(exc)}): check the "
+                "user and password in camera.source"
+            ) from None
+        except (av.FFmpegError, OSError, EOFError) as exc:
+            waited = time.monotonic() - started
+            # FFmpeg reports a silent server as invalid data: say what happened instead
+            why = (
+                f"no answer within {self.open_timeout_s:g} s (timed out)"
+                if waited >= 0.9 * min(self.open_timeout_s, self.read_timeout_s)
+                else _reason(exc)
+            )
+            raise VeilcamError(f"cannot open stream {self.display}: {why}") from None
+        if not container.streams.video:
+            container.close()
+            raise VeilcamError(f"stream {self.display} has no video")
+        return container
+
+    def _describe(self, container: Any) -> str:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        return (
+            f"{stream.codec_context.name} {stream.width}x{stream.height} at "
+            f"{float(rate or 0):.1f} fps over {self.transport}"
+        )
+
+    def first_open(self) -> float:
+        """Try the camera once at start-up: its frame rate (0 when it is not reachable yet: the
+        capture thread keeps trying). Refused credentials are an error here, since retrying
+        cannot fix them."""
+        try:
+            self._container = self._open()
+        except SourceAuthError:
+            raise
+        except VeilcamError as exc:
+            self.source.up = False
+            self._last_failure = str(exc)
+            log.warning(
+                "%s; retrying in the background (backoff up to %.0f s)", exc, self.backoff_max_s
+            )
+            return 0.0
+        log.info("source %s connected: %s", self.display, self._describe(self._container))
+        self._ever_connected = True
+        stream = self._container.streams.video[0]
+        return float(stream.average_rate or stream.guessed_rate or 0)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def images(self) -> Iterator[np.ndarray]:
+        """BGR images until stopped; reconnects on any loss."""
+        source = self.source
+        delay = BACKOFF_FIRST_S  # before the next attempt: 0 right after a loss, then 1, 2, 4 ...
+        lost_at = time.monotonic()
+        attempts = 0
+        try:
+            while not source._stopped:
+                if self._container is None:
+                    if source.wait(delay):
+                        return
+                    attempts += 1
+                    try:
+                        self._container = self._open()
+                    except VeilcamError as exc:
+                        delay = min(max(delay * 2, BACKOFF_FIRST_S), self.backoff_max_s)
+                        if str(exc) != self._last_failure:  # a new reason: say it once
+                            log.warning("%s; still retrying", exc)
+                            self._last_failure = str(exc)
+                        else:
+                            log.debug("%s", exc)
+                        continue
+                    what = self._describe(self._container)
+                    if not self._ever_connected:
+                        log.info("source %s connected: %s", self.display, what)
+                    else:
+                        source.reconnects += 1
+                        log.info(
+                            "source %s reconnected after %.1f s (%d attempt(s)): %s",
+                            self.display,
+                            time.monotonic() - lost_at,
+                            attempts,
+                            what,
+                        )
+                    source.up, self._ever_connected = True, True
+                    attempts, self._last_failure = 0, ""
+                try:
+                    yield from self._decode(self._container)
+                    why = "the stream ended"
+                except (av.FFmpegError, OSError, EOFError) as exc:
+                    silent = time.monotonic() - self._last_packet
+                    why = (
+                        f"nothing received for {self.read_timeout_s:g} s (timed out)"
+                        if silent >= 0.9 * self.read_timeout_s
+                        else _reason(exc)
+                    )
+                self.close()
+                if source._stopped:
+                    return
+                delay = 0.0  # the first attempt at once: a restarted server is back already
+                if source.up:
+                    source.up, lost_at, attempts = False, time.monotonic(), 0
+                    log.warning(
+                        "source %s lost (%s); reconnecting with backoff %.0f-%.0f s",
+                        self.display,
+                        why,
+                        BACKOFF_FIRST_S,
+                        self.backoff_max_s,
+                    )
+        finally:
+            self.close()
+
+    def _decode(self, container: Any) -> Iterator[np.ndarray]:
+        stream = container.streams.video[0]
+        self._last_packet = time.monotonic()
+        for packet in container.demux(stream):
+            self._last_packet = time.monotonic()
+            for frame in packet.decode():
+                yield frame.to_ndarray(format="bgr24")
+            if self.source._stopped:
+                return

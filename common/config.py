@@ -69,6 +69,33 @@ class CameraSection(Section):
         description="Downscale frames wider than this "
         "before anything else; 0 keeps the source size.",
     )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp",
+        description="How an rtsp:// or rtsps:// camera sends its video: 'tcp' (interleaved in "
+        "the RTSP connection: no loss, passes NAT and firewalls) or 'udp' (RTP over UDP: lower "
+        "latency on a clean LAN, frames break up when packets are lost).",
+    )
+    open_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="An RTSP camera that has not answered the connection and the stream set-up "
+        "within this many seconds is treated as down (and retried).",
+    )
+    read_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="An RTSP camera that sends nothing for this many seconds while streaming "
+        "is treated as lost (and reconnected).",
+    )
+    reconnect_max_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Longest wait between reconnection attempts to a lost RTSP camera; "
+        "the wait starts at 1 s and doubles up to this.",
+    )
 
     @field_validator("id")
     @classmethod

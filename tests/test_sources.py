@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 from veilcam.camera_node.sources import FrameSource, describe_source
+from veilcam.common.errors import VeilcamError
+from veilcam.common.urls import redact_text, redact_url
 
 from tests.conftest import SAMPLE_CLIP
 
@@ -41,3 +43,29 @@ def test_live_source_drops_and_counts_frames_when_the_pipeline_is_slow() -> None
     source.close()
     assert source.dropped_overload > 0
     assert got + source.dropped_overload <= source.captured <= got + source.dropped_overload + 1
+
+
+def test_urls_are_shown_without_passwords() -> None:
+    assert redact_url("rtsp://admin:s3cret@10.0.0.5:554/Streaming/Channels/101") == (
+        "rtsp://admin:***@10.0.0.5:554/Streaming/Channels/101"
+    )
+    assert redact_url("rtsps://u:p%40ss:w@cam/x") == "rtsps://u:***@cam/x"
+    assert redact_url("rtsp://:only@cam/x") == "rtsp://:***@cam/x"
+    assert redact_url("rtsp://admin@cam/x") == "rtsp://admin@cam/x"  # no password to hide
+    assert redact_url("rtsp://cam/x?user=admin&password=s3cret&channel=1") == (
+        "rtsp://cam/x?user=admin&password=***&channel=1"
+    )
+    assert redact_url("http://cam/video.cgi?PWD=abc") == "http://cam/video.cgi?PWD=***"
+    assert redact_url("/videos/clip.mp4") == "/videos/clip.mp4"
+    message = "Server returned 401 Unauthorized: 'rtsp://admin:s3cret@cam/x'"
+    assert redact_text(message) == "Server returned 401 Unauthorized: 'rtsp://admin:***@cam/x'"
+
+
+def test_a_stream_that_cannot_open_is_named_without_its_password() -> None:
+    """OpenCV sources (an HTTP MJPEG URL here) say which stream failed, password redacted."""
+    try:
+        FrameSource("http://admin:s3cret@127.0.0.1:9/video.mjpg")
+    except VeilcamError as exc:
+        assert "s3cret" not in str(exc) and "admin:***@127.0.0.1" in str(exc)
+    else:
+        raise AssertionError("a closed port opened")

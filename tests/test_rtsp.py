@@ -1,0 +1,214 @@
+"""RTSP cameras against a real RTSP server (Debian's gst-rtsp-server, tests/rtsp_server.py) on
+loopback: capture, reconnection after the server restarts, wrong credentials, and a server that
+accepts the connection and never answers. Every test starts a process: all are e2e, and they
+skip (saying why) where the server's packages are missing; CI installs them (.ci/install-rtsp)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from veilcam.camera_node.sources import FrameSource
+from veilcam.common.errors import VeilcamError
+
+from tests.conftest import SAMPLE_CLIP, make_home, run_cli
+from tests.rtsp_server import RtspServer, encode_clip, missing_requirements
+
+pytestmark = pytest.mark.e2e
+
+USER, SECRET = "admin", "s3cret-Pa55"
+
+
+@pytest.fixture(scope="module")
+def rtsp_ready() -> None:
+    why = missing_requirements()
+    if why:
+        pytest.skip(f"no RTSP server here: {why}")
+
+
+@pytest.fixture(scope="module")
+def clip_aus(tmp_path_factory: pytest.TempPathFactory, rtsp_ready: None) -> tuple[Path, float]:
+    """The bundled clip as H.264 access units (10 s, a keyframe a second), made once."""
+    out = tmp_path_factory.mktemp("rtsp") / "people.aus"
+    return out, encode_clip(SAMPLE_CLIP, out)
+
+
+@pytest.fixture
+def server(clip_aus: tuple[Path, float], tmp_path: Path) -> Iterator[RtspServer]:
+    aus, fps = clip_aus
+    srv = RtspServer(aus, fps=fps, user=USER, password=SECRET, log_path=tmp_path / "rtsp.log")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP listener that accepts connections and never says a word: the port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join(timeout=2)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def _set_camera_keys(home: Path, **keys: object) -> None:
+    cfg = home / "config" / "camera.toml"
+    lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
+    cfg.write_text(cfg.read_text().replace("[camera]\n", "[camera]\n" + lines, 1))
+
+
+def _frames(source: FrameSource, n: int, timeout_s: float = 20) -> int:
+    got, deadline = 0, time.monotonic() + timeout_s
+    for _ in source.frames():
+        got += 1
+        if got >= n or time.monotonic() > deadline:
+            break
+    return got
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_source_reads_the_camera_over_either_transport(server: RtspServer, transport: str) -> None:
+    source = FrameSource(server.url(), rtsp_transport=transport, open_timeout_s=5)
+    try:
+        assert source.fps == pytest.approx(30, abs=0.5)
+        assert _frames(source, 20) == 20
+        assert source.up and source.reconnects == 0
+    finally:
+        source.close()
+
+
+def test_source_reconnects_after_the_server_restarts(
+    server: RtspServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed mid-stream, down 3 s, back on the same port: one 'lost' line, one 'reconnected'
+    line, the reconnect counted, frames again; the time from restart to frames is printed."""
+    caplog.set_level("INFO", logger="veilcam.source")
+    source = FrameSource(server.url(), open_timeout_s=3, read_timeout_s=2, reconnect_max_s=4)
+    frames = source.frames()
+    try:
+        for _ in range(15):
+            next(frames)
+        server.stop()
+        time.sleep(3)
+        assert not source.up
+        restarted = time.monotonic()
+        server.start()
+        next(frames)
+        while not source.up:  # the one before the restart may have still been in the slot
+            next(frames)
+        recovery = time.monotonic() - restarted
+        for _ in range(15):
+            next(frames)
+    finally:
+        source.close()
+    print(f"rtsp: frames again {recovery:.2f} s after the server restarted")
+    assert source.reconnects == 1 and recovery < 8
+    text = caplog.text
+    assert text.count(" lost (") == 1 and text.count("reconnected after") == 1, text
+    assert SECRET not in text and f"{USER}:***@" in text
+
+
+def test_wrong_credentials_are_one_clear_error(server: RtspServer) -> None:
+    with pytest.raises(VeilcamError, match="refused the credentials") as err:
+        FrameSource(server.url(password="wrong-one"), open_timeout_s=5)
+    assert "wrong-one" not in str(err.value) and f"{USER}:***@" in str(err.value)
+
+
+def test_camera_from_rtsp_archives_and_reconnects(
+    server: RtspServer, tmp_path: Path, procs
+) -> None:
+    """A camera node on the RTSP URL into a real store: frames archived, the server killed
+    and restarted mid-stream, the camera reconnects (counted in its stats), the archive
+    verifies, and the password appears in no log or stats file."""
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    _set_camera_keys(home, read_timeout_s=2.0, open_timeout_s=3.0, reconnect_max_s=4.0)
+    stats = tmp_path / "stats.json"
+    procs.start_ready("store", "store", "--home", str(home))
+    camera = procs.start_ready(
+        "camera",
+        "camera",
+        "--home",
+        str(home),
+        "--source",
+        server.url(),
+        "--stats-out",
+        str(stats),
+        timeout=60,
+    )
+    procs.wait_for_log("camera", "connected: h264 640x360", timeout=20)
+    time.sleep(2)
+    server.stop()
+    procs.wait_for_log("camera", " lost (", timeout=15)
+    time.sleep(2)
+    restarted = time.monotonic()
+    server.start()
+    procs.wait_for_log("camera", "reconnected after", timeout=20)
+    print(f"camera: reconnected {time.monotonic() - restarted:.2f} s after the restart (log)")
+    time.sleep(2)
+    assert procs.stop("camera") == 0 and camera.returncode == 0, procs.log("camera")
+    log = procs.log("camera")
+    assert "Traceback" not in log and SECRET not in log, log
+    doc = json.loads(stats.read_text())
+    assert doc["source_reconnects"] == 1 and SECRET not in stats.read_text()
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"], report["problems"]
+    assert report["cameras"][0]["frames"] >= 60, report["cameras"][0]
+
+
+def test_camera_with_wrong_credentials_exits_with_one_clear_error(
+    server: RtspServer, tmp_path: Path
+) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    r = run_cli("camera", "--home", str(home), "--source", server.url(password="nope-123"))
+    assert r.returncode != 0
+    assert "refused the credentials" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "nope-123" not in r.stderr + r.stdout
+
+
+def test_silent_server_times_out_retries_and_ctrl_c_stops_the_camera(
+    silent_server: int, tmp_path: Path, procs
+) -> None:
+    """A server that accepts the connection and never answers: the open times out (bounded),
+    the camera keeps retrying without hanging, and SIGINT stops it within a few seconds."""
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    _set_camera_keys(home, open_timeout_s=1.5, read_timeout_s=1.5, reconnect_max_s=2.0)
+    url = f"rtsp://{USER}:{SECRET}@127.0.0.1:{silent_server}/stream"
+    procs.start_ready("store", "store", "--home", str(home))
+    camera = procs.start_ready("camera", "camera", "--home", str(home), "--source", url)
+    procs.wait_for_log("camera", "(timed out)", timeout=15)
+    time.sleep(3)  # now in a backoff or a blocked open
+    assert camera.poll() is None
+    asked = time.monotonic()
+    camera.send_signal(signal.SIGINT)
+    camera.wait(timeout=15)
+    took = time.monotonic() - asked
+    log = procs.log("camera")
+    print(f"silent server: camera stopped {took:.2f} s after SIGINT")
+    assert took < 6 and camera.returncode == 0, log
+    assert "Traceback" not in log and SECRET not in log, log
+    assert len(re.findall(r"timed out", log)) == 1, log  # one line for the state, not per try
