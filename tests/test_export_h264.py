@@ -34,6 +34,7 @@ from veilcam.store_node.archive import Archive
 from veilcam.store_node.queries import StoreQueries
 from veilcam.viewer import playback
 from veilcam.viewer.export import (
+    MP4_TIME_BASE,
     _Remux,
     annexb_nal_units,
     check_video_samples,
@@ -212,6 +213,81 @@ def test_a_swapped_mp4_in_a_redacted_bundle_fails_verify(archived, tmp_path) -> 
         assert code == 1, (name, text)
         assert "PROBLEM bundle: video:" in text and "NOT INTACT" in text, name
         assert "every sample is a signed access unit" not in text, name
+    _swap_video(bundle, out, original)
+    assert _verify(str(bundle), "--trust", str(home.root))[0] == 0
+
+
+def _custom_mp4(path: Path, payloads: list[tuple[bytes, bool]], pts: list[int], size) -> None:
+    """An MP4 muxed by FFmpeg with chosen sample times (dts in order): what a forger can make."""
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_mux_stream(
+            "h264", rate=30, width=size[0], height=size[1], time_base=MP4_TIME_BASE
+        )
+        for i, (payload, keyframe) in enumerate(payloads):
+            packet = av.Packet(payload)
+            packet.stream, packet.time_base = stream, MP4_TIME_BASE
+            packet.dts, packet.pts, packet.is_keyframe = i * 3000, pts[i], keyframe
+            container.mux(packet)
+
+
+def test_forged_mp4s_that_show_what_the_frames_do_not_fail_verify(archived, tmp_path) -> None:
+    """The forgeries of a review, each swapped into a real bundle with the unsigned manifest
+    edited: a whole GOP left out; unsigned samples hidden behind an edit list; frames an hour
+    late; a mirrored picture; extra samples. Every one is NOT INTACT."""
+    import os
+    import struct
+
+    home, frames, _, _ = archived
+    t = [f.header.capture_time_us for f in frames]
+    out = tmp_path / "a.mp4"
+    export(home, "cam1", t[0], t[13], out)
+    bundle = out.with_name(out.name + ".bundle")
+    assert _verify(str(bundle), "--trust", str(home.root))[0] == 0
+    size = (frames[0].header.width, frames[0].header.height)
+    forgeries: dict[str, Path] = {}
+    gop_cut = tmp_path / "gop-cut.mp4"  # frames #8..#11 dropped: all signed, all keyframe-led
+    remux = _Remux(gop_cut)
+    for msg in frames[0:8] + frames[12:14]:
+        remux.add(msg)
+    remux.close()
+    forgeries["a whole GOP left out"] = gop_cut
+    hidden = tmp_path / "hidden.mp4"  # unsigned samples a default demuxer skips (edit list)
+    payloads = [
+        (m.public_image if (i == 0 or i >= 8) else b"\x00\x00\x00\x01\x41" + os.urandom(500),
+         m.is_keyframe)
+        for i, m in enumerate(frames[0:14])
+    ]  # fmt: skip
+    shift = [8 if m.header.seq < 4 else (-4 if m.header.seq < 12 else 0) for m in frames[0:14]]
+    _custom_mp4(hidden, payloads, [(i + s + 12) * 3000 for i, s in enumerate(shift)], size)
+    forgeries["unsigned samples behind an edit list"] = hidden
+    warp = tmp_path / "warp.mp4"  # every AU signed, frame #6 on an hour later
+    signed_payloads = [(m.public_image, m.is_keyframe) for m in frames[0:14]]
+    late = [i * 3000 + (3600 * 90_000 if i >= 6 else 0) for i in range(14)]
+    _custom_mp4(warp, signed_payloads, late, size)
+    forgeries["frames an hour late"] = warp
+    mirrored = tmp_path / "mirrored.mp4"  # the real remux, its track matrix flipped
+    data = bytearray(out.read_bytes())
+    matrix_at = data.find(b"tkhd") + 4 + 40
+    data[matrix_at : matrix_at + 36] = struct.pack(
+        ">9i", -0x10000, 0, 0, 0, 0x10000, 0, size[0] << 16, 0, 0x40000000
+    )
+    mirrored.write_bytes(bytes(data))
+    forgeries["mirrored"] = mirrored
+    longer = tmp_path / "longer.mp4"  # every frame, then the first GOP again
+    remux = _Remux(longer)
+    for msg in frames[0:14]:
+        remux.add(msg)
+    for msg in frames[0:4]:
+        remux.add(msg)
+    remux.close()
+    forgeries["extra samples"] = longer
+    original = tmp_path / "original.mp4"
+    shutil.copyfile(out, original)
+    for name, forged in forgeries.items():
+        _swap_video(bundle, out, forged)
+        code, text = _verify(str(bundle), "--trust", str(home.root))
+        assert code == 1, (name, text)
+        assert "NOT INTACT" in text and "every sample is a signed access unit" not in text, name
     _swap_video(bundle, out, original)
     assert _verify(str(bundle), "--trust", str(home.root))[0] == 0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import shutil
 import struct
 import time
@@ -51,6 +52,7 @@ from veilcam.common.segments import (
 )
 from veilcam.common.signing import TrustedCameras
 from veilcam.viewer.client import ReceivedFrame
+from veilcam.viewer.mp4check import structure_problems
 from veilcam.viewer.playback import ArchiveReader
 from veilcam.viewer.render import Renderer
 from veilcam.viewer.unlock import Unlocker
@@ -517,8 +519,38 @@ def check_video_samples(bundle: Path, trust: TrustedCameras) -> SampleCheck | No
     return check
 
 
+def _expected_samples(signed: list[FrameMessage]) -> list[FrameMessage]:
+    """The frames a remux of ``signed`` holds, as the export writes them: from a keyframe,
+    every frame that follows the one before it; after a break (a frame missing or failing
+    verification), nothing until the next keyframe."""
+    kept: list[FrameMessage] = []
+    last_seq: int | None = None
+    for msg in signed:
+        if msg.is_keyframe or (last_seq is not None and msg.header.seq == last_seq + 1):
+            kept.append(msg)
+            last_seq = msg.header.seq
+        else:
+            last_seq = None
+    return kept
+
+
 def _match_samples(video: Path, signed: list[FrameMessage], check: SampleCheck) -> None:
-    with av.open(str(video)) as container:
+    """The MP4 must be exactly the remux of the bundle's verified frames: the structure the
+    remux writes (viewer/mp4check.py: no edit list that hides samples, no reordering, no
+    matrix, one track, one sample description), every expected frame as a sample in order,
+    none left out, none added, each at the time its capture time gives."""
+    expected = _expected_samples(signed)
+    if not expected:
+        check.problems.append("the bundle holds no verified H.264 frame to compare with")
+        return
+    width, height = expected[0].header.width, expected[0].header.height
+    with open(video, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        problems = structure_problems(data, width, height)
+    if problems:
+        check.problems += [f"video {video.name}: {p}" for p in problems]
+        return
+    # every sample, in file order (an edit list could only have been the identity)
+    with av.open(str(video), options={"ignore_editlist": "1"}) as container:
         streams = list(container.streams)
         if (
             len(streams) != 1
@@ -529,34 +561,46 @@ def _match_samples(video: Path, signed: list[FrameMessage], check: SampleCheck) 
         length_size, parameter_sets = _avcc_parameter_sets(
             bytes(streams[0].codec_context.extradata or b"")
         )
-        j, previous = 0, None
+        first_us, last_pts = expected[0].header.capture_time_us, None
         for packet in container.demux(streams[0]):
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
-            units = length_prefixed_nal_units(bytes(packet), length_size)
-            while j < len(signed) and annexb_nal_units(signed[j].public_image) != units:
-                j += 1
-            if j == len(signed):
+            i = check.samples
+            if i >= len(expected):
+                check.problems.append(f"video sample {i} is one more than the signed frames")
+                return
+            msg = expected[i]
+            if length_prefixed_nal_units(bytes(packet), length_size) != annexb_nal_units(
+                msg.public_image
+            ):
                 check.problems.append(
-                    f"video sample {check.samples} is not the signed access unit of any "
-                    "following frame of the bundle"
+                    f"video sample {i} is not the signed access unit of frame "
+                    f"#{msg.header.seq} (left out, replaced or reordered)"
                 )
                 return
-            msg = signed[j]
-            if not msg.is_keyframe and (previous is None or msg.header.seq != previous + 1):
+            last_pts = _pts(msg.header.capture_time_us, first_us, last_pts)
+            want = Fraction(last_pts) * MP4_TIME_BASE
+            got_pts = packet.pts if packet.pts is not None else -1
+            if packet.dts != packet.pts or abs(Fraction(got_pts) * packet.time_base - want) > (
+                packet.time_base
+            ):
                 check.problems.append(
-                    f"video sample {check.samples} (frame #{msg.header.seq}) does not follow "
-                    "the frame before it and is no keyframe: it would decode corrupted"
+                    f"video sample {i} (frame #{msg.header.seq}) is timed at "
+                    f"{float(Fraction(got_pts) * packet.time_base):.3f} s, not at its "
+                    f"capture time ({float(want):.3f} s after the first)"
                 )
                 return
-            if check.samples == 0:
+            if i == 0:
+                first_units = set(annexb_nal_units(msg.public_image))
                 check.first_seq = msg.header.seq
-                first_units = set(units)
-            previous = check.last_seq = msg.header.seq
+            check.last_seq = msg.header.seq
             check.samples += 1
-            j += 1
-    if check.samples == 0:
-        check.problems.append("the video has no samples")
+    if check.samples < len(expected):
+        missing = expected[check.samples]
+        check.problems.append(
+            f"the video stops at sample {check.samples}: the signed frames go on from "
+            f"#{missing.header.seq} to #{expected[-1].header.seq}"
+        )
     elif not set(parameter_sets) <= first_units:
         check.problems.append("the video's avcC parameter sets are not the signed ones")
 
