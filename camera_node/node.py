@@ -275,7 +275,20 @@ class CameraNode:
             )
             self.chain.resume_after(floor - 1)
             return
-        if last >= 0:
+        floor = time.time_ns() // 1_000_000
+        if last >= floor:
+            # no camera numbers past the clock in ms (30 frames a second from any start
+            # below it stay below it): a store saying so is wrong, or lying to push this
+            # camera's numbers to the end of their range; start from the clock instead
+            log.error(
+                "the store says camera %s's chain ended at #%d, beyond any number a camera "
+                "can have used; ignoring it and starting at #%d (the clock in ms)",
+                self.camera_id,
+                last,
+                floor,
+            )
+            self.chain.resume_after(floor - 1)
+        elif last >= 0:
             log.info(
                 "no chain state for camera %s: the store holds frames up to #%d; "
                 "a new chain starts at #%d",

@@ -321,6 +321,12 @@ class FrameHeader:
             raise FormatError("epoch id must be 16 bytes and prev digest 32 bytes")
         if self.version not in FRAME_VERSIONS:
             raise FormatError(f"frame format version {self.version} is not supported")
+        for name, value in (
+            ("seq", self.seq),
+            ("capture time", self.capture_time_us),
+            ("gop_seq", self.gop_seq),
+        ):
+            _u63(value, f"frame {name}")  # readers refuse more: never sign it
         if len(self.zones) > MAX_ZONES or len(self.zone_rects) > MAX_ZONES:
             raise FormatError(
                 f"{max(len(self.zones), len(self.zone_rects))} zones in one frame; "

@@ -39,6 +39,7 @@ MAX_RANGE_FRAMES = 64  # frames in one RANGE answer, whatever the limit asked
 MAX_LIVE_FRAMES = 300  # frames in one LIVE answer (a camera's current group of pictures)
 MAX_COVERAGE_BUCKETS = 2000
 MAX_TRUST_CERTIFICATES = 4096
+MLKEM768_PUBLIC_KEY_LEN = 1184
 I63 = 2**63
 
 OK = b"OK"
@@ -778,6 +779,11 @@ class KeysReply(Reply):
         _count(cls.command, "answer", fields, 2)
         if len(fields[0]) != 32:
             raise QueryError(f"KEYS answer: public key is {len(fields[0])} bytes, not 32")
+        if len(fields[1]) not in (0, MLKEM768_PUBLIC_KEY_LEN):
+            raise QueryError(
+                f"KEYS answer: post-quantum key is {len(fields[1])} bytes, not "
+                f"{MLKEM768_PUBLIC_KEY_LEN} (ML-KEM-768) or none"
+            )
         return cls(bytes(fields[0]), bytes(fields[1]))
 
 

@@ -161,3 +161,19 @@ def test_header_layout_matches_docs_format_md() -> None:
     assert raw[80 + L : 112 + L] == b"\xaa" * 32 and raw[112 + L : 114 + L] == b"\x00\x01"
     assert raw[114 + L :] == bytes([2, 2, 0, 1, 0, 2, 0, 3, 0, 4, 0, 0, 0, 5]) + b"\xcc" * 32
     assert len(raw) == 114 + L + 46
+
+
+def test_a_camera_never_signs_a_number_readers_refuse() -> None:
+    """seq, capture time and gop_seq above 2^63 - 1 are malformed for every reader: the
+    writer refuses them too (a store's CHAIN answer once pushed a camera there)."""
+    import dataclasses
+
+    from veilcam.common.format import FrameHeader, ImageCodec
+
+    header = FrameHeader(
+        "cam1", 5, 1, bytes(16), bytes(32), ImageCodec.JPEG, 2, 2, 1, bytes(32), flags=1
+    )  # a chain start: zero prev digest
+    assert FrameHeader.from_bytes(header.to_bytes()).seq == 5
+    for field_name in ("seq", "capture_time_us"):
+        with pytest.raises(FormatError, match="2\\^63"):
+            dataclasses.replace(header, **{field_name: 2**63}).to_bytes()

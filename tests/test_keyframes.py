@@ -459,3 +459,29 @@ def test_a_store_without_live_only_delays_the_first_picture(queries) -> None:
         assert _OldStore.asked == 1 and client.rejected == 0
     finally:
         client.close()
+
+
+def test_playback_refuses_another_cameras_frames_from_the_store(queries) -> None:
+    """A store answering RANGE for cam1 with cam2's validly signed frames: playback and export
+    would show (and file) another camera's footage under cam1's name. Refused."""
+    from veilcam.common.errors import VeilcamError
+    from veilcam.common.query import RangeReply
+
+    home = queries.home
+    cam = _home_camera(home)
+    frames = [frame_now(cam) for _ in range(2)]
+
+    class _OtherCamera:
+        def request(self, parts: list[bytes], timeout_s: float = 10.0) -> list[bytes]:
+            if parts[0] == b"RANGE":
+                return RangeReply([frames[0].body_parts()]).to_frames()
+            return queries.answer(parts, "viewer:viewer")
+
+    reader = ArchiveReader(home, "cam2", 0)
+    reader.client.close()
+    reader.client = StoreQueryClient(_OtherCamera())
+    try:
+        with pytest.raises(VeilcamError, match="frames of camera 'cam1' when asked for 'cam2'"):
+            list(reader.frames(True))
+    finally:
+        reader.close()

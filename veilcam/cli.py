@@ -131,7 +131,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     home = init_home(
         Path(args.home), args.camera_id, source, args.port_base, args.web_port, args.loop
     )
-    print(f"created veilcam home {home.root} (camera {args.camera_id}, source {source})")
+    from veilcam.common.urls import redact_url
+
+    shown = redact_url(source)  # an IP camera's password stays out of terminals and logs
+    print(f"created veilcam home {home.root} (camera {args.camera_id}, source {shown})")
     print(f"next: veilcam user add NAME --home {home.root} --password-stdin")
     return 0
 

@@ -67,6 +67,7 @@ from veilcam.common.queryclient import (
     measure_skew,
 )
 from veilcam.common.transport import curve_pair, make_client
+from veilcam.common.urls import redact_url
 
 log = logging.getLogger("veilcam.doctor")
 
@@ -430,7 +431,7 @@ class Doctor:
             "camera')"
         )
         if "://" in source:
-            shown = source.split("://", 1)[0] + "://" + source.split("://", 1)[1].split("@")[-1]
+            shown = redact_url(source)
             self.add(
                 OK,
                 "source",

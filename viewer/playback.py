@@ -144,6 +144,11 @@ class ArchiveReader:
                     raise VeilcamError(
                         f"the store sent a malformed archived frame: {exc}"
                     ) from None
+                if msg.camera_id != self.camera_id:  # another camera's (signed) footage
+                    raise VeilcamError(
+                        f"the store answered frames of camera {msg.camera_id!r} when asked "
+                        f"for {self.camera_id!r}"
+                    )
                 if msg.header.seq <= asked_after:  # a store answering the same again: a loop
                     raise VeilcamError(
                         f"the store sent frame #{msg.header.seq} when asked for "

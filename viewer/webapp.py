@@ -101,18 +101,30 @@ def first_query_values(request: Request) -> dict[str, str]:
 
 class HostCheck:
     """Refuse requests addressed to another host name (DNS rebinding: a web page that
-    resolves its own name to 127.0.0.1 must not reach the stream or the unlock form)."""
+    resolves its own name to 127.0.0.1 must not reach the stream or the unlock form), and
+    requests another site's page makes (``Sec-Fetch-Site: cross-site``, which browsers set
+    and pages cannot): an ``<img>`` on any site could otherwise make this viewer decode
+    streams and snapshots until its CPU and threads run out. Following a link to the page
+    itself (a top-level navigation) stays allowed."""
 
     def __init__(self, app: ASGIApp, allowed: Collection[str]) -> None:
         self.app, self.allowed = app, frozenset(allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send_: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            if Headers(scope=scope).get("host", "") not in self.allowed:
+            headers = Headers(scope=scope)
+            refusal = ""
+            if headers.get("host", "") not in self.allowed:
+                refusal = "unexpected Host header"
+            elif headers.get("sec-fetch-site") == "cross-site" and not (
+                headers.get("sec-fetch-mode") == "navigate" and scope.get("method") == "GET"
+            ):
+                refusal = "requests from another site's page are refused"
+            if refusal:
                 if scope["type"] == "websocket":
                     await send_({"type": "websocket.close", "code": 1008})
                 else:
-                    await send_json(403, {"error": "unexpected Host header"})(scope, receive, send_)
+                    await send_json(403, {"error": refusal})(scope, receive, send_)
                 return
         await self.app(scope, receive, send_)
 
@@ -353,9 +365,10 @@ class ViewerApp:
         doc = await read_json(request)
         if isinstance(doc, Response):
             return doc
-        return await run_in_threadpool(self._unlock, doc)  # the key derivation takes a while
+        previous = self._token(request)
+        return await run_in_threadpool(self._unlock, doc, previous)  # key derivation is slow
 
-    def _unlock(self, doc: dict) -> Response:
+    def _unlock(self, doc: dict, previous: str | None = None) -> Response:
         user, password = str(doc.get("user", "")), str(doc.get("password", ""))
         try:
             identity = login(self.home, check_user_name(user), password)
@@ -364,6 +377,7 @@ class ViewerApp:
             message = str(exc) if "try again" in str(exc) else LOGIN_FAILED
             return send_json(429 if "try again" in message else 401, {"error": message})
         unlocker = Unlocker(identity, self.hub.envelope_lookup)
+        self.sessions.drop(previous)  # unlocking again: the old session's keys go now
         token = self.sessions.create(unlocker)
         no_grant = self._no_grant(unlocker)
         answer: dict[str, object] = {"unlocked": True, "user": identity.name, "no_grant": no_grant}

@@ -354,3 +354,43 @@ def test_a_camera_failing_verification_points_at_outdated_certificates(server) -
     (entry,) = json.loads(_request(server, "/api/status")[1])["cameras"]
     assert entry["verified"] is False and entry["problem"].startswith("bad_signature")
     assert "outdated camera certificate or CRL" in entry["hint"]
+
+
+def test_requests_from_another_sites_page_are_refused_but_links_to_the_page_work(
+    server,
+) -> None:
+    """An ``<img src=http://127.0.0.1:PORT/snapshot/...>`` on any web site would make the
+    viewer decode for it (the Host header is right): refused by Sec-Fetch-Site, which pages
+    cannot set. A link the user follows to the page stays allowed."""
+
+    def fetch(path: str, **headers: str) -> int:
+        req = urllib.request.Request(_url(server, path), headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    cross = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+    assert fetch("/snapshot/cam1.jpg", **cross, **{"Sec-Fetch-Dest": "image"}) == 403
+    assert fetch("/api/status", **cross) == 403
+    assert fetch("/", **{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}) == 200
+    assert fetch("/api/status", **{"Sec-Fetch-Site": "same-origin"}) == 200
+    assert fetch("/api/status") == 200  # clients that send no Sec-Fetch headers
+
+
+def test_unlocking_again_drops_the_previous_sessions_keys(server, monkeypatch) -> None:
+    from veilcam.viewer import webapp
+
+    identities = iter([_unlocker("alice").identity, _unlocker("alice").identity])
+    monkeypatch.setattr(webapp, "login", lambda home, user, password: next(identities))
+    body = {"user": "alice", "password": "whatever it is"}
+    code, _, headers = _request(server, "/api/unlock", "POST", body=body)
+    assert code == 200
+    first = headers["Set-Cookie"].split(";")[0]
+    old = server.sessions.get(first.split("=", 1)[1])
+    assert old is not None and old.identity is not None
+    code, _, headers = _request(server, "/api/unlock", "POST", first, body)
+    assert code == 200 and headers["Set-Cookie"].split(";")[0] != first
+    assert server.sessions.get(first.split("=", 1)[1]) is None
+    assert old.identity is None  # its private keys forgotten at once, not at idle expiry
