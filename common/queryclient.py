@@ -21,6 +21,7 @@ from veilcam.common import deployment
 from veilcam.common.errors import VeilcamError
 from veilcam.common.home import Home
 from veilcam.common.query import (
+    MAX_LIVE_FRAMES,
     ChainReply,
     ChainRequest,
     CoverageReply,
@@ -56,9 +57,13 @@ from veilcam.common.query import (
     TrustRequest,
     decode_reply,
 )
-from veilcam.common.transport import HandshakeWatch, curve_pair, make_client
+from veilcam.common.transport import HandshakeWatch, curve_pair, make_client, recv_capped
 
 DEFAULT_TIMEOUT_S = 10.0
+# an answer's caps: the largest is LIVE's group of pictures (MAX_LIVE_FRAMES frames); a store
+# sending more (parts or bytes) is refused before anything is parsed
+MAX_ANSWER_PARTS = 2 + MAX_LIVE_FRAMES
+MAX_ANSWER_BYTES = 512 * 2**20
 
 
 class StoreLink:
@@ -82,6 +87,7 @@ class StoreLink:
         self.endpoint = endpoint
         self.sock: zmq.Socket = zmq.Context.instance().socket(sock_type)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_ANSWER_BYTES)  # per part; the whole: below
         make_client(self.sock, keys, deployment.store_identity(home, ca).transport_key)
         self.watch = HandshakeWatch(self.sock, "store", endpoint)
         self.sock.connect(endpoint)
@@ -92,7 +98,14 @@ class StoreLink:
         while time.monotonic() < deadline:
             self.watch.check()
             if self.sock.poll(100):
-                return self.sock.recv_multipart()
+                got = recv_capped(self.sock, MAX_ANSWER_PARTS, MAX_ANSWER_BYTES)
+                if got.oversized:  # a store can send anything: never held whole in memory
+                    raise QueryError(
+                        f"the store at {self.endpoint} answered {got.parts} part(s) of "
+                        f"{got.size} bytes, above the caps ({MAX_ANSWER_PARTS} parts, "
+                        f"{MAX_ANSWER_BYTES >> 20} MiB)"
+                    )
+                return [f.bytes for f in got.frames]
         raise VeilcamError(f"the store at {self.endpoint} did not answer within {timeout_s:.0f} s")
 
     def close(self) -> None:

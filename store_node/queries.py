@@ -71,7 +71,7 @@ from veilcam.common.query import (
     refusal_for_role,
     role_allowed,
 )
-from veilcam.store_node.accounts import AccountGate, AccountStore, LoginRefused
+from veilcam.store_node.accounts import AccountGate, AccountStore, LoginLimiter, LoginRefused
 from veilcam.store_node.archive import Archive
 
 log = logging.getLogger("veilcam.store")
@@ -131,6 +131,9 @@ class StoreQueries:
         # refused log-ins and password changes: a user mistyping is not tampering, so they
         # are counted apart from rejected messages (which operators alert on)
         self.login_refusals: Counter[str] = Counter()
+        # failed KEYS lookups, throttled like log-ins but apart from them (a failed lookup
+        # must not lock the user's log-in)
+        self.keys_limiter = LoginLimiter()
         self.clock = clock
         self.handlers: dict[Command, Handler] = {
             Command.ENVELOPE: self.envelope,
@@ -226,6 +229,10 @@ class StoreQueries:
     def keys(self, request: KeysRequest, caller: Caller) -> AnyReply:
         """A user's public keys, only for the key id the user was shown: the same refusal
         for an unknown user and for a wrong key id (no directory of who is registered)."""
+        wait = self.keys_limiter.retry_after(request.user, caller.source)
+        if wait > 0:  # guessing (name, key id) pairs: slowed down as log-ins are
+            self.login_refusals["login_rate_limited"] += 1
+            return ErrorReply(f"too many failed key lookups; try again in {wait:.0f} s")
         doc = self.accounts.keystore(request.user)
         if doc is not None:
             try:
@@ -234,7 +241,9 @@ class StoreQueries:
             except (KeyError, TypeError, ValueError):
                 public, pq_public = b"", b""
             if len(public) == 32 and hmac.compare_digest(key_id_of(public), request.key_id):
+                self.keys_limiter.record(request.user, caller.source, ok=True)
                 return KeysReply(public, pq_public)
+        self.keys_limiter.record(request.user, caller.source, ok=False)
         return ErrorReply(f"no registered user {request.user!r} with that key id")
 
     def salt(self, request: SaltRequest, caller: Caller) -> AnyReply:

@@ -488,3 +488,17 @@ def test_grant_on_an_admin_home_without_accounts_takes_the_keys_from_the_store(
         deployment.load_ca(Home(admin)),
     )
     assert key_id_of(signed.public_key).hex() == key_id
+
+
+def test_key_lookups_are_throttled_like_log_ins_without_locking_the_log_in(
+    queries: StoreQueries,
+) -> None:
+    """KEYS answers (name, key id) guesses: after a few wrong ones from a source, it waits,
+    as LOGIN does; the user's log-in is not locked by someone else's guessing."""
+    queries.keys_limiter = LoginLimiter(clock=lambda: 0.0)
+    ks = _register(queries, "erin", PASSWORD)
+    answers = [_ask(queries, [b"KEYS", b"erin", bytes([i]) * 16]) for i in range(12)]
+    assert any(b"too many failed key lookups" in a[1] for a in answers), answers
+    locked = _ask(queries, [b"KEYS", b"erin", key_id_of(ks.public_raw)])
+    assert locked[0] == b"ERR" and b"too many failed key lookups" in locked[1]
+    assert _login(queries, "erin", PASSWORD)[0] == b"OK"  # the log-in is not locked

@@ -60,6 +60,8 @@ class FakeStore:
                 reply = [b"OK", json.dumps(self.salt_answer).encode()]
             elif command == b"LOGIN":
                 reply = [b"OK", self.keystore_json.encode()]
+            elif command == b"TIME":  # a flood: far more parts than any answer has
+                reply = [b"OK", *([b"x" * 1024] * 5000)]
             else:
                 reply = [b"ERR", b"unknown query"]
             self.sock.send_multipart([identity, *reply])
@@ -230,3 +232,18 @@ def test_render_and_export_refuse_a_public_image_of_another_size() -> None:
     fake = dataclasses.replace(msg, public_image=_jpeg_claiming(30000, 30000))
     with pytest.raises(FormatError, match="not decoded"):
         render(fake, None)
+
+
+def test_an_answer_above_the_caps_is_refused_before_it_is_parsed(deployment) -> None:
+    """A store answering with 5000 parts (ZeroMQ's per-part limit does not bound their
+    number): the query client drops it part by part and says so; nothing is parsed."""
+    from veilcam.common.query import QueryError
+    from veilcam.common.queryclient import MAX_ANSWER_PARTS, StoreQueryClient
+
+    home, _, _ = deployment
+    client = StoreQueryClient.connect(home, timeout_s=10)
+    try:
+        with pytest.raises(QueryError, match=f"5001 part\\(s\\).*{MAX_ANSWER_PARTS} parts"):
+            client.time()
+    finally:
+        client.close()
