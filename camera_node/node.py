@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import time
@@ -424,35 +425,25 @@ class CameraNode:
             self._start_epoch(publisher, grantsync.grants())
         assert self.epoch is not None
         seq = self.chain.next_seq
-        if self.video is not None:
-            # a new epoch needs no keyframe: each header names its epoch, the streams go on
-            msg = protect_frame_h264(
-                image,
-                zones,
-                camera_id=self.camera_id,
-                seq=seq,
-                capture_time_us=captured.capture_time_us,
-                epoch=self.epoch,
-                prev_digest=self.chain.prev_digest,
-                redactor=self.redactor,
-                video=self.video,
-                signing_key=self.signing_key,
-                times=self.times,
-            )
-        else:
-            msg = protect_frame(
-                image,
-                zones,
-                camera_id=self.camera_id,
-                seq=seq,
-                capture_time_us=captured.capture_time_us,
-                epoch=self.epoch,
-                prev_digest=self.chain.prev_digest,
-                redactor=self.redactor,
-                settings=self.settings,
-                signing_key=self.signing_key,
-                times=self.times,
-            )
+        # version 2 (H.264) or 1 (JPEG); a new epoch needs no keyframe: each header names its
+        # epoch, the streams go on
+        protect = (
+            functools.partial(protect_frame_h264, video=self.video)
+            if self.video is not None
+            else functools.partial(protect_frame, settings=self.settings)
+        )
+        msg = protect(
+            image,
+            zones,
+            camera_id=self.camera_id,
+            seq=seq,
+            capture_time_us=captured.capture_time_us,
+            epoch=self.epoch,
+            prev_digest=self.chain.prev_digest,
+            redactor=self.redactor,
+            signing_key=self.signing_key,
+            times=self.times,
+        )
         with self.times.measure("publish"):
             publisher.send(msg)
         self.stats.bytes_sent += sum(len(p) for p in msg.body_parts())

@@ -94,6 +94,22 @@ def _ready_writer(path: str | None) -> Callable[[dict[str, str]], None] | None:
     return write
 
 
+def _port_options(parser: argparse.ArgumentParser) -> None:
+    """--port-base and --web-port, shared by init and demo."""
+    parser.add_argument(
+        "--port-base",
+        type=_port_base,
+        default=7700,
+        help="store ports: ingest, relay, query = base, base+1, base+2 (default: 7700)",
+    )
+    parser.add_argument(
+        "--web-port",
+        type=_port,
+        default=7780,
+        help="port of the browser viewer page on 127.0.0.1 (default: 7780)",
+    )
+
+
 def _node_run_options(parser: argparse.ArgumentParser) -> None:
     """--stats-out and --metrics-port, shared by the store and camera commands."""
     parser.add_argument(
@@ -713,18 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--source", help="camera source (default: the bundled sample clip)")
     s.add_argument("--loop", action="store_true", help="loop a file source")
-    s.add_argument(
-        "--port-base",
-        type=_port_base,
-        default=7700,
-        help="store ports: ingest, relay, query = base, base+1, base+2 (default: 7700)",
-    )
-    s.add_argument(
-        "--web-port",
-        type=_port,
-        default=7780,
-        help="port of the browser viewer page on 127.0.0.1 (default: 7780)",
-    )
+    _port_options(s)
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("user", help="manage users")
@@ -932,18 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="run store, camera (sample clip) and browser viewer")
     s.add_argument("--home", default="veilcam-demo", help="demo deployment folder")
-    s.add_argument(
-        "--port-base",
-        type=_port_base,
-        default=7700,
-        help="store ports: ingest, relay, query = base, base+1, base+2 (default: 7700)",
-    )
-    s.add_argument(
-        "--web-port",
-        type=_port,
-        default=7780,
-        help="port of the browser viewer page (default: 7780)",
-    )
+    _port_options(s)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("config-docs", help="print the config reference (Markdown)")
