@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from veilcam.common.lifecycle import StopFlag
 from veilcam.viewer.client import ReceivedFrame, RelayClient
 from veilcam.viewer.freshness import DEFAULT_MAX_AGE_S, Freshness
 from veilcam.viewer.playback import ArchiveReader, shown_frames
-from veilcam.viewer.private import private_umask
+from veilcam.viewer.private import private_umask, write_private
 from veilcam.viewer.render import Renderer, Shown, describe
 from veilcam.viewer.trustreload import OUTDATED_TRUST_HINT, OUTDATED_TRUST_REASONS, watch_trust
 from veilcam.viewer.unlock import Unlocker, no_grant_reason
@@ -208,9 +207,13 @@ class _FrameWriter:
             return
         if self.write_images:
             path = self.out_dir / f"{got.msg.header.seq}.png"
-            if not cv2.imwrite(str(path), shown.image):
-                raise VeilcamError(f"cannot write {path}")
-            os.chmod(path, 0o600)
+            ok, png = cv2.imencode(".png", shown.image)
+            if not ok:
+                raise VeilcamError(f"cannot encode the picture of frame {path.stem} as PNG")
+            try:
+                write_private(path, png.tobytes())
+            except OSError as exc:
+                raise VeilcamError(f"cannot write {path}: {exc.strerror}") from None
         line = describe(got.msg, True, shown)
         if self.freshness is not None:
             line.update(self.freshness.judge(got.msg.header.capture_time_us))

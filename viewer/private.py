@@ -30,6 +30,20 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Create (or replace) ``path`` 0600 from the start and write ``data``: never readable by
+    others, even for a moment, and no chmod after the fact (which a file removed meanwhile,
+    by a cleaner of the output folder, would turn into a crash)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def make_private(path: Path) -> None:
     """chmod 0600 a file, or 0700 a folder and 0600/0700 everything under it."""
     path = Path(path)
