@@ -319,3 +319,38 @@ def sign_gap_notice(
     return GapNotice(
         camera_id, first_seq, last_seq, reason, draft.created_us, body, signing_key.sign(body)
     )
+
+
+def sign_offline_notice(
+    signing_key: Ed25519PrivateKey,
+    camera_id: str,
+    before_seq: int,
+    from_us: int,
+    to_us: int,
+    after_seq: int | None,
+) -> GapNotice:
+    """The camera's signed word that its source delivered nothing from ``from_us`` (capture
+    time of frame ``before_seq``) to ``to_us`` (capture time of frame ``after_seq``, the next
+    one; None when the camera stops while the source is still down, ``to_us`` the stop)."""
+    last = before_seq if after_seq is None else after_seq
+    draft = GapNotice(
+        camera_id,
+        before_seq,
+        last,
+        GapReason.SOURCE_OFFLINE,
+        time.time_ns() // 1000,
+        from_us=from_us,
+        to_us=to_us,
+    )
+    body = draft.encode_body()
+    return GapNotice(
+        camera_id,
+        before_seq,
+        last,
+        GapReason.SOURCE_OFFLINE,
+        draft.created_us,
+        body,
+        signing_key.sign(body),
+        from_us,
+        to_us,
+    )

@@ -774,12 +774,28 @@ class KeyEnvelope:
 
 class GapReason(IntEnum):
     SPOOL_FULL = 1  # the camera's spool overflowed and it dropped its oldest frames
+    SOURCE_OFFLINE = 2  # version 2: the camera's source (an IP camera) delivered nothing
+
+
+GAP_VERSION_OFFLINE = 2  # a notice with a time range (reason SOURCE_OFFLINE)
+GAP_V1 = struct.Struct(">QQBQ")  # first_seq, last_seq, reason, created_us
+GAP_V2_SPAN = struct.Struct(">QQ")  # version 2: from_us, to_us
+# An offline notice names the frame before the outage by its seq, as a spool-full notice may
+# name a dropped frame; both can be pending at once, so an offline notice is acknowledged as
+# 2^63 + seq (seqs stay below 2^63: the two never meet).
+OFFLINE_ACK_BIT = 2**63
 
 
 @dataclass(frozen=True)
 class GapNotice:
-    """A camera's signed statement that it dropped frames ``first_seq..last_seq`` itself, so
-    ``veilcam verify`` reports them as declared, not as tampering."""
+    """A camera's signed statement about a hole in its recording, so ``veilcam verify``
+    reports it as declared, not as tampering.
+
+    Version 1, reason SPOOL_FULL: the camera dropped frames ``first_seq..last_seq`` itself.
+    Version 2, reason SOURCE_OFFLINE: no frames are missing; the source delivered nothing from
+    ``from_us`` (capture time of frame ``first_seq``, the last before the loss) to ``to_us``
+    (capture time of frame ``last_seq`` = ``first_seq + 1``, the first after it; or, with
+    ``last_seq == first_seq``, the time the camera stopped while the source was still down)."""
 
     kind: ClassVar[bytes] = KIND_GAP
     label: ClassVar[str] = "gap notice"
@@ -791,19 +807,73 @@ class GapNotice:
     created_us: int
     body_bytes: bytes = b""
     signature: bytes = b""
+    from_us: int = 0  # version 2 (SOURCE_OFFLINE) only
+    to_us: int = 0
+
+    @property
+    def version(self) -> int:
+        return GAP_VERSION_OFFLINE if self.reason == GapReason.SOURCE_OFFLINE else FORMAT_VERSION
+
+    @property
+    def offline(self) -> bool:
+        return self.reason == GapReason.SOURCE_OFFLINE
 
     def encode_body(self) -> bytes:
-        return (
+        self._check()
+        body = (
             GAP_MAGIC
-            + bytes([FORMAT_VERSION])
+            + bytes([self.version])
             + _camera_id_bytes(self.camera_id)
-            + struct.pack(">QQBQ", self.first_seq, self.last_seq, self.reason, self.created_us)
+            + GAP_V1.pack(self.first_seq, self.last_seq, self.reason, self.created_us)
         )
+        if self.offline:
+            body += GAP_V2_SPAN.pack(self.from_us, self.to_us)
+        return body
+
+    def _check(self) -> None:
+        """The rules between fields, on parse and before signing (docs/FORMAT.md)."""
+        for name, value in (
+            ("first seq", self.first_seq),
+            ("last seq", self.last_seq),
+            ("creation time", self.created_us),
+            ("from time", self.from_us),
+            ("to time", self.to_us),
+        ):
+            _u63(value, f"gap notice {name}")
+        if not self.offline:
+            if self.last_seq < self.first_seq:
+                raise FormatError(f"gap notice range #{self.first_seq}..#{self.last_seq} is empty")
+            return
+        if self.last_seq not in (self.first_seq, self.first_seq + 1):
+            raise FormatError(
+                f"offline notice names frames #{self.first_seq} and #{self.last_seq}: the "
+                "frame after the outage must be the next one (or the same, at a stop)"
+            )
+        if self.to_us < self.from_us:
+            raise FormatError(
+                f"offline notice ends ({self.to_us} us) before it starts ({self.from_us} us)"
+            )
 
     @property
     def ack_key(self) -> AckKey:
-        """What an acknowledgement names this notice by: its kind and first dropped seq."""
-        return (KIND_GAP, self.first_seq)
+        """What an acknowledgement names this notice by: its kind and first seq (plus 2^63 for
+        an offline notice, which may name the same frame as a spool-full one)."""
+        return (KIND_GAP, self.first_seq | (OFFLINE_ACK_BIT if self.offline else 0))
+
+    def describe(self) -> str:
+        """One line for logs and ``veilcam verify``."""
+        if self.offline:
+            after = (
+                f"between frames #{self.first_seq} and #{self.last_seq}"
+                if self.last_seq != self.first_seq
+                else f"after frame #{self.first_seq}, until the camera stopped"
+            )
+            return (
+                f"camera offline {_clock(self.from_us)}-{_clock(self.to_us)} UTC "
+                f"({(self.to_us - self.from_us) / 1e6:.1f} s {after}; source lost, declared "
+                "by the camera)"
+            )
+        return f"frames #{self.first_seq}..#{self.last_seq} dropped ({self.reason.name.lower()})"
 
     def body_parts(self) -> list[bytes]:
         return [self.body_bytes, self.signature]
@@ -819,19 +889,22 @@ class GapNotice:
         r = _Reader(body, "gap notice")
         if r.take(4, "magic") != GAP_MAGIC:
             raise FormatError("not a veilcam gap notice (bad magic)")
-        if r.u8("version") != FORMAT_VERSION:
-            raise FormatError("gap notice version is not supported")
+        version = r.u8("version")
+        if version not in (FORMAT_VERSION, GAP_VERSION_OFFLINE):
+            raise FormatError(f"gap notice version {version} is not supported")
         camera_id = r.camera_id()
-        first, last = (
-            _u63(r.u64("first_seq"), "gap first seq"),
-            _u63(r.u64("last_seq"), "gap last seq"),
-        )
+        first, last = r.u64("first_seq"), r.u64("last_seq")
         reason = _enum(GapReason, r.u8("reason"), "gap reason")
-        created = _u63(r.u64("created_us"), "gap notice creation time")
+        created = r.u64("created_us")
+        from_us, to_us = (r.u64("from_us"), r.u64("to_us")) if version > 1 else (0, 0)
         r.end()
-        if last < first:
-            raise FormatError(f"gap notice range #{first}..#{last} is empty")
-        return cls(camera_id, first, last, reason, created, body, bytes(parts[1]))
+        notice = cls(camera_id, first, last, reason, created, body, bytes(parts[1]), from_us, to_us)
+        if notice.version != version:
+            raise FormatError(
+                f"gap notice version {version} cannot carry reason {reason.name.lower()}"
+            )
+        notice._check()
+        return notice
 
     @classmethod
     def from_parts(cls, parts: list[bytes]) -> GapNotice:
@@ -841,6 +914,12 @@ class GapNotice:
         if bytes(parts[0]) != topic_for(notice.camera_id, KIND_GAP):
             raise FormatError("gap notice topic does not match its camera id")
         return notice
+
+
+def _clock(time_us: int) -> str:
+    """HH:MM:SS (UTC) of a capture time, for a gap's span."""
+    seconds = time_us // 1_000_000
+    return f"{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 # --------------------------------------------------------------------------- message kinds
@@ -918,6 +997,8 @@ class Ack:
         label = MESSAGE_CLASSES[self.kind].label
         if self.kind == KIND_ENVELOPE:
             return f"{label} {self.camera_id}/{self.epoch_id.hex()[:8]}"
+        if self.kind == KIND_GAP and self.seq >= OFFLINE_ACK_BIT:
+            return f"offline notice {self.camera_id}#{self.seq - OFFLINE_ACK_BIT}"
         return f"{label} {self.camera_id}#{self.seq}"
 
     def to_parts(self) -> list[bytes]:

@@ -215,7 +215,9 @@ class TrustedCameras:
             notice.camera_id,
             notice.signature,
             notice.body_bytes,
-            f"gap notice {notice.camera_id}#{notice.first_seq}..#{notice.last_seq}",
+            f"offline notice {notice.camera_id}#{notice.first_seq}"
+            if notice.offline
+            else f"gap notice {notice.camera_id}#{notice.first_seq}..#{notice.last_seq}",
             at,
         )
 

@@ -16,12 +16,17 @@ archived), missing_frames (frames the index lists that the segments no longer ho
 the start or end, or whole segments removed).
 Informational: chain_start (the camera declared a new chain after a restart without state),
 declared_gap (frames the camera itself dropped and declared in a signed gap notice, e.g. when
-its spool overflowed; the notices must be this camera's and end where the gap ends).
+its spool overflowed; the notices must be this camera's and end where the gap ends),
+declared_offline (the camera's signed word that its source delivered nothing between two of
+its frames, or from its last frame until it stopped: "camera offline 12:01:03-12:01:41").
+A problem of its own: offline_notice_mismatch (an offline notice whose span is not the capture
+times of the frames it names).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +62,8 @@ class CameraReport:
     first_time_us: int | None = None
     last_time_us: int | None = None
     chain_starts: int = 0
+    offline_s: float = 0.0  # declared by the camera: its source delivered nothing
+    offline_spans: int = 0
 
 
 @dataclass
@@ -230,6 +237,7 @@ def _audit_camera(
             else:
                 audit.envelope(seg.name, item.offset, msg)
     audit.judge_gaps()
+    audit.offline.finish()
     audit.check_envelopes()
     return audit.cam
 
@@ -248,6 +256,7 @@ class _CameraAudit:
         self.envelopes: set[bytes] = set()
         self.declared: list[tuple[int, int, str]] = []  # (first, last, reason) of gap notices
         self.gaps: list[tuple[str, int, int, int, int]] = []  # (segment, offset, seq, first, last)
+        self.offline = _OfflineCheck(self)
 
     def problem(self, seg: str, offset: int, seq: int | None, kind: str, detail: str) -> None:
         self.report.problems.append(Finding(self.cam.camera, seg, offset, seq, kind, detail))
@@ -268,6 +277,9 @@ class _CameraAudit:
             self.trust.verify_gap(notice, at_creation_time=True)
         except VerificationError as exc:
             self.problem(seg, offset, notice.first_seq, exc.reason, str(exc))
+            return
+        if notice.offline:
+            self.offline.notice(seg, offset, notice)
             return
         self.declared.append((notice.first_seq, notice.last_seq, notice.reason.name.lower()))
 
@@ -357,6 +369,7 @@ class _CameraAudit:
         cam.first_time_us = cam.first_time_us or h.capture_time_us
         cam.last_time_us = h.capture_time_us
         self.epochs_used.setdefault(h.epoch_id, (seg, offset, h.seq))
+        self.offline.frame(h.seq, h.capture_time_us)
 
     def judge_gaps(self) -> None:
         """Each gap in the chain is a problem unless signed gap notices declare all of it."""
@@ -417,6 +430,79 @@ class _CameraAudit:
                 )
 
 
+class _OfflineCheck:
+    """A camera's offline notices against the frames they name, read in archive order: a
+    notice follows the frame before the outage (kept among the last OFFLINE_WINDOW frames) and
+    precedes the frame after it (checked when it comes)."""
+
+    OFFLINE_WINDOW = 1024
+
+    def __init__(self, audit: _CameraAudit) -> None:
+        self.audit = audit
+        self.recent: OrderedDict[int, int] = OrderedDict()  # seq -> capture µs
+        self.seen: set[bytes] = set()  # notice bodies (a resent notice counts once)
+        self.waiting: dict[int, list[tuple[str, int, GapNotice]]] = {}  # seq after -> notices
+
+    def frame(self, seq: int, capture_us: int) -> None:
+        self.recent[seq] = capture_us
+        if len(self.recent) > self.OFFLINE_WINDOW:
+            self.recent.popitem(last=False)
+        for seg, offset, notice in self.waiting.pop(seq, []):
+            self._judge(seg, offset, notice, seq, capture_us, notice.to_us, "end")
+
+    def notice(self, seg: str, offset: int, notice: GapNotice) -> None:
+        if notice.body_bytes in self.seen:
+            return
+        self.seen.add(notice.body_bytes)
+        cam = self.audit.cam
+        start = self.recent.get(notice.first_seq)
+        if start is not None:
+            if not self._judge(
+                seg, offset, notice, notice.first_seq, start, notice.from_us, "start"
+            ):
+                return
+        if notice.last_seq != notice.first_seq:
+            end = self.recent.get(notice.last_seq)
+            if end is None:
+                self.waiting.setdefault(notice.last_seq, []).append((seg, offset, notice))
+            elif not self._judge(seg, offset, notice, notice.last_seq, end, notice.to_us, "end"):
+                return
+        cam.offline_spans += 1
+        cam.offline_s += (notice.to_us - notice.from_us) / 1e6
+        self.audit.report.notes.append(
+            Finding(
+                cam.camera, seg, offset, notice.first_seq, "declared_offline", notice.describe()
+            )
+        )
+
+    def _judge(
+        self,
+        seg: str,
+        offset: int,
+        notice: GapNotice,
+        seq: int,
+        captured: int,
+        said: int,
+        what: str,
+    ) -> bool:
+        if captured == said:
+            return True
+        self.audit.problem(
+            seg,
+            offset,
+            notice.first_seq,
+            "offline_notice_mismatch",
+            f"offline notice after frame #{notice.first_seq}: its {what} ({said} us) is not the "
+            f"capture time of frame #{seq} ({captured} us)",
+        )
+        return False
+
+    def finish(self) -> None:
+        """Nothing to do for notices whose frame after never came (cut off by the end of the
+        archive, or dropped by the camera's spool): their start was checked."""
+        self.waiting.clear()
+
+
 def format_report(report: AuditReport, verdict: bool = True) -> str:
     """The report as text; ``verdict``: end with the INTACT / NOT INTACT line (the CLI leaves
     it out when it prints one verdict covering more, e.g. an evidence bundle's files)."""
@@ -429,7 +515,15 @@ def format_report(report: AuditReport, verdict: bool = True) -> str:
             f"  camera {cam.camera}: {cam.frames} frame(s) #{cam.first_seq}..#"
             f"{cam.last_seq}, {cam.envelopes} key envelope(s){span}"
             + (f", {cam.chain_starts} declared restart(s)" if cam.chain_starts else "")
+            + (
+                f", offline {cam.offline_s:.1f} s in {cam.offline_spans} declared outage(s)"
+                if cam.offline_spans
+                else ""
+            )
         )
+    for n in report.notes:
+        if n.kind == "declared_offline":
+            lines.append(f"  camera {n.camera}: {n.detail}")
     for p in report.problems:
         seq = f" #{p.seq}" if p.seq is not None else ""
         lines.append(

@@ -22,6 +22,7 @@ from veilcam.common.format import (
     ZERO_DIGEST,
     Ack,
     AckStatus,
+    FrameHeader,
     FrameMessage,
     GapNotice,
     KeyEnvelope,
@@ -139,6 +140,8 @@ class Ingest:
 
     def _gap(self, msg: GapNotice) -> IngestOutcome:
         self.trust.verify_gap(msg)
+        if msg.offline:
+            return self._offline(msg)
         self.archive.append(msg)
         hole = self._holes.get(msg.camera_id)
         if hole and msg.first_seq <= hole[0] <= msg.last_seq:
@@ -151,6 +154,29 @@ class Ingest:
             msg.last_seq,
             msg.reason.name.lower(),
         )
+        return IngestOutcome(reply_after_commit=Ack.for_message(msg, AckStatus.STORED))
+
+    def _offline(self, msg: GapNotice) -> IngestOutcome:
+        """A source outage: its span must be the capture times of the frames it names, as far
+        as the archive holds them (a frame the camera's spool dropped is judged by verify).
+        A notice sent at a stop (``last_seq == first_seq``) ends at the stop, not at a frame."""
+        ends = [(msg.first_seq, msg.from_us, "start")]
+        if msg.last_seq != msg.first_seq:
+            ends.append((msg.last_seq, msg.to_us, "end"))
+        for seq, when, what in ends:
+            parts = self.archive.frame_parts(msg.camera_id, seq)
+            if parts is None:
+                continue
+            captured = FrameHeader.from_bytes(bytes(parts[0])).capture_time_us
+            if captured != when:
+                raise VerificationError(
+                    RejectReason.CHAIN_BREAK,
+                    f"offline notice {msg.camera_id}#{msg.first_seq}: its {what} "
+                    f"({when} us) is not the capture time of frame #{seq} ({captured} us)",
+                )
+        self.archive.append(msg)
+        self.accepted["gap_notice"] += 1
+        log.warning("camera %s: %s", msg.camera_id, msg.describe())
         return IngestOutcome(reply_after_commit=Ack.for_message(msg, AckStatus.STORED))
 
     # ------------------------------------------------------------------ refusals
