@@ -393,8 +393,78 @@ class StoreSection(Section):
     )
 
 
+class S3Section(Section):
+    endpoint_url: str = Field(
+        "",
+        description="S3 endpoint (http(s)://HOST:PORT of MinIO, Ceph RGW, SeaweedFS ...); "
+        "empty: AWS S3 of the region. Shown with any password redacted.",
+    )
+    bucket: str = Field(
+        "",
+        pattern=r"^([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])?$",
+        description="Bucket that receives closed segments (required with backend 's3').",
+    )
+    region: str = Field("us-east-1", description="Region of the bucket (signing).")
+    key_prefix: str = Field(
+        "veilcam/",
+        pattern=r"^([A-Za-z0-9!_.*'()/-]{0,200})$",
+        description="Object keys are KEY_PREFIX + CAMERA/SEGMENT (docs/FORMAT.md).",
+    )
+    credentials_file: str = Field(
+        "",
+        description="File (relative to the home, owner-only) with two lines: "
+        "'access_key_id = ...' and 'secret_access_key = ...'. Empty: the environment "
+        "variables below.",
+    )
+    access_key_id_env: str = Field(
+        "VEILCAM_S3_ACCESS_KEY_ID",
+        description="Environment variable holding the access key id.",
+    )
+    secret_access_key_env: str = Field(
+        "VEILCAM_S3_SECRET_ACCESS_KEY",
+        description="Environment variable holding the secret access key (never logged).",
+    )
+    lock_mode: Literal["off", "governance", "compliance"] = Field(
+        "off",
+        description="Object Lock of every uploaded segment: 'governance' (users with the "
+        "bypass permission can still delete early), 'compliance' (nobody can, not even the "
+        "bucket's root account), or 'off'. The bucket must have Object Lock enabled.",
+    )
+    lock_days: float = Field(
+        0,
+        ge=0,
+        le=36500,
+        description="Lock each segment until its newest frame is this many days old (at "
+        "least one day after its upload); 0: retention.max_age_days.",
+    )
+    multipart_mb: int = Field(
+        64,
+        ge=5,
+        le=5000,
+        description="Segments larger than this are uploaded in parts of this size.",
+    )
+    retry_max_s: float = Field(
+        60,
+        ge=1,
+        le=3600,
+        description="Upload retries back off 1, 2, 4 ... seconds up to this.",
+    )
+    timeout_s: float = Field(
+        10,
+        gt=0,
+        le=300,
+        description="Connect and read timeout of each request to the object store.",
+    )
+
+
 class ArchiveSection(Section):
     path: str = Field("archive", description="Archive folder, relative to the home.")
+    backend: Literal["local", "s3"] = Field(
+        "local",
+        description="Where closed segments live: 'local' (the archive folder) or 's3' "
+        "([archive.s3]: uploaded in the background, then removed locally; the open segment "
+        "and the index stay local).",
+    )
     segment_max_bytes: int = Field(
         256 * 2**20,
         ge=2**16,
@@ -407,6 +477,13 @@ class ArchiveSection(Section):
     fsync_max_delay_ms: float = Field(
         50.0, gt=0, le=10000, description="...or after this long, whichever comes first."
     )
+    s3: S3Section = S3Section()
+
+    @model_validator(mode="after")
+    def _s3(self) -> ArchiveSection:
+        if self.backend == "s3" and not self.s3.bucket:
+            raise ValueError("backend 's3' needs archive.s3.bucket")
+        return self
 
 
 class RetentionSection(Section):
@@ -442,6 +519,20 @@ class StoreConfig(Section):
     archive: ArchiveSection = ArchiveSection()
     retention: RetentionSection = RetentionSection()
     metrics: MetricsSection = MetricsSection()
+
+    @model_validator(mode="after")
+    def _lock_days(self) -> StoreConfig:
+        s3 = self.archive.s3
+        if (
+            self.archive.backend == "s3"
+            and s3.lock_mode != "off"
+            and not (s3.lock_days or self.retention.max_age_days)
+        ):
+            raise ValueError(
+                "archive.s3.lock_mode needs a lock period: set archive.s3.lock_days or "
+                "retention.max_age_days"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- viewer
