@@ -71,6 +71,9 @@ class ZoneFinder(Generic[P]):
     ) -> None:
         self.scanner = scanner
         self.hold = FaceHold(margin, hold_frames)
+        self._size: tuple[int, int] | None = (
+            None  # of the last frame detected: a change rescales the held faces
+        )
         self.max_lag_s = max_lag_s
         self.budget_share = budget_share
         self.clock = clock
@@ -237,6 +240,9 @@ class ZoneFinder(Generic[P]):
 
     def _zones(self, job: _Job[P], scan: ScanResult) -> list[Zone]:
         height, width = job.image.shape[:2]
+        if self._size is not None and self._size != (width, height):
+            self.hold.rescale(width / self._size[0], height / self._size[1])
+        self._size = (width, height)
         self.hold.update(scan.boxes, job.frame_no)
         zones = []
         for box in self.hold.boxes(job.frame_no):

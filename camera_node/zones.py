@@ -158,6 +158,14 @@ class FaceHold:
         self._tracks = fresh
         return self.boxes(frame_no)
 
+    def rescale(self, sx: float, sy: float) -> None:
+        """The source changed its frame size (an IP camera reconfigured): the faces held are
+        where they were in the picture, so their boxes and motion scale with it."""
+        for t in self._tracks:
+            b = t.box
+            t.box = Box(b.x * sx, b.y * sy, b.w * sx, b.h * sy, b.score)
+            t.vx, t.vy = t.vx * sx, t.vy * sy
+
     @staticmethod
     def _predict(track: _Track, frame_no: int) -> Box:
         dt = frame_no - track.frame_no

@@ -263,6 +263,7 @@ class LiveMuxer:
     def __init__(self) -> None:
         self.last_seq: int | None = None  # last frame sent; None: waiting for a keyframe
         self.params: tuple[bytes, bytes] | None = None  # SPS and PPS of the stream
+        self.size: tuple[int, int] | None = None  # of the last init segment
         self.fragments = 0
         self.decode_time = 0
         self.interval_us = DEFAULT_INTERVAL_US
@@ -292,6 +293,9 @@ class LiveMuxer:
         out: list[Message] = []
         if self.last_seq is not None and seq != self.last_seq + 1:
             out += self.hole(f"frame #{self.last_seq + 1} is missing (next came #{seq})")
+        size = (msg.header.width, msg.header.height)
+        if self.streaming and msg.is_keyframe and size != self.size:
+            self.last_seq = None  # the camera changed resolution: a new init segment
         if not self.streaming:
             if not msg.is_keyframe:
                 if not self.started:
@@ -331,6 +335,7 @@ class LiveMuxer:
         except ValueError:
             return None
         self.started = True
+        self.size = (msg.header.width, msg.header.height)
         self.last_capture_us = None  # the pause before a restart is not a frame's duration
         doc = {
             "codec": codec,
