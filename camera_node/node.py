@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -24,6 +24,7 @@ from veilcam.camera_node.protect import (
     protect_frame,
     protect_frame_h264,
     sign_gap_notice,
+    sign_offline_notice,
 )
 from veilcam.camera_node.publisher import Publisher, spool_dir_for
 from veilcam.camera_node.redact import make_redactor
@@ -122,6 +123,10 @@ class CameraNode:
         self.epoch: Epoch | None = None
         self.epoch_started = 0.0  # clock() when the current epoch began
         self.submitted = 0
+        # (seq, capture µs) of the newest frame published in this run: where an outage of
+        # the source begins, for the offline notice
+        self.last_published: tuple[int, int] | None = None
+        self.offline_notices = 0
 
     def _setup(
         self, home: Home, cfg: CameraConfig, source_override: str | None, loop_override: bool | None
@@ -248,6 +253,8 @@ class CameraNode:
             # frames already captured are evidence: publish them (covered whole if late)
             for done, image, zones in self.finder.drain():
                 self._publish(links, done, image, zones)
+            if not self.source.up:  # stopped while the source is down: declared until now
+                self._declare_offline(links.publisher, time.time_ns() // 1000, None)
             return self._drain(links.publisher)
         finally:
             self._close(links)
@@ -347,6 +354,7 @@ class CameraNode:
         static_cache: dict[tuple[int, int], list[Zone]] = {}
         last_stats = self.clock()
         frames = self.source.frames()
+        carry_loss = False  # a frame that followed an outage was dropped: mark the next one
         while True:
             t0 = time.perf_counter()
             captured = next(frames, None)
@@ -358,9 +366,13 @@ class CameraNode:
                 return
             self.stats.captured += 1
             links.publisher.poll()
+            if carry_loss and not captured.after_loss:
+                captured = replace(captured, after_loss=True)
             if not links.publisher.has_room:
                 self.stats.dropped_backpressure += 1
+                carry_loss = captured.after_loss
                 continue
+            carry_loss = False
             image = captured.image
             size = (image.shape[1], image.shape[0])
             if size not in static_cache:
@@ -425,6 +437,8 @@ class CameraNode:
             self._start_epoch(publisher, grantsync.grants())
         assert self.epoch is not None
         seq = self.chain.next_seq
+        if captured.after_loss:  # before this frame in the chain's order
+            self._declare_offline(publisher, captured.capture_time_us, seq)
         # version 2 (H.264) or 1 (JPEG); a new epoch needs no keyframe: each header names its
         # epoch, the streams go on
         protect = (
@@ -449,6 +463,22 @@ class CameraNode:
         self.stats.bytes_sent += sum(len(p) for p in msg.body_parts())
         self.chain.advance(seq, msg.digest)
         self.stats.published += 1
+        self.last_published = (seq, captured.capture_time_us)
+
+    def _declare_offline(self, publisher: Publisher, to_us: int, after_seq: int | None) -> None:
+        """Sign and send the notice that the source delivered nothing since the last frame
+        published in this run (nothing to declare before the first: the archive shows no
+        frames of this run there, and the time before a start is not the camera's to
+        declare). ``after_seq``: the frame that follows, None at a stop."""
+        if self.last_published is None:
+            return
+        before_seq, from_us = self.last_published
+        notice = sign_offline_notice(
+            self.signing_key, self.camera_id, before_seq, from_us, max(to_us, from_us), after_seq
+        )
+        publisher.send(notice)
+        self.offline_notices += 1
+        log.warning("declared to the store: %s", notice.describe())
 
     def _declare_gap(self, publisher: Publisher, seqs: list[int]) -> None:
         """Sign and send a notice for each run of frames the spool had to drop."""
@@ -485,6 +515,8 @@ class CameraNode:
             "dropped_overload": self.source.dropped_overload,
             "source": self.source.display,
             "source_reconnects": self.source.reconnects,
+            "source_size_changes": self.source.size_changes,
+            "offline_notices": self.offline_notices,
             "fail_closed": dict(self.finder.fail_closed),
             "detector": self.detector.name if self.detector else "off",
             "detector_ms": self.finder.detect_ms,

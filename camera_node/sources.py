@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class CapturedFrame:
     image: np.ndarray
     capture_time_us: int
     waited_s: float = 0.0  # time spent pacing a file to its frame rate (not capture work)
+    # the first frame since the live source was lost and came back: the camera declares the
+    # time between its previous frame and this one offline (a signed gap notice)
+    after_loss: bool = False
 
 
 def describe_source(spec: str) -> tuple[str, int | str]:
@@ -83,6 +86,8 @@ class FrameSource:
         self.captured = 0
         self.reconnects = 0  # times a live source came back after being lost
         self.up = True  # a live source is delivering (or about to: just connected)
+        self.size: tuple[int, int] | None = None  # of the latest frame, before scaling
+        self.size_changes = 0
         self._grabber: threading.Thread | None = None
         self._cap: cv2.VideoCapture | None = None
         self._rtsp: RtspReader | None = None
@@ -128,6 +133,17 @@ class FrameSource:
 
     def _scaled(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
+        if (w, h) != self.size:
+            if self.size is not None:  # an IP camera reconfigured: the pipeline follows
+                log.warning(
+                    "source %s changed its frame size from %dx%d to %dx%d",
+                    self.display,
+                    *self.size,
+                    w,
+                    h,
+                )
+                self.size_changes += 1
+            self.size = (w, h)
         if self.max_width and w > self.max_width:
             new_h = round(h * self.max_width / w)
             image = cv2.resize(image, (self.max_width, new_h), interpolation=cv2.INTER_LINEAR)
@@ -148,6 +164,8 @@ class FrameSource:
                     with cond:
                         if slot[0] is not None:
                             self.dropped_overload += 1
+                            if slot[0].after_loss:  # the mark outlives the frame it was on
+                                frame = replace(frame, after_loss=True)
                         slot[0] = frame
                         cond.notify()
             except VeilcamError as exc:  # told in the consumer's thread
@@ -177,9 +195,11 @@ class FrameSource:
 
     def _rtsp_frames(self) -> Iterator[CapturedFrame]:
         assert self._rtsp is not None
+        seen_reconnects = self.reconnects
         for image in self._rtsp.images():
             self.captured += 1
-            yield CapturedFrame(self._scaled(image), time.time_ns() // 1000)
+            after_loss, seen_reconnects = self.reconnects != seen_reconnects, self.reconnects
+            yield CapturedFrame(self._scaled(image), time.time_ns() // 1000, after_loss=after_loss)
 
     def _opencv_frames(self) -> Iterator[CapturedFrame]:
         assert self._cap is not None
@@ -211,7 +231,8 @@ class FrameSource:
                     except VeilcamError as exc:
                         log.debug("%s", exc)
                     continue
-            if not self.up:
+            after_loss = not self.up
+            if after_loss:
                 self.up, self.reconnects = True, self.reconnects + 1
                 log.info(
                     "source %s reconnected after %.1f s", self.display, time.monotonic() - lost_at
@@ -224,7 +245,7 @@ class FrameSource:
                     waited = delay
                 next_due = max(next_due + period, time.monotonic() - period)
             self.captured += 1
-            yield CapturedFrame(self._scaled(image), time.time_ns() // 1000, waited)
+            yield CapturedFrame(self._scaled(image), time.time_ns() // 1000, waited, after_loss)
 
     def close(self) -> None:
         self._stop_event.set()

@@ -58,16 +58,24 @@ def missing_requirements() -> str:
     return ""
 
 
-def encode_clip(clip: Path, out: Path, *, max_frames: int = 300, gop: int = 30) -> float:
+def encode_clip(
+    clip: Path,
+    out: Path,
+    *,
+    max_frames: int = 300,
+    gop: int = 30,
+    size: tuple[int, int] | None = None,
+) -> float:
     """Encode ``clip`` to a file of H.264 access units (a keyframe every ``gop`` frames, so a
-    client that joins or rejoins starts within a second); returns the clip's frame rate."""
+    client that joins or rejoins starts within a second), scaled to ``size`` if given (a camera
+    reconfigured to another resolution); returns the clip's frame rate."""
     import av
 
     with av.open(str(clip)) as src:
         stream = src.streams.video[0]
         fps = float(stream.average_rate or 30)
         codec = av.CodecContext.create("libx264", "w")
-        codec.width, codec.height = stream.width, stream.height
+        codec.width, codec.height = size or (stream.width, stream.height)
         codec.pix_fmt = "yuv420p"
         rate = stream.average_rate or Fraction(30)
         codec.time_base = 1 / Fraction(rate)
@@ -86,7 +94,7 @@ def encode_clip(clip: Path, out: Path, *, max_frames: int = 300, gop: int = 30) 
             for n, frame in enumerate(src.decode(stream)):
                 if n >= max_frames:
                     break
-                frame = frame.reformat(format="yuv420p")
+                frame = frame.reformat(width=codec.width, height=codec.height, format="yuv420p")
                 frame.pts = n
                 frame.time_base = codec.time_base
                 write(codec.encode(frame))

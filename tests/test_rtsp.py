@@ -1,6 +1,8 @@
 """RTSP cameras against a real RTSP server (Debian's gst-rtsp-server, tests/rtsp_server.py) on
-loopback: capture, reconnection after the server restarts, wrong credentials, and a server that
-accepts the connection and never answers. Every test starts a process: all are e2e, and they
+loopback: capture, reconnection after the server restarts (the outage declared in a signed
+offline notice with its time span), a camera stopped while its source is down, a stream that
+comes back at another resolution, wrong credentials, a server that accepts the connection and
+never answers, and ``veilcam doctor`` opening the source. Every test starts a process: all are e2e, and they
 skip (saying why) where the server's packages are missing; CI installs them (.ci/install-rtsp)."""
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 from veilcam.camera_node.sources import FrameSource
 from veilcam.common.errors import VeilcamError
+from veilcam.common.format import GapNotice, decode_message_body
+from veilcam.common.segments import Record, list_segments, scan_segment
 
 from tests.conftest import SAMPLE_CLIP, make_home, run_cli
 from tests.rtsp_server import RtspServer, encode_clip, missing_requirements
@@ -82,6 +86,19 @@ def _set_camera_keys(home: Path, **keys: object) -> None:
     cfg.write_text(cfg.read_text().replace("[camera]\n", "[camera]\n" + lines, 1))
 
 
+def _offline_notices(home: Path) -> list[GapNotice]:
+    """The offline notices in the archive's segments, read directly."""
+    out = []
+    for seg in list_segments(home / "archive" / "segments" / "cam1"):
+        for rec in scan_segment(seg):
+            if isinstance(rec, Record) and rec.kind == GapNotice.kind:
+                msg = decode_message_body(rec.kind, rec.parts)
+                assert isinstance(msg, GapNotice)
+                if msg.offline:
+                    out.append(msg)
+    return out
+
+
 def _frames(source: FrameSource, n: int, timeout_s: float = 20) -> int:
     got, deadline = 0, time.monotonic() + timeout_s
     for _ in source.frames():
@@ -143,8 +160,10 @@ def test_camera_from_rtsp_archives_and_reconnects(
     server: RtspServer, tmp_path: Path, procs
 ) -> None:
     """A camera node on the RTSP URL into a real store: frames archived, the server killed
-    and restarted mid-stream, the camera reconnects (counted in its stats), the archive
-    verifies, and the password appears in no log or stats file."""
+    and restarted mid-stream, the camera reconnects (counted in its stats), declares the outage
+    in a signed offline notice whose span holds the time the server was down, the archive
+    verifies and ``veilcam verify`` names the outage; the password appears in no log or stats
+    file."""
     home = make_home(tmp_path, SAMPLE_CLIP)
     _set_camera_keys(home, read_timeout_s=2.0, open_timeout_s=3.0, reconnect_max_s=4.0)
     stats = tmp_path / "stats.json"
@@ -162,22 +181,39 @@ def test_camera_from_rtsp_archives_and_reconnects(
     )
     procs.wait_for_log("camera", "connected: h264 640x360", timeout=20)
     time.sleep(2)
+    killed = time.time()
     server.stop()
     procs.wait_for_log("camera", " lost (", timeout=15)
     time.sleep(2)
-    restarted = time.monotonic()
+    restarted, restarted_wall = time.monotonic(), time.time()
     server.start()
     procs.wait_for_log("camera", "reconnected after", timeout=20)
     print(f"camera: reconnected {time.monotonic() - restarted:.2f} s after the restart (log)")
+    procs.wait_for_log("camera", "declared to the store: camera offline", timeout=10)
+    back = time.time()
     time.sleep(2)
-    assert procs.stop("camera") == 0 and camera.returncode == 0, procs.log("camera")
+    assert procs.stop("camera") == 0 and camera.returncode == 0, (
+        procs.log("camera")
+        + procs.log("store")
+        + f"store exit {procs.by_name['store'].proc.poll()}"
+    )
     log = procs.log("camera")
     assert "Traceback" not in log and SECRET not in log, log
     doc = json.loads(stats.read_text())
     assert doc["source_reconnects"] == 1 and SECRET not in stats.read_text()
+    assert doc["offline_notices"] == 1
     report = json.loads(run_cli("verify", str(home), "--json").stdout)
     assert report["intact"], report["problems"]
     assert report["cameras"][0]["frames"] >= 60, report["cameras"][0]
+    assert report["cameras"][0]["offline_spans"] == 1, report["cameras"][0]
+    (notice,) = _offline_notices(home)
+    # from the last frame before the kill to the first after the restart
+    assert killed - 1.0 <= notice.from_us / 1e6 <= killed + 0.2, (notice, killed)
+    assert restarted_wall <= notice.to_us / 1e6 <= back, (notice, restarted_wall, back)
+    assert notice.last_seq == notice.first_seq + 1
+    text = run_cli("verify", str(home)).stdout
+    assert "camera offline " in text and "source lost, declared by the camera" in text, text
+    assert "\nINTACT: every record verified" in text, text
 
 
 def test_camera_with_wrong_credentials_exits_with_one_clear_error(
@@ -212,3 +248,87 @@ def test_silent_server_times_out_retries_and_ctrl_c_stops_the_camera(
     assert took < 6 and camera.returncode == 0, log
     assert "Traceback" not in log and SECRET not in log, log
     assert len(re.findall(r"timed out", log)) == 1, log  # one line for the state, not per try
+
+
+def test_camera_stopped_while_its_source_is_down_declares_the_outage_until_the_stop(
+    server: RtspServer, tmp_path: Path, procs
+) -> None:
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    _set_camera_keys(home, read_timeout_s=2.0, open_timeout_s=2.0, reconnect_max_s=2.0)
+    procs.start_ready("store", "store", "--home", str(home))
+    camera = procs.start_ready(
+        "camera", "camera", "--home", str(home), "--source", server.url(), timeout=60
+    )
+    procs.wait_for_log("camera", "connected: h264 640x360", timeout=20)
+    time.sleep(2)
+    killed = time.time()
+    server.stop()
+    procs.wait_for_log("camera", " lost (", timeout=15)
+    time.sleep(1)
+    asked = time.time()
+    assert procs.stop("camera") == 0 and camera.returncode == 0, procs.log("camera")
+    log = procs.log("camera")
+    assert "declared to the store: camera offline" in log and "until the camera stopped" in log
+    (notice,) = _offline_notices(home)
+    assert notice.last_seq == notice.first_seq
+    assert killed - 1.0 <= notice.from_us / 1e6 <= killed + 0.2
+    assert asked <= notice.to_us / 1e6 <= time.time()
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"] and report["cameras"][0]["offline_spans"] == 1, report
+
+
+def test_stream_back_at_another_resolution_keeps_the_camera_running(
+    clip_aus: tuple[Path, float], tmp_path: Path, procs
+) -> None:
+    """The IP camera reconfigured: the stream comes back at 320x180 on the same URL. The camera
+    (H.264 mode) logs the change once, starts a new GOP at the new size on the same chain, and
+    the archive verifies with frames of both sizes."""
+    aus, fps = clip_aus
+    small = tmp_path / "small.aus"
+    encode_clip(SAMPLE_CLIP, small, max_frames=150, size=(320, 180))
+    big = RtspServer(aus, fps=fps, user=USER, password=SECRET, log_path=tmp_path / "rtsp.log")
+    second = RtspServer(small, fps=fps, port=big.port, user=USER, password=SECRET)
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    _set_camera_keys(home, read_timeout_s=2.0, open_timeout_s=3.0, reconnect_max_s=2.0)
+    cfg = home / "config" / "camera.toml"
+    cfg.write_text(cfg.read_text() + '\n[encoding]\nvideo = "h264"\nkeyframe_s = 1.0\n')
+    stats = tmp_path / "stats.json"
+    big.start()
+    try:
+        procs.start_ready("store", "store", "--home", str(home))
+        camera = procs.start_ready(
+            "camera",
+            "camera",
+            "--home",
+            str(home),
+            "--source",
+            big.url(),
+            "--stats-out",
+            str(stats),
+            timeout=60,
+        )
+        procs.wait_for_log("camera", "connected: h264 640x360", timeout=20)
+        time.sleep(2)
+        big.stop()
+        procs.wait_for_log("camera", " lost (", timeout=15)
+        second.start()
+        procs.wait_for_log("camera", "changed its frame size from 640x360 to 320x180", timeout=20)
+        time.sleep(3)
+        assert camera.poll() is None, procs.log("camera")
+        assert procs.stop("camera") == 0 and camera.returncode == 0, procs.log("camera")
+    finally:
+        big.stop()
+        second.stop()
+    log = procs.log("camera")
+    assert "Traceback" not in log and log.count("changed its frame size") == 1, log
+    assert json.loads(stats.read_text())["source_size_changes"] == 1
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"], report["problems"]
+    assert report["cameras"][0]["chain_starts"] == 0, report["cameras"][0]
+    sizes = set()
+    for seg in list_segments(home / "archive" / "segments" / "cam1"):
+        for rec in scan_segment(seg):
+            if isinstance(rec, Record) and rec.kind == b"F":
+                h = decode_message_body(rec.kind, rec.parts).header
+                sizes.add((h.width, h.height))
+    assert sizes == {(640, 360), (320, 180)}, sizes
