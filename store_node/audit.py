@@ -21,6 +21,9 @@ declared_offline (the camera's signed word that its source delivered nothing bet
 its frames, or from its last frame until it stopped: "camera offline 12:01:03-12:01:41").
 A problem of its own: offline_notice_mismatch (an offline notice whose span is not the capture
 times of the frames it names).
+Segments in an object store (``archive.backend = "s3"``) are read whole from the bucket and
+checked the same way (store_node/objectaudit.py: its problem kinds, and ``objects``, each
+segment's key, size and Object Lock state).
 """
 
 from __future__ import annotations
@@ -29,12 +32,18 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from veilcam.common.errors import ArchiveError, FormatError, VerificationError
 from veilcam.common.format import FrameMessage, GapNotice, KeyEnvelope, decode_message_body
 from veilcam.common.segments import ScanProblem, list_segments, scan_segment
 from veilcam.common.signing import ChainLink, ChainTracker, TrustedCameras
+from veilcam.store_node.objectaudit import ObjectReport, RemoteSegment, fetched, remote_segments
+
+if TYPE_CHECKING:
+    from veilcam.store_node.objectstore import ObjectStore
 
 log = logging.getLogger("veilcam.verify")
 
@@ -72,6 +81,7 @@ class AuditReport:
     cameras: list[CameraReport] = field(default_factory=list)
     problems: list[Finding] = field(default_factory=list)
     notes: list[Finding] = field(default_factory=list)
+    objects: list[ObjectReport] = field(default_factory=list)  # segments in the bucket
 
     @property
     def intact(self) -> bool:
@@ -84,6 +94,7 @@ class AuditReport:
             "cameras": [asdict(c) for c in self.cameras],
             "problems": [asdict(p) for p in self.problems],
             "notes": [asdict(n) for n in self.notes],
+            "objects": [asdict(o) for o in self.objects],
         }
 
 
@@ -121,8 +132,12 @@ class _Tally:
 
 
 def audit_archive(
-    archive_dir: Path, trust: TrustedCameras, progress: ProgressCallback | None = None
+    archive_dir: Path,
+    trust: TrustedCameras,
+    progress: ProgressCallback | None = None,
+    objects: ObjectStore | None = None,
 ) -> AuditReport:
+    """``objects``: the bucket the archive's closed segments were uploaded to, if any."""
     seg_root = Path(archive_dir) / "segments"
     if not seg_root.is_dir():
         raise ArchiveError(f"{archive_dir} holds no veilcam archive (no segments/ folder)")
@@ -130,13 +145,57 @@ def audit_archive(
     seen: dict[str, set[int]] = {}
     index = Path(archive_dir) / "index.sqlite3"
     indexed_before = _read_index(index, report)  # a running store appends while we read
-    camera_dirs = sorted(p for p in seg_root.iterdir() if p.is_dir())
+    remotes = remote_segments(
+        seg_root,
+        index,
+        objects,
+        lambda kind, detail: report.problems.append(Finding("", "", 0, None, kind, detail)),
+    )
+    camera_dirs = sorted(
+        {p for p in seg_root.iterdir() if p.is_dir()} | {seg_root / cam for cam in remotes}
+    )
     tally = _Tally(camera_dirs, progress)
+    tally.total += sum(r.size or 0 for rs in remotes.values() for r in rs)
     for camera_dir in camera_dirs:
-        report.cameras.append(_audit_camera(camera_dir, trust, report, seen, tally))
+        report.cameras.append(
+            _audit_camera(
+                camera_dir, trust, report, seen, tally, remotes.get(camera_dir.name), objects
+            )
+        )
     tally.finish()
     _cross_check_index(indexed_before, _read_index(index, report), seen, report)
     return report
+
+
+def _segment_problem(audit: _CameraAudit, segment: str, kind: str, detail: str) -> None:
+    audit.problem(segment, 0, None, kind, detail)
+
+
+def _audit_segment(seg: Path, name: str, audit: _CameraAudit, tally: _Tally) -> None:
+    """Every record of one segment file (``name``: the segment's name in findings)."""
+    try:
+        items = list(scan_segment(seg))
+    except ArchiveError as exc:
+        audit.problem(name, 0, None, "corrupt_record", str(exc))
+        return
+    log.debug("checking %s/%s: %d record(s)", audit.cam.camera, name, len(items))
+    for item in items:
+        tally.record(seg, item.offset)
+        if isinstance(item, ScanProblem):
+            kind = "truncated_segment" if item.kind == "truncated" else "corrupt_record"
+            audit.problem(name, item.offset, None, kind, item.detail)
+            continue
+        try:
+            msg = decode_message_body(item.kind, item.parts)
+        except FormatError as exc:
+            audit.problem(name, item.offset, None, "malformed", str(exc))
+            continue
+        if isinstance(msg, FrameMessage):
+            audit.frame(name, item.offset, msg)
+        elif isinstance(msg, GapNotice):
+            audit.gap_notice(name, item.offset, msg)
+        else:
+            audit.envelope(name, item.offset, msg)
 
 
 def _ranges(seqs: list[int]) -> str:
@@ -210,32 +269,24 @@ def _audit_camera(
     report: AuditReport,
     seen: dict[str, set[int]],
     tally: _Tally,
+    remotes: list[RemoteSegment] | None = None,
+    objects: ObjectStore | None = None,
 ) -> CameraReport:
+    """A camera's segments in name order: local files, and objects fetched from the bucket."""
     audit = _CameraAudit(camera_dir.name, trust, report, seen.setdefault(camera_dir.name, set()))
-    for seg in list_segments(camera_dir):
-        try:
-            items = list(scan_segment(seg))
-        except ArchiveError as exc:
-            audit.problem(seg.name, 0, None, "corrupt_record", str(exc))
+    local: list[Path] = list_segments(camera_dir) if camera_dir.is_dir() else []
+    entries: list[Path | RemoteSegment] = [*local, *(remotes or [])]
+    for entry in sorted(entries, key=lambda e: e.name):
+        if isinstance(entry, Path):
+            _audit_segment(entry, entry.name, audit, tally)
             continue
-        log.debug("checking %s/%s: %d record(s)", camera_dir.name, seg.name, len(items))
-        for item in items:
-            tally.record(seg, item.offset)
-            if isinstance(item, ScanProblem):
-                kind = "truncated_segment" if item.kind == "truncated" else "corrupt_record"
-                audit.problem(seg.name, item.offset, None, kind, item.detail)
-                continue
-            try:
-                msg = decode_message_body(item.kind, item.parts)
-            except FormatError as exc:
-                audit.problem(seg.name, item.offset, None, "malformed", str(exc))
-                continue
-            if isinstance(msg, FrameMessage):
-                audit.frame(seg.name, item.offset, msg)
-            elif isinstance(msg, GapNotice):
-                audit.gap_notice(seg.name, item.offset, msg)
-            else:
-                audit.envelope(seg.name, item.offset, msg)
+        found = ObjectReport(entry.camera, entry.name, entry.key, entry.size)
+        found.indexed = entry.indexed
+        report.objects.append(found)
+        sink = partial(_segment_problem, audit, entry.name)
+        with fetched(entry, objects, found, sink) as path:
+            if path is not None:
+                _audit_segment(path, entry.name, audit, tally)
     audit.judge_gaps()
     audit.offline.finish()
     audit.check_envelopes()
@@ -524,6 +575,7 @@ def format_report(report: AuditReport, verdict: bool = True) -> str:
     for n in report.notes:
         if n.kind == "declared_offline":
             lines.append(f"  camera {n.camera}: {n.detail}")
+    lines += [f"  {o.describe()}" for o in report.objects]
     for p in report.problems:
         seq = f" #{p.seq}" if p.seq is not None else ""
         lines.append(
