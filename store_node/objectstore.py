@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 from veilcam.common.config import S3Section
 from veilcam.common.errors import ArchiveError, ConfigError
+from veilcam.common.home import Home
 from veilcam.common.urls import redact_text, redact_url
 
 log = logging.getLogger("veilcam.objectstore")
@@ -517,3 +518,14 @@ def open_object_store(s3: S3Section, home_root: Path) -> ObjectStore:
     except ImportError:
         raise ConfigError("archive backend 's3' needs boto3: pip install 'veilcam[s3]'") from None
     return ObjectStore(s3, load_credentials(s3, home_root))
+
+
+def objects_for_home(home: Home) -> ObjectStore | None:
+    """The object store a home's store config names (None: ``archive.backend = "local"``),
+    for ``veilcam verify`` of that home's archive."""
+    from veilcam.common import deployment
+
+    cfg = deployment.store_config(home)
+    if cfg.archive.backend != "s3":
+        return None
+    return open_object_store(cfg.archive.s3, home.root)

@@ -539,6 +539,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     home, archive, is_bundle = _verify_target(args)
     target = Path(args.target).expanduser().resolve()
+    objects = None  # a home whose store keeps closed segments in a bucket: read them there
+    if not is_bundle and (target / "config").is_dir():
+        from veilcam.common.home import Home
+        from veilcam.store_node.objectstore import objects_for_home
+
+        objects = objects_for_home(Home(target))
     self_certified = is_bundle and not args.trust
     ca_sha = ca_fingerprint(load_cert(home.ca_cert_path))
     trust = deployment.trusted_cameras(home, history=True)
@@ -547,6 +553,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             archive,
             trust,
             lambda done, total, records: bar.update(done, total, f"{records} records"),
+            objects,
         )
     bundle_problems: list[str] = []
     video_note = ""
