@@ -275,6 +275,89 @@ def _reason(exc: BaseException) -> str:
     return redact_text(str(text))
 
 
+def open_stream(url: str, transport: str, open_timeout_s: float, read_timeout_s: float) -> Any:
+    """A PyAV container of a stream URL with a video stream, opened within ``open_timeout_s``
+    (each later read bounded by ``read_timeout_s``); raises SourceAuthError (credentials
+    refused) or VeilcamError naming the cause, the URL always redacted."""
+    display = redact_url(url)
+    # FFmpeg's socket I/O timeout, in microseconds (RTSP's was 'stimeout' before FFmpeg 5)
+    options = {"timeout": str(int(read_timeout_s * 1_000_000))}
+    if url.lower().startswith(RTSP_SCHEMES):
+        options["rtsp_transport"] = transport
+    started = time.monotonic()
+    try:
+        container = av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
+    except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:
+        raise SourceAuthError(
+            f"camera {display} refused the credentials ({_reason(exc)}): check the "
+            "user and password in camera.source"
+        ) from None
+    except (av.FFmpegError, OSError, EOFError) as exc:
+        waited = time.monotonic() - started
+        # FFmpeg reports a silent server as invalid data: say what happened instead
+        why = (
+            f"no answer within {open_timeout_s:g} s (timed out)"
+            if waited >= 0.9 * min(open_timeout_s, read_timeout_s)
+            else _reason(exc)
+        )
+        raise VeilcamError(f"cannot open stream {display}: {why}") from None
+    if not container.streams.video:
+        container.close()
+        raise VeilcamError(f"stream {display} has no video")
+    return container
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a source delivers, as its first decoded frame shows: for ``veilcam doctor``."""
+
+    codec: str
+    width: int
+    height: int
+    fps: float
+
+    def describe(self) -> str:
+        return f"{self.codec} {self.width}x{self.height} at {self.fps:.1f} fps"
+
+
+def probe_source(
+    spec: str,
+    *,
+    rtsp_transport: str = "tcp",
+    open_timeout_s: float = 10.0,
+    read_timeout_s: float = 5.0,
+) -> SourceInfo:
+    """Open a stream URL or a video file as the camera would and decode its first frame,
+    within the timeouts (a stream: at most about open + read timeout); raises
+    SourceAuthError or VeilcamError naming the problem. Not for device indexes (OpenCV's
+    device open cannot be bounded)."""
+    kind, target = describe_source(spec)
+    if kind == "device":
+        raise VeilcamError("a camera device is not probed (its open cannot be bounded)")
+    display = redact_url(str(target))
+    if kind == "file":
+        try:
+            container = av.open(str(target))
+        except (av.FFmpegError, OSError) as exc:
+            raise VeilcamError(f"cannot read video file {target}: {_reason(exc)}") from None
+        if not container.streams.video:
+            container.close()
+            raise VeilcamError(f"video file {target} has no video")
+    else:
+        container = open_stream(str(target), rtsp_transport, open_timeout_s, read_timeout_s)
+    try:
+        stream = container.streams.video[0]
+        frame = next(iter(container.decode(stream)), None)
+        if frame is None:
+            raise VeilcamError(f"{display} ended before its first frame")
+        rate = stream.average_rate or stream.guessed_rate
+        return SourceInfo(stream.codec_context.name, frame.width, frame.height, float(rate or 0))
+    except (av.FFmpegError, OSError, EOFError) as exc:
+        raise VeilcamError(f"no frame from {display}: {_reason(exc)}") from None
+    finally:
+        container.close()
+
+
 class RtspReader:
     """Decoded frames of an RTSP(S) camera through PyAV, reconnecting with backoff.
 
@@ -307,34 +390,7 @@ class RtspReader:
 
     def _open(self) -> Any:
         """Open the stream (bounded); raises SourceAuthError or VeilcamError with the cause."""
-        options = {
-            "rtsp_transport": self.transport,
-            # FFmpeg's RTSP socket I/O timeout, in microseconds (was 'stimeout' before FFmpeg 5)
-            "timeout": str(int(self.read_timeout_s * 1_000_000)),
-        }
-        started = time.monotonic()
-        try:
-            container = av.open(
-                self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s)
-            )
-        except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:
-            raise SourceAuthError(
-                f"camera {self.display} refused the credentials ({_reason(exc)}): check the "
-                "user and password in camera.source"
-            ) from None
-        except (av.FFmpegError, OSError, EOFError) as exc:
-            waited = time.monotonic() - started
-            # FFmpeg reports a silent server as invalid data: say what happened instead
-            why = (
-                f"no answer within {self.open_timeout_s:g} s (timed out)"
-                if waited >= 0.9 * min(self.open_timeout_s, self.read_timeout_s)
-                else _reason(exc)
-            )
-            raise VeilcamError(f"cannot open stream {self.display}: {why}") from None
-        if not container.streams.video:
-            container.close()
-            raise VeilcamError(f"stream {self.display} has no video")
-        return container
+        return open_stream(self.url, self.transport, self.open_timeout_s, self.read_timeout_s)
 
     def _describe(self, container: Any) -> str:
         stream = container.streams.video[0]

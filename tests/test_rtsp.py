@@ -332,3 +332,28 @@ def test_stream_back_at_another_resolution_keeps_the_camera_running(
                 h = decode_message_body(rec.kind, rec.parts).header
                 sizes.add((h.width, h.height))
     assert sizes == {(640, 360), (320, 180)}, sizes
+
+
+def test_doctor_opens_the_camera_stream_and_reports_it_without_the_password(
+    server: RtspServer, tmp_path: Path
+) -> None:
+    """``veilcam doctor`` on a home whose camera.source is the RTSP URL: codec, resolution and
+    frame rate; wrong credentials a FAIL saying so; never the password."""
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    cfg = home / "config" / "camera.toml"
+    original = cfg.read_text()
+    for password, status, finding in (
+        (SECRET, "OK", "h264 640x360 at 30.0 fps"),
+        ("wrong-pw-9", "FAIL", "refused the credentials"),
+    ):
+        url = server.url(password=password)
+        cfg.write_text(
+            re.sub(r"(?m)^source = .*$", lambda _, u=url: f"source = {json.dumps(u)}", original)
+        )
+        started = time.monotonic()
+        r = run_cli("doctor", "--home", str(home), "--json")
+        took = time.monotonic() - started
+        (check,) = [c for c in json.loads(r.stdout)["checks"] if c["check"] == "source"]
+        assert check["status"] == status and finding in check["finding"], check
+        assert f"{USER}:***@" in check["finding"] and password not in r.stdout + r.stderr
+        assert took < 30, took

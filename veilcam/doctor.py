@@ -67,7 +67,7 @@ from veilcam.common.queryclient import (
     measure_skew,
 )
 from veilcam.common.transport import curve_pair, make_client
-from veilcam.common.urls import redact_url
+from veilcam.common.urls import redact_text, redact_url
 
 log = logging.getLogger("veilcam.doctor")
 
@@ -431,12 +431,7 @@ class Doctor:
             "camera')"
         )
         if "://" in source:
-            shown = redact_url(source)
-            self.add(
-                OK,
-                "source",
-                f"stream {shown} (not opened by doctor; the camera reconnects while it is down)",
-            )
+            self._probe_stream(source)
         elif source.isdigit():
             device = Path(f"/dev/video{source}")
             if sys.platform.startswith("linux") and not device.exists():
@@ -451,7 +446,15 @@ class Doctor:
             else:
                 self.add(OK, "source", f"device {source}")
         elif self.home.resolve(source).is_file():
-            self.add(OK, "source", f"video file {self.home.resolve(source)}")
+            from veilcam.camera_node.sources import probe_source  # PyAV: only when needed
+
+            path = self.home.resolve(source)
+            try:
+                info = probe_source(str(path))
+            except VeilcamError as exc:
+                self.add(FAIL, "source", str(exc), fix)
+                return
+            self.add(OK, "source", f"video file {path}: {info.describe()}")
         else:
             self.add(
                 FAIL,
@@ -459,6 +462,41 @@ class Doctor:
                 f"video file {self.home.resolve(source)} not found: the camera will not start",
                 fix,
             )
+
+    def _probe_stream(self, source: str) -> None:
+        """Open the camera's stream as the camera will (its transport and timeouts) and decode
+        a frame: codec, resolution and frame rate, or why not. The URL only ever redacted."""
+        from veilcam.camera_node.sources import SourceAuthError, probe_source
+
+        cam = self.cfg["camera"].camera
+        shown = redact_url(source)
+        try:
+            info = probe_source(
+                source,
+                rtsp_transport=cam.rtsp_transport,
+                open_timeout_s=cam.open_timeout_s,
+                read_timeout_s=cam.read_timeout_s,
+            )
+        except SourceAuthError as exc:
+            self.add(
+                FAIL,
+                "source",
+                redact_text(str(exc)),
+                f"put the camera's user and password in camera.source in "
+                f"{self.home.camera_config_path} (rtsp://USER:PASSWORD@HOST/PATH)",
+            )
+            return
+        except VeilcamError as exc:
+            self.add(
+                WARN,
+                "source",
+                f"{redact_text(str(exc))} (the camera starts anyway and keeps retrying)",
+                "check that the camera is powered and reachable from this machine (ping it, "
+                "open the URL in VLC), the host, port and path in camera.source, and "
+                "camera.rtsp_transport (tcp passes firewalls; udp needs its ports open)",
+            )
+            return
+        self.add(OK, "source", f"stream {shown}: {info.describe()}")
 
     # -------------------------------------------------------------- permissions
     def _secret_files(self) -> list[Path]:
