@@ -6,8 +6,11 @@ only after ``commit`` returns, so an acknowledged message survives a crash. The 
 points past fsynced data; on open, records found after the last indexed one (written, not yet
 committed) are indexed, and a torn tail is truncated.
 
-This class is the local-disk backend. Everything else reaches storage through its methods, so
-an object-store backend for closed segments can sit behind the same seam later.
+Where a segment's bytes live is one column of the index (``segments.location``): ``local``
+(the archive folder) or ``s3`` (an object in the bucket of ``store_node.objectstore``, uploaded
+by ``store_node.uploader`` once the segment is closed, byte for byte). Readers go through
+``_read_record``/``_read_rows``, which read a local file or an object by byte range; nothing else
+needs to know. The open segment, and the newest segment of each camera, always stay local.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import logging
 import os
 import shutil
 import sqlite3
+import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from veilcam.common.errors import ArchiveError, FormatError
 from veilcam.common.format import (
@@ -29,8 +34,10 @@ from veilcam.common.format import (
     decode_message_body,
 )
 from veilcam.common.segments import (
+    RECORD_HEAD,
     Record,
     ScanProblem,
+    decode_body,
     encode_record,
     list_segments,
     read_record,
@@ -39,11 +46,26 @@ from veilcam.common.segments import (
     segment_header,
 )
 
+if TYPE_CHECKING:
+    from veilcam.store_node.objectstore import ObjectStore, StoredObject
+
 log = logging.getLogger("veilcam.archive")
 
 # Version of the index schema (``PRAGMA user_version``): 0 is the unversioned first schema,
-# whose ``frames`` table had no ``keyframe`` column; 1 adds it (_migrate).
-SCHEMA_VERSION = 1
+# whose ``frames`` table had no ``keyframe`` column; 1 adds it; 2 adds where each segment
+# lives (``segments.location`` and the object's key, version, size, SHA-256 and lock) (_migrate).
+SCHEMA_VERSION = 2
+# segments columns of schema 2, added by _migrate to indexes of every earlier version
+SEGMENT_COLUMNS_V2 = (
+    ("location", "TEXT NOT NULL DEFAULT 'local'"),
+    ("object_key", "TEXT"),
+    ("version_id", "TEXT"),
+    ("size", "INTEGER"),
+    ("sha256", "BLOB"),
+    ("lock_mode", "TEXT"),
+    ("retain_until_us", "INTEGER"),
+    ("uploaded_us", "INTEGER"),
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY, camera TEXT NOT NULL, name TEXT NOT NULL, UNIQUE(camera, name));
@@ -61,6 +83,7 @@ CREATE TABLE IF NOT EXISTS envelopes (
 # after the migration (the column must exist first)
 SCHEMA_INDEXES = """
 CREATE INDEX IF NOT EXISTS frames_keyframe_time ON frames (camera, keyframe, capture_us, seq);
+CREATE INDEX IF NOT EXISTS frames_segment ON frames (segment_id);
 """
 
 # A segment past ``segment_max_bytes`` is closed at the next keyframe only, so each segment
@@ -68,6 +91,42 @@ CREATE INDEX IF NOT EXISTS frames_keyframe_time ON frames (camera, keyframe, cap
 # keyframe would grow one segment without bound: past this many times the limit, the
 # segment is closed at the next frame whatever it is.
 SEGMENT_CEILING_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """A segment as the index knows it (retention, uploads, metrics)."""
+
+    segment_id: int
+    camera: str
+    name: str
+    path: Path  # where the file is or was (a name for logs once remote)
+    location: str  # "local" | "s3"
+    size: int
+    newest_us: int  # newest capture time of its frames (0: none)
+    object_key: str | None = None
+    version_id: str | None = None
+    retain_until_us: int | None = None
+
+
+def decode_record(data: bytes, where: str) -> tuple[bytes, list[bytes]]:
+    """Kind and body parts of one whole record (head included), CRC checked: the records of
+    a segment read by byte range from the object store."""
+    if len(data) < RECORD_HEAD.size:
+        raise ArchiveError(f"{where} is cut short")
+    body_len, crc = RECORD_HEAD.unpack(data[: RECORD_HEAD.size])
+    body = data[RECORD_HEAD.size :]
+    if body_len != len(body) or zlib.crc32(body) != crc:
+        raise ArchiveError(f"{where} is corrupt (CRC mismatch)")
+    try:
+        return decode_body(body)
+    except FormatError as exc:
+        raise ArchiveError(f"{where} is corrupt: {exc}") from None
+
+
+# reads of contiguous records of one remote segment are merged into range requests of at most
+# this many bytes (a RANGE answer of 50 frames is one GET, not 50)
+MAX_RANGE_READ = 32 * 2**20
 
 
 @dataclass
@@ -80,9 +139,16 @@ class _OpenSegment:
 
 
 class Archive:
-    def __init__(self, root: Path, segment_max_bytes: int = 256 * 2**20) -> None:
+    def __init__(
+        self,
+        root: Path,
+        segment_max_bytes: int = 256 * 2**20,
+        objects: ObjectStore | None = None,
+    ) -> None:
         self.root = Path(root)
         self.segment_max_bytes = segment_max_bytes
+        self.objects = objects  # where remote segments are read from (None: local only)
+        self._lock_waits: set[int] = set()  # segments retention found locked (logged once)
         try:
             (self.root / "segments").mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # archive.path is a file, unwritable, on a missing mount...
@@ -125,6 +191,11 @@ class Archive:
             if "keyframe" not in columns:
                 self.db.execute("ALTER TABLE frames ADD COLUMN keyframe INTEGER NOT NULL DEFAULT 1")
                 log.info("archive index: added the keyframe column (schema version 1)")
+            # version 2: where each segment lives; every segment so far is a local file
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(segments)")}
+            for name, decl in SEGMENT_COLUMNS_V2:
+                if name not in columns:
+                    self.db.execute(f"ALTER TABLE segments ADD COLUMN {name} {decl}")
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -198,6 +269,19 @@ class Archive:
                 if added:
                     log.info("%s: indexed %d record(s) written before the last stop", path, added)
         self.db.execute("COMMIT")
+        self._drop_uploaded_copies()
+
+    def _drop_uploaded_copies(self) -> None:
+        """Remove local files of segments the index says are in the object store: a stop
+        between recording an upload and removing the file leaves one (the upload was
+        confirmed before it was recorded)."""
+        for camera, name in self.db.execute(
+            "SELECT camera, name FROM segments WHERE location != 'local'"
+        ).fetchall():
+            path = self.camera_dir(camera) / name
+            if path.exists():
+                path.unlink()
+                log.info("%s: removed the local copy of a segment already uploaded", path)
 
     def _index_record(self, camera_id: str, seg_id: int, rec: Record, msg: Message) -> None:
         """Index the record ``rec`` holding ``msg``. Gap notices are not indexed: ``veilcam
@@ -263,14 +347,21 @@ class Archive:
         camera_dir = self.camera_dir(camera_id)
         camera_dir.mkdir(parents=True, exist_ok=True)
         existing = list_segments(camera_dir)
+        # segments uploaded to the object store have no file here any more: count them too
+        newest = self.db.execute(
+            "SELECT MAX(name) FROM segments WHERE camera=?", (camera_id,)
+        ).fetchone()[0]
+        names = [p.name for p in existing] + ([newest] if newest else [])
+        last_name = max(names) if names else None
         if (
             seg is None
             and existing
+            and existing[-1].name == last_name
             and not self._must_close(existing[-1].stat().st_size, incoming, keyframe)
         ):
             path = existing[-1]
         else:
-            number = int(existing[-1].stem) + 1 if existing else 1
+            number = int(Path(last_name).stem) + 1 if last_name else 1
             path = camera_dir / segment_file_name(number)
             with open(path, "xb") as fh:
                 fh.write(segment_header(camera_id))
@@ -295,12 +386,12 @@ class Archive:
         segments without orphaning the frames of an epoch that spans two of them."""
         row = self.db.execute(
             "SELECT segment_id, offset, length FROM envelopes WHERE camera=? "
-            "ORDER BY created_us DESC LIMIT 1",
+            "ORDER BY created_us DESC, segment_id DESC LIMIT 1",  # the newest copy: local
             (camera_id,),
         ).fetchone()
         if row is None:
             return
-        kind, parts = read_record(self._path(row[0]), row[1], row[2])
+        kind, parts = self._read_record(row[0], row[1], row[2])
         env = decode_message_body(kind, parts)
         data = encode_record(kind, parts)
         seg.fh.write(data)
@@ -436,11 +527,54 @@ class Archive:
             is not None
         )
 
-    def _path(self, segment_id: int) -> Path:
-        camera, name = self.db.execute(
-            "SELECT camera, name FROM segments WHERE id=?", (segment_id,)
+    def _location(self, segment_id: int) -> tuple[Path, str | None, str | None]:
+        """(local path, object key, version) of a segment; key None: a local file."""
+        row = self.db.execute(
+            "SELECT camera, name, location, object_key, version_id FROM segments WHERE id=?",
+            (segment_id,),
         ).fetchone()
-        return self.camera_dir(camera) / name
+        if row is None:
+            raise ArchiveError(f"segment {segment_id} is not in the index")
+        camera, name, location, key, version = row
+        path = self.camera_dir(camera) / name
+        return path, (key if location != "local" else None), version
+
+    def _read_record(self, segment_id: int, offset: int, length: int) -> tuple[bytes, list[bytes]]:
+        """One record of a segment, from its file or from its object (by byte range)."""
+        return self._read_rows_raw([(segment_id, offset, length)])[0]
+
+    def _read_rows_raw(self, rows: list[tuple[int, int, int]]) -> list[tuple[bytes, list[bytes]]]:
+        """(kind, parts) of each (segment, offset, length), in order. Local records are read
+        from their files; contiguous records of one remote segment are read together by one
+        range request (up to ``MAX_RANGE_READ`` bytes)."""
+        out: list[tuple[bytes, list[bytes]]] = []
+        i = 0
+        locations: dict[int, tuple[Path, str | None, str | None]] = {}
+        while i < len(rows):
+            seg, off, length = rows[i]
+            if seg not in locations:
+                locations[seg] = self._location(seg)
+            path, key, version = locations[seg]
+            if key is None:
+                out.append(read_record(path, off, length))
+                i += 1
+                continue
+            if self.objects is None:
+                raise ArchiveError(
+                    f"segment {path.parent.name}/{path.name} is in the object store, and "
+                    "archive.backend is not 's3'"
+                )
+            j, end = i + 1, off + length
+            while j < len(rows) and rows[j][0] == seg and rows[j][1] == end:
+                if end + rows[j][2] - off > MAX_RANGE_READ:
+                    break
+                end += rows[j][2]
+                j += 1
+            data = self.objects.read_range(key, off, end - off, version)
+            for _, o_, l_ in rows[i:j]:
+                out.append(decode_record(data[o_ - off : o_ - off + l_], f"{key}: record at {o_}"))
+            i = j
+        return out
 
     def envelope_parts(self, camera_id: str, epoch_id: bytes) -> list[bytes] | None:
         """Body parts of the key envelope of an epoch, or None."""
@@ -451,7 +585,7 @@ class Archive:
         ).fetchone()
         if row is None:
             return None
-        return read_record(self._path(row[0]), row[1], row[2])[1]
+        return self._read_record(row[0], row[1], row[2])[1]
 
     def frame_parts(self, camera_id: str, seq: int) -> list[bytes] | None:
         self._flush_buffers()
@@ -461,7 +595,7 @@ class Archive:
         ).fetchone()
         if row is None:
             return None
-        return read_record(self._path(row[0]), row[1], row[2])[1]
+        return self._read_record(row[0], row[1], row[2])[1]
 
     def frames_from(
         self, camera_id: str, from_us: int, after_seq: int | None, limit: int
@@ -521,7 +655,7 @@ class Archive:
         return []
 
     def _read_rows(self, rows: list[tuple[int, int, int]]) -> list[list[bytes]]:
-        return [read_record(self._path(seg), off, length)[1] for seg, off, length in rows]
+        return [parts for _, parts in self._read_rows_raw(rows)]
 
     def time_range(self, camera_id: str) -> tuple[int, int, int] | None:
         """(first capture µs, last capture µs, frame count) of a camera in the archive."""
@@ -547,23 +681,52 @@ class Archive:
         return counts
 
     # ------------------------------------------------------------------ retention
+    def segments_of(self, camera_id: str) -> list[SegmentInfo]:
+        """A camera's segments as the index knows them (local and remote), oldest first."""
+        out = []
+        rows = self.db.execute(
+            "SELECT s.id, s.name, s.location, s.size, s.object_key, s.version_id, "
+            "s.retain_until_us, (SELECT MAX(capture_us) FROM frames f WHERE f.segment_id=s.id) "
+            "FROM segments s WHERE s.camera=? ORDER BY s.name",
+            (camera_id,),
+        ).fetchall()
+        for seg_id, name, location, size, key, version, until, newest in rows:
+            path = self.camera_dir(camera_id) / name
+            if location == "local":
+                try:
+                    size = path.stat().st_size
+                except OSError:  # removed behind the store's back: nothing left to keep
+                    size = 0
+            out.append(
+                SegmentInfo(
+                    seg_id,
+                    camera_id,
+                    name,
+                    path,
+                    location,
+                    size or 0,
+                    newest or 0,
+                    key,
+                    version,
+                    until,
+                )
+            )
+        return out
+
     def segment_usage(self, camera_id: str) -> list[tuple[int, Path, int, int]]:
         """(segment id, path, bytes, newest capture µs) of a camera's segments, oldest first."""
-        out = []
-        for path in list_segments(self.camera_dir(camera_id)):
-            seg_id = self._segment_id(camera_id, path.name)
-            newest = (
-                self.db.execute(
-                    "SELECT MAX(capture_us) FROM frames WHERE segment_id=?", (seg_id,)
-                ).fetchone()[0]
-                or 0
-            )
-            out.append((seg_id, path, path.stat().st_size, newest))
-        return out
+        return [(i.segment_id, i.path, i.size, i.newest_us) for i in self.segments_of(camera_id)]
+
+    def _all_cameras(self) -> list[str]:
+        seg_root = self.root / "segments"
+        on_disk = {p.name for p in seg_root.iterdir() if p.is_dir()} if seg_root.is_dir() else set()
+        indexed = {r[0] for r in self.db.execute("SELECT DISTINCT camera FROM segments")}
+        return sorted(on_disk | indexed)
 
     def delete_segment(self, camera_id: str, seg_id: int, path: Path) -> None:
         """Forget a closed segment: index rows first (committed), then the file. A crash in
-        between leaves a file the next start re-indexes, never index rows without a file."""
+        between leaves a file the next start re-indexes, never index rows without a file.
+        A remote segment's object is deleted first (``_delete_remote``)."""
         open_seg = self._open.get(camera_id)
         if open_seg is not None and open_seg.segment_id == seg_id:
             raise ArchiveError("the open segment is never deleted")
@@ -575,42 +738,142 @@ class Archive:
         self.db.execute("COMMIT")
         path.unlink(missing_ok=True)
 
+    def _delete_remote(self, info: SegmentInfo, now_us: int) -> bool:
+        """Delete a remote segment's object version, then its index rows. False (and logged
+        once per segment) when its Object Lock still holds, the store refuses, or the object
+        store cannot be reached: retention tries again at its next check. The object goes
+        first: a stop in between leaves index rows whose object is gone, which the next
+        retention pass removes (a missing object counts as deleted) and verify reports."""
+        from veilcam.store_node.objectstore import ObjectStoreError
+
+        where = f"{info.camera}/{info.name}"
+        if info.retain_until_us is not None and now_us < info.retain_until_us:
+            if info.segment_id not in self._lock_waits:
+                self._lock_waits.add(info.segment_id)
+                log.info(
+                    "retention: %s is due but locked until %s (Object Lock); deleted after that",
+                    where,
+                    time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.retain_until_us / 1e6)),
+                )
+            return False
+        if self.objects is None or info.object_key is None:
+            return False
+        try:
+            self.objects.delete(info.object_key, info.version_id)
+        except ObjectStoreError as exc:
+            if info.segment_id not in self._lock_waits:
+                self._lock_waits.add(info.segment_id)
+                log.warning("retention: cannot delete %s yet (%s); will retry", where, exc)
+            return False
+        self._lock_waits.discard(info.segment_id)
+        self.delete_segment(info.camera, info.segment_id, info.path)
+        return True
+
+    def _retire(self, info: SegmentInfo, now_us: int) -> bool:
+        """Delete one segment for retention, wherever it lives; False: it stays for now."""
+        if info.location == "local":
+            self.delete_segment(info.camera, info.segment_id, info.path)
+            return True
+        return self._delete_remote(info, now_us)
+
     def apply_retention(
         self, max_age_s: float, max_bytes: int, min_free_bytes: int, now_us: int
     ) -> list[Path]:
         """Delete the oldest closed segments of each camera past ``max_age_s`` or beyond
-        ``max_bytes`` (0: no limit); then, while the disk has less than ``min_free_bytes``
-        free, the oldest closed segment of any camera (emergency). Returns what was deleted."""
+        ``max_bytes`` (0: no limit), remote ones only once their Object Lock allows; then,
+        while the disk has less than ``min_free_bytes`` free, the oldest closed local segment
+        of any camera (emergency). Returns what was deleted."""
         deleted: list[Path] = []
-        closed: dict[str, list[tuple[int, Path, int, int]]] = {}
-        for camera_dir in sorted(p for p in (self.root / "segments").iterdir() if p.is_dir()):
-            usage = self.segment_usage(camera_dir.name)
-            closed[camera_dir.name] = usage[:-1]  # the newest one is (or will be) written to
-            total = sum(u[2] for u in usage)
-            for seg_id, path, size, newest in list(closed[camera_dir.name]):
+        closed_local: dict[str, list[SegmentInfo]] = {}
+        for camera in self._all_cameras():
+            usage = self.segments_of(camera)
+            closed = usage[:-1]  # the newest one is (or will be) written to
+            total = sum(u.size for u in usage)
+            for info in list(closed):
                 # a segment without frames holds only carried envelopes: nothing to keep it for
-                too_old = max_age_s > 0 and (not newest or now_us - newest > max_age_s * 1e6)
+                too_old = max_age_s > 0 and (
+                    not info.newest_us or now_us - info.newest_us > max_age_s * 1e6
+                )
                 too_big = max_bytes > 0 and total > max_bytes
-                if not (too_old or too_big):
-                    break
-                self.delete_segment(camera_dir.name, seg_id, path)
-                closed[camera_dir.name].pop(0)
-                total -= size
-                deleted.append(path)
+                if not (too_old or too_big) or not self._retire(info, now_us):
+                    break  # oldest first: a segment that stays keeps the younger ones too
+                closed.pop(0)
+                total -= info.size
+                deleted.append(info.path)
+            closed_local[camera] = [u for u in closed if u.location == "local"]
         while min_free_bytes > 0 and shutil.disk_usage(self.root).free < min_free_bytes:
-            candidates = [(u[3], cam, u) for cam, us in closed.items() for u in us[:1]]
+            candidates = [(us[0].newest_us, cam) for cam, us in closed_local.items() if us]
             if not candidates:
                 break
-            _, cam, (seg_id, path, _, _) = min(candidates)
+            _, cam = min(candidates)
+            info = closed_local[cam].pop(0)
             log.error(
                 "disk almost full (< %d MB free): deleting the oldest segment %s early",
                 min_free_bytes // 2**20,
-                path,
+                info.path,
             )
-            self.delete_segment(cam, seg_id, path)
-            closed[cam].pop(0)
-            deleted.append(path)
+            self.delete_segment(cam, info.segment_id, info.path)
+            deleted.append(info.path)
         return deleted
+
+    # ------------------------------------------------------------------ object store
+    def upload_candidates(self) -> list[SegmentInfo]:
+        """Closed local segments waiting for the object store, in the order they were
+        created: every camera's local segments but its newest (open, or reopened at the next
+        start), each with a file present."""
+        out = []
+        for camera in self._all_cameras():
+            segs = self.segments_of(camera)
+            out += [s for s in segs[:-1] if s.location == "local" and s.path.exists()]
+        return sorted(out, key=lambda s: s.segment_id)
+
+    def mark_uploaded(self, segment_id: int, stored: StoredObject, now_us: int) -> Path | None:
+        """Record that a segment now lives in the object store (committed), then remove its
+        local file. None when the segment is no longer indexed (retention removed it during
+        the upload): the caller decides about the object."""
+        self.commit()
+        self.db.execute("BEGIN")
+        cur = self.db.execute(
+            "UPDATE segments SET location='s3', object_key=?, version_id=?, size=?, sha256=?, "
+            "lock_mode=?, retain_until_us=?, uploaded_us=? WHERE id=? AND location='local'",
+            (
+                stored.key,
+                stored.version_id,
+                stored.size,
+                stored.sha256,
+                stored.lock_mode,
+                stored.retain_until_us,
+                now_us,
+                segment_id,
+            ),
+        )
+        self.db.execute("COMMIT")
+        if cur.rowcount == 0:
+            return None
+        path = self._location(segment_id)[0]
+        path.unlink(missing_ok=True)
+        try:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
+        return path
+
+    def newest_capture(self, segment_id: int) -> int:
+        """Newest capture time (µs) of a segment's frames; 0 when it holds none."""
+        row = self.db.execute(
+            "SELECT MAX(capture_us) FROM frames WHERE segment_id=?", (segment_id,)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def remote_segments(self) -> list[SegmentInfo]:
+        """Every segment the index places in the object store."""
+        return [
+            s for cam in self._all_cameras() for s in self.segments_of(cam) if s.location != "local"
+        ]
 
     def _flush_buffers(self) -> None:
         for seg in self._open.values():

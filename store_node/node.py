@@ -23,6 +23,7 @@ from pathlib import Path
 
 import zmq
 from veilcam.common import deployment
+from veilcam.common.config import StoreConfig
 from veilcam.common.deployment import Trust, TrustWatcher
 from veilcam.common.errors import ArchiveError, IdentityError, VeilcamError
 from veilcam.common.format import Ack
@@ -44,11 +45,14 @@ from veilcam.common.transport import (
 from veilcam.store_node.accounts import AccountGate, AccountStore, LoginLimiter
 from veilcam.store_node.archive import Archive
 from veilcam.store_node.ingest import Ingest, IngestOutcome
+from veilcam.store_node.objectstore import ObjectStore
 from veilcam.store_node.queries import StoreQueries
+from veilcam.store_node.uploader import Uploader
 
 log = logging.getLogger("veilcam.store")
 
 STATS_EVERY_S = 30.0
+UPLOAD_POLL_S = 1.0  # how often closed segments are queued for, and recorded after, upload
 INGEST_HWM = 20  # messages read ahead per camera: the rest waits in its queue and spool
 RELAY_HWM = 100  # frames queued per live viewer (bench/load.py: 1000 kept 130 MB each)
 # Whole-message caps (ZeroMQ's MAXMSGSIZE limits each part, not their number): a message
@@ -93,9 +97,24 @@ class StoreNode:
         self.watcher = TrustWatcher(home, on_change=self._apply_trust, clock=clock)
         self.accounts = AccountStore(home.accounts_path, deployment.account_secret(home))
         self.limiter = LoginLimiter()
+        self.objects, self.uploader = None, None
+        if self.cfg.archive.backend == "s3":
+            self.objects = _open_bucket(self.cfg, home)
         self.archive = Archive(
-            deployment.archive_dir(home, self.cfg), self.cfg.archive.segment_max_bytes
+            deployment.archive_dir(home, self.cfg),
+            self.cfg.archive.segment_max_bytes,
+            objects=self.objects,
         )
+        if self.objects is not None:
+            from veilcam.store_node.objectstore import lock_policy
+
+            s3 = self.cfg.archive.s3
+            self.uploader = Uploader(
+                self.archive,
+                self.objects,
+                lock_policy(s3, self.cfg.retention.max_age_days),
+                s3.retry_max_s,
+            )
         self.stop = stop or StopFlag()
         self.rejects: Counter[str] = Counter()
         self.ingest_logic = Ingest(
@@ -235,13 +254,16 @@ class StoreNode:
         )
         c = self.cfg.store
         log.info(
-            "store ready: ingest %s, relay %s, query %s, archive %s, %d trusted camera(s)",
+            "store ready: ingest %s, relay %s, query %s, archive %s%s, %d trusted camera(s)",
             c.ingest_bind,
             c.relay_bind,
             c.query_bind,
             self.archive.root,
+            f" (closed segments to {self.objects.describe()})" if self.objects else "",
             len(self.trust.camera_ids),
         )
+        if self.uploader is not None:
+            self.uploader.start()
         if on_ready is not None:
             bound = {"ingest": self.ingest, "relay": self.relay, "query": self.query}
             ready = {k: sock.getsockopt_string(zmq.LAST_ENDPOINT) for k, sock in bound.items()}
@@ -288,7 +310,7 @@ class StoreNode:
         poller.register(self.ingest, zmq.POLLIN)
         poller.register(self.query, zmq.POLLIN)
         last_stats = self.clock()
-        last_retention = -float("inf")
+        last_retention = last_upload = -float("inf")
         tick_ms = max(1, int(self.cfg.archive.fsync_max_delay_ms / 2))
         while not self.stop.is_set():
             events = dict(poller.poll(tick_ms))
@@ -301,6 +323,9 @@ class StoreNode:
             if now - last_retention >= self.cfg.retention.check_every_s:
                 last_retention = now
                 self.apply_retention()
+            if self.uploader is not None and now - last_upload >= UPLOAD_POLL_S:
+                last_upload = now
+                self._poll_uploads(self.uploader)
             try:
                 self.watcher.poll()  # renewed or revoked certificates
             except IdentityError as exc:
@@ -336,7 +361,19 @@ class StoreNode:
                 str(frames[-1].get("Peer-Address")),
             )
 
+    def _poll_uploads(self, uploader: Uploader) -> None:
+        """Record confirmed uploads (committing pending appends first, whose acknowledgements
+        go out with it) and queue segments that closed."""
+        if uploader.has_results():
+            self.flush(force=True)
+        try:
+            uploader.poll()
+        except (OSError, sqlite3.Error, ArchiveError) as exc:
+            log.error("recording segment uploads failed: %s", exc)
+
     def _shut_down(self) -> None:
+        if self.uploader is not None:
+            self.uploader.stop()
         self.flush(force=True)
         try:
             self.archive.close()
@@ -449,6 +486,43 @@ class StoreNode:
                 shutil.disk_usage(self.archive.root).free,
             ),
             stage_latency("veilcam_store", self.times),
+            *self._upload_metrics(),
+        ]
+
+    def _upload_metrics(self) -> list:
+        """The object store's figures (archive.backend = "s3" only)."""
+        up = self.uploader
+        if up is None:
+            return []
+        return [
+            gauge(
+                "veilcam_store_upload_backlog_segments",
+                "Closed segments on local disk waiting for the object store.",
+                up.backlog_segments,
+            ),
+            gauge(
+                "veilcam_store_upload_backlog_bytes",
+                "Bytes of closed segments waiting for the object store.",
+                up.backlog_bytes,
+            ),
+            gauge(
+                "veilcam_store_upload_lag_seconds",
+                "Age of the oldest closed segment not yet in the object store (0: none).",
+                up.lag_s,
+            ),
+            counter(
+                "veilcam_store_uploads_total", "Segments uploaded and confirmed.", up.uploads_total
+            ),
+            counter(
+                "veilcam_store_upload_errors_total",
+                "Failed upload attempts (each retried).",
+                up.errors_total,
+            ),
+            gauge(
+                "veilcam_store_object_store_up",
+                "1 when the last request to the object store succeeded, 0 when it failed.",
+                0 if up.up is False else 1,
+            ),
         ]
 
     def _log_stats(self) -> None:
@@ -459,3 +533,18 @@ class StoreNode:
             self.ingest_logic.accepted["envelope"],
             rejects,
         )
+
+
+def _open_bucket(cfg: StoreConfig, home: Home) -> ObjectStore:
+    """The object store of ``archive.backend = "s3"``, checked: a bucket that is missing, or
+    without Object Lock when the config asks for it, stops the start with a clear error; an
+    object store that does not answer does not (segments wait on local disk)."""
+    from veilcam.store_node.objectstore import ObjectStoreUnreachable, open_object_store
+
+    s3 = cfg.archive.s3
+    objects = open_object_store(s3, home.root)
+    try:
+        objects.check_bucket(lock_required=s3.lock_mode != "off")
+    except ObjectStoreUnreachable as exc:
+        log.warning("%s; starting anyway: closed segments wait on local disk", exc)
+    return objects
