@@ -221,6 +221,7 @@ class Archive:
     def recover(self) -> None:
         """Index records the index does not know yet; truncate torn tails of last segments."""
         seg_root = self.root / "segments"
+        self._drop_uploaded_copies()  # before scanning: the object is the segment now
         self.db.execute("BEGIN")
         for camera_dir in sorted(p for p in seg_root.iterdir() if p.is_dir()):
             camera_id = camera_dir.name
@@ -269,7 +270,6 @@ class Archive:
                 if added:
                     log.info("%s: indexed %d record(s) written before the last stop", path, added)
         self.db.execute("COMMIT")
-        self._drop_uploaded_copies()
 
     def _drop_uploaded_copies(self) -> None:
         """Remove local files of segments the index says are in the object store: a stop

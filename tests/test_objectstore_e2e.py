@@ -196,3 +196,9 @@ def test_verify_reports_a_deleted_or_altered_object(tmp_path: Path, procs, s3) -
     status = {o["key"]: o["status"] for o in report["objects"]}
     assert status[gone] == "missing" and status[altered] == "checksum_mismatch"
     assert "missing_frames" in {p["kind"] for p in report["problems"]}
+    # a lock asked of a bucket without Object Lock: the store refuses to start, and says why
+    cfg = home / "config" / "store.toml"
+    cfg.write_text(cfg.read_text().replace('lock_mode = "off"', 'lock_mode = "governance"'))
+    refused = run_cli("store", "--home", str(home), timeout=30)
+    assert refused.returncode != 0 and "has no Object Lock" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and SECRET_KEY not in refused.stderr
