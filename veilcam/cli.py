@@ -391,9 +391,13 @@ def cmd_cert(args: argparse.Namespace) -> int:
 def cmd_store(args: argparse.Namespace) -> int:
     from veilcam.common.home import open_home
     from veilcam.common.lifecycle import StopFlag
+    from veilcam.store_node.malloc import pin_mmap_threshold, trim_periodically
     from veilcam.store_node.node import StoreNode
 
     stop = StopFlag().install()
+    # memory stays flat after logins and bursts (store_node/malloc.py)
+    pin_mmap_threshold()
+    trim_periodically(stop)
     node = StoreNode(open_home(args.home), stop, args.stats_out, args.metrics_port)
     node.run(_ready_writer(args.ready_file))  # StoreBindError: one line, exit 2
     return 0
