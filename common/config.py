@@ -8,6 +8,7 @@ description per field, from which docs/CONFIG.md is generated (``veilcam config-
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -391,6 +392,23 @@ class StoreSection(Section):
         pattern=ZMQ_ENDPOINT_PATTERN,
         description="Where viewers ask for key envelopes and archive ranges (ROUTER).",
     )
+    cameras: list[str] = Field(
+        default_factory=list,
+        description="Cameras this store owns: it archives only their frames (others are "
+        "refused with a reason) and applies retention and uploads to their segments only. "
+        "Empty: every camera. Several stores sharing a PostgreSQL index each list their own "
+        "(docs/GUIDE.md); any of them answers playback and export for every camera.",
+    )
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_ids(cls, value: list[str]) -> list[str]:
+        for cam in value:
+            if not CAMERA_ID_RE.fullmatch(cam):
+                raise ValueError(f"{cam!r} is not a camera id (1-64 letters, digits, _ . -)")
+        if len(set(value)) != len(value):
+            raise ValueError("a camera is listed twice")
+        return value
 
 
 class S3Section(Section):
@@ -457,6 +475,42 @@ class S3Section(Section):
     )
 
 
+# a password written into the DSN itself (URL user info, or a password= key or parameter)
+_DSN_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]*@|(^|[\s?&])password\s*=", re.IGNORECASE)
+
+
+class PostgresSection(Section):
+    dsn: str = Field(
+        "",
+        description="libpq connection URL or key=value string of the shared index, without "
+        "a password (e.g. 'postgresql://veilcam@db.example:5432/veilcam?sslmode=verify-full'); "
+        "required with index 'postgres'. Shown with any password redacted.",
+    )
+    password_file: str = Field(
+        "",
+        description="File (relative to the home, owner-only) holding the database password "
+        "on its first line. Empty: the environment variable below (or none: peer, "
+        "certificate or .pgpass authentication).",
+    )
+    password_env: str = Field(
+        "VEILCAM_PG_PASSWORD",
+        description="Environment variable holding the database password (never logged).",
+    )
+    connect_timeout_s: float = Field(
+        10, gt=0, le=300, description="Timeout of connecting to the database."
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        if _DSN_PASSWORD.search(value):
+            raise ValueError(
+                "holds a password: keep it out of the config (archive.postgres.password_file "
+                "or the environment variable archive.postgres.password_env names)"
+            )
+        return value
+
+
 class ArchiveSection(Section):
     path: str = Field("archive", description="Archive folder, relative to the home.")
     backend: Literal["local", "s3"] = Field(
@@ -477,12 +531,21 @@ class ArchiveSection(Section):
     fsync_max_delay_ms: float = Field(
         50.0, gt=0, le=10000, description="...or after this long, whichever comes first."
     )
+    index: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="The archive's index: 'sqlite' (index.sqlite3 in the archive folder, "
+        "embedded) or 'postgres' ([archive.postgres]: one database shared by several stores, "
+        "each owning some cameras, store.cameras).",
+    )
     s3: S3Section = S3Section()
+    postgres: PostgresSection = PostgresSection()
 
     @model_validator(mode="after")
     def _s3(self) -> ArchiveSection:
         if self.backend == "s3" and not self.s3.bucket:
             raise ValueError("backend 's3' needs archive.s3.bucket")
+        if self.index == "postgres" and not self.postgres.dsn:
+            raise ValueError("index 'postgres' needs archive.postgres.dsn")
         return self
 
 
