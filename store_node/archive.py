@@ -1,4 +1,5 @@
-"""The archive: per-camera append-only segment files plus an SQLite index.
+"""The archive: per-camera append-only segment files plus an index (SQLite, or PostgreSQL
+shared by several stores: store_node/index.py).
 
 Durability contract: ``append_*`` writes to the open segment (no fsync); ``commit`` fsyncs every
 segment written since the last commit, then commits the index. The store acknowledges messages
@@ -11,6 +12,12 @@ Where a segment's bytes live is one column of the index (``segments.location``):
 by ``store_node.uploader`` once the segment is closed, byte for byte). Readers go through
 ``_read_record``/``_read_rows``, which read a local file or an object by byte range; nothing else
 needs to know. The open segment, and the newest segment of each camera, always stay local.
+
+With a shared index (several stores, ``[archive] index = "postgres"``) each store writes the
+rows of the cameras it owns (``cameras``) and applies retention and uploads to those only; it
+reads every camera's rows, and every camera's uploaded segments from the bucket. A segment
+another store has not uploaded yet is on that store's disk: reading it is a
+``SegmentElsewhere`` error, and a playback stops before it (``frames_from``).
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import shutil
 import sqlite3
 import time
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from veilcam.common.errors import ArchiveError, FormatError
 from veilcam.common.format import (
@@ -45,46 +53,20 @@ from veilcam.common.segments import (
     segment_file_name,
     segment_header,
 )
+from veilcam.store_node.index import (
+    SCHEMA_VERSION,
+    IndexDb,
+    IndexUnavailable,
+    SqliteIndex,
+    ensure_schema,
+)
 
 if TYPE_CHECKING:
     from veilcam.store_node.objectstore import ObjectStore, StoredObject
 
-log = logging.getLogger("veilcam.archive")
+__all__ = ["SCHEMA_VERSION", "Archive", "SegmentElsewhere", "SegmentInfo", "decode_record"]
 
-# Version of the index schema (``PRAGMA user_version``): 0 is the unversioned first schema,
-# whose ``frames`` table had no ``keyframe`` column; 1 adds it; 2 adds where each segment
-# lives (``segments.location`` and the object's key, version, size, SHA-256 and lock) (_migrate).
-SCHEMA_VERSION = 2
-# segments columns of schema 2, added by _migrate to indexes of every earlier version
-SEGMENT_COLUMNS_V2 = (
-    ("location", "TEXT NOT NULL DEFAULT 'local'"),
-    ("object_key", "TEXT"),
-    ("version_id", "TEXT"),
-    ("size", "INTEGER"),
-    ("sha256", "BLOB"),
-    ("lock_mode", "TEXT"),
-    ("retain_until_us", "INTEGER"),
-    ("uploaded_us", "INTEGER"),
-)
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS segments (
-    id INTEGER PRIMARY KEY, camera TEXT NOT NULL, name TEXT NOT NULL, UNIQUE(camera, name));
-CREATE TABLE IF NOT EXISTS frames (
-    camera TEXT NOT NULL, seq INTEGER NOT NULL, capture_us INTEGER NOT NULL,
-    epoch BLOB NOT NULL, digest BLOB NOT NULL, segment_id INTEGER NOT NULL,
-    offset INTEGER NOT NULL, length INTEGER NOT NULL, keyframe INTEGER NOT NULL DEFAULT 1,
-    PRIMARY KEY (camera, seq));
-CREATE INDEX IF NOT EXISTS frames_time ON frames (camera, capture_us);
-CREATE TABLE IF NOT EXISTS envelopes (
-    camera TEXT NOT NULL, epoch BLOB NOT NULL, created_us INTEGER NOT NULL,
-    first_seq INTEGER NOT NULL, segment_id INTEGER NOT NULL, offset INTEGER NOT NULL,
-    length INTEGER NOT NULL, PRIMARY KEY (camera, epoch, segment_id));
-"""
-# after the migration (the column must exist first)
-SCHEMA_INDEXES = """
-CREATE INDEX IF NOT EXISTS frames_keyframe_time ON frames (camera, keyframe, capture_us, seq);
-CREATE INDEX IF NOT EXISTS frames_segment ON frames (segment_id);
-"""
+log = logging.getLogger("veilcam.archive")
 
 # A segment past ``segment_max_bytes`` is closed at the next keyframe only, so each segment
 # starts with one and retention drops whole groups of pictures. A stream that sends no
@@ -124,6 +106,11 @@ def decode_record(data: bytes, where: str) -> tuple[bytes, list[bytes]]:
         raise ArchiveError(f"{where} is corrupt: {exc}") from None
 
 
+class SegmentElsewhere(ArchiveError):
+    """A segment the (shared) index lists as local that is not on this store's disk: the
+    open or not yet uploaded segment of a camera another store owns."""
+
+
 # reads of contiguous records of one remote segment are merged into range requests of at most
 # this many bytes (a RANGE answer of 50 frames is one GET, not 50)
 MAX_RANGE_READ = 32 * 2**20
@@ -144,10 +131,16 @@ class Archive:
         root: Path,
         segment_max_bytes: int = 256 * 2**20,
         objects: ObjectStore | None = None,
+        index: IndexDb | None = None,
+        cameras: Collection[str] | None = None,
     ) -> None:
+        """``index``: the index to use (None: ``index.sqlite3`` in ``root``); ``cameras``: the
+        cameras this store owns, whose segments it retains and uploads (None or empty: every
+        camera it finds, on its disk only when the index is shared)."""
         self.root = Path(root)
         self.segment_max_bytes = segment_max_bytes
         self.objects = objects  # where remote segments are read from (None: local only)
+        self.owned = frozenset(cameras or ())
         self._lock_waits: set[int] = set()  # segments retention found locked (logged once)
         try:
             (self.root / "segments").mkdir(parents=True, exist_ok=True)
@@ -157,12 +150,8 @@ class Archive:
                 f"archive.path): {exc.strerror or exc}"
             ) from None
         try:
-            self.db = sqlite3.connect(self.root / "index.sqlite3", isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
-            self._migrate()
-            self.db.executescript(SCHEMA_INDEXES)
+            self.index = index if index is not None else SqliteIndex(self.root / "index.sqlite3")
+            ensure_schema(self.index)
         except sqlite3.DatabaseError as exc:
             raise ArchiveError(
                 f"archive index {self.root / 'index.sqlite3'} is unusable: {exc}; "
@@ -172,67 +161,38 @@ class Archive:
         self._in_txn = False
         self.recover()
 
-    def _migrate(self) -> None:
-        """Bring an index written by an older veilcam to ``SCHEMA_VERSION``, in one
-        transaction. Version 0 -> 1: the ``keyframe`` column; every frame such an index
-        holds is a version-1 frame, and every version-1 frame is a keyframe (default 1)."""
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ArchiveError(
-                f"archive index {self.root / 'index.sqlite3'} has schema version {version}; "
-                f"this veilcam knows up to {SCHEMA_VERSION} (upgrade veilcam, or move the "
-                "index away to rebuild it from the segments)"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        self.db.execute("BEGIN")
-        try:
-            columns = {row[1] for row in self.db.execute("PRAGMA table_info(frames)")}
-            if "keyframe" not in columns:
-                self.db.execute("ALTER TABLE frames ADD COLUMN keyframe INTEGER NOT NULL DEFAULT 1")
-                log.info("archive index: added the keyframe column (schema version 1)")
-            # version 2: where each segment lives; every segment so far is a local file
-            columns = {row[1] for row in self.db.execute("PRAGMA table_info(segments)")}
-            for name, decl in SEGMENT_COLUMNS_V2:
-                if name not in columns:
-                    self.db.execute(f"ALTER TABLE segments ADD COLUMN {name} {decl}")
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    @property
+    def db(self) -> Any:
+        """The index driver's own connection (tests and benches query SQLite's directly)."""
+        return self.index.conn
 
     # ------------------------------------------------------------------ recovery
     def camera_dir(self, camera_id: str) -> Path:
         return self.root / "segments" / camera_id
 
     def _segment_id(self, camera_id: str, name: str) -> int:
-        row = self.db.execute(
+        row = self.index.execute(
             "SELECT id FROM segments WHERE camera=? AND name=?", (camera_id, name)
         ).fetchone()
         if row:
-            return row[0]
-        rowid = self.db.execute(
-            "INSERT INTO segments (camera, name) VALUES (?, ?)", (camera_id, name)
-        ).lastrowid
-        assert rowid is not None  # an INSERT sets it
-        return rowid
+            return int(row[0])
+        return self.index.insert_segment(camera_id, name)
 
     def recover(self) -> None:
         """Index records the index does not know yet; truncate torn tails of last segments."""
         seg_root = self.root / "segments"
         self._drop_uploaded_copies()  # before scanning: the object is the segment now
-        self.db.execute("BEGIN")
+        self.index.begin()
         for camera_dir in sorted(p for p in seg_root.iterdir() if p.is_dir()):
             camera_id = camera_dir.name
             segments = list_segments(camera_dir)
             for i, path in enumerate(segments):
                 seg_id = self._segment_id(camera_id, path.name)
-                end = self.db.execute(
-                    "SELECT MAX(offset + length) FROM (SELECT offset, length FROM frames WHERE "
-                    "segment_id=:s UNION ALL SELECT offset, length FROM envelopes WHERE "
-                    "segment_id=:s)",
-                    {"s": seg_id},
+                end = self.index.execute(
+                    'SELECT MAX("offset" + length) FROM (SELECT "offset", length FROM frames '
+                    'WHERE segment_id=? UNION ALL SELECT "offset", length FROM envelopes WHERE '
+                    "segment_id=?) AS records",
+                    (seg_id, seg_id),
                 ).fetchone()[0]
                 added = 0
                 for item in scan_segment(path, start=end):
@@ -269,13 +229,13 @@ class Archive:
                     added += 1
                 if added:
                     log.info("%s: indexed %d record(s) written before the last stop", path, added)
-        self.db.execute("COMMIT")
+        self.index.commit()
 
     def _drop_uploaded_copies(self) -> None:
         """Remove local files of segments the index says are in the object store: a stop
         between recording an upload and removing the file leaves one (the upload was
         confirmed before it was recorded)."""
-        for camera, name in self.db.execute(
+        for camera, name in self.index.execute(
             "SELECT camera, name FROM segments WHERE location != 'local'"
         ).fetchall():
             path = self.camera_dir(camera) / name
@@ -288,9 +248,10 @@ class Archive:
         verify`` reads them from the segments."""
         if isinstance(msg, FrameMessage):
             header = msg.header
-            self.db.execute(
-                "INSERT OR IGNORE INTO frames (camera, seq, capture_us, epoch, digest, "
-                "segment_id, offset, length, keyframe) VALUES (?,?,?,?,?,?,?,?,?)",
+            self.index.execute(
+                "INSERT INTO frames (camera, seq, capture_us, epoch, digest, "
+                'segment_id, "offset", length, keyframe) VALUES (?,?,?,?,?,?,?,?,?) '
+                "ON CONFLICT DO NOTHING",
                 (
                     camera_id,
                     header.seq,
@@ -305,8 +266,8 @@ class Archive:
             )
         elif isinstance(msg, KeyEnvelope):
             body = msg.body
-            self.db.execute(
-                "INSERT OR IGNORE INTO envelopes VALUES (?,?,?,?,?,?,?)",
+            self.index.execute(
+                "INSERT INTO envelopes VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (
                     camera_id,
                     body.epoch_id,
@@ -348,7 +309,7 @@ class Archive:
         camera_dir.mkdir(parents=True, exist_ok=True)
         existing = list_segments(camera_dir)
         # segments uploaded to the object store have no file here any more: count them too
-        newest = self.db.execute(
+        newest = self.index.execute(
             "SELECT MAX(name) FROM segments WHERE camera=?", (camera_id,)
         ).fetchone()[0]
         names = [p.name for p in existing] + ([newest] if newest else [])
@@ -384,8 +345,8 @@ class Archive:
         """Start a new segment with a copy of the camera's latest key envelope, so that every
         segment holds the envelopes of all its frames' epochs and retention can delete old
         segments without orphaning the frames of an epoch that spans two of them."""
-        row = self.db.execute(
-            "SELECT segment_id, offset, length FROM envelopes WHERE camera=? "
+        row = self.index.execute(
+            'SELECT segment_id, "offset", length FROM envelopes WHERE camera=? '
             "ORDER BY created_us DESC, segment_id DESC LIMIT 1",  # the newest copy: local
             (camera_id,),
         ).fetchone()
@@ -407,7 +368,7 @@ class Archive:
 
     def _begin(self) -> None:
         if not self._in_txn:
-            self.db.execute("BEGIN")
+            self.index.begin()
             self._in_txn = True
 
     def _append(self, msg: Message) -> Record:
@@ -426,7 +387,7 @@ class Archive:
         rec = Record(offset, len(data), kind, parts)
         try:
             self._index_record(camera_id, seg.segment_id, rec, msg)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, IndexUnavailable) as exc:
             self._undo_partial_write(camera_id)
             raise ArchiveError(f"cannot write to the archive index: {exc}") from None
         seg.size += len(data)
@@ -481,7 +442,7 @@ class Archive:
                 os.fsync(seg.fh.fileno())
                 seg.dirty = False
         if self._in_txn:
-            self.db.execute("COMMIT")
+            self.index.commit()
             self._in_txn = False
 
     def close(self) -> None:
@@ -489,20 +450,22 @@ class Archive:
         for seg in self._open.values():
             seg.fh.close()
         self._open.clear()
-        self.db.close()
+        self.index.close()
 
     # ------------------------------------------------------------------ reading
     def cameras(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT camera FROM frames ORDER BY camera")]
+        return [
+            r[0] for r in self.index.execute("SELECT DISTINCT camera FROM frames ORDER BY camera")
+        ]
 
     def last_frame(self, camera_id: str) -> tuple[int, bytes] | None:
-        row = self.db.execute(
+        row = self.index.execute(
             "SELECT seq, digest FROM frames WHERE camera=? ORDER BY seq DESC LIMIT 1", (camera_id,)
         ).fetchone()
         return (row[0], bytes(row[1])) if row else None
 
     def last_frames(self) -> dict[str, tuple[int, bytes]]:
-        rows = self.db.execute(
+        rows = self.index.execute(
             "SELECT camera, seq, digest FROM frames f WHERE seq = "
             "(SELECT MAX(seq) FROM frames WHERE camera=f.camera)"
         )
@@ -510,18 +473,20 @@ class Archive:
 
     def last_seq(self, camera_id: str) -> int | None:
         """The highest sequence number archived for ``camera_id`` (None: no frame)."""
-        row = self.db.execute("SELECT MAX(seq) FROM frames WHERE camera=?", (camera_id,)).fetchone()
+        row = self.index.execute(
+            "SELECT MAX(seq) FROM frames WHERE camera=?", (camera_id,)
+        ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def frame_digest(self, camera_id: str, seq: int) -> bytes | None:
-        row = self.db.execute(
+        row = self.index.execute(
             "SELECT digest FROM frames WHERE camera=? AND seq=?", (camera_id, seq)
         ).fetchone()
         return bytes(row[0]) if row else None
 
     def has_envelope(self, camera_id: str, epoch_id: bytes) -> bool:
         return (
-            self.db.execute(
+            self.index.execute(
                 "SELECT 1 FROM envelopes WHERE camera=? AND epoch=?", (camera_id, epoch_id)
             ).fetchone()
             is not None
@@ -529,7 +494,7 @@ class Archive:
 
     def _location(self, segment_id: int) -> tuple[Path, str | None, str | None]:
         """(local path, object key, version) of a segment; key None: a local file."""
-        row = self.db.execute(
+        row = self.index.execute(
             "SELECT camera, name, location, object_key, version_id FROM segments WHERE id=?",
             (segment_id,),
         ).fetchone()
@@ -556,7 +521,14 @@ class Archive:
                 locations[seg] = self._location(seg)
             path, key, version = locations[seg]
             if key is None:
-                out.append(read_record(path, off, length))
+                try:
+                    out.append(read_record(path, off, length))
+                except FileNotFoundError:
+                    raise SegmentElsewhere(
+                        f"segment {path.parent.name}/{path.name} is not in the object store yet: "
+                        f"it is on the disk of the store that owns camera {path.parent.name} "
+                        "(open, or waiting for its upload); that store serves it until then"
+                    ) from None
                 i += 1
                 continue
             if self.objects is None:
@@ -579,8 +551,8 @@ class Archive:
     def envelope_parts(self, camera_id: str, epoch_id: bytes) -> list[bytes] | None:
         """Body parts of the key envelope of an epoch, or None."""
         self._flush_buffers()
-        row = self.db.execute(
-            "SELECT segment_id, offset, length FROM envelopes WHERE camera=? AND epoch=?",
+        row = self.index.execute(
+            'SELECT segment_id, "offset", length FROM envelopes WHERE camera=? AND epoch=?',
             (camera_id, epoch_id),
         ).fetchone()
         if row is None:
@@ -589,8 +561,8 @@ class Archive:
 
     def frame_parts(self, camera_id: str, seq: int) -> list[bytes] | None:
         self._flush_buffers()
-        row = self.db.execute(
-            "SELECT segment_id, offset, length FROM frames WHERE camera=? AND seq=?",
+        row = self.index.execute(
+            'SELECT segment_id, "offset", length FROM frames WHERE camera=? AND seq=?',
             (camera_id, seq),
         ).fetchone()
         if row is None:
@@ -608,30 +580,50 @@ class Archive:
             start = self.playback_start(camera_id, from_us)
             if start is None:
                 return []
-            rows = self.db.execute(
-                "SELECT segment_id, offset, length FROM frames WHERE "
+            rows = self.index.execute(
+                'SELECT segment_id, "offset", length FROM frames WHERE '
                 "camera=? AND seq>=? ORDER BY seq LIMIT ?",
                 (camera_id, start, limit),
             ).fetchall()
         else:
-            rows = self.db.execute(
-                "SELECT segment_id, offset, length FROM frames WHERE "
+            rows = self.index.execute(
+                'SELECT segment_id, "offset", length FROM frames WHERE '
                 "camera=? AND seq>? ORDER BY seq LIMIT ?",
                 (camera_id, after_seq, limit),
             ).fetchall()
-        return self._read_rows(rows)
+        return self._read_rows_until_elsewhere(rows)
+
+    def _read_rows_until_elsewhere(self, rows: list[tuple[int, int, int]]) -> list[list[bytes]]:
+        """The frames of ``rows`` up to the first held by a segment on another store's disk
+        (a shared index): a playback gets what this store can read, then, asking for the
+        next frame, the reason it cannot go on. An error when the first one is elsewhere."""
+        out: list[list[bytes]] = []
+        start = 0
+        while start < len(rows):
+            seg = rows[start][0]
+            end = start
+            while end < len(rows) and rows[end][0] == seg:
+                end += 1
+            try:
+                out += self._read_rows(rows[start:end])
+            except SegmentElsewhere:
+                if not out:
+                    raise
+                return out
+            start = end
+        return out
 
     def playback_start(self, camera_id: str, from_us: int) -> int | None:
         """The sequence number a playback from ``from_us`` starts at: the keyframe with the
         latest capture time at or before ``from_us`` (decoding can only start at one), else,
         when none is that old, the first frame captured at or after it; None: no such frame."""
-        row = self.db.execute(
+        row = self.index.execute(
             "SELECT seq FROM frames WHERE camera=? AND keyframe=1 AND capture_us<=? "
             "ORDER BY capture_us DESC, seq DESC LIMIT 1",
             (camera_id, from_us),
         ).fetchone()
         if row is None:
-            row = self.db.execute(
+            row = self.index.execute(
                 "SELECT seq FROM frames WHERE camera=? AND capture_us>=? "
                 "ORDER BY capture_us, seq LIMIT 1",
                 (camera_id, from_us),
@@ -644,8 +636,8 @@ class Archive:
         Only the newest ``max_frames`` frames are looked at: without a keyframe among them
         the answer is empty (the viewer waits for the next keyframe on the relay)."""
         self._flush_buffers()
-        rows = self.db.execute(
-            "SELECT segment_id, offset, length, keyframe FROM frames WHERE camera=? "
+        rows = self.index.execute(
+            'SELECT segment_id, "offset", length, keyframe FROM frames WHERE camera=? '
             "ORDER BY seq DESC LIMIT ?",
             (camera_id, max_frames),
         ).fetchall()
@@ -659,7 +651,7 @@ class Archive:
 
     def time_range(self, camera_id: str) -> tuple[int, int, int] | None:
         """(first capture µs, last capture µs, frame count) of a camera in the archive."""
-        row = self.db.execute(
+        row = self.index.execute(
             "SELECT MIN(capture_us), MAX(capture_us), COUNT(*) FROM frames WHERE camera=?",
             (camera_id,),
         ).fetchone()
@@ -670,7 +662,7 @@ class Archive:
         viewer's timeline, where empty slices are gaps in the recording."""
         width = max(1, -(-(to_us - from_us) // buckets))
         counts = [0] * buckets
-        rows = self.db.execute(
+        rows = self.index.execute(
             "SELECT (capture_us - ?) / ?, COUNT(*) FROM frames WHERE "
             "camera=? AND capture_us>=? AND capture_us<? GROUP BY 1",
             (from_us, width, camera_id, from_us, to_us),
@@ -684,7 +676,7 @@ class Archive:
     def segments_of(self, camera_id: str) -> list[SegmentInfo]:
         """A camera's segments as the index knows them (local and remote), oldest first."""
         out = []
-        rows = self.db.execute(
+        rows = self.index.execute(
             "SELECT s.id, s.name, s.location, s.size, s.object_key, s.version_id, "
             "s.retain_until_us, (SELECT MAX(capture_us) FROM frames f WHERE f.segment_id=s.id) "
             "FROM segments s WHERE s.camera=? ORDER BY s.name",
@@ -718,9 +710,16 @@ class Archive:
         return [(i.segment_id, i.path, i.size, i.newest_us) for i in self.segments_of(camera_id)]
 
     def _all_cameras(self) -> list[str]:
+        """The cameras whose segments this store manages (retention, uploads): those it owns
+        (``cameras``), else every camera with segments on its disk or in its own index. With
+        a shared index, another store's camera is never one of them."""
         seg_root = self.root / "segments"
         on_disk = {p.name for p in seg_root.iterdir() if p.is_dir()} if seg_root.is_dir() else set()
-        indexed = {r[0] for r in self.db.execute("SELECT DISTINCT camera FROM segments")}
+        if self.owned:
+            return sorted(self.owned)
+        if self.index.shared:
+            return sorted(on_disk)
+        indexed = {r[0] for r in self.index.execute("SELECT DISTINCT camera FROM segments")}
         return sorted(on_disk | indexed)
 
     def delete_segment(self, camera_id: str, seg_id: int, path: Path) -> None:
@@ -731,11 +730,11 @@ class Archive:
         if open_seg is not None and open_seg.segment_id == seg_id:
             raise ArchiveError("the open segment is never deleted")
         self.commit()
-        self.db.execute("BEGIN")
+        self.index.begin()
         for table in ("frames", "envelopes"):
-            self.db.execute(f"DELETE FROM {table} WHERE segment_id=?", (seg_id,))  # noqa: S608
-        self.db.execute("DELETE FROM segments WHERE id=?", (seg_id,))
-        self.db.execute("COMMIT")
+            self.index.execute(f"DELETE FROM {table} WHERE segment_id=?", (seg_id,))  # noqa: S608
+        self.index.execute("DELETE FROM segments WHERE id=?", (seg_id,))
+        self.index.commit()
         path.unlink(missing_ok=True)
 
     def _delete_remote(self, info: SegmentInfo, now_us: int) -> bool:
@@ -832,8 +831,8 @@ class Archive:
         local file. None when the segment is no longer indexed (retention removed it during
         the upload): the caller decides about the object."""
         self.commit()
-        self.db.execute("BEGIN")
-        cur = self.db.execute(
+        self.index.begin()
+        cur = self.index.execute(
             "UPDATE segments SET location='s3', object_key=?, version_id=?, size=?, sha256=?, "
             "lock_mode=?, retain_until_us=?, uploaded_us=? WHERE id=? AND location='local'",
             (
@@ -847,7 +846,7 @@ class Archive:
                 segment_id,
             ),
         )
-        self.db.execute("COMMIT")
+        self.index.commit()
         if cur.rowcount == 0:
             return None
         path = self._location(segment_id)[0]
@@ -864,7 +863,7 @@ class Archive:
 
     def newest_capture(self, segment_id: int) -> int:
         """Newest capture time (µs) of a segment's frames; 0 when it holds none."""
-        row = self.db.execute(
+        row = self.index.execute(
             "SELECT MAX(capture_us) FROM frames WHERE segment_id=?", (segment_id,)
         ).fetchone()
         return int(row[0] or 0)
