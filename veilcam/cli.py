@@ -544,11 +544,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     home, archive, is_bundle = _verify_target(args)
     target = Path(args.target).expanduser().resolve()
     objects = None  # a home whose store keeps closed segments in a bucket: read them there
+    index = None  # ... and whose index is shared with other stores (PostgreSQL)
     if not is_bundle and (target / "config").is_dir():
         from veilcam.common.home import Home
+        from veilcam.store_node.index import index_for_home
         from veilcam.store_node.objectstore import objects_for_home
 
         objects = objects_for_home(Home(target))
+        index = index_for_home(Home(target))
     self_certified = is_bundle and not args.trust
     ca_sha = ca_fingerprint(load_cert(home.ca_cert_path))
     trust = deployment.trusted_cameras(home, history=True)
@@ -558,7 +561,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             trust,
             lambda done, total, records: bar.update(done, total, f"{records} records"),
             objects,
+            index,
         )
+    if index is not None:
+        index.close()
     bundle_problems: list[str] = []
     video_note = ""
     video_covered = False
