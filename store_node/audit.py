@@ -43,6 +43,7 @@ from veilcam.common.signing import ChainLink, ChainTracker, TrustedCameras
 from veilcam.store_node.objectaudit import ObjectReport, RemoteSegment, fetched, remote_segments
 
 if TYPE_CHECKING:
+    from veilcam.store_node.index import IndexDb
     from veilcam.store_node.objectstore import ObjectStore
 
 log = logging.getLogger("veilcam.verify")
@@ -136,18 +137,28 @@ def audit_archive(
     trust: TrustedCameras,
     progress: ProgressCallback | None = None,
     objects: ObjectStore | None = None,
+    index: IndexDb | None = None,
 ) -> AuditReport:
-    """``objects``: the bucket the archive's closed segments were uploaded to, if any."""
+    """``objects``: the bucket the archive's closed segments were uploaded to, if any;
+    ``index``: the index shared by several stores (PostgreSQL), None: the archive's own
+    ``index.sqlite3``. With a shared index, every camera's uploaded segments are checked
+    from the bucket; frames still in segments on another store's disk are not (a note)."""
     seg_root = Path(archive_dir) / "segments"
     if not seg_root.is_dir():
         raise ArchiveError(f"{archive_dir} holds no veilcam archive (no segments/ folder)")
     report = AuditReport(str(archive_dir))
     seen: dict[str, set[int]] = {}
-    index = Path(archive_dir) / "index.sqlite3"
-    indexed_before = _read_index(index, report)  # a running store appends while we read
+    index_file = Path(archive_dir) / "index.sqlite3"
+
+    def read_index() -> dict[str, set[int]] | None:
+        if index is not None:
+            return _read_shared_index(index, seg_root, report)
+        return _read_index(index_file, report)
+
+    indexed_before = read_index()  # a running store appends while we read
     remotes = remote_segments(
         seg_root,
-        index,
+        index if index is not None else index_file,
         objects,
         lambda kind, detail: report.problems.append(Finding("", "", 0, None, kind, detail)),
     )
@@ -163,7 +174,7 @@ def audit_archive(
             )
         )
     tally.finish()
-    _cross_check_index(indexed_before, _read_index(index, report), seen, report)
+    _cross_check_index(indexed_before, read_index(), seen, report)
     return report
 
 
@@ -227,6 +238,46 @@ def _read_index(index: Path, report: AuditReport) -> dict[str, set[int]] | None:
     indexed: dict[str, set[int]] = {}
     for camera, seq in rows:
         indexed.setdefault(camera, set()).add(seq)
+    return indexed
+
+
+def _read_shared_index(
+    index: IndexDb, seg_root: Path, report: AuditReport
+) -> dict[str, set[int]] | None:
+    """The frames a shared index lists, by camera, but for those in segments still on the
+    disk of another store (a camera with no folder here whose segment is not uploaded):
+    this home cannot check those, and says so once per camera (``frames_elsewhere``)."""
+    try:
+        rows = index.execute(
+            "SELECT f.camera, f.seq, s.location FROM frames f "
+            "JOIN segments s ON s.id = f.segment_id"
+        ).fetchall()
+    except ArchiveError as exc:
+        if not any(n.kind == "index_unreadable" for n in report.notes):
+            report.notes.append(Finding("", index.where, 0, None, "index_unreadable", str(exc)))
+        return None
+    here = {p.name for p in seg_root.iterdir() if p.is_dir()}
+    indexed: dict[str, set[int]] = {}
+    elsewhere: dict[str, int] = {}
+    for camera, seq, location in rows:
+        if location == "local" and camera not in here:
+            elsewhere[camera] = elsewhere.get(camera, 0) + 1
+            continue
+        indexed.setdefault(camera, set()).add(seq)
+    noted = {n.camera for n in report.notes if n.kind == "frames_elsewhere"}
+    for camera, count in sorted(elsewhere.items()):
+        if camera not in noted:
+            report.notes.append(
+                Finding(
+                    camera,
+                    "",
+                    0,
+                    None,
+                    "frames_elsewhere",
+                    f"{count} frame(s) are in segments on the disk of the store that owns "
+                    f"{camera} (not uploaded yet): verify them on that store's home",
+                )
+            )
     return indexed
 
 

@@ -35,7 +35,11 @@ from veilcam.store_node.archive import Archive
 
 log = logging.getLogger("veilcam.store")
 
-HOLE_WAIT_S = 30.0  # later frames wait this long for one the store could not write
+HOLE_WAIT_S = 30.0
+# the reason (metrics label, acknowledgement) of a frame from a camera another store owns
+CAMERA_NOT_OWNED = (
+    "camera_not_owned"  # later frames wait this long for one the store could not write
+)
 
 
 @dataclass
@@ -59,8 +63,12 @@ class Ingest:
         rejects: Counter[str],
         times: StageTimes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        owns: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``owns(camera)``: None when this store archives the camera, else why not (several
+        stores sharing an index, each owning some cameras); None: every camera."""
         self.archive = archive
+        self.owns = owns
         self.trust = trust  # replaced by the store when certificates or the CRL change
         self.rejects = rejects
         self.times = times or StageTimes()
@@ -83,6 +91,9 @@ class Ingest:
         if peer and peer != f"camera:{msg.camera_id}":
             detail = f"{peer} sent a message in the name of camera {msg.camera_id!r}"
             return self._reject(msg, RejectReason.WRONG_CAMERA_IDENTITY, detail)
+        refusal = self.owns(msg.camera_id) if self.owns is not None else None
+        if refusal is not None:
+            return self._reject(msg, CAMERA_NOT_OWNED, refusal)
         try:
             if isinstance(msg, FrameMessage):
                 return self._frame(msg)

@@ -44,7 +44,8 @@ from veilcam.common.transport import (
 )
 from veilcam.store_node.accounts import AccountGate, AccountStore, LoginLimiter
 from veilcam.store_node.archive import Archive
-from veilcam.store_node.ingest import Ingest, IngestOutcome
+from veilcam.store_node.index import open_index
+from veilcam.store_node.ingest import CAMERA_NOT_OWNED, Ingest, IngestOutcome
 from veilcam.store_node.objectstore import ObjectStore
 from veilcam.store_node.queries import StoreQueries
 from veilcam.store_node.uploader import Uploader
@@ -100,10 +101,17 @@ class StoreNode:
         self.objects, self.uploader = None, None
         if self.cfg.archive.backend == "s3":
             self.objects = _open_bucket(self.cfg, home)
+        archive_dir = deployment.archive_dir(home, self.cfg)
+        index = None
+        if self.cfg.archive.index == "postgres":  # shared with other stores
+            index = open_index(self.cfg, archive_dir, home.root)
+        self.owned = frozenset(self.cfg.store.cameras)
         self.archive = Archive(
-            deployment.archive_dir(home, self.cfg),
+            archive_dir,
             self.cfg.archive.segment_max_bytes,
             objects=self.objects,
+            index=index,
+            cameras=self.owned,
         )
         if self.objects is not None:
             from veilcam.store_node.objectstore import lock_policy
@@ -118,7 +126,12 @@ class StoreNode:
         self.stop = stop or StopFlag()
         self.rejects: Counter[str] = Counter()
         self.ingest_logic = Ingest(
-            self.archive, self.watcher.current.cameras, self.rejects, self.times, clock
+            self.archive,
+            self.watcher.current.cameras,
+            self.rejects,
+            self.times,
+            clock,
+            owns=self._owns if self.owned else None,
         )
         self.queries = StoreQueries(
             home,
@@ -137,6 +150,15 @@ class StoreNode:
     @property
     def trust(self):
         return self.watcher.current.cameras
+
+    def _owns(self, camera_id: str) -> str | None:
+        """None when this store archives ``camera_id`` (``store.cameras``), else why not."""
+        if camera_id in self.owned:
+            return None
+        return (
+            f"this store does not own camera {camera_id!r} (its store.cameras: "
+            f"{', '.join(sorted(self.owned))}); point the camera at the store that owns it"
+        )
 
     # ------------------------------------------------------------------ identities
     def _apply_trust(self, trust: Trust) -> None:
@@ -184,7 +206,7 @@ class StoreNode:
         try:
             with self.times.measure("commit"):
                 self.archive.commit()
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, ArchiveError) as exc:
             # what was not made durable must not be acknowledged, and this process can no
             # longer tell what is: stop; a restart recovers every whole record on disk
             self._pending_acks.clear()
@@ -254,13 +276,15 @@ class StoreNode:
         )
         c = self.cfg.store
         log.info(
-            "store ready: ingest %s, relay %s, query %s, archive %s%s, %d trusted camera(s)",
+            "store ready: ingest %s, relay %s, query %s, archive %s%s%s, %d trusted camera(s)%s",
             c.ingest_bind,
             c.relay_bind,
             c.query_bind,
             self.archive.root,
             f" (closed segments to {self.objects.describe()})" if self.objects else "",
+            f", shared index {self.archive.index.where}" if self.archive.index.shared else "",
             len(self.trust.camera_ids),
+            f", owning {', '.join(sorted(self.owned))}" if self.owned else "",
         )
         if self.uploader is not None:
             self.uploader.start()
@@ -377,7 +401,7 @@ class StoreNode:
         self.flush(force=True)
         try:
             self.archive.close()
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, ArchiveError) as exc:
             log.error(
                 "archive could not be closed cleanly (%s); the next start recovers "
                 "every whole record",
@@ -444,7 +468,9 @@ class StoreNode:
                 "veilcam_store_messages_rejected_total",
                 "Messages refused, by reason (bad signature, replay, malformed, "
                 "storage_error, ...).",
-                {r.value: 0 for r in MESSAGE_REJECT_REASONS} | dict(self.rejects),
+                {r.value: 0 for r in MESSAGE_REJECT_REASONS}
+                | ({CAMERA_NOT_OWNED: 0} if self.owned else {})
+                | dict(self.rejects),
                 "reason",
             ),
             counter(

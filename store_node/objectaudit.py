@@ -22,13 +22,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from veilcam.common.errors import ArchiveError
 from veilcam.store_node.objectstore import (
     ObjectMissing,
     ObjectStore,
     ObjectStoreError,
     parse_object_key,
 )
+
+if TYPE_CHECKING:
+    from veilcam.store_node.index import IndexDb
 
 # add_problem(kind, detail) for the segment at hand
 ProblemSink = Callable[[str, str], None]
@@ -76,9 +81,25 @@ class RemoteSegment:
     indexed: bool
 
 
-def indexed_remotes(index: Path) -> list[RemoteSegment]:
-    """Segments the index places in the object store (none for an index before schema 2,
-    or one that cannot be read: the audit reports that itself)."""
+REMOTES_SQL = (
+    "SELECT camera, name, object_key, version_id, size, sha256 FROM segments "
+    "WHERE location != 'local' ORDER BY camera, name"
+)
+
+
+def indexed_remotes(index: Path | IndexDb) -> list[RemoteSegment]:
+    """Segments the index (an SQLite file, or a shared ``IndexDb``) places in the object
+    store (none for an index before schema 2, or one that cannot be read: the audit reports
+    that itself)."""
+    if not isinstance(index, Path):
+        try:
+            rows = index.execute(REMOTES_SQL).fetchall()
+        except ArchiveError:
+            return []
+        return [
+            RemoteSegment(c, n, k, v, z, bytes(h) if h is not None else None, True)
+            for c, n, k, v, z, h in rows
+        ]
     if not index.exists():
         return []
     try:
@@ -87,10 +108,7 @@ def indexed_remotes(index: Path) -> list[RemoteSegment]:
             columns = {r[1] for r in db.execute("PRAGMA table_info(segments)")}
             if "location" not in columns:
                 return []
-            rows = db.execute(
-                "SELECT camera, name, object_key, version_id, size, sha256 FROM segments "
-                "WHERE location != 'local' ORDER BY camera, name"
-            ).fetchall()
+            rows = db.execute(REMOTES_SQL).fetchall()
         finally:
             db.close()
     except sqlite3.Error:
@@ -102,7 +120,7 @@ def indexed_remotes(index: Path) -> list[RemoteSegment]:
 
 
 def remote_segments(
-    seg_root: Path, index: Path, objects: ObjectStore | None, add_problem: ProblemSink
+    seg_root: Path, index: Path | IndexDb, objects: ObjectStore | None, add_problem: ProblemSink
 ) -> dict[str, list[RemoteSegment]]:
     """By camera: the segments to read from the bucket. A local file always wins over an
     object of the same name (a copy not yet removed after its upload)."""
