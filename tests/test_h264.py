@@ -349,7 +349,7 @@ def _clip_frames(n: int, width: int, height: int) -> list[np.ndarray]:
 
 def test_decoded_public_and_zone_streams_at_quality() -> None:
     """Public AUs decode to the redacted frame at > 35 dB (CRF 23); a class stream gives the
-    zone pixels back at >= 40 dB inside its zones (zone CRF 16), frame by frame."""
+    zone pixels back at >= 40 dB inside its zones (zone CRF 17), frame by frame."""
     width, height = 640, 360
     cam = H264Camera(gop=10, fps=30.0)
     public_dec = av.CodecContext.create("h264", "r")
