@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -79,12 +80,20 @@ def machine() -> dict:
 # --------------------------------------------------------------------------- media, ports, CLI
 
 
-def make_clip(size: tuple[int, int], fps: float, seconds: float, out: Path) -> Path:
-    """The sample clip (and real media when present) scaled to ``size``, ``seconds`` long."""
-    sources = [SAMPLE_CLIP]
-    extra = SHARED / "media" / "intel" / "one-by-one-person-detection.mp4"
-    if extra.exists():
-        sources.append(extra)
+def make_clip(
+    size: tuple[int, int],
+    fps: float,
+    seconds: float,
+    out: Path,
+    sources: list[Path] | None = None,
+) -> Path:
+    """``sources`` one after the other (default: the sample clip, and real media when
+    present) scaled to ``size``, ``seconds`` long (looped when shorter)."""
+    if sources is None:
+        sources = [SAMPLE_CLIP]
+        extra = SHARED / "media" / "intel" / "one-by-one-person-detection.mp4"
+        if extra.exists():
+            sources.append(extra)
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     needed, written = int(seconds * fps), 0
     while written < needed:
@@ -399,6 +408,26 @@ def plain_h264_bytes_per_frame(
     total += sum(p.size for p in codec.encode(None))
     cap.release()
     return total / max(1, count)
+
+
+def zone_area_share(home: Path) -> float:
+    """Mean share of the frame area inside zone rectangles (their union), over every frame
+    of a home's archive: what the zone streams or zone crops carry, so what the archive's
+    size over plain H.264 depends on."""
+    from veilcam.common.format import KIND_FRAME, FrameMessage
+    from veilcam.common.segments import Record, scan_segment
+
+    shares = []
+    for path in sorted((Path(home) / "archive" / "segments").rglob("*.vseg")):
+        for rec in scan_segment(path):
+            if not isinstance(rec, Record) or rec.kind != KIND_FRAME:
+                continue
+            header = FrameMessage.from_body_parts(rec.parts).header
+            mask = np.zeros((header.height // 4 + 1, header.width // 4 + 1), bool)
+            for z in header.zones or header.zone_rects:  # version 1 / version 2
+                mask[z.y // 4 : -(-(z.y + z.h) // 4), z.x // 4 : -(-(z.x + z.w) // 4)] = True
+            shares.append(mask[: header.height // 4, : header.width // 4].mean())
+    return float(np.mean(shares)) if shares else 0.0
 
 
 def archive_bytes(home: Path) -> int:

@@ -1,6 +1,8 @@
 """Pipeline benchmark: store, camera and one unlocked viewer as separate processes, live.
 
     python bench/pipeline.py [--seconds 20] [--sizes 720p,1080p] [--fps 30] [--video both]
+    python bench/pipeline.py --clip ../shared/media/intel/one-by-one-person-detection.mp4 ...
+    python bench/pipeline.py --no-viewer ...   (store and camera only)
     VEILCAM_BENCH_ENCODING='h264_preset = "superfast";zone_crf = 18' python bench/pipeline.py ...
         (extra lines for the camera's [encoding] section, ';'-separated)
 
@@ -41,9 +43,19 @@ from bench.harness import (  # noqa: E402
     rss_mb,
     use_yunet,
     veilcam,
+    zone_area_share,
 )
 
 PASSWORD = "benchmark pass phrase 42"
+# what a run without a viewer (--no-viewer: the camera node's own figures) reports for it
+NO_VIEWER = {
+    "received": 0,
+    "unlocked": 0,
+    "captured_fps": 0.0,
+    "latency_p50_ms": 0.0,
+    "latency_p99_ms": 0.0,
+    "stages": {},
+}
 
 
 # --------------------------------------------------------------------------- viewer process
@@ -181,9 +193,11 @@ def scenario(
     seconds: float,
     jpeg_quality: int | None = None,
     video: str = "jpeg",
+    clip_sources: list[Path] | None = None,
+    with_viewer: bool = True,
 ) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"veilcam-bench-{name}-"))
-    clip = make_clip(size, fps, min(seconds, 20), tmp / "clip.mp4")
+    clip = make_clip(size, fps, min(seconds, 20), tmp / "clip.mp4", clip_sources)
     home = tmp / "home"
     base = free_port_base()
     veilcam(
@@ -216,22 +230,24 @@ def scenario(
         stderr=subprocess.STDOUT,
     )
     time.sleep(1.5)
-    viewer = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--viewer",
-            str(home),
-            str(tmp / "viewer.json"),
-            str(seconds + 4),
-        ],
-        cwd=ROOT,
-        stdout=logs["viewer"],
-        stderr=subprocess.STDOUT,
-    )
-    while not (tmp / "viewer.json.ready").exists() and viewer.poll() is None:
-        time.sleep(0.1)
-    time.sleep(0.5)
+    viewer = None
+    if with_viewer:
+        viewer = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--viewer",
+                str(home),
+                str(tmp / "viewer.json"),
+                str(seconds + 4),
+            ],
+            cwd=ROOT,
+            stdout=logs["viewer"],
+            stderr=subprocess.STDOUT,
+        )
+        while not (tmp / "viewer.json.ready").exists() and viewer.poll() is None:
+            time.sleep(0.1)
+        time.sleep(0.5)
     camera = subprocess.Popen(
         py + ["camera", "--home", str(home), "--stats-out", str(tmp / "camera.json")],
         cwd=ROOT,
@@ -239,7 +255,9 @@ def scenario(
         stderr=subprocess.STDOUT,
     )
     time.sleep(2.0)  # warm-up: model load, first epoch
-    pids = {"camera": camera.pid, "store": store.pid, "viewer": viewer.pid}
+    pids = {"camera": camera.pid, "store": store.pid}
+    if viewer is not None:
+        pids["viewer"] = viewer.pid
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
     t0 = time.monotonic()
     rss = {k: [] for k in pids}
@@ -251,12 +269,13 @@ def scenario(
     cpu = {k: (cpu_seconds(p) - cpu0[k]) / wall * 100 for k, p in pids.items()}
     camera.send_signal(signal.SIGTERM)
     camera.wait(timeout=30)
-    viewer.wait(timeout=30)
+    if viewer is not None:
+        viewer.wait(timeout=30)
     store.send_signal(signal.SIGTERM)
     store.wait(timeout=30)
     cam = json.loads((tmp / "camera.json").read_text())
     sto = json.loads((tmp / "store.json").read_text())
-    vie = json.loads((tmp / "viewer.json").read_text())
+    vie = json.loads((tmp / "viewer.json").read_text()) if viewer is not None else NO_VIEWER
     crypto = crypto_cost_per_frame(home)
     total_wall = wall + 2.0  # counters cover the warm-up too
     fps_in = cam["captured"] / total_wall
@@ -297,6 +316,8 @@ def scenario(
         "plain_h264_bytes_per_frame": round(plain),
         "plain_h264_gb_per_hour": round(plain * fps * 3600 / 1e9, 2),
         "archive_to_plain_h264": round(archived_per_frame / max(plain, 1), 2),
+        "zone_area_share": round(zone_area_share(home), 3),
+        "clip": [str(p) for p in clip_sources] if clip_sources else "default",
         "stages": {"camera": cam["stages"], "store": sto["stages"], "viewer": vie["stages"]},
         "crypto_ms_per_frame": {k: round(v, 3) for k, v in crypto.items()},
         "pipeline_cpu_ms_per_frame": round(pipeline_cpu_ms_per_frame, 2),
@@ -328,7 +349,7 @@ def print_table(r: dict) -> None:
         ("latency camera->viewer p50 / p99 ms", f"{r['latency_p50_ms']} / {r['latency_p99_ms']}"),
         (
             "CPU % camera / store / viewer",
-            " / ".join(str(r["cpu_percent"][k]) for k in ("camera", "store", "viewer")),
+            " / ".join(str(r["cpu_percent"].get(k, "-")) for k in ("camera", "store", "viewer")),
         ),
         (
             "max RSS MB camera / store / viewer",
@@ -344,6 +365,10 @@ def print_table(r: dict) -> None:
             f"{r['plain_h264_bytes_per_frame']}, {r['plain_h264_gb_per_hour']}",
         ),
         ("archive / plain H.264 (no privacy)", f"{r['archive_to_plain_h264']}x"),
+        (
+            "frame share inside zones (archived headers, mean)",
+            f"{100 * r['zone_area_share']:.1f} %",
+        ),
         ("pipeline CPU ms per frame", r["pipeline_cpu_ms_per_frame"]),
         (
             "crypto ms per frame (enc/hash+sign/2x verify/dec)",
@@ -381,13 +406,34 @@ def main() -> int:
         help="the camera's [encoding] video: jpeg, h264, or both (h264 then reports its "
         "archive against the JPEG one of the same run)",
     )
+    ap.add_argument(
+        "--clip",
+        action="append",
+        type=Path,
+        help="video file to run instead of the default clip (scaled to each size; repeat to "
+        "play several one after the other)",
+    )
+    ap.add_argument(
+        "--no-viewer",
+        action="store_true",
+        help="store and camera only: what the camera node alone sustains",
+    )
     args = ap.parse_args()
     results = []
     modes = ["jpeg", "h264"] if args.video == "both" else [args.video]
     for name in args.sizes.split(","):
         by_mode = {}
         for video in modes:
-            r = scenario(name, SIZES[name], args.fps, args.seconds, args.jpeg_quality, video)
+            r = scenario(
+                name,
+                SIZES[name],
+                args.fps,
+                args.seconds,
+                args.jpeg_quality,
+                video,
+                args.clip,
+                not args.no_viewer,
+            )
             r["jpeg_quality"] = args.jpeg_quality or 90
             by_mode[video] = r
             results.append(r)
