@@ -66,6 +66,9 @@ class ScanResult:
     boxes: list[Box]  # faces on this frame (coarse + valid fine), frame pixels
     uncertain: list[Rect]  # regions whose small faces are unknown: cover them whole
     entering: list[Rect] = field(default_factory=list)  # motion from the border, no face seen
+    # no previous frame at this size (a start, a new frame size, the first frame after the
+    # source was lost): motion from the border cannot be seen, so the frame is covered whole
+    blind: bool = False
     cells_scanned: int = 0
     cells_uncertain: int = 0
     cells_total: int = 0
@@ -139,6 +142,12 @@ class FaceScanner:
         """Forget every fine result (the next frames' cells are all uncertain until scanned)."""
         self._grid = None
 
+    def discontinuity(self) -> None:
+        """The next frame does not follow the last one (the source was lost and came back):
+        motion at the border cannot be measured against it, so that frame comes out blind
+        (covered whole) while the scanner takes it as its new reference."""
+        self._edges.forget_previous()
+
     def _thumb(self, image: np.ndarray, grid: _Grid) -> np.ndarray:
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
         size = (grid.cols * THUMB_PER_CELL, grid.rows * THUMB_PER_CELL)
@@ -184,10 +193,12 @@ class FaceScanner:
                 boxes.extend(cell.boxes)
         boxes.extend(transient)
         boxes = _dedupe(boxes)
+        blind = not self._edges.has_history(thumb, grid)
         return ScanResult(
             boxes,
             self._uncertain_regions(uncertain_cells, grid),
             self._edges.update(thumb, grid, boxes),
+            blind=blind,
             cells_scanned=len(scanned),
             cells_uncertain=len(uncertain_cells),
             cells_total=grid.rows * grid.cols,
@@ -415,17 +426,39 @@ class _EdgeGuard:
     (thumbnail difference with the previous frame) that touches the border, or overlaps such
     a blob of the frames before, is covered while it moves and ``EDGE_HOLD_FRAMES`` after,
     unless a face was detected inside it on this frame (its track covers the face; the rest
-    of the person is not private)."""
+    of the person is not private).
+
+    With no previous frame of the same size (a start, a new frame size, a frame after the
+    source was lost) nothing can be seen moving: ``has_history`` is False and the caller covers
+    that frame whole. Regions held at the old size are rescaled to the new one."""
 
     def __init__(self) -> None:
         self._prev: np.ndarray | None = None
+        self._size: tuple[int, int] | None = None  # frame size of ``_prev``
         self._held: list[tuple[Rect, int]] = []  # (region in frame pixels, frames since moving)
 
+    def has_history(self, thumb: np.ndarray, grid: _Grid) -> bool:
+        """Whether ``thumb`` can be compared with a previous frame of the same size."""
+        return (
+            self._prev is not None
+            and self._prev.shape == thumb.shape
+            and self._size == (grid.width, grid.height)
+        )
+
+    def forget_previous(self) -> None:
+        self._prev = None
+
     def update(self, thumb: np.ndarray, grid: _Grid, faces: list[Box]) -> list[Rect]:
-        prev, self._prev = self._prev, thumb
-        if prev is None or prev.shape != thumb.shape:
-            self._held = []
-            return []
+        history = self.has_history(thumb, grid)
+        prev, old_size = self._prev, self._size
+        self._prev, self._size = thumb, (grid.width, grid.height)
+        if not history or prev is None:
+            if old_size is not None and old_size != self._size:
+                self._held = [
+                    (_scale_rect(rect, grid.width / old_size[0], grid.height / old_size[1]), age)
+                    for rect, age in self._held
+                ]
+            return [rect for rect, _ in self._held]
         moving = (np.abs(thumb - prev) > CHANGE_LEVEL).astype(np.uint8)
         if moving.mean() > EDGE_MAX_SHARE:
             return [rect for rect, _ in self._held]  # a cut or pan: the cells cover it
@@ -452,6 +485,13 @@ class _EdgeGuard:
             if not any(_contains(rect, face) for face in faces)
         ]
         return [rect for rect, _ in self._held]
+
+
+def _scale_rect(rect: Rect, sx: float, sy: float) -> Rect:
+    """``rect`` in the pixels of a frame scaled by (sx, sy), rounded outward."""
+    x0, y0 = math.floor(rect.x * sx), math.floor(rect.y * sy)
+    x1, y1 = math.ceil((rect.x + rect.w) * sx), math.ceil((rect.y + rect.h) * sy)
+    return Rect(x0, y0, x1 - x0, y1 - y0)
 
 
 def _overlaps(a: Rect, b: Rect) -> bool:

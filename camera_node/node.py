@@ -378,7 +378,7 @@ class CameraNode:
             if size not in static_cache:
                 static_cache[size] = resolve_static_zones(self.cfg.zones, *size)
             with self.times.measure("zones"):
-                self.finder.submit(image, static_cache[size], captured)
+                self.finder.submit(image, static_cache[size], captured, captured.after_loss)
             self.submitted += 1
             # publish as soon as the detector is done, but be back for the next capture
             capture_work_s = time.perf_counter() - t0 - captured.waited_s
@@ -642,7 +642,8 @@ class CameraNode:
             "camera %s: %d frames captured, %d published, %d acknowledged (+%d key "
             "envelopes/gap notices), %d messages rejected, %d pending (%d spooled on "
             "disk), %d dropped (spool full), %d dropped (pipeline overload), %d whole-frame "
-            "redactions (detector late or failed), detector %.1f ms, ran on %d frame(s), "
+            "redactions (detector late or failed, or no motion history yet), detector %.1f ms, "
+            "ran on %d frame(s), "
             "skipped %d, %.1f %% of the frame covered on average as not yet rescanned",
             self.camera_id,
             s.captured,

@@ -13,6 +13,11 @@ The pipeline adds about one frame of latency. If a frame's detection has not fin
 covered whole: no frame goes out with a face uncovered because the detector was late. Every
 such frame is counted by reason. When the detector falls behind it first drops its
 native-resolution passes (more cells covered), then frames start going out covered whole.
+
+A frame the scanner sees without a previous frame of its size (the first of a run, the first
+after a change of frame size, the first after the source was lost) is covered whole too: its
+check for motion coming in at the border (faces cut by the edge, which detectors miss) has
+nothing to compare with. One frame each time; counted as ``no_motion_history``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ DEFAULT_SHARE = 0.75  # share of the frame interval the detector may spend on on
 
 # why a frame went out covered whole; every reason is reported from the start (at 0), so
 # alerts have a series to match before the first event
-FAIL_CLOSED_REASONS = ("detector_failed", "detector_late", "too_many_zones")
+FAIL_CLOSED_REASONS = ("detector_failed", "detector_late", "too_many_zones", "no_motion_history")
+QUIET_REASONS = frozenset({"no_motion_history"})  # expected at every start: counted, not logged
 
 P = TypeVar("P")
 
@@ -52,6 +58,7 @@ class _Job(Generic[P]):
     zones: list[Zone] | None = None  # set by the detector thread when done
     error: Exception | None = None
     abandoned: bool = False  # published covered whole; the detector skips it
+    discontinuity: bool = False  # does not follow the previous frame (source lost meanwhile)
     scan: ScanResult | None = field(default=None, repr=False)
 
 
@@ -102,16 +109,19 @@ class ZoneFinder(Generic[P]):
 
     # ------------------------------------------------------------------ publishing side
 
-    def submit(self, image: np.ndarray, static: list[Zone], payload: P) -> None:
+    def submit(
+        self, image: np.ndarray, static: list[Zone], payload: P, discontinuity: bool = False
+    ) -> None:
         """Queue a captured frame. ``image`` is read by the detector thread until the frame
-        comes out of ``ready()``: do not modify it before."""
+        comes out of ``ready()``: do not modify it before. ``discontinuity``: the frame does not
+        follow the one before (the source was lost in between)."""
         now = self.clock()
         if self._last_submit is not None:
             gap = min(max(now - self._last_submit, 1 / 240), 1.0)
             self._interval_s = 0.9 * self._interval_s + 0.1 * gap
         self._last_submit = now
         self.frame_no += 1
-        job = _Job(self.frame_no, image, list(static), payload, now)
+        job = _Job(self.frame_no, image, list(static), payload, now, discontinuity=discontinuity)
         with self._cond:
             self._queue.append(job)
             if self.scanner is not None:
@@ -169,8 +179,13 @@ class ZoneFinder(Generic[P]):
             self.skipped += 1
         elif len(job.static) + len(job.zones) > MAX_ZONES:
             reason = "too_many_zones"
-        if reason:
+        elif job.scan is not None and job.scan.blind:
+            reason = "no_motion_history"
+        if reason in QUIET_REASONS:
+            self.fail_closed[reason] += 1
+        elif reason:
             self._count_fail_closed(reason, job.error)
+        if reason:
             full = Zone(0, 0, width, height, ZoneClass.FULL)
             return job.payload, job.image, [*job.static[: MAX_ZONES - 1], full]
         if self._last_reason:
@@ -207,6 +222,8 @@ class ZoneFinder(Generic[P]):
             budget = self._budget(job)
             t0 = time.perf_counter()
             try:
+                if job.discontinuity:
+                    self.scanner.discontinuity()
                 scan = self.scanner.scan(job.image, budget)
                 zones = self._zones(job, scan)
             except Exception as exc:  # noqa: BLE001 - any failure must fail closed, not kill us
