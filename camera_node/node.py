@@ -418,7 +418,7 @@ class CameraNode:
         links.grantsync.close()
         self.finder.close()
         if self.video is not None:
-            self.video.close()
+            self.video.shutdown()
         self.source.close()
         self.lock.release()
         log.info("camera %s stopped: %s", self.camera_id, self.stop.reason or "error")
