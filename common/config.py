@@ -97,6 +97,19 @@ class CameraSection(Section):
         description="Longest wait between reconnection attempts to a lost RTSP camera; "
         "the wait starts at 1 s and doubles up to this.",
     )
+    detect_source: str = Field(
+        "",
+        description="Optional second, low-resolution stream of the same camera (an rtsp:// URL, "
+        "or a video file of the same clip) on which faces are detected instead of the main "
+        "frames; zones are scaled to the main frame. Empty: detect on the main frames.",
+    )
+    detect_tolerance_ms: float = Field(
+        50.0,
+        ge=0,
+        le=1000,
+        description="A main frame is detected on the newest detect_source frame captured at or "
+        "before it and at most this much earlier; with none, on the main frame itself.",
+    )
 
     @field_validator("id")
     @classmethod
