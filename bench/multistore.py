@@ -228,7 +228,7 @@ def run(opts: argparse.Namespace, work: Path) -> dict:
         latency = playback_latency(layout["a"][0], list(cams), opts.latency_samples)
         logs = {n: s.log() for n, s in stores.items()}
         return {
-            "options": vars(opts),
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
             "machine": machine(),
             "window_s": round(window, 1),
             "cameras": per_camera,
