@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import zmq
 from veilcam.camera_node.chainstate import ChainStateFile
+from veilcam.camera_node.detectsource import DetectSource
 from veilcam.camera_node.facescan import create_scanner
 from veilcam.camera_node.grantsync import GrantSync
 from veilcam.camera_node.protect import (
@@ -112,8 +113,8 @@ class CameraNode:
         try:
             self._setup(home, cfg, source_override, loop_override)
         except BaseException:
-            for part in ("finder", "source"):  # whatever _setup had started
-                if hasattr(self, part):
+            for part in ("finder", "detect", "source"):  # whatever _setup had started
+                if getattr(self, part, None) is not None:
                     getattr(self, part).close()
             self.lock.release()
             raise
@@ -157,6 +158,7 @@ class CameraNode:
             reconnect_max_s=cfg.camera.reconnect_max_s,
             should_stop=self.stop.is_set,
         )
+        self.detect = self._detect_source(home, cfg, loop_override)
         # Two threads do the work: detection and publishing, a core each on a small machine.
         # OpenCV's own worker threads inside each call only make them fight over the cores.
         cv2.setNumThreads(1)
@@ -194,6 +196,26 @@ class CameraNode:
             else None
         )
         self.chain = ChainStateFile(home.state_dir / f"camera-{self.camera_id}.json")
+
+    def _detect_source(
+        self, home: Home, cfg: CameraConfig, loop_override: bool | None
+    ) -> DetectSource | None:
+        """The configured low-resolution stream to detect faces on, if any."""
+        spec = cfg.camera.detect_source
+        if not spec or not cfg.faces.enabled:
+            return None
+        if not spec.strip().isdigit() and "://" not in spec:
+            spec = str(home.resolve(spec))
+        return DetectSource(
+            spec,
+            tolerance_s=cfg.camera.detect_tolerance_ms / 1000,
+            loop=cfg.camera.loop if loop_override is None else loop_override,
+            rtsp_transport=cfg.camera.rtsp_transport,
+            open_timeout_s=cfg.camera.open_timeout_s,
+            read_timeout_s=cfg.camera.read_timeout_s,
+            reconnect_max_s=cfg.camera.reconnect_max_s,
+            should_stop=self.stop.is_set,
+        )
 
     def _start_epoch(self, publisher: Publisher, grants: list[Grant]) -> None:
         self.epoch, self.epoch_started = Epoch.new(), self.clock()
@@ -340,12 +362,13 @@ class CameraNode:
 
     def _log_start(self) -> None:
         log.info(
-            "camera %s: source %s (%s), %.1f fps, faces: %s, store %s",
+            "camera %s: source %s (%s), %.1f fps, faces: %s%s, store %s",
             self.camera_id,
             self.source.display,  # never the URL itself: it may carry the camera's password
             self.source.kind,
             self.source.fps,
             self.detector.name if self.detector else "off",
+            f" on {self.detect.display}" if self.detect else "",
             self.cfg.store.ingest,
         )
 
@@ -378,7 +401,8 @@ class CameraNode:
             if size not in static_cache:
                 static_cache[size] = resolve_static_zones(self.cfg.zones, *size)
             with self.times.measure("zones"):
-                self.finder.submit(image, static_cache[size], captured, captured.after_loss)
+                sub = self.detect.take(captured) if self.detect is not None else None
+                self.finder.submit(image, static_cache[size], captured, captured.after_loss, sub)
             self.submitted += 1
             # publish as soon as the detector is done, but be back for the next capture
             capture_work_s = time.perf_counter() - t0 - captured.waited_s
@@ -417,6 +441,8 @@ class CameraNode:
         links.publisher.close()
         links.grantsync.close()
         self.finder.close()
+        if self.detect is not None:
+            self.detect.close()
         if self.video is not None:
             self.video.shutdown()
         self.source.close()
@@ -517,6 +543,9 @@ class CameraNode:
             "source_reconnects": self.source.reconnects,
             "source_size_changes": self.source.size_changes,
             "offline_notices": self.offline_notices,
+            "detect_source": (
+                {"source": self.detect.display, **self.detect.counts} if self.detect else None
+            ),
             "fail_closed": dict(self.finder.fail_closed),
             "detector": self.detector.name if self.detector else "off",
             "detector_ms": self.finder.detect_ms,

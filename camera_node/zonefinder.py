@@ -59,6 +59,7 @@ class _Job(Generic[P]):
     error: Exception | None = None
     abandoned: bool = False  # published covered whole; the detector skips it
     discontinuity: bool = False  # does not follow the previous frame (source lost meanwhile)
+    detect_image: np.ndarray | None = None  # what to detect on instead (camera.detect_source)
     scan: ScanResult | None = field(default=None, repr=False)
 
 
@@ -110,18 +111,33 @@ class ZoneFinder(Generic[P]):
     # ------------------------------------------------------------------ publishing side
 
     def submit(
-        self, image: np.ndarray, static: list[Zone], payload: P, discontinuity: bool = False
+        self,
+        image: np.ndarray,
+        static: list[Zone],
+        payload: P,
+        discontinuity: bool = False,
+        detect_image: np.ndarray | None = None,
     ) -> None:
         """Queue a captured frame. ``image`` is read by the detector thread until the frame
         comes out of ``ready()``: do not modify it before. ``discontinuity``: the frame does not
-        follow the one before (the source was lost in between)."""
+        follow the one before (the source was lost in between). ``detect_image``: the same
+        picture from the camera's low-resolution stream, detected instead of ``image`` (zones
+        scaled to ``image``)."""
         now = self.clock()
         if self._last_submit is not None:
             gap = min(max(now - self._last_submit, 1 / 240), 1.0)
             self._interval_s = 0.9 * self._interval_s + 0.1 * gap
         self._last_submit = now
         self.frame_no += 1
-        job = _Job(self.frame_no, image, list(static), payload, now, discontinuity=discontinuity)
+        job = _Job(
+            self.frame_no,
+            image,
+            list(static),
+            payload,
+            now,
+            discontinuity=discontinuity,
+            detect_image=detect_image,
+        )
         with self._cond:
             self._queue.append(job)
             if self.scanner is not None:
@@ -224,8 +240,9 @@ class ZoneFinder(Generic[P]):
             try:
                 if job.discontinuity:
                     self.scanner.discontinuity()
-                scan = self.scanner.scan(job.image, budget)
-                zones = self._zones(job, scan)
+                seen = job.image if job.detect_image is None else job.detect_image
+                scan = self.scanner.scan(seen, budget)
+                zones = self._zones(job, scan, (seen.shape[1], seen.shape[0]))
             except Exception as exc:  # noqa: BLE001 - any failure must fail closed, not kill us
                 with self._cond:
                     job.error = exc
@@ -255,31 +272,37 @@ class ZoneFinder(Generic[P]):
             return self._credit_s
         return self._credit_s * max(0.0, 1 - (waited - target) / max(self.max_lag_s - target, 1e-3))
 
-    def _zones(self, job: _Job[P], scan: ScanResult) -> list[Zone]:
+    def _zones(self, job: _Job[P], scan: ScanResult, seen: tuple[int, int]) -> list[Zone]:
+        """The face zones of ``job`` in its own pixels, from ``scan`` of a picture of size
+        ``seen`` (the frame itself, or its detect-source picture: scaled up, rounded out)."""
         height, width = job.image.shape[:2]
-        if self._size is not None and self._size != (width, height):
-            self.hold.rescale(width / self._size[0], height / self._size[1])
-        self._size = (width, height)
+        if self._size is not None and self._size != seen:
+            self.hold.rescale(seen[0] / self._size[0], seen[1] / self._size[1])
+        self._size = seen
+        sx, sy = width / seen[0], height / seen[1]
         self.hold.update(scan.boxes, job.frame_no)
         zones = []
         for box in self.hold.boxes(job.frame_no):
-            zone = clip_zone(box.x, box.y, box.w, box.h, ZoneClass.FACE, width, height)
+            zone = clip_zone(
+                box.x * sx, box.y * sy, box.w * sx, box.h * sy, ZoneClass.FACE, width, height
+            )
             if zone is not None:
                 zones.append(zone)
-        area = 0
+        area = 0.0
+        for rect in [*scan.uncertain, *scan.entering]:
+            zone = clip_zone(
+                rect.x * sx, rect.y * sy, rect.w * sx, rect.h * sy, ZoneClass.FACE, width, height
+            )
+            if zone is not None:
+                zones.append(zone)
         for rect in scan.uncertain:
-            zones.append(Zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE))
-            area += rect.w * rect.h
-        for rect in scan.entering:
-            zone = clip_zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE, width, height)
-            if zone is not None:
-                zones.append(zone)
+            area += rect.w * rect.h / (seen[0] * seen[1])
         totals = self.scan_totals
         totals["frames"] += 1
         totals["cells_scanned"] += scan.cells_scanned
         totals["cells_uncertain"] += scan.cells_uncertain
         totals["cells_total"] += scan.cells_total
-        totals["uncertain_area"] += area / (width * height)
+        totals["uncertain_area"] += area
         totals["frames_with_uncertain"] += bool(scan.uncertain)
         totals["frames_with_entering"] += bool(scan.entering)
         return zones
