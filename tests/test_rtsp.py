@@ -357,3 +357,54 @@ def test_doctor_opens_the_camera_stream_and_reports_it_without_the_password(
         assert check["status"] == status and finding in check["finding"], check
         assert f"{USER}:***@" in check["finding"] and password not in r.stdout + r.stderr
         assert took < 30, took
+
+
+def test_camera_detects_on_the_sub_stream_and_falls_back_when_it_goes_down(
+    server: RtspServer, tmp_path: Path, procs
+) -> None:
+    """camera.detect_source on a second server (the clip at 320x180, as a camera's sub-stream):
+    faces are detected on it; when it goes down the camera goes on detecting on the main
+    frames (logged once, counted), and the archive verifies. Neither password is logged."""
+    small = tmp_path / "sub.aus"
+    encode_clip(SAMPLE_CLIP, small, max_frames=300, size=(320, 180))
+    sub = RtspServer(small, fps=server.fps, user=USER, password=SECRET + "-sub")
+    home = make_home(tmp_path, SAMPLE_CLIP)
+    _set_camera_keys(
+        home,
+        read_timeout_s=2.0,
+        open_timeout_s=3.0,
+        reconnect_max_s=2.0,
+        detect_source=sub.url(),
+        detect_tolerance_ms=100.0,
+    )
+    stats = tmp_path / "stats.json"
+    sub.start()
+    try:
+        procs.start_ready("store", "store", "--home", str(home))
+        camera = procs.start_ready(
+            "camera",
+            "camera",
+            "--home",
+            str(home),
+            "--source",
+            server.url(),
+            "--stats-out",
+            str(stats),
+            timeout=60,
+        )
+        procs.wait_for_log("camera", "connected: h264 320x180", timeout=20)
+        time.sleep(3)
+        sub.stop()
+        procs.wait_for_log("camera", "detecting on the main frames", timeout=15)
+        time.sleep(2)
+        assert camera.poll() is None, procs.log("camera")
+        assert procs.stop("camera") == 0 and camera.returncode == 0, procs.log("camera")
+    finally:
+        sub.stop()
+    log = procs.log("camera")
+    assert "Traceback" not in log and SECRET not in log, log
+    counts = json.loads(stats.read_text())["detect_source"]
+    assert counts["used"] >= 30 and counts["late"] >= 10, counts
+    assert SECRET not in stats.read_text()
+    report = json.loads(run_cli("verify", str(home), "--json").stdout)
+    assert report["intact"], report["problems"]
