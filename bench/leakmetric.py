@@ -221,6 +221,8 @@ class ClipLeaks:
     dropped: dict = field(default_factory=dict)
     latency_ms: dict = field(default_factory=dict)
     camera_fps: float = 0.0
+    camera_cpu_s: float = 0.0  # CPU time of the camera process (all its threads)
+    detect_source: dict = field(default_factory=dict)  # camera.detect_source run: its counts
     reference_fps: float = 0.0
     detector: str = ""
     notes: list[str] = field(default_factory=list)

@@ -33,6 +33,10 @@ stopped, on the clip's first 20 frames, in this process with OpenCV's default th
 frame is timed 3 times and its fastest run kept (the machine may be shared), then the median
 frame counts. The table prints the camera's achieved fps over it.
 
+``--detect-width W``: the camera detects on a copy of each clip downscaled to W pixels wide
+(H.264, like an IP camera's sub-stream) given as ``camera.detect_source`` (read frame for frame
+with the clip); the table adds the camera's CPU time per frame, to compare with a run without.
+
 Results: a plain-text table, and JSON in ``bench/results/leaks.json`` (or ``--out``).
 """
 
@@ -79,7 +83,7 @@ from bench.leakmetric import (  # noqa: E402
     time_reference,
     zone_share,
 )
-from bench.stressclips import CLIPS, DEFAULT_CACHE, ClipInfo, ensure_clip  # noqa: E402
+from bench.stressclips import CLIPS, DEFAULT_CACHE, ClipInfo, encode, ensure_clip  # noqa: E402
 
 PASSWORD = "leak benchmark pass phrase 42"
 DEFAULT_OUT = ROOT / "bench" / "results" / "leaks.json"
@@ -315,8 +319,46 @@ def _wait_camera(camera, store, live, watcher: ArrivalWatcher, timeout: float) -
     return camera.exit_code
 
 
+def detect_copy(info: ClipInfo, width: int, cache: Path) -> Path:
+    """The clip downscaled to ``width`` (even height), as a camera's sub-stream: made once."""
+    height = round(info.height * width / info.width / 2) * 2
+    out = Path(cache) / f"{info.name}.detect{width}.mp4"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def frames():
+            cap = cv2.VideoCapture(str(info.path))
+            try:
+                for _ in range(info.frames):
+                    ok, image = cap.read()
+                    if not ok:
+                        return
+                    yield cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            finally:
+                cap.release()
+
+        encode(frames(), out, width, height, fps=max(1, round(info.fps)))
+    return out
+
+
+def set_detect_source(camera_toml: Path, path: Path) -> None:
+    text = camera_toml.read_text()
+    line = f"detect_source = {json.dumps(str(path))}"
+    if not re.search(r"^\[camera\]\s*$", text, flags=re.M):
+        raise RuntimeError(f"no [camera] section in {camera_toml}")
+    text = re.sub(r"^\[camera\]\s*$", "[camera]\n" + line, text, count=1, flags=re.M)
+    camera_toml.write_text(text)
+    if tomllib.loads(text)["camera"].get("detect_source") != str(path):
+        raise RuntimeError(f"could not set camera.detect_source in {camera_toml}")
+
+
 def run_pipeline(
-    info: ClipInfo, tmp: Path, max_frames: int | None, log, control: bool = False
+    info: ClipInfo,
+    tmp: Path,
+    max_frames: int | None,
+    log,
+    control: bool = False,
+    detect_source: Path | None = None,
 ) -> dict:
     """Store + live viewer + camera on the clip, then the two archive read-backs. Returns
     paths and counters; raises RuntimeError (with the node's log) when a node fails."""
@@ -339,6 +381,9 @@ def run_pipeline(
     if control:
         disable_faces(home / "config" / "camera.toml")
         model += "; CONTROL RUN: faces.enabled = false"
+    if detect_source is not None:
+        set_detect_source(home / "config" / "camera.toml", detect_source)
+        model += f"; detect_source = {detect_source.name}"
     expected = min(info.frames, max_frames) if max_frames else info.frames
     run: dict = {"model": model, "expected": expected, "notes": []}
     live_dir, pub_dir, orig_dir = tmp / "live", tmp / "public", tmp / "original"
@@ -377,6 +422,7 @@ def run_pipeline(
         camera = nodes.start("camera", "camera", veilcam_cmd(*cam_cmd))
         code = _wait_camera(camera, store, live, watcher, camera_timeout)
         run["camera_wall_s"] = round(time.monotonic() - t0, 2)
+        run["camera_cpu_s"] = round(camera.read_cpu(), 2)
         if code in (3, 4):
             run["notes"].append(
                 f"camera exit {code} ("
@@ -463,6 +509,8 @@ def analyse(info: ClipInfo, run: dict, detector: cv2.FaceDetectorYN) -> ClipLeak
         "overload": stats.get("dropped_overload", 0),
     }
     res.detector = str(stats.get("detector", "?"))
+    res.camera_cpu_s = float(run.get("camera_cpu_s", 0.0))
+    res.detect_source = dict(stats.get("detect_source") or {})
     if "yunet" not in res.detector.lower() and "CONTROL" not in run["model"]:
         res.notes.append(f"camera detector is {res.detector!r}, not YuNet")
     res.latency_ms = run["latency"]
@@ -540,7 +588,8 @@ def run_clip(name: str, args, detector) -> ClipLeaks:
     tmp = Path(tempfile.mkdtemp(prefix=f"veilcam-leaks-{name}-"))
     t0 = time.monotonic()
     try:
-        run = run_pipeline(info, tmp, max_frames, print, control=args.control)
+        sub = detect_copy(info, args.detect_width, args.cache) if args.detect_width else None
+        run = run_pipeline(info, tmp, max_frames, print, control=args.control, detect_source=sub)
         t1 = time.monotonic()
         res = analyse(info, run, detector)
         res.notes.insert(0, f"model: {run['model']}")
@@ -562,7 +611,7 @@ def print_table(results: list[ClipLeaks], errors: dict[str, str]) -> None:
     head = (
         f"{'clip':<36} {'size':>9} {'pub/clip':>9} {'ref':>5} {'readable':>12} "
         f"{'fr>=1':>5} {'run':>4} {'zone%':>6} {'full':>5} {'failcl':>6} {'drop':>5} "
-        f"{'lat p50/p99 ms':>15} {'fps':>11} {'ref fps':>7} {'ratio':>6}"
+        f"{'lat p50/p99 ms':>15} {'fps':>11} {'ref fps':>7} {'ratio':>6} {'cpu ms/fr':>9}"
     )
     print("\n" + head)
     print("-" * len(head))
@@ -577,7 +626,8 @@ def print_table(results: list[ClipLeaks], errors: dict[str, str]) -> None:
             f"{100 * r.zone_area_mean:5.1f}% {r.frames_full_cover:>5} "
             f"{sum(r.fail_closed.values()):>6} {sum(r.dropped.values()):>5} "
             f"{latency:>15} {r.camera_fps:>5.1f}/{r.clip_fps:<5.1f} "
-            f"{r.reference_fps:>7.2f} {ratio:>6}"
+            f"{r.reference_fps:>7.2f} {ratio:>6} "
+            f"{1000 * r.camera_cpu_s / max(1, r.frames_published):>9.1f}"
         )
     for name, err in errors.items():
         print(f"{name:<36} FAILED: {err.splitlines()[0]}")
@@ -597,7 +647,7 @@ def print_table(results: list[ClipLeaks], errors: dict[str, str]) -> None:
         "covered whole; failcl / drop = camera's fail_closed / dropped counters; lat = live "
         "camera->viewer\nlatency (frames.jsonl line appearance); fps = camera achieved / "
         "clip fps; ref fps = full-resolution\nYuNet alone on this machine; ratio = camera "
-        "fps / ref fps."
+        "fps / ref fps; cpu ms/fr = camera process CPU time per published frame."
     )
     by_size: dict[str, list[float]] = {}
     for r in results:
@@ -638,6 +688,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="positive control: the camera's face detection off, so nearly every "
         "reference face must come out readable (checks the metric end to end)",
+    )
+    ap.add_argument(
+        "--detect-width",
+        type=int,
+        default=0,
+        help="detect on a copy of each clip downscaled to this width (camera.detect_source)",
     )
     ap.add_argument(
         "--cache", type=Path, default=DEFAULT_CACHE, help="where synthetic clips are generated"
@@ -687,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
                 "latency_method": "frames.jsonl line appearance (inotify) of a live viewer that "
                 "writes no PNG (--no-images)",
                 "control": args.control,
+                "detect_width": args.detect_width or None,
                 "clips": [r.to_dict() for r in results],
                 "errors": errors,
             },

@@ -1,12 +1,16 @@
 """A camera's second, low-resolution stream for face detection (``camera.detect_source``).
 
-IP cameras send a sub-stream (e.g. 640x360) beside the main one. Faces can be detected on it
-and the zones scaled to the main frame. Each main frame is detected on the newest sub-stream
-frame captured at or before it, at most ``tolerance`` earlier (:func:`match`); with none (the
-sub-stream lags, stalled or is down), the main frame is detected itself (scaled down to the
-sub-stream's size, so the face scanner keeps its state): a sub-stream never leaves a main frame
-less covered than it would be without it, only detected on a picture no older than the
-tolerance.
+IP cameras send a sub-stream (e.g. 640x360) beside the main one. The face scanner's
+whole-frame pass (the coarse pass, run at ``faces.detect_width``) can take its picture from it
+instead of downscaling the main frame; its boxes are scaled to the main frame. Everything that
+needs the main frame's detail stays on the main frame: the native-resolution passes over cells
+(faces of ~10 px, which a 640-wide picture no longer shows: ``bench/leaks.py --detect-width
+640`` on small1080 read 18.6 % of the faces when the sub-stream replaced the main frame
+entirely), the change map and the edge check. Each main frame is paired with the newest
+sub-stream frame captured at or before it, at most ``tolerance`` earlier (:func:`match`); with
+none (the sub-stream lags, stalled or is down) the coarse pass runs on the main frame as
+without a sub-stream. So a sub-stream never leaves a main frame less covered than it would be
+without it, beyond its picture being up to the tolerance older.
 
 A live sub-stream (a URL) is read by its own thread into a short buffer of (capture time,
 image), reconnecting like the main source. A video file (the same clip as the main file, at a
@@ -47,15 +51,6 @@ def match(
         frames.popleft()
     t, image = frames[0]
     return image if time_us - t <= tolerance_us else None
-
-
-def scale_to(size: tuple[int, int], image: np.ndarray) -> np.ndarray:
-    """``image`` resized to ``size`` (width, height), INTER_AREA (a downscale)."""
-    import cv2
-
-    if (image.shape[1], image.shape[0]) == size:
-        return image
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 class DetectSource:
@@ -112,9 +107,8 @@ class DetectSource:
             )
 
     def take(self, main: CapturedFrame) -> np.ndarray | None:
-        """The image to detect ``main``'s faces on: a sub-stream frame, or the main frame
-        scaled to the sub-stream's size when none matches (None before any sub-stream frame
-        was seen: detect on the main frame as it is)."""
+        """The sub-stream picture for ``main``'s coarse pass; None when none matches (the
+        coarse pass then runs on the main frame)."""
         image = self._next_in_step() if self._in_step is not None else self._matched(main)
         if image is not None:
             self.counts["used"] += 1
@@ -131,7 +125,7 @@ class DetectSource:
                 self.tolerance_us / 1000,
             )
             self._fallback_logged = True
-        return None if self.size is None else scale_to(self.size, main.image)
+        return None
 
     def _matched(self, main: CapturedFrame) -> np.ndarray | None:
         with self._lock:

@@ -153,12 +153,23 @@ class FaceScanner:
         size = (grid.cols * THUMB_PER_CELL, grid.rows * THUMB_PER_CELL)
         return cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.int16)
 
-    def scan(self, image: np.ndarray, fine_budget_s: float) -> ScanResult:
+    def scan(
+        self, image: np.ndarray, fine_budget_s: float, coarse_image: np.ndarray | None = None
+    ) -> ScanResult:
         """Faces of ``image`` and the regions still uncertain after ``fine_budget_s`` seconds of
-        fine passes (0: none, every changed cell stays uncertain)."""
+        fine passes (0: none, every changed cell stays uncertain). ``coarse_image``: the same
+        picture at a lower resolution (the camera's sub-stream), for the coarse pass only;
+        the fine passes, the change map and the edge check always work on ``image``."""
         height, width = image.shape[:2]
         t0 = time.perf_counter()
-        boxes = list(self.coarse.detect(image))
+        if coarse_image is None:
+            boxes = list(self.coarse.detect(image))
+        else:
+            sx, sy = width / coarse_image.shape[1], height / coarse_image.shape[0]
+            boxes = [
+                Box(b.x * sx, b.y * sy, b.w * sx, b.h * sy, b.score)
+                for b in self.coarse.detect(coarse_image)
+            ]
         coarse_ms = (time.perf_counter() - t0) * 1000
         if self.fine is None:
             return ScanResult(boxes, [], coarse_ms=coarse_ms)
@@ -171,7 +182,7 @@ class FaceScanner:
         now = self.clock()
         thumb = self._thumb(image, grid)
         panned = self._follow_pan(thumb, grid)
-        if width <= getattr(self.coarse, "detect_width", 0):
+        if coarse_image is None and width <= getattr(self.coarse, "detect_width", 0):
             # the coarse pass already ran at native resolution or above: it found every face
             # a native pass would, on this very frame
             changed = np.zeros((grid.rows, grid.cols), bool)

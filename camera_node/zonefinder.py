@@ -121,8 +121,8 @@ class ZoneFinder(Generic[P]):
         """Queue a captured frame. ``image`` is read by the detector thread until the frame
         comes out of ``ready()``: do not modify it before. ``discontinuity``: the frame does not
         follow the one before (the source was lost in between). ``detect_image``: the same
-        picture from the camera's low-resolution stream, detected instead of ``image`` (zones
-        scaled to ``image``)."""
+        picture from the camera's low-resolution stream, for the scanner's whole-frame pass
+        (its boxes scaled to ``image``; the native-resolution passes stay on ``image``)."""
         now = self.clock()
         if self._last_submit is not None:
             gap = min(max(now - self._last_submit, 1 / 240), 1.0)
@@ -240,9 +240,8 @@ class ZoneFinder(Generic[P]):
             try:
                 if job.discontinuity:
                     self.scanner.discontinuity()
-                seen = job.image if job.detect_image is None else job.detect_image
-                scan = self.scanner.scan(seen, budget)
-                zones = self._zones(job, scan, (seen.shape[1], seen.shape[0]))
+                scan = self.scanner.scan(job.image, budget, job.detect_image)
+                zones = self._zones(job, scan)
             except Exception as exc:  # noqa: BLE001 - any failure must fail closed, not kill us
                 with self._cond:
                     job.error = exc
@@ -272,31 +271,25 @@ class ZoneFinder(Generic[P]):
             return self._credit_s
         return self._credit_s * max(0.0, 1 - (waited - target) / max(self.max_lag_s - target, 1e-3))
 
-    def _zones(self, job: _Job[P], scan: ScanResult, seen: tuple[int, int]) -> list[Zone]:
-        """The face zones of ``job`` in its own pixels, from ``scan`` of a picture of size
-        ``seen`` (the frame itself, or its detect-source picture: scaled up, rounded out)."""
+    def _zones(self, job: _Job[P], scan: ScanResult) -> list[Zone]:
         height, width = job.image.shape[:2]
-        if self._size is not None and self._size != seen:
-            self.hold.rescale(seen[0] / self._size[0], seen[1] / self._size[1])
-        self._size = seen
-        sx, sy = width / seen[0], height / seen[1]
+        if self._size is not None and self._size != (width, height):
+            self.hold.rescale(width / self._size[0], height / self._size[1])
+        self._size = (width, height)
         self.hold.update(scan.boxes, job.frame_no)
         zones = []
         for box in self.hold.boxes(job.frame_no):
-            zone = clip_zone(
-                box.x * sx, box.y * sy, box.w * sx, box.h * sy, ZoneClass.FACE, width, height
-            )
+            zone = clip_zone(box.x, box.y, box.w, box.h, ZoneClass.FACE, width, height)
             if zone is not None:
                 zones.append(zone)
         area = 0.0
-        for rect in [*scan.uncertain, *scan.entering]:
-            zone = clip_zone(
-                rect.x * sx, rect.y * sy, rect.w * sx, rect.h * sy, ZoneClass.FACE, width, height
-            )
+        for rect in scan.uncertain:
+            zones.append(Zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE))
+            area += rect.w * rect.h / (width * height)
+        for rect in scan.entering:
+            zone = clip_zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE, width, height)
             if zone is not None:
                 zones.append(zone)
-        for rect in scan.uncertain:
-            area += rect.w * rect.h / (seen[0] * seen[1])
         totals = self.scan_totals
         totals["frames"] += 1
         totals["cells_scanned"] += scan.cells_scanned

@@ -1,8 +1,9 @@
 """camera.detect_source (camera_node/detectsource.py): a main frame is detected on the newest
-sub-stream frame captured at or before it within the tolerance, else on itself; the zones found
-on the low-resolution picture are scaled to the main frame and cover the face there; a file
-sub-stream is read in step with the main file and, once it ends, the main frames are detected
-themselves (scaled to the sub-stream's size)."""
+sub-stream frame captured at or before it within the tolerance, else on itself; the faces the
+coarse pass finds on the low-resolution picture are scaled to the main frame and cover the face
+there, and a face the sub-stream is too coarse to show is still found by the native-resolution
+passes on the main frame; a file sub-stream is read in step with the main file and, once it
+ends, the main frames are detected themselves."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from veilcam.camera_node.detect import Box
 from veilcam.camera_node.detectsource import DetectSource, match
 from veilcam.camera_node.facescan import FaceScanner
 from veilcam.camera_node.sources import CapturedFrame
@@ -84,8 +86,52 @@ def test_a_file_sub_stream_is_read_in_step_and_its_end_falls_back_to_the_main_fr
         got = [detect.take(frame) for frame in main]
     finally:
         detect.close()
-    assert all(g is not None and g.shape == (120, 160, 3) for g in got)
+    assert all(g is not None and g.shape == (120, 160, 3) for g in got[:3])
     assert not np.array_equal(got[0], got[1])  # frame for frame, not the same one again
-    # after the sub-stream's 3 frames: the main frame itself, scaled to the sub-stream's size
-    assert np.array_equal(got[3], np.full((120, 160, 3), 27, np.uint8))
+    assert got[3] is None and got[4] is None  # after its 3 frames: the main frame itself
     assert detect.counts == {"used": 3, "late": 0, "ended": 2}
+
+
+class SeesNothing:
+    """A coarse pass on a sub-stream too coarse to show the face."""
+
+    name = "sees-nothing"
+    detect_width = 640
+
+    def detect(self, image: np.ndarray) -> list:
+        return []
+
+
+class TenPixelsAndUp(WholeFacesOnly):
+    """Finds whole faces of 10 px and more (YuNet's smallest), not the 4 px one of a sub-stream."""
+
+    def detect_native(self, image: np.ndarray) -> list[Box]:
+        return [b for b in super().detect_native(image) if b.w >= 10 and b.h >= 10]
+
+
+def test_a_face_too_small_for_the_sub_stream_is_found_on_the_main_frame() -> None:
+    """Main 1280x720 with a 14x16 px face, sub 320x180 on which the coarse pass finds nothing:
+    the native-resolution passes run on the main frame, so the face is covered on every frame
+    (as uncertain cells first, then as a face found), and once every cell has been scanned only
+    around the face."""
+    finder: ZoneFinder[int] = ZoneFinder(
+        FaceScanner(SeesNothing(), TenPixelsAndUp()), 0.25, 10, 5.0
+    )
+    main = np.full((720, 1280, 3), BACKGROUND, np.uint8)
+    face = textured(16, 16, seed=4)[:16, :14]
+    face[face == BACKGROUND] = BACKGROUND + 1
+    main[300:316, 700:714] = face
+    sub = cv2.resize(main, (320, 180), interpolation=cv2.INTER_AREA)
+    shares = []
+    try:
+        for n in range(20):
+            finder.submit(main.copy(), [], n, detect_image=sub)
+            for _n, _image, zones in finder.drain():
+                mask = np.zeros((720, 1280), bool)
+                for z in zones:
+                    mask[z.y : z.y + z.h, z.x : z.x + z.w] = True
+                assert mask[300:316, 700:714].all(), f"frame {n}: face not covered by {zones}"
+                shares.append(mask.mean())
+    finally:
+        finder.close()
+    assert shares[-1] < 0.01, shares
