@@ -182,7 +182,8 @@ class FaceScanner:
         now = self.clock()
         thumb = self._thumb(image, grid)
         panned = self._follow_pan(thumb, grid)
-        if coarse_image is None and width <= getattr(self.coarse, "detect_width", 0):
+        seen_width = width if coarse_image is None else min(width, coarse_image.shape[1])
+        if seen_width == width and width <= getattr(self.coarse, "detect_width", 0):
             # the coarse pass already ran at native resolution or above: it found every face
             # a native pass would, on this very frame
             changed = np.zeros((grid.rows, grid.cols), bool)
