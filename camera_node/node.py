@@ -603,7 +603,9 @@ class CameraNode:
             ),
             counter(
                 "veilcam_camera_fail_closed_total",
-                "Frames redacted whole because detection was late or failed, by reason.",
+                "Frames redacted whole because detection was late or failed, or the face "
+                "scanner had no previous frame to see motion at the border against (a start, "
+                "a new frame size, the source back after a loss), by reason.",
                 self.finder.fail_closed,
                 "reason",
             ),
