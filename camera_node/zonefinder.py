@@ -282,10 +282,10 @@ class ZoneFinder(Generic[P]):
             zone = clip_zone(box.x, box.y, box.w, box.h, ZoneClass.FACE, width, height)
             if zone is not None:
                 zones.append(zone)
-        area = 0.0
+        area = 0
         for rect in scan.uncertain:
             zones.append(Zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE))
-            area += rect.w * rect.h / (width * height)
+            area += rect.w * rect.h
         for rect in scan.entering:
             zone = clip_zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE, width, height)
             if zone is not None:
@@ -295,7 +295,7 @@ class ZoneFinder(Generic[P]):
         totals["cells_scanned"] += scan.cells_scanned
         totals["cells_uncertain"] += scan.cells_uncertain
         totals["cells_total"] += scan.cells_total
-        totals["uncertain_area"] += area
+        totals["uncertain_area"] += area / (width * height)
         totals["frames_with_uncertain"] += bool(scan.uncertain)
         totals["frames_with_entering"] += bool(scan.entering)
         return zones
