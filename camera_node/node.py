@@ -389,6 +389,8 @@ class CameraNode:
                 return
             self.stats.captured += 1
             links.publisher.poll()
+            # taken for every captured frame, so a file sub-stream stays in step with its main
+            sub = self.detect.take(captured) if self.detect is not None else None
             if carry_loss and not captured.after_loss:
                 captured = replace(captured, after_loss=True)
             if not links.publisher.has_room:
@@ -401,7 +403,6 @@ class CameraNode:
             if size not in static_cache:
                 static_cache[size] = resolve_static_zones(self.cfg.zones, *size)
             with self.times.measure("zones"):
-                sub = self.detect.take(captured) if self.detect is not None else None
                 self.finder.submit(image, static_cache[size], captured, captured.after_loss, sub)
             self.submitted += 1
             # publish as soon as the detector is done, but be back for the next capture
