@@ -160,6 +160,8 @@ class Archive:
         self._open: dict[str, _OpenSegment] = {}
         self._in_txn = False
         self.recover()
+        if objects is not None:
+            self.recover_from_bucket(objects)
 
     @property
     def db(self) -> Any:
@@ -225,11 +227,45 @@ class Archive:
                             exc,
                         )
                         break
-                    self._index_record(camera_id, seg_id, item, msg)
+                    self.index_record(camera_id, seg_id, item, msg)
                     added += 1
                 if added:
                     log.info("%s: indexed %d record(s) written before the last stop", path, added)
         self.index.commit()
+
+    def recover_from_bucket(self, objects: ObjectStore) -> None:
+        """Index the segment objects of this store's cameras that the index does not name (a
+        lost or new index: ``store_node.rebuild``), before anything is appended, so new
+        segments are numbered after them. An object store that cannot be listed is logged:
+        the next start tries again."""
+        from veilcam.store_node.objectstore import ObjectStoreError
+        from veilcam.store_node.rebuild import rebuild_from_bucket
+
+        try:
+            rebuild_from_bucket(self, objects)
+        except ObjectStoreError as exc:
+            log.warning(
+                "index rebuild from the bucket skipped (%s): segments in the bucket that the "
+                "index does not name stay unindexed until the next start",
+                exc,
+            )
+
+    def record_remote(self, segment_id: int, stored: StoredObject, uploaded_us: int | None) -> None:
+        """Set where a segment lives to the object ``stored`` (inside the caller's transaction)."""
+        self.index.execute(
+            "UPDATE segments SET location='s3', object_key=?, version_id=?, size=?, sha256=?, "
+            "lock_mode=?, retain_until_us=?, uploaded_us=? WHERE id=?",
+            (
+                stored.key,
+                stored.version_id,
+                stored.size,
+                stored.sha256,
+                stored.lock_mode,
+                stored.retain_until_us,
+                uploaded_us,
+                segment_id,
+            ),
+        )
 
     def _drop_uploaded_copies(self) -> None:
         """Remove local files of segments the index says are in the object store: a stop
@@ -243,7 +279,7 @@ class Archive:
                 path.unlink()
                 log.info("%s: removed the local copy of a segment already uploaded", path)
 
-    def _index_record(self, camera_id: str, seg_id: int, rec: Record, msg: Message) -> None:
+    def index_record(self, camera_id: str, seg_id: int, rec: Record, msg: Message) -> None:
         """Index the record ``rec`` holding ``msg``. Gap notices are not indexed: ``veilcam
         verify`` reads them from the segments."""
         if isinstance(msg, FrameMessage):
@@ -356,7 +392,7 @@ class Archive:
         env = decode_message_body(kind, parts)
         data = encode_record(kind, parts)
         seg.fh.write(data)
-        self._index_record(camera_id, seg.segment_id, Record(seg.size, len(data), kind, parts), env)
+        self.index_record(camera_id, seg.segment_id, Record(seg.size, len(data), kind, parts), env)
         seg.size += len(data)
         seg.dirty = True
 
@@ -386,7 +422,7 @@ class Archive:
             raise ArchiveError(f"cannot write to the archive at {self.root}: {exc}") from None
         rec = Record(offset, len(data), kind, parts)
         try:
-            self._index_record(camera_id, seg.segment_id, rec, msg)
+            self.index_record(camera_id, seg.segment_id, rec, msg)
         except (sqlite3.Error, IndexUnavailable) as exc:
             self._undo_partial_write(camera_id)
             raise ArchiveError(f"cannot write to the archive index: {exc}") from None

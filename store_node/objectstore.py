@@ -127,6 +127,7 @@ class ObjectState:
     version_id: str | None
     lock_mode: str | None
     retain_until: datetime | None
+    last_modified: datetime | None = None  # when the object was written (an index rebuild)
 
 
 def object_key(prefix: str, camera_id: str, segment_name: str) -> str:
@@ -449,6 +450,7 @@ class ObjectStore:
             version_id=h.get("VersionId"),
             lock_mode=h.get("ObjectLockMode"),
             retain_until=h.get("ObjectLockRetainUntilDate"),
+            last_modified=h.get("LastModified"),
         )
 
     def read_range(

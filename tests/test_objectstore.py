@@ -22,6 +22,7 @@ from veilcam.store_node.objectstore import (
     MIN_LOCK_AFTER_UPLOAD,
     Credentials,
     LockPolicy,
+    ObjectState,
     ObjectStore,
     StoredObject,
     composite_checksum,
@@ -30,6 +31,7 @@ from veilcam.store_node.objectstore import (
     object_key,
     parse_object_key,
 )
+from veilcam.store_node.rebuild import content_problem, missing_objects
 from veilcam.store_node.uploader import Uploader, backoff_delays
 
 from tests.factory import Camera
@@ -312,3 +314,147 @@ def test_verify_without_the_bucket_says_which_segments_it_could_not_read(
     assert f"object cam1/{first.name} (veilcam/cam1/{first.name}): unreadable" in format_report(
         report
     )
+
+
+# --------------------------------------------------------------------------- index rebuild
+
+
+class _Bucket:
+    """An in-memory stand-in for ``ObjectStore``: what the index rebuild calls of it."""
+
+    prefix = "veilcam/"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.meta: dict[str, str] = {}  # key -> SHA-256 hex, as the uploader writes it
+
+    def put(self, key: str, data: bytes, meta: bool = True) -> None:
+        self.objects[key] = data
+        self.meta.pop(key, None)
+        if meta:
+            self.meta[key] = hashlib.sha256(data).hexdigest()
+
+    def describe(self) -> str:
+        return "s3://test/veilcam/"
+
+    def list_segments(self) -> dict[str, tuple[int, str | None]]:
+        return {k: (len(v), None) for k, v in self.objects.items()}
+
+    def download(self, key: str, out, version_id: str | None = None) -> bytes:
+        out.write(self.objects[key])
+        return hashlib.sha256(self.objects[key]).digest()
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectState:
+        data = self.objects[key]
+        return ObjectState(
+            len(data), None, self.meta.get(key), "v-" + key[-9:-5], "GOVERNANCE",
+            datetime(2100, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC),
+        )  # fmt: skip
+
+    def read_range(self, key: str, offset: int, length: int, version_id: str | None = None):
+        return self.objects[key][offset : offset + length]
+
+
+def _uploaded_then_index_lost(tmp_path: Path, cam: Camera) -> tuple[_Bucket, list[str], list]:
+    """A camera's closed segments in a bucket, the newest kept local; the index then lost."""
+    old = tmp_path / "old"
+    archive = _segments(old, cam)
+    frames = archive.frames_from("cam1", 0, None, 100)
+    bucket = _Bucket()
+    names = [s.name for s in archive.segments_of("cam1")]
+    for seg in archive.upload_candidates():
+        bucket.put(f"veilcam/cam1/{seg.name}", seg.path.read_bytes())
+        _as_uploaded(archive, seg.segment_id)
+    archive.close()
+    (old / "index.sqlite3").rename(old / "index.sqlite3.corrupt")
+    return bucket, names, frames
+
+
+def test_missing_objects_are_those_the_index_does_not_name_for_owned_cameras() -> None:
+    listed = {
+        "veilcam/cam1/00000002.vseg": (10, None),
+        "veilcam/cam1/00000001.vseg": (20, None),
+        "veilcam/cam2/00000001.vseg": (30, None),
+        "veilcam/cam1/notes.txt": (1, None),
+        "other/cam1/00000003.vseg": (1, None),
+    }
+    todo = missing_objects(listed, "veilcam/", {("cam1", "00000002.vseg")}, None)
+    assert {c: [m.name for m in ms] for c, ms in todo.items()} == {
+        "cam1": ["00000001.vseg"],
+        "cam2": ["00000001.vseg"],
+    }
+    assert list(missing_objects(listed, "veilcam/", set(), {"cam2"})) == ["cam2"]
+
+
+def test_content_problem_checks_metadata_and_whole_object_checksums() -> None:
+    digest = hashlib.sha256(b"segment").digest()
+
+    def state(checksum: str | None, meta: str | None) -> ObjectState:
+        return ObjectState(7, checksum, meta, None, None, None)
+
+    assert content_problem(digest, state(base64.b64encode(digest).decode(), digest.hex())) is None
+    assert content_problem(digest, state("whatever-3", None)) is None  # multipart: parts' sums
+    assert "recorded at upload" in (content_problem(digest, state(None, "00" * 32)) or "")
+    assert "checksum" in (content_problem(digest, state("AAAA", None)) or "")
+
+
+def test_a_lost_index_is_rebuilt_from_the_bucket_once_and_numbering_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cam = Camera()
+    bucket, names, frames = _uploaded_then_index_lost(tmp_path, cam)
+    caplog.set_level(logging.INFO, "veilcam.archive")
+    archive = Archive(tmp_path / "old", segment_max_bytes=2**16, objects=bucket)  # type: ignore[arg-type]
+    assert [s.name for s in archive.segments_of("cam1")] == names
+    remote = [s for s in archive.segments_of("cam1") if s.location == "s3"]
+    assert len(remote) == len(names) - 1
+    first = remote[0]
+    assert first.object_key == f"veilcam/cam1/{first.name}" and first.retain_until_us
+    row = archive.db.execute(
+        "SELECT sha256, lock_mode, version_id FROM segments WHERE id=?", (first.segment_id,)
+    ).fetchone()
+    data = bucket.objects[first.object_key]
+    assert row == (hashlib.sha256(data).digest(), "GOVERNANCE", "v-" + first.name[4:8])
+    assert archive.frames_from("cam1", 0, None, 100) == frames
+    assert f"camera cam1: {len(names) - 1} segment(s) indexed" in caplog.text
+    archive.close()
+    # a second start finds nothing to do; new segments are numbered after the bucket's
+    caplog.clear()
+    archive = Archive(tmp_path / "old", segment_max_bytes=2**16, objects=bucket)  # type: ignore[arg-type]
+    assert "index rebuild" not in caplog.text
+    for _ in range(30):
+        archive.append_frame(cam.frame())
+    archive.commit()
+    after = [s.name for s in archive.segments_of("cam1")]
+    assert after[: len(names)] == names and len(after) > len(names) == len(set(names))
+    assert len(set(after)) == len(after)
+    archive.close()
+
+
+def test_a_fresh_store_rebuilds_and_a_damaged_object_is_left_out_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cam = Camera()
+    bucket, names, frames = _uploaded_then_index_lost(tmp_path, cam)
+    keys = sorted(bucket.objects)
+    flipped = bytearray(bucket.objects[keys[1]])
+    flipped[-10] ^= 0xFF
+    bucket.put(keys[1], bytes(flipped), meta=False)  # altered, no metadata: only the CRC says
+    bucket.put(keys[2], b"garbage" * 100, meta=False)
+    caplog.set_level(logging.INFO, "veilcam.archive")
+    # a new machine: no local segments at all
+    archive = Archive(tmp_path / "new", segment_max_bytes=2**16, objects=bucket)  # type: ignore[arg-type]
+    indexed = [s.name for s in archive.segments_of("cam1")]
+    left_out = {keys[1].rsplit("/", 1)[1], keys[2].rsplit("/", 1)[1]}
+    assert left_out.isdisjoint(indexed) and keys[0].rsplit("/", 1)[1] in indexed
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2, errors
+    assert any(keys[1] in e and "corrupt record" in e for e in errors)
+    assert any(keys[2] in e and "not a veilcam segment" in e for e in errors)
+    assert "2 damaged object(s) left out" in caplog.text
+    # no frame of a damaged segment is indexed; the others' are, as they were
+    got = archive.frames_from("cam1", 0, None, 100)
+    assert all(f in frames for f in got) and 0 < len(got) <= len(frames) - 2
+    rebuilt = archive.db.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+    assert len(got) == rebuilt and f"({rebuilt} frame(s)" in caplog.text
+    archive.close()
