@@ -44,7 +44,9 @@ PAN_MIN_RESPONSE = 0.2  # phase-correlation peak below which there is no one glo
 UNKNOWN = -1000  # thumbnail value of picture that entered the frame since the last scan
 EDGE_HOLD_FRAMES = 8  # motion that came in at the border stays covered this long after it
 # was last seen moving, unless the detector found a face in it
-EDGE_MAX_SHARE = 0.4  # motion over more of the frame is a cut or pan: left to the cells
+EDGE_MAX_SHARE = 0.4  # motion over more of the frame is a cut (covered whole) or a pan
+EDGE_BAND_FACES = 2.0  # a border region with a face found in it stays covered this deep
+# along the border it touches, in sizes of the largest face found in it
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class ScanResult:
     uncertain: list[Rect]  # regions whose small faces are unknown: cover them whole
     entering: list[Rect] = field(default_factory=list)  # motion from the border, no face seen
     # no previous frame at this size (a start, a new frame size, the first frame after the
-    # source was lost): motion from the border cannot be seen, so the frame is covered whole
+    # source was lost), or a scene cut (most of the picture changed and it is no pan): motion
+    # from the border cannot be seen, so the frame is covered whole
     blind: bool = False
     cells_scanned: int = 0
     cells_uncertain: int = 0
@@ -170,9 +173,17 @@ class FaceScanner:
                 Box(b.x * sx, b.y * sy, b.w * sx, b.h * sy, b.score)
                 for b in self.coarse.detect(coarse_image)
             ]
-        coarse_ms = (time.perf_counter() - t0) * 1000
         if self.fine is None:
-            return ScanResult(boxes, [], coarse_ms=coarse_ms)
+            return ScanResult(boxes, [], coarse_ms=(time.perf_counter() - t0) * 1000)
+        seen_width = width if coarse_image is None else min(width, coarse_image.shape[1])
+        detect_width = getattr(self.coarse, "detect_width", 0)
+        whole = seen_width == width and width <= detect_width
+        if whole and width < detect_width:
+            # the coarse pass enlarged this frame, and YuNet on an enlarged picture misses
+            # some faces it finds at the frame's own size (a 14x18 px face at 320x180): one
+            # more pass at native resolution, a quarter of the enlarged pass's pixels at 2x
+            boxes.extend(self.fine.detect_native(image))
+        coarse_ms = (time.perf_counter() - t0) * 1000
         grid = self._grid
         if grid is None or (grid.width, grid.height) != (width, height):
             grid = self._grid = _Grid.for_size(width, height)
@@ -182,15 +193,14 @@ class FaceScanner:
         now = self.clock()
         thumb = self._thumb(image, grid)
         panned = self._follow_pan(thumb, grid)
-        seen_width = width if coarse_image is None else min(width, coarse_image.shape[1])
-        if seen_width == width and width <= getattr(self.coarse, "detect_width", 0):
-            # the coarse pass already ran at native resolution or above: it found every face
-            # a native pass would, on this very frame
+        if whole:
+            # the whole-frame passes ran at native resolution (or above): they found every
+            # face a cell pass would, on this very frame
             changed = np.zeros((grid.rows, grid.cols), bool)
             self._ref_thumb = thumb
         else:
             changed = self._changed_cells(thumb, grid, tolerant=panned)
-        chosen = self._choose(changed, grid, fine_budget_s, now)
+        chosen = set() if whole else self._choose(changed, grid, fine_budget_s, now)
         t1 = time.perf_counter()
         scanned, transient = self._run_fine(image, grid, chosen, thumb, now, fine_budget_s)
         fine_ms = (time.perf_counter() - t1) * 1000
@@ -206,10 +216,15 @@ class FaceScanner:
         boxes.extend(transient)
         boxes = _dedupe(boxes)
         blind = not self._edges.has_history(thumb, grid)
+        entering = self._edges.update(thumb, grid, boxes)
+        # a cut hides what enters at the border (the edge check cannot tell it from the rest):
+        # the frame is covered whole. A followed pan is left to the cells, except where no
+        # cell is ever rescanned (``whole``): there the picture entering is covered that way
+        blind = blind or (self._edges.cut and (whole or not panned))
         return ScanResult(
             boxes,
             self._uncertain_regions(uncertain_cells, grid),
-            self._edges.update(thumb, grid, boxes),
+            entering,
             blind=blind,
             cells_scanned=len(scanned),
             cells_uncertain=len(uncertain_cells),
@@ -436,9 +451,15 @@ class _EdgeGuard:
     YuNet misses faces cut by the frame edge (and half-hidden ones): someone stepping in is
     readable for a few frames before their face is whole enough to be found. So a moving blob
     (thumbnail difference with the previous frame) that touches the border, or overlaps such
-    a blob of the frames before, is covered while it moves and ``EDGE_HOLD_FRAMES`` after,
-    unless a face was detected inside it on this frame (its track covers the face; the rest
-    of the person is not private).
+    a blob of the frames before, is covered while it moves and ``EDGE_HOLD_FRAMES`` after.
+    A face detected inside it (its track covers the face; the rest of the person is not
+    private) does not uncover all of it: one blob can hold several faces (a group, a photo
+    sliding in), and the others may still be cut by the edge. So a blob with a face found in
+    it keeps its band along the border it touches covered, ``EDGE_BAND_FACES`` times the
+    largest face found in it deep; one that no longer touches the border is uncovered.
+
+    Motion over ``EDGE_MAX_SHARE`` of the frame (a cut, or a pan) cannot be told apart from
+    what enters at the border: ``cut`` is then True and the caller decides.
 
     With no previous frame of the same size (a start, a new frame size, a frame after the
     source was lost) nothing can be seen moving: ``has_history`` is False and the caller covers
@@ -448,6 +469,7 @@ class _EdgeGuard:
         self._prev: np.ndarray | None = None
         self._size: tuple[int, int] | None = None  # frame size of ``_prev``
         self._held: list[tuple[Rect, int]] = []  # (region in frame pixels, frames since moving)
+        self.cut = False  # the last update saw motion over EDGE_MAX_SHARE of the frame
 
     def has_history(self, thumb: np.ndarray, grid: _Grid) -> bool:
         """Whether ``thumb`` can be compared with a previous frame of the same size."""
@@ -464,6 +486,7 @@ class _EdgeGuard:
         history = self.has_history(thumb, grid)
         prev, old_size = self._prev, self._size
         self._prev, self._size = thumb, (grid.width, grid.height)
+        self.cut = False
         if not history or prev is None:
             if old_size is not None and old_size != self._size:
                 self._held = [
@@ -473,7 +496,8 @@ class _EdgeGuard:
             return [rect for rect, _ in self._held]
         moving = (np.abs(thumb - prev) > CHANGE_LEVEL).astype(np.uint8)
         if moving.mean() > EDGE_MAX_SHARE:
-            return [rect for rect, _ in self._held]  # a cut or pan: the cells cover it
+            self.cut = True
+            return [rect for rect, _ in self._held]
         moving = cv2.dilate(moving, np.ones((5, 5), np.uint8))
         _, _, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
         th, tw = thumb.shape
@@ -491,12 +515,33 @@ class _EdgeGuard:
             for rect, age in self._held
             if age + 1 < EDGE_HOLD_FRAMES and not any(_overlaps(rect, new) for new, _ in fresh)
         ]
-        self._held = [
-            (rect, age)
-            for rect, age in fresh + kept
-            if not any(_contains(rect, face) for face in faces)
-        ]
+        self._held = []
+        for rect, age in fresh + kept:
+            inside = [face for face in faces if _contains(rect, face)]
+            if not inside:
+                self._held.append((rect, age))
+                continue
+            depth = EDGE_BAND_FACES * max(max(face.w, face.h) for face in inside)
+            self._held.extend((band, age) for band in _border_bands(rect, depth, grid))
         return [rect for rect, _ in self._held]
+
+
+def _border_bands(rect: Rect, depth: float, grid: _Grid) -> list[Rect]:
+    """The parts of ``rect`` within ``depth`` pixels of each frame border it touches (none when
+    it touches no border)."""
+    d = math.ceil(depth)
+    bands: list[Rect] = []
+    if rect.x <= 0:
+        bands.append(Rect(rect.x, rect.y, min(rect.w, d), rect.h))
+    if rect.y <= 0:
+        bands.append(Rect(rect.x, rect.y, rect.w, min(rect.h, d)))
+    if rect.x + rect.w >= grid.width:
+        x = max(rect.x, rect.x + rect.w - d)
+        bands.append(Rect(x, rect.y, rect.x + rect.w - x, rect.h))
+    if rect.y + rect.h >= grid.height:
+        y = max(rect.y, rect.y + rect.h - d)
+        bands.append(Rect(rect.x, y, rect.w, rect.y + rect.h - y))
+    return bands
 
 
 def _scale_rect(rect: Rect, sx: float, sy: float) -> Rect:

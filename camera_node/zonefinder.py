@@ -17,7 +17,10 @@ native-resolution passes (more cells covered), then frames start going out cover
 A frame the scanner sees without a previous frame of its size (the first of a run, the first
 after a change of frame size, the first after the source was lost) is covered whole too: its
 check for motion coming in at the border (faces cut by the edge, which detectors miss) has
-nothing to compare with. One frame each time; counted as ``no_motion_history``.
+nothing to compare with. One frame each time; counted as ``no_motion_history``. So is a scene
+cut's frame (most of the picture changed, and not as a pan the scanner followed; at widths up
+to ``detect_width`` any such change): compared with the picture before the cut, what enters
+at the border cannot be told from the rest.
 """
 
 from __future__ import annotations
