@@ -29,10 +29,12 @@ from datetime import UTC, datetime
 from veilcam.store_node.archive import Archive, SegmentInfo
 from veilcam.store_node.objectstore import (
     LockPolicy,
+    ObjectMissing,
     ObjectStore,
     ObjectStoreError,
     StoredObject,
     file_sha256,
+    sha256_b64,
 )
 
 log = logging.getLogger("veilcam.uploader")
@@ -189,9 +191,36 @@ class Uploader:
         if self.lock is not None:
             now = datetime.fromtimestamp(self.wall_clock(), UTC)
             lock = (self.lock.mode, self.lock.retain_until(job.newest_us, now))
-        return self.objects.upload(
-            seg.path, self.objects.key(seg.camera, seg.name), digest, size, lock
+        key = self.objects.key(seg.camera, seg.name)
+        self._refuse_overwrite(key, digest, size)
+        return self.objects.upload(seg.path, key, digest, size, lock)
+
+    def _refuse_overwrite(self, key: str, digest: bytes, size: int) -> None:
+        """Raise when the bucket already holds another segment at ``key`` (one HEAD): a store
+        whose index was lost and could not be rebuilt from the bucket at start (object store
+        unreachable then) numbers its new segments from 1 again, and uploading them would
+        replace evidence. The segment stays on local disk, the queue waits, and the error says
+        where to read what to do. The same bytes again (a stop between an upload and its
+        recording) pass."""
+        try:
+            state = self.objects.head(key)
+        except ObjectMissing:
+            return
+        same = (
+            state.size == size
+            and (state.meta_sha256 or digest.hex()) == digest.hex()
+            and (
+                state.checksum_sha256 is None
+                or "-" in state.checksum_sha256
+                or state.checksum_sha256 == sha256_b64(digest)
+            )
         )
+        if not same:
+            raise ObjectStoreError(
+                f"{key} already holds another segment: not overwritten, this one stays on local "
+                "disk (an index lost and not rebuilt from the bucket at start, which was "
+                "unreachable then?): docs/GUIDE.md section 19, 'A lost index'"
+            )
 
     def _went_down(self, exc: Exception) -> None:
         if self.up is False:

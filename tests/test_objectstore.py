@@ -22,8 +22,10 @@ from veilcam.store_node.objectstore import (
     MIN_LOCK_AFTER_UPLOAD,
     Credentials,
     LockPolicy,
+    ObjectMissing,
     ObjectState,
     ObjectStore,
+    ObjectStoreError,
     StoredObject,
     composite_checksum,
     load_credentials,
@@ -457,4 +459,32 @@ def test_a_fresh_store_rebuilds_and_a_damaged_object_is_left_out_whole(
     assert all(f in frames for f in got) and 0 < len(got) <= len(frames) - 2
     rebuilt = archive.db.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
     assert len(got) == rebuilt and f"({rebuilt} frame(s)" in caplog.text
+    archive.close()
+
+
+def test_the_uploader_never_replaces_another_segment_at_its_key(tmp_path: Path) -> None:
+    """A store that could not rebuild its lost index (bucket unreachable at start) numbers new
+    segments from 1: their upload must not replace the bucket's segments of those names."""
+    archive = _segments(tmp_path, Camera(), 5)
+    seg = archive.upload_candidates()[0]
+    data = seg.path.read_bytes()
+    bucket = _Bucket()
+    uploader = Uploader(archive, bucket, None, 1)  # type: ignore[arg-type]
+    digest, size = hashlib.sha256(data).digest(), len(data)
+    key = f"veilcam/cam1/{seg.name}"
+
+    def head(k: str, version_id: str | None = None) -> ObjectState:
+        if k not in bucket.objects:
+            raise ObjectMissing(f"{k}: 404")
+        return _Bucket.head(bucket, k)
+
+    bucket.head = head  # type: ignore[method-assign]
+    uploader._refuse_overwrite(key, digest, size)  # nothing there yet
+    bucket.put(key, data)
+    uploader._refuse_overwrite(key, digest, size)  # the same bytes again: a retried upload
+    for other, meta in ((data[:-1] + b"x", True), (b"older evidence", False)):
+        bucket.put(key, other, meta=meta)
+        with pytest.raises(ObjectStoreError, match="already holds another segment"):
+            uploader._refuse_overwrite(key, digest, size)
+    assert bucket.objects[key] == b"older evidence"
     archive.close()
