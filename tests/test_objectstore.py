@@ -488,3 +488,13 @@ def test_the_uploader_never_replaces_another_segment_at_its_key(tmp_path: Path) 
             uploader._refuse_overwrite(key, digest, size)
     assert bucket.objects[key] == b"older evidence"
     archive.close()
+
+
+def test_a_store_rebuilds_only_the_cameras_it_owns(tmp_path: Path) -> None:
+    bucket, names, _ = _uploaded_then_index_lost(tmp_path, Camera())
+    archive = Archive(tmp_path / "b", segment_max_bytes=2**16, objects=bucket, cameras={"cam2"})  # type: ignore[arg-type]
+    assert archive.segments_of("cam1") == []  # another store's camera: its rows are its own
+    archive.close()
+    archive = Archive(tmp_path / "a", segment_max_bytes=2**16, objects=bucket, cameras={"cam1"})  # type: ignore[arg-type]
+    assert [s.name for s in archive.segments_of("cam1")] == names[:-1]
+    archive.close()
