@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from veilcam.common.config import PostgresSection, StoreConfig
 from veilcam.common.errors import ArchiveError, ConfigError
 from veilcam.common.urls import redact_text
+from veilcam.store_node.secretfile import read_secret_file
 
 log = logging.getLogger("veilcam.archive")
 
@@ -295,20 +295,7 @@ def postgres_password(
     authentication). A ``ConfigError`` names the file, never a value."""
     env = os.environ if environ is None else environ
     if pg.password_file:
-        path = Path(pg.password_file)
-        path = path if path.is_absolute() else home_root / path
-        try:
-            mode = path.stat().st_mode
-            text = path.read_text("utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"archive.postgres.password_file {path}: cannot read it ({exc.strerror or exc})"
-            ) from None
-        if stat.S_IMODE(mode) & 0o077:
-            raise ConfigError(
-                f"archive.postgres.password_file {path} is readable by others "
-                f"(mode {stat.S_IMODE(mode):o}): chmod 600 it"
-            )
+        path, text = read_secret_file("archive.postgres.password_file", pg.password_file, home_root)
         lines = text.splitlines()
         password = lines[0].strip() if lines else ""
         if not password:

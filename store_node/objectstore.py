@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import re
-import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from veilcam.common.config import S3Section
 from veilcam.common.errors import ArchiveError, ConfigError
 from veilcam.common.home import Home
 from veilcam.common.urls import redact_text, redact_url
+from veilcam.store_node.secretfile import read_secret_file
 
 log = logging.getLogger("veilcam.objectstore")
 
@@ -175,20 +175,7 @@ def load_credentials(
     never a value."""
     env = os.environ if environ is None else environ
     if s3.credentials_file:
-        path = Path(s3.credentials_file)
-        path = path if path.is_absolute() else home_root / path
-        try:
-            mode = path.stat().st_mode
-            text = path.read_text("utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"archive.s3.credentials_file {path}: cannot read it ({exc.strerror or exc})"
-            ) from None
-        if stat.S_IMODE(mode) & 0o077:
-            raise ConfigError(
-                f"archive.s3.credentials_file {path} is readable by others "
-                f"(mode {stat.S_IMODE(mode):o}): chmod 600 it"
-            )
+        path, text = read_secret_file("archive.s3.credentials_file", s3.credentials_file, home_root)
         values: dict[str, str] = {}
         for line in text.splitlines():
             key, sep, value = line.partition("=")
