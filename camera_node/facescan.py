@@ -57,6 +57,9 @@ class Rect:
     h: int
 
 
+Contact = tuple[str, int, int]  # a stretch of the frame's border: side, first and last pixel
+
+
 class TileDetector(Protocol):
     """Runs a face detector on an image at its own resolution (no resizing): YuNetDetector."""
 
@@ -455,8 +458,10 @@ class _EdgeGuard:
     A face detected inside it (its track covers the face; the rest of the person is not
     private) does not uncover all of it: one blob can hold several faces (a group, a photo
     sliding in), and the others may still be cut by the edge. So a blob with a face found in
-    it keeps its band along the border it touches covered, ``EDGE_BAND_FACES`` times the
-    largest face found in it deep; one that no longer touches the border is uncovered.
+    it keeps a band covered along each stretch of border where it meets the border,
+    ``EDGE_BAND_FACES`` times the largest face found in it deep (a face YuNet misses for being
+    cut shows less than ~70 % of itself: a band twice a neighbour's size covers one up to
+    about three times as large); one that no longer meets the border is uncovered.
 
     Motion over ``EDGE_MAX_SHARE`` of the frame (a cut, or a pan) cannot be told apart from
     what enters at the border: ``cut`` is then True and the caller decides.
@@ -499,49 +504,80 @@ class _EdgeGuard:
             self.cut = True
             return [rect for rect, _ in self._held]
         moving = cv2.dilate(moving, np.ones((5, 5), np.uint8))
-        _, _, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
         th, tw = thumb.shape
         sx, sy = grid.width / tw, grid.height / th
-        fresh: list[tuple[Rect, int]] = []
-        for x, y, w, h, area in stats[1:]:
+        fresh: list[tuple[Rect, int, list[Contact]]] = []  # region, age, where it meets the border
+        for label, (x, y, w, h, area) in enumerate(stats[1:], start=1):
             if area < CHANGE_PIXELS:
                 continue
             rect = Rect(int(x * sx), int(y * sy), math.ceil(w * sx), math.ceil(h * sy))
             at_border = x == 0 or y == 0 or x + w >= tw or y + h >= th
             if at_border or any(_overlaps(rect, held) for held, _ in self._held):
-                fresh.append((rect, 0))
+                fresh.append((rect, 0, _contacts(labels == label, grid)))
         kept = [
-            (rect, age + 1)
+            (rect, age + 1, _sides(rect, grid))
             for rect, age in self._held
-            if age + 1 < EDGE_HOLD_FRAMES and not any(_overlaps(rect, new) for new, _ in fresh)
+            if age + 1 < EDGE_HOLD_FRAMES and not any(_overlaps(rect, new) for new, _, _ in fresh)
         ]
         self._held = []
-        for rect, age in fresh + kept:
+        for rect, age, contacts in fresh + kept:
             inside = [face for face in faces if _contains(rect, face)]
             if not inside:
                 self._held.append((rect, age))
                 continue
             depth = EDGE_BAND_FACES * max(max(face.w, face.h) for face in inside)
-            self._held.extend((band, age) for band in _border_bands(rect, depth, grid))
+            self._held.extend((_band(contact, depth, grid), age) for contact in contacts)
         return [rect for rect, _ in self._held]
 
 
-def _border_bands(rect: Rect, depth: float, grid: _Grid) -> list[Rect]:
-    """The parts of ``rect`` within ``depth`` pixels of each frame border it touches (none when
-    it touches no border)."""
-    d = math.ceil(depth)
-    bands: list[Rect] = []
-    if rect.x <= 0:
-        bands.append(Rect(rect.x, rect.y, min(rect.w, d), rect.h))
+def _contacts(blob: np.ndarray, grid: _Grid) -> list[Contact]:
+    """Where a moving blob (thumbnail mask) meets the frame's border: per side, each run of
+    blob pixels on that side's outermost thumbnail line, in frame pixels. A face cut by the
+    edge that moves lies over such a run."""
+    th, tw = blob.shape
+    sx, sy = grid.width / tw, grid.height / th
+    out: list[Contact] = []
+    for side, line, scale in (
+        ("top", blob[0], sx),
+        ("bottom", blob[-1], sx),
+        ("left", blob[:, 0], sy),
+        ("right", blob[:, -1], sy),
+    ):
+        for lo, hi in _runs([int(i) for i in np.flatnonzero(line)]):
+            out.append((side, int(lo * scale), math.ceil((hi + 1) * scale)))
+    return out
+
+
+def _sides(rect: Rect, grid: _Grid) -> list[Contact]:
+    """The sides of ``rect`` on the frame's border (a region held from an earlier frame: where
+    it met the border is no longer known more closely)."""
+    out: list[Contact] = []
     if rect.y <= 0:
-        bands.append(Rect(rect.x, rect.y, rect.w, min(rect.h, d)))
-    if rect.x + rect.w >= grid.width:
-        x = max(rect.x, rect.x + rect.w - d)
-        bands.append(Rect(x, rect.y, rect.x + rect.w - x, rect.h))
+        out.append(("top", rect.x, rect.x + rect.w))
     if rect.y + rect.h >= grid.height:
-        y = max(rect.y, rect.y + rect.h - d)
-        bands.append(Rect(rect.x, y, rect.w, rect.y + rect.h - y))
-    return bands
+        out.append(("bottom", rect.x, rect.x + rect.w))
+    if rect.x <= 0:
+        out.append(("left", rect.y, rect.y + rect.h))
+    if rect.x + rect.w >= grid.width:
+        out.append(("right", rect.y, rect.y + rect.h))
+    return out
+
+
+def _band(contact: Contact, depth: float, grid: _Grid) -> Rect:
+    """The band ``depth`` pixels deep into the frame from a stretch of its border, REGION_PAD_PX
+    longer at both ends, within the frame."""
+    side, lo, hi = contact
+    d = min(math.ceil(depth), grid.width if side in ("left", "right") else grid.height)
+    along = grid.width if side in ("top", "bottom") else grid.height
+    a0, a1 = max(0, lo - REGION_PAD_PX), min(along, hi + REGION_PAD_PX)
+    if side == "top":
+        return Rect(a0, 0, a1 - a0, d)
+    if side == "bottom":
+        return Rect(a0, grid.height - d, a1 - a0, d)
+    if side == "left":
+        return Rect(0, a0, d, a1 - a0)
+    return Rect(grid.width - d, a0, d, a1 - a0)
 
 
 def _scale_rect(rect: Rect, sx: float, sy: float) -> Rect:
