@@ -203,6 +203,13 @@ class FaceScanner:
             self._ref_thumb = thumb
         else:
             changed = self._changed_cells(thumb, grid, tolerant=panned)
+            if panned:
+                # what the pan carried along the border was scanned where it stood, and a face
+                # cut by the edge scores by where the cut falls (bench/leaks.py pan720: a face
+                # missed one frame before, readable the next): the border cells are rescanned
+                # or covered while the picture moves
+                changed[[0, -1], :] = True
+                changed[:, [0, -1]] = True
         chosen = set() if whole else self._choose(changed, grid, fine_budget_s, now)
         t1 = time.perf_counter()
         scanned, transient = self._run_fine(image, grid, chosen, thumb, now, fine_budget_s)
