@@ -40,6 +40,7 @@ WINDOW_OVERHEAD = 1.35  # merged windows with their overlap cost about this much
 REGION_PAD_PX = 16  # an uncertain cell's changed region is covered this much wider
 REFRESH_S = 3.0  # rescan unchanged cells at least this often when budget is left
 PAN_MIN_SHIFT = 0.75  # thumbnail pixels per frame from which the picture counts as moving
+PAN_TRUST_S = 0.2  # while panning, a cell's last scan stands for this long, then it is redone
 PAN_MIN_RESPONSE = 0.2  # phase-correlation peak below which there is no one global shift
 UNKNOWN = -1000  # thumbnail value of picture that entered the frame since the last scan
 EDGE_HOLD_FRAMES = 8  # motion that came in at the border stays covered this long after it
@@ -207,9 +208,16 @@ class FaceScanner:
                 # what the pan carried along the border was scanned where it stood, and a face
                 # cut by the edge scores by where the cut falls (bench/leaks.py pan720: a face
                 # missed one frame before, readable the next): the border cells are rescanned
-                # or covered while the picture moves
+                # or covered while the picture moves. Inside, a scan's "no face" holds for the
+                # pixels it saw: moved and resampled, a small face can score over the threshold
+                # (a 9x11 px face read live on pan720): a cell not scanned for PAN_TRUST_S is
+                # rescanned or covered too
                 changed[[0, -1], :] = True
                 changed[:, [0, -1]] = True
+                for r, row in enumerate(self._cells):
+                    for c, cell in enumerate(row):
+                        if now - cell.scanned_at > PAN_TRUST_S:
+                            changed[r, c] = True
         chosen = set() if whole else self._choose(changed, grid, fine_budget_s, now)
         t1 = time.perf_counter()
         scanned, transient = self._run_fine(image, grid, chosen, thumb, now, fine_budget_s)
