@@ -99,6 +99,22 @@ def _offline_notices(home: Path) -> list[GapNotice]:
     return out
 
 
+def _start_store_and_camera(procs, home: Path, url: str, stats: Path):
+    """The home's store, then its camera on ``url`` writing its stats to ``stats``; both ready."""
+    procs.start_ready("store", "store", "--home", str(home))
+    return procs.start_ready(
+        "camera",
+        "camera",
+        "--home",
+        str(home),
+        "--source",
+        url,
+        "--stats-out",
+        str(stats),
+        timeout=60,
+    )
+
+
 def _frames(source: FrameSource, n: int, timeout_s: float = 20) -> int:
     got, deadline = 0, time.monotonic() + timeout_s
     for _ in source.frames():
@@ -167,18 +183,7 @@ def test_camera_from_rtsp_archives_and_reconnects(
     home = make_home(tmp_path, SAMPLE_CLIP)
     _set_camera_keys(home, read_timeout_s=2.0, open_timeout_s=3.0, reconnect_max_s=4.0)
     stats = tmp_path / "stats.json"
-    procs.start_ready("store", "store", "--home", str(home))
-    camera = procs.start_ready(
-        "camera",
-        "camera",
-        "--home",
-        str(home),
-        "--source",
-        server.url(),
-        "--stats-out",
-        str(stats),
-        timeout=60,
-    )
+    camera = _start_store_and_camera(procs, home, server.url(), stats)
     procs.wait_for_log("camera", "connected: h264 640x360", timeout=20)
     time.sleep(2)
     killed = time.time()
@@ -295,18 +300,7 @@ def test_stream_back_at_another_resolution_keeps_the_camera_running(
     stats = tmp_path / "stats.json"
     big.start()
     try:
-        procs.start_ready("store", "store", "--home", str(home))
-        camera = procs.start_ready(
-            "camera",
-            "camera",
-            "--home",
-            str(home),
-            "--source",
-            big.url(),
-            "--stats-out",
-            str(stats),
-            timeout=60,
-        )
+        camera = _start_store_and_camera(procs, home, big.url(), stats)
         procs.wait_for_log("camera", "connected: h264 640x360", timeout=20)
         time.sleep(2)
         big.stop()
@@ -380,18 +374,7 @@ def test_camera_detects_on_the_sub_stream_and_falls_back_when_it_goes_down(
     stats = tmp_path / "stats.json"
     sub.start()
     try:
-        procs.start_ready("store", "store", "--home", str(home))
-        camera = procs.start_ready(
-            "camera",
-            "camera",
-            "--home",
-            str(home),
-            "--source",
-            server.url(),
-            "--stats-out",
-            str(stats),
-            timeout=60,
-        )
+        camera = _start_store_and_camera(procs, home, server.url(), stats)
         procs.wait_for_log("camera", "connected: h264 320x180", timeout=20)
         time.sleep(3)
         sub.stop()
