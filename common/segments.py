@@ -141,14 +141,23 @@ def read_record(path: Path, offset: int, length: int) -> tuple[bytes, list[bytes
         data = fh.read(length)
     if len(data) != length:
         raise ArchiveError(f"{path}: record at {offset} is cut short")
+    return decode_record(data, f"{path}: record at {offset}")
+
+
+def decode_record(data: bytes, where: str) -> tuple[bytes, list[bytes]]:
+    """Kind and body parts of one whole record (head included), CRC checked: a record read
+    from a local segment or by byte range from the object store. ``where`` names it in the
+    ``ArchiveError``."""
+    if len(data) < RECORD_HEAD.size:
+        raise ArchiveError(f"{where} is cut short")
     body_len, crc = RECORD_HEAD.unpack(data[: RECORD_HEAD.size])
     body = data[RECORD_HEAD.size :]
     if body_len != len(body) or zlib.crc32(body) != crc:
-        raise ArchiveError(f"{path}: record at {offset} is corrupt (CRC mismatch)")
+        raise ArchiveError(f"{where} is corrupt (CRC mismatch)")
     try:
         return decode_body(body)
     except FormatError as exc:
-        raise ArchiveError(f"{path}: record at {offset} is corrupt: {exc}") from None
+        raise ArchiveError(f"{where} is corrupt: {exc}") from None
 
 
 def list_segments(camera_dir: Path) -> list[Path]:

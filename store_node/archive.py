@@ -27,7 +27,6 @@ import os
 import shutil
 import sqlite3
 import time
-import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +41,9 @@ from veilcam.common.format import (
     decode_message_body,
 )
 from veilcam.common.segments import (
-    RECORD_HEAD,
     Record,
     ScanProblem,
-    decode_body,
+    decode_record,
     encode_record,
     list_segments,
     read_record,
@@ -89,21 +87,6 @@ class SegmentInfo:
     object_key: str | None = None
     version_id: str | None = None
     retain_until_us: int | None = None
-
-
-def decode_record(data: bytes, where: str) -> tuple[bytes, list[bytes]]:
-    """Kind and body parts of one whole record (head included), CRC checked: the records of
-    a segment read by byte range from the object store."""
-    if len(data) < RECORD_HEAD.size:
-        raise ArchiveError(f"{where} is cut short")
-    body_len, crc = RECORD_HEAD.unpack(data[: RECORD_HEAD.size])
-    body = data[RECORD_HEAD.size :]
-    if body_len != len(body) or zlib.crc32(body) != crc:
-        raise ArchiveError(f"{where} is corrupt (CRC mismatch)")
-    try:
-        return decode_body(body)
-    except FormatError as exc:
-        raise ArchiveError(f"{where} is corrupt: {exc}") from None
 
 
 class SegmentElsewhere(ArchiveError):
