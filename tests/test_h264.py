@@ -225,7 +225,7 @@ def test_tampered_access_units_and_header_are_detected() -> None:
             _with(
                 msg,
                 stream_ciphertexts=(
-                    msg.stream_ciphertexts[0][:-1] + b"\x00",
+                    msg.stream_ciphertexts[0][:-1] + bytes([msg.stream_ciphertexts[0][-1] ^ 1]),
                     *msg.stream_ciphertexts[1:],
                 ),
             ),  # fmt: skip

@@ -295,11 +295,16 @@ def test_viewer_rejects_replayed_reordered_and_forked_frames(viewer: ViewerRun) 
     assert rejected == 1 and shown[0].problem.startswith("chain_break:"), shown
 
 
+def _flip_last(data: bytes) -> bytes:
+    """``data`` with its last byte changed (XOR 1: never the byte it already was)."""
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
 @pytest.mark.parametrize(
     "reply",
     [
         pytest.param(
-            lambda env, other: [b"OK", env.body_bytes[:-1] + b"\x01", env.signature],
+            lambda env, other: [b"OK", _flip_last(env.body_bytes), env.signature],
             id="tampered-body",
         ),
         pytest.param(lambda env, other: [b"OK", env.body_bytes, bytes(64)], id="zeroed-signature"),
