@@ -41,7 +41,7 @@ class H264Settings:
     crf: int = 23
     max_kbps: int = 6000
     preset: str = "veryfast"
-    zone_crf: int = 17
+    zone_crf: int = 19
     threads: int = 1
     zone_preset: str = "superfast"
 
@@ -175,61 +175,59 @@ class StreamAU:
 
 
 MACROBLOCK = 16
-WHOLE_FRAME_SHARE = 0.15  # zones covering more of the frame: convert it whole, once
+WHOLE_FRAME_SHARE = 0.15  # boxes covering more of the frame: convert the canvas whole, once
 
 
-class _Yuv444Source:
-    """A BGR frame's pixels as planar YUV 4:4:4, region by region: converted whole once when
-    the zones cover much of the frame (one OpenCV call), else crop by crop."""
-
-    def __init__(self, image: np.ndarray, whole: bool) -> None:
-        self.image = image
-        self.planes = bgr_to_yuv444(image) if whole else None
-
-    def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-        if self.planes is not None:
-            return self.planes[:, y0:y1, x0:x1]
-        return bgr_to_yuv444(np.ascontiguousarray(self.image[y0:y1, x0:x1]))
+def _macroblock_box(z: Zone, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The 16-pixel macroblocks zone ``z`` touches, as (x0, y0, x1, y1) clipped to the frame."""
+    mb = MACROBLOCK
+    x0, y0 = max(0, z.x // mb * mb), max(0, z.y // mb * mb)
+    x1 = min(width, -(-(z.x + z.w) // mb) * mb)
+    y1 = min(height, -(-(z.y + z.h) // mb) * mb)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 class _Canvas:
-    """A class stream's picture, reused frame to frame: planar YUV 4:4:4, flat grey, with the
-    original pixels of this frame's rectangles of the class. The rest of the 16-pixel
-    macroblocks a zone touches holds the *redacted public* picture: public pixels, so nothing
-    of another class's zones enters this stream, and those macroblocks are whole natural
-    picture, which x264 codes as it codes any video (a small face on a grey field lost 2-6 dB
-    to the edges, measured in tests/test_e2e.py). One more macroblock of context all round
-    kept 0.3 dB more at the worst zone for 11 % more zone-stream bytes (2026-11-30, zones of
-    a real camera run replayed; tests/test_e2e.py for the dB): not worth it."""
+    """A class stream's picture, reused frame to frame: flat grey, with the original pixels
+    of this frame's rectangles of the class. The rest of the 16-pixel macroblocks a zone
+    touches holds the *redacted public* picture: public pixels, so nothing of another class's
+    zones enters this stream, and those macroblocks are whole natural picture, which x264
+    codes as it codes any video (a small face on a grey field lost 2-6 dB to the edges,
+    measured in tests/test_e2e.py). One more macroblock of context all round kept 0.3 dB more
+    at the worst zone for 11 % more zone-stream bytes (2026-11-30, zones of a real camera run
+    replayed; tests/test_e2e.py for the dB): not worth it.
+
+    The picture is composed in BGR (grey 128 is Y = U = V = 128 in full-range YCbCr) and only
+    the boxes that changed since the last frame are converted to planar YUV 4:4:4: one
+    conversion per pixel, into buffers kept from frame to frame (a fresh 6 MB array per 1080p
+    frame costs its page faults again)."""
 
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
+        self.bgr = np.full((height, width, 3), GREY, dtype=np.uint8)
         self.planes = np.full((3, height, width), GREY, dtype=np.uint8)
         self._dirty: list[tuple[int, int, int, int]] = []
 
-    def paint(
-        self, original: _Yuv444Source, public: _Yuv444Source, zones: list[Zone]
-    ) -> np.ndarray:
-        """``original``: the captured frame; ``public``: the same frame redacted; both as
-        planar YUV 4:4:4 (converted once per frame for every stream)."""
+    def paint(self, original: np.ndarray, public: np.ndarray, zones: list[Zone]) -> np.ndarray:
+        """``original``: the captured frame (BGR); ``public``: the same frame redacted.
+        Returns the planar YUV 4:4:4 picture (a buffer this canvas reuses)."""
         for x0, y0, x1, y1 in self._dirty:
-            self.planes[:, y0:y1, x0:x1] = GREY
-        self._dirty = []
-        mb = MACROBLOCK
-        for z in zones:  # context first: public pixels in the zone's macroblocks
-            x0, y0 = max(0, z.x // mb * mb), max(0, z.y // mb * mb)
-            x1 = min(self.width, -(-(z.x + z.w) // mb) * mb)
-            y1 = min(self.height, -(-(z.y + z.h) // mb) * mb)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            self.planes[:, y0:y1, x0:x1] = public.region(x0, y0, x1, y1)
-            self._dirty.append((x0, y0, x1, y1))
+            self.bgr[y0:y1, x0:x1] = GREY
+        boxes = [b for b in (_macroblock_box(z, self.width, self.height) for z in zones) if b]
+        for x0, y0, x1, y1 in boxes:  # context first: public pixels in the zone's macroblocks
+            self.bgr[y0:y1, x0:x1] = public[y0:y1, x0:x1]
         for z in zones:  # then the zones themselves, original
             x0, y0 = max(0, z.x), max(0, z.y)
             x1, y1 = min(self.width, z.x + z.w), min(self.height, z.y + z.h)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            self.planes[:, y0:y1, x0:x1] = original.region(x0, y0, x1, y1)
+            if x1 > x0 and y1 > y0:
+                self.bgr[y0:y1, x0:x1] = original[y0:y1, x0:x1]
+        changed = self._dirty + boxes  # last frame's boxes are grey again, this frame's new
+        self._dirty = boxes
+        area = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in changed)
+        if area > WHOLE_FRAME_SHARE * self.width * self.height:
+            return bgr_to_yuv444(self.bgr, out=self.planes)
+        for x0, y0, x1, y1 in changed:
+            self.planes[:, y0:y1, x0:x1] = bgr_to_yuv444(self.bgr[y0:y1, x0:x1])
         return self.planes
 
 
@@ -272,10 +270,7 @@ class ZoneStreams:
                     self._active.pop(zone_class)[0].close()
                     self.ended += 1
             self._seen_in_gop = set()
-        covered = sum(z.w * z.h for z in zones) / (self.width * self.height)
-        whole = covered > WHOLE_FRAME_SHARE  # shared by every class stream of this frame
-        original_yuv = _Yuv444Source(image, whole)
-        public_yuv = original_yuv if public is None else _Yuv444Source(public, whole)
+        public = image if public is None else public
         out = []
         for zone_class in sorted(set(self._active) | set(by_class)):
             idr = public_keyframe
@@ -288,13 +283,17 @@ class ZoneStreams:
                     self.settings.zone_preset,
                     self.settings.threads,
                     pix_fmt="yuv444p",  # High 4:4:4: a small face keeps its colour (>= 40 dB)
-                    extra_params=":aq-mode=0",  # no QP taken from the zones for the flat grey
+                    # no QP taken from the zones for the flat grey (aq), and fidelity
+                    # rather than psychovisual "detail" (psy-rd), which spends bits on
+                    # texture the eye likes, not on the pixels: at the same bytes the worst
+                    # zone gains 1.7 dB (1080p crowd, zones replayed, 2026-11-30)
+                    extra_params=":aq-mode=0:psy=0",
                 )
                 self._active[zone_class] = (stream, _Canvas(self.width, self.height))
                 self.started += 1
                 idr = True
             stream, canvas = self._active[zone_class]
-            picture = canvas.paint(original_yuv, public_yuv, by_class.get(zone_class, []))
+            picture = canvas.paint(image, public, by_class.get(zone_class, []))
             au, keyframe = stream.encode(picture, idr)
             out.append(StreamAU(zone_class, au, keyframe))
         self._seen_in_gop |= set(by_class)

@@ -16,9 +16,10 @@ from veilcam.camera_node.videoenc import (
     H264Settings,
     PublicEncoder,
     ZoneStreams,
+    _Canvas,
 )
 from veilcam.camera_node.zones import Zone
-from veilcam.common.colorspace import i420_to_bgr, yuv444_to_bgr
+from veilcam.common.colorspace import bgr_to_yuv444, i420_to_bgr, yuv444_to_bgr
 from veilcam.common.errors import FormatError, VerificationError
 from veilcam.common.format import (
     FLAG_CHAIN_START,
@@ -349,7 +350,7 @@ def _clip_frames(n: int, width: int, height: int) -> list[np.ndarray]:
 
 def test_decoded_public_and_zone_streams_at_quality() -> None:
     """Public AUs decode to the redacted frame at > 35 dB (CRF 23); a class stream gives the
-    zone pixels back at >= 40 dB inside its zones (zone CRF 17), frame by frame."""
+    zone pixels back at >= 40 dB inside its zones (zone CRF 19), frame by frame."""
     width, height = 640, 360
     cam = H264Camera(gop=10, fps=30.0)
     public_dec = av.CodecContext.create("h264", "r")
@@ -464,3 +465,43 @@ def test_public_encoder_gives_one_access_unit_per_frame_at_once() -> None:
         assert out.keyframe == (i % 3 == 0) and out.gop_index == i % 3
         _decode(dec, out.au)
     enc.close()
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["box-by-box", "whole-frame"])
+def test_zone_canvas_is_grey_public_context_and_original_zones_exactly(big: bool) -> None:
+    """The 4:4:4 picture of a class stream, frame after frame with the zones moving: the
+    original pixels inside its zones, the public pixels in the rest of their macroblocks, flat
+    grey elsewhere (the last frame's boxes grey again), whether it converts box by box or the
+    whole canvas (zones over WHOLE_FRAME_SHARE of the frame)."""
+    width, height = 320, 192
+    canvas = _Canvas(width, height)
+    rng = np.random.default_rng(7)
+    for i in range(4):
+        original = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        public = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        zones = [Zone(5 + 20 * i, 9 + 7 * i, 150 if big else 30, 120 if big else 21, 1)]
+        if i % 2:
+            zones.append(Zone(250, 150, 70, 42, 1))  # to the edges: boxes clipped to the frame
+        expected = np.full((height, width, 3), 128, np.uint8)
+        for z in zones:
+            x0, y0 = z.x // 16 * 16, z.y // 16 * 16
+            x1, y1 = min(width, -(-(z.x + z.w) // 16) * 16), min(height, -(-(z.y + z.h) // 16) * 16)
+            expected[y0:y1, x0:x1] = public[y0:y1, x0:x1]
+        for z in zones:
+            expected[z.y : z.y + z.h, z.x : z.x + z.w] = original[z.y : z.y + z.h, z.x : z.x + z.w]
+        planes = canvas.paint(original, public, zones)
+        assert np.array_equal(planes, bgr_to_yuv444(expected)), i
+
+
+def test_yuv444_conversion_into_a_buffer_and_back() -> None:
+    """``bgr_to_yuv444`` writes the same planes into a given buffer as into a new one, refuses
+    a buffer of another shape, and ``yuv444_to_bgr`` of a region inverts it within rounding."""
+    image = cv2.GaussianBlur(textured(seed=3), (5, 5), 1.0)[:96, :160]
+    out = np.empty((3, 96, 160), np.uint8)
+    assert bgr_to_yuv444(image, out=out) is out
+    ycrcb = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)
+    assert np.array_equal(out, np.stack((ycrcb[..., 0], ycrcb[..., 2], ycrcb[..., 1])))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        bgr_to_yuv444(image, out=np.empty((3, 96, 161), np.uint8))
+    back = yuv444_to_bgr(out[:, 10:50, 20:90])
+    assert np.abs(back.astype(int) - image[10:50, 20:90]).max() <= 2

@@ -1,4 +1,4 @@
-"""The store gives scrypt's work area back to the system after a login (store_node/malloc.py)."""
+"""The store gives scrypt's work area back to the system after a login (common/malloc.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 PROBE = """
 import os, sys
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from veilcam.store_node.malloc import pin_mmap_threshold
+from veilcam.common.malloc import pin_mmap_threshold
 def anon():
     return int([l.split()[1] for l in open('/proc/self/status') if l.startswith('RssAnon')][0])
 if sys.argv[1] == 'pinned':

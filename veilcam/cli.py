@@ -391,11 +391,11 @@ def cmd_cert(args: argparse.Namespace) -> int:
 def cmd_store(args: argparse.Namespace) -> int:
     from veilcam.common.home import open_home
     from veilcam.common.lifecycle import StopFlag
-    from veilcam.store_node.malloc import pin_mmap_threshold, trim_periodically
+    from veilcam.common.malloc import pin_mmap_threshold, trim_periodically
     from veilcam.store_node.node import StoreNode
 
     stop = StopFlag().install()
-    # memory stays flat after logins and bursts (store_node/malloc.py)
+    # memory stays flat after logins and bursts (common/malloc.py)
     pin_mmap_threshold()
     trim_periodically(stop)
     node = StoreNode(open_home(args.home), stop, args.stats_out, args.metrics_port)
@@ -413,7 +413,9 @@ def cmd_camera(args: argparse.Namespace) -> int:
     from veilcam.common.config import CameraConfig, load_config
     from veilcam.common.home import open_home
     from veilcam.common.lifecycle import StopFlag
+    from veilcam.common.malloc import keep_frame_buffers
 
+    keep_frame_buffers()  # no page faults on every frame's buffers (common/malloc.py)
     home = open_home(args.home)
     cfg = (
         load_config(Path(args.config), CameraConfig)

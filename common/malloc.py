@@ -1,4 +1,7 @@
-"""Keep the store's memory flat after logins and bursts (glibc only).
+"""glibc's allocator, set for each node's allocation pattern (glibc only; elsewhere no-op).
+
+**The store: memory flat after logins and bursts** (``pin_mmap_threshold``,
+``trim_periodically``).
 
 glibc serves allocations above ``M_MMAP_THRESHOLD`` (128 KiB at start) with their own
 ``mmap`` and gives them back on ``free``, but it raises the threshold to the size of every such
@@ -10,9 +13,17 @@ memory went 77 -> 100 MB in the two seconds of one viewer's login and stayed the
 120 s fault run ended at 1.98x the memory of its first quarter. Setting the threshold
 explicitly turns the adjustment off: large blocks are mapped and unmapped again.
 
-Only the store does this: it allocates a few hundred KiB per frame at 10s of frames a second,
-where a ``mmap`` per block costs nothing measurable; the camera's multi-megabyte numpy frames
-would pay page faults on every frame instead.
+The store allocates a few hundred KiB per frame at 10s of frames a second, where a ``mmap``
+per block costs nothing measurable.
+
+**The camera: frame buffers reused** (``keep_frame_buffers``). The camera allocates and frees
+several multi-megabyte numpy arrays per frame (the decoded frame, its copy, colour
+conversions, canvases; 6 MB each at 1080p). Mapped and unmapped every frame, each costs its
+page faults again on first touch: a 1080p copy + conversion + channel shuffle took 4.4 ms
+against 1.8 ms with the blocks kept in the heap (measured 2026-11-30; camera CPU per frame
+in docs/PERFORMANCE.md). The camera therefore raises the threshold above a 4K frame and keeps
+freed heap tops instead of trimming them: its per-frame blocks are the same sizes frame after
+frame, so the heap reaches a plateau and stays there.
 """
 
 from __future__ import annotations
@@ -26,8 +37,11 @@ from veilcam.common.lifecycle import StopFlag
 
 log = logging.getLogger(__name__)
 
-M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
+M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value
+FRAME_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # above a 4K BGR frame (24.9 MB); glibc's max
+FRAME_TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -50,6 +64,19 @@ def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
         return False
     done = bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
     log.debug("glibc mmap threshold fixed at %d bytes: %s", threshold, done)
+    return done
+
+
+def keep_frame_buffers() -> bool:
+    """The camera's setting (module docstring): blocks up to a 4K frame come from the heap and
+    freed ones stay there for the next frame. False where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    done = bool(libc.mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD_BYTES)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, FRAME_TRIM_THRESHOLD_BYTES)
+    )
+    log.debug("glibc keeps frame-sized blocks in the heap: %s", done)
     return done
 
 
