@@ -430,6 +430,24 @@ def zone_area_share(home: Path) -> float:
     return float(np.mean(shares)) if shares else 0.0
 
 
+def archived_capture_fps(home: Path, skip_s: float = 2.0) -> float:
+    """Frames per second by the capture times the archived headers carry, after the first
+    ``skip_s`` seconds (model load, first epoch): the rate the camera sustained, whatever the
+    benchmark's own clock says."""
+    from veilcam.common.format import KIND_FRAME, FrameMessage
+    from veilcam.common.segments import Record, scan_segment
+
+    times = sorted(
+        FrameMessage.from_body_parts(rec.parts).header.capture_time_us
+        for path in (Path(home) / "archive" / "segments").rglob("*.vseg")
+        for rec in scan_segment(path)
+        if isinstance(rec, Record) and rec.kind == KIND_FRAME
+    )
+    times = [t for t in times if times and t >= times[0] + skip_s * 1e6]
+    span = (times[-1] - times[0]) / 1e6 if len(times) > 1 else 0.0
+    return (len(times) - 1) / span if span > 0 else 0.0
+
+
 def archive_bytes(home: Path) -> int:
     """Bytes of every segment file of a home's archive: public frames, zones, key envelopes,
     gap notices and signatures, as stored (the index is not counted)."""

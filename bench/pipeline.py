@@ -36,6 +36,7 @@ from bench.harness import (  # noqa: E402
     ROOT,
     SIZES,
     archive_bytes,
+    archived_capture_fps,
     cpu_seconds,
     free_port_base,
     make_clip,
@@ -295,6 +296,7 @@ def scenario(
         "fps_out": round(cam["published"] / total_wall, 1),
         "fps_viewer": round(vie["received"] / total_wall, 1),
         "fps_captured_at_viewer": round(vie["captured_fps"], 1),
+        "fps_captured_archived": round(archived_capture_fps(home), 1),
         "dropped_by_camera": cam["dropped_backpressure"],
         "whole_frame_redactions": sum(cam["fail_closed"].values()),
         "scan": cam.get("scan", {}),
@@ -334,6 +336,7 @@ def print_table(r: dict) -> None:
     rows = [
         ("fps in / out / at viewer", f"{r['fps_in']} / {r['fps_out']} / {r['fps_viewer']}"),
         ("fps by capture times of the frames viewed", f"{r['fps_captured_at_viewer']}"),
+        ("fps by capture times of the frames archived", f"{r['fps_captured_archived']}"),
         ("dropped by camera (store backlog)", r["dropped_by_camera"]),
         (
             "published / stored / viewed / unlocked",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from veilcam.camera_node.redact import Redactor
 from veilcam.camera_node.videoenc import (
     H264Settings,
+    PublicAU,
     PublicEncoder,
     StreamAU,
     ZoneStreams,
@@ -213,9 +214,12 @@ class VideoEncoders:
         self.zones: ZoneStreams | None = None
         self.gop_seq = 0
         self.zone_worker = ThreadPoolExecutor(1, thread_name_prefix="veilcam-zone-encode")
+        self.pending: Future[list[StreamAU]] | None = None  # the last frame's zone streams
 
     def for_size(self, width: int, height: int) -> tuple[PublicEncoder, ZoneStreams]:
         if self.public is None or self.zones is None or self.public.size != (width, height):
+            if self.pending is not None:
+                wait([self.pending])  # the worker may still be encoding the old size
             self.close()
             interval = self.settings.keyframe_interval(self.fps)
             self.public = PublicEncoder(width, height, self.fps, interval, self.settings)
@@ -247,27 +251,33 @@ def _crop_zones(zones: list[Zone], width: int, height: int) -> list[Zone]:
     return out
 
 
-def protect_frame_h264(
+@dataclass(frozen=True)
+class EncodedFrame:
+    """One frame's H.264 work, done (public AU) or under way (zone streams, on the zone
+    worker), before its place in the chain is known: ``seal_frame_h264`` makes it a signed
+    message. Splitting the two lets the camera encode the next frame's public AU while this
+    frame's zone streams finish (CameraNode._publish)."""
+
+    width: int
+    height: int
+    zones: list[Zone]
+    public: PublicAU
+    stream_aus: Future[list[StreamAU]]
+
+
+def encode_frame_h264(
     frame: np.ndarray,
     zones: list[Zone],
     *,
-    camera_id: str,
-    seq: int,
-    capture_time_us: int,
-    epoch: Epoch,
-    prev_digest: bytes,
     redactor: Redactor,
     video: VideoEncoders,
-    signing_key: Ed25519PrivateKey,
     times: StageTimes | None = None,
-) -> FrameMessage:
-    """Version 2: redact ``frame`` (in place; the zones' original pixels kept aside), encode
-    the public AU and the zone streams (original zones in their redacted surroundings), encrypt
-    the stream AUs, sign. An odd width or height loses its last
-    column or row (H.264 4:2:0 needs even sizes).
-
-    ``times`` (optional) collects per-stage durations: zone_encode, redact, encode, encrypt,
-    sign, as ``protect_frame`` does."""
+) -> EncodedFrame:
+    """Redact ``frame`` in place (the zones' original pixels kept aside), encode its public AU
+    and start its zone streams (original zones in their redacted surroundings) on the zone
+    worker; return without waiting for them. ``frame`` must not change until the frame is
+    sealed. An odd width or height loses its last column or row (H.264 4:2:0 needs even
+    sizes). ``times`` collects redact, encode and zone_encode durations."""
     times = times or _NO_TIMES
     width, height = even_size(frame.shape[1], frame.shape[0])
     frame = frame[:height, :width]
@@ -284,11 +294,33 @@ def protect_frame_h264(
             return streams.encode(original, zones, keyframe, public=frame)
 
     pending = video.zone_worker.submit(encode_zone_streams)  # frame is only read from now on
+    video.pending = pending
     try:
         with times.measure("encode"):
             public = public_enc.encode_i420(bgr_to_i420(frame))
-    finally:
-        stream_aus = pending.result()  # never leave the worker encoding a frame we dropped
+    except BaseException:
+        pending.result()  # never leave the worker encoding a frame we dropped
+        raise
+    return EncodedFrame(width, height, zones, public, pending)
+
+
+def seal_frame_h264(
+    encoded: EncodedFrame,
+    *,
+    camera_id: str,
+    seq: int,
+    capture_time_us: int,
+    epoch: Epoch,
+    prev_digest: bytes,
+    video: VideoEncoders,
+    signing_key: Ed25519PrivateKey,
+    times: StageTimes | None = None,
+) -> FrameMessage:
+    """Wait for the frame's zone streams, encrypt their AUs under the epoch's class keys and
+    sign the frame as number ``seq`` of the chain (frames are sealed in encoding order)."""
+    times = times or _NO_TIMES
+    stream_aus = encoded.stream_aus.result()
+    public = encoded.public
     if public.keyframe:
         video.gop_seq = seq
     with times.measure("encrypt"):
@@ -304,8 +336,8 @@ def protect_frame_h264(
             epoch_id=epoch.epoch_id,
             prev_digest=prev_digest,
             image_codec=ImageCodec.H264,
-            width=width,
-            height=height,
+            width=encoded.width,
+            height=encoded.height,
             image_len=len(public.au),
             image_sha256=sha256(public.au),
             flags=(FLAG_CHAIN_START if prev_digest == ZERO_DIGEST else 0)
@@ -313,7 +345,7 @@ def protect_frame_h264(
             version=FORMAT_VERSION_H264,
             gop_seq=video.gop_seq,
             gop_index=public.gop_index,
-            zone_rects=tuple(ZoneRect(z.zone_class, z.x, z.y, z.w, z.h) for z in zones),
+            zone_rects=tuple(ZoneRect(z.zone_class, z.x, z.y, z.w, z.h) for z in encoded.zones),
             streams=tuple(
                 StreamRecord(
                     s.zone_class, STREAM_FLAG_KEYFRAME if s.keyframe else 0, len(ct), sha256(ct)
@@ -325,6 +357,35 @@ def protect_frame_h264(
         return FrameMessage(
             header, header_bytes, signing_key.sign(header_bytes), public.au, (), ciphertexts
         )
+
+
+def protect_frame_h264(
+    frame: np.ndarray,
+    zones: list[Zone],
+    *,
+    camera_id: str,
+    seq: int,
+    capture_time_us: int,
+    epoch: Epoch,
+    prev_digest: bytes,
+    redactor: Redactor,
+    video: VideoEncoders,
+    signing_key: Ed25519PrivateKey,
+    times: StageTimes | None = None,
+) -> FrameMessage:
+    """Version 2 in one step: ``encode_frame_h264`` then ``seal_frame_h264``."""
+    encoded = encode_frame_h264(frame, zones, redactor=redactor, video=video, times=times)
+    return seal_frame_h264(
+        encoded,
+        camera_id=camera_id,
+        seq=seq,
+        capture_time_us=capture_time_us,
+        epoch=epoch,
+        prev_digest=prev_digest,
+        video=video,
+        signing_key=signing_key,
+        times=times,
+    )
 
 
 def sign_gap_notice(

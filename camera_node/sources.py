@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +25,10 @@ from veilcam.common.urls import redact_text, redact_url
 
 log = logging.getLogger("veilcam.source")
 
+# frames a live source holds for a pipeline behind its schedule (133 ms at 30 fps): enough
+# for an IDR's or a scene cut's slow frame to be caught up on; measured 1080p H.264, camera
+# alone: 28.5 fps with one frame, 30.0 with four (docs/PERFORMANCE.md)
+JITTER_FRAMES = 4
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 RTSP_SCHEMES = ("rtsp://", "rtsps://")
 BACKOFF_FIRST_S = 1.0
@@ -52,11 +57,13 @@ def describe_source(spec: str) -> tuple[str, int | str]:
 class FrameSource:
     """Iterates captured frames; a file ends (or loops); a device or URL reconnects on failure.
 
-    A live source (device or URL) is read by its own thread that keeps only the newest frame:
-    when the pipeline falls behind, it is frames that are dropped, never the capture thread
-    that stalls the camera's buffer, and every dropped frame is counted
-    (``dropped_overload``). A file is read in step with the pipeline (a replay loses nothing;
-    pacing slips instead)."""
+    A live source (device or URL) is read by its own thread that keeps the newest
+    ``JITTER_FRAMES`` frames: a frame that took longer than the frame interval (an IDR, a scene
+    cut's detection) is caught up on from there, and when the pipeline falls behind for longer
+    it is the oldest frames that are dropped, never the capture thread that stalls the
+    camera's buffer; every dropped frame is counted (``dropped_overload``). A paced file
+    stands in for such a camera: it may run the same ``JITTER_FRAMES`` behind its schedule,
+    and beyond that pacing slips (a replay loses no frame)."""
 
     def __init__(
         self,
@@ -154,7 +161,7 @@ class FrameSource:
 
     def _latest_frames(self) -> Iterator[CapturedFrame]:
         cond = threading.Condition()
-        slot: list[CapturedFrame | None] = [None]
+        queue: deque[CapturedFrame] = deque()
         done = [False]
         failure: list[VeilcamError] = []
 
@@ -162,11 +169,15 @@ class FrameSource:
             try:
                 for frame in self._read_frames():
                     with cond:
-                        if slot[0] is not None:
+                        if len(queue) >= JITTER_FRAMES:
+                            dropped = queue.popleft()
                             self.dropped_overload += 1
-                            if slot[0].after_loss:  # the mark outlives the frame it was on
-                                frame = replace(frame, after_loss=True)
-                        slot[0] = frame
+                            if dropped.after_loss:  # the mark outlives the frame it was on
+                                if queue:
+                                    queue[0] = replace(queue[0], after_loss=True)
+                                else:
+                                    frame = replace(frame, after_loss=True)
+                        queue.append(frame)
                         cond.notify()
             except VeilcamError as exc:  # told in the consumer's thread
                 failure.append(exc)
@@ -179,8 +190,8 @@ class FrameSource:
         self._grabber.start()
         while True:
             with cond:
-                cond.wait_for(lambda: slot[0] is not None or done[0], timeout=0.2)
-                frame, slot[0] = slot[0], None
+                cond.wait_for(lambda: bool(queue) or done[0], timeout=0.2)
+                frame = queue.popleft() if queue else None
                 if frame is None and done[0]:
                     if failure:
                         raise failure[0]
@@ -243,7 +254,7 @@ class FrameSource:
                 if delay > 0:
                     time.sleep(delay)
                     waited = delay
-                next_due = max(next_due + period, time.monotonic() - period)
+                next_due = max(next_due + period, time.monotonic() - JITTER_FRAMES * period)
             self.captured += 1
             yield CapturedFrame(self._scaled(image), time.time_ns() // 1000, waited, after_loss)
 
