@@ -352,6 +352,21 @@ def set_detect_source(camera_toml: Path, path: Path) -> None:
         raise RuntimeError(f"could not set camera.detect_source in {camera_toml}")
 
 
+def set_video(camera_toml: Path, video: str) -> None:
+    """The camera's ``[encoding] video`` (jpeg: version-1 frames; h264: version 2, whose
+    public stream the headless viewer decodes before the faces are looked for)."""
+    text = camera_toml.read_text()
+    if re.search(r"^\[encoding\]\s*$", text, flags=re.M):
+        text = re.sub(
+            r"^\[encoding\]\s*$", f'[encoding]\nvideo = "{video}"', text, count=1, flags=re.M
+        )
+    else:
+        text += f'\n[encoding]\nvideo = "{video}"\n'
+    camera_toml.write_text(text)
+    if tomllib.loads(text).get("encoding", {}).get("video") != video:
+        raise RuntimeError(f"could not set encoding.video in {camera_toml}")
+
+
 def run_pipeline(
     info: ClipInfo,
     tmp: Path,
@@ -359,6 +374,7 @@ def run_pipeline(
     log,
     control: bool = False,
     detect_source: Path | None = None,
+    video: str = "jpeg",
 ) -> dict:
     """Store + live viewer + camera on the clip, then the two archive read-backs. Returns
     paths and counters; raises RuntimeError (with the node's log) when a node fails."""
@@ -384,6 +400,9 @@ def run_pipeline(
     if detect_source is not None:
         set_detect_source(home / "config" / "camera.toml", detect_source)
         model += f"; detect_source = {detect_source.name}"
+    if video != "jpeg":
+        set_video(home / "config" / "camera.toml", video)
+        model += f"; video = {video}"
     expected = min(info.frames, max_frames) if max_frames else info.frames
     run: dict = {"model": model, "expected": expected, "notes": []}
     live_dir, pub_dir, orig_dir = tmp / "live", tmp / "public", tmp / "original"
@@ -589,7 +608,9 @@ def run_clip(name: str, args, detector) -> ClipLeaks:
     t0 = time.monotonic()
     try:
         sub = detect_copy(info, args.detect_width, args.cache) if args.detect_width else None
-        run = run_pipeline(info, tmp, max_frames, print, control=args.control, detect_source=sub)
+        run = run_pipeline(
+            info, tmp, max_frames, print, control=args.control, detect_source=sub, video=args.video
+        )
         t1 = time.monotonic()
         res = analyse(info, run, detector)
         res.notes.insert(0, f"model: {run['model']}")
@@ -694,6 +715,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="detect on a copy of each clip downscaled to this width (camera.detect_source)",
+    )
+    ap.add_argument(
+        "--video",
+        choices=("jpeg", "h264"),
+        default="jpeg",
+        help="the camera's [encoding] video: the public frames as JPEG (default) or as the "
+        "H.264 public stream, decoded by the headless viewer",
     )
     ap.add_argument(
         "--cache", type=Path, default=DEFAULT_CACHE, help="where synthetic clips are generated"

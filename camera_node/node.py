@@ -464,7 +464,8 @@ class CameraNode:
         H.264: the frame is encoded now and sealed (zone streams awaited, encrypted, signed,
         sent) at the next call, after that frame's public AU is encoded: the zone worker
         finishes this frame's streams meanwhile instead of the loop waiting for them. One
-        frame more of latency (33 ms at 30 fps) for 1080p: 24.8 -> see docs/PERFORMANCE.md.
+        frame more of latency (33 ms at 30 fps); 1080p camera alone 24.8 -> 27.9 fps
+        (docs/PERFORMANCE.md).
         ``_flush`` sends the frame held at the end."""
         if self.video is None:  # JPEG (version 1): in one step
             protect = functools.partial(
