@@ -191,7 +191,7 @@ def test_a_port_held_by_another_program_fails(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind((host, int(port)))
         squatter.listen()
-        code, checks, _ = doctor(home, "--timeout", "1.5")
+        code, checks, _ = doctor(home, "--timeout", "0.5")
     assert code == 1
     status, finding, fix = checks["port/ingest"]
     assert status == "FAIL" and "in use by another program" in finding

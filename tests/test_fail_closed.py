@@ -157,7 +157,7 @@ def test_crashing_detector_makes_every_later_frame_fully_redacted() -> None:
 
 
 def test_detector_that_never_answers_covers_from_the_first_frame() -> None:
-    detector = TruthDetector(stall_on=1, stall_s=2.0)
+    detector = TruthDetector(stall_on=1, stall_s=0.6)  # 10 frames at 60 fps: 0.17 s
     finder, out = run(detector, 10, max_lag_s=0.05)
     assert all(whole(z) for z in out)
     detector.unstall.set()

@@ -209,7 +209,7 @@ def test_repeated_verification_failures_are_logged_once_and_blamed_right(
         headless.Freshness, "measured", classmethod(lambda cls, home, max_age_s: cls(max_age_s))
     )
     caplog.set_level(logging.INFO, logger="veilcam.viewer")
-    assert headless.run_headless(home, tmp_path / "out", 3, timeout_s=1.5) == 1
+    assert headless.run_headless(home, tmp_path / "out", 3, timeout_s=0.8) == 1
     lines = [r.getMessage() for r in caplog.records if "failed verification" in r.getMessage()]
     assert len(lines) <= 5, lines  # not 450
     closing = caplog.records[-1].getMessage()
