@@ -430,6 +430,21 @@ def zone_area_share(home: Path) -> float:
     return float(np.mean(shares)) if shares else 0.0
 
 
+def public_stream_bytes_per_frame(home: Path) -> float:
+    """Mean size of the public image (JPEG) or access unit (H.264) over the archived frames:
+    what a live viewer of the redacted stream receives, without zones or envelopes."""
+    from veilcam.common.format import KIND_FRAME, FrameMessage
+    from veilcam.common.segments import Record, scan_segment
+
+    sizes = [
+        FrameMessage.from_body_parts(rec.parts).header.image_len
+        for path in (Path(home) / "archive" / "segments").rglob("*.vseg")
+        for rec in scan_segment(path)
+        if isinstance(rec, Record) and rec.kind == KIND_FRAME
+    ]
+    return float(np.mean(sizes)) if sizes else 0.0
+
+
 def archived_capture_fps(home: Path, skip_s: float = 2.0) -> float:
     """Frames per second by the capture times the archived headers carry, after the first
     ``skip_s`` seconds (model load, first epoch): the rate the camera sustained, whatever the

@@ -41,6 +41,7 @@ from bench.harness import (  # noqa: E402
     free_port_base,
     make_clip,
     plain_h264_bytes_per_frame,
+    public_stream_bytes_per_frame,
     rss_mb,
     use_yunet,
     veilcam,
@@ -297,6 +298,7 @@ def scenario(
         "fps_viewer": round(vie["received"] / total_wall, 1),
         "fps_captured_at_viewer": round(vie["captured_fps"], 1),
         "fps_captured_archived": round(archived_capture_fps(home), 1),
+        "public_stream_mbit_s": round(public_stream_bytes_per_frame(home) * fps * 8 / 1e6, 2),
         "dropped_by_camera": cam["dropped_backpressure"],
         "whole_frame_redactions": sum(cam["fail_closed"].values()),
         "scan": cam.get("scan", {}),
@@ -359,6 +361,7 @@ def print_table(r: dict) -> None:
             " / ".join(str(r["rss_mb_max"].get(k)) for k in ("camera", "store", "viewer")),
         ),
         ("bytes per frame sent, GB per hour", f"{r['bytes_per_frame']}, {r['gb_per_hour']}"),
+        ("public stream alone (live, redacted), Mbit/s", f"{r['public_stream_mbit_s']}"),
         (
             f"archive ({r['video']}): bytes per frame, GB per hour",
             f"{r['archive_bytes_per_frame']}, {r['archive_gb_per_hour']}",

@@ -654,5 +654,5 @@ def create_scanner(cfg: FacesSection) -> FaceScanner | None:
     fine = None
     if cfg.small_faces and isinstance(coarse, YuNetDetector):
         # a network of its own: the coarse pass keeps its input size
-        fine = YuNetDetector(coarse.model, coarse.detect_width, coarse.score_threshold)
+        fine = YuNetDetector(coarse.model, coarse.detect_width, cfg.fine_score_threshold)
     return FaceScanner(coarse, fine)

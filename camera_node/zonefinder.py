@@ -35,7 +35,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 from veilcam.camera_node.facescan import FaceScanner, ScanResult
-from veilcam.camera_node.zones import FaceHold, Zone, clip_zone
+from veilcam.camera_node.zones import FaceHold, Zone, clip_zone, without_contained
 from veilcam.common.format import MAX_ZONES, ZoneClass
 
 log = logging.getLogger("veilcam.zones")
@@ -293,6 +293,7 @@ class ZoneFinder(Generic[P]):
             zone = clip_zone(rect.x, rect.y, rect.w, rect.h, ZoneClass.FACE, width, height)
             if zone is not None:
                 zones.append(zone)
+        zones = without_contained(zones)
         totals = self.scan_totals
         totals["frames"] += 1
         totals["cells_scanned"] += scan.cells_scanned

@@ -302,7 +302,19 @@ class FacesSection(Section):
         le=3840,
         description="Frames are downscaled to this width (INTER_LINEAR) for detection.",
     )
-    score_threshold: float = Field(0.6, gt=0, lt=1, description="YuNet confidence threshold.")
+    score_threshold: float = Field(
+        0.6, gt=0, lt=1, description="YuNet confidence threshold of the whole-frame pass."
+    )
+    fine_score_threshold: float = Field(
+        0.45,
+        gt=0,
+        lt=1,
+        description="YuNet confidence threshold of the native-resolution passes over changed "
+        "cells. Lower than the whole-frame one: they look for small faces, whose score "
+        "swings from frame to frame (a 12x15 px face at 1080p: 0.39-0.74 on the same face, "
+        "0.56 on the frame it was missed at 0.6 and stayed readable, bench/leaks.py "
+        "small1080), and a wrong small box covers little.",
+    )
     margin: float = Field(
         0.25,
         ge=0,

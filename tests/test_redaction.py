@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from veilcam.camera_node.detect import Box
 from veilcam.camera_node.redact import make_redactor
-from veilcam.camera_node.zones import FaceHold, clip_zone, resolve_static_zones
+from veilcam.camera_node.zones import (
+    FaceHold,
+    Zone,
+    clip_zone,
+    resolve_static_zones,
+    without_contained,
+)
 from veilcam.common.config import RedactionSection, StaticZoneSection
 from veilcam.common.format import ZoneClass
 
@@ -72,6 +78,31 @@ def test_zones_are_clipped_to_the_frame() -> None:
     zone = clip_zone(20.2, 25.7, 30, 30, ZoneClass.FACE, 40, 40)
     assert (zone.x, zone.y, zone.w, zone.h) == (20, 25, 20, 15)
     assert clip_zone(50, 50, 10, 10, ZoneClass.FACE, 40, 40) is None
+
+
+def test_zones_inside_another_of_their_class_are_dropped_and_coverage_kept() -> None:
+    cell = Zone(100, 100, 192, 192, 1)  # a cell waiting for its rescan
+    inside = Zone(120, 130, 30, 36, 1)  # a held face box within it: dropped
+    edge = Zone(100, 100, 192, 10, 1)  # touching its border from inside: dropped
+    astride = Zone(280, 150, 30, 36, 1)  # crossing its edge: kept
+    other_class = Zone(120, 130, 30, 36, 2)  # another class's key: kept
+    twin = Zone(100, 100, 192, 192, 1)  # the same rectangle twice: kept once
+    zones = [inside, cell, edge, astride, other_class, twin]
+    kept = without_contained(zones)
+    assert kept == [cell, astride, other_class]
+    assert without_contained([twin, cell]) == [twin]
+    assert without_contained([inside]) == [inside] and without_contained([]) == []
+
+    def coverage(zs: list[Zone]) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        for z in zs:
+            mask = out.setdefault(z.zone_class, np.zeros((400, 400), bool))
+            mask[z.y : z.y + z.h, z.x : z.x + z.w] = True
+        return out
+
+    before, after = coverage(zones), coverage(kept)
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[c], after[c]) for c in before)
 
 
 def test_fractional_static_zone_resolves_to_pixels() -> None:

@@ -62,8 +62,8 @@ def sliding_from_top(picture: np.ndarray, step: int, frames: int) -> list[np.nda
 
 
 def yunet_finder(model) -> ZoneFinder[int]:
-    """The camera's default face settings (YuNet, detect_width 640, score 0.6, margin 0.25,
-    hold 15), with a lag limit no test machine reaches."""
+    """The camera's default face settings (YuNet, detect_width 640, score 0.6 whole-frame and
+    0.45 native, margin 0.25, hold 15), with a lag limit no test machine reaches."""
     scanner = create_scanner(FacesSection(backend="yunet", model=str(model)))
     assert scanner is not None
     return ZoneFinder(scanner, margin=0.25, hold_frames=15, max_lag_s=5.0)
@@ -244,3 +244,18 @@ def test_a_face_cut_by_the_edge_on_a_scene_cut_frame_is_not_readable(
     assert any(z.w == width and z.h == height for z in zones[3])  # the cut frame
     # only that frame: after it the edge check has a previous frame of the same picture
     assert not any(z.w == width and z.h == height for z in zones[4])
+
+
+def test_native_passes_look_for_small_faces_with_their_own_lower_threshold() -> None:
+    """A small face's YuNet score swings from frame to frame (a 12x15 px face at 1080p:
+    0.39-0.74), and one scan that misses it leaves it readable until its cell changes; the
+    native-resolution passes therefore keep boxes from 0.45 (faces.fine_score_threshold),
+    the whole-frame pass from 0.6 (faces.score_threshold)."""
+    model = require_media(YUNET)
+    scanner = create_scanner(FacesSection(backend="yunet", model=str(model)))
+    assert scanner is not None and scanner.fine is not None
+    assert scanner.coarse.score_threshold == 0.6 and scanner.fine.score_threshold == 0.45
+    tuned = create_scanner(
+        FacesSection(backend="yunet", model=str(model), fine_score_threshold=0.5)
+    )
+    assert tuned is not None and tuned.fine is not None and tuned.fine.score_threshold == 0.5
