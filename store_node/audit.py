@@ -167,10 +167,26 @@ def audit_archive(
     )
     tally = _Tally(camera_dirs, progress)
     tally.total += sum(r.size or 0 for rs in remotes.values() for r in rs)
+
+    def moved(camera: str, name: str) -> RemoteSegment | None:
+        """Where a local segment went while we read (a running store uploaded it and
+        removed its copy): the bucket, looked up again, else None."""
+        now = remote_segments(
+            seg_root, index if index is not None else index_file, objects, lambda *_: None
+        )
+        return next((r for r in now.get(camera, []) if r.name == name), None)
+
     for camera_dir in camera_dirs:
         report.cameras.append(
             _audit_camera(
-                camera_dir, trust, report, seen, tally, remotes.get(camera_dir.name), objects
+                camera_dir,
+                trust,
+                report,
+                seen,
+                tally,
+                remotes.get(camera_dir.name),
+                objects,
+                moved,
             )
         )
     tally.finish()
@@ -322,15 +338,35 @@ def _audit_camera(
     tally: _Tally,
     remotes: list[RemoteSegment] | None = None,
     objects: ObjectStore | None = None,
+    moved: Callable[[str, str], RemoteSegment | None] | None = None,
 ) -> CameraReport:
-    """A camera's segments in name order: local files, and objects fetched from the bucket."""
+    """A camera's segments in name order: local files, and objects fetched from the bucket.
+    A local file gone before it was opened was uploaded meanwhile (read from the bucket,
+    ``moved``) or deleted by retention (a note: the index cross-check judges its frames)."""
     audit = _CameraAudit(camera_dir.name, trust, report, seen.setdefault(camera_dir.name, set()))
     local: list[Path] = list_segments(camera_dir) if camera_dir.is_dir() else []
     entries: list[Path | RemoteSegment] = [*local, *(remotes or [])]
     for entry in sorted(entries, key=lambda e: e.name):
         if isinstance(entry, Path):
-            _audit_segment(entry, entry.name, audit, tally)
-            continue
+            try:
+                _audit_segment(entry, entry.name, audit, tally)
+                continue
+            except FileNotFoundError:
+                remote = moved(camera_dir.name, entry.name) if moved is not None else None
+                if remote is None:
+                    report.notes.append(
+                        Finding(
+                            camera_dir.name,
+                            entry.name,
+                            0,
+                            None,
+                            "segment_removed",
+                            f"{entry.name} was removed while verify read the archive "
+                            "(retention) and is not in the object store",
+                        )
+                    )
+                    continue
+                entry = remote
         found = ObjectReport(entry.camera, entry.name, entry.key, entry.size)
         found.indexed = entry.indexed
         report.objects.append(found)

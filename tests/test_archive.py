@@ -301,3 +301,26 @@ def test_frames_a_running_store_adds_during_verify_are_not_missing(
     report = audit_archive(tmp_path, cam.trust)
     archive.close()
     assert report.intact, report.problems
+
+
+def test_a_segment_removed_while_verify_reads_is_a_note_not_a_crash(tmp_path: Path) -> None:
+    """A running store's retention (or its uploader, with no bucket to read instead) can
+    remove a segment between verify listing it and opening it: verify says so and goes on."""
+    cam = Camera()
+    archive = Archive(tmp_path, segment_max_bytes=4096)
+    archive.append_envelope(cam.envelope())
+    for _ in range(12):
+        archive.append_frame(cam.frame())
+    archive.commit()
+    archive.close()
+    segments = list_segments(tmp_path / "segments" / "cam1")
+    assert len(segments) >= 3
+    last = segments[-1]
+
+    def remove_last_once(done: int, total: int, records: int) -> None:
+        last.unlink(missing_ok=True)
+
+    report = audit_archive(tmp_path, cam.trust, remove_last_once)
+    notes = [n for n in report.notes if n.kind == "segment_removed"]
+    assert [n.segment for n in notes] == [last.name], report.notes
+    assert report.cameras[0].frames > 0

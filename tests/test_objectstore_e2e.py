@@ -73,7 +73,7 @@ def objects(server: SeaweedS3, bucket: str) -> dict[str, int]:
 
 def verify(home: Path) -> dict:
     r = run_cli("verify", str(home), "--json")
-    assert r.returncode in (0, 1), r.stderr
+    assert r.returncode in (0, 1) and r.stdout.strip(), r.stderr
     return json.loads(r.stdout)
 
 
