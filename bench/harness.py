@@ -410,55 +410,45 @@ def plain_h264_bytes_per_frame(
     return total / max(1, count)
 
 
-def zone_area_share(home: Path) -> float:
-    """Mean share of the frame area inside zone rectangles (their union), over every frame
-    of a home's archive: what the zone streams or zone crops carry, so what the archive's
-    size over plain H.264 depends on."""
+def archived_headers(home: Path) -> list:
+    """The headers of every frame in a home's archive (``FrameHeader``, versions 1 and 2),
+    read once for the figures below."""
     from veilcam.common.format import KIND_FRAME, FrameMessage
     from veilcam.common.segments import Record, scan_segment
 
-    shares = []
-    for path in sorted((Path(home) / "archive" / "segments").rglob("*.vseg")):
-        for rec in scan_segment(path):
-            if not isinstance(rec, Record) or rec.kind != KIND_FRAME:
-                continue
-            header = FrameMessage.from_body_parts(rec.parts).header
-            mask = np.zeros((header.height // 4 + 1, header.width // 4 + 1), bool)
-            for z in header.zones or header.zone_rects:  # version 1 / version 2
-                mask[z.y // 4 : -(-(z.y + z.h) // 4), z.x // 4 : -(-(z.x + z.w) // 4)] = True
-            shares.append(mask[: header.height // 4, : header.width // 4].mean())
-    return float(np.mean(shares)) if shares else 0.0
-
-
-def public_stream_bytes_per_frame(home: Path) -> float:
-    """Mean size of the public image (JPEG) or access unit (H.264) over the archived frames:
-    what a live viewer of the redacted stream receives, without zones or envelopes."""
-    from veilcam.common.format import KIND_FRAME, FrameMessage
-    from veilcam.common.segments import Record, scan_segment
-
-    sizes = [
-        FrameMessage.from_body_parts(rec.parts).header.image_len
-        for path in (Path(home) / "archive" / "segments").rglob("*.vseg")
+    return [
+        FrameMessage.from_body_parts(rec.parts).header
+        for path in sorted((Path(home) / "archive" / "segments").rglob("*.vseg"))
         for rec in scan_segment(path)
         if isinstance(rec, Record) and rec.kind == KIND_FRAME
     ]
-    return float(np.mean(sizes)) if sizes else 0.0
 
 
-def archived_capture_fps(home: Path, skip_s: float = 2.0) -> float:
-    """Frames per second by the capture times the archived headers carry, after the first
+def zone_area_share(headers: list) -> float:
+    """Mean share of the frame area inside zone rectangles (their union), over the archived
+    frames' ``headers``: what the zone streams or zone crops carry, so what the archive's
+    size over plain H.264 depends on."""
+    shares = []
+    for header in headers:
+        mask = np.zeros((header.height // 4 + 1, header.width // 4 + 1), bool)
+        for z in header.zones or header.zone_rects:  # version 1 / version 2
+            mask[z.y // 4 : -(-(z.y + z.h) // 4), z.x // 4 : -(-(z.x + z.w) // 4)] = True
+        shares.append(mask[: header.height // 4, : header.width // 4].mean())
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def public_stream_bytes_per_frame(headers: list) -> float:
+    """Mean size of the public image (JPEG) or access unit (H.264) of the archived frames:
+    what a live viewer of the redacted stream receives, without zones or envelopes."""
+    return float(np.mean([h.image_len for h in headers])) if headers else 0.0
+
+
+def archived_capture_fps(headers: list, skip_s: float = 2.0) -> float:
+    """Frames per second by the capture times the archived frames carry, after the first
     ``skip_s`` seconds (model load, first epoch): the rate the camera sustained, whatever the
     benchmark's own clock says."""
-    from veilcam.common.format import KIND_FRAME, FrameMessage
-    from veilcam.common.segments import Record, scan_segment
-
-    times = sorted(
-        FrameMessage.from_body_parts(rec.parts).header.capture_time_us
-        for path in (Path(home) / "archive" / "segments").rglob("*.vseg")
-        for rec in scan_segment(path)
-        if isinstance(rec, Record) and rec.kind == KIND_FRAME
-    )
-    times = [t for t in times if times and t >= times[0] + skip_s * 1e6]
+    times = sorted(h.capture_time_us for h in headers)
+    times = [t for t in times if t >= times[0] + skip_s * 1e6] if times else []
     span = (times[-1] - times[0]) / 1e6 if len(times) > 1 else 0.0
     return (len(times) - 1) / span if span > 0 else 0.0
 

@@ -37,6 +37,7 @@ from bench.harness import (  # noqa: E402
     SIZES,
     archive_bytes,
     archived_capture_fps,
+    archived_headers,
     cpu_seconds,
     free_port_base,
     make_clip,
@@ -287,6 +288,7 @@ def scenario(
     stored = sto["accepted"].get("frame", 0)
     archived_per_frame = archive_bytes(home) / max(1, stored)
     plain = plain_h264_bytes_per_frame(clip, fps, min(stored, 600) or 1)
+    headers = archived_headers(home)
     return {
         "scenario": name,
         "size": f"{size[0]}x{size[1]}",
@@ -297,8 +299,8 @@ def scenario(
         "fps_out": round(cam["published"] / total_wall, 1),
         "fps_viewer": round(vie["received"] / total_wall, 1),
         "fps_captured_at_viewer": round(vie["captured_fps"], 1),
-        "fps_captured_archived": round(archived_capture_fps(home), 1),
-        "public_stream_mbit_s": round(public_stream_bytes_per_frame(home) * fps * 8 / 1e6, 2),
+        "fps_captured_archived": round(archived_capture_fps(headers), 1),
+        "public_stream_mbit_s": round(public_stream_bytes_per_frame(headers) * fps * 8 / 1e6, 2),
         "dropped_by_camera": cam["dropped_backpressure"],
         "whole_frame_redactions": sum(cam["fail_closed"].values()),
         "scan": cam.get("scan", {}),
@@ -320,7 +322,7 @@ def scenario(
         "plain_h264_bytes_per_frame": round(plain),
         "plain_h264_gb_per_hour": round(plain * fps * 3600 / 1e9, 2),
         "archive_to_plain_h264": round(archived_per_frame / max(plain, 1), 2),
-        "zone_area_share": round(zone_area_share(home), 3),
+        "zone_area_share": round(zone_area_share(headers), 3),
         "clip": [str(p) for p in clip_sources] if clip_sources else "default",
         "stages": {"camera": cam["stages"], "store": sto["stages"], "viewer": vie["stages"]},
         "crypto_ms_per_frame": {k: round(v, 3) for k, v in crypto.items()},
