@@ -122,8 +122,9 @@ def test_grid_camera_page_unlock_playback_export(tmp_path: Path, procs, browser)
         # the camera page
         card.click()
         page.wait_for_url("**/#camera/cam1")
-        assert page.locator("#camera-view").is_visible()
-        assert not page.locator("#grid").is_visible()
+        # the page's hash handler switches the views after the URL changes: wait for it
+        page.locator("#camera-view").wait_for(state="visible")
+        page.locator("#grid").wait_for(state="hidden")
         wait_image(page, "#cam-stream")
         page.locator("#cam-sig", has_text="signature verified").wait_for()
         page.locator("#cam-mode", has_text="LIVE").wait_for()
@@ -144,7 +145,7 @@ def test_grid_camera_page_unlock_playback_export(tmp_path: Path, procs, browser)
         page.fill("#password", PASSWORD)
         page.click("#unlock")
         page.locator("#mode", has_text="unlocked as alice").wait_for()
-        assert page.locator("#lock").is_visible()
+        page.locator("#lock").wait_for(state="visible")
         wait_image(page, "#cam-stream")
         unlocked_detail = zone_detail(stream_shot(page, "unlocked"))
         page.screenshot(path=str(ARTIFACTS / "camera-unlocked.png"))
@@ -159,7 +160,7 @@ def test_grid_camera_page_unlock_playback_export(tmp_path: Path, procs, browser)
         page.locator("#timeline").click(position={"x": 5, "y": 18})
         page.locator("#cam-mode", has_text="PLAYBACK").wait_for()
         assert "from=" in page.get_attribute("#cam-stream", "src")
-        assert page.locator("#tl-cursor").is_visible()
+        page.locator("#tl-cursor").wait_for(state="visible")
         wait_image(page, "#cam-stream")
         assert zone_detail(stream_shot(page, "playback")) > 3 * public_detail  # unlocked too
         page.screenshot(path=str(ARTIFACTS / "camera-playback.png"))
@@ -246,7 +247,7 @@ def test_live_h264_plays_through_media_source_extensions(tmp_path: Path, procs, 
         video = page.locator("#cam-video")
         assert video.get_attribute("data-mode") == "mse"
         assert page.evaluate("() => document.getElementById('cam-video').src").startswith("blob:")
-        assert not page.locator("#cam-stream").is_visible()
+        page.locator("#cam-stream").wait_for(state="hidden")
         asked = len(requests)
 
         state = (
@@ -273,7 +274,8 @@ def test_live_h264_plays_through_media_source_extensions(tmp_path: Path, procs, 
         page.click("#unlock")
         page.locator("#mode", has_text="unlocked as alice").wait_for()
         wait_image(page, "#cam-stream")
-        assert page.locator("#cam-stream").is_visible() and not video.is_visible()
+        page.locator("#cam-stream").wait_for(state="visible")
+        video.wait_for(state="hidden")
         # locked again: back to MSE
         page.click("#lock")
         page.locator("#mode", has_text="public view").wait_for()
