@@ -476,16 +476,15 @@ class CameraNode:
         encoded = encode_frame_h264(
             image, zones, redactor=self.redactor, video=self.video, times=self.times
         )
-        held, self._held = self._held, (captured, encoded)
-        if held is not None:
-            self._send_frame(links, held[0], functools.partial(self._seal, held[1]))
+        self._flush(links)  # the previous frame, its zone streams done meanwhile
+        self._held = (captured, encoded)
 
     def _seal(self, encoded: EncodedFrame, **chain: Any) -> FrameMessage:
         assert self.video is not None
         return seal_frame_h264(encoded, video=self.video, **chain)
 
     def _flush(self, links: _Links) -> None:
-        """Send the H.264 frame ``_publish`` holds, if any (end of the run)."""
+        """Seal and send the H.264 frame ``_publish`` holds, if any."""
         held, self._held = self._held, None
         if held is not None:
             self._send_frame(links, held[0], functools.partial(self._seal, held[1]))

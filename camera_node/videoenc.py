@@ -254,13 +254,12 @@ class ZoneStreams:
         public_keyframe: bool,
         public: np.ndarray | None = None,
     ) -> list[StreamAU]:
-        """One AU per active class stream. ``image`` holds the original pixels of the zones,
-        ``public`` the redacted frame (the zones' surroundings; ``image`` when not given, for
-        a frame whose zones are all of one class or callers that only test stream life)."""
         """This frame's AUs, one per active class stream, in increasing class order.
 
-        ``image`` holds the *original* pixels (before redaction); ``public_keyframe`` says
-        whether the public AU of this frame is an IDR (every stream then gives an IDR too)."""
+        ``image`` holds the *original* pixels (before redaction), ``public`` the redacted frame
+        (the zones' surroundings; ``image`` when not given, for a frame whose zones are all of
+        one class or callers that only test stream life); ``public_keyframe`` says whether the
+        public AU of this frame is an IDR (every stream then gives an IDR too)."""
         by_class: dict[ZoneClass, list[Zone]] = {}
         for z in zones:
             by_class.setdefault(ZoneClass(z.zone_class), []).append(z)
